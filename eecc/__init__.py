@@ -1,0 +1,3 @@
+"""eecc: early-exit conversion compiler."""
+
+__version__ = "0.1.0"
