@@ -1,0 +1,5 @@
+import sys
+
+from eecc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""`eecc` command line: subcommands live in eecc/commands/; user errors become one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import eecc.commands
+from eecc import __version__
+from eecc.errors import EeccError
+
+# Listed so that `eecc --help` shows the main flow first; other modules are appended in name order.
+ORDER = ["compile", "inspect", "exits", "search", "run", "targets", "report"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eecc", description="Early-exit conversion compiler for ONNX classifiers.")
+    parser.add_argument("--version", action="version", version=f"eecc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    names = [m.name for m in pkgutil.iter_modules(eecc.commands.__path__)]
+    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        importlib.import_module(f"eecc.commands.{name}").register(subparsers)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EeccError as exc:
+        print(f"eecc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eecc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""`eecc inspect MODEL.onnx`: the block-level view, candidate exits and the head blueprint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eecc.errors import EeccError
+from eecc.passes.fuse_blocks import BlockGraph
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="show blocks, costs and candidate exits of a model (or a bundle)")
+    p.add_argument("path", help="an ONNX model, or a bundle directory written by `eecc compile`")
+    p.add_argument("--input-shape", type=parse_shape, default=None,
+                   help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def parse_shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise EeccError(f"--input-shape '{text}' is not a comma-separated list of integers, e.g. 1,28,28") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise EeccError(f"--input-shape '{text}' needs positive integers, e.g. 1,28,28")
+    return dims
+
+
+def run(args) -> int:
+    path = Path(args.path)
+    if path.is_dir():
+        return _inspect_bundle(path, args)
+    from eecc.pipeline import analyse
+
+    _, blocks = analyse(path, input_shape=args.input_shape)
+    if args.json:
+        print(json.dumps(model_summary(path.name, blocks)))
+    else:
+        print_blocks(path.name, blocks, console())
+    return 0
+
+
+def _inspect_bundle(path: Path, args) -> int:
+    try:
+        from eecc.commands import bundle_view  # written with the bundle format
+    except ImportError:
+        raise EeccError(f"'{path}' is a directory; give an ONNX model file") from None
+    return bundle_view.show(path, args)
+
+
+def console() -> Console:
+    """Tables stay readable when piped: rich would otherwise squeeze them to 80 columns."""
+    plain = Console()
+    return plain if plain.is_terminal else Console(width=160)
+
+
+def model_summary(name: str, bg: BlockGraph) -> dict:
+    return {
+        "model": name,
+        "total_macs": bg.total_macs,
+        "total_params": bg.total_params,
+        "blocks": [{"index": b.index, "ops": list(b.ops), "output": b.output, "shape": list(b.shape),
+                    "macs": b.macs, "cumulative_macs": b.cumulative_macs, "params": b.params,
+                    "activation_bytes": b.activation_bytes, "candidate_exit": b.candidate_exit}
+                   for b in bg.blocks] + [_head_row(bg)],
+        "head": {"ops": list(bg.head.ops), "input": bg.head.input, "macs": bg.head.macs},
+    }
+
+
+def _head_row(bg: BlockGraph) -> dict:
+    """The head is listed as the last block so that cumulative MACs end at the model total."""
+    h = bg.head
+    return {"index": len(bg.blocks), "ops": list(h.ops), "output": h.output, "shape": [h.num_classes],
+            "macs": h.macs, "cumulative_macs": bg.total_macs, "params": bg.total_params - sum(
+                b.params for b in bg.blocks), "activation_bytes": 4 * h.num_classes, "candidate_exit": False}
+
+
+def print_blocks(name: str, bg: BlockGraph, console: Console) -> None:
+    table = Table(title=f"{name}: {len(bg.blocks)} backbone blocks, {len(bg.candidates())} candidate exits")
+    for col in ("#", "ops", "output", "shape", "MACs", "cum. %", "params", "act. bytes", "exit?"):
+        table.add_column(col, justify="right" if col not in ("ops", "output") else "left")
+    for row in model_summary(name, bg)["blocks"]:
+        table.add_row(str(row["index"]), _short_ops(row["ops"]), row["output"], "×".join(map(str, row["shape"])),
+                      f"{row['macs']:,}", f"{100 * row['cumulative_macs'] / max(bg.total_macs, 1):.1f}",
+                      f"{row['params']:,}", f"{row['activation_bytes']:,}", "yes" if row["candidate_exit"] else "")
+    console.print(table)
+    console.print(f"head blueprint: {' → '.join(bg.head.ops)} on '{bg.head.input}' "
+                  f"({bg.head.macs:,} MACs, {bg.head.num_classes} classes)")
+    console.print(f"total: {bg.total_macs:,} MACs, {bg.total_params:,} params")
+
+
+def _short_ops(ops: list[str]) -> str:
+    text = "+".join(ops)
+    return text if len(text) <= 40 else text[:37] + "..."

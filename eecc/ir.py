@@ -1,0 +1,215 @@
+"""The one boundary between ONNX files/ModelProtos and the onnx-graphsurgeon graphs passes work on."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import shape_inference
+
+from eecc.errors import EeccError
+
+ANN_PREFIX = "eecc."          # in-memory annotation attrs on gs nodes
+META_PREFIX = "pkg.eecc."     # NodeProto.metadata_props keys on disk
+MIN_OPSET, MAX_OPSET = 11, 23
+
+
+def get_ann(node: gs.Node, key: str, default: Any = None) -> Any:
+    return node.attrs.get(ANN_PREFIX + key, default)
+
+
+def set_ann(node: gs.Node, key: str, value: Any) -> None:
+    node.attrs[ANN_PREFIX + key] = value
+
+
+def annotations(node: gs.Node) -> dict[str, Any]:
+    return {k[len(ANN_PREFIX):]: v for k, v in node.attrs.items() if k.startswith(ANN_PREFIX)}
+
+
+def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None) -> gs.Graph:
+    """Read an ONNX file into a shape-inferred gs graph, with eecc annotations restored."""
+    path = Path(path)
+    if not path.exists():
+        raise EeccError(f"model file '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise EeccError(f"'{path}' is a directory, not an ONNX model file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish or ValueError
+        raise EeccError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}); "
+                        "it may be truncated or another format: re-export it with torch.onnx.export") from None
+    if not model.graph.node:
+        raise EeccError(f"'{path}' contains no ONNX graph nodes; it is not a model exported to ONNX")
+    return from_model(model, input_shape=input_shape, origin=str(path))
+
+
+def from_model(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
+               origin: str = "model") -> gs.Graph:
+    model = _checked(model, origin)
+    _name_nodes(model)
+    _fix_input_shape(model, input_shape, origin)
+    model = _infer_shapes(model, origin)
+    anns = {n.name: {p.key[len(META_PREFIX):]: json.loads(p.value)
+                     for p in n.metadata_props if p.key.startswith(META_PREFIX)}
+            for n in model.graph.node}
+    graph = gs.import_onnx(model)
+    for node in graph.nodes:
+        for key, value in anns.get(node.name, {}).items():
+            set_ann(node, key, value)
+    return graph
+
+
+def to_model(graph: gs.Graph) -> onnx.ModelProto:
+    """Export a gs graph; eecc annotations move from attrs to metadata_props (inert for checker/ORT/TVM)."""
+    graph = graph.copy()
+    anns: dict[str, dict[str, Any]] = {}
+    for node in graph.nodes:
+        node_anns = annotations(node)
+        if node_anns:
+            anns[node.name] = node_anns
+        for key in node_anns:
+            del node.attrs[ANN_PREFIX + key]
+    model = gs.export_onnx(graph)
+    for node in model.graph.node:
+        for key, value in sorted(anns.get(node.name, {}).items()):
+            node.metadata_props.add(key=META_PREFIX + key, value=json.dumps(value, default=_json_default))
+    return model
+
+
+def save(graph_or_model: gs.Graph | onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write atomically: a crash never leaves a half-written model at `path`."""
+    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else to_model(graph_or_model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def per_sample_shape(var: gs.Variable) -> tuple[int, ...] | None:
+    """Shape without the batch dimension, or None where any remaining dim is not a known int."""
+    if var.shape is None or len(var.shape) == 0:
+        return None
+    rest = tuple(var.shape[1:])
+    return rest if all(isinstance(d, (int, np.integer)) and d >= 0 for d in rest) else None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"annotation value {value!r} is not JSON-serialisable")
+
+
+def _checked(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise EeccError(f"{origin}: default-domain opset {opset} is unsupported; "
+                        f"export with opset {MIN_OPSET}..{MAX_OPSET} (e.g. torch.onnx.export(..., opset_version=17))")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise EeccError(f"{origin}: fails onnx.checker ({first}); re-export the model") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise EeccError(f"{origin}: has {len(inputs)} graph inputs ({names}); eecc needs a "
+                        "single-input classifier: fold the other inputs into constants before export")
+    if len(model.graph.output) != 1:
+        raise EeccError(f"{origin}: has {len(model.graph.output)} graph outputs; eecc needs a classifier "
+                        "with one logits output: drop the extra outputs before export")
+    return model
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed or duplicate-named nodes deterministic names so annotations can be keyed by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def _fix_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, origin: str) -> None:
+    inits = {i.name for i in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    dims = inp.type.tensor_type.shape.dim
+    if input_shape is not None:
+        if len(input_shape) != len(dims) - 1:
+            raise EeccError(f"{origin}: --input-shape {list(input_shape)} has {len(input_shape)} dims but input "
+                            f"'{inp.name}' has {len(dims) - 1} non-batch dims; give the shape without the batch dim")
+        for dim, size in zip(list(dims)[1:], input_shape):
+            dim.Clear()
+            dim.dim_value = int(size)
+    unknown = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
+    if len(dims) < 2 or unknown:
+        raise EeccError(f"{origin}: input '{inp.name}' has symbolic non-batch dims at positions {unknown}; "
+                        "pass --input-shape C,H,W (without the batch dim) or export with a static shape")
+
+
+def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise EeccError(f"{origin}: ONNX shape inference failed ({str(exc).splitlines()[0]}); "
+                        "export with static input shape") from None
+    known = {vi.name for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)
+             if _has_static_rest(vi)}
+    missing = [o for n in model.graph.node for o in n.output if o and o not in known]
+    if missing:
+        _shapes_from_onnxruntime(model, missing, origin)
+    return model
+
+
+def _has_static_rest(vi: onnx.ValueInfoProto) -> bool:
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return False
+    dims = vi.type.tensor_type.shape.dim
+    return all(d.HasField("dim_value") for d in list(dims)[1:])
+
+
+def _shapes_from_onnxruntime(model: onnx.ModelProto, names: list[str], origin: str) -> None:
+    """Static inference left some shapes unknown (e.g. a dynamic Pad): learn them from one real run."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    inits = {i.name for i in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    rest = [d.dim_value for d in list(inp.type.tensor_type.shape.dim)[1:]]
+    elem = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        # Two batch sizes tell batch-dependent dims (symbolic) from fixed ones (shape tensors, weights).
+        runs = [sess.run(names, {inp.name: np.zeros([b, *rest], dtype=elem)}) for b in (1, 2)]
+    except Exception as exc:
+        raise EeccError(f"{origin}: cannot determine intermediate shapes (onnxruntime: "
+                        f"{str(exc).splitlines()[0][:160]}); export with static shapes") from None
+    by_name = {vi.name: vi for vi in model.graph.value_info}
+    for name, one, two in zip(names, *runs):
+        one, two = np.asarray(one), np.asarray(two)
+        dims = [d1 if d1 == d2 else "batch" for d1, d2 in zip(one.shape, two.shape)]
+        vi = onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(one.dtype), dims)
+        if name in by_name:
+            by_name[name].CopyFrom(vi)
+        else:
+            model.graph.value_info.append(vi)

@@ -1,0 +1,218 @@
+"""fuse_blocks(g) -> g' with every node annotated `block`, `role` ("backbone" | "head"), block closers marked.
+
+Blocks are the regions between consecutive articulation tensors — the tensors that every path from the
+input to the output passes through (dominators of the output, found with networkx). So a residual
+block, or any branch that re-merges, collapses into one block:  x -> [Conv..Add(x, ·)] -> Relu.
+Post-ops (BatchNormalization, Relu, Clip, HardSwish, …) that form a block on their own fuse into the
+block before them:  Block(Conv) + Block(Relu) -> Block(Conv, Relu).
+The trailing blocks made only of classifier ops (global pooling, flatten/reshape, Gemm/MatMul, bias)
+form the head — the exit blueprint. Candidate exit points are the outputs of backbone blocks, except
+the head's own input (an exit there would duplicate the final classifier).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import onnx_graphsurgeon as gs
+
+from eecc.errors import EeccError
+from eecc.ir import get_ann, per_sample_shape, set_ann
+
+POST_OPS = {"BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid",
+            "Tanh", "Elu", "Selu", "Gelu", "Mish", "Softplus", "Dropout", "Identity", "Mul", "Add", "Div", "Sub"}
+POOL_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
+CLASSIFIER_OPS = {"Gemm", "MatMul"}
+HEAD_OPS = POOL_OPS | CLASSIFIER_OPS | {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Add", "Dropout",
+                                       "Identity", "Relu", "Softmax", "LogSoftmax", "Constant", "Shape",
+                                       "Gather", "Concat", "Cast", "Slice"}
+SOURCE, SINK = "<input>", "<output>"
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    nodes: tuple[str, ...]
+    ops: tuple[str, ...]
+    output: str
+    shape: tuple[int, ...]
+    macs: int
+    cumulative_macs: int
+    params: int
+    activation_bytes: int
+    candidate_exit: bool
+
+
+@dataclass(frozen=True)
+class Head:
+    nodes: tuple[str, ...]
+    ops: tuple[str, ...]
+    input: str
+    input_shape: tuple[int, ...]
+    macs: int
+    num_classes: int
+    output: str
+
+
+@dataclass(frozen=True)
+class BlockGraph:
+    blocks: tuple[Block, ...]
+    head: Head
+    total_macs: int
+    total_params: int
+
+    def candidates(self) -> list[Block]:
+        return [b for b in self.blocks if b.candidate_exit]
+
+
+def fuse_blocks(graph: gs.Graph) -> gs.Graph:
+    """Requires annotate_cost. Adds `block`, `role`, `closes_block`, `candidate_exit`; does not mutate its input."""
+    graph = graph.copy()
+    if any(get_ann(n, "macs") is None for n in graph.nodes):
+        raise EeccError("fuse_blocks: run annotate_cost first (nodes carry no 'macs' annotation)")
+    graph.toposort()
+    flow = _dataflow(graph)
+    doms = _articulation_nodes(flow)
+    members = _segments(graph, flow, doms)
+    members = _fuse_post_ops(members)
+    head_start = _head_start(members, graph)
+    for index, (closer, nodes) in enumerate(members):
+        role = "head" if index >= head_start else "backbone"
+        for node in nodes:
+            set_ann(node, "block", index)
+            set_ann(node, "role", role)
+        set_ann(closer, "closes_block", True)
+        set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1)
+    return graph
+
+
+def read_blocks(graph: gs.Graph) -> BlockGraph:
+    """The block table of a graph that went through fuse_blocks (also after a save/load round trip)."""
+    by_block: dict[int, list[gs.Node]] = {}
+    for node in graph.nodes:
+        if get_ann(node, "block") is None:
+            continue
+        by_block.setdefault(get_ann(node, "block"), []).append(node)
+    if not by_block:
+        raise EeccError("read_blocks: graph has no block annotations; run fuse_blocks first")
+    blocks, head_nodes, cumulative = [], [], 0
+    for index in sorted(by_block):
+        nodes = by_block[index]
+        if get_ann(nodes[0], "role") == "head":
+            head_nodes.extend(nodes)
+            continue
+        closer = next(n for n in nodes if get_ann(n, "closes_block"))
+        macs = sum(get_ann(n, "macs", 0) for n in nodes)
+        cumulative += macs
+        out = closer.outputs[0]
+        blocks.append(Block(index=index, nodes=tuple(n.name for n in nodes), ops=_ops(nodes), output=out.name,
+                            shape=per_sample_shape(out) or (), macs=macs, cumulative_macs=cumulative,
+                            params=sum(get_ann(n, "params", 0) for n in nodes),
+                            activation_bytes=get_ann(closer, "activation_bytes", 0),
+                            candidate_exit=bool(get_ann(closer, "candidate_exit"))))
+    head_in = blocks[-1].output
+    out = graph.outputs[0]
+    head = Head(nodes=tuple(n.name for n in head_nodes), ops=_ops(head_nodes), input=head_in,
+                input_shape=blocks[-1].shape, macs=sum(get_ann(n, "macs", 0) for n in head_nodes),
+                num_classes=int(per_sample_shape(out)[-1]), output=out.name)
+    total_macs = cumulative + head.macs
+    total_params = sum(get_ann(n, "params", 0) for n in graph.nodes)
+    return BlockGraph(blocks=tuple(blocks), head=head, total_macs=total_macs, total_params=total_params)
+
+
+def _ops(nodes: list[gs.Node]) -> tuple[str, ...]:
+    return tuple(n.op for n in nodes if n.op != "Constant")
+
+
+def _dataflow(graph: gs.Graph) -> nx.DiGraph:
+    """Node-level DAG with a source at the input and a sink at the output; constants carry no data."""
+    flow = nx.DiGraph()
+    flow.add_nodes_from([SOURCE, SINK])
+    producer = {out.name: node.name for node in graph.nodes for out in node.outputs}
+    for node in graph.nodes:
+        flow.add_node(node.name)
+        for inp in node.inputs:
+            if isinstance(inp, gs.Variable):
+                if inp.name in producer:
+                    flow.add_edge(producer[inp.name], node.name)
+                elif inp in graph.inputs:
+                    flow.add_edge(SOURCE, node.name)
+    for out in graph.outputs:
+        flow.add_edge(producer[out.name], SINK)
+    return flow
+
+
+def _articulation_nodes(flow: nx.DiGraph) -> list[str]:
+    """Nodes on every input→output path, in order: the sink's dominator chain."""
+    idom = nx.immediate_dominators(flow, SOURCE)
+    if SINK not in idom:
+        raise EeccError("fuse_blocks: the output is not reachable from the input; the model is disconnected")
+    chain, node = [], idom[SINK]
+    while node != SOURCE:
+        chain.append(node)
+        node = idom[node]
+    return chain[::-1]
+
+
+def _segments(graph: gs.Graph, flow: nx.DiGraph, doms: list[str]) -> list[tuple[gs.Node, list[gs.Node]]]:
+    """Segment k = nodes with exactly k articulation nodes strictly upstream; closed by doms[k]."""
+    after = [nx.descendants(flow, d) for d in doms]
+    reachable = nx.descendants(flow, SOURCE)
+    by_name = {n.name: n for n in graph.nodes}
+    segment_of: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.name in reachable:
+            segment_of[node.name] = min(sum(node.name in desc for desc in after), len(doms) - 1)
+    # Constants and other input-free nodes belong with their first consumer (reverse topological order).
+    for node in reversed(graph.nodes):
+        if node.name not in segment_of:
+            consumers = [segment_of[c.name] for out in node.outputs for c in out.outputs if c.name in segment_of]
+            segment_of[node.name] = min(consumers, default=0)
+    segments: list[list[gs.Node]] = [[] for _ in doms]
+    for node in graph.nodes:
+        segments[segment_of[node.name]].append(node)
+    return [(by_name[d], seg) for d, seg in zip(doms, segments)]
+
+
+def _is_post_op(node: gs.Node) -> bool:
+    if node.op not in POST_OPS:
+        return False
+    if node.op in {"Mul", "Add", "Div", "Sub"}:  # only an elementwise op with a constant operand is a post-op
+        return sum(isinstance(i, gs.Variable) and not _is_const_var(i) for i in node.inputs) == 1
+    return True
+
+
+def _is_const_var(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant"
+
+
+def _fuse_post_ops(members: list[tuple[gs.Node, list[gs.Node]]]) -> list[tuple[gs.Node, list[gs.Node]]]:
+    fused: list[tuple[gs.Node, list[gs.Node]]] = []
+    for closer, nodes in members:
+        if fused and all(_is_post_op(n) or n.op == "Constant" for n in nodes):
+            fused[-1] = (closer, fused[-1][1] + nodes)
+        else:
+            fused.append((closer, nodes))
+    return fused
+
+
+def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -> int:
+    start = len(members)
+    while start > 0 and all(n.op in HEAD_OPS and not _is_merge(n) for n in members[start - 1][1]):
+        start -= 1
+    head_ops = {n.op for _, nodes in members[start:] for n in nodes}
+    if start == len(members) or not head_ops & CLASSIFIER_OPS:
+        raise EeccError("fuse_blocks: no classifier head found at the end of the model; expected "
+                        "[GlobalAveragePool|ReduceMean] -> [Flatten|Reshape] -> Gemm|MatMul(+Add) producing "
+                        f"'{graph.outputs[0].name}'")
+    if start < 2:
+        raise EeccError("fuse_blocks: no candidate exit point before the classifier head; the backbone needs "
+                        "at least two blocks that every input-to-output path passes through")
+    return start
+
+
+def _is_merge(node: gs.Node) -> bool:
+    """An Add/Concat of two computed tensors is a residual or branch merge, never part of a head."""
+    return node.op in {"Add", "Concat"} and sum(
+        isinstance(i, gs.Variable) and not _is_const_var(i) and bool(i.inputs) for i in node.inputs) > 1
