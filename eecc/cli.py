@@ -15,8 +15,15 @@ from eecc.errors import EeccError
 ORDER = ["compile", "inspect", "exits", "search", "run", "targets", "report"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit code 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eecc", description="Early-exit conversion compiler for ONNX classifiers.")
+    parser = OneLineParser(prog="eecc", description="Early-exit conversion compiler for ONNX classifiers.")
     parser.add_argument("--version", action="version", version=f"eecc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = [m.name for m in pkgutil.iter_modules(eecc.commands.__path__)]
@@ -29,14 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "eecc"
     try:
+        args = parser.parse_args(argv)
+        command = f"eecc {args.command}"
         return int(args.func(args) or 0)
     except EeccError as exc:
-        print(f"eecc {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"eecc {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

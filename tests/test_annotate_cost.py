@@ -1,0 +1,66 @@
+"""annotate_cost: per-node MACs (README convention), other ops, params, bytes; graph unchanged otherwise."""
+
+import numpy as np
+import onnx
+
+from eecc import ir
+from eecc.passes.annotate_cost import annotate_cost, totals
+from golden import assert_same_graph, canonical, parse, run
+
+BEFORE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4, 8, 8] input) => (float[N, 10] logits)
+  <float[8, 2, 3, 3] wg, float[8] bg, float[8, 4, 2, 2] wt, float[4, 5] wm, float[10, 20] fc, float[10] fcb,
+   int64[2] shape = {0, -1}>
+{
+    g1 = Conv<group = 2, pads = [1, 1, 1, 1], strides = [2, 2]>(input, wg, bg)
+    r = Relu(g1)
+    t = ConvTranspose<strides = [2, 2]>(r, wt)
+    p = MaxPool<kernel_shape = [2, 2], strides = [2, 2]>(t)
+    m = MatMul(p, wm)
+    q = ReduceMean<axes = [1], keepdims = 0>(m)
+    f = Reshape(q, shape)
+    logits = Gemm<transB = 1>(f, fc, fcb)
+}
+"""
+# Every figure below is worked out by hand from the convention in annotate_cost's docstring.
+EXPECTED = {  # op: (macs, other_ops, params, weight_bytes, activation_bytes)
+    "Conv": (8 * 4 * 4 * (4 // 2) * 3 * 3, 8 * 4 * 4, 8 * 2 * 9 + 8, 4 * (8 * 2 * 9 + 8), 4 * 8 * 4 * 4),
+    "Relu": (0, 128, 0, 0, 512),
+    "ConvTranspose": (8 * 4 * 4 * 4 * 2 * 2, 0, 8 * 4 * 4, 4 * 128, 4 * 4 * 8 * 8),
+    "MaxPool": (0, 4 * 4 * 4 * 4, 0, 0, 4 * 4 * 4 * 4),
+    "MatMul": (4 * 4 * 5 * 4, 0, 20, 80, 4 * 80),  # no bias: no other ops
+    "ReduceMean": (0, 4 * 4 * 5, 0, 0, 4 * 20),
+    "Reshape": (0, 0, 0, 0, 4 * 20),   # the int64 shape constant is not a weight
+    "Gemm": (20 * 10, 10, 210, 840, 40),
+}
+
+
+def test_annotations_match_hand_counts():
+    before = parse(BEFORE)
+    graph = ir.from_model(before)
+    after = annotate_cost(graph)
+    got = {n.op: tuple(ir.get_ann(n, k) for k in ("macs", "other_ops", "params", "weight_bytes", "activation_bytes"))
+           for n in after.nodes}
+    assert got == EXPECTED
+    assert totals(after)["macs"] == sum(v[0] for v in EXPECTED.values())
+
+
+def test_graph_is_unchanged_and_input_not_mutated():
+    before = parse(BEFORE)
+    graph = ir.from_model(before)
+    snapshot = canonical(ir.to_model(graph))
+    after = ir.to_model(annotate_cost(graph))
+    assert canonical(ir.to_model(graph)) == snapshot
+    assert all(not ir.annotations(n) for n in graph.nodes)
+    assert_same_graph(after, before)
+    onnx.checker.check_model(after, full_check=True)
+    keys = {p.key for n in after.graph.node for p in n.metadata_props}
+    assert keys == {f"pkg.eecc.{k}" for k in ("macs", "other_ops", "params", "weight_bytes", "activation_bytes")}
+
+
+def test_numerics_unchanged():
+    before = parse(BEFORE)
+    after = ir.to_model(annotate_cost(ir.from_model(before)))
+    x = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(after, {"input": x})["logits"], run(before, {"input": x})["logits"])

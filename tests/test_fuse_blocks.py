@@ -1,0 +1,185 @@
+"""fuse_blocks: residual and re-merging branches collapse, post-ops fuse, heads are recognised."""
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc import ir
+from eecc.errors import EeccError
+from eecc.pipeline import analyse
+from eecc.passes.annotate_cost import annotate_cost
+from eecc.passes.fuse_blocks import fuse_blocks, read_blocks
+from golden import assert_same_graph, canonical, parse, run
+
+RESIDUAL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] input) => (float[N, 10] logits)
+  <float[4, 3, 3, 3] w0, float[4, 4, 3, 3] w1, float[4, 4, 3, 3] w2, float[10, 4] fc, float[10] fcb>
+{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
+    r1 = Relu(c1)
+    c2 = Conv<pads = [1, 1, 1, 1]>(r1, w2)
+    s = Add(r0, c2)
+    r2 = Relu(s)
+    mp = MaxPool<kernel_shape = [2, 2], strides = [2, 2]>(r2)
+    c3 = Conv<pads = [1, 1, 1, 1]>(mp, w1)
+    r3 = Relu(c3)
+    p = GlobalAveragePool(r3)
+    f = Flatten(p)
+    logits = Gemm<transB = 1>(f, fc, fcb)
+}
+"""
+# (ops, output, candidate) per backbone block; then the head.
+RESIDUAL_BLOCKS = [
+    (("Conv", "Relu"), "r0", True),
+    (("Conv", "Relu", "Conv", "Add", "Relu"), "r2", True),   # the whole residual block, its Relu fused
+    (("MaxPool",), "mp", True),
+    (("Conv", "Relu"), "r3", False),                          # the head's input: no exit there
+]
+
+BRANCHES = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 6, 6] input) => (float[N, 3] logits)
+  <float[4, 2, 1, 1] a, float[4, 2, 3, 3] b, float[4, 8, 1, 1] m, float[4, 3] fc, float[3] fcb>
+{
+    x = Conv(input, a)
+    y = Conv<pads = [1, 1, 1, 1]>(input, b)
+    yr = Relu(y)
+    cat = Concat<axis = 1>(x, yr)
+    mix = Conv(cat, m)
+    mr = Relu(mix)
+    q = ReduceMean<axes = [2, 3], keepdims = 0>(mr)
+    h = MatMul(q, fc)
+    logits = Add(h, fcb)
+}
+"""
+
+HEADS = {
+    "gap_flatten_gemm": ("GlobalAveragePool(t)", "Flatten(p)", "Gemm<transB = 1>(f, fc, fcb)"),
+    "reducemean_reshape_gemm": ("ReduceMean<keepdims = 1>(t, axes)", "Reshape(p, shape)",
+                                "Gemm<transB = 1>(f, fc, fcb)"),
+    "reducemean_matmul_add": ("ReduceMean<keepdims = 0>(t, axes)", "Identity(p)",
+                              "Add(MatMul(f, fcT), fcb)"),
+}
+
+
+def _head_model(kind: str) -> onnx.ModelProto:
+    pool, flat, fc = HEADS[kind]
+    fc_line = (f"mm = MatMul(f, fcT)\n    logits = Add(mm, fcb)" if kind == "reducemean_matmul_add"
+               else f"logits = {fc}")
+    return parse(f"""
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[N, 1, 8, 8] input) => (float[N, 5] logits)
+  <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1, float[5, 4] fc, float[4, 5] fcT, float[5] fcb, int64[2] shape = {{0, -1}},
+   int64[2] axes = {{2, 3}}>
+{{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    c1 = Conv<pads = [1, 1, 1, 1], strides = [2, 2]>(r0, w1)
+    t = Relu(c1)
+    p = {pool}
+    f = {flat}
+    {fc_line}
+}}
+""")
+
+
+def _fused(model):
+    graph = ir.from_model(model)
+    return graph, fuse_blocks(annotate_cost(graph))
+
+
+def _table(bg):
+    return [(b.ops, b.output, b.candidate_exit) for b in bg.blocks]
+
+
+def test_residual_block_collapses_and_post_ops_fuse():
+    before = parse(RESIDUAL)
+    graph, after = _fused(before)
+    bg = read_blocks(after)
+    assert _table(bg) == RESIDUAL_BLOCKS
+    assert bg.head.ops == ("GlobalAveragePool", "Flatten", "Gemm") and bg.head.input == "r3"
+    assert bg.head.num_classes == 10
+    macs = [4 * 64 * 3 * 9, 2 * 4 * 64 * 4 * 9, 0, 4 * 16 * 4 * 9]
+    assert [b.macs for b in bg.blocks] == macs
+    assert [b.cumulative_macs for b in bg.blocks] == list(np.cumsum(macs))
+    assert bg.total_macs == sum(macs) + 40
+    roles = {n.name: ir.get_ann(n, "role") for n in after.nodes}
+    assert sorted(k for k, v in roles.items() if v == "head") == sorted(bg.head.nodes)
+
+
+def test_pass_is_pure_and_keeps_the_graph():
+    before = parse(RESIDUAL)
+    graph, after = _fused(before)
+    assert all(ir.get_ann(n, "block") is None for n in graph.nodes)
+    out = ir.to_model(after)
+    assert_same_graph(out, before)
+    onnx.checker.check_model(out, full_check=True)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"input": x})["logits"], run(before, {"input": x})["logits"])
+
+
+def test_blocks_survive_save_and_load(tmp_path):
+    _, after = _fused(parse(RESIDUAL))
+    path = ir.save(after, tmp_path / "fused.onnx")
+    assert read_blocks(ir.load(path)) == read_blocks(after)
+
+
+def test_remerging_branch_is_one_block():
+    _, after = _fused(parse(BRANCHES))
+    bg = read_blocks(after)
+    assert _table(bg) == [(("Conv", "Conv", "Relu", "Concat"), "cat", True), (("Conv", "Relu"), "mr", False)]
+    assert bg.head.ops == ("ReduceMean", "MatMul", "Add") and bg.head.macs == 12
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_each_head_kind_is_found(kind):
+    _, after = _fused(_head_model(kind))
+    bg = read_blocks(after)
+    assert [b.output for b in bg.candidates()] == ["r0"]
+    assert bg.head.input == "t" and bg.head.num_classes == 5
+    assert any(op in ("Gemm", "MatMul") for op in bg.head.ops)
+
+
+def test_no_head_is_an_error():
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 4, 8, 8] logits) <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1>
+{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
+    logits = Relu(c1)
+}
+""")
+    with pytest.raises(EeccError, match="no classifier head"):
+        _fused(model)
+
+
+def test_no_candidate_is_an_error():
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 3] logits) <float[4, 1, 3, 3] w0, float[3, 4] fc>
+{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    p = GlobalAveragePool(r0)
+    f = Flatten(p)
+    logits = Gemm<transB = 1>(f, fc)
+}
+""")
+    with pytest.raises(EeccError, match="no candidate exit point"):
+        _fused(model)
+
+
+def test_requires_annotate_cost():
+    with pytest.raises(EeccError, match="annotate_cost first"):
+        fuse_blocks(ir.from_model(parse(RESIDUAL)))
+
+
+def test_analyse_matches_manual_pipeline():
+    model = parse(RESIDUAL)
+    _, bg = analyse(model)
+    assert _table(bg) == RESIDUAL_BLOCKS
