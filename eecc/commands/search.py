@@ -1,0 +1,125 @@
+"""`eecc search MODEL.onnx --target T --data D.npz [--json]`: placements x thresholds, chosen marked."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from eecc.errors import EeccError
+from eecc.search.confidence import METRICS
+from eecc.search.search import SearchOptions
+from eecc.search.thresholds import METHODS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("search", help="search exit placements and thresholds for a platform")
+    p.add_argument("model", help="the trained classifier, .onnx")
+    p.add_argument("--target", required=True, help="a built-in platform name or a platform .toml")
+    p.add_argument("--data", required=True, help=".npz with x_train, y_train [, x_val, y_val, x_test, y_test]")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--metric", choices=METRICS, default="max_softmax", help="confidence metric")
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="threshold search: exact (<= 1e6 combinations under auto) or the NA graph")
+    p.add_argument("--w-eff", type=float, default=0.9, help="weight of mean MACs / original MACs")
+    p.add_argument("--w-acc", type=float, default=0.1, help="weight of the accuracy drop in points")
+    p.add_argument("--max-acc-drop", type=float, default=None, metavar="POINTS",
+                   help="hard limit on the validation accuracy drop, in percentage points")
+    p.add_argument("--max-macs", default=None, metavar="MACS|PCT%",
+                   help="hard limit on mean MACs per sample: a number, or a share of the original ('60%%')")
+    p.add_argument("--max-latency-ms", type=float, default=None,
+                   help="worst-case latency limit; default: the platform's max_latency_s")
+    p.add_argument("--calibrate-on", choices=("val", "train"), default="val",
+                   help="'train' when there is no validation data (optimistic: a warning is given)")
+    p.add_argument("--correction", type=float, default=1.0,
+                   help="with --calibrate-on train, thresholds are multiplied by this factor")
+    p.add_argument("--no-fine", action="store_true", help="skip the finer second threshold pass")
+    p.add_argument("--pareto", action="store_true", help="also run NSGA-II and output the Pareto set")
+    p.add_argument("--max-exits", type=int, default=None,
+                   help="with --pareto: most exits per solution (may exceed processors - 1)")
+    p.add_argument("--scale", type=float, default=None, help="multiply uint8 inputs by this")
+    p.add_argument("--cache-dir", default=None, help="feature/training cache directory")
+    p.set_defaults(func=run)
+
+
+def _max_macs(text: str | None, original: int) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text[:-1]) / 100.0 * original if text.endswith("%") else float(text)
+    except ValueError:
+        raise EeccError(f"--max-macs '{text}' is not a number or a percentage like '60%'") from None
+
+
+def run(args) -> int:
+    from eecc.exits import plan_exits, run_exits
+    from eecc.search.placement import ModelCost, enumerate_placements, surviving_candidates
+    from eecc.search.search import search
+    from eecc.targets.platform import load_platform
+
+    t0 = time.perf_counter()
+    platform = load_platform(args.target)
+    plan = plan_exits(args.model)
+    model_cost = ModelCost.from_blocks(plan.blocks)
+    limit = None if args.max_latency_ms is None else args.max_latency_ms / 1e3
+    placements = enumerate_placements(platform, plan.costs, model_cost, max_latency_s=limit)
+    survivors = surviving_candidates(placements, plan.costs)
+    t1 = time.perf_counter()
+    if not survivors:
+        why = placements[0].reasons[0] if placements else \
+            f"platform '{platform.name}' has {len(platform.processors)} processor(s) and the model " \
+            f"{len(plan.costs)} candidate exit(s)"
+        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+    exits = run_exits(plan, args.data, candidates=survivors, scale=args.scale,
+                      cache_dir=args.cache_dir, progress=not args.json)
+    t2 = time.perf_counter()
+    options = SearchOptions(
+        metric=args.metric, method=args.method, w_eff=args.w_eff, w_acc=args.w_acc,
+        max_accuracy_drop=None if args.max_acc_drop is None else args.max_acc_drop / 100.0,
+        max_mean_macs=_max_macs(args.max_macs, exits.logits.final_macs),
+        calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
+        pareto=args.pareto, max_exits=args.max_exits)
+    result = search(exits.logits, placements=placements, options=options, strict=False)
+    result.timings |= {"placements_s": t1 - t0, "exits_s": t2 - t1,
+                       "total_s": time.perf_counter() - t0}
+    result.options["target"] = platform.name
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print_table(result)
+    if result.chosen is None:
+        raise EeccError(result.infeasible)
+    return 0
+
+
+def print_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if Console().is_terminal else Console(width=180)
+    orig = result.original
+    table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
+                        f"{orig['macs']:,} MACs; test split)")
+    for col in ("", "exits", "processors", "thresholds", "test acc", "mean MACs", "Δ acc pt",
+                "Δ MACs", "oracle MACs", "exit rates", "feasible"):
+        table.add_column(col, justify="left" if col in ("", "exits", "processors", "thresholds",
+                                                        "exit rates", "feasible") else "right")
+    for i, p in enumerate(result.placements):
+        j = p.to_json()
+        table.add_row(
+            "*" if i == result.chosen else "", ", ".join(p.exits), " → ".join(p.processors or ()),
+            ", ".join(f"{t:.3f}" for t in p.thresholds), f"{100 * j['accuracy']:.2f}",
+            f"{j['mean_macs']:,.0f}", f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
+            f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",
+            " ".join(f"{r:.2f}" for r in j["exit_rates"]),
+            "yes" if p.feasible else "no: " + "; ".join(p.reasons))
+    console.print(table)
+    for p in result.pruned:
+        console.print(f"  pruned before training: {', '.join(p['exits'])} on "
+                      f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")
+    for name, b in result.baselines.items():
+        console.print(f"  baseline {name}: accuracy {100 * b['accuracy']:.2f} %, "
+                      f"mean MACs {b['mean_macs']:,.0f}")
+    if result.pareto:
+        console.print(f"  Pareto set: {len(result.pareto)} solutions (see --json)")
+    for w in result.warnings:
+        console.print(f"  warning: {w}")

@@ -1,0 +1,44 @@
+"""Confidence metrics over logits; higher means more confident, and a sample exits when conf >= t.
+
+All three are functions of the softmax probabilities p (so thresholds live in [0, 1]):
+  max_softmax = max_c p_c
+  margin      = p_(1) - p_(2)          (top-1 minus top-2 probability)
+  entropy     = 1 - H(p) / log C       (H in nats; 1 = one-hot, 0 = uniform)
+The runtime's gates (runtime/, ONNX ops) must compute the same formulas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eecc.errors import EeccError
+
+METRICS = ("max_softmax", "margin", "entropy")
+DEFAULT_METRIC = "max_softmax"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def confidence(logits: np.ndarray, metric: str = DEFAULT_METRIC) -> np.ndarray:
+    """Confidence over the last axis of `logits` (any leading shape), float64."""
+    if metric not in METRICS:
+        raise EeccError(f"unknown confidence metric '{metric}'; choose one of {', '.join(METRICS)}")
+    p = softmax(logits)
+    if metric == "max_softmax":
+        return p.max(axis=-1)
+    if metric == "margin":
+        if p.shape[-1] < 2:
+            return np.ones(p.shape[:-1])
+        top2 = np.partition(p, p.shape[-1] - 2, axis=-1)[..., -2:]
+        return top2[..., 1] - top2[..., 0]
+    c = p.shape[-1]
+    if c < 2:
+        return np.ones(p.shape[:-1])
+    # 0·log 0 = 0: the clip keeps one-hot probabilities finite without changing the sum.
+    h = -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=-1)
+    return 1.0 - h / np.log(c)

@@ -1,0 +1,225 @@
+"""The search: placements x thresholds on validation logits, reported on the test split."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from eecc.errors import EeccError
+from eecc.search.baselines import global_threshold, nachos_greedy
+from eecc.search.confidence import DEFAULT_METRIC
+from eecc.search.moo import pareto_search
+from eecc.search.placement import Placement
+from eecc.search.policy import (Objective, PolicyResult, evaluate_policy, make_split, oracle,
+                                position_costs)
+from eecc.search.thresholds import EXACT_LIMIT, NEVER, grid_tables, search_thresholds, threshold_grid
+from eecc.search.types import ExitLogits
+
+CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
+                       "over-confident on data they were trained on; expect more errors at the exits")
+
+
+@dataclass
+class SearchOptions:
+    metric: str = DEFAULT_METRIC
+    method: str = "auto"                    # auto | exact | graph
+    w_eff: float = 0.9
+    w_acc: float = 0.1
+    max_accuracy_drop: float | None = None  # fraction (0.005 = half a point)
+    max_mean_macs: float | None = None      # absolute MACs per sample
+    calibrate_on: str = "val"               # val | train (no validation set)
+    correction: float = 1.0                 # train calibration: thresholds multiplied by this
+    fine: bool = True
+    max_exits: int | None = None            # without placements: subsets of 1..max_exits (default 2)
+    pareto: bool = False
+    pop_size: int = 60
+    generations: int = 40
+    seed: int = 0
+
+
+@dataclass
+class PlacementResult:
+    exits: tuple[str, ...]
+    indices: tuple[int, ...]
+    processors: tuple[str, ...] | None
+    thresholds: tuple[float, ...]
+    test: PolicyResult
+    oracle: PolicyResult
+    val_cost: float       # what the choice is made on (the calibration split)
+    cost: float           # the same scalar cost on the test split
+    feasible: bool
+    reasons: list[str]
+    latency_s: float | None
+    method: str
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"exits": list(self.exits), "processors": list(self.processors or []),
+                "thresholds": [float(t) for t in self.thresholds],
+                "accuracy": self.test.accuracy, "mean_macs": self.test.mean_macs,
+                "oracle_macs": self.oracle.mean_macs,
+                "exit_rates": [float(r) for r in self.test.exit_rates],
+                "feasible": self.feasible, "cost": self.cost, "val_cost": self.val_cost,
+                "reasons": self.reasons, "latency_s": self.latency_s, "method": self.method,
+                "search_s": self.seconds}
+
+
+@dataclass
+class SearchResult:
+    original: dict
+    placements: list[PlacementResult]
+    chosen: int | None
+    pruned: list[dict] = field(default_factory=list)
+    pareto: list[dict] = field(default_factory=list)
+    baselines: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    infeasible: str | None = None  # when nothing is feasible: the binding constraint, one line
+
+    @property
+    def best(self) -> PlacementResult | None:
+        return None if self.chosen is None else self.placements[self.chosen]
+
+    def to_json(self) -> dict:
+        return {"original": self.original,
+                "chosen": None if self.best is None else {"index": self.chosen, **self.best.to_json()},
+                "placements": [p.to_json() for p in self.placements], "pruned": self.pruned,
+                "pareto": self.pareto, "baselines": self.baselines, "timings": self.timings,
+                "warnings": self.warnings, "options": self.options, "infeasible": self.infeasible}
+
+
+def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
+           options: SearchOptions | None = None, strict: bool = True) -> SearchResult:
+    """Best placement and thresholds; raises EeccError naming the binding constraint if none is
+    feasible (unless strict=False, which returns the result with chosen=None)."""
+    o = options or SearchOptions()
+    t_start = time.perf_counter()
+    notes = []
+    calib = make_split(logits, o.calibrate_on, o.metric)
+    test = make_split(logits, "test", o.metric)
+    if o.calibrate_on == "train":
+        warnings.warn(CALIBRATION_WARNING, stacklevel=2)
+        notes.append(CALIBRATION_WARNING)
+    objective = Objective(logits.final_macs, calib.final_accuracy, o.w_eff, o.w_acc,
+                          o.max_accuracy_drop, o.max_mean_macs)
+    test_obj = Objective(logits.final_macs, test.final_accuracy, o.w_eff, o.w_acc)
+    index = {t: i for i, t in enumerate(logits.tensors)}
+    todo, pruned = [], []
+    if placements is None:
+        most = min(o.max_exits or 2, len(index))
+        todo = [(c, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
+    for p in placements or []:
+        missing = [t for t in p.exits if t not in index]
+        if not p.fits or missing:
+            why = list(p.reasons) + [f"head for '{t}' was dropped or not trained" for t in missing]
+            pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
+        else:
+            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
+    results = []
+    for idx, procs, latency in todo:
+        results.append(_one(logits, calib, test, idx, procs, latency, objective, test_obj, o))
+    feasible = [i for i, r in enumerate(results) if r.feasible]
+    chosen = min(feasible, key=lambda i: results[i].val_cost) if feasible else None
+    res = SearchResult(
+        original={"accuracy": test.final_accuracy, "macs": int(logits.final_macs),
+                  "val_accuracy": calib.final_accuracy},
+        placements=results, chosen=chosen, pruned=pruned, warnings=notes, options=asdict(o))
+    t0 = time.perf_counter()
+    if chosen is not None:
+        res.baselines = _baselines(logits, calib, test, results[chosen], objective, test_obj, o)
+    t1 = time.perf_counter()
+    if o.pareto and results:
+        cands = sorted({i for r in results for i in r.indices})
+        top = o.max_exits or len(cands)
+        points = pareto_search(calib, cands, lambda e: position_costs(logits, e), objective,
+                               max_exits=top, pop_size=o.pop_size, generations=o.generations,
+                               seed=o.seed)
+        res.pareto = [_point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
+    t2 = time.perf_counter()
+    times = [r.seconds for r in results]
+    res.timings = {"threshold_search_s_total": float(sum(times)),
+                   "threshold_search_s_max": float(max(times, default=0.0)),
+                   "baselines_s": t1 - t0, "pareto_s": t2 - t1,
+                   "total_s": time.perf_counter() - t_start}
+    if chosen is None:
+        res.infeasible = binding_constraint(logits, calib, res, objective)
+        if strict:
+            raise EeccError(res.infeasible)
+    return res
+
+
+def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> PlacementResult:
+    costs = position_costs(logits, idx)
+    choice = search_thresholds(calib, idx, costs, objective, method=o.method, fine=o.fine)
+    th, method = choice.thresholds, choice.method
+    if o.calibrate_on == "train" and o.correction != 1.0:
+        th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
+        method += f"+correction{o.correction:g}"
+    sel = evaluate_policy(calib, idx, th, costs)
+    r = evaluate_policy(test, idx, th, costs)
+    return PlacementResult(
+        exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
+        thresholds=th, test=r, oracle=oracle(test, idx, costs),
+        val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)),
+        cost=float(test_obj.cost(r.accuracy, r.mean_macs)),
+        feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)),
+        reasons=objective.violations(sel.accuracy, sel.mean_macs), latency_s=latency,
+        method=method, seconds=choice.seconds)
+
+
+def _point_json(logits, test, exits, th, test_obj) -> dict:
+    costs = position_costs(logits, exits)
+    r = evaluate_policy(test, exits, th, costs)
+    return {"exits": [logits.tensors[i] for i in exits], "thresholds": [float(t) for t in th],
+            "accuracy": r.accuracy, "mean_macs": r.mean_macs,
+            "oracle_macs": oracle(test, exits, costs).mean_macs,
+            "exit_rates": [float(x) for x in r.exit_rates],
+            "cost": float(test_obj.cost(r.accuracy, r.mean_macs))}
+
+
+def _baselines(logits, calib, test, best: PlacementResult, objective, test_obj, o) -> dict:
+    idx, costs = best.indices, position_costs(logits, best.indices)
+    out = {}
+    for name, th in (("global_threshold", global_threshold(calib, idx, costs, objective)),
+                     ("nachos_greedy", nachos_greedy(calib, idx, costs, objective))):
+        out[name] = _point_json(logits, test, idx, th, test_obj)
+    return out
+
+
+def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -> str:
+    """One line naming the constraint that leaves no feasible placement, and what to relax."""
+    if not res.placements and not res.pruned:
+        return ("no placement to search: no trained candidate exit (or a platform with a single "
+                "processor); use a platform with at least two processors")
+    if not res.placements:
+        lat = [r for p in res.pruned for r in p["reasons"] if "latency" in r]
+        mem = [r for p in res.pruned for r in p["reasons"] if "latency" not in r]
+        what = "the worst-case latency limit" if lat and len(lat) >= len(mem) else "memory"
+        return (f"no feasible placement: every placement breaks {what} (e.g. {(lat or mem)[0]}); "
+                "relax max_latency_s in the platform TOML or choose a faster target")
+    floor = min(position_costs(logits, p.indices)[0] for p in res.placements)
+    m, a = objective.max_mean_macs, objective.max_accuracy_drop
+    if m is not None and m < floor:
+        return (f"no feasible placement: max mean MACs {m:.4g} is below the cheapest possible "
+                f"({floor:.4g}, every sample at the first exit); raise --max-macs")
+    if m is not None and a is not None:
+        best = None
+        for p in res.placements:
+            grids = [threshold_grid(calib.conf[k]) for k in p.indices]
+            if np.prod([len(g) for g in grids]) > EXACT_LIMIT:
+                continue
+            acc, macs = grid_tables(calib, p.indices, grids, position_costs(logits, p.indices))
+            ok = macs <= m
+            if ok.any():
+                d = float(objective.original_accuracy - acc[ok].max())
+                best = d if best is None else min(best, d)
+        got = f"the smallest reachable is {100 * best:.2f} pt" if best is not None else "none reached"
+        return (f"no feasible placement: with mean MACs <= {m:.4g} the accuracy drop must stay "
+                f"<= {100 * a:.2f} pt but {got}; relax --max-acc-drop or --max-macs")
+    why = "; ".join(sorted({v for p in res.placements for v in p.reasons})) or "constraints"
+    return f"no feasible placement: {why}; relax the constraint named"

@@ -1,0 +1,227 @@
+"""Per-placement threshold search on cached validation logits: exact, graph (NA paper), refine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from eecc.search.policy import Objective, PolicyResult, Split, evaluate_policy
+
+GRID_SIZE = 13          # the NA paper's number of thresholds per exit
+EXACT_LIMIT = 1_000_000  # exact search while the number of combinations stays at or below this
+NEVER = 2.0              # a threshold no confidence (all metrics lie in [0, 1]) ever reaches
+METHODS = ("auto", "exact", "graph")
+
+
+@dataclass
+class ThresholdChoice:
+    thresholds: tuple[float, ...]
+    val: PolicyResult
+    cost: float
+    feasible: bool
+    method: str
+    combinations: int
+    seconds: float
+    violations: list[str] = field(default_factory=list)
+
+
+def threshold_grid(conf: np.ndarray, size: int = GRID_SIZE) -> np.ndarray:
+    """Thresholds at evenly spaced exit rates 100 %, ..., 0 % of this exit's confidences."""
+    s = np.sort(np.asarray(conf, dtype=np.float64))
+    if s.size == 0:
+        return np.array([NEVER])
+    idx = np.round(np.linspace(0.0, 1.0, size) * s.size).astype(np.int64)
+    return np.unique(np.where(idx < s.size, s[np.minimum(idx, s.size - 1)], NEVER))
+
+
+def _transform(a: np.ndarray, j: int, sizes) -> np.ndarray:
+    """Aggregate a cell histogram into per-combination totals for samples leaving at position j.
+
+    Cell c = (c_1..c_E), c_i = number of grid thresholds <= conf_i; threshold index a_i lets the
+    sample out at i iff a_i < c_i. Leaving at j means c_i <= a_i for i < j and c_j > a_j.
+    """
+    e = len(sizes)
+    for i in range(j + 1, e):
+        a = a.sum(axis=i, keepdims=True)
+    for i in range(min(j, e)):
+        a = np.cumsum(a, axis=i).take(np.arange(sizes[i]), axis=i)
+    if j < e:
+        suffix = np.flip(np.cumsum(np.flip(a, axis=j), axis=j), axis=j)
+        a = suffix.take(np.arange(1, sizes[j] + 1), axis=j)
+    return a
+
+
+def grid_tables(split: Split, exits, grids, costs) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, mean MACs) of EVERY threshold combination of `grids`, each shaped (T_1..T_E)."""
+    exits = list(exits)
+    sizes = [len(g) for g in grids]
+    dims = [t + 1 for t in sizes]
+    levels = [np.searchsorted(g, split.conf[k], side="right") for g, k in zip(grids, exits)]
+    flat = np.ravel_multi_index(levels, dims) if exits else np.zeros(split.n, dtype=np.int64)
+    cells = int(np.prod(dims))
+    hist = np.bincount(flat, minlength=cells).astype(np.float64).reshape(dims)
+    preds = [split.pred[k] for k in exits] + [split.final_pred]
+    acc = np.zeros(sizes)
+    macs = np.zeros(sizes)
+    for j, p in enumerate(preds):
+        right = np.bincount(flat, weights=(p == split.y), minlength=cells).reshape(dims)
+        acc = acc + _transform(right, j, sizes)
+        macs = macs + costs[j] * _transform(hist, j, sizes)
+    n = max(split.n, 1)
+    return acc / n, macs / n
+
+
+def _pick(acc, macs, objective: Objective):
+    cost = objective.cost(acc, macs)
+    ok = objective.feasible(acc, macs)
+    pool = np.where(ok, cost, np.inf)
+    flat = int(np.argmin(pool)) if ok.any() else int(np.argmin(cost))
+    return np.unravel_index(flat, acc.shape), bool(ok.any())
+
+
+def exact_search(split, exits, grids, costs, objective):
+    """Best combination of `grids` by exhaustive, vectorised evaluation on the split."""
+    acc, macs = grid_tables(split, exits, grids, costs)
+    idx, _ = _pick(acc, macs, objective)
+    return tuple(float(g[i]) for g, i in zip(grids, idx)), int(acc.size)
+
+
+def graph_search(split, exits, grids, costs, objective, *, order: int = 2, rounds: int = 2):
+    """NA paper: a graph of (exit, threshold) nodes, Bellman-Ford shortest path source -> sink.
+
+    Every sample is first charged as if it left at the final classifier; the edge into exit j
+    with threshold b adds what changes for the samples exit j takes among those that the exits
+    the edge can see passed on. With order=1 (the paper's nodes) an edge sees one exit back, so a
+    sample taken two or more exits earlier is counted again; order=2 makes nodes
+    (exit, previous threshold, threshold) and is exact up to three exits. Rounds after the first
+    re-weight the edges on the samples that the previous path lets through the exits the edge
+    cannot see, and the best path by its true cost is kept. order=1, rounds=1 = the plain method.
+    """
+    exits = list(exits)
+    e = len(exits)
+    right = [split.pred[k] == split.y for k in exits] + [split.final_pred == split.y]
+    value = [objective.w_eff * costs[j] / objective.original_macs - objective.w_acc * 100.0 * right[j]
+             for j in range(e + 1)]
+    gain = [value[j] - value[e] for j in range(e)]
+    take = [(split.conf[k][None, :] >= g[:, None]).astype(np.float32) for g, k in zip(grids, exits)]
+    reach = [np.ones(split.n, dtype=np.float32) for _ in range(e)]
+    best, seen = None, set()
+    for _ in range(max(rounds, 1)):
+        g = nx.DiGraph()
+        states = {(): np.ones(split.n, dtype=np.float32)}  # last `order` indices -> passed mask
+        for j in range(e):
+            nxt = {}
+            keys = list(states)
+            masks = np.stack([states[s] for s in keys]) * reach[j][None, :]
+            w = masks @ (take[j] * gain[j]).T  # [states, thresholds]
+            for si, st in enumerate(keys):
+                for b in range(len(grids[j])):
+                    ns = (st + (b,))[-order:]
+                    g.add_edge((j - 1, st) if j else "src", (j, ns), weight=float(w[si, b]))
+                    if ns not in nxt:
+                        window = (st + (b,))[-order:]
+                        nxt[ns] = np.prod([1.0 - take[j - len(window) + 1 + i][a]
+                                           for i, a in enumerate(window)], axis=0)
+            states = nxt
+        for st in states:
+            g.add_edge((e - 1, st), "sink", weight=0.0)
+        nodes = nx.bellman_ford_path(g, "src", "sink", weight="weight")[1:-1]
+        path = tuple(st[-1] for _, st in nodes)
+        th = tuple(float(grids[j][a]) for j, a in enumerate(path))
+        r = evaluate_policy(split, exits, th, costs)
+        key = float(objective.cost(r.accuracy, r.mean_macs))
+        if best is None or key < best[0]:
+            best = (key, th)
+        if path in seen:
+            break
+        seen.add(path)
+        for j in range(e):  # reach[j]: passed by the exits before the window of edges into j
+            reach[j] = np.prod([1.0 - take[i][path[i]] for i in range(j - order)]
+                               + [np.ones(split.n, dtype=np.float32)], axis=0)
+    return best[1], g.number_of_nodes() - 2
+
+
+def _graph_constrained(split, exits, grids, costs, objective):
+    """Constraints do not fit a shortest path: raise the weight of a violated term until it holds."""
+    w_eff, w_acc, best = objective.w_eff, objective.w_acc, None
+    for _ in range(24):
+        obj = Objective(objective.original_macs, objective.original_accuracy, w_eff, w_acc)
+        th, nodes = graph_search(split, exits, grids, costs, obj)
+        r = evaluate_policy(split, exits, th, costs)
+        ok = bool(objective.feasible(r.accuracy, r.mean_macs))
+        key = (not ok, float(objective.cost(r.accuracy, r.mean_macs)))
+        best = min(best, (key, th), key=lambda x: x[0]) if best else (key, th)
+        if ok or (objective.max_accuracy_drop is None and objective.max_mean_macs is None):
+            break
+        drop = objective.original_accuracy - r.accuracy
+        if objective.max_accuracy_drop is not None and drop > objective.max_accuracy_drop:
+            w_acc *= 2.0
+        if objective.max_mean_macs is not None and r.mean_macs > objective.max_mean_macs:
+            w_eff *= 2.0
+    return best[1], nodes
+
+
+def _local_grid(conf, grid, t, m):
+    i = int(np.searchsorted(grid, t))
+    lo = grid[max(i - 1, 0)]
+    hi = grid[min(i + 1, len(grid) - 1)]
+    inside = conf[(conf >= lo) & (conf <= hi)]
+    qs = np.quantile(inside, np.linspace(0, 1, m), method="inverted_cdf") if inside.size else []
+    return np.unique(np.concatenate([qs, [lo, hi, t]]))
+
+
+def refine(split, exits, grids, chosen, costs, objective, limit=200_000):
+    """Finer second pass: a denser grid between the chosen thresholds' grid neighbours."""
+    e = len(exits)
+    m = max(2, int(limit ** (1.0 / max(e, 1))) - 3)
+    local = [_local_grid(split.conf[k], g, t, m) for k, g, t in zip(exits, grids, chosen)]
+    if int(np.prod([len(g) for g in local])) <= limit:
+        return exact_search(split, exits, local, costs, objective)
+    th = list(chosen)  # too many exits for a product grid: coordinate descent, two sweeps
+    for _ in range(2):
+        for j in range(e):
+            options = []
+            for v in local[j]:
+                trial = th[:j] + [float(v)] + th[j + 1:]
+                r = evaluate_policy(split, exits, trial, costs)
+                ok = bool(objective.feasible(r.accuracy, r.mean_macs))
+                options.append(((not ok, float(objective.cost(r.accuracy, r.mean_macs))), float(v)))
+            th[j] = min(options)[1]
+    return tuple(th), len(local) * sum(len(g) for g in local)
+
+
+def search_thresholds(split: Split, exits, costs, objective: Objective, *, method="auto",
+                      grid_size=GRID_SIZE, fine=True, exact_limit=EXACT_LIMIT) -> ThresholdChoice:
+    if method not in METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; choose one of {METHODS}")
+    t0 = time.perf_counter()
+    exits = list(exits)
+    grids = [threshold_grid(split.conf[k], grid_size) for k in exits]
+    combos = int(np.prod([len(g) for g in grids]))
+    if method == "auto":
+        method = "exact" if combos <= exact_limit else "graph"
+    if method == "exact":
+        chosen, evaluated = exact_search(split, exits, grids, costs, objective)
+    else:
+        chosen, evaluated = _graph_constrained(split, exits, grids, costs, objective)
+    if fine and exits:
+        candidate, more = refine(split, exits, grids, chosen, costs, objective)
+        evaluated += more
+        chosen = _better(split, exits, costs, objective, chosen, candidate)
+    r = evaluate_policy(split, exits, chosen, costs)
+    return ThresholdChoice(
+        thresholds=chosen, val=r, cost=float(objective.cost(r.accuracy, r.mean_macs)),
+        feasible=bool(objective.feasible(r.accuracy, r.mean_macs)),
+        method=method + ("+fine" if fine and exits else ""), combinations=evaluated,
+        seconds=time.perf_counter() - t0, violations=objective.violations(r.accuracy, r.mean_macs))
+
+
+def _better(split, exits, costs, objective, a, b):
+    def key(th):
+        r = evaluate_policy(split, exits, th, costs)
+        return (not objective.feasible(r.accuracy, r.mean_macs),
+                float(objective.cost(r.accuracy, r.mean_macs)))
+    return b if key(b) < key(a) else a

@@ -1,0 +1,227 @@
+"""Cortex-M backend: TVM kernels + an eecc C driver (static, planned buffers; weights in flash), linked bare-metal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from eecc.errors import EeccError
+from eecc.targets import tvm_import
+
+CDRIVER = Path(__file__).parent / "cdriver"
+
+# Boards are the QEMU machines that run the code: no M0+ board exists, the M3 of an385 runs v6-M code.
+CPUS = {
+    "cortex-m4": dict(
+        target={"kind": "llvm", "mtriple": "thumbv7em-none-eabi", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+        cflags=["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+        board="mps2-an386",
+    ),
+    "cortex-m0plus": dict(
+        target={"kind": "llvm", "mtriple": "thumbv6m-none-eabi", "mcpu": "cortex-m0plus", "mfloat-abi": "soft"},
+        cflags=["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
+        board="mps2-an385",
+    ),
+}
+ALIASES = {"cortex-m4f": "cortex-m4", "m4": "cortex-m4", "cortex-m0+": "cortex-m0plus", "m0+": "cortex-m0plus"}
+DLPACK = {"float32": (2, 32), "float16": (2, 16), "float64": (2, 64), "int64": (0, 64), "int32": (0, 32),
+          "int16": (0, 16), "int8": (0, 8), "uint8": (1, 8), "bool": (6, 8)}
+STACK_BYTES = 8192
+
+
+@dataclass
+class StageArtifacts:
+    out_dir: Path
+    cpu: str
+    files: list[Path]  # everything written, the ELF / shared library first
+    flash_bytes: int  # code + const weights + .data image
+    ram_bytes: int  # .data + .bss (arena, workspace, I/O buffers) + stack, with memory planning
+    ram_unplanned_bytes: int  # the same with one static buffer per tensor (no reuse)
+    arena_bytes: int
+    arena_unplanned_bytes: int
+    workspace_bytes: int
+    kernel_count: int
+    compile_s: float
+    inputs: list[dict] = field(default_factory=list)  # {"name", "shape", "dtype"}
+    outputs: list[dict] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / "stage.json"
+
+
+def canonical_cpu(cpu: str) -> str:
+    cpu = ALIASES.get(cpu.lower(), cpu.lower())
+    if cpu not in CPUS:
+        raise EeccError(f"cortex_m: unknown cpu '{cpu}'; use one of {sorted(CPUS)}")
+    return cpu
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise EeccError(f"cortex_m: '{name}' is not installed; install the Debian package that provides it "
+                        "(gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm, gcc-aarch64-linux-gnu)")
+    return path
+
+
+def compile_stage(model: onnx.ModelProto, *, cpu: str, out_dir: Path, flash_bytes: int | None = None,
+                  ram_bytes: int | None = None, name: str = "stage") -> StageArtifacts:
+    """Compile one stage for a Cortex-M; raises EeccError when it does not fit flash_bytes / ram_bytes."""
+    import tvm
+
+    cpu = canonical_cpu(cpu)
+    spec = CPUS[cpu]
+    gcc = require_tool("arm-none-eabi-gcc")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    target = tvm.target.Target(spec["target"])
+    stage = tvm_import.lower_stage(model, target)
+    plan, flat = tvm_import.plan_memory(stage), tvm_import.unplanned(stage)
+    workspace = tvm_import.workspace_bytes(stage.kernels, target)
+    tvm_import.build_kernels(stage.kernels, target).write_to_file(str(out_dir / "kernels.o"))
+    (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace))
+    elf = out_dir / f"{name}.elf"
+    cmd = [gcc, *spec["cflags"], "-O2", "-ffunction-sections", "-fdata-sections", "-nostartfiles",
+           f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",
+           "-Wl,--gc-sections", "--specs=nano.specs", "--specs=nosys.specs",
+           str(out_dir / "stage.c"), str(CDRIVER / "runtime_common.c"), str(CDRIVER / "mcu_main.c"),
+           str(out_dir / "kernels.o")]
+    if cpu == "cortex-m0plus":
+        cmd.append(str(CDRIVER / "softfloat_v6m.c"))
+    cmd += ["-o", str(elf), "-lm", "-lgcc"]
+    _run(cmd, "link")
+    flash, ram = section_sizes(elf)
+    arts = StageArtifacts(
+        out_dir=out_dir, cpu=cpu, files=[elf, out_dir / "stage.c", out_dir / "kernels.o", out_dir / "stage.json"],
+        flash_bytes=flash, ram_bytes=ram, ram_unplanned_bytes=ram - plan.arena_bytes + flat.arena_bytes,
+        arena_bytes=plan.arena_bytes, arena_unplanned_bytes=flat.arena_bytes, workspace_bytes=workspace,
+        kernel_count=len(stage.calls), compile_s=round(time.perf_counter() - start, 3),
+        inputs=io_specs(stage, stage.inputs), outputs=io_specs(stage, [stage.output_views[o] for o in stage.outputs],
+                                                                names=stage.outputs))
+    write_manifest(arts, kind="mcu", run={"board": spec["board"], "elf": elf.name})
+    check_fit(arts, name, flash_bytes, ram_bytes)
+    return arts
+
+
+def check_fit(arts: StageArtifacts, name: str, flash_bytes: int | None, ram_bytes: int | None) -> None:
+    if flash_bytes is not None and arts.flash_bytes > flash_bytes:
+        raise EeccError(f"cortex_m: stage '{name}' needs {arts.flash_bytes} B of flash but the {arts.cpu} has "
+                        f"{flash_bytes} B; move an exit earlier or assign fewer layers to this processor")
+    if ram_bytes is not None and arts.ram_bytes > ram_bytes:
+        raise EeccError(f"cortex_m: stage '{name}' needs {arts.ram_bytes} B of RAM (arena {arts.arena_bytes} B) "
+                        f"but the {arts.cpu} has {ram_bytes} B; assign fewer or smaller layers to this processor")
+
+
+def io_specs(stage, views: list[str], names: list[str] | None = None) -> list[dict]:
+    names = names or views
+    return [{"name": n, "shape": list(stage.views[v].shape), "dtype": stage.views[v].dtype}
+            for n, v in zip(names, views)]
+
+
+def write_manifest(arts: StageArtifacts, *, kind: str, run: dict) -> None:
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(arts).items()}
+    data["files"] = [p.name for p in arts.files]
+    data["out_dir"] = "."
+    data.update(kind=kind, run=run)
+    arts.manifest.write_text(json.dumps(data, indent=2))
+
+
+def section_sizes(elf: Path, size_tool: str = "arm-none-eabi-size") -> tuple[int, int]:
+    """(flash, ram) from `size -A`: flash holds every loaded section (including the .data image)."""
+    out = _run([require_tool(size_tool), "-A", str(elf)], "size")
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = int(parts[1])
+    flash = sum(v for k, v in sizes.items() if k in (".text", ".ARM.extab", ".ARM.exidx", ".data"))
+    ram = sum(v for k, v in sizes.items() if k in (".data", ".bss", ".stack"))
+    return flash, ram
+
+
+def _run(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EeccError(f"cortex_m: {what} failed ({Path(cmd[0]).name}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def _words(arr: np.ndarray) -> str:
+    raw = np.ascontiguousarray(arr).tobytes()
+    raw += b"\0" * (-len(raw) % 4)
+    words = np.frombuffer(raw, dtype="<u4")
+    lines = (", ".join(f"0x{w:08x}u" for w in words[i:i + 8]) for i in range(0, len(words), 8))
+    return ",\n  ".join(lines)
+
+
+def emit_driver(stage: tvm_import.LoweredStage, plan: tvm_import.MemoryPlan, workspace: int) -> str:
+    """stage.c: buffers, one DLTensor per view, the kernels in call order. Weights are `const`, so
+    they stay in flash; activations live in one arena laid out by the memory plan."""
+    out = ['/* generated by eecc: do not edit */', '#include "eecc_driver.h"', ""]
+    index = {v: i for i, v in enumerate(stage.views)}
+    for name, arr in stage.constants.items():
+        out.append(f"static const uint32_t w_{index[name]}[{max(1, (arr.nbytes + 3) // 4)}] "
+                   f"__attribute__((aligned(64))) = {{\n  {_words(arr) or '0'}\n}};")
+    out.append(f"static uint8_t arena[{max(plan.arena_bytes, 64)}] __attribute__((aligned(64)));")
+    for name in stage.inputs:
+        out.append(f"static uint8_t in_{index[name]}[{max(64, stage.views[name].nbytes)}] "
+                   "__attribute__((aligned(64)));")
+    out.append(f"uint8_t eecc_workspace[{max(workspace, 64)}] __attribute__((aligned(64)));")
+    out.append(f"const uint32_t eecc_workspace_bytes = {max(workspace, 64)};")
+
+    def data_ptr(view):
+        buf = stage.storage[view]
+        if buf in stage.constants:
+            return f"(void*)w_{index[buf]}"
+        if buf in stage.inputs:
+            return f"in_{index[buf]}"
+        return f"arena + {plan.offsets[buf]}"
+
+    tensors = []
+    for i, (name, spec) in enumerate(stage.views.items()):
+        dims = ", ".join(str(d) for d in spec.shape) or "1"
+        out.append(f"static int64_t shape_{i}[] = {{{dims}}};")
+        code, bits = DLPACK.get(spec.dtype, (None, None))
+        if code is None:
+            raise EeccError(f"cortex_m: tensor '{name}' has dtype {spec.dtype}, which the eecc driver does not support")
+        tensors.append(f"  {{{data_ptr(name)}, {{1, 0}}, {len(spec.shape)}, {{{code}, {bits}, 1}}, shape_{i}, 0, 0}},"
+                       f" /* {name} */")
+    out += [f"static DLTensor views[{len(tensors)}] = {{", *tensors, "};"]
+    kernels = sorted({k for k, _ in stage.calls})
+    out += [f"extern int __tvm_ffi_{k}(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);" for k in kernels]
+    out.append(f"static const eecc_kernel_fn calls[{len(stage.calls)}] = {{"
+               + ", ".join(f"__tvm_ffi_{k}" for k, _ in stage.calls) + "};")
+    out.append(f"static const uint8_t nargs[{len(stage.calls)}] = {{"
+               + ", ".join(str(len(a)) for _, a in stage.calls) + "};")
+    flat = [index[v] for _, args in stage.calls for v in args]
+    out.append(f"static const uint16_t argv_[{len(flat)}] = {{{', '.join(map(str, flat))}}};")
+    max_args = max(len(a) for _, a in stage.calls)
+    out.append(f"""
+int eecc_run(void) {{
+  TVMFFIAny args[{max_args}], ret;
+  unsigned k = 0;
+  for (unsigned c = 0; c < {len(stage.calls)}; ++c) {{
+    for (unsigned a = 0; a < nargs[c]; ++a) {{
+      args[a].type_index = EECC_FFI_DLTENSOR_PTR; args[a].zero_padding = 0;
+      args[a].u.v_int64 = 0; args[a].u.v_ptr = &views[argv_[k++]];
+    }}
+    ret.type_index = 0; ret.zero_padding = 0; ret.u.v_int64 = 0;
+    if (calls[c](0, args, nargs[c], &ret) != 0) return (int)c + 1;
+  }}
+  return 0;
+}}""")
+    ios = [f'{{{json.dumps(n)}, in_{index[n]}, {stage.views[n].nbytes}}}' for n in stage.inputs]
+    out.append(f"const eecc_io eecc_inputs[] = {{{', '.join(ios)}}};")
+    outs = [f'{{{json.dumps(n)}, {data_ptr(v)}, {stage.views[v].nbytes}}}' for n, v in stage.output_views.items()]
+    out.append(f"const eecc_io eecc_outputs[] = {{{', '.join(outs)}}};")
+    out.append(f"const int eecc_num_inputs = {len(ios)}, eecc_num_outputs = {len(outs)};")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,302 @@
+"""ONNX stage -> TVM Relax (default CPU pipeline, fused) -> TIR kernels + the call list that runs them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from eecc.errors import EeccError
+
+ALIGN = 64  # TVM kernels assume 64-byte aligned tensor data (kAllocAlignment)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, int64, bool, ...
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class LoweredStage:
+    """A stage as TIR kernels called in order on named buffers (the Relax VM's job, done by eecc's driver)."""
+
+    kernels: object  # tvm.IRModule of scheduled TIR PrimFuncs (global symbols attached)
+    calls: list[tuple[str, list[str]]]  # (kernel, view names: inputs then outputs)
+    views: dict[str, TensorSpec]  # every tensor a kernel sees; several views may share one buffer
+    storage: dict[str, str]  # view -> buffer it lives in (a buffer is named after its first view)
+    constants: dict[str, np.ndarray]  # buffer -> weights (flash)
+    inputs: list[str]  # ONNX input names, model order (these are buffers)
+    outputs: list[str]  # ONNX output names, model order (these are views)
+    output_views: dict[str, str] = field(default_factory=dict)  # ONNX output -> view holding it
+
+    def buffers(self) -> dict[str, int]:
+        """Activation buffers (neither graph input nor constant) with their sizes in bytes."""
+        sizes: dict[str, int] = {}
+        for view, buf in self.storage.items():
+            if buf in self.constants or buf in self.inputs:
+                continue
+            sizes[buf] = max(sizes.get(buf, 0), self.views[view].nbytes)
+        return sizes
+
+
+def fixed_shapes(model: onnx.ModelProto, *, batch: int = 1) -> dict[str, list[int]]:
+    """Input shapes with the batch dimension pinned: an MCU stage runs one sample at a time."""
+    inits = {i.name for i in model.graph.initializer}
+    shapes = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = []
+        for i, d in enumerate(inp.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(d.dim_value if i else batch)
+            elif i == 0:
+                dims.append(batch)
+            else:
+                raise EeccError(
+                    f"tvm_import: input '{inp.name}' has a dynamic dimension {i} ('{d.dim_param}'); "
+                    "export the stage with a static input shape"
+                )
+        shapes[inp.name] = dims
+    return shapes
+
+
+def relax_module(model: onnx.ModelProto, *, batch: int = 1):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(model, shape_dict=fixed_shapes(model, batch=batch), sanitize_input_names=False)
+    except EeccError:
+        raise
+    except Exception as exc:  # the frontend raises bare errors for unsupported ops
+        raise EeccError(f"tvm_import: TVM cannot import the stage ({str(exc).splitlines()[-1]}); "
+                        "simplify or re-export the model") from exc
+
+
+def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True) -> LoweredStage:
+    """Default Relax CPU pipeline up to (not including) the VM lowering, then read main's call list."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    mod = relax_module(model)
+    with target:
+        seq = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + cpu.dataflow_lower_passes(target)
+        mod = tvm.transform.Sequential(seq)(mod)
+    mod = relax.transform.AttachGlobalSymbol()(mod)
+    stage = _read_main(mod, model)
+    used = {name for name, _ in stage.calls}
+    funcs = {}
+    for gv, func in mod.functions.items():
+        if gv.name_hint in used:
+            funcs[gv] = _shrink_intermediates(func) if reduce_workspace else func
+    stage.kernels = tvm.IRModule(funcs)
+    return stage
+
+
+def _shrink_intermediates(func):
+    """Inline injective producers and move epilogues under the reduction loop, so a fused kernel
+    keeps no full-size intermediate tensor (pad_temp, conv output before bias/ReLU) in RAM."""
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func, error_render_level="none")
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    if root is None:
+        return func
+    for block in sch.get_child_blocks(root):
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+    for block in reversed(sch.get_child_blocks(root)):
+        try:
+            sch.reverse_compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+    for block in sch.get_child_blocks(root):
+        iters = sch.get(block).iter_vars
+        spatial = 0
+        while spatial < len(iters) and iters[spatial].iter_type == 0:  # kDataPar
+            spatial += 1
+        if spatial == len(iters) or spatial == 0:
+            continue
+        for consumer in sch.get_consumers(block):
+            try:
+                sch.reverse_compute_at(consumer, sch.get_loops(block)[spatial - 1], preserve_unit_loops=True)
+            except (s_tir.ScheduleError, IndexError):
+                pass
+    return sch.mod["main"].with_attrs(dict(func.attrs)) if func.attrs else sch.mod["main"]
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:
+        return False
+
+
+def _read_main(mod, model: onnx.ModelProto) -> LoweredStage:
+    import tvm
+    from tvm import relax
+
+    main = mod["main"]
+    views: dict[str, TensorSpec] = {}
+    storage: dict[str, str] = {}
+    constants: dict[str, np.ndarray] = {}
+    calls: list[tuple[str, list[str]]] = []
+    names: dict[object, str] = {}  # relax Var -> view name
+
+    def spec(name, ty):
+        shape = tuple(int(d) for d in ty.shape.values)
+        return TensorSpec(name, shape, "bool" if ty.dtype == "bool" else str(np.dtype(str(ty.dtype))))
+
+    def arg_view(expr) -> str:
+        if isinstance(expr, tvm.ir.Var):
+            return names[expr]
+        if isinstance(expr, tvm.ir.Constant):
+            name = f"const{len(constants)}"
+            arr = expr.value.numpy()
+            constants[name] = arr
+            views[name] = TensorSpec(name, tuple(arr.shape), str(arr.dtype))
+            storage[name] = name
+            return name
+        raise EeccError(f"tvm_import: unsupported kernel argument {type(expr).__name__} in the lowered stage")
+
+    inputs = [p.name for p in main.params]
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    for param, onnx_name in zip(main.params, graph_inputs):
+        names[param] = onnx_name
+        views[onnx_name] = spec(onnx_name, param.ty)
+        storage[onnx_name] = onnx_name
+    inputs = graph_inputs[: len(inputs)]
+
+    body = main.body
+    for block in body.blocks:
+        for binding in block.bindings:
+            var, value = binding.var, binding.value
+            name = f"t{len(names)}_{var.name}"
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+                if value.op.name == "relax.builtin.alloc_tensor":
+                    names[var] = name
+                    views[name] = spec(name, var.ty)
+                    storage[name] = name
+                    continue
+                if value.op.name == "relax.reshape":  # a view: same bytes, new shape
+                    src = arg_view(value.args[0])
+                    names[var] = name
+                    views[name] = spec(name, var.ty)
+                    storage[name] = storage[src]
+                    continue
+                raise EeccError(f"tvm_import: the lowered stage calls '{value.op.name}', which the eecc "
+                                "driver cannot run; only TIR kernels, reshapes and allocations are supported")
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
+                calls.append((value.op.name_hint, [arg_view(a) for a in value.args]))
+                continue
+            if isinstance(value, tvm.ir.Var):
+                names[var] = names[value]
+                continue
+            if isinstance(value, (relax.Tuple, tvm.ir.Tuple)):
+                names[var] = tuple(arg_view(f) for f in value.fields)
+                continue
+            if isinstance(value, (relax.TupleGetItem, tvm.ir.TupleGetItem)):
+                names[var] = names[value.tuple_value][value.index]
+                continue
+            raise EeccError(f"tvm_import: unsupported binding '{var.name} = {type(value).__name__}' "
+                            "in the lowered stage")
+    result = body.body
+    if isinstance(result, (relax.Tuple, tvm.ir.Tuple)):
+        out_views = [arg_view(f) for f in result.fields]
+    else:
+        out = names[result] if isinstance(result, tvm.ir.Var) else arg_view(result)
+        out_views = list(out) if isinstance(out, tuple) else [out]
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) != len(out_views):
+        raise EeccError(f"tvm_import: the stage has {len(outputs)} outputs but TVM produced {len(out_views)}")
+    for onnx_name, view in zip(outputs, out_views):
+        if storage[view] in constants or storage[view] in inputs:
+            raise EeccError(f"tvm_import: output '{onnx_name}' is a constant or a copy of an input; "
+                            "the eecc driver needs every output computed by a kernel")
+    return LoweredStage(None, calls, views, storage, constants, inputs, outputs, dict(zip(outputs, out_views)))
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    offsets: dict[str, int]  # buffer -> byte offset in the arena
+    arena_bytes: int
+    unplanned_bytes: int  # one static buffer per tensor, no reuse
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan_memory(stage: LoweredStage) -> MemoryPlan:
+    """Greedy-by-size offset assignment over live intervals (the TFLite Micro planner's rule):
+    two buffers may overlap in memory only if no kernel call sees both alive."""
+    sizes = stage.buffers()
+    first, last = {}, {}
+    for i, (_, args) in enumerate(stage.calls):
+        for view in args:
+            buf = stage.storage[view]
+            if buf in sizes:
+                first.setdefault(buf, i)
+                last[buf] = i
+    for view in stage.output_views.values():  # outputs are read by the host after the last call
+        last[stage.storage[view]] = len(stage.calls)
+    placed: list[tuple[int, int, str]] = []
+    offsets = {}
+    for buf in sorted(sizes, key=lambda b: (-sizes[b], first.get(b, 0))):
+        lo, hi = first.get(buf, 0), last.get(buf, 0)
+        clash = sorted((off, off + _align(sizes[o])) for off, _, o in placed
+                       if not (last.get(o, 0) < lo or hi < first.get(o, 0)))
+        offset = 0
+        for start, end in clash:
+            if offset + _align(sizes[buf]) <= start:
+                break
+            offset = max(offset, end)
+        offsets[buf] = offset
+        placed.append((offset, sizes[buf], buf))
+    arena = max((offsets[b] + _align(sizes[b]) for b in sizes), default=0)
+    return MemoryPlan(offsets, arena, sum(_align(s) for s in sizes.values()))
+
+
+def unplanned(stage: LoweredStage) -> MemoryPlan:
+    offsets, total = {}, 0
+    for buf, size in stage.buffers().items():
+        offsets[buf] = total
+        total += _align(size)
+    return MemoryPlan(offsets, total, total)
+
+
+def workspace_bytes(kernels, target) -> int:
+    """Largest in-kernel scratch need, read from the lowered TIR (every kernel runs alone)."""
+    import tvm
+    from tvm import s_tir
+
+    pipeline, finalize_host, _ = tvm.tirx.get_tir_pipeline("default")
+    bound = tvm.tirx.transform.BindTarget(target.with_host(target))(kernels)
+    lowered = pipeline(bound)  # before LowerTVMBuiltin turns allocations into workspace calls
+    worst = 0
+    for _, func in lowered.functions.items():
+        per_scope = s_tir.analysis.calculate_allocated_bytes(func)
+        total = 0
+        for scope in per_scope.values():
+            total += sum(_align(int(v)) for v in scope.values())
+        worst = max(worst, total)
+    return worst
+
+
+def build_kernels(kernels, target):
+    import tvm
+
+    return tvm.tirx.build(kernels, target=target)

@@ -1,0 +1,34 @@
+"""Cortex-A stages: an aarch64 shared library from TVM kernels + eecc driver, run under qemu-aarch64."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from eecc.runtime.emulate import emulate_stage
+from eecc.targets import cortex_a
+from test_cortex_m import exit_stage, reference, small_cnn
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+    reason="aarch64-linux-gnu-gcc / qemu-aarch64 not installed (Debian: gcc-aarch64-linux-gnu qemu-user)")
+
+
+def test_shared_library_runs_under_qemu_aarch64_and_matches_onnxruntime(tmp_path):
+    model = small_cnn()
+    arts = cortex_a.compile_stage(model, cpu="cortex-a76", out_dir=tmp_path)
+    assert arts.files[0].name == "libstage.so" and arts.kernel_count >= 4
+    x = np.random.default_rng(4).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    result = emulate_stage(arts, x)
+    np.testing.assert_allclose(result.outputs["y"], reference(model, x)["y"], atol=1e-4, rtol=0)
+
+
+def test_multi_output_stage_on_cortex_a55(tmp_path):
+    model = exit_stage()
+    arts = cortex_a.compile_stage(model, cpu="cortex-a55", out_dir=tmp_path)
+    x = np.random.default_rng(5).standard_normal((3, 4, 40)).astype(np.float32)
+    got, want = emulate_stage(arts, x).outputs, reference(model, x)
+    np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(got["exit"].reshape(-1), want["exit"].reshape(-1))

@@ -1,0 +1,71 @@
+"""Placements aligned with processor boundaries, pruned by latency and memory before training."""
+
+import pytest
+
+from eecc.search.placement import ModelCost, enumerate_placements, stage_figures, surviving_candidates
+from eecc.search.types import CandidateCost
+from eecc.targets.platform import Link, Platform, Processor, load_platform
+
+MODEL = ModelCost(total_macs=10_000_000, weight_bytes=400_000, peak_activation_bytes=50_000)
+
+
+def _cands():
+    # backbone MACs 2 M / 5 M / 8 M; hand-off shrinks with depth
+    return [CandidateCost(f"t{i}", b, 10_000, h, w, 40_000, head_weight_bytes=4_000)
+            for i, (b, h, w) in enumerate([(2_000_000, 32_000, 50_000), (5_000_000, 16_000, 150_000),
+                                           (8_000_000, 8_000, 300_000)])]
+
+
+def _platform(max_latency_s=None, storage=10**9, ram=10**9, shared=False, n=3):
+    procs = tuple(Processor(f"p{i}", "cortex-a", 1e9 * 10 ** i, ram, storage, 1.0, 0.1)
+                  for i in range(n))
+    links = tuple(Link(f"p{i}", f"p{j}", 8e6, 0.001) for i in range(n) for j in range(i + 1, n))
+    return Platform("test", procs, links, max_latency_s, shared)
+
+
+def test_enumerates_one_to_p_minus_one_exits_starting_on_the_first_processor():
+    pl = enumerate_placements(_platform(), _cands(), MODEL)
+    # 1 exit: 3 candidates x 2 later processors; 2 exits: 3 pairs x 1
+    assert len(pl) == 3 * 2 + 3 and all(p.fits for p in pl)
+    assert all(p.processors[0] == "p0" and len(p.processors) == len(p.exits) + 1 for p in pl)
+    assert max(len(p.exits) for p in pl) == 2
+    assert len(enumerate_placements(_platform(), _cands(), MODEL, max_exits=1)) == 6
+
+
+def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
+    macs, weights, peaks, handoff = stage_figures(_cands()[:2], MODEL)
+    assert macs == [2_010_000, 3_010_000, 5_000_000] and sum(macs) == MODEL.total_macs + 20_000
+    assert weights == [54_000, 104_000, 250_000] and handoff == [32_000, 16_000]
+
+
+def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
+    p = enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1)[0]
+    # 2.01 M MAC at 1 G MAC/s, then 32 kB over 8 Mbit/s + 1 ms, then 8 M MAC at 10 G MAC/s
+    assert p.latency_s == pytest.approx(2.01e-3 + 0.001 + 32_000 * 8 / 8e6 + 8e-4)
+    assert p.exit_latency_s[0] == pytest.approx(2.01e-3)
+    limit = 0.03
+    pl = enumerate_placements(_platform(max_latency_s=limit), _cands(), MODEL)
+    assert any(p.fits for p in pl) and any(not p.fits for p in pl)
+    for p in pl:
+        assert p.fits == (p.latency_s <= limit)
+        if not p.fits:
+            assert "latency" in p.reasons[0]
+    # the deepest cut hands off the smallest tensor: it survives; the earliest does not
+    assert surviving_candidates(pl, _cands()) == ["t1", "t2"]
+
+
+def test_memory_limits_prune_per_processor_or_shared():
+    small = _platform(storage=260_000)
+    pl = enumerate_placements(small, _cands(), MODEL, max_exits=1)
+    assert {p.exits[0] for p in pl if p.fits} == {"t1"}  # only the middle cut fits both stages
+    assert all("storage" in " ".join(p.reasons) for p in pl if not p.fits)
+    shared = _platform(storage=400_000, shared=True)
+    assert not any(p.fits for p in enumerate_placements(shared, _cands(), MODEL))
+    tight_ram = _platform(ram=45_000, shared=True)
+    assert all("RAM" in " ".join(p.reasons) for p in enumerate_placements(tight_ram, _cands(), MODEL))
+
+
+def test_builtin_psoc6_has_one_exit_per_candidate():
+    psoc6 = load_platform("psoc6")
+    pl = enumerate_placements(psoc6, _cands(), MODEL)
+    assert [p.processors for p in pl] == [("m0plus", "m4")] * 3

@@ -1,0 +1,108 @@
+"""The whole search on cached logits: choice on validation, report on test, constraints, modes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from eecc.errors import EeccError
+from eecc.search.placement import ModelCost, enumerate_placements
+from eecc.search.policy import evaluate_policy, make_split, position_costs
+from eecc.search.search import SearchOptions, search
+from eecc.search.synthetic import synthetic_logits
+from eecc.search.types import CandidateCost
+from eecc.targets.platform import Link, Platform, Processor
+
+
+@pytest.fixture(scope="module")
+def lg():
+    return synthetic_logits(k=4, n_val=1200, n_test=1200, seed=7)
+
+
+def test_chosen_is_cheapest_feasible_on_validation_and_reported_on_test(lg):
+    res = search(lg, options=SearchOptions(max_accuracy_drop=0.01, max_exits=2))
+    assert len(res.placements) == 4 + 6
+    best = res.best
+    feasible = [p for p in res.placements if p.feasible]
+    assert best.val_cost == min(p.val_cost for p in feasible)
+    test = make_split(lg, "test")
+    r = evaluate_policy(test, best.indices, best.thresholds, position_costs(lg, best.indices))
+    assert best.test.accuracy == r.accuracy and best.test.mean_macs == r.mean_macs
+    assert res.original["accuracy"] == test.final_accuracy
+    val = make_split(lg, "val")
+    rv = evaluate_policy(val, best.indices, best.thresholds, position_costs(lg, best.indices))
+    assert val.final_accuracy - rv.accuracy <= 0.01
+    assert best.oracle.mean_macs <= best.test.mean_macs or best.test.accuracy < test.final_accuracy
+    doc = json.loads(json.dumps(res.to_json()))
+    assert set(doc) >= {"original", "chosen", "placements", "pareto", "timings"}
+    assert set(doc["placements"][0]) >= {"exits", "thresholds", "accuracy", "mean_macs",
+                                          "oracle_macs", "exit_rates", "feasible", "cost"}
+    assert set(doc["baselines"]) == {"global_threshold", "nachos_greedy"}
+    assert len(best.test.exit_index) == len(lg.y_test)  # per-sample simulation for the runtime
+
+
+def test_infeasible_constraints_name_the_binding_one(lg):
+    with pytest.raises(EeccError, match="max mean MACs .* below the cheapest"):
+        search(lg, options=SearchOptions(max_mean_macs=0.05 * lg.final_macs, max_exits=1))
+    with pytest.raises(EeccError, match="accuracy drop must stay <= 0.00 pt.*--max-acc-drop"):
+        search(lg, options=SearchOptions(max_accuracy_drop=0.0, max_mean_macs=0.4 * lg.final_macs,
+                                         max_exits=1))
+    res = search(lg, options=SearchOptions(max_mean_macs=0.05 * lg.final_macs, max_exits=1),
+                 strict=False)
+    assert res.chosen is None and all(not p.feasible for p in res.placements)
+
+
+def test_placements_from_a_platform_prune_before_and_report_hardware(lg):
+    procs = (Processor("slow", "cortex-m0plus", 1e7, 10**6, 10**7, 0.02, 0.001),
+             Processor("fast", "cortex-m4", 1e9, 10**6, 10**7, 0.03, 0.001))
+    plat = Platform("two", procs, (Link("slow", "fast", 1e9, 0.0),), 0.5, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    pl = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    assert [p.fits for p in pl] == [True, True, False, False]  # deep cuts run too long on 'slow'
+    res = search(lg, placements=pl)
+    assert [p.exits for p in res.placements] == [(lg.tensors[0],), (lg.tensors[1],)]
+    assert len(res.pruned) == 2 and "latency" in res.pruned[0]["reasons"][0]
+    assert res.best.processors == ("slow", "fast") and res.best.latency_s <= 0.5
+    with pytest.raises(EeccError, match="worst-case latency"):
+        tight = Platform("two", procs, plat.links, 0.001, False)
+        search(lg, placements=enumerate_placements(tight, costs, ModelCost(lg.final_macs, 1, 1)))
+
+
+def test_training_set_calibration_warns_and_applies_the_correction(lg):
+    with_train = synthetic_logits(k=4, n_val=1200, n_test=1200, seed=7)
+    with_train.train_logits, with_train.final_train_logits, with_train.y_train = (
+        lg.val_logits, lg.final_val_logits, lg.y_val)
+    with pytest.warns(UserWarning, match="optimistic"):
+        plain = search(with_train, options=SearchOptions(calibrate_on="train", max_exits=1))
+    with pytest.warns(UserWarning):
+        corrected = search(with_train, options=SearchOptions(calibrate_on="train", correction=1.1,
+                                                             max_exits=1))
+    for a, b in zip(plain.placements, corrected.placements):
+        assert b.thresholds == tuple(min(t * 1.1, 2.0) if t < 2.0 else t for t in a.thresholds)
+    assert plain.warnings and "optimistic" in plain.warnings[0]
+    with pytest.raises(EeccError, match="no 'train' logits"):
+        search(lg, options=SearchOptions(calibrate_on="train"))
+
+
+def test_pareto_set_is_feasible_and_non_dominated(lg):
+    res = search(lg, options=SearchOptions(max_exits=3, pareto=True, max_accuracy_drop=0.02,
+                                           pop_size=30, generations=15))
+    assert res.pareto
+    val = make_split(lg, "val")
+    pts = []
+    for p in res.pareto:
+        assert 1 <= len(p["exits"]) <= 3
+        idx = [lg.tensors.index(t) for t in p["exits"]]
+        r = evaluate_policy(val, idx, p["thresholds"], position_costs(lg, idx))
+        assert val.final_accuracy - r.accuracy <= 0.02 + 1e-12
+        pts.append((r.accuracy, r.mean_macs))
+    for a in pts:
+        assert not any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in pts)
+
+
+def test_global_threshold_baseline_shares_one_threshold(lg):
+    res = search(lg, options=SearchOptions(max_exits=2))
+    g = res.baselines["global_threshold"]["thresholds"]
+    assert len(set(g)) == 1 and len(g) == len(res.best.exits)
+    assert np.isfinite(res.baselines["nachos_greedy"]["mean_macs"])
