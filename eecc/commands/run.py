@@ -1,0 +1,123 @@
+"""`eecc run OUT --data D.npz [--json]`: run a bundle's cascade on data; accuracy, exits, cost, wall time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from eecc.errors import EeccError
+from eecc.runtime.bundle import BundleError, load_bundle
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run a compiled bundle's cascade with onnxruntime on an .npz data set")
+    p.add_argument("bundle", help="the output folder of `eecc compile`")
+    p.add_argument("--data", required=True, help=".npz with x_<split> (and y_<split> for accuracy), or x and y")
+    p.add_argument("--split", default="test", help="which split of the .npz to run (default: test)")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per cascade call (default: 64)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from eecc.runtime.cascade import Cascade
+
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as exc:
+        raise EeccError(str(exc)) from None
+    if args.batch_size < 1:
+        raise EeccError(f"--batch-size {args.batch_size} must be at least 1")
+    x, y = _load(Path(args.data), args.split)
+    cascade = Cascade(bundle, threads=args.threads)
+    parts = []
+    start = time.perf_counter()
+    for i in range(0, len(x), args.batch_size):
+        parts.append(cascade.run(x[i:i + args.batch_size]))
+    wall = time.perf_counter() - start
+    summary = summarize(bundle.manifest, np.concatenate([p.logits for p in parts]),
+                        np.concatenate([p.exit_stage for p in parts]), np.concatenate([p.macs for p in parts]), y)
+    summary |= {"bundle": str(args.bundle), "data": str(args.data), "split": args.split,
+                "batch_size": args.batch_size, "host_wall_s": wall,
+                "host_us_per_sample": 1e6 * wall / max(len(x), 1)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print(summary)
+    return 0
+
+
+def summarize(manifest: dict, logits: np.ndarray, exit_stage: np.ndarray, macs: np.ndarray,
+              y: np.ndarray | None) -> dict:
+    stages = manifest["stages"]
+    n = len(exit_stage)
+    counts = np.bincount(exit_stage, minlength=len(stages)) if n else np.zeros(len(stages), np.int64)
+    latency = np.array([s["exit_latency_s"] for s in stages])
+    energy = np.array([s["exit_energy_j"] for s in stages])
+    original = manifest.get("original_macs")
+    out = {
+        "samples": n,
+        "accuracy": None if y is None or not n else float((logits.argmax(-1) == y).mean()),
+        "exits": [{"stage": s["index"], "target": s["target"], "threshold": s["threshold"], "count": int(c),
+                   "fraction": float(c) / n if n else 0.0, "accuracy": _acc(logits, y, exit_stage == k)}
+                  for k, (s, c) in enumerate(zip(stages, counts))],
+        "mean_macs": float(macs.mean()) if n else 0.0,
+        "worst_case_macs": int(stages[-1]["exit_macs"]),
+        "original_macs": original,
+        "mac_reduction": (1.0 - float(macs.mean()) / original) if original and n else None,
+        "mean_latency_s": float(latency[exit_stage].mean()) if n else 0.0,
+        "worst_case_latency_s": float(latency.max()),
+        "mean_energy_j": float(energy[exit_stage].mean()) if n else 0.0,
+        "worst_case_energy_j": float(energy.max()),
+        "platform": manifest["platform"]["name"],
+    }
+    return out
+
+
+def _acc(logits: np.ndarray, y: np.ndarray | None, mask: np.ndarray) -> float | None:
+    if y is None or not mask.any():
+        return None
+    return float((logits[mask].argmax(-1) == y[mask]).mean())
+
+
+def _load(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise EeccError(f"data file '{path}' does not exist; give an .npz written with numpy.savez")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise EeccError(f"data file '{path}' is not a readable .npz ({type(exc).__name__}); "
+                        "write it with numpy.savez") from None
+    for xk, yk in ((f"x_{split}", f"y_{split}"), ("x", "y")):
+        if xk in data.files:
+            return data[xk], (data[yk].astype(np.int64) if yk in data.files else None)
+    raise EeccError(f"data file '{path}' has no array 'x_{split}' (nor 'x'); it holds {', '.join(data.files)}: "
+                    "pass --split with one of those, or save the inputs as x_test/y_test")
+
+
+def _print(s: dict) -> None:
+    console = Console() if Console().is_terminal else Console(width=160)
+    title = f"{s['bundle']} on {s['data']} ({s['split']} split), {s['samples']} samples, platform {s['platform']}"
+    table = Table(title=escape(title))
+    for col in ("stage", "target", "threshold", "exits", "share", "accuracy"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for e in s["exits"]:
+        table.add_row(str(e["stage"]), e["target"], "-" if e["threshold"] is None else f"{e['threshold']:.3g}",
+                      str(e["count"]), f"{100 * e['fraction']:.1f} %",
+                      "-" if e["accuracy"] is None else f"{100 * e['accuracy']:.2f} %")
+    console.print(table)
+    if s["accuracy"] is not None:
+        console.print(f"accuracy: {100 * s['accuracy']:.2f} %")
+    red = f" ({100 * s['mac_reduction']:.1f} % fewer than the original)" if s["mac_reduction"] is not None else ""
+    console.print(f"MACs/sample: mean {s['mean_macs']:,.0f}{red}, worst case {s['worst_case_macs']:,}")
+    console.print(f"estimated latency: mean {1e3 * s['mean_latency_s']:.3g} ms, worst case "
+                  f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
+                  f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
+    console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")

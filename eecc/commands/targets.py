@@ -1,0 +1,51 @@
+"""`eecc targets [--json] [--target FILE.toml]`: the built-in platforms (or a user's own, validated)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from eecc.targets.platform import Platform, builtin_platforms, load_platform
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("targets", help="list the built-in platforms, or validate and show a platform TOML")
+    p.add_argument("--target", action="append", default=None, metavar="NAME_OR_TOML",
+                   help="show only this platform: a built-in name or a .toml file (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    platforms = [load_platform(name) for name in (args.target or builtin_platforms())]
+    if args.json:
+        print(json.dumps({"platforms": [p.to_dict() for p in platforms]}))
+        return 0
+    console = Console() if Console().is_terminal else Console(width=160)
+    for platform in platforms:
+        _print(platform, console)
+    return 0
+
+
+def _print(platform: Platform, console: Console) -> None:
+    extra = [f"max latency {platform.max_latency_s:g} s" if platform.max_latency_s else "no latency constraint",
+             "shared memory" if platform.shared_memory else "separate memories"]
+    table = Table(title=f"{platform.name} ({', '.join(extra)})")
+    for col in ("#", "processor", "kind", "MAC/s", "RAM", "storage", "active W", "idle W"):
+        table.add_column(col, justify="left" if col in ("processor", "kind") else "right")
+    for i, p in enumerate(platform.processors):
+        table.add_row(str(i), p.name, p.kind, f"{p.macs_per_s:.3g}", _bytes(p.ram_bytes), _bytes(p.storage_bytes),
+                      f"{p.active_power_w:.4g}", f"{p.idle_power_w:.4g}")
+    console.print(table)
+    for link in platform.links:
+        console.print(f"  link {link.src} -> {link.dst}: {link.bandwidth_bps / 1e6:,.1f} Mbit/s, "
+                      f"{link.latency_s * 1e3:g} ms latency")
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"

@@ -1,0 +1,105 @@
+"""insert_gates(stage, threshold, metric) -> stage' with outputs exit{k}.exit (bool [N]) and exit{k}.confidence.
+
+  max_softmax:  conf = ReduceMax(Softmax(z))
+  margin:       conf = Gather(TopK(Softmax(z), 2), 0) − Gather(TopK(Softmax(z), 2), 1)
+  entropy:      conf = 1 + ReduceSum(Softmax(z) · LogSoftmax(z)) / log C      (= 1 − H(p)/log C)
+  exit = GreaterOrEqual(conf, threshold)
+The formulas are those of eecc/search/confidence.py (the search picks thresholds with them); the
+LogSoftmax form keeps 0·log 0 = 0 without a clip. Names derive from `exit{k}` so the runtime can wire
+them. Does not mutate its input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from eecc.errors import EeccError
+from eecc.ir import get_ann, set_ann
+
+METRICS = ("max_softmax", "margin", "entropy")
+
+
+def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softmax") -> gs.Graph:
+    """Requires a stage from split_by_target with an `exit{k}.logits` [N, C] output."""
+    if metric not in METRICS:
+        raise EeccError(f"insert_gates: unknown confidence metric '{metric}'; choose one of {', '.join(METRICS)}")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise EeccError(f"insert_gates: threshold {threshold!r} must be a finite number (conf >= t exits)")
+    g = stage.copy()
+    found = [o for o in g.outputs if o.name.startswith("exit") and o.name.endswith(".logits")]
+    if len(found) != 1:
+        raise EeccError(f"insert_gates: stage '{g.name}' has {len(found)} 'exit<k>.logits' outputs, needs one; "
+                        "gate only the stages before the last, as split_by_target made them")
+    logits = found[0]
+    prefix = logits.name[: -len(".logits")]
+    shape = logits.shape or []
+    classes = shape[-1] if len(shape) == 2 else None
+    if not isinstance(classes, (int, np.integer)) or classes < 2:
+        raise EeccError(f"insert_gates: '{logits.name}' has shape {list(shape)}; a gate needs [N, C] logits "
+                        "with a static C >= 2")
+    batch = shape[0]
+    opset = g.opset or 13
+    b = _Builder(g, prefix, batch, get_ann(logits.inputs[0], "target") if logits.inputs else None)
+
+    if metric == "entropy":
+        logp = b.op("LogSoftmax", [logits], "logp", [batch, classes], axis=1)
+        p = b.op("Softmax", [logits], "probs", [batch, classes], axis=1)
+        plogp = b.op("Mul", [p, logp], "plogp", [batch, classes])
+        neg_h = b.reduce("ReduceSum", plogp, "neg_entropy", batch, opset >= 13)
+        scaled = b.op("Div", [neg_h, b.const("log_classes", np.float32(math.log(classes)))], "neg_entropy_norm",
+                      [batch])
+        conf = b.op("Add", [scaled, b.const("one", np.float32(1.0))], "confidence", [batch])
+    else:
+        p = b.op("Softmax", [logits], "probs", [batch, classes], axis=1)
+        if metric == "max_softmax":
+            conf = b.reduce("ReduceMax", p, "confidence", batch, opset >= 18)
+        else:
+            top = b.op("TopK", [p, b.const("k", np.array([2], dtype=np.int64))], "top2", [batch, 2], axis=1,
+                       extra=("top2_indices", np.int64))
+            first = b.op("Gather", [top, b.const("i0", np.int64(0))], "top1_prob", [batch], axis=1)
+            second = b.op("Gather", [top, b.const("i1", np.int64(1))], "top2_prob", [batch], axis=1)
+            conf = b.op("Sub", [first, second], "confidence", [batch])
+    t = b.const("threshold", np.float32(threshold))
+    if opset >= 12:
+        exit_ = b.op("GreaterOrEqual", [conf, t], "exit", [batch], dtype=np.bool_)
+    else:
+        below = b.op("Less", [conf, t], "below_threshold", [batch], dtype=np.bool_)
+        exit_ = b.op("Not", [below], "exit", [batch], dtype=np.bool_)
+    g.outputs = [*g.outputs, exit_, conf]
+    return g.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+class _Builder:
+    """Adds gate nodes named f"{prefix}.gate.<what>" producing f"{prefix}.<what>", annotated role=gate."""
+
+    def __init__(self, graph: gs.Graph, prefix: str, batch, target: str | None):
+        self.graph, self.prefix, self.batch = graph, prefix, batch
+        self.k = int(prefix[len("exit"):]) if prefix[len("exit"):].isdigit() else prefix
+        self.target = target
+
+    def const(self, what: str, value) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{what}", np.asarray(value))
+
+    def op(self, op: str, inputs: list, what: str, shape: list, *, dtype=np.float32, extra=None,
+           **attrs) -> gs.Variable:
+        out = gs.Variable(f"{self.prefix}.{what}", dtype=dtype, shape=shape)
+        outputs = [out]
+        if extra is not None:
+            outputs.append(gs.Variable(f"{self.prefix}.{extra[0]}", dtype=extra[1], shape=shape))
+        node = gs.Node(op, name=f"{self.prefix}.gate.{what}", attrs=attrs, inputs=inputs, outputs=outputs)
+        set_ann(node, "role", "gate")
+        set_ann(node, "exit", self.k)
+        set_ann(node, "stage", self.k)
+        if self.target is not None:
+            set_ann(node, "target", self.target)
+        self.graph.nodes.append(node)
+        return out
+
+    def reduce(self, op: str, x: gs.Variable, what: str, batch, axes_as_input: bool) -> gs.Variable:
+        if axes_as_input:
+            return self.op(op, [x, self.const(f"{what}_axes", np.array([1], dtype=np.int64))], what, [batch],
+                           keepdims=0)
+        return self.op(op, [x], what, [batch], axes=[1], keepdims=0)

@@ -1,0 +1,91 @@
+"""Cascade(bundle).run(x): one onnxruntime session per stage, routing every sample on its own exit flag.
+
+A batch enters stage 0; the samples whose `exit` flag is set leave with that stage's logits, the
+rest regroup (in their original order) and go on with the hand-off tensor. So a batch gives the same
+result as its samples one by one, and each sample pays only for the stages it ran.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from eecc.runtime.bundle import Bundle, StageSpec, load_bundle
+
+
+@dataclass
+class CascadeResult:
+    logits: np.ndarray       # [N, C] float32, from the stage where each sample left
+    exit_stage: np.ndarray   # [N] int64
+    macs: np.ndarray         # [N] int64: MACs of the stages each sample ran, exit heads included
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=-1)
+
+
+class Cascade:
+    def __init__(self, bundle: Bundle | str | os.PathLike, *, providers: Sequence[str] | None = None,
+                 threads: int | None = None, optimize: bool = True):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        if not optimize:  # tests compare against references with the runtime's fusions off
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        providers = list(providers or ["CPUExecutionProvider"])
+        self.sessions = [ort.InferenceSession(str(s.path), opts, providers=providers) for s in self.bundle.stages]
+        self._chunk = [_fixed_batch(sess) for sess in self.sessions]
+        self.exit_macs = np.array([s.exit_macs for s in self.bundle.stages], dtype=np.int64)
+        self.dtype = np.dtype(self.bundle.input_dtype)
+
+    @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        return self.bundle.stages
+
+    def run(self, x: np.ndarray) -> CascadeResult:
+        x = np.asarray(x, dtype=self.dtype)
+        n = x.shape[0]
+        exit_stage = np.full(n, -1, dtype=np.int64)
+        logits: np.ndarray | None = None
+        alive, feed = np.arange(n), x
+        for k, stage in enumerate(self.stages):
+            if alive.size == 0:
+                break
+            last = stage.exit is None
+            names = [stage.logits] if last else [stage.logits, stage.exit, stage.handoff]
+            outs = self._run(k, feed, names)
+            if logits is None:
+                logits = np.empty((n, outs[0].shape[1]), dtype=outs[0].dtype)
+            leave = np.ones(alive.size, dtype=bool) if last else outs[1].astype(bool).reshape(-1)
+            logits[alive[leave]] = outs[0][leave]
+            exit_stage[alive[leave]] = k
+            if not last:
+                stay = ~leave
+                alive, feed = alive[stay], (outs[2] if stay.all() else outs[2][stay])
+        if logits is None:
+            logits = np.empty((0, 0), dtype=np.float32)
+        return CascadeResult(logits, exit_stage, self.exit_macs[exit_stage] if n else np.empty(0, np.int64))
+
+    def run_stage(self, k: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        """All outputs of stage k on `x` (no routing), for inspection and benchmarks."""
+        names = [o.name for o in self.sessions[k].get_outputs()]
+        return dict(zip(names, self._run(k, x, names)))
+
+    def _run(self, k: int, feed: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        sess, stage, chunk = self.sessions[k], self.stages[k], self._chunk[k]
+        if chunk is None or feed.shape[0] == chunk:
+            return sess.run(names, {stage.input: feed})
+        if feed.shape[0] % chunk:  # a model exported with a fixed batch size runs in slices of it
+            raise ValueError(f"stage {k} takes batches of exactly {chunk}; pass a multiple of {chunk} samples")
+        parts = [sess.run(names, {stage.input: feed[i:i + chunk]}) for i in range(0, feed.shape[0], chunk)]
+        return [np.concatenate(p) for p in zip(*parts)]
+
+
+def _fixed_batch(sess: ort.InferenceSession) -> int | None:
+    dim = sess.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None

@@ -1,0 +1,201 @@
+"""Platform descriptions: processors in cascade order, the links between them, a latency budget (TOML)."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from eecc.errors import EeccError
+
+KINDS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-a", "mali", "cuda", "x86")
+
+
+@dataclass(frozen=True)
+class Processor:
+    name: str
+    kind: str
+    macs_per_s: float
+    ram_bytes: int
+    storage_bytes: int
+    active_power_w: float
+    idle_power_w: float
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    bandwidth_bps: float  # bits per second
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    processors: tuple[Processor, ...]
+    links: tuple[Link, ...]
+    max_latency_s: float | None
+    shared_memory: bool
+
+    def link(self, src: str, dst: str) -> Link | None:
+        return next((lk for lk in self.links if lk.src == src and lk.dst == dst), None)
+
+    def processor(self, name: str) -> Processor:
+        for proc in self.processors:
+            if proc.name == name:
+                return proc
+        names = ", ".join(p.name for p in self.processors)
+        raise EeccError(f"platform '{self.name}' has no processor '{name}'; choose one of: {names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def builtin_platforms() -> list[str]:
+    folder = resources.files("eecc.targets") / "platforms"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_platform(name_or_path: str | Path) -> Platform:
+    """A built-in name ("psoc6", "rk3588", "rk3588-cuda") or the path of a user's .toml file."""
+    text_name = str(name_or_path)
+    if text_name in builtin_platforms():
+        text = (resources.files("eecc.targets") / "platforms" / f"{text_name}.toml").read_text()
+        return parse_platform(text, origin=f"built-in platform '{text_name}'")
+    path = Path(name_or_path)
+    if path.suffix != ".toml" or not path.is_file():
+        names = ", ".join(builtin_platforms())
+        raise EeccError(f"target '{text_name}' is neither a built-in platform ({names}) nor an existing "
+                        ".toml file; pass one of those names or the path of a platform TOML file")
+    return parse_platform(path.read_text(), origin=str(path))
+
+
+def parse_platform(text: str, *, origin: str = "platform") -> Platform:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EeccError(f"{origin}: not valid TOML ({exc}); fix the syntax") from None
+    _no_unknown(doc, {"name", "description", "processors", "links", "max_latency_s", "shared_memory"},
+                origin, "")
+    name = _field(doc, "name", str, origin, "")
+    procs_doc = doc.get("processors")
+    if not isinstance(procs_doc, list) or not procs_doc:
+        raise EeccError(f"{origin}: field 'processors' must be a non-empty array of tables "
+                        "([[processors]] sections), in the order the cascade runs on them")
+    processors = tuple(_processor(p, origin, f"processors[{i}].") for i, p in enumerate(procs_doc))
+    names = [p.name for p in processors]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise EeccError(f"{origin}: processor name '{dup[0]}' is used twice; give each processor a unique name")
+    links = tuple(_link(lk, names, origin, f"links[{i}].") for i, lk in enumerate(doc.get("links", [])))
+    for i in range(len(names) - 1):
+        if not any(lk.src == names[i] and lk.dst == names[i + 1] for lk in links):
+            raise EeccError(f"{origin}: no link from '{names[i]}' to '{names[i + 1]}'; add a [[links]] "
+                            f"section with src = \"{names[i]}\", dst = \"{names[i + 1]}\"")
+    max_latency = doc.get("max_latency_s")
+    if max_latency is not None:
+        max_latency = _positive(doc, "max_latency_s", origin, "")
+    shared = doc.get("shared_memory", False)
+    if not isinstance(shared, bool):
+        raise EeccError(f"{origin}: field 'shared_memory' must be true or false, got {shared!r}")
+    return Platform(name, processors, links, max_latency, shared)
+
+
+def compute_time_s(proc: Processor, macs: int | float) -> float:
+    return float(macs) / proc.macs_per_s
+
+
+def transfer_time_s(link: Link, nbytes: int | float) -> float:
+    return link.latency_s + 8.0 * float(nbytes) / link.bandwidth_bps
+
+
+def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Sequence[int],
+                   handoff_bytes: Sequence[int]) -> list[dict[str, float]]:
+    """Latency and energy of one sample that leaves at stage k, for every k.
+
+    Energy model (stated, not measured): the processor running a stage draws active power for
+    macs/macs_per_s; every other processor of the placement draws idle power for the rest of the
+    sample's latency (including hand-off transfers); links themselves cost no energy.
+    """
+    procs = [platform.processor(p) for p in processors]
+    out, latency, busy = [], 0.0, [0.0] * len(procs)
+    for k, (proc, macs) in enumerate(zip(procs, stage_macs)):
+        if k > 0:
+            link = platform.link(procs[k - 1].name, proc.name)
+            if link is None:
+                raise EeccError(f"platform '{platform.name}' has no link from '{procs[k - 1].name}' to "
+                                f"'{proc.name}'; add one to the platform TOML or choose other processors")
+            latency += transfer_time_s(link, handoff_bytes[k - 1])
+        t = compute_time_s(proc, macs)
+        latency += t
+        busy[k] += t
+        active = sum(p.active_power_w * b for p, b in zip(procs[:k + 1], busy))
+        idle = sum(p.idle_power_w * (latency - b) for p, b in zip(procs, busy))
+        out.append({"compute_s": t, "latency_s": latency, "energy_j": active + idle})
+    return out
+
+
+def _processor(doc: Any, origin: str, where: str) -> Processor:
+    if not isinstance(doc, dict):
+        raise EeccError(f"{origin}: {where[:-1]} must be a table with name, kind, macs_per_s, ...")
+    fields = {"name", "kind", "macs_per_s", "ram_bytes", "storage_bytes", "active_power_w", "idle_power_w",
+              "note"}
+    _no_unknown(doc, fields, origin, where)
+    kind = _field(doc, "kind", str, origin, where)
+    if kind not in KINDS:
+        raise EeccError(f"{origin}: field '{where}kind' is '{kind}'; use one of: {', '.join(KINDS)}")
+    return Processor(
+        name=_field(doc, "name", str, origin, where), kind=kind,
+        macs_per_s=_positive(doc, "macs_per_s", origin, where),
+        ram_bytes=int(_positive(doc, "ram_bytes", origin, where, integer=True)),
+        storage_bytes=int(_positive(doc, "storage_bytes", origin, where, integer=True)),
+        active_power_w=_positive(doc, "active_power_w", origin, where),
+        idle_power_w=_positive(doc, "idle_power_w", origin, where, zero_ok=True))
+
+
+def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:
+    if not isinstance(doc, dict):
+        raise EeccError(f"{origin}: {where[:-1]} must be a table with src, dst, bandwidth_bps, latency_s")
+    _no_unknown(doc, {"src", "dst", "bandwidth_bps", "latency_s", "note"}, origin, where)
+    ends = []
+    for key in ("src", "dst"):
+        value = _field(doc, key, str, origin, where)
+        if value not in names:
+            raise EeccError(f"{origin}: field '{where}{key}' names processor '{value}', which is not "
+                            f"declared; declared processors: {', '.join(names)}")
+        ends.append(value)
+    return Link(ends[0], ends[1], _positive(doc, "bandwidth_bps", origin, where),
+                _positive(doc, "latency_s", origin, where, zero_ok=True))
+
+
+def _field(doc: dict, key: str, typ: type, origin: str, where: str) -> Any:
+    if key not in doc:
+        raise EeccError(f"{origin}: missing field '{where}{key}'; add it")
+    value = doc[key]
+    if not isinstance(value, typ) or (typ is str and not value.strip()):
+        raise EeccError(f"{origin}: field '{where}{key}' must be a non-empty {typ.__name__}, got {value!r}")
+    return value
+
+
+def _positive(doc: dict, key: str, origin: str, where: str, *, zero_ok: bool = False,
+              integer: bool = False) -> float:
+    if key not in doc:
+        raise EeccError(f"{origin}: missing field '{where}{key}'; add it")
+    value = doc[key]
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok_type or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) \
+            or (integer and value != int(value)):
+        need = "a whole number" if integer else "a number"
+        bound = ">= 0" if zero_ok else "> 0"
+        raise EeccError(f"{origin}: field '{where}{key}' must be {need} {bound}, got {value!r}")
+    return float(value)
+
+
+def _no_unknown(doc: dict, allowed: set[str], origin: str, where: str) -> None:
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise EeccError(f"{origin}: unknown field '{where}{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,110 @@
+"""Platform TOML: built-ins, validation that names the field, cost estimates, `eecc targets`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eecc.cli import main
+from eecc.errors import EeccError
+from eecc.targets.platform import builtin_platforms, estimate_exits, load_platform, parse_platform
+
+USER = """
+name = "two-mcus"
+max_latency_s = 0.5
+shared_memory = false
+
+[[processors]]
+name = "small"
+kind = "cortex-m0plus"
+macs_per_s = 1e6
+ram_bytes = 65536
+storage_bytes = 262144
+active_power_w = 0.01
+idle_power_w = 0.001
+
+[[processors]]
+name = "big"
+kind = "cortex-m4"
+macs_per_s = 4e6
+ram_bytes = 131072
+storage_bytes = 524288
+active_power_w = 0.04
+idle_power_w = 0.002
+
+[[links]]
+src = "small"
+dst = "big"
+bandwidth_bps = 8e6
+latency_s = 0.001
+"""
+
+
+def test_builtins_load_with_the_documented_values():
+    assert builtin_platforms() == ["psoc6", "rk3588", "rk3588-cuda"]
+    psoc6 = load_platform("psoc6")
+    assert [p.name for p in psoc6.processors] == ["m0plus", "m4"]
+    m0, m4 = psoc6.processors
+    assert (m0.macs_per_s, m4.macs_per_s) == (10e6, 75e6)
+    assert m0.active_power_w == pytest.approx(18.53e-3 / 0.96799, rel=1e-3)
+    assert m4.active_power_w == pytest.approx(16.65e-3 / 0.521, rel=1e-3)
+    assert m0.ram_bytes == 1 << 20 and m0.storage_bytes == 2 << 20 and psoc6.shared_memory
+    assert psoc6.link("m0plus", "m4") is not None and psoc6.link("m4", "m0plus") is None
+    rk = load_platform("rk3588-cuda")
+    assert [p.kind for p in rk.processors] == ["cortex-a", "mali", "cuda"]
+    assert rk.link("gpu", "cuda").bandwidth_bps == 50e6 and rk.processor("cpu").ram_bytes == 16 << 30
+    assert [p.name for p in load_platform("rk3588").processors] == ["cpu", "gpu"]
+
+
+def test_user_toml_from_a_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER)
+    platform = load_platform(str(path))
+    assert platform.name == "two-mcus" and platform.max_latency_s == 0.5 and not platform.shared_memory
+    assert platform.processor("big").ram_bytes == 131072
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('macs_per_s = 4e6', 'macs_per_s = -4e6'), r"'processors\[1\]\.macs_per_s' must be"),
+    (lambda t: t.replace('ram_bytes = 65536\n', ''), r"missing field 'processors\[0\]\.ram_bytes'"),
+    (lambda t: t.replace('"cortex-m4"', '"cortex-m99"'), r"'processors\[1\]\.kind' is 'cortex-m99'"),
+    (lambda t: t.replace('dst = "big"', 'dst = "huge"'), r"'links\[0\]\.dst' names processor 'huge'"),
+    (lambda t: t.replace('bandwidth', 'bandwith'), r"unknown field 'links\[0\]\.bandwith_bps'"),
+    (lambda t: t.replace('max_latency_s = 0.5', 'max_latency_s = "fast"'), r"'max_latency_s' must be a number"),
+    (lambda t: t.replace('storage_bytes = 262144', 'storage_bytes = 2.5'), r"'processors\[0\]\.storage_bytes' "
+                                                                             "must be a whole number"),
+    (lambda t: t.split("[[links]]")[0], r"no link from 'small' to 'big'"),
+    (lambda t: t.replace('name = "big"', 'name = "small"'), r"'small' is used twice"),
+    (lambda t: t.replace('[[processors]]', '[processors', 1), r"not valid TOML"),
+])
+def test_validation_names_the_field(edit, message):
+    with pytest.raises(EeccError, match=message):
+        parse_platform(edit(USER), origin="mine.toml")
+
+
+def test_unknown_target_lists_the_builtins():
+    with pytest.raises(EeccError, match="psoc6, rk3588, rk3588-cuda"):
+        load_platform("jetson")
+
+
+def test_estimates_follow_the_stated_model():
+    platform = parse_platform(USER)
+    est = estimate_exits(platform, ["small", "big"], [1000, 8000], [500, 0])
+    assert est[0]["latency_s"] == pytest.approx(1e-3)
+    transfer = 1e-3 + 8 * 500 / 8e6
+    assert est[1]["latency_s"] == pytest.approx(1e-3 + transfer + 2e-3)
+    # active power while computing, idle power of the other processor for the rest of the latency
+    assert est[0]["energy_j"] == pytest.approx(0.01 * 1e-3 + 0.002 * 1e-3)
+    lat = est[1]["latency_s"]
+    assert est[1]["energy_j"] == pytest.approx(0.01 * 1e-3 + 0.04 * 2e-3 + 0.001 * (lat - 1e-3) + 0.002 * (lat - 2e-3))
+
+
+def test_cli_lists_builtins_as_json_and_validates_a_user_file(tmp_path, capsys):
+    assert main(["targets", "--json"]) == 0
+    names = [p["name"] for p in json.loads(capsys.readouterr().out)["platforms"]]
+    assert names == builtin_platforms()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(USER.replace("idle_power_w = 0.001", "idle_power_w = -1"))
+    assert main(["targets", "--target", str(bad)]) == 2
+    assert "processors[0].idle_power_w" in capsys.readouterr().err
