@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import time
 
+from eecc.commands.inspect import parse_shape
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
+
+# A user who did not say how much accuracy they give up should not lose more than this (points).
+DEFAULT_MAX_ACC_DROP = 1.0
 
 
 def register(subparsers) -> None:
@@ -17,13 +21,20 @@ def register(subparsers) -> None:
     p.add_argument("--target", required=True, help="a built-in platform name or a platform .toml")
     p.add_argument("--data", required=True, help=".npz with x_train, y_train [, x_val, y_val, x_test, y_test]")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_search_args(p)
+    p.set_defaults(func=run)
+
+
+def add_search_args(p) -> None:
+    """Options shared by `eecc search` and `eecc compile`."""
     p.add_argument("--metric", choices=METRICS, default="max_softmax", help="confidence metric")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="threshold search: exact (<= 1e6 combinations under auto) or the NA graph")
     p.add_argument("--w-eff", type=float, default=0.9, help="weight of mean MACs / original MACs")
     p.add_argument("--w-acc", type=float, default=0.1, help="weight of the accuracy drop in points")
-    p.add_argument("--max-acc-drop", type=float, default=None, metavar="POINTS",
-                   help="hard limit on the validation accuracy drop, in percentage points")
+    p.add_argument("--max-acc-drop", type=float, default=DEFAULT_MAX_ACC_DROP, metavar="POINTS",
+                   help="hard limit on the validation accuracy drop, in percentage points "
+                        f"(default {DEFAULT_MAX_ACC_DROP}; 'inf' lifts it)")
     p.add_argument("--max-macs", default=None, metavar="MACS|PCT%",
                    help="hard limit on mean MACs per sample: a number, or a share of the original ('60%%')")
     p.add_argument("--max-latency-ms", type=float, default=None,
@@ -37,8 +48,25 @@ def register(subparsers) -> None:
     p.add_argument("--max-exits", type=int, default=None,
                    help="with --pareto: most exits per solution (may exceed processors - 1)")
     p.add_argument("--scale", type=float, default=None, help="multiply uint8 inputs by this")
+    p.add_argument("--input-shape", type=parse_shape, default=None,
+                   help="per-sample input shape without the batch dim, for models with symbolic dims")
     p.add_argument("--cache-dir", default=None, help="feature/training cache directory")
-    p.set_defaults(func=run)
+
+
+def search_options(args, original_macs: int) -> SearchOptions:
+    if args.max_acc_drop is not None and args.max_acc_drop < 0:
+        raise EeccError(f"--max-acc-drop {args.max_acc_drop} is negative; give a drop in points, e.g. 0.5")
+    drop = args.max_acc_drop
+    return SearchOptions(
+        metric=args.metric, method=args.method, w_eff=args.w_eff, w_acc=args.w_acc,
+        max_accuracy_drop=None if drop is None or drop == float("inf") else drop / 100.0,
+        max_mean_macs=_max_macs(args.max_macs, original_macs),
+        calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
+        pareto=args.pareto, max_exits=args.max_exits)
+
+
+def latency_limit(args) -> float | None:
+    return None if args.max_latency_ms is None else args.max_latency_ms / 1e3
 
 
 def _max_macs(text: str | None, original: int) -> float | None:
@@ -51,36 +79,18 @@ def _max_macs(text: str | None, original: int) -> float | None:
 
 
 def run(args) -> int:
-    from eecc.exits import plan_exits, run_exits
-    from eecc.search.placement import ModelCost, enumerate_placements, surviving_candidates
-    from eecc.search.search import search
+    from eecc.compile import search_model
+    from eecc.exits import plan_exits
     from eecc.targets.platform import load_platform
 
     t0 = time.perf_counter()
     platform = load_platform(args.target)
-    plan = plan_exits(args.model)
-    model_cost = ModelCost.from_blocks(plan.blocks)
-    limit = None if args.max_latency_ms is None else args.max_latency_ms / 1e3
-    placements = enumerate_placements(platform, plan.costs, model_cost, max_latency_s=limit)
-    survivors = surviving_candidates(placements, plan.costs)
-    t1 = time.perf_counter()
-    if not survivors:
-        why = placements[0].reasons[0] if placements else \
-            f"platform '{platform.name}' has {len(platform.processors)} processor(s) and the model " \
-            f"{len(plan.costs)} candidate exit(s)"
-        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
-    exits = run_exits(plan, args.data, candidates=survivors, scale=args.scale,
-                      cache_dir=args.cache_dir, progress=not args.json)
-    t2 = time.perf_counter()
-    options = SearchOptions(
-        metric=args.metric, method=args.method, w_eff=args.w_eff, w_acc=args.w_acc,
-        max_accuracy_drop=None if args.max_acc_drop is None else args.max_acc_drop / 100.0,
-        max_mean_macs=_max_macs(args.max_macs, exits.logits.final_macs),
-        calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
-        pareto=args.pareto, max_exits=args.max_exits)
-    result = search(exits.logits, placements=placements, options=options, strict=False)
-    result.timings |= {"placements_s": t1 - t0, "exits_s": t2 - t1,
-                       "total_s": time.perf_counter() - t0}
+    plan = plan_exits(args.model, input_shape=args.input_shape)
+    sr = search_model(plan, args.data, platform, options=search_options(args, plan.blocks.total_macs),
+                      max_latency_s=latency_limit(args), scale=args.scale, cache_dir=args.cache_dir,
+                      progress=not args.json, strict=False)
+    result = sr.result
+    result.timings |= {**sr.timings, "total_s": time.perf_counter() - t0}
     result.options["target"] = platform.name
     if args.json:
         print(json.dumps(result.to_json()))

@@ -1,0 +1,86 @@
+"""`eecc compile MODEL.onnx --target T --data D.npz [--search] [-o OUT]`: the whole flow, one bundle out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from eecc.commands.inspect import console
+from eecc.commands.search import add_search_args, latency_limit, search_options
+from eecc.errors import EeccError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compile", help="turn a classifier into an early-exit cascade bundle for a platform")
+    p.add_argument("model", nargs="?", help="the trained classifier, .onnx (or use --example)")
+    p.add_argument("--example", choices=("kws",), default=None,
+                   help="use a built-in example model and its data (kws: DS-CNN on synthetic keyword audio)")
+    p.add_argument("--target", default="psoc6", help="a built-in platform (see `eecc targets`) or a .toml")
+    p.add_argument("--data", help=".npz with x_train, y_train, x_test, y_test [, x_val, y_val]")
+    p.add_argument("--search", action="store_true",
+                   help="search every feasible placement; without it the default placement (even MAC split) is used")
+    p.add_argument("-o", "--out", default=None, help="bundle folder (default: out/<model name>)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--single-file", action="store_true", help="also write one ONNX file with If gates (batch 1)")
+    p.add_argument("--no-codegen", action="store_true", help="skip TVM compilation of the stages")
+    p.add_argument("--emulate", action="store_true",
+                   help="run the compiled MCU/Cortex-A stages under QEMU on test samples and calibrate latency")
+    p.add_argument("--json", action="store_true", help="print the manifest as one JSON object on stdout")
+    add_search_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from eecc.compile import CompileOptions, compile_model
+    from eecc.exits import plan_exits
+
+    model, data = _inputs(args)
+    out = Path(args.out) if args.out else Path("out") / Path(model).stem
+    plan = plan_exits(model, input_shape=args.input_shape)
+    options = CompileOptions(
+        target=args.target, out=out, search=args.search,
+        search_options=search_options(args, plan.blocks.total_macs), max_latency_s=latency_limit(args),
+        input_shape=args.input_shape, scale=args.scale, cache_dir=args.cache_dir, force=args.force,
+        single_file=args.single_file, codegen=not args.no_codegen, emulate=args.emulate,
+        progress=not args.json)
+    manifest = compile_model(model, data, options)
+    if args.json:
+        print(json.dumps(manifest, default=str))
+    else:
+        print_summary(manifest, out, console())
+    return 0
+
+
+def _inputs(args) -> tuple[str, object]:
+    if args.example:
+        if args.model or args.data:
+            raise EeccError("--example brings its own model and data; drop MODEL and --data, or drop --example")
+        from eecc.examples import example
+
+        model, data = example(args.example)
+        return str(model), data
+    if not args.model:
+        raise EeccError("no model given; pass MODEL.onnx (and --data D.npz) or --example kws")
+    if not args.data:
+        raise EeccError("no data given; pass --data D.npz with x_train, y_train, x_test, y_test")
+    return args.model, args.data
+
+
+def print_summary(manifest: dict, out: Path, console: Console) -> None:
+    m = manifest["placement"]["metrics"]["measured"]
+    console.print(f"[bold]bundle[/bold] {out}  ({manifest['platform']['name']}, "
+                  f"{len(manifest['stages'])} stages, {manifest['mode']})")
+    for s in manifest["stages"]:
+        th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
+        console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
+                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms")
+    console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
+    console.print(f"  accuracy {100 * m['accuracy']:.2f} % (original {100 * m['original_accuracy']:.2f} %, "
+                  f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt)")
+    console.print(f"  mean MACs {m['mean_macs']:,.0f} (original {m['original_macs']:,}, "
+                  f"{100 * (m['mean_macs'] / m['original_macs'] - 1):+.1f} %)")
+    console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
+    console.print(f"  estimated mean latency {1e3 * m['mean_latency_s']:.2f} ms, "
+                  f"mean energy {1e3 * m['mean_energy_j']:.3f} mJ per sample")
