@@ -32,7 +32,8 @@ def annotations(node: gs.Node) -> dict[str, Any]:
     return {k[len(ANN_PREFIX):]: v for k, v in node.attrs.items() if k.startswith(ANN_PREFIX)}
 
 
-def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None) -> gs.Graph:
+def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
+         classifier: bool = True) -> gs.Graph:
     """Read an ONNX file into a shape-inferred gs graph, with eecc annotations restored."""
     path = Path(path)
     if not path.exists():
@@ -46,12 +47,13 @@ def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None) -
                         "it may be truncated or another format: re-export it with torch.onnx.export") from None
     if not model.graph.node:
         raise EeccError(f"'{path}' contains no ONNX graph nodes; it is not a model exported to ONNX")
-    return from_model(model, input_shape=input_shape, origin=str(path))
+    return from_model(model, input_shape=input_shape, origin=str(path), classifier=classifier)
 
 
 def from_model(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
-               origin: str = "model") -> gs.Graph:
-    model = _checked(model, origin)
+               origin: str = "model", classifier: bool = True) -> gs.Graph:
+    """`classifier=False` accepts several outputs (models eecc wrote: exits inserted, stages)."""
+    model = _checked(model, origin, classifier)
     _name_nodes(model)
     _fix_input_shape(model, input_shape, origin)
     model = _infer_shapes(model, origin)
@@ -114,7 +116,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"annotation value {value!r} is not JSON-serialisable")
 
 
-def _checked(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+def _checked(model: onnx.ModelProto, origin: str, classifier: bool) -> onnx.ModelProto:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
         raise EeccError(f"{origin}: default-domain opset {opset} is unsupported; "
@@ -130,7 +132,7 @@ def _checked(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
         names = ", ".join(i.name for i in inputs) or "none"
         raise EeccError(f"{origin}: has {len(inputs)} graph inputs ({names}); eecc needs a "
                         "single-input classifier: fold the other inputs into constants before export")
-    if len(model.graph.output) != 1:
+    if classifier and len(model.graph.output) != 1:
         raise EeccError(f"{origin}: has {len(model.graph.output)} graph outputs; eecc needs a classifier "
                         "with one logits output: drop the extra outputs before export")
     return model

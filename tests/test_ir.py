@@ -146,3 +146,10 @@ def test_unnamed_nodes_get_deterministic_names():
         n.name = ""
     names = [n.name for n in ir.from_model(model).nodes]
     assert names == ["Conv_0", "Relu_1", "GlobalAveragePool_2", "Flatten_3", "MatMul_4"]
+
+
+def test_several_outputs_need_classifier_false():
+    text = SMALL.replace("=> (float[N, 4] logits)", "=> (float[N, 4] logits, float[N, 4, 8, 8] r)")
+    with pytest.raises(EeccError, match="2 graph outputs"):
+        ir.from_model(_with_weights(text))
+    assert len(ir.from_model(_with_weights(text), classifier=False).outputs) == 2

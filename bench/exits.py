@@ -1,0 +1,81 @@
+"""Benchmark of `run_exits`: cold vs warm cache against one plain onnxruntime pass; prints a table, writes JSON.
+
+    python bench/exits.py [--model tests/fixtures/models/resnet.onnx] [--data fashion-mnist] [--limit N]
+
+Targets (issue 3): features_s + train_s <= 3 x reference_pass_s on the ResNet fixture and the full
+Fashion-MNIST training set; warm run >= 10x faster than the cold one; last head within 2 points of the
+original model's test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eecc import datasets
+from eecc.exits import plan_exits, run_exits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "tests/fixtures/models/resnet.onnx"))
+    ap.add_argument("--data", default="fashion-mnist", help=f"one of {datasets.names()}")
+    ap.add_argument("--limit", type=int, default=None, help="keep the first N training samples")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/exits.json"))
+    args = ap.parse_args(argv)
+
+    data = datasets.load(args.data, limit_train=args.limit)
+    plan = plan_exits(args.model)
+    with tempfile.TemporaryDirectory(prefix="eecc-bench-") as cache:
+        t0 = time.perf_counter()
+        cold = run_exits(plan, data, cache_dir=cache, reference_pass=True, progress=True)
+        cold_wall = time.perf_counter() - t0 - cold.timings["reference_pass_s"]
+        t0 = time.perf_counter()
+        warm = run_exits(plan, data, cache_dir=cache)
+        warm_wall = time.perf_counter() - t0
+    t = cold.timings
+    last = [r for r in cold.results if not r.dropped][-1]
+    record = {
+        "model": Path(args.model).name, "data": args.data, "train_samples": len(data["y_train"]),
+        "val_samples": len(data["y_val"]), "test_samples": len(data["y_test"]),
+        **cold.to_json(),
+        "ratio_features_train_to_reference": (t["features_s"] + t["train_s"]) / t["reference_pass_s"],
+        "cold_wall_s": cold_wall, "warm_wall_s": warm_wall, "warm_speedup": cold_wall / warm_wall,
+        "original_test_accuracy": cold.final_test_accuracy, "last_head_test_accuracy": last.test_accuracy,
+        "last_head_gap_points": 100 * (cold.final_test_accuracy - last.test_accuracy),
+    }
+    table = Table(title=f"run_exits on {record['model']} / {args.data} ({record['train_samples']} train)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("features_s", f"{t['features_s']:.2f}", "")
+    table.add_row("train_s", f"{t['train_s']:.2f}", "")
+    table.add_row("reference_pass_s", f"{t['reference_pass_s']:.2f}", "")
+    table.add_row("(features+train)/reference", f"{record['ratio_features_train_to_reference']:.2f}", "<= 3")
+    table.add_row("warm run wall s", f"{warm_wall:.2f}", "")
+    table.add_row("warm speed-up", f"{record['warm_speedup']:.1f}x", ">= 10x")
+    table.add_row("peak RSS MB", f"{record['peak_rss_mb']:.0f}", "")
+    table.add_row("original test acc", f"{100 * cold.final_test_accuracy:.2f}", "")
+    table.add_row("last head test acc", f"{100 * last.test_accuracy:.2f}", "gap <= 2 points")
+    for k, r in enumerate(cold.results):
+        acc = "dropped" if r.dropped else f"val {100 * r.val_accuracy:.2f} / test {100 * r.test_accuracy:.2f}"
+        table.add_row(f"exit {k} {r.spec.tensor}", acc, f"{r.spec.exit_macs:,} MACs")
+    Console().print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

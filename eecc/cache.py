@@ -1,0 +1,157 @@
+"""Feature cache: one onnxruntime pass writes every head's pooled input (fp16) to memory-mapped, chunked files.
+
+Layout: <root>/<model hash>/<split>-<data hash>/{f-<feature hash>.npy, final.npy, progress.json}. Each
+feature file is preallocated [N, *pooled] and filled chunk by chunk; progress.json lists the finished
+chunks per file and is rewritten atomically after the chunk's data is flushed, so an interrupted run
+resumes at the first unfinished chunk and a warm run computes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from eecc import ir
+from eecc.data import Split
+from eecc.heads import HeadSpec
+from eecc.passes.insert_exits import expose_features, feature_name
+
+FINAL = "final"
+DEFAULT_ROOT = ".eecc-cache"
+CHUNK_BYTES = 64 << 20
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("EECC_CACHE_DIR", DEFAULT_ROOT))
+
+
+def digest(*parts: str | bytes) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def model_digest(graph: gs.Graph) -> str:
+    return digest(ir.to_model(graph).SerializeToString(deterministic=True))
+
+
+def chunk_rows_for(per_sample_bytes: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per chunk so that one chunk's activations stay near `budget` bytes (memory bound)."""
+    return int(min(4096, max(32, budget // max(1, per_sample_bytes))))
+
+
+@dataclass
+class SplitFeatures:
+    """Read side of one split's cache: features as read-only fp16 memmaps, final logits as fp32."""
+
+    path: Path
+    length: int
+
+    def features(self, spec: HeadSpec) -> np.ndarray:
+        return np.load(self.path / _file(spec.feature_key), mmap_mode="r")
+
+    def final_logits(self) -> np.ndarray:
+        return np.asarray(np.load(self.path / _file(FINAL), mmap_mode="r"), dtype=np.float32)
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, graph: gs.Graph, heads: Sequence[HeadSpec], *,
+                 model_key: str | None = None, chunk_rows: int = 512, threads: int | None = None):
+        self.graph, self.heads = graph, list(heads)
+        self.model_key = model_key or model_digest(graph)
+        self.dir = Path(root) / self.model_key[:20]
+        self.chunk_rows, self.threads = chunk_rows, threads
+        self._session = None
+        self.computed_chunks = 0
+
+    def fill(self, split: Split, *, on_chunk: Callable[[int, int], None] | None = None,
+             fingerprint: str | None = None) -> SplitFeatures:
+        """Compute whatever is missing for `split`; returns the read side. Idempotent and resumable."""
+        path = self.dir / f"{split.name}-{(fingerprint or split.fingerprint())[:20]}"
+        path.mkdir(parents=True, exist_ok=True)
+        meta = _read_json(path / "meta.json") or {"rows": len(split), "chunk_rows": self.chunk_rows}
+        _write_json(path / "meta.json", meta)
+        rows, step = meta["rows"], meta["chunk_rows"]
+        n_chunks = math.ceil(rows / step)
+        progress = _read_json(path / "progress.json") or {}
+        wanted = {FINAL: (FINAL, self._final_shape(), np.float32)}
+        for i, spec in enumerate(self.heads):
+            wanted[spec.feature_key] = (feature_name(spec.tensor, i), spec.pooled_shape, np.float16)
+        todo = [c for c in range(n_chunks) if any(c not in progress.get(k, ()) for k in wanted)]
+        if on_chunk:
+            on_chunk(n_chunks - len(todo), n_chunks)
+        if todo:
+            maps = {k: _open(path / _file(k), (rows, *shape), dtype) for k, (_, shape, dtype) in wanted.items()}
+            for c in todo:
+                keys = [k for k in wanted if c not in progress.get(k, ())]
+                start, stop = c * step, min(rows, (c + 1) * step)
+                outs = self._run(split.rows(start, stop), [wanted[k][0] for k in keys])
+                for key, out in zip(keys, outs):
+                    maps[key][start:stop] = out
+                    maps[key].flush()
+                    progress.setdefault(key, []).append(c)
+                _write_json(path / "progress.json", progress)
+                self.computed_chunks += 1
+                if on_chunk:
+                    on_chunk(n_chunks - len(todo) + todo.index(c) + 1, n_chunks)
+            del maps
+        return SplitFeatures(path, rows)
+
+    def _final_shape(self) -> tuple[int, ...]:
+        return tuple(ir.per_sample_shape(self.graph.outputs[0]))
+
+    def _run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        if self._session is None:
+            self._session, self._final = session(expose_features(self.graph, heads=self.heads), self.threads)
+        names = [self._final if n == FINAL else n for n in names]
+        return self._session.run(names, {self._session.get_inputs()[0].name: x})
+
+
+def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = None):
+    """An onnxruntime CPU session with default optimisations; returns it and the first output's name."""
+    import onnxruntime as ort
+
+    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else ir.to_model(graph_or_model)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess, sess.get_outputs()[0].name
+
+
+def _file(key: str) -> str:
+    return FINAL + ".npy" if key == FINAL else f"f-{digest(key)[:20]}.npy"
+
+
+def _open(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
+    if path.exists():
+        mm = np.load(path, mmap_mode="r+")
+        if mm.shape == shape and mm.dtype == dtype:
+            return mm
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)

@@ -1,0 +1,69 @@
+"""`eecc exits MODEL.onnx --data D.npz`: train every candidate exit head on the frozen backbone and score it."""
+
+from __future__ import annotations
+
+import json
+
+from rich.table import Table
+
+from eecc.errors import EeccError
+
+
+def register(subparsers) -> None:
+    from eecc.commands.inspect import parse_shape
+
+    p = subparsers.add_parser("exits", help="train all candidate exit heads (frozen backbone) and score them")
+    p.add_argument("model", help="the trained classifier, an ONNX file")
+    p.add_argument("--data", required=True, help=".npz with x_train, y_train and optional x_/y_ val, test")
+    p.add_argument("--scale", type=float, default=None, help="factor for uint8 inputs, e.g. 0.00392156862745098")
+    p.add_argument("--input-shape", type=parse_shape, default=None,
+                   help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
+    p.add_argument("--budget", type=float, default=0.02, help="max MACs of one head, as a fraction of the model's")
+    p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
+    p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
+    p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-pass", action="store_true",
+                   help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from eecc.exits import run_exits
+    from eecc.train.fit import TrainConfig
+
+    if args.epochs is not None and args.epochs < 1:
+        raise EeccError(f"--epochs {args.epochs} must be at least 1")
+    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
+    result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
+                       budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
+                       reference_pass=args.reference_pass, progress=True)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    from eecc.commands.inspect import console
+
+    out = console()
+    table = Table(title=f"exit candidates of {args.model} ({result.plan.blocks.total_macs:,} MACs)")
+    for col in ("#", "location", "shape", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc", "dropped"):
+        table.add_column(col, justify="left" if col in ("location", "shape") else "right")
+    total = result.plan.blocks.total_macs
+    for k, r in enumerate(result.results):
+        table.add_row(str(k), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), f"{r.spec.head_macs:,}",
+                      f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}", _pct(r.val_accuracy),
+                      _pct(r.test_accuracy), "yes" if r.dropped else "")
+    out.print(table)
+    for tensor, why in result.plan.design.rejected.items():
+        out.print(f"no head at {tensor}: {why}")
+    t = result.timings
+    ref = f", reference pass {t['reference_pass_s']:.1f} s" if t["reference_pass_s"] is not None else ""
+    out.print(f"original model test accuracy {_pct(result.final_test_accuracy)}; features {t['features_s']:.1f} s, "
+              f"training {t['train_s']:.1f} s{ref}{' (cached)' if result.warm else ''}; "
+              f"peak RSS {result.peak_rss_mb:.0f} MB; results in {result.artifacts}")
+    return 0
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"

@@ -1,0 +1,185 @@
+"""Data in: validated train/val/test splits that stream in chunks, from numpy arrays or an .npz file."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from eecc.errors import EeccError
+
+SPLITS = ("train", "val", "test")
+VAL_FRACTION = 0.2
+_CHECK_ROWS = 4096
+
+
+@dataclass
+class Split:
+    """Rows `index` of `x` (all rows if None), read lazily so a memory-mapped `x` never loads whole."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    index: np.ndarray | None = None
+    scale: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        x = self.x[start:stop] if self.index is None else self.x[self.index[start:stop]]
+        x = np.asarray(x, dtype=np.float32)
+        return x * np.float32(self.scale) if self.scale is not None else x
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self), size):
+            yield start, self.rows(start, min(start + size, len(self)))
+
+    def fingerprint(self) -> str:
+        """Content hash of exactly what the model will see (values, order, scale)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.x.dtype.str, self.x.shape[1:], len(self), self.scale)).encode())
+        for start in range(0, len(self), _CHECK_ROWS):
+            stop = min(start + _CHECK_ROWS, len(self))
+            raw = self.x[start:stop] if self.index is None else self.x[self.index[start:stop]]
+            h.update(np.ascontiguousarray(raw).data)
+        return h.hexdigest()
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split | None
+
+    def items(self) -> list[tuple[str, Split]]:
+        return [(s.name, s) for s in (self.train, self.val, self.test) if s is not None]
+
+
+def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=None, *,
+                input_shape: Sequence[int], num_classes: int, scale: float | None = None,
+                val_fraction: float = VAL_FRACTION, seed: int = 0, origin: str = "data") -> Splits:
+    """Validate numpy arrays; without x_val, hold out a stratified `val_fraction` of the training set."""
+    arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (x, y) in arrays.items():
+        if x is None and y is None:
+            continue
+        if x is None or y is None:
+            raise EeccError(f"{origin}: x_{name} and y_{name} must be given together; add the missing one")
+        checked[name] = _check(name, x, y, tuple(input_shape), num_classes, scale, origin)
+    if "train" not in checked:
+        raise EeccError(f"{origin}: no training data; provide x_train and y_train")
+    x, y = checked["train"]
+    if "val" in checked:
+        train = Split("train", x, y, None, scale)
+        val = Split("val", *checked["val"], None, scale)
+    else:
+        tr_idx, va_idx = stratified_holdout(y, val_fraction, seed)
+        if len(va_idx) == 0 or len(tr_idx) == 0:
+            raise EeccError(f"{origin}: {len(y)} training samples are too few to hold out a validation split; "
+                            "provide x_val and y_val or more training data")
+        train = Split("train", x, y[tr_idx], tr_idx, scale)
+        val = Split("val", x, y[va_idx], va_idx, scale)
+    test = Split("test", *checked["test"], None, scale) if "test" in checked else None
+    return Splits(train, val, test)
+
+
+def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, scale: float | None = None,
+             seed: int = 0) -> Splits:
+    """Read x_/y_{train,val,test}; uncompressed members are memory-mapped (data larger than RAM)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EeccError(f"data file '{path}' does not exist; give an .npz with x_train and y_train")
+    try:
+        arrays = _open_npz(path)
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise EeccError(f"data file '{path}' is not a readable .npz ({exc}); write it with numpy.savez") from None
+    unknown = sorted(set(arrays) - {f"{a}_{s}" for a in "xy" for s in SPLITS})
+    if unknown:
+        raise EeccError(f"data file '{path}' has unexpected arrays {unknown}; allowed are x_/y_ train, val, test")
+    return make_splits(*(arrays.get(f"{a}_{s}") for s in SPLITS for a in "xy"), input_shape=input_shape,
+                       num_classes=num_classes, scale=scale, seed=seed, origin=str(path))
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) row indices; each class with ≥ 2 samples gives round(fraction·n), ≥ 1, to val."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        if len(rows) >= 2:
+            take = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+            val.append(rng.permutation(rows)[:take])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    mask = np.ones(len(y), bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndarray, np.ndarray]:
+    where = f"{origin}: x_{name}"
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    y = np.asarray(y)
+    if x.dtype == np.uint8 and scale is None:
+        raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
+                        "or store float32")
+    if x.dtype not in (np.float32, np.uint8):
+        raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
+    if tuple(x.shape[1:]) != input_shape:
+        raise EeccError(f"{where} has samples shaped {list(x.shape[1:])} but the model wants {list(input_shape)} "
+                        "(without the batch dim); reshape the data or pass --input-shape")
+    if len(x) == 0:
+        raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
+    if y.ndim != 1 or len(y) != len(x):
+        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{len(x)}] (one integer label per "
+                        f"sample of x_{name})")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices)")
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = int(y.min() if y.min() < 0 else y.max())
+        raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
+                        f"(0..{num_classes - 1}); fix the labels or use the matching model")
+    if x.dtype == np.float32:
+        for start in range(0, len(x), _CHECK_ROWS):
+            block = x[start:start + _CHECK_ROWS]
+            if not np.isfinite(block).all():
+                row = start + int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0])
+                raise EeccError(f"{where} has NaN or infinite values (first at sample {row}); clean the data")
+    return x, y.astype(np.int64)
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type == zipfile.ZIP_STORED:
+                arrays[key] = _memmap_member(path, raw, info)
+            else:
+                with zf.open(info) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
+
+
+def _memmap_member(path: Path, raw, info: zipfile.ZipInfo) -> np.ndarray:
+    raw.seek(info.header_offset + 26)  # local file header: name and extra-field lengths sit at byte 26
+    name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
+    start = info.header_offset + 30 + int(name_len) + int(extra_len)
+    raw.seek(start)
+    version = np.lib.format.read_magic(raw)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"member {info.filename} uses .npy format {version}; re-save with numpy.savez")
+    shape, fortran, dtype = readers[version](raw)
+    if dtype.hasobject:
+        raise ValueError(f"member {info.filename} holds Python objects")
+    order = "F" if fortran else "C"
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype, order=order)
+    return np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape, order=order)

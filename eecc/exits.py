@@ -1,0 +1,267 @@
+"""run_exits: design the candidate heads, fill the feature cache, train every head, hand logits to the search."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from eecc import cache as fcache
+from eecc import ir
+from eecc.data import Splits, load_npz, make_splits
+from eecc.errors import EeccError
+from eecc.heads import DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, candidate_costs, design_from_blocks
+from eecc.pipeline import analyse
+from eecc.search.types import CandidateCost, ExitLogits
+
+_WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b")
+
+
+@dataclass
+class Plan:
+    """Everything known before training: the analysed graph, the head design and its costs."""
+
+    graph: gs.Graph
+    blocks: object  # fuse_blocks.BlockGraph
+    design: Design
+    costs: list[CandidateCost]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(ir.per_sample_shape(self.graph.inputs[0]))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.blocks.head.num_classes)
+
+
+@dataclass
+class CandidateResult:
+    spec: HeadSpec
+    weights: HeadWeights | None     # None when dropped
+    val_accuracy: float
+    test_accuracy: float | None
+    first_epoch_accuracy: float
+    epochs: int
+    dropped: bool
+
+
+@dataclass
+class ExitsRun:
+    plan: Plan
+    results: list[CandidateResult]
+    logits: ExitLogits
+    timings: dict[str, float | None]
+    peak_rss_mb: float
+    warm: bool = False
+    final_test_accuracy: float | None = None
+    artifacts: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def heads(self) -> list[ExitHead]:
+        """Trained (non-dropped) heads in network order, ready for insert_exits."""
+        return [ExitHead(r.spec, r.weights) for r in self.results if not r.dropped]
+
+    def to_json(self) -> dict:
+        return {
+            "backbone_macs": int(self.plan.blocks.total_macs),
+            "candidates": [{
+                "tensor": r.spec.tensor, "head_macs": r.spec.head_macs, "exit_cost_macs": r.spec.exit_macs,
+                "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "dropped": r.dropped,
+            } for r in self.results],
+            "timings": self.timings,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+
+
+def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float = DEFAULT_BUDGET) -> Plan:
+    """Candidate heads and their `CandidateCost`s, from the model alone (no data, no training)."""
+    graph, blocks = analyse(model, input_shape=input_shape)
+    design = design_from_blocks(blocks, budget=budget)
+    return Plan(graph, blocks, design, candidate_costs(blocks, design.heads))
+
+
+def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidates: Sequence[str] | None = None,
+              budget: float = DEFAULT_BUDGET, scale: float | None = None, cache_dir: str | Path | None = None,
+              config=None, reference_pass: bool = False, progress: bool = False,
+              threads: int | None = None) -> ExitsRun:
+    """Train the candidate heads (all, or only `candidates`) and return their logits for the search.
+
+    `data`: an .npz path, a dict of x_/y_ arrays, or `Splits`. Results are cached under `cache_dir`
+    (default `$EECC_CACHE_DIR` or ./.eecc-cache): a second identical call trains nothing.
+    """
+    from eecc.train.fit import TrainConfig
+
+    config = config or TrainConfig()
+    plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape, budget=budget)
+    splits = _splits(data, plan, scale, config.seed)
+    heads = _select(plan, candidates)
+    timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None}
+    root = Path(cache_dir) if cache_dir else fcache.default_root()
+    per_sample = sum(b.activation_bytes for b in plan.blocks.blocks) + 4 * int(np.prod(plan.input_shape))
+    chunk_rows = fcache.chunk_rows_for(per_sample)
+    with _progress(progress) as bar:
+        t0 = time.perf_counter()
+        model_key = fcache.model_digest(plan.graph)
+        prints = {name: split.fingerprint() for name, split in splits.items()}
+        run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True),
+                                json.dumps([asdict(h) for h in heads]), repr(config))
+        store = root / model_key[:20] / f"trained-{run_key[:20]}"
+        done = _load_trained(store, heads) if (store / "report.json").exists() else None
+        if done is not None:
+            results, logits, final_acc = done
+            timings["features_s"] = time.perf_counter() - t0
+        else:
+            fc = fcache.FeatureCache(root, plan.graph, heads, model_key=model_key, chunk_rows=chunk_rows,
+                                     threads=threads)
+            feats = {}
+            for name, split in splits.items():
+                task = bar(f"features {name}")
+                feats[name] = fc.fill(split, fingerprint=prints[name], on_chunk=task)
+            timings["features_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            results, logits, final_acc = _train_all(plan, heads, splits, feats, config, bar)
+            timings["train_s"] = time.perf_counter() - t1
+            _save_trained(store, results, logits, final_acc)
+        if reference_pass:
+            timings["reference_pass_s"] = _reference_pass(plan.graph, splits, chunk_rows, threads, bar)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return ExitsRun(plan, results, logits, timings, round(peak, 1), warm=done is not None,
+                    final_test_accuracy=final_acc, artifacts=store)
+
+
+def _splits(data, plan: Plan, scale, seed) -> Splits:
+    if isinstance(data, Splits):
+        return data
+    kw = dict(input_shape=plan.input_shape, num_classes=plan.num_classes, scale=scale, seed=seed)
+    if isinstance(data, (str, os.PathLike)):
+        return load_npz(data, **kw)
+    if isinstance(data, dict):
+        unknown = set(data) - {f"{a}_{s}" for a in "xy" for s in ("train", "val", "test")}
+        if unknown:
+            raise EeccError(f"run_exits: unexpected data keys {sorted(unknown)}; use x_/y_ train, val, test")
+        return make_splits(**data, **kw)
+    raise EeccError(f"run_exits: data must be an .npz path, a dict of arrays or Splits, not {type(data).__name__}")
+
+
+def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
+    heads = plan.design.heads
+    if candidates is None:
+        return list(heads)
+    known = {h.tensor for h in heads}
+    unknown = [c for c in candidates if c not in known]
+    if unknown:
+        why = "; ".join(f"{t}: {plan.design.rejected[t]}" for t in unknown if t in plan.design.rejected)
+        raise EeccError(f"run_exits: {unknown} are not candidate exits of this model"
+                        + (f" ({why})" if why else "") + f"; choose from {sorted(known)}")
+    wanted = set(candidates)
+    return [h for h in heads if h.tensor in wanted]
+
+
+def _train_all(plan, heads, splits, feats, config, bar):
+    from eecc.train.fit import fit_head
+    from eecc.train.modules import export, predict
+
+    y_val = splits.val.y
+    has_test = splits.test is not None
+    y_test = splits.test.y if has_test else np.zeros(0, np.int64)
+    final_val = feats["val"].final_logits()
+    final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
+    task = bar("training heads")
+    task(0, len(heads))
+    results, val_logits, test_logits = [], [], []
+    for k, spec in enumerate(heads):
+        fit = fit_head(spec, feats["train"].features(spec), splits.train.y, feats["val"].features(spec), y_val,
+                       config)
+        test_acc, weights = None, None
+        if not fit.dropped:
+            weights = export(fit.module)
+            val_logits.append(predict(fit.module, feats["val"].features(spec)))
+            if has_test:
+                test_logits.append(predict(fit.module, feats["test"].features(spec)))
+                test_acc = float((test_logits[-1].argmax(1) == y_test).mean())
+            else:
+                test_logits.append(np.zeros((0, plan.num_classes), np.float32))
+        results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
+                                       fit.epochs, fit.dropped))
+        task(k + 1, len(heads))
+    kept = [r.spec for r in results if not r.dropped]
+    c = plan.num_classes
+    logits = ExitLogits(
+        tensors=[s.tensor for s in kept], exit_macs=np.array([s.exit_macs for s in kept], np.int64),
+        final_macs=int(plan.blocks.total_macs),
+        val_logits=np.stack(val_logits) if kept else np.zeros((0, len(y_val), c), np.float32),
+        test_logits=np.stack(test_logits) if kept else np.zeros((0, len(y_test), c), np.float32),
+        final_val_logits=final_val, final_test_logits=final_test, y_val=y_val, y_test=y_test,
+        head_macs=np.array([s.head_macs for s in kept], np.int64))
+    final_acc = float((final_test.argmax(1) == y_test).mean()) if has_test else None
+    return results, logits, final_acc
+
+
+def _save_trained(store: Path, results, logits: ExitLogits, final_acc) -> None:
+    store.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{k}.{f}": getattr(r.weights, f) for k, r in enumerate(results) if r.weights is not None
+              for f in _WEIGHT_FIELDS if getattr(r.weights, f) is not None}
+    tmp = store / "heads.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(store / "heads.npz")
+    logits.save(store / "logits.npz")
+    report = {"final_test_accuracy": final_acc, "candidates": [
+        {"tensor": r.spec.tensor, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+         "first_epoch_accuracy": r.first_epoch_accuracy, "epochs": r.epochs, "dropped": r.dropped}
+        for r in results]}
+    fcache._write_json(store / "report.json", report)  # written last: its presence marks a complete store
+
+
+def _load_trained(store: Path, heads: list[HeadSpec]):
+    report = json.loads((store / "report.json").read_text())
+    with np.load(store / "heads.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    results = []
+    for k, (spec, row) in enumerate(zip(heads, report["candidates"])):
+        weights = None if row["dropped"] else HeadWeights(
+            **{f: arrays.get(f"{k}.{f}") for f in _WEIGHT_FIELDS})
+        results.append(CandidateResult(spec, weights, row["val_accuracy"], row["test_accuracy"],
+                                       row["first_epoch_accuracy"], row["epochs"], row["dropped"]))
+    return results, ExitLogits.load(store / "logits.npz"), report["final_test_accuracy"]
+
+
+def _reference_pass(graph: gs.Graph, splits: Splits, chunk_rows: int, threads, bar) -> float:
+    """Wall time of the plain model over train + val, same runtime settings as the feature pass."""
+    sess, out = fcache.session(graph, threads)
+    name = sess.get_inputs()[0].name
+    task = bar("reference pass")
+    total = sum(-(-len(s) // chunk_rows) for s in (splits.train, splits.val))
+    done, t0 = 0, time.perf_counter()
+    for split in (splits.train, splits.val):
+        for _, x in split.chunks(chunk_rows):
+            sess.run([out], {name: x})
+            done += 1
+            task(done, total)
+    return time.perf_counter() - t0
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """Yields `bar(label) -> update(done, total)`; rich bars on stderr when enabled, no-ops otherwise."""
+    if not enabled:
+        yield lambda label: (lambda done, total: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=False) as prog:
+        def bar(label: str):
+            task = prog.add_task(label, total=None)
+            return lambda done, total: prog.update(task, completed=done, total=total)
+        yield bar

@@ -1,0 +1,184 @@
+"""Exit-head design rules: fixed max-pool → optional 1×1 conv + ReLU → GAP → Flatten → Gemm (the blueprint).
+
+MACs follow the README convention (Conv and Gemm only, per sample):
+  head_macs = width·C·prod(pooled spatial)  [1×1 conv, if any]  +  classes·(width or C)  [Gemm]
+Rules, after NACHOS Algorithm 1: a head costs at most `budget`·total MACs, and
+exit_macs(i) = backbone_macs(i) + head_macs(i) never exceeds exit_macs(i+1) nor the full model's
+MACs; a head that breaks a rule is made cheaper by pooling more, then by dropping its conv, and a
+candidate whose bare Gemm still breaks it is rejected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from eecc.errors import EeccError
+
+DEFAULT_BUDGET = 0.02
+MAX_WIDTH = 128
+POOLED_SIZE = {1: 8, 2: 4}  # target spatial extent per dim after the fixed pooling, by rank
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The design of one candidate's head; everything the feature pass and the trainer need."""
+
+    tensor: str
+    in_shape: tuple[int, ...]          # per sample: (C, H, W) or (C, L)
+    pool: tuple[int, ...]              # MaxPool kernel = stride per spatial dim (ceil mode); 1 = none
+    width: int | None                  # channels of the 1×1 conv; None = no conv
+    num_classes: int
+    backbone_macs: int                 # cumulative backbone MACs up to and including `tensor`
+
+    @property
+    def channels(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def pooled_shape(self) -> tuple[int, ...]:
+        return (self.channels, *(math.ceil(d / p) for d, p in zip(self.in_shape[1:], self.pool)))
+
+    @property
+    def has_pool(self) -> bool:
+        return any(p > 1 for p in self.pool)
+
+    @property
+    def head_macs(self) -> int:
+        spatial = int(np.prod(self.pooled_shape[1:], dtype=np.int64))
+        conv = self.width * self.channels * spatial if self.width else 0
+        return int(conv + self.num_classes * (self.width or self.channels))
+
+    @property
+    def exit_macs(self) -> int:
+        return self.backbone_macs + self.head_macs
+
+    @property
+    def params(self) -> int:
+        conv = self.width * (self.channels + 1) if self.width else 0
+        return conv + self.num_classes * ((self.width or self.channels) + 1)
+
+    @property
+    def feature_key(self) -> str:
+        """Identifies the cached (pooled) feature: same tensor and pooling → same cache file."""
+        return f"{self.tensor}|pool{'x'.join(map(str, self.pool))}"
+
+    def cheaper(self) -> "HeadSpec | None":
+        """The next step of the shrinking rule, or None when only the bare Gemm is left."""
+        spatial = self.in_shape[1:]
+        if self.width and any(math.ceil(d / p) > 1 for d, p in zip(spatial, self.pool)):
+            return replace(self, pool=tuple(min(d, 2 * p) for d, p in zip(spatial, self.pool)))
+        if self.width:
+            return replace(self, width=None)
+        return None
+
+
+@dataclass(frozen=True)
+class Design:
+    heads: list[HeadSpec]              # accepted candidates, network order
+    rejected: dict[str, str]           # tensor → why no head fits there
+    budget_macs: int
+    final_macs: int
+
+
+def initial_head(tensor: str, shape: Sequence[int], *, num_classes: int, backbone_macs: int,
+                 max_width: int = MAX_WIDTH) -> HeadSpec:
+    shape = tuple(int(d) for d in shape)
+    if len(shape) not in (2, 3):
+        raise EeccError(f"design_heads: candidate '{tensor}' has per-sample shape {list(shape)}; exit heads "
+                        "need (C, L) or (C, H, W) feature maps: exclude it from the candidates")
+    target = POOLED_SIZE[len(shape) - 1]
+    pool = tuple(max(1, math.ceil(d / target)) for d in shape[1:])
+    return HeadSpec(tensor, shape, pool, min(shape[0], max_width), int(num_classes), int(backbone_macs))
+
+
+def design_heads(candidates: Sequence[tuple[str, Sequence[int], int]], *, num_classes: int,
+                 final_macs: int, budget: float = DEFAULT_BUDGET, max_width: int = MAX_WIDTH) -> Design:
+    """candidates: (tensor, per-sample shape, cumulative backbone MACs) in network order."""
+    if not 0 < budget <= 1:
+        raise EeccError(f"design_heads: head budget {budget} must be a fraction of the model's MACs in (0, 1]; "
+                        "e.g. 0.02 for 2 %")
+    budget_macs = int(budget * final_macs)
+    rejected: dict[str, str] = {}
+    specs: list[HeadSpec | None] = []
+    for tensor, shape, macs in candidates:
+        spec = _shrink_until(initial_head(tensor, shape, num_classes=num_classes, backbone_macs=macs,
+                                          max_width=max_width), lambda s: s.head_macs <= budget_macs)
+        if spec is None:
+            rejected[tensor] = (f"even a bare Gemm head ({num_classes * shape[0]} MACs) exceeds the budget "
+                                f"of {budget_macs} MACs ({budget:.1%} of {final_macs})")
+        specs.append(spec)
+    limit = final_macs
+    for i in reversed(range(len(specs))):
+        if specs[i] is None:
+            continue
+        spec = _shrink_until(specs[i], lambda s: s.exit_macs <= limit)
+        if spec is None:
+            rejected[specs[i].tensor] = (f"exiting here costs more than exiting later ({limit} MACs) even with a "
+                                         "bare Gemm head")
+        else:
+            limit = spec.exit_macs
+        specs[i] = spec
+    return Design([s for s in specs if s is not None], rejected, budget_macs, int(final_macs))
+
+
+def design_from_blocks(block_graph, *, budget: float = DEFAULT_BUDGET, max_width: int = MAX_WIDTH) -> Design:
+    """Heads for every candidate block of a `fuse_blocks.BlockGraph`."""
+    cands = [(b.output, tuple(b.shape), int(b.cumulative_macs)) for b in block_graph.candidates()]
+    return design_heads(cands, num_classes=int(block_graph.head.num_classes),
+                        final_macs=int(block_graph.total_macs), budget=budget, max_width=max_width)
+
+
+def candidate_costs(block_graph, heads: Sequence[HeadSpec]) -> list:
+    """`CandidateCost` per head, from the block graph alone (no training needed)."""
+    from eecc.search.types import CandidateCost
+
+    by_output = {b.output: i for i, b in enumerate(block_graph.blocks)}
+    costs = []
+    for spec in heads:
+        upto = block_graph.blocks[: by_output[spec.tensor] + 1]
+        costs.append(CandidateCost(
+            tensor=spec.tensor, backbone_macs=spec.backbone_macs, head_macs=spec.head_macs,
+            handoff_bytes=4 * int(np.prod(spec.in_shape, dtype=np.int64)),
+            weight_bytes_before=4 * int(sum(b.params for b in upto)),
+            peak_activation_bytes_before=int(max(b.activation_bytes for b in upto)),
+            head_weight_bytes=4 * spec.params,
+        ))
+    return costs
+
+
+def _shrink_until(spec: HeadSpec | None, ok) -> HeadSpec | None:
+    while spec is not None and not ok(spec):
+        spec = spec.cheaper()
+    return spec
+
+
+@dataclass
+class HeadWeights:
+    """Trained parameters of a head's trainable part, as the ONNX initializers want them."""
+
+    fc_w: np.ndarray                   # [classes, width or C]  (Gemm transB=1)
+    fc_b: np.ndarray                   # [classes]
+    conv_w: np.ndarray | None = None   # [width, C, 1] or [width, C, 1, 1]
+    conv_b: np.ndarray | None = None   # [width]
+
+    def check(self, spec: HeadSpec) -> None:
+        rank = len(spec.in_shape) - 1
+        want = {"fc_w": (spec.num_classes, spec.width or spec.channels), "fc_b": (spec.num_classes,)}
+        if spec.width:
+            want |= {"conv_w": (spec.width, spec.channels, *([1] * rank)), "conv_b": (spec.width,)}
+        for name, shape in want.items():
+            got = getattr(self, name)
+            if got is None or tuple(got.shape) != shape:
+                raise EeccError(f"head for '{spec.tensor}': weight {name} has shape "
+                                f"{None if got is None else list(got.shape)}, want {list(shape)}; "
+                                "the weights were trained for another head design: retrain the heads")
+
+
+@dataclass
+class ExitHead:
+    spec: HeadSpec
+    weights: HeadWeights

@@ -1,0 +1,109 @@
+"""insert_exits(g, heads) -> g + per head: t → [MaxPool] → [Conv1×1 → Relu] → GAP → Flatten → Gemm → extra output.
+
+Also `expose_features(g, heads)`: g + per head the fixed part only, t → [MaxPool] → Cast(fp16) as an extra
+output, for the feature pass that fills the cache. Neither touches the original nodes or output.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from eecc.errors import EeccError
+from eecc.heads import ExitHead, HeadSpec
+from eecc.ir import per_sample_shape, set_ann
+
+
+def logits_name(tensor: str, i: int) -> str:
+    return f"{tensor}.exit{i}.logits"
+
+
+def feature_name(tensor: str, i: int) -> str:
+    return f"{tensor}.exit{i}.feature"
+
+
+def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead]) -> gs.Graph:
+    """Requires static shapes at each head's tensor; exit i is heads[i]. Does not mutate its input.
+
+    Adds one extra graph output per head, `f"{tensor}.exit{i}.logits"` [N, classes], after the original
+    outputs; head nodes carry annotations `exit` = i, `role` = "exit" and `macs` (README convention).
+    """
+    graph = graph.copy()
+    tensors = _check(graph, [h.spec for h in heads], "insert_exits")
+    for i, head in enumerate(heads):
+        spec, w = head.spec, head.weights
+        w.check(spec)
+        b = _Builder(graph, spec, i)
+        x = b.pool(tensors[spec.tensor])
+        if spec.width:
+            x = b.node("Conv", [x, b.const("conv.weight", w.conv_w), b.const("conv.bias", w.conv_b)],
+                       (spec.width, *spec.pooled_shape[1:]), "conv", kernel_shape=[1] * (len(spec.in_shape) - 1),
+                       macs=spec.width * int(np.prod(spec.pooled_shape, dtype=np.int64)))
+            x = b.node("Relu", [x], (spec.width, *spec.pooled_shape[1:]), "relu")
+        width = spec.width or spec.channels
+        x = b.node("GlobalAveragePool", [x], (width, *[1] * (len(spec.in_shape) - 1)), "gap")
+        x = b.node("Flatten", [x], (width,), "flatten", axis=1)
+        x = b.node("Gemm", [x, b.const("fc.weight", w.fc_w), b.const("fc.bias", w.fc_b)],
+                   (spec.num_classes,), "logits", transB=1, macs=spec.num_classes * width,
+                   out_name=logits_name(spec.tensor, i))
+        graph.outputs.append(x)
+    return graph
+
+
+def expose_features(graph: gs.Graph, *, heads: Sequence[HeadSpec]) -> gs.Graph:
+    """Adds output `f"{tensor}.exit{i}.feature"` (fp16, pooled as heads[i] says) per head. Pure."""
+    graph = graph.copy()
+    tensors = _check(graph, heads, "expose_features")
+    for i, spec in enumerate(heads):
+        b = _Builder(graph, spec, i)
+        x = b.pool(tensors[spec.tensor])
+        graph.outputs.append(b.node("Cast", [x], spec.pooled_shape, "feature", to=int(10),  # FLOAT16
+                                    dtype=np.float16, out_name=feature_name(spec.tensor, i)))
+    return graph
+
+
+class _Builder:
+    """Deterministically named nodes/tensors for head i: `{tensor}.exit{i}.{what}`."""
+
+    def __init__(self, graph: gs.Graph, spec: HeadSpec, i: int):
+        self.graph, self.spec, self.prefix = graph, spec, f"{spec.tensor}.exit{i}"
+        self.i = i
+
+    def const(self, what: str, value: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{what}", np.ascontiguousarray(value, dtype=np.float32))
+
+    def node(self, op: str, inputs: list, shape: tuple, what: str, *, macs: int = 0, dtype=np.float32,
+             out_name: str | None = None, **attrs) -> gs.Variable:
+        batch = self.graph.inputs[0].shape[0] if self.graph.inputs[0].shape else "N"
+        out = gs.Variable(out_name or f"{self.prefix}.{what}", dtype=dtype, shape=[batch, *shape])
+        node = gs.Node(op, name=f"{self.prefix}.{what}.{op}", attrs=dict(attrs), inputs=inputs, outputs=[out])
+        set_ann(node, "exit", self.i)
+        set_ann(node, "role", "exit")
+        set_ann(node, "macs", int(macs))
+        self.graph.nodes.append(node)
+        return out
+
+    def pool(self, x: gs.Variable) -> gs.Variable:
+        if not self.spec.has_pool:
+            return x
+        return self.node("MaxPool", [x], self.spec.pooled_shape, "pool", kernel_shape=list(self.spec.pool),
+                         strides=list(self.spec.pool), ceil_mode=1)
+
+
+def _check(graph: gs.Graph, specs: Sequence[HeadSpec], who: str) -> dict[str, gs.Variable]:
+    tensors = graph.tensors()
+    names = [s.tensor for s in specs]
+    if len(set(names)) != len(names):
+        raise EeccError(f"{who}: more than one head on the same tensor in {names}; give one head per tensor")
+    for spec in specs:
+        var = tensors.get(spec.tensor)
+        if var is None or isinstance(var, gs.Constant):
+            raise EeccError(f"{who}: tensor '{spec.tensor}' is not an activation of the model; "
+                            "pick a candidate from `eecc exits` / fuse_blocks")
+        shape = per_sample_shape(var)
+        if shape != spec.in_shape:
+            raise EeccError(f"{who}: tensor '{spec.tensor}' has per-sample shape {shape} but its head was "
+                            f"designed for {spec.in_shape}; redesign the heads for this model")
+    return tensors

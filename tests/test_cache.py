@@ -1,0 +1,80 @@
+"""Feature cache: contents match the model, warm runs compute nothing, interrupted runs resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc import ir
+from eecc.cache import FeatureCache
+from eecc.data import make_splits
+from eecc.exits import plan_exits
+from golden import parse, run
+from test_heads import SMALL
+from test_insert_exits import _maxpool_ceil
+
+RNG = np.random.default_rng(1)
+X = RNG.random((50, 1, 16, 16)).astype(np.float32)
+Y = np.arange(50) % 10
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_exits(parse(SMALL))
+
+
+def _split(x=X):
+    return make_splits(x, Y, x[:10], Y[:10], input_shape=(1, 16, 16), num_classes=10).train
+
+
+def _reference(plan, x):
+    model = ir.to_model(plan.graph)
+    for spec in plan.design.heads:
+        model.graph.output.append(onnx.ValueInfoProto(name=spec.tensor))
+    return run(model, {"x": x})
+
+
+def test_cached_features_and_logits_match_the_model(tmp_path, plan):
+    assert len(plan.design.heads) == 2
+    feats = FeatureCache(tmp_path, plan.graph, plan.design.heads, chunk_rows=16).fill(_split())
+    ref = _reference(plan, X)
+    for spec in plan.design.heads:
+        got = feats.features(spec)
+        assert got.dtype == np.float16 and got.shape == (50, *spec.pooled_shape)
+        want = _maxpool_ceil(ref[spec.tensor], spec.pool[0]) if spec.has_pool else ref[spec.tensor]
+        # one fp16 step: the feature pass runs with onnxruntime's optimisations on, the reference without
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(feats.final_logits(), ref["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_warm_cache_computes_nothing_and_subsets_reuse_it(tmp_path, plan):
+    FeatureCache(tmp_path, plan.graph, plan.design.heads, chunk_rows=16).fill(_split())
+    again = FeatureCache(tmp_path, plan.graph, plan.design.heads, chunk_rows=16)
+    again.fill(_split())
+    subset = FeatureCache(tmp_path, plan.graph, plan.design.heads[1:], chunk_rows=16)
+    subset.fill(_split())
+    other = FeatureCache(tmp_path, plan.graph, plan.design.heads, chunk_rows=16)
+    other.fill(_split(X[::-1].copy()))
+    assert (again.computed_chunks, subset.computed_chunks, other.computed_chunks) == (0, 0, 4)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, plan):
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Interrupt
+
+    first = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16)
+    with pytest.raises(Interrupt):
+        first.fill(_split(), on_chunk=stop_after_two)
+    assert first.computed_chunks == 2
+    resumed = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16)
+    feats = resumed.fill(_split())
+    assert resumed.computed_chunks == 2  # 50 rows in chunks of 16: 4 chunks, 2 already done
+    clean = FeatureCache(tmp_path / "b", plan.graph, plan.design.heads, chunk_rows=16).fill(_split())
+    for spec in plan.design.heads:
+        np.testing.assert_array_equal(np.asarray(feats.features(spec)), np.asarray(clean.features(spec)))
+    np.testing.assert_array_equal(feats.final_logits(), clean.final_logits())

@@ -1,0 +1,101 @@
+"""Data in: validation errors, stratified hold-out, memory-mapped .npz members, fingerprints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eecc.cli import main
+from eecc.data import load_npz, make_splits, stratified_holdout
+from eecc.errors import EeccError
+
+RNG = np.random.default_rng(0)
+SHAPE = (1, 4, 4)
+
+
+def _xy(n=100, classes=3, dtype=np.float32):
+    x = RNG.random((n, *SHAPE)).astype(np.float32)
+    if dtype == np.uint8:
+        x = (x * 255).astype(np.uint8)
+    return x, np.arange(n) % classes
+
+
+def test_stratified_holdout_keeps_class_shares():
+    y = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    tr, va = stratified_holdout(y, 0.2, seed=0)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 100
+    assert np.bincount(y[va]).tolist() == [10, 6, 4]
+    assert np.array_equal(va, stratified_holdout(y, 0.2, seed=0)[1])
+
+
+def test_make_splits_without_val_holds_out_20_percent():
+    x, y = _xy(120)
+    s = make_splits(x, y, input_shape=SHAPE, num_classes=3)
+    assert len(s.train) == 96 and len(s.val) == 24 and s.test is None
+    np.testing.assert_array_equal(s.val.rows(0, 24), x[s.val.index])
+    np.testing.assert_array_equal(s.val.y, y[s.val.index])
+
+
+def test_uint8_with_scale_and_chunks():
+    x, y = _xy(10, dtype=np.uint8)
+    s = make_splits(x, y, x, y, input_shape=SHAPE, num_classes=3, scale=1 / 255)
+    got = np.concatenate([c for _, c in s.train.chunks(3)])
+    np.testing.assert_allclose(got, x.astype(np.float32) / 255, rtol=1e-6)
+    assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(x_train=d["x_train"][:, :, :3]), "samples shaped \\[1, 3, 4\\] but the model wants"),
+    (lambda d: d.update(x_train=d["x_train"].astype(np.float64)), "dtype float64"),
+    (lambda d: d["x_train"].__setitem__((5, 0, 0, 0), np.nan), "NaN or infinite values \\(first at sample 5\\)"),
+    (lambda d: d["y_train"].__setitem__(3, 7), "label 7 outside the model's 3 classes"),
+    (lambda d: d.update(y_train=d["y_train"].astype(np.float32)), "labels must be integers"),
+    (lambda d: d.update(x_val=d["x_val"][:0], y_val=d["y_val"][:0]), "x_val is empty"),
+    (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8)), "is uint8; pass --scale"),
+    (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
+    (lambda d: d.pop("y_val"), "x_val and y_val must be given together"),
+])
+def test_bad_data_is_a_one_line_error(mutate, message):
+    x, y = _xy(100)
+    data = {"x_train": x, "y_train": y, "x_val": x[:10].copy(), "y_val": y[:10].copy()}
+    mutate(data)
+    with pytest.raises(EeccError, match=message) as info:
+        make_splits(**data, input_shape=SHAPE, num_classes=3)
+    assert "\n" not in str(info.value)
+
+
+def test_npz_members_are_memory_mapped_and_fingerprints_match(tmp_path):
+    x, y = _xy(64)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    np.savez_compressed(tmp_path / "c.npz", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    mapped = load_npz(tmp_path / "d.npz", input_shape=SHAPE, num_classes=3)
+    packed = load_npz(tmp_path / "c.npz", input_shape=SHAPE, num_classes=3)
+    direct = make_splits(x, y, x_test=x[:8], y_test=y[:8], input_shape=SHAPE, num_classes=3)
+    assert isinstance(mapped.train.x, np.memmap) and not isinstance(packed.train.x, np.memmap)
+    for s in (mapped, packed):
+        np.testing.assert_array_equal(s.train.rows(0, len(s.train)), direct.train.rows(0, len(direct.train)))
+        assert s.train.fingerprint() == direct.train.fingerprint() and s.test.fingerprint() == direct.test.fingerprint()
+    shifted = make_splits(x + 1, y, x_test=x[:8], y_test=y[:8], input_shape=SHAPE, num_classes=3)
+    assert shifted.train.fingerprint() != direct.train.fingerprint()
+
+
+def test_npz_errors(tmp_path):
+    x, y = _xy(20)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_extra=x)
+    with pytest.raises(EeccError, match="unexpected arrays \\['x_extra'\\]"):
+        load_npz(tmp_path / "d.npz", input_shape=SHAPE, num_classes=3)
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(EeccError, match="not a readable .npz"):
+        load_npz(tmp_path / "bad.npz", input_shape=SHAPE, num_classes=3)
+
+
+def test_cli_exits_bad_data_exits_2(tmp_path, capsys):
+    from golden import parse
+    from eecc import ir
+    from test_heads import SMALL
+
+    model = ir.save(parse(SMALL), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x_train=RNG.random((10, 1, 8, 8)).astype(np.float32), y_train=np.zeros(10, int))
+    assert main(["exits", str(model), "--data", str(tmp_path / "d.npz"), "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "samples shaped [1, 8, 8] but the model wants [1, 16, 16]" in err
