@@ -1,0 +1,114 @@
+"""`eecc compile` end to end on real trained fixtures, and the cascade invariants of issue 5.
+
+Invariants, on every fixture:
+  1. thresholds that let no sample exit -> the cascade equals the original model within 1e-5;
+  2. the cascade routes and predicts exactly as the search's policy evaluation does on the logits of
+     the very graph that was split;
+  3. a Cascade on the bundle reproduces `eecc run`'s figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc import datasets
+from eecc.compile import CompileOptions, compile_model
+from eecc.runtime.cascade import Cascade
+from eecc.search.policy import evaluate_policy, make_split, position_costs
+from eecc.search.types import ExitLogits
+from golden import run
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+# name -> training samples kept (the full sets make the test slow; the heads still learn on these)
+FIXTURES = {"cnn": None, "cnn1d": None, "resnet": 6000, "dscnn": 4000}
+
+
+def _fixture(name: str):
+    path = MODELS / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"fixture {name} not generated (python tests/fixtures/make_fixtures.py)")
+    meta = json.loads((MODELS / f"{name}.json").read_text())
+    data = datasets.load(meta["dataset"], limit_train=FIXTURES[name])
+    if FIXTURES[name]:
+        data = {k: (v[:2000] if k.endswith(("_val", "_test")) else v) for k, v in data.items()}
+    return path, data
+
+
+@pytest.fixture(scope="module", params=sorted(FIXTURES))
+def compiled(request, tmp_path_factory):
+    path, data = _fixture(request.param)
+    root = tmp_path_factory.mktemp(request.param)
+    options = CompileOptions(target="psoc6", out=root / "bundle", search=True, cache_dir=str(root / "cache"),
+                             codegen=False, progress=False)
+    manifest = compile_model(path, data, options)
+    return request.param, path, data, options, manifest
+
+
+def test_bundle_is_complete_and_numbers_are_measured(compiled):
+    name, path, data, options, manifest = compiled
+    files = sorted(p.name for p in options.out.iterdir())
+    assert files == sorted(["manifest.json"] + [s["file"] for s in manifest["stages"]])
+    assert [s["target"] for s in manifest["stages"]] == ["m0plus", "m4"]
+    measured = manifest["placement"]["metrics"]["measured"]
+    assert measured["samples"] == len(data["y_test"])
+    res = Cascade(options.out).run(data["x_test"])
+    assert measured["accuracy"] == pytest.approx(float((res.predictions == data["y_test"]).mean()))
+    assert measured["mean_macs"] == pytest.approx(float(res.macs.mean()))
+    assert measured["mean_macs"] < measured["original_macs"]          # something really exits early
+    assert measured["accuracy"] >= measured["original_accuracy"] - 0.05
+    assert measured["agreement_with_search"] >= 0.98                   # fp16 cache vs fp32 graph
+
+
+def test_no_exit_thresholds_reproduce_the_original_model(compiled, tmp_path):
+    name, path, data, options, manifest = compiled
+    never = tmp_path / "never"
+    shutil.copytree(options.out, never)
+    stage0 = onnx.load(str(never / manifest["stages"][0]["file"]))
+    (threshold,) = [t for t in stage0.graph.initializer if t.name.endswith("threshold")]
+    threshold.CopyFrom(onnx.numpy_helper.from_array(np.array(2.0, np.float32), threshold.name))
+    onnx.save(stage0, str(never / manifest["stages"][0]["file"]))
+    res = Cascade(never, optimize=False).run(data["x_test"])
+    original = run(onnx.load(str(path)), {"input": data["x_test"]})["logits"]
+    assert (res.exit_stage == 1).all()
+    np.testing.assert_allclose(res.logits, original, atol=1e-5, rtol=0)
+
+
+def test_cascade_routes_exactly_as_the_policy_evaluation(compiled):
+    name, path, data, options, manifest = compiled
+    cascade = Cascade(options.out, optimize=False)
+    first = cascade.run_stage(0, data["x_test"])
+    s0, s1 = cascade.stages
+    head_logits, final = first[s0.logits], cascade.run_stage(1, first[s0.handoff])[s1.logits]
+    exit_macs, head_macs = manifest["stages"][0]["exit_macs"], manifest["stages"][0]["head_macs"]
+    logits = ExitLogits(tensors=[s0.handoff], exit_macs=[exit_macs], head_macs=[head_macs],
+                        final_macs=manifest["stages"][1]["exit_macs"] - head_macs, val_logits=head_logits[None],
+                        test_logits=head_logits[None], final_val_logits=final, final_test_logits=final,
+                        y_val=data["y_test"], y_test=data["y_test"])
+    split = make_split(logits, "test", manifest["confidence_metric"])
+    policy = evaluate_policy(split, (0,), tuple(manifest["placement"]["thresholds"]), position_costs(logits, (0,)))
+    res = cascade.run(data["x_test"])
+    np.testing.assert_array_equal(res.exit_stage, policy.exit_index)
+    np.testing.assert_array_equal(res.predictions, policy.prediction)
+    np.testing.assert_array_equal(res.macs, policy.macs)
+
+
+def test_eecc_run_reports_what_the_cascade_computes(compiled, tmp_path):
+    name, path, data, options, manifest = compiled
+    npz = datasets.save_npz(data, tmp_path / "d.npz")
+    proc = subprocess.run([sys.executable, "-m", "eecc", "run", str(options.out), "--data", str(npz), "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    res = Cascade(options.out).run(data["x_test"])
+    assert report["accuracy"] == pytest.approx(float((res.predictions == data["y_test"]).mean()))
+    assert report["mean_macs"] == pytest.approx(float(res.macs.mean()))
+    measured = manifest["placement"]["metrics"]["measured"]
+    assert report["accuracy"] == pytest.approx(measured["accuracy"])
