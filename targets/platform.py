@@ -23,6 +23,7 @@ class Processor:
     storage_bytes: int
     active_power_w: float
     idle_power_w: float
+    clock_hz: float | None = None  # core clock; turns emulated instruction counts into seconds
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
     if not isinstance(doc, dict):
         raise EeccError(f"{origin}: {where[:-1]} must be a table with name, kind, macs_per_s, ...")
     fields = {"name", "kind", "macs_per_s", "ram_bytes", "storage_bytes", "active_power_w", "idle_power_w",
-              "note"}
+              "clock_hz", "note"}
     _no_unknown(doc, fields, origin, where)
     kind = _field(doc, "kind", str, origin, where)
     if kind not in KINDS:
@@ -154,7 +155,8 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
         ram_bytes=int(_positive(doc, "ram_bytes", origin, where, integer=True)),
         storage_bytes=int(_positive(doc, "storage_bytes", origin, where, integer=True)),
         active_power_w=_positive(doc, "active_power_w", origin, where),
-        idle_power_w=_positive(doc, "idle_power_w", origin, where, zero_ok=True))
+        idle_power_w=_positive(doc, "idle_power_w", origin, where, zero_ok=True),
+        clock_hz=_positive(doc, "clock_hz", origin, where) if "clock_hz" in doc else None)
 
 
 def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:

@@ -108,3 +108,15 @@ def test_cli_lists_builtins_as_json_and_validates_a_user_file(tmp_path, capsys):
     bad.write_text(USER.replace("idle_power_w = 0.001", "idle_power_w = -1"))
     assert main(["targets", "--target", str(bad)]) == 2
     assert "processors[0].idle_power_w" in capsys.readouterr().err
+
+
+def test_clock_hz_is_optional_and_set_on_the_builtins():
+    m0, m4 = load_platform("psoc6").processors
+    assert (m0.clock_hz, m4.clock_hz) == (100e6, 150e6)
+    cpu, gpu = load_platform("rk3588").processors
+    assert (cpu.clock_hz, gpu.clock_hz) == (2.4e9, 1e9)
+    assert parse_platform(USER).processor("small").clock_hz is None
+    text = USER.replace("idle_power_w = 0.002", "idle_power_w = 0.002\nclock_hz = 64e6")
+    assert parse_platform(text).processor("big").clock_hz == 64e6
+    with pytest.raises(EeccError, match=r"'processors\[1\]\.clock_hz' must be a number > 0"):
+        parse_platform(USER.replace("idle_power_w = 0.002", "idle_power_w = 0.002\nclock_hz = 0"))

@@ -1,0 +1,248 @@
+"""Per-stage TVM artifacts of a bundle: one backend per processor kind, emulation against onnxruntime,
+and Cortex-M latency recalibrated from emulated instruction counts.
+
+  seconds(stage)        = instructions per inference × CPI / clock_hz
+  calibrated MAC/s      = stage MACs / seconds(stage)
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from eecc.errors import EeccError
+from eecc.targets.platform import Platform, Processor, estimate_exits, load_platform
+
+# Cycles per instruction. 1.0 is the optimistic bound: both cores issue most ALU ops in one cycle, but
+# loads/stores and taken branches take 2 (M0+) or 1-3 (M4) cycles and VFMA takes 3 on the M4F, so real
+# CPI is higher (roughly 1.2-1.5 for such loops, not measured here) and calibrated latency is a floor.
+CPI = {"cortex-m0plus": 1.0, "cortex-m4": 1.0}
+TOLERANCE = 1e-4
+TOOLS = {"cortex-m0plus": ("arm-none-eabi-gcc", "arm-none-eabi-size"),
+         "cortex-m4": ("arm-none-eabi-gcc", "arm-none-eabi-size"),
+         "cortex-a": ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-size")}
+EMULATORS = {"cortex-m0plus": "qemu-system-arm", "cortex-m4": "qemu-system-arm", "cortex-a": "qemu-aarch64"}
+GPU_KINDS = ("mali", "cuda")
+NOT_REQUESTED = "not requested (eecc compile --emulate runs the stages under QEMU on test samples)"
+CORTEX_A_CPU = "cortex-a76"  # rk3588's big cores; QEMU also runs the A55's ARMv8.2-A code as A76
+
+
+def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, platform: Platform | str,
+                   out_dir: Path, *, emulate_inputs: np.ndarray | None = None,
+                   emulate_samples: int = 4) -> dict[str, Any]:
+    """Writes `out_dir/<processor>/` per stage; returns {"stages": [per-stage update], "codegen": summary}.
+
+    Merge the result with `apply_updates(manifest, result)`. `emulate_inputs` are samples of the MODEL
+    input; stage k is emulated on the hand-off that onnxruntime computes from stages 0..k-1.
+    """
+    platform = load_platform(platform) if isinstance(platform, (str, Path)) else platform
+    entries = manifest["stages"]
+    if len(stage_models) != len(entries):
+        raise EeccError(f"codegen: {len(stage_models)} stage models for {len(entries)} manifest stages; "
+                        "pass the models in manifest order")
+    out_dir, start = Path(out_dir), time.perf_counter()
+    feeds, samples = None, 0
+    if emulate_inputs is not None:
+        x = np.asarray(emulate_inputs)[:max(1, emulate_samples)]
+        feeds, samples = reference_runs(stage_models, x), len(x)
+    updates = []
+    for k, (model, entry) in enumerate(zip(stage_models, entries)):
+        proc = platform.processor(entry["target"])
+        update = _compile_one(model, proc, out_dir, k)
+        if "skipped" in update["codegen"]:
+            update["emulation"] = {"skipped": "stage not compiled"}
+        elif feeds is None:
+            update["emulation"] = {"skipped": NOT_REQUESTED}
+        else:
+            update["emulation"] = _emulate(out_dir / proc.name, proc, entry, k, *feeds[k])
+        update.update(_calibrate(entry, proc, update["emulation"]))
+        updates.append(update)
+    check_shared_memory(platform, entries, updates)
+    updates = _with_exit_estimates(platform, entries, updates)
+    return {"stages": updates,
+            "codegen": {"cpi": dict(CPI), "tolerance": TOLERANCE,
+                        "worst_case_latency_calibrated_s": updates[-1]["exit_latency_calibrated_s"],
+                        "emulate_samples": samples,
+                        "total_s": round(time.perf_counter() - start, 3)}}
+
+
+def apply_updates(manifest: dict, result: dict) -> dict:
+    """A new manifest with compile_stages' per-stage fields merged into the stages and its summary added."""
+    stages = [{**entry, **update} for entry, update in zip(manifest["stages"], result["stages"])]
+    return {**manifest, "stages": stages, **{k: v for k, v in result.items() if k != "stages"}}
+
+
+def skip_reason(kind: str) -> str | None:
+    """Why a stage of this processor kind cannot be compiled on this machine, or None."""
+    if kind not in TOOLS and kind not in GPU_KINDS:
+        return f"no eecc backend for processor kind '{kind}' (backends: {', '.join([*TOOLS, *GPU_KINDS])})"
+    try:
+        import tvm  # noqa: F401
+    except ImportError:
+        return "apache-tvm is not installed (pip install apache-tvm)"
+    missing = [tool for tool in TOOLS.get(kind, ()) if shutil.which(tool) is None]
+    if missing:
+        return (f"'{missing[0]}' is not installed (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                "gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu)")
+    return None
+
+
+def reference_runs(models: Sequence[onnx.ModelProto], x: np.ndarray) -> list[tuple[dict, dict]]:
+    """(inputs, outputs) of every stage under onnxruntime, each stage fed by the tensors of the ones before."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    inits = {i.name for i in models[0].graph.initializer}
+    first = [i for i in models[0].graph.input if i.name not in inits][0]
+    pool = {first.name: x.astype(onnx.helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type))}
+    runs = []
+    for model in models:
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        inputs = {i.name: pool[i.name] for i in sess.get_inputs()}
+        outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+        pool.update(outputs)
+        runs.append((inputs, outputs))
+    return runs
+
+
+def check_shared_memory(platform: Platform, entries: list[dict], updates: list[dict]) -> None:
+    """On a shared-memory platform every stage's image is resident at once: flash and static RAM add up."""
+    if not platform.shared_memory:
+        return
+    built = [(e, u["codegen"]) for e, u in zip(entries, updates) if "flash_bytes" in u["codegen"]]
+    if len(built) < 2:
+        return
+    for key, cap, what in (("flash_bytes", "storage_bytes", "flash"), ("ram_bytes", "ram_bytes", "RAM")):
+        total = sum(c[key] for _, c in built)
+        limit = min(getattr(platform.processor(e["target"]), cap) for e, _ in built)
+        if total > limit:
+            parts = " + ".join(f"stage {e['index']} on '{e['target']}' {c[key]} B" for e, c in built)
+            raise EeccError(f"codegen: the stages share {limit} B of {what} on '{platform.name}' but need "
+                            f"{parts} = {total} B together; move exits earlier or assign fewer layers")
+
+
+def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int) -> dict:
+    reason = skip_reason(proc.kind)
+    if reason is not None:
+        return {"codegen": {"skipped": reason}, "artifacts": []}
+    stage_dir, name = out_dir / proc.name, f"stage{k}"
+    if proc.kind in TOOLS:
+        from eecc.targets import cortex_a, cortex_m
+
+        if proc.kind == "cortex-a":
+            arts = cortex_a.compile_stage(model, cpu=CORTEX_A_CPU, out_dir=stage_dir, name=name,
+                                          flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
+        else:
+            arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=stage_dir, name=name,
+                                          flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
+        codegen = {"backend": "cortex_a" if proc.kind == "cortex-a" else "cortex_m", "cpu": arts.cpu,
+                   "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes,
+                   "ram_unplanned_bytes": arts.ram_unplanned_bytes, "arena_bytes": arts.arena_bytes,
+                   "arena_unplanned_bytes": arts.arena_unplanned_bytes, "workspace_bytes": arts.workspace_bytes,
+                   "kernel_count": arts.kernel_count, "compile_s": arts.compile_s}
+    else:
+        from eecc.targets import cuda, mali
+
+        backend = mali if proc.kind == "mali" else cuda
+        arts = backend.compile_stage(model, out_dir=stage_dir, name=name)
+        # mali's checker leaves its host-built OpenCL compiler driver beside the kernels: not an artifact
+        (stage_dir / "clbuild").unlink(missing_ok=True)
+        codegen = {"backend": proc.kind, "kernel_count": arts.kernel_count, "compile_s": arts.compile_s,
+                   "checked": arts.checked, "check_note": arts.check_note}
+    files = [Path(f) for f in arts.files if Path(f).is_file()]
+    return {"codegen": codegen,
+            "artifacts": [{"path": f.relative_to(out_dir).as_posix(), "bytes": f.stat().st_size} for f in files]}
+
+
+def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict, want: dict) -> dict:
+    from eecc.runtime.emulate import AARCH64_SYSROOT, EmulationError, emulate_stage
+
+    if proc.kind not in EMULATORS:
+        return {"skipped": f"no emulator for {proc.kind} stages (kernels are compiled, not run)"}
+    if shutil.which(EMULATORS[proc.kind]) is None:
+        return {"skipped": f"'{EMULATORS[proc.kind]}' is not installed (Debian: qemu-system-arm qemu-user)"}
+    if proc.kind == "cortex-a" and not Path(AARCH64_SYSROOT).is_dir():
+        return {"skipped": f"no aarch64 sysroot at {AARCH64_SYSROOT} (Debian: gcc-aarch64-linux-gnu)"}
+    start = time.perf_counter()
+    try:
+        result = emulate_stage(stage_dir, inputs)
+    except EmulationError as exc:
+        raise EeccError(f"codegen: stage {k} on '{proc.name}' did not run under emulation ({exc}); "
+                        f"the {proc.kind} build in '{stage_dir}' is broken: report it with the stage ONNX file"
+                        ) from None
+    errors, flips = compare_outputs(result.outputs, want, entry, where=f"stage {k} on '{proc.name}'")
+    worst = max(errors, key=errors.get) if errors else None
+    return {"emulator": EMULATORS[proc.kind], "samples": result.samples,
+            "instructions": result.instructions or None, "max_abs_error": errors[worst] if worst else 0.0,
+            "max_abs_error_by_output": errors, "exit_flags_at_threshold": flips,
+            "stack_bytes": result.stack_used or None, "emulate_s": round(time.perf_counter() - start, 3)}
+
+
+def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], entry: dict, *,
+                    where: str) -> tuple[dict[str, float], int]:
+    """(max abs error per float output, exit flags flipped at the threshold); raises EeccError beyond
+    TOLERANCE. Integer/bool outputs must match exactly, except exit flags of samples whose confidence
+    lies within TOLERANCE of the threshold: there a 1e-6 difference legitimately flips the decision."""
+    errors, flips = {}, 0
+    outs = entry.get("outputs") or {}
+    for name, ref in want.items():
+        ref = np.asarray(ref).reshape(len(ref), -1)
+        if name not in got:
+            raise EeccError(f"codegen: {where} has no output '{name}' in its compiled form; report it")
+        mine = np.asarray(got[name]).reshape(len(ref), -1)
+        if np.issubdtype(ref.dtype, np.floating):
+            errors[name] = float(np.max(np.abs(mine.astype(np.float64) - ref))) if ref.size else 0.0
+            if not errors[name] <= TOLERANCE:
+                raise EeccError(f"codegen: {where} differs from onnxruntime by {errors[name]:.3g} (> {TOLERANCE:g}) "
+                                f"in output '{name}'; the compiled stage is wrong, report it with the stage ONNX file")
+            continue
+        bad = np.any(mine != ref, axis=1)
+        if name == outs.get("exit") and outs.get("confidence") in want and entry.get("threshold") is not None:
+            conf = np.asarray(want[outs["confidence"]]).reshape(len(ref))
+            bad_far = bad & (np.abs(conf - entry["threshold"]) > TOLERANCE)
+            flips += int(bad.sum() - bad_far.sum())
+            bad = bad_far
+        if np.any(bad):
+            raise EeccError(f"codegen: {where} gives a different '{name}' than onnxruntime for {int(bad.sum())} "
+                            f"of {len(bad)} samples; the compiled stage is wrong, report it with the stage ONNX file")
+    return errors, flips
+
+
+def _calibrate(entry: dict, proc: Processor, emulation: dict) -> dict:
+    estimate = entry.get("compute_s", entry["macs"] / proc.macs_per_s)
+    out = {"latency_estimate_s": estimate, "latency_calibrated_s": None}
+    instructions = emulation.get("instructions")
+    if proc.kind not in CPI:
+        out["calibration"] = {"skipped": f"latency is calibrated for Cortex-M stages only, not {proc.kind}"}
+    elif not instructions:
+        out["calibration"] = {"skipped": "no emulated instruction count"}
+    elif not proc.clock_hz:
+        out["calibration"] = {"skipped": f"processor '{proc.name}' has no clock_hz in the platform TOML"}
+    else:
+        seconds = instructions * CPI[proc.kind] / proc.clock_hz
+        out["latency_calibrated_s"] = seconds
+        out["calibration"] = {"cpi": CPI[proc.kind], "clock_hz": proc.clock_hz, "cycles": instructions * CPI[proc.kind],
+                              "macs_per_s_estimate": proc.macs_per_s,
+                              "macs_per_s_calibrated": entry["macs"] / seconds if seconds else None,
+                              "calibrated_over_estimate": seconds / estimate if estimate else None}
+    return out
+
+
+def _with_exit_estimates(platform: Platform, entries: list[dict], updates: list[dict]) -> list[dict]:
+    """Exit latency and energy again, with each calibrated processor at its measured MAC/s."""
+    rates = {e["target"]: u["calibration"]["macs_per_s_calibrated"] for e, u in zip(entries, updates)
+             if u.get("latency_calibrated_s") and u["calibration"].get("macs_per_s_calibrated")}
+    if not rates:
+        return [{**u, "exit_latency_calibrated_s": None, "exit_energy_calibrated_j": None} for u in updates]
+    procs = tuple(replace(p, macs_per_s=rates.get(p.name, p.macs_per_s)) for p in platform.processors)
+    est = estimate_exits(replace(platform, processors=procs), [e["target"] for e in entries],
+                         [e["macs"] for e in entries], [e.get("handoff_bytes", 0) for e in entries])
+    return [{**u, "exit_latency_calibrated_s": x["latency_s"], "exit_energy_calibrated_j": x["energy_j"]}
+            for u, x in zip(updates, est)]

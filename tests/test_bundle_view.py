@@ -1,0 +1,95 @@
+"""`eecc inspect OUT` on real bundles: stages, per-target artifacts, calibrated latency, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from eecc import ir
+from eecc.bundle_writer import build_manifest, make_stages, open_bundle, write_bundle
+from eecc.cli import main
+from eecc.targets.codegen import apply_updates, compile_stages
+from eecc.targets.platform import load_platform
+from test_assign_split import model_with_exits
+from test_codegen import X, stages_for, two
+
+needs_arm = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+
+
+def compiled_bundle(out, platform, *, emulate=True):
+    """What `eecc compile` writes: the stage ONNX files, then target code, then the manifest."""
+    models, manifest = stages_for(platform)
+    manifest["placement"]["metrics"] = {"measured": {"accuracy": 0.875, "exit_rates": [0.625, 0.375]}}
+    with open_bundle(out) as tmp:
+        for entry, model in zip(manifest["stages"], models):
+            ir.save(model, tmp / entry["file"])
+        result = compile_stages(models, manifest, platform, tmp, emulate_inputs=X if emulate else None)
+        manifest = apply_updates(manifest, result)
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def psoc6(tmp_path_factory):
+    return compiled_bundle(tmp_path_factory.mktemp("b") / "out", load_platform("psoc6"))
+
+
+@needs_arm
+def test_table_shows_stages_artifacts_calibration_and_metrics(psoc6, capsys):
+    out, manifest = psoc6
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    for needle in ("stage0.m0plus.onnx", "stage1.m4.onnx", "cortex-m0plus", "0.600", "m0plus/stage0.elf",
+                   "m4/stage1.elf", "cal. latency", "instr./inference", "placement: m0plus → m4, cuts at a2",
+                   "measured.accuracy: 0.875", "measured.exit_rates: [0.625, 0.375]"):
+        assert needle in text, needle
+    s0 = manifest["stages"][0]
+    assert f"{s0['emulation']['instructions']:,}" in text and f"{s0['codegen']['flash_bytes']:,}" in text
+    calibrated_ms = s0["latency_calibrated_s"] * 1e3
+    assert f"{calibrated_ms:.3g} ms" in text
+    assert f"calibrated {manifest['codegen']['worst_case_latency_calibrated_s'] * 1e3:.3g} ms" in text
+
+
+@needs_arm
+def test_json_is_one_object_with_the_manifest_summary(psoc6, capsys):
+    out, manifest = psoc6
+    assert main(["inspect", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["platform"] == "psoc6" and data["input"]["name"] == "x" and data["num_classes"] == 5
+    assert [s["file"] for s in data["stages"]] == ["stage0.m0plus.onnx", "stage1.m4.onnx"]
+    for got, entry in zip(data["stages"], manifest["stages"]):
+        assert got["artifacts"] == entry["artifacts"] and got["codegen"] == entry["codegen"]
+        assert got["latency_calibrated_s"] == entry["latency_calibrated_s"] > got["latency_estimate_s"] > 0
+        assert got["emulation"]["max_abs_error"] <= 1e-4
+    assert data["placement"]["processors"] == ["m0plus", "m4"] and data["codegen"]["cpi"]
+
+
+def test_bundle_without_target_code_and_skipped_stages_say_so(tmp_path, capsys):
+    platform = two("cortex-m7", "x86")
+    stages = make_stages(model_with_exits(cuts=("a2",)), cuts=["a2"], processors=["a", "b"], thresholds=[0.6],
+                         platform=platform)
+    write_bundle(tmp_path / "plain", stages, build_manifest(stages, platform=platform, thresholds=[0.6]))
+    assert main(["inspect", str(tmp_path / "plain")]) == 0
+    assert "codegen: none" in capsys.readouterr().out
+    out, _ = compiled_bundle(tmp_path / "skipped", platform)
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "stage 0 on 'a': codegen skipped: no eecc backend for processor kind 'cortex-m7'" in " ".join(text.split())
+    assert main(["inspect", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert all("skipped" in s["codegen"] and s["artifacts"] == [] for s in data["stages"])
+
+
+def test_a_folder_that_is_not_a_bundle_is_a_one_line_error(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{tmp_path}' is not an eecc bundle (no manifest.json); run eecc compile first" in err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other", "version": 1}))
+    assert main(["inspect", str(tmp_path), "--json"]) == 2
+    assert "format 'other' version 1" in capsys.readouterr().err
+
