@@ -97,7 +97,7 @@ def write_bundle(out: str | os.PathLike, stages: Sequence[gs.Graph], manifest: d
         if single_file:
             ir.save(single_file_model(models), tmp / SINGLE_FILE)
             manifest = {**manifest, "single_file": SINGLE_FILE}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=ir.json_default) + "\n")
     return Path(out)
 
 
@@ -214,11 +214,3 @@ def _tensor_spec(t: gs.Variable) -> dict[str, Any]:
     shape = [int(d) if isinstance(d, (int, np.integer)) else str(d) for d in (t.shape or [])]
     return {"name": t.name, "shape": shape,
             "dtype": np.dtype(t.dtype).name if t.dtype is not None else None}
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"manifest value {value!r} is not JSON-serialisable")

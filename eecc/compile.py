@@ -184,4 +184,4 @@ def _codegen(tmp: Path, models, manifest: dict, platform: Platform, test) -> Non
 
 
 def _write(tmp: Path, manifest: dict) -> None:
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=ir._json_default) + "\n")
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=ir.json_default) + "\n")

@@ -80,7 +80,7 @@ def to_model(graph: gs.Graph) -> onnx.ModelProto:
     model = gs.export_onnx(graph)
     for node in model.graph.node:
         for key, value in sorted(anns.get(node.name, {}).items()):
-            node.metadata_props.add(key=META_PREFIX + key, value=json.dumps(value, default=_json_default))
+            node.metadata_props.add(key=META_PREFIX + key, value=json.dumps(value, default=json_default))
     return model
 
 
@@ -108,7 +108,8 @@ def per_sample_shape(var: gs.Variable) -> tuple[int, ...] | None:
     return rest if all(isinstance(d, (int, np.integer)) and d >= 0 for d in rest) else None
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """json.dumps(default=...) for numpy scalars and arrays (annotations, manifests)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -8,19 +8,9 @@ import onnx
 import pytest
 
 from golden import parse
-from test_fuse_blocks import RESIDUAL
+from test_fuse_blocks import NO_HEAD, RESIDUAL
 
 TWO_INPUTS = RESIDUAL.replace("(float[N, 3, 8, 8] input)", "(float[N, 3, 8, 8] input, float[N, 3, 8, 8] other)")
-NO_HEAD = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 1, 8, 8] input) => (float[N, 4, 8, 8] logits) <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1>
-{
-    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
-    r0 = Relu(c0)
-    c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
-    logits = Relu(c1)
-}
-"""
 
 
 def eecc(*args, cwd=None):

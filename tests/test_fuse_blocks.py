@@ -143,8 +143,7 @@ def test_each_head_kind_is_found(kind):
     assert any(op in ("Gemm", "MatMul") for op in bg.head.ops)
 
 
-def test_no_head_is_an_error():
-    model = parse("""
+NO_HEAD = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N, 1, 8, 8] input) => (float[N, 4, 8, 8] logits) <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1>
 {
@@ -153,9 +152,12 @@ g (float[N, 1, 8, 8] input) => (float[N, 4, 8, 8] logits) <float[4, 1, 3, 3] w0,
     c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
     logits = Relu(c1)
 }
-""")
+"""
+
+
+def test_no_head_is_an_error():
     with pytest.raises(EeccError, match="no classifier head"):
-        _fused(model)
+        _fused(parse(NO_HEAD))
 
 
 def test_no_candidate_is_an_error():
