@@ -33,8 +33,7 @@ FIXTURES = {"cnn": None, "cnn1d": None, "resnet": 6000, "dscnn": 4000}
 
 def _fixture(name: str):
     path = MODELS / f"{name}.onnx"
-    if not path.exists():
-        pytest.skip(f"fixture {name} not generated (python tests/fixtures/make_fixtures.py)")
+    assert path.exists(), f"fixture {name} missing: run python tests/fixtures/make_fixtures.py"
     meta = json.loads((MODELS / f"{name}.json").read_text())
     data = datasets.load(meta["dataset"], limit_train=FIXTURES[name])
     if FIXTURES[name]:

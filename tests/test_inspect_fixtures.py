@@ -9,7 +9,7 @@ import pytest
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 INDEX = MODELS / "index.json"
-ENTRIES = json.loads(INDEX.read_text()) if INDEX.exists() else []
+ENTRIES = json.loads(INDEX.read_text())["fixtures"]
 RESIDUAL_BLOCKS = {"resnet": 8}  # residual blocks built by make_fixtures.py
 
 
