@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
@@ -199,7 +200,8 @@ def _fuse_post_ops(members: list[tuple[gs.Node, list[gs.Node]]]) -> list[tuple[g
 
 def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -> int:
     start = len(members)
-    while start > 0 and all(n.op in HEAD_OPS and not _is_merge(n) for n in members[start - 1][1]):
+    while start > 0 and all((n.op in HEAD_OPS or _is_shape_arithmetic(n)) and not _is_merge(n)
+                            for n in members[start - 1][1]):
         start -= 1
     head_ops = {n.op for _, nodes in members[start:] for n in nodes}
     if start == len(members) or not head_ops & CLASSIFIER_OPS:
@@ -213,6 +215,17 @@ def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -
 
 
 def _is_merge(node: gs.Node) -> bool:
-    """An Add/Concat of two computed tensors is a residual or branch merge, never part of a head."""
+    """An Add/Concat of two computed float tensors is a residual or branch merge, never part of a head."""
     return node.op in {"Add", "Concat"} and sum(
-        isinstance(i, gs.Variable) and not _is_const_var(i) and bool(i.inputs) for i in node.inputs) > 1
+        isinstance(i, gs.Variable) and not _is_const_var(i) and bool(i.inputs) and not _is_integer(i)
+        for i in node.inputs) > 1
+
+
+def _is_shape_arithmetic(node: gs.Node) -> bool:
+    """Integer-only nodes (Shape → Gather → Mul → Range …) compute shapes and indices, not features:
+    exporters emit them inside classifier heads (e.g. dynamo's as_strided decomposition)."""
+    return bool(node.outputs) and all(_is_integer(o) for o in node.outputs)
+
+
+def _is_integer(tensor: gs.Tensor) -> bool:
+    return tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)

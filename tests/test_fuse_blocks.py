@@ -155,6 +155,37 @@ g (float[N, 1, 8, 8] input) => (float[N, 4, 8, 8] logits) <float[4, 1, 3, 3] w0,
 """
 
 
+def test_head_with_shape_arithmetic_is_found():
+    # What dynamo emits for a flatten of a tensor with odd strides: integer index arithmetic, then Gather.
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 5] logits)
+  <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1, float[5, 4] fc, float[5] fcb, int64 zero = {0}, int64 four = {4},
+   int64 one = {1}, int64 two = {2}, int64[1] ax = {0}, int64[1] minus1 = {-1}>
+{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
+    t = Relu(c1)
+    p = GlobalAveragePool(t)
+    s = Shape(p)
+    n = Gather<axis = 0>(s, zero)
+    n1 = Unsqueeze(n, ax)
+    shp = Concat<axis = 0>(n1, minus1)
+    flat = Reshape(p, shp)
+    r = Range(zero, four, one)
+    r2 = Mul(r, one)
+    idx = Add(r2, zero)
+    f = Gather<axis = 1>(flat, idx)
+    logits = Gemm<transB = 1>(f, fc, fcb)
+}
+""")
+    _, after = _fused(model)
+    bg = read_blocks(after)
+    assert [b.output for b in bg.candidates()] == ["r0"]
+    assert bg.head.input == "t" and "Range" in bg.head.ops and bg.head.macs == 20
+
+
 def test_no_head_is_an_error():
     with pytest.raises(EeccError, match="no classifier head"):
         _fused(parse(NO_HEAD))
