@@ -60,7 +60,7 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
         elif feeds is None:
             update["emulation"] = {"skipped": NOT_REQUESTED}
         else:
-            update["emulation"] = _emulate(out_dir / proc.name, proc, entry, k, *feeds[k])
+            update["emulation"] = _emulate(out_dir / proc.name, proc, entry, k, *feeds[k], int8=_is_int8(model))
         update.update(_calibrate(entry, proc, update["emulation"]))
         updates.append(update)
     check_shared_memory(platform, entries, updates)
@@ -161,7 +161,14 @@ def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int)
             "artifacts": [{"path": f.relative_to(out_dir).as_posix(), "bytes": f.stat().st_size} for f in files]}
 
 
-def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict, want: dict) -> dict:
+def _is_int8(model: onnx.ModelProto) -> bool:
+    from eecc.targets.int8_lowering import has_qdq
+
+    return has_qdq(model)
+
+
+def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict, want: dict, *,
+             int8: bool = False) -> dict:
     from eecc.runtime.emulate import AARCH64_SYSROOT, EmulationError, emulate_stage
 
     if proc.kind not in EMULATORS:
@@ -177,6 +184,13 @@ def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict
         raise EeccError(f"codegen: stage {k} on '{proc.name}' did not run under emulation ({exc}); "
                         f"the {proc.kind} build in '{stage_dir}' is broken: report it with the stage ONNX file"
                         ) from None
+    if int8:  # issue 11: integer requantisation may land one step away from onnxruntime's float rounding
+        from eecc.targets.int8_lowering import compare_int8
+
+        return {"emulator": EMULATORS[proc.kind], "samples": result.samples,
+                "instructions": result.instructions or None, "stack_bytes": result.stack_used or None,
+                **compare_int8(result.outputs, want, entry, where=f"stage {k} on '{proc.name}'"),
+                "emulate_s": round(time.perf_counter() - start, 3)}
     errors, flips = compare_outputs(result.outputs, want, entry, where=f"stage {k} on '{proc.name}'")
     worst = max(errors, key=errors.get) if errors else None
     return {"emulator": EMULATORS[proc.kind], "samples": result.samples,

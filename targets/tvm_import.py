@@ -88,6 +88,10 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     mod = relax_module(model)
+    from eecc.targets import int8_lowering  # int8 (issue 11): QDQ islands become integer kernels
+
+    if int8_lowering.has_qdq(model):
+        mod = int8_lowering.lower_int8(mod)
     with target:
         seq = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + cpu.dataflow_lower_passes(target)
         mod = tvm.transform.Sequential(seq)(mod)

@@ -1,0 +1,327 @@
+"""Relax rewrite of onnxruntime's QDQ patterns to integer kernels with fixed-point requantisation.
+
+TVM 0.27 imports a QDQ model as float ops between quantize and dequantize ("fake quant"). Each rule
+below turns one such island into integer arithmetic on the int8 tensors themselves:
+
+  Q(conv(DQ(x), DQ(W)) + DQ(b))   ->  RQ(conv(pad(x, zx), W:int8 -> int32) + (b - zx·ΣW))
+  Q(matmul(DQ(x), DQ(W)ᵀ) + DQ(b)) ->  RQ(matmul(x, Wᵀ:int8 -> int32) + (b - zx·ΣW))
+  Q(mean(DQ(x)))                   ->  RQ(sum(x:int32) - n·zx)             (global average pooling)
+  Q(DQ(a) + DQ(b))                 ->  zo + ((a-za)·Ma + (b-zb)·Mb + ½) >> S   (residual add)
+  Q(max_pool(DQ(x))), Q(reshape(DQ(x)))  ->  the same op on x (requantised if the scale changes)
+
+  RQ(acc) = clamp(zo + (acc·M0 + 2^(n-1)) >> n, -128, 127),  M0 ∈ [2^30, 2^31), s_x·s_w/s_o = M0·2^-n
+
+as TFLite Micro and CMSIS-NN define requantisation (one multiplier and shift per output channel), in
+int64 so that the Cortex-M0+ runs a kernel without a single float operation. The zero point of x is
+folded into the int32 bias (x is padded with zx, so borders need no correction). A pattern that does
+not fit (uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROUND_BITS = 31
+
+
+def lower_int8(mod):
+    """A new IRModule whose `main` computes every matched QDQ island in integers."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    func = mod["main"]
+    for pattern, rewriter in _rules():
+        func = rewrite_call(pattern, rewriter, func)
+    out = tvm.IRModule({**{gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}})
+    out["main"] = func
+    return relax.transform.DeadCodeElimination(["main"])(out)
+
+
+def has_qdq(model) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def fixed_point(multiplier) -> tuple[np.ndarray, np.ndarray]:
+    """(M0, n) with multiplier ≈ M0·2^-n, M0 ∈ [2^30, 2^31) an int32 (TFLite's QuantizeMultiplier)."""
+    mant, exp = np.frexp(np.asarray(multiplier, dtype=np.float64))
+    m0 = np.round(mant * (1 << ROUND_BITS)).astype(np.int64)
+    exp = np.where(m0 == 1 << ROUND_BITS, exp + 1, exp)
+    m0 = np.where(m0 == 1 << ROUND_BITS, 1 << (ROUND_BITS - 1), m0)
+    shift = ROUND_BITS - exp
+    if np.any(shift < 1) or np.any(shift > 62):
+        raise ValueError(f"requantisation multiplier {multiplier} is out of the fixed-point range")
+    return m0, shift.astype(np.int64)
+
+
+# ---- Relax builders -------------------------------------------------------------------------------
+
+def _const(value, dtype):
+    from tvm import relax
+
+    return relax.const(np.asarray(value, dtype=dtype), dtype)
+
+
+def _channel(values: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
+    """A per-channel vector shaped to broadcast along `axis` of an ndim tensor (a scalar stays one)."""
+    values = np.asarray(values)
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis] = values.size
+    return values.reshape(shape)
+
+
+def _requantize(acc, multiplier, zo: int, ndim: int, axis: int = 1):
+    """int32/int64 accumulator in units of s_in -> int8 in units of s_out, multiplier = s_in/s_out."""
+    from tvm import relax
+
+    m0, shift = fixed_point(multiplier)
+    x = relax.op.astype(acc, "int64")
+    x = relax.op.multiply(x, _const(_channel(m0, ndim, axis), "int64"))
+    x = relax.op.add(x, _const(_channel(np.left_shift(np.int64(1), shift - 1), ndim, axis), "int64"))
+    x = relax.op.right_shift(x, _const(_channel(shift, ndim, axis), "int64"))
+    return _saturate(relax.op.add(x, _const(zo, "int64")))
+
+
+def _saturate(x):
+    """int64 -> int8 with saturation."""
+    from tvm import relax
+
+    x = relax.op.minimum(relax.op.maximum(x, _const(-128, "int64")), _const(127, "int64"))
+    return relax.op.astype(x, "int8")
+
+
+def _ndim(expr) -> int:
+    return int(expr.ty.ndim)
+
+
+# ---- patterns ---------------------------------------------------------------------------------------
+
+class _P:
+    """The named sub-patterns one rule matches against."""
+
+    def __init__(self):
+        from tvm.relax.dpl import is_const, is_op, wildcard
+
+        self.is_op, self.is_const, self.wildcard = is_op, is_const, wildcard
+        self.x, self.sx, self.zx = wildcard(), is_const(), is_const()
+        self.dqx = is_op("relax.dequantize")(self.x, self.sx, self.zx)
+        self.so, self.zo = is_const(), is_const()
+
+    def dq_const(self):
+        w, s, z = self.is_const(), self.is_const(), self.is_const()
+        return self.is_op("relax.dequantize")(w, s, z), (w, s, z)
+
+    def q(self, inner):
+        return self.is_op("relax.quantize")(inner, self.so, self.zo)
+
+
+def _rules():
+    return [_conv_rule(True), _conv_rule(False), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
+            _add_rule(), _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
+            _passthrough_rule("relax.reshape")]
+
+
+def _np(m, pattern) -> np.ndarray:
+    return m[pattern].value.numpy()
+
+
+def _io(p: _P, m) -> tuple[float, int, float, int] | None:
+    """(s_x, z_x, s_out, z_out) when both sides are per-tensor int8, else None (rule does not apply)."""
+    sx, zx, so, zo = _np(m, p.sx), _np(m, p.zx), _np(m, p.so), _np(m, p.zo)
+    if sx.size != 1 or so.size != 1 or zx.dtype != np.int8 or zo.dtype != np.int8:
+        return None
+    if m[p.x].ty.dtype != "int8":
+        return None
+    return float(sx.reshape(())), int(zx.reshape(())), float(so.reshape(())), int(zo.reshape(()))
+
+
+def _bias(m, bias, acc_scale: np.ndarray, channels: int) -> np.ndarray:
+    """The int32 bias in accumulator units (s_x·s_w per channel); zeros without a bias."""
+    if bias is None:
+        return np.zeros(channels, dtype=np.int64)
+    b, s, z = (_np(m, t) for t in bias)
+    real = (b.astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
+    return np.round(real / acc_scale).astype(np.int64).reshape(channels)
+
+
+def _conv_rule(with_bias: bool):
+    from tvm import relax
+
+    p = _P()
+    dqw, (w, sw, zw) = p.dq_const()
+    conv = p.is_op("relax.nn.conv2d")(p.dqx, dqw) | p.is_op("relax.nn.conv1d")(p.dqx, dqw)
+    bias = None
+    root = conv
+    if with_bias:
+        dqb, bias = p.dq_const()
+        root = p.is_op("relax.add")(conv, p.is_op("relax.reshape")(dqb, p.wildcard()) | dqb)
+    pattern = p.q(root)
+
+    def rewrite(expr, m):
+        io = _io(p, m)
+        call = m[conv]
+        weights, scales, zeros = _np(m, w), _np(m, sw).astype(np.float64), _np(m, zw)
+        attrs = call.attrs
+        two_d = call.op.name == "relax.nn.conv2d"
+        layouts = (attrs.data_layout, attrs.kernel_layout) == (("NCHW", "OIHW") if two_d else ("NCW", "OIW"))
+        if io is None or weights.dtype != np.int8 or np.any(zeros != 0) or not layouts:
+            return expr
+        sx, zx, so, zo = io
+        cout = weights.shape[0]
+        acc_scale = sx * np.broadcast_to(scales.reshape(-1), (cout,))
+        pads = [int(v) for v in attrs.padding]
+        spatial = len(pads) // 2
+        width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
+        x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]
+        op = relax.op.nn.conv2d if two_d else relax.op.nn.conv1d
+        acc = op(x, _const(weights, "int8"), strides=[int(s) for s in attrs.strides], padding=[0] * len(pads),
+                 dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups),
+                 data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout, out_dtype="int32")
+        folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
+        ndim = 2 + spatial
+        acc = relax.op.add(acc, _const(_channel(folded, ndim), "int32"))
+        return _requantize(acc, acc_scale / so, zo, ndim)
+
+    return pattern, rewrite
+
+
+def _matmul_rule(with_bias: bool):
+    from tvm import relax
+
+    p = _P()
+    dqw, (w, sw, zw) = p.dq_const()
+    transposed = p.is_op("relax.permute_dims")(dqw)
+    mm = p.is_op("relax.matmul")(p.dqx, transposed | dqw)
+    bias, root = None, mm
+    if with_bias:
+        dqb, bias = p.dq_const()
+        root = p.is_op("relax.add")(mm, dqb)
+    pattern = p.q(root)
+
+    def rewrite(expr, m):
+        io = _io(p, m)
+        weights, scales, zeros = _np(m, w), _np(m, sw).astype(np.float64), _np(m, zw)
+        if io is None or weights.dtype != np.int8 or weights.ndim != 2 or np.any(zeros != 0):
+            return expr
+        if _ndim(m[p.x]) != 2:
+            return expr
+        sx, zx, so, zo = io
+        kn = weights.T if transposed in m else weights  # [K, N]; per-channel scales follow N either way
+        if transposed in m and [int(a) for a in m[transposed].attrs.axes] != [1, 0]:
+            return expr
+        n = kn.shape[1]
+        acc_scale = sx * np.broadcast_to(scales.reshape(-1), (n,))
+        acc = relax.op.matmul(m[p.x], _const(np.ascontiguousarray(kn), "int8"), out_dtype="int32")
+        folded = _bias(m, bias, acc_scale, n) - zx * kn.astype(np.int64).sum(axis=0)
+        acc = relax.op.add(acc, _const(folded.reshape(1, n), "int32"))
+        return _requantize(acc, acc_scale / so, zo, 2)
+
+    return pattern, rewrite
+
+
+def _mean_rule():
+    from tvm import relax
+
+    p = _P()
+    mean = p.is_op("relax.mean")(p.dqx)
+    pattern = p.q(mean)
+
+    def rewrite(expr, m):
+        io = _io(p, m)
+        if io is None:
+            return expr
+        sx, zx, so, zo = io
+        call = m[mean]
+        shape = [int(d) for d in m[p.x].ty.shape.values]
+        axes = [int(a) % len(shape) for a in call.attrs.axis] if call.attrs.axis is not None else range(len(shape))
+        count = int(np.prod([shape[a] for a in axes]))
+        acc = relax.op.sum(relax.op.astype(m[p.x], "int32"), axis=list(axes), keepdims=bool(call.attrs.keepdims))
+        acc = relax.op.add(acc, _const(-count * zx, "int32"))
+        return _requantize(acc, np.float64(sx) / (so * count), zo, _ndim(call))
+
+    return pattern, rewrite
+
+
+def _add_rule():
+    from tvm import relax
+
+    p = _P()
+    y, sy, zy = p.wildcard(), p.is_const(), p.is_const()
+    dqy = p.is_op("relax.dequantize")(y, sy, zy)
+    pattern = p.q(p.is_op("relax.add")(p.dqx, dqy))
+
+    def rewrite(expr, m):
+        io = _io(p, m)
+        s2, z2 = _np(m, sy), _np(m, zy)
+        if io is None or s2.size != 1 or z2.dtype != np.int8 or m[y].ty.dtype != "int8":
+            return expr
+        sx, zx, so, zo = io
+        ratios = np.array([sx / so, float(s2.reshape(())) / so])
+        shift = ROUND_BITS - 1 - int(np.ceil(np.log2(ratios.max())))  # both products fit 2^31 · 2^8
+        ma, mb = np.round(ratios * 2.0 ** shift).astype(np.int64)
+        a = relax.op.subtract(relax.op.astype(m[p.x], "int64"), _const(zx, "int64"))
+        b = relax.op.subtract(relax.op.astype(m[y], "int64"), _const(int(z2.reshape(())), "int64"))
+        acc = relax.op.add(relax.op.multiply(a, _const(ma, "int64")), relax.op.multiply(b, _const(mb, "int64")))
+        acc = relax.op.add(acc, _const(1 << (shift - 1), "int64"))
+        acc = relax.op.right_shift(acc, _const(shift, "int64"))
+        return _saturate(relax.op.add(acc, _const(zo, "int64")))
+
+    return pattern, rewrite
+
+
+def _passthrough_rule(op_name: str):
+    """Ops that commute with an affine int8 encoding: max pooling and reshapes run on x itself."""
+    from tvm import relax
+
+    p = _P()
+    inner = p.is_op(op_name)(p.dqx, p.wildcard()) if op_name == "relax.reshape" else p.is_op(op_name)(p.dqx)
+    pattern = p.q(inner)
+
+    def rewrite(expr, m):
+        io = _io(p, m)
+        if io is None:
+            return expr
+        sx, zx, so, zo = io
+        call = m[inner]
+        y = relax.Call(call.op, [m[p.x], *call.args[1:]], call.attrs)
+        if sx == so and zx == zo:
+            return y
+        acc = relax.op.subtract(relax.op.astype(y, "int32"), _const(zx, "int32"))
+        return _requantize(acc, np.float64(sx) / so, zo, _ndim(call))
+
+    return pattern, rewrite
+
+
+# ---- parity with onnxruntime ------------------------------------------------------------------------
+
+PARITY = 0.995  # share of samples whose predicted class must match onnxruntime's int8 stage
+
+
+def compare_int8(got: dict, want: dict, entry: dict, *, where: str) -> dict:
+    """Class parity of the logits and agreement of the exit flags with onnxruntime's int8 stage; raises
+    EeccError below PARITY. Float outputs may differ by a quantisation step, so no 1e-4 bound here."""
+    from eecc.errors import EeccError
+
+    outs = entry.get("outputs") or {}
+    errors = {}
+    for name, ref in want.items():
+        if name not in got:
+            raise EeccError(f"codegen: {where} has no output '{name}' in its compiled form; report it")
+        if np.issubdtype(np.asarray(ref).dtype, np.floating):
+            diff = np.abs(np.asarray(got[name], np.float64).reshape(len(ref), -1) - np.asarray(ref).reshape(len(ref), -1))
+            errors[name] = float(diff.max()) if diff.size else 0.0
+    logits = outs.get("logits")
+    ref = np.asarray(want[logits]).reshape(len(want[logits]), -1)
+    parity = float((np.asarray(got[logits]).reshape(len(ref), -1).argmax(-1) == ref.argmax(-1)).mean())
+    result = {"class_parity": parity, "max_abs_error": max(errors.values(), default=0.0),
+              "max_abs_error_by_output": errors}
+    if outs.get("exit") in want:
+        flags = np.asarray(want[outs["exit"]]).reshape(-1)
+        result["exit_flag_agreement"] = float((np.asarray(got[outs["exit"]]).reshape(-1) == flags).mean())
+    if parity < PARITY:
+        raise EeccError(f"codegen: {where} predicts the class of onnxruntime's int8 stage for only "
+                        f"{100 * parity:.1f} % of samples (< {100 * PARITY:.1f} %); the integer lowering is "
+                        "wrong for this stage: report it with the stage ONNX file")
+    return result
