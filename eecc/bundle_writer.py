@@ -101,10 +101,8 @@ def write_bundle(out: str | os.PathLike, stages: Sequence[gs.Graph], manifest: d
     return Path(out)
 
 
-@contextmanager
-def open_bundle(out: str | os.PathLike, *, force: bool = False,
-                protect: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
-    """Yields an empty staging folder beside `out`; on success it replaces `out`, on error it vanishes."""
+def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Path:
+    """The output checks of open_bundle, callable up front so that a bad -o fails before any training."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EeccError(f"output '{out}' exists and is not a folder; choose another output path")
@@ -115,6 +113,14 @@ def open_bundle(out: str | os.PathLike, *, force: bool = False,
         if path == out.resolve() or out.resolve() in path.parents:
             raise EeccError(f"input '{path}' lies inside output folder '{out}', which would be replaced; "
                             "choose another output folder")
+    return out
+
+
+@contextmanager
+def open_bundle(out: str | os.PathLike, *, force: bool = False,
+                protect: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yields an empty staging folder beside `out`; on success it replaces `out`, on error it vanishes."""
+    out = check_output(out, force=force, protect=protect)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

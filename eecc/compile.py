@@ -12,11 +12,13 @@ from typing import Sequence
 import numpy as np
 
 from eecc import ir
-from eecc.bundle_writer import SINGLE_FILE, build_manifest, make_stages, open_bundle, single_file_model
+from eecc.bundle_writer import (SINGLE_FILE, build_manifest, check_output, make_stages, open_bundle,
+                                single_file_model)
 from eecc.data import Splits, load_npz, make_splits
 from eecc.errors import EeccError
 from eecc.exits import ExitsRun, Plan, plan_exits, run_exits
 from eecc.passes.insert_exits import insert_exits
+from eecc.report import REPORT, threshold_maps, write_report
 from eecc.runtime.bundle import MANIFEST
 from eecc.runtime.cascade import Cascade
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates
@@ -54,6 +56,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
     if not full_search:
         placements = [default_placement(placements, plan)]
+    _check_macs_floor(options, placements, plan)  # issue 7: fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress)
@@ -61,6 +64,19 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     result = search(exits.logits, placements=placements, options=options, strict=strict)
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
     return SearchRun(plan, platform, placements, exits, result, data, timings)
+
+
+def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan) -> None:
+    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds (issue 7)."""
+    limit = options.max_mean_macs
+    cost = {c.tensor: c for c in plan.costs}
+    firsts = [cost[p.exits[0]] for p in placements if p.fits and p.exits and p.exits[0] in cost]
+    if limit is None or not firsts:
+        return
+    floor = min(c.backbone_macs + c.head_macs for c in firsts)
+    if limit < floor:
+        raise EeccError(f"no feasible placement: max mean MACs {limit:.4g} is below the cheapest possible "
+                        f"({floor:.4g}, every sample at the first exit); raise --max-macs")
 
 
 def as_splits(data, plan: Plan, scale: float | None = None) -> Splits:
@@ -101,11 +117,16 @@ class CompileOptions:
     emulate: bool = False
     progress: bool = True
     protect: Sequence[str | os.PathLike] = ()
+    quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them (issue 11)
+    report: bool = False  # issue 7: OUT/report.html + PNGs (the CLI turns it on; --no-report)
 
 
 def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> dict:
     """Writes the bundle at options.out (all or nothing) and returns its manifest."""
     t0 = time.perf_counter()
+    # issue 7: a bad -o must fail before any training, not when the bundle is written
+    check_output(options.out, force=options.force,
+                 protect=[model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect])
     platform = load_platform(options.target)
     plan = plan_exits(model, input_shape=options.input_shape)
     splits = as_splits(data, plan, options.scale)
@@ -125,7 +146,10 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
         placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None,
         extra={"model": Path(model).name, "original": search_json["original"],
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
-               "mode": "search" if options.search else "default-placement"})
+               "mode": "search" if options.search else "default-placement",
+               # issue 7: the report's threshold heatmaps need the candidate logits, which only exist here
+               "threshold_grid": threshold_maps(run.exits.logits, chosen.exits, chosen.thresholds, metric=metric,
+                                                calibrate_on=options.search_options.calibrate_on)})
     protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
     with open_bundle(options.out, force=options.force, protect=protect) as tmp:
         models = [ir.to_model(s) for s in stages]
@@ -136,9 +160,16 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
             manifest["single_file"] = SINGLE_FILE
         _write(tmp, manifest)
         manifest["placement"]["metrics"]["measured"] = verify_bundle(tmp, test, run, chosen)
+        if options.quantize:
+            models = _quantize(tmp, models, manifest, splits, run, chosen, options, test)
         if options.codegen:
             _codegen(tmp, models, manifest, platform, test if options.emulate else None)
         manifest["timings"] = {**run.timings, **run.exits.timings, "total_s": time.perf_counter() - t0}
+        if options.report:  # issue 7: inside the staging folder, so a failed report leaves no bundle
+            t_report = time.perf_counter()
+            manifest["report"] = REPORT
+            write_report(tmp, manifest, progress=options.progress)
+            manifest["timings"]["report_s"] = time.perf_counter() - t_report
         _write(tmp, manifest)
     return manifest
 
@@ -171,6 +202,71 @@ def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         raise EeccError("compile: the data has no test split (x_test, y_test); eecc reports the cascade's "
                         "accuracy on held-out test data only: add x_test and y_test")
     return splits.test.rows(0, len(splits.test)), np.asarray(splits.test.y)
+
+
+# ---- int8 stages (issue 11) -------------------------------------------------------------------------
+
+def _quantize(tmp: Path, models, manifest: dict, splits: Splits, run: SearchRun, chosen, options: CompileOptions,
+              test) -> list:
+    """Replace the bundle's stages by int8 QDQ stages whose thresholds are searched again on the int8
+    stages' own confidences; the float stages stay beside them as stage<k>.<proc>.float.onnx."""
+    from eecc.search.confidence import confidence
+    from eecc.search.policy import Objective, Split, evaluate_policy
+    from eecc.search.thresholds import NEVER, search_thresholds
+    from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
+
+    if options.quantize != "int8":
+        raise EeccError(f"compile: unknown --quantize '{options.quantize}'; the only scheme is int8")
+    o, metric, entries = options.search_options, options.search_options.metric, manifest["stages"]
+    t0 = time.perf_counter()
+    calib_x = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
+    quantized = quantize_stages(models, calib_x)
+    on = splits.val if o.calibrate_on == "val" else splits.train
+
+    def split_of(stage_models, x, y):
+        heads, final = stage_logits(stage_models, entries, x)
+        return Split(conf=np.stack([confidence(h, metric) for h in heads]),
+                     pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
+                     y=np.asarray(y, dtype=np.int64))
+
+    calib = split_of(quantized, on.rows(0, len(on)), on.y)
+    logits, costs = run.exits.logits, np.array([e["exit_macs"] for e in entries], dtype=np.float64)
+    original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
+    objective = Objective(logits.final_macs, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          o.max_mean_macs)
+    exits = list(range(len(entries) - 1))
+    choice = search_thresholds(calib, exits, costs, objective, method=o.method, fine=o.fine)
+    th = choice.thresholds
+    if o.calibrate_on == "train" and o.correction != 1.0:
+        th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
+    quantized = [set_threshold(m, t) for m, t in zip(quantized[:-1], th)] + [quantized[-1]]
+    float_th = [e["threshold"] for e in entries[:-1]]
+    for entry, m, t in zip(entries, quantized, [*th, None]):
+        entry["float_file"] = entry["file"].removesuffix(".onnx") + ".float.onnx"
+        os.replace(tmp / entry["file"], tmp / entry["float_file"])
+        ir.save(m, tmp / entry["file"])
+        entry.update(threshold=None if t is None else float(t), float_threshold=entry["threshold"])
+    manifest["placement"]["thresholds"] = [float(t) for t in th]
+    if manifest.get("single_file"):
+        ir.save(single_file_model(quantized), tmp / manifest["single_file"])
+    float_measured = manifest["placement"]["metrics"]["measured"]
+    _write(tmp, manifest)
+    measured = verify_bundle(tmp, test, run, chosen)
+    on_test = split_of(quantized, *test)
+    stale = evaluate_policy(on_test, exits, tuple(float_th), costs)  # int8 stages, float thresholds
+    manifest["placement"]["metrics"]["measured"] = measured
+    manifest["quantization"] = {
+        "scheme": "int8", "format": "onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 "
+                                    "activations, MinMax calibration", "calibration_samples": int(len(calib_x)),
+        "thresholds_calibrated_on": o.calibrate_on, "float_thresholds": float_th, "int8_thresholds": list(th),
+        "float": {k: float_measured[k] for k in ("accuracy", "mean_macs", "exit_rates")},
+        "int8": {k: measured[k] for k in ("accuracy", "mean_macs", "exit_rates")},
+        "int8_with_float_thresholds": {"accuracy": stale.accuracy, "mean_macs": stale.mean_macs,
+                                       "exit_rates": [float(r) for r in stale.exit_rates]},
+        "int8_final_accuracy": float((on_test.final_pred == on_test.y).mean()),
+        "calibration_cost": choice.cost, "seconds": time.perf_counter() - t0}
+    _write(tmp, manifest)
+    return quantized
 
 
 def _codegen(tmp: Path, models, manifest: dict, platform: Platform, test) -> None:

@@ -24,6 +24,11 @@ def register(subparsers) -> None:
 
 def show(path: Path, args) -> int:
     summary = bundle_summary(path)
+    if getattr(args, "png", None):  # issue 7: the partitioned block graph
+        from eecc.commands.inspect import write_png
+        from eecc.graph_picture import bundle_dot
+
+        write_png(args, lambda: bundle_dot(path, load_bundle(path).manifest))
     if getattr(args, "json", False):
         print(json.dumps(summary))
         return 0

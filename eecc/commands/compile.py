@@ -27,7 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--no-codegen", action="store_true", help="skip TVM compilation of the stages")
     p.add_argument("--emulate", action="store_true",
                    help="run the compiled MCU/Cortex-A stages under QEMU on test samples and calibrate latency")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8 stages (onnxruntime static QDQ, per-channel) with thresholds recalibrated on them; "
+                        "MCU stages compile to integer kernels")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object on stdout")
+    p.add_argument("--no-report", action="store_true", help="skip OUT/report.html and its figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_search_args(p)
     p.set_defaults(func=run)
 
@@ -44,7 +49,8 @@ def run(args) -> int:
         search_options=search_options(args, plan.blocks.total_macs), max_latency_s=latency_limit(args),
         input_shape=args.input_shape, scale=args.scale, cache_dir=args.cache_dir, force=args.force,
         single_file=args.single_file, codegen=not args.no_codegen, emulate=args.emulate,
-        progress=not args.json)
+        progress=not (args.json or args.quiet), report=not args.no_report,
+        quantize=args.quantize)
     manifest = compile_model(model, data, options)
     if args.json:
         print(json.dumps(manifest, default=str))
@@ -84,3 +90,5 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
     console.print(f"  estimated mean latency {1e3 * m['mean_latency_s']:.2f} ms, "
                   f"mean energy {1e3 * m['mean_energy_j']:.3f} mJ per sample")
+    if manifest.get("report"):
+        console.print(f"report {out / manifest['report']}")

@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--reference-pass", action="store_true",
                    help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -39,7 +40,7 @@ def run(args) -> int:
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
     result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
                        budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
-                       reference_pass=args.reference_pass, progress=True)
+                       reference_pass=args.reference_pass, progress=not args.quiet)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from eecc.errors import EeccError
+from eecc.graph_picture import model_dot
 from eecc.passes.fuse_blocks import BlockGraph
 
 
@@ -18,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--input-shape", type=parse_shape, default=None,
                    help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--png", default=None, metavar="FILE",
+                   help="also draw the block graph (a bundle: partitioned into stages) to FILE with graphviz")
     p.set_defaults(func=run)
 
 
@@ -37,7 +41,10 @@ def run(args) -> int:
         return _inspect_bundle(path, args)
     from eecc.pipeline import analyse
 
-    _, blocks = analyse(path, input_shape=args.input_shape)
+    graph, blocks = analyse(path, input_shape=args.input_shape)
+    if getattr(args, "png", None):
+        write_png(args, lambda: model_dot(graph, title=f"{path.name}: {len(blocks.blocks)} blocks, "
+                                                        f"{len(blocks.candidates())} candidate exits"))
     if args.json:
         print(json.dumps(model_summary(path.name, blocks)))
     else:
@@ -51,6 +58,14 @@ def _inspect_bundle(path: Path, args) -> int:
     except ImportError:
         raise EeccError(f"'{path}' is a directory; give an ONNX model file") from None
     return bundle_view.show(path, args)
+
+
+def write_png(args, source) -> None:
+    """--png: the picture goes to the file; the note goes to stderr so that --json keeps stdout clean."""
+    from eecc.graph_picture import render_png
+
+    out = render_png(source(), args.png)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def console() -> Console:

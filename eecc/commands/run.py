@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="samples per cascade call (default: 64)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -39,8 +41,10 @@ def run(args) -> int:
     cascade = Cascade(bundle, threads=args.threads)
     parts = []
     start = time.perf_counter()
-    for i in range(0, len(x), args.batch_size):
-        parts.append(cascade.run(x[i:i + args.batch_size]))
+    with _progress(not (args.json or args.quiet), len(x)) as advance:  # issue 7: bar with ETA on stderr
+        for i in range(0, len(x), args.batch_size):
+            parts.append(cascade.run(x[i:i + args.batch_size]))
+            advance(len(parts[-1].exit_stage))
     wall = time.perf_counter() - start
     summary = summarize(bundle.manifest, np.concatenate([p.logits for p in parts]),
                         np.concatenate([p.exit_stage for p in parts]), np.concatenate([p.macs for p in parts]), y)
@@ -121,3 +125,18 @@ def _print(s: dict) -> None:
                   f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
                   f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
     console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")
+
+
+@contextmanager
+def _progress(enabled: bool, total: int):
+    """Yields advance(n); a rich bar with ETA on stderr when enabled (issue 7)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("cascade"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as prog:
+        task = prog.add_task("cascade", total=total)
+        yield lambda n: prog.update(task, advance=n)

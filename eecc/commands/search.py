@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--target", required=True, help="a built-in platform name or a platform .toml")
     p.add_argument("--data", required=True, help=".npz with x_train, y_train [, x_val, y_val, x_test, y_test]")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_search_args(p)
     p.set_defaults(func=run)
 
@@ -88,7 +89,7 @@ def run(args) -> int:
     plan = plan_exits(args.model, input_shape=args.input_shape)
     sr = search_model(plan, args.data, platform, options=search_options(args, plan.blocks.total_macs),
                       max_latency_s=latency_limit(args), scale=args.scale, cache_dir=args.cache_dir,
-                      progress=not args.json, strict=False)
+                      progress=not (args.json or args.quiet), strict=False)
     result = sr.result
     result.timings |= {**sr.timings, "total_s": time.perf_counter() - t0}
     result.options["target"] = platform.name

@@ -1,0 +1,244 @@
+"""Bad-input catalogue (issue 7): every user mistake is ONE line on stderr naming the problem and the fix,
+exit code 2, no traceback, and nothing left behind (no output folder, no stray file).
+
+Each case builds its inputs in a fresh folder, runs the real CLI (`eecc.cli.main`) in-process, and
+compares the folder's contents before and after. Cases fail before training where the flow allows it;
+the few that must train share one feature cache outside the compared folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from eecc import datasets
+from eecc.cli import main
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+
+PLATFORM = """name = "board"
+shared_memory = false
+[[processors]]
+name = "mcu"
+kind = "cortex-m4"
+macs_per_s = 75e6
+ram_bytes = 1048576
+storage_bytes = 2097152
+active_power_w = 0.03
+idle_power_w = 0.001
+[[processors]]
+name = "cpu"
+kind = "cortex-a"
+macs_per_s = 1e9
+ram_bytes = 1073741824
+storage_bytes = 1073741824
+active_power_w = 1.0
+idle_power_w = 0.1
+[[links]]
+src = "mcu"
+dst = "cpu"
+bandwidth_bps = 1e6
+latency_s = 0.001
+"""
+
+
+@pytest.fixture(scope="module")
+def digits():
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    return datasets.load("digits")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+# --- helpers that write inputs into the case folder ---------------------------------------------
+
+def npz(d: Path, name="data.npz", drop=(), **changes) -> str:
+    data = {k: v for k, v in datasets.load("digits").items() if k not in drop}
+    data.update(changes)
+    np.savez(d / name, **data)
+    return name
+
+
+def toml(d: Path, text: str, name="board.toml") -> str:
+    (d / name).write_text(text)
+    return name
+
+
+def model(d: Path, proto: onnx.ModelProto, name="bad.onnx") -> str:
+    onnx.save(proto, str(d / name))
+    return name
+
+
+def cnn(d: Path, name="cnn.onnx") -> str:
+    shutil.copy(CNN, d / name)
+    return name
+
+
+def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) -> onnx.ModelProto:
+    """Conv (+ GlobalAveragePool + Flatten + Gemm when head) on [N,1,8,8]; extra inputs/outputs on demand."""
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, [4, 1, 3, 3], rng.standard_normal(36).tolist()),
+             helper.make_tensor("fw", TensorProto.FLOAT, [10, 4], rng.standard_normal(40).tolist()),
+             helper.make_tensor("fb", TensorProto.FLOAT, [10], [0.0] * 10)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])]
+    if inputs == 2:
+        ins.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 4, 8, 8]))
+        nodes.append(helper.make_node("Add", ["r", "x2"], ["r2"]))
+    last = "r2" if inputs == 2 else "r"
+    if head:
+        nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+                  helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1)]
+        outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])]
+    else:
+        outs = [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["N", 4, 8, 8])]
+    if outputs == 2:
+        outs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 4, 8, 8]))
+    graph = helper.make_graph(nodes, "tiny", ins, outs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def symbolic_hw() -> onnx.ModelProto:
+    m = onnx.load(str(CNN))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    return m
+
+
+def compile_args(d: Path, m: str, data: str, *extra: str, target: str = "psoc6", out: str = "out") -> list[str]:
+    return ["compile", m, "--data", data, "--target", target, "-o", out, "--no-codegen", "--no-report", *extra]
+
+
+# --- the catalogue: id -> (argv builder, words the one-line message must contain) ---------------
+
+CASES = {
+    # model file
+    "model-missing": (lambda d: compile_args(d, "nothere.onnx", npz(d)), ["nothere.onnx", "does not exist"]),
+    "model-not-onnx": (lambda d: compile_args(d, (d / "m.onnx").write_text("hello") and "m.onnx", npz(d)),
+                       ["m.onnx", "not a readable ONNX", "re-export"]),
+    "model-empty-file": (lambda d: compile_args(d, (d / "e.onnx").write_bytes(b"") or "e.onnx", npz(d)),
+                         ["e.onnx"]),
+    "model-is-directory": (lambda d: compile_args(d, (d / "m").mkdir() or "m", npz(d)), ["directory"]),
+    "model-two-inputs": (lambda d: compile_args(d, model(d, tiny(inputs=2)), npz(d)), ["2 graph inputs", "single-input"]),
+    "model-two-outputs": (lambda d: compile_args(d, model(d, tiny(outputs=2)), npz(d)), ["2 graph outputs"]),
+    "model-no-classifier": (lambda d: compile_args(d, model(d, tiny(head=False)), npz(d)),
+                            ["no classifier head", "expected"]),
+    "model-old-opset": (lambda d: compile_args(d, model(d, tiny(opset=9)), npz(d)), ["opset 9", "opset_version"]),
+    "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)), ["--input-shape"]),
+    "input-shape-wrong-rank": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "1,8"), ["input"]),
+    "input-shape-not-numbers": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "a,b"),
+                                ["--input-shape 'a,b'", "e.g."]),
+    # data file
+    "data-missing": (lambda d: compile_args(d, cnn(d), "nodata.npz"), ["nodata.npz", "does not exist"]),
+    "data-not-npz": (lambda d: compile_args(d, cnn(d), (d / "d.npz").write_text("x") and "d.npz"),
+                     ["d.npz", "not a readable .npz"]),
+    "data-no-train-split": (lambda d: compile_args(d, cnn(d), npz(d, drop=("x_train", "y_train"))), ["x_train"]),
+    "labels-beyond-classes": (lambda d: compile_args(d, cnn(d), npz(d, y_train=datasets.load("digits")["y_train"] + 5)),
+                              ["label", "10 classes"]),
+    "image-model-given-1d-data": (
+        lambda d: compile_args(d, cnn(d), npz(d, **{k: v.reshape(len(v), -1) for k, v in datasets.load("digits").items()
+                                                     if k.startswith("x_")})), ["[64]", "[1, 8, 8]"]),
+    "x-y-length-mismatch": (lambda d: compile_args(d, cnn(d), npz(d, y_train=datasets.load("digits")["y_train"][:-3])),
+                            ["y_train"]),
+    "no-test-split": (lambda d: compile_args(d, cnn(d), npz(d, drop=("x_test", "y_test"))), ["test split", "x_test"]),
+    "float-labels": (lambda d: compile_args(d, cnn(d), npz(d, y_val=datasets.load("digits")["y_val"] + 0.5)),
+                     ["y_val", "integers"]),
+    "nan-in-data": (lambda d: compile_args(d, cnn(d), npz(d, x_test=np.full((4, 1, 8, 8), np.nan, np.float32),
+                                                          y_test=np.zeros(4, np.int64))), ["NaN"]),
+    "uint8-without-scale": (lambda d: compile_args(d, cnn(d), npz(d, **{k: v.astype(np.uint8) for k, v in
+                                                                         datasets.load("digits").items()
+                                                                         if k.startswith("x_")})), ["--scale"]),
+    "unexpected-array": (lambda d: compile_args(d, cnn(d), npz(d, x_extra=np.zeros(3))), ["x_extra"]),
+    "val-x-without-y": (lambda d: compile_args(d, cnn(d), npz(d, drop=("y_val",))), ["x_val", "y_val"]),
+    # platform file
+    "unknown-target": (lambda d: compile_args(d, cnn(d), npz(d), target="stm32"), ["stm32", "built-in"]),
+    "platform-bad-toml": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "name = ")), ["not valid TOML"]),
+    "platform-zero-macs": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.replace(
+        "macs_per_s = 75e6", "macs_per_s = 0"))), ["macs_per_s"]),
+    "platform-unknown-kind": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.replace(
+        '"cortex-a"', '"riscv"'))), ["riscv", "use one of"]),
+    "platform-missing-field": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.replace(
+        "ram_bytes = 1048576\n", ""))), ["ram_bytes", "add it"]),
+    "platform-no-link": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.split("[[links]]")[0])),
+                         ["no link", "[[links]]"]),
+    "platform-one-processor": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.split(
+        "[[processors]]\nname = \"cpu\"")[0])), ["processor"]),
+    "platform-unknown-field": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "colour = 1\n" + PLATFORM)),
+                               ["colour"]),
+    "latency-nothing-can-meet": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "max_latency_s = 1e-9\n"
+                                                                                       + PLATFORM)),
+                                 ["latency", "relax"]),
+    # CLI options
+    "max-latency-option-too-small": (lambda d: compile_args(d, cnn(d), npz(d), "--max-latency-ms", "1e-9"),
+                                     ["latency", "relax"]),
+    "out-is-a-file": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "f").write_text("x") and "f"),
+                      ["'f'", "not a folder"]),
+    "out-exists-without-force": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "o").mkdir() or "o"), ["--force"]),
+    "out-would-swallow-input": (lambda d: compile_args(d, (d / "o").mkdir() or cnn(d, "o/cnn.onnx"), npz(d),
+                                                       "--force", out="o"), ["inside output folder"]),
+    "max-macs-not-a-number": (lambda d: compile_args(d, cnn(d), npz(d), "--max-macs", "lots"), ["--max-macs 'lots'"]),
+    "max-acc-drop-negative": (lambda d: compile_args(d, cnn(d), npz(d), "--max-acc-drop", "-1"), ["negative"]),
+    "unknown-metric": (lambda d: compile_args(d, cnn(d), npz(d), "--metric", "vibes"), ["--metric", "vibes"]),
+    "no-data-option": (lambda d: ["compile", cnn(d), "--no-codegen"], ["--data"]),
+    "example-with-model": (lambda d: ["compile", cnn(d), "--example", "kws"], ["--example"]),
+    "max-macs-below-cheapest": (lambda d: compile_args(d, cnn(d), npz(d), "--search", "--max-macs", "1"),
+                                ["--max-macs"]),
+    "run-not-a-bundle": (lambda d: ["run", (d / "b").mkdir() or "b", "--data", npz(d)], ["not an eecc bundle"]),
+    "report-not-a-bundle": (lambda d: ["report", (d / "b").mkdir() or "b"], ["not an eecc bundle", "eecc compile"]),
+    "inspect-png-missing-folder": (lambda d: ["inspect", cnn(d), "--png", "nofolder/x.png"], ["nofolder"]),
+}
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, digits, cache, tmp_path, monkeypatch, capsys):
+    build, words = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EECC_CACHE_DIR", cache)
+    argv = build(tmp_path)
+    if argv[0] in ("compile", "search", "exits"):
+        argv += ["--cache-dir", cache]
+    before = _tree(tmp_path)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors exit through OneLineParser
+        code = exc.code
+    out, err = capsys.readouterr()
+    lines = err.strip("\n").split("\n")
+    assert code == 2, f"exit code {code}; stderr:\n{err}"
+    assert len(lines) == 1, f"want one line on stderr, got {len(lines)}:\n{err}"
+    assert "Traceback" not in err and err.startswith("eecc")
+    for word in words:
+        assert word in err, f"{word!r} not in the message: {err}"
+    assert out == "", f"stdout should be empty on error, got {out[:200]!r}"
+    assert _tree(tmp_path) == before, "the failed command left files behind"
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+def test_real_entry_point_prints_one_line(tmp_path):
+    """The same contract through a fresh interpreter: import-time warnings would break the one line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "eecc", "compile", "nothere.onnx", "--data", "d.npz", "-o", "o"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "nothere.onnx" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
