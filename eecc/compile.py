@@ -56,7 +56,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
     if not full_search:
         placements = [default_placement(placements, plan)]
-    _check_macs_floor(options, placements, plan)  # issue 7: fail before training when no threshold can help
+    _check_macs_floor(options, placements, plan)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress)
@@ -67,7 +67,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
 
 
 def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan) -> None:
-    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds (issue 7)."""
+    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds."""
     limit = options.max_mean_macs
     cost = {c.tensor: c for c in plan.costs}
     firsts = [cost[p.exits[0]] for p in placements if p.fits and p.exits and p.exits[0] in cost]
@@ -117,16 +117,16 @@ class CompileOptions:
     emulate: bool = False
     progress: bool = True
     protect: Sequence[str | os.PathLike] = ()
-    quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them (issue 11)
-    report: bool = False  # issue 7: OUT/report.html + PNGs (the CLI turns it on; --no-report)
+    quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them
+    report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
 
 
 def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> dict:
     """Writes the bundle at options.out (all or nothing) and returns its manifest."""
     t0 = time.perf_counter()
-    # issue 7: a bad -o must fail before any training, not when the bundle is written
-    check_output(options.out, force=options.force,
-                 protect=[model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect])
+    # A bad -o must fail before any training, not when the bundle is written.
+    protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
+    check_output(options.out, force=options.force, protect=protect)
     platform = load_platform(options.target)
     plan = plan_exits(model, input_shape=options.input_shape)
     splits = as_splits(data, plan, options.scale)
@@ -147,10 +147,9 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
         extra={"model": Path(model).name, "original": search_json["original"],
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
                "mode": "search" if options.search else "default-placement",
-               # issue 7: the report's threshold heatmaps need the candidate logits, which only exist here
+               # The report's threshold heatmaps need the candidate logits, which only exist here.
                "threshold_grid": threshold_maps(run.exits.logits, chosen.exits, chosen.thresholds, metric=metric,
                                                 calibrate_on=options.search_options.calibrate_on)})
-    protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
     with open_bundle(options.out, force=options.force, protect=protect) as tmp:
         models = [ir.to_model(s) for s in stages]
         for entry, stage_model in zip(manifest["stages"], models):
@@ -165,7 +164,7 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
         if options.codegen:
             _codegen(tmp, models, manifest, platform, test if options.emulate else None)
         manifest["timings"] = {**run.timings, **run.exits.timings, "total_s": time.perf_counter() - t0}
-        if options.report:  # issue 7: inside the staging folder, so a failed report leaves no bundle
+        if options.report:  # inside the staging folder, so a failed report leaves no bundle
             t_report = time.perf_counter()
             manifest["report"] = REPORT
             write_report(tmp, manifest, progress=options.progress)
@@ -204,7 +203,7 @@ def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
     return splits.test.rows(0, len(splits.test)), np.asarray(splits.test.y)
 
 
-# ---- int8 stages (issue 11) -------------------------------------------------------------------------
+# ---- int8 stages ------------------------------------------------------------------------------------
 
 def _quantize(tmp: Path, models, manifest: dict, splits: Splits, run: SearchRun, chosen, options: CompileOptions,
               test) -> list:

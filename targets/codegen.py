@@ -184,7 +184,7 @@ def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict
         raise EeccError(f"codegen: stage {k} on '{proc.name}' did not run under emulation ({exc}); "
                         f"the {proc.kind} build in '{stage_dir}' is broken: report it with the stage ONNX file"
                         ) from None
-    if int8:  # issue 11: integer requantisation may land one step away from onnxruntime's float rounding
+    if int8:  # Integer requantisation may land one step away from onnxruntime's float rounding
         from eecc.targets.int8_lowering import compare_int8
 
         return {"emulator": EMULATORS[proc.kind], "samples": result.samples,

@@ -88,7 +88,7 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     mod = relax_module(model)
-    from eecc.targets import int8_lowering  # int8 (issue 11): QDQ islands become integer kernels
+    from eecc.targets import int8_lowering  # int8: QDQ islands become integer kernels
 
     if int8_lowering.has_qdq(model):
         mod = int8_lowering.lower_int8(mod)

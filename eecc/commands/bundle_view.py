@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 def show(path: Path, args) -> int:
     summary = bundle_summary(path)
-    if getattr(args, "png", None):  # issue 7: the partitioned block graph
+    if getattr(args, "png", None):  # The partitioned block graph
         from eecc.commands.inspect import write_png
         from eecc.graph_picture import bundle_dot
 

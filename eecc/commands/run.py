@@ -41,7 +41,7 @@ def run(args) -> int:
     cascade = Cascade(bundle, threads=args.threads)
     parts = []
     start = time.perf_counter()
-    with _progress(not (args.json or args.quiet), len(x)) as advance:  # issue 7: bar with ETA on stderr
+    with _progress(not (args.json or args.quiet), len(x)) as advance:  # Bar with ETA on stderr
         for i in range(0, len(x), args.batch_size):
             parts.append(cascade.run(x[i:i + args.batch_size]))
             advance(len(parts[-1].exit_stage))
@@ -129,7 +129,7 @@ def _print(s: dict) -> None:
 
 @contextmanager
 def _progress(enabled: bool, total: int):
-    """Yields advance(n); a rich bar with ETA on stderr when enabled (issue 7)."""
+    """Yields advance(n); a rich bar with ETA on stderr when enabled."""
     if not enabled:
         yield lambda n: None
         return
