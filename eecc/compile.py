@@ -276,6 +276,11 @@ def _codegen(tmp: Path, models, manifest: dict, platform: Platform, test) -> Non
     for entry, update in zip(manifest["stages"], updates.get("stages", [])):
         entry.update(update)
     manifest.update({k: v for k, v in updates.items() if k != "stages"})
+    stages, measured = manifest["stages"], manifest["placement"]["metrics"]["measured"]
+    if all("exit_latency_calibrated_s" in s for s in stages):  # every stage was emulated
+        rates = measured["exit_rates"]
+        measured["mean_latency_calibrated_s"] = sum(r * s["exit_latency_calibrated_s"] for r, s in zip(rates, stages))
+        measured["mean_energy_calibrated_j"] = sum(r * s["exit_energy_calibrated_j"] for r, s in zip(rates, stages))
 
 
 def _write(tmp: Path, manifest: dict) -> None:

@@ -10,6 +10,7 @@ int8, biases int32 at scale s_x·s_w.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -59,6 +60,9 @@ def quantize_stage(model: onnx.ModelProto, calibration: dict[str, np.ndarray], *
     with tempfile.TemporaryDirectory(prefix="eecc-quant-") as tmp:
         out, src = Path(tmp) / "stage.int8.onnx", Path(tmp) / "stage.onnx"
         onnx.save(model, str(src))  # a ModelProto argument would be rewritten to external data in place
+        # onnxruntime logs a pre-processing hint on the root logger for every stage: noise for our users.
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.ERROR)
         try:
             quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(QUANTIZED_OPS), per_channel=per_channel,
@@ -71,6 +75,8 @@ def quantize_stage(model: onnx.ModelProto, calibration: dict[str, np.ndarray], *
             raise EeccError(f"quantize: onnxruntime could not quantise stage '{model.graph.name}' "
                             f"({str(exc).splitlines()[-1] if str(exc) else type(exc).__name__}); "
                             "compile without --quantize or simplify the model") from exc
+        finally:
+            root.setLevel(level)
         quantized = onnx.load(str(out))
     quantized.graph.name = model.graph.name
     _keep_annotations(model, quantized)

@@ -74,6 +74,19 @@ def _inputs(args) -> tuple[str, object]:
     return args.model, args.data
 
 
+def _print_target_code(stage: dict, console: Console) -> None:
+    code, emu = stage.get("codegen") or {}, stage.get("emulation") or {}
+    if "skipped" in code:
+        console.print(f"    TVM: skipped ({code['skipped']})")
+    elif "flash_bytes" in code:
+        console.print(f"    TVM: {code['kernel_count']} kernels, flash {code['flash_bytes']:,} B, "
+                      f"RAM {code['ram_bytes']:,} B (without buffer reuse {code['ram_unplanned_bytes']:,} B)")
+    if emu.get("instructions"):
+        console.print(f"    QEMU: {emu['instructions']:,} instructions/inference, max error vs onnxruntime "
+                      f"{emu['max_abs_error']:.1e}; calibrated compute {1e3 * stage['latency_calibrated_s']:.1f} ms "
+                      f"vs {1e3 * stage['latency_estimate_s']:.1f} ms estimated")
+
+
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
     m = manifest["placement"]["metrics"]["measured"]
     console.print(f"[bold]bundle[/bold] {out}  ({manifest['platform']['name']}, "
@@ -81,7 +94,8 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     for s in manifest["stages"]:
         th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
-                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms")
+                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms (estimated from MAC/s)")
+        _print_target_code(s, console)
     console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
     console.print(f"  accuracy {100 * m['accuracy']:.2f} % (original {100 * m['original_accuracy']:.2f} %, "
                   f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt)")
@@ -90,5 +104,14 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
     console.print(f"  estimated mean latency {1e3 * m['mean_latency_s']:.2f} ms, "
                   f"mean energy {1e3 * m['mean_energy_j']:.3f} mJ per sample")
+    if "mean_latency_calibrated_s" in m:
+        console.print(f"  from emulated instruction counts: mean latency {1e3 * m['mean_latency_calibrated_s']:.2f} ms, "
+                      f"mean energy {1e3 * m['mean_energy_calibrated_j']:.3f} mJ per sample")
+    q = manifest.get("quantization")
+    if q:
+        console.print(f"  int8 stages: accuracy {100 * q['int8']['accuracy']:.2f} % vs float "
+                      f"{100 * q['float']['accuracy']:.2f} %; thresholds recalibrated on the int8 stages "
+                      f"({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])} vs float "
+                      f"{', '.join(f'{t:.3f}' for t in q['float_thresholds'])})")
     if manifest.get("report"):
         console.print(f"report {out / manifest['report']}")
