@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from eecc import cache as fcache
@@ -107,8 +106,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     heads = _select(plan, candidates)
     timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None}
     root = Path(cache_dir) if cache_dir else fcache.default_root()
-    per_sample = sum(b.activation_bytes for b in plan.blocks.blocks) + 4 * int(np.prod(plan.input_shape))
-    chunk_rows = fcache.chunk_rows_for(per_sample)
+    chunk_rows = _chunk_rows(plan)
     with _progress(progress) as bar:
         t0 = time.perf_counter()
         model_key = fcache.model_digest(plan.graph)
@@ -137,6 +135,18 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return ExitsRun(plan, results, logits, timings, round(peak, 1), warm=done is not None,
                     final_test_accuracy=final_acc, artifacts=store)
+
+
+def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
+                        threads: int | None = None) -> float:
+    """Seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the yardstick)."""
+    splits = _splits(data, plan, scale, seed)
+    return _reference_pass(plan.graph, splits, _chunk_rows(plan), threads, lambda label: (lambda done, total: None))
+
+
+def _chunk_rows(plan: Plan) -> int:
+    per_sample = sum(b.activation_bytes for b in plan.blocks.blocks) + 4 * int(np.prod(plan.input_shape))
+    return fcache.chunk_rows_for(per_sample)
 
 
 def _splits(data, plan: Plan, scale, seed) -> Splits:
@@ -168,7 +178,7 @@ def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
 
 
 def _train_all(plan, heads, splits, feats, config, bar):
-    from eecc.train.fit import fit_head
+    from eecc.train.fit import fit_heads
     from eecc.train.modules import export, predict
 
     y_val = splits.val.y
@@ -178,14 +188,14 @@ def _train_all(plan, heads, splits, feats, config, bar):
     final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
     task = bar("training heads")
     task(0, len(heads))
+    fits = fit_heads(heads, [feats["train"].features(s) for s in heads], splits.train.y,
+                     [feats["val"].features(s) for s in heads], y_val, config, on_done=task)
     results, val_logits, test_logits = [], [], []
-    for k, spec in enumerate(heads):
-        fit = fit_head(spec, feats["train"].features(spec), splits.train.y, feats["val"].features(spec), y_val,
-                       config)
+    for spec, fit in zip(heads, fits):
         test_acc, weights = None, None
         if not fit.dropped:
             weights = export(fit.module)
-            val_logits.append(predict(fit.module, feats["val"].features(spec)))
+            val_logits.append(fit.val_logits)
             if has_test:
                 test_logits.append(predict(fit.module, feats["test"].features(spec)))
                 test_acc = float((test_logits[-1].argmax(1) == y_test).mean())
@@ -193,7 +203,6 @@ def _train_all(plan, heads, splits, feats, config, bar):
                 test_logits.append(np.zeros((0, plan.num_classes), np.float32))
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
-        task(k + 1, len(heads))
     kept = [r.spec for r in results if not r.dropped]
     c = plan.num_classes
     logits = ExitLogits(

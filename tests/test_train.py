@@ -1,4 +1,4 @@
-"""The torch shim: parity of trained heads with their ONNX form, early dropping, determinism."""
+"""The torch shim: parity of trained heads with their ONNX form, early dropping, determinism, independence."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 
 from eecc import ir
 from eecc.heads import ExitHead, HeadSpec
 from eecc.passes.insert_exits import insert_exits, logits_name
-from eecc.train.fit import TrainConfig, channel_stats, fit_head
-from eecc.train.modules import export, predict
+from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads
+from eecc.train.modules import HeadModule, export, loss_and_grads, predict
 from golden import parse, run
 from test_heads import SMALL
 from test_insert_exits import _maxpool_ceil
@@ -75,9 +76,55 @@ def test_streaming_from_memmap_equals_in_ram(tmp_path):
     mm[:] = x
     mm.flush()
     ram = fit_head(spec, x, y, x[:50], y[:50], TrainConfig(epochs=3))
-    streamed = fit_head(spec, np.load(tmp_path / "f.npy", mmap_mode="r"), y, x[:50], y[:50],
-                        TrainConfig(epochs=3, ram_bytes=0))
+    streamed = fit_head(spec, np.load(tmp_path / "f.npy", mmap_mode="r"), y, x[:50], y[:50], TrainConfig(epochs=3))
     np.testing.assert_allclose(export(ram.module).fc_w, export(streamed.module).fc_w, rtol=1e-5, atol=1e-6)
     mean, std = channel_stats(mm, chunk=7)
     np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-5)
     np.testing.assert_allclose(std, x.astype(np.float64).std(axis=(0, 2, 3)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("width", [6, None])
+def test_hand_written_gradients_equal_autograd(width):
+    spec = HeadSpec("t", (8, 4, 4), (1, 1), width, 5, backbone_macs=0)
+    torch.manual_seed(0)
+    module = HeadModule(spec, RNG.normal(size=8).astype(np.float32), RNG.uniform(0.5, 2.0, 8).astype(np.float32))
+    x = torch.from_numpy(RNG.normal(size=(64, 16, 8)).astype(np.float32) * 2 + 1)
+    y = torch.from_numpy(RNG.integers(0, 5, 64))
+    want_loss = nn.functional.cross_entropy(module.forward_standardised((x - module.mean) / module.std), y)
+    want_loss.backward()
+    want = {k: p.grad.clone() for k, p in module.named_parameters()}
+    got_loss = loss_and_grads(module, x, y)
+    assert got_loss == pytest.approx(want_loss.item(), rel=1e-5)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_adam_matches_torch_adam_without_decay_of_the_rate():
+    w0 = torch.from_numpy(RNG.normal(size=(4, 3)).astype(np.float32))
+    ours, theirs = w0.clone(), w0.clone().requires_grad_()
+    opt = _Adam([ours], 1e-2, 1e-3, steps=10**12)  # the cosine factor stays 1
+    ref = torch.optim.Adam([theirs], lr=1e-2, weight_decay=1e-3)
+    for _ in range(5):
+        grad = torch.from_numpy(RNG.normal(size=(4, 3)).astype(np.float32))
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        opt.step()
+        ref.step()
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(ours.numpy(), w0.numpy())
+
+
+def test_heads_trained_together_equal_heads_trained_alone():
+    """Exits are independent: neither the other heads nor the worker count change a head's weights."""
+    specs = [HeadSpec("a", (16, 8, 8), (2, 2), 16, 5, 0), HeadSpec("b", (8, 8), (1,), None, 5, 0),
+             HeadSpec("c", (4, 4, 4), (1, 1), 4, 5, 0)]
+    data = [_blobs(600, s, 0.5) for s in specs]
+    val = [_blobs(200, s, 0.5) for s in specs]
+    y, yv = data[0][1], val[0][1]
+    together = fit_heads(specs, [d[0] for d in data], y, [v[0] for v in val], yv, TrainConfig(epochs=3, threads=2))
+    for spec, d, v, fit in zip(specs, data, val, together):
+        alone = fit_head(spec, d[0], y, v[0], yv, TrainConfig(epochs=3, threads=1))
+        assert fit.epochs == alone.epochs and not fit.dropped
+        for name, w in vars(export(fit.module)).items():
+            if w is not None:
+                np.testing.assert_array_equal(w, getattr(export(alone.module), name), err_msg=f"{spec.tensor}.{name}")
+        np.testing.assert_array_equal(fit.val_logits, predict(alone.module, v[0]))

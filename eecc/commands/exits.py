@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=float, default=0.02, help="max MACs of one head, as a fraction of the model's")
     p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
-    p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 10)")
+    p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reference-pass", action="store_true",
                    help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")

@@ -1,31 +1,42 @@
-"""Train one exit head on cached features: Adam, large batches, early stopping on validation loss."""
+"""Train exit heads on cached features: Adam with cosine decay, early stopping on validation loss.
+
+Every head trains on its own thread with one torch thread each (heads are small: OpenMP-parallel ops
+on them mostly wait at barriers, and collapse when other processes share the cores). A head's
+result depends only on its spec, its data and the config — never on which heads train beside it.
+Each batch's rows are gathered from the (memory-mapped) features when needed, so the training set
+is never loaded whole; the page cache holds what fits.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from eecc.heads import HeadSpec
-from eecc.train.modules import HeadModule, predict
+from eecc.train.modules import HeadModule, loss_and_grads, predict
+
+STATS_ROWS = 8192
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 1024
-    lr: float = 3e-3
+    lr: float = 2e-2
     weight_decay: float = 1e-4
     patience: int = 2
     seed: int = 0
     drop_margin: float = 0.02           # first-epoch accuracy must beat chance by this (or 3σ)
-    ram_bytes: int = 1 << 30            # larger training features stream from the memmap per batch
     min_steps: int = 30                 # small data sets get smaller batches so one epoch means something
-    threads: int | None = None          # None: 1 for tiny heads (more only adds contention), else torch's
+    threads: int | None = None          # heads trained at once; None: the machine's cores
 
 
 @dataclass
@@ -36,20 +47,26 @@ class FitResult:
     val_loss: float
     epochs: int
     dropped: bool
+    val_logits: np.ndarray | None = None  # of the kept (best) weights
 
 
 def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over samples and positions, streamed so a memmap never loads whole."""
     c = features.shape[1]
-    total, sq, count = np.zeros(c), np.zeros(c), 0
-    axes = (0, *range(2, features.ndim))
+    total, sq, count, shift = np.zeros(c), np.zeros(c), 0, None
     for start in range(0, len(features), chunk):
-        x = np.asarray(features[start:start + chunk], dtype=np.float64)
-        total += x.sum(axis=axes)
-        sq += (x * x).sum(axis=axes)
-        count += x.size // c
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(sq / max(count, 1) - mean * mean, 0.0))
+        x = _tensor(features[start:start + chunk])
+        x = x.reshape(len(x), c, -1).float()
+        if shift is None:  # sums around a rough mean: no cancellation in E[x²] − E[x]² when |mean| ≫ std
+            shift = x.mean(dim=(0, 2), keepdim=True)
+        x = x - shift
+        total += x.sum(dim=(0, 2)).double().numpy()
+        sq += (x * x).sum(dim=(0, 2)).double().numpy()
+        count += x.numel() // c
+    n = max(count, 1)
+    centred = total / n
+    std = np.sqrt(np.maximum(sq / n - centred * centred, 0.0))
+    mean = centred + (shift.flatten().double().numpy() if shift is not None else 0.0)
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
@@ -65,51 +82,120 @@ def drop_threshold(y_val: np.ndarray, num_classes: int, margin: float) -> float:
 
 def fit_head(spec: HeadSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              config: TrainConfig = TrainConfig()) -> FitResult:
+    return fit_heads([spec], [x_train], y_train, [x_val], y_val, config)[0]
+
+
+def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train: np.ndarray,
+              x_val: Sequence[np.ndarray], y_val: np.ndarray, config: TrainConfig = TrainConfig(), *,
+              on_done: Callable[[int, int], None] | None = None) -> list[FitResult]:
+    """Train heads[k] on x_train[k] (any float dtype, e.g. fp16 memmaps), most expensive first, in parallel.
+
+    `on_done(finished, total)` is called as heads finish (from the calling thread).
+    """
     threads = torch.get_num_threads()
-    tiny = spec.head_macs * config.batch_size < 20_000_000
-    torch.set_num_threads(config.threads or (1 if tiny else threads))
+    workers = max(1, min(len(specs), config.threads or os.cpu_count() or 1))
+    # Initial weights come from the global RNG, so they are drawn here, one seed per head, in order.
+    trainers = [_Trainer(spec, x, y_train, xv, y_val, config) for spec, x, xv in zip(specs, x_train, x_val)]
+    order = sorted(range(len(trainers)), key=lambda k: -trainers[k].cost)
+    done: dict[int, FitResult] = {}
     try:
-        return _fit(spec, x_train, y_train, x_val, y_val, config)
+        with ThreadPoolExecutor(workers, thread_name_prefix="eecc-fit") as pool:
+            futures = {pool.submit(trainers[k].run): k for k in order}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                if on_done:
+                    on_done(len(done), len(trainers))
     finally:
         torch.set_num_threads(threads)
+    return [done[k] for k in range(len(trainers))]
 
 
-def _fit(spec, x_train, y_train, x_val, y_val, config: TrainConfig) -> FitResult:
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    module = HeadModule(spec, *channel_stats(x_train))
-    opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    in_ram = x_train.nbytes <= config.ram_bytes
-    xt = torch.from_numpy(np.array(x_train)) if in_ram else None  # a writable copy in RAM
-    yt = torch.from_numpy(np.asarray(y_train, np.int64))
-    yv = np.asarray(y_val, np.int64)
-    limit = drop_threshold(yv, spec.num_classes, config.drop_margin)
-    batch = max(8, min(config.batch_size, math.ceil(len(yt) / config.min_steps)))
-    best_loss, best_state, best_acc, first_acc, stale, epoch = math.inf, None, 0.0, 0.0, 0, 0
-    for epoch in range(1, config.epochs + 1):
-        module.train()
-        for idx in torch.randperm(len(yt), generator=gen).split(batch):
-            if in_ram:
-                xb = xt[idx].float()
+class _Trainer:
+    def __init__(self, spec: HeadSpec, x, y, x_val, y_val, config: TrainConfig):
+        torch.manual_seed(config.seed)
+        c = spec.channels
+        self.module = HeadModule(spec, np.zeros(c, np.float32), np.ones(c, np.float32))
+        self.spec, self.x, self.x_val, self.config = spec, x, x_val, config
+        self.y = torch.from_numpy(np.asarray(y, np.int64))
+        self.y_val = np.asarray(y_val, np.int64)
+        self.positions = int(np.prod(spec.pooled_shape[1:], dtype=np.int64))
+        self.cost = spec.head_macs * len(self.y)
+        self.batch = max(8, min(config.batch_size, math.ceil(len(self.y) / config.min_steps)))
+
+    def run(self) -> FitResult:
+        torch.set_num_threads(1)
+        cfg, module = self.config, self.module
+        # Standardisation only conditions the optimisation (export folds it in): a spread sample is enough.
+        mean, std = channel_stats(self.x[::max(1, len(self.x) // STATS_ROWS)])
+        with torch.no_grad():
+            module.mean.copy_(torch.from_numpy(mean).reshape(module.mean.shape))
+            module.std.copy_(torch.from_numpy(std).reshape(module.std.shape))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        steps = cfg.epochs * math.ceil(len(self.y) / self.batch)
+        opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
+        limit = drop_threshold(self.y_val, self.spec.num_classes, cfg.drop_margin)
+        best = (math.inf, 0.0, None, None)  # loss, accuracy, state, val logits
+        first_acc, stale, epoch = 0.0, 0, 0
+        for epoch in range(1, cfg.epochs + 1):
+            self._epoch(opt, gen)
+            logits = predict(module, self.x_val)
+            loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(self.y_val)))
+            acc = float((logits.argmax(1) == self.y_val).mean())
+            if epoch == 1:
+                first_acc = acc
+                if acc < limit:  # the NA flow's early termination of weak exits
+                    return FitResult(module, first_acc, acc, loss, epoch, dropped=True)
+            if loss < best[0] - 1e-4:
+                best, stale = (loss, acc, copy.deepcopy(module.state_dict()), logits), 0
             else:
-                idx = idx.sort().values  # sorted rows read a memmap sequentially
-                xb = torch.from_numpy(np.asarray(x_train[idx.numpy()], dtype=np.float32))
-            opt.zero_grad(set_to_none=True)
-            loss_fn(module(xb), yt[idx]).backward()
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        module.load_state_dict(best[2])
+        return FitResult(module, first_acc, best[1], best[0], epoch, dropped=False, val_logits=best[3])
+
+    def _epoch(self, opt: "_Adam", gen) -> None:
+        module = self.module.train()
+        perm = torch.randperm(len(self.y), generator=gen).numpy()
+        for i in range(0, len(perm), self.batch):
+            rows = np.sort(perm[i:i + self.batch])  # a memmap reads forward; a batch is a set anyway
+            loss_and_grads(module, self._rows(rows), self.y[rows])
             opt.step()
-        logits = predict(module, x_val)
-        val_loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(yv)))
-        val_acc = float((logits.argmax(1) == yv).mean())
-        if epoch == 1:
-            first_acc = val_acc
-            if val_acc < limit:  # the NA flow's early termination of weak exits
-                return FitResult(module, first_acc, val_acc, val_loss, epoch, dropped=True)
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_acc, best_state, stale = val_loss, val_acc, copy.deepcopy(module.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    module.load_state_dict(best_state)
-    return FitResult(module, first_acc, best_acc, best_loss, epoch, dropped=False)
+
+    def _rows(self, rows: np.ndarray) -> torch.Tensor:
+        """[rows, positions, C] fp32; gathered per batch so that the batch, not the data set, sits in cache."""
+        raw = torch.from_numpy(self.x[rows]).reshape(len(rows), self.spec.channels, self.positions)
+        return torch.empty(len(rows), self.positions, self.spec.channels).copy_(raw.transpose(1, 2))
+
+
+class _Adam:
+    """Adam (L2 weight decay, as torch.optim.Adam) with a cosine learning-rate decay to zero over `steps`.
+
+    Written out because the heads have four small tensors: torch.optim's per-step dispatch cost more
+    than the update, and its first construction imports torch._dynamo (seconds of CPU).
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float, steps: int,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.wd, self.steps, self.betas, self.eps = params, lr, weight_decay, steps, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.t, self.steps) / self.steps))
+        self.t += 1
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad.add(p, alpha=self.wd) if self.wd else p.grad
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
+
+
+def _tensor(a) -> torch.Tensor:
+    """torch view of an array; a read-only one (e.g. a memmap opened "r") is copied, torch would warn."""
+    a = np.asarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
