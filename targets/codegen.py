@@ -129,6 +129,18 @@ def check_shared_memory(platform: Platform, entries: list[dict], updates: list[d
 
 
 def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int) -> dict:
+    try:
+        return _compile_one_unchecked(model, proc, out_dir, k)
+    except EeccError:
+        raise
+    except Exception as exc:  # TVM raises bare errors (assertions in schedules) for what it cannot compile
+        detail = (str(exc).strip().splitlines() or [""])[-1][:160]
+        raise EeccError(f"codegen: TVM failed on stage {k} for '{proc.name}' ({proc.kind}): "
+                        f"{type(exc).__name__} {detail}; compile with --no-codegen to write the bundle "
+                        "without target code") from exc
+
+
+def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int) -> dict:
     reason = skip_reason(proc.kind)
     if reason is not None:
         return {"codegen": {"skipped": reason}, "artifacts": []}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -69,9 +71,35 @@ def fixed_shapes(model: onnx.ModelProto, *, batch: int = 1) -> dict[str, list[in
     return shapes
 
 
+def fold_dynamic_pads(model: onnx.ModelProto, *, batch: int = 1) -> onnx.ModelProto:
+    """TVM's importer rejects a Pad whose amounts are computed (TorchScript exports of 'same' padding do
+    this). With the batch fixed, as TVM compiles it anyway, onnxruntime's basic level folds those shape
+    computations into constants, exactly."""
+    import onnxruntime as ort
+
+    consts = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
+                                                          for o in n.output}
+    if not any(n.op_type == "Pad" and len(n.input) > 1 and n.input[1] not in consts for n in model.graph.node):
+        return model
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    shapes = fixed_shapes(model, batch=batch)
+    for inp in (i for i in fixed.graph.input if i.name in shapes):
+        for dim, size in zip(inp.type.tensor_type.shape.dim, shapes[inp.name]):
+            dim.Clear()
+            dim.dim_value = size
+    with tempfile.TemporaryDirectory(prefix="eecc-fold-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        ort.InferenceSession(fixed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(opts.optimized_model_filepath)
+
+
 def relax_module(model: onnx.ModelProto, *, batch: int = 1):
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = fold_dynamic_pads(model, batch=batch)
     try:
         return from_onnx(model, shape_dict=fixed_shapes(model, batch=batch), sanitize_input_names=False)
     except EeccError:
