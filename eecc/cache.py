@@ -80,45 +80,117 @@ class FeatureCache:
         self.computed_chunks = 0
 
     def fill(self, split: Split, *, on_chunk: Callable[[int, int], None] | None = None,
-             fingerprint: str | None = None) -> SplitFeatures:
-        """Compute whatever is missing for `split`; returns the read side. Idempotent and resumable."""
+             fingerprint: str | None = None, executor=None) -> SplitFeatures:
+        """Compute whatever is missing for `split`; returns the read side. Idempotent and resumable.
+
+        With an `executor` of several workers, shards of chunks run as tasks that write disjoint rows
+        of the preallocated files and mark each finished chunk (done-<chunk>.json) as they go.
+        """
         path = self.dir / f"{split.name}-{(fingerprint or split.fingerprint())[:20]}"
         path.mkdir(parents=True, exist_ok=True)
         meta = _read_json(path / "meta.json") or {"rows": len(split), "chunk_rows": self.chunk_rows}
         _write_json(path / "meta.json", meta)
         rows, step = meta["rows"], meta["chunk_rows"]
         n_chunks = math.ceil(rows / step)
-        progress = _read_json(path / "progress.json") or {}
+        progress = _read_progress(path)
         wanted = {FINAL: (FINAL, self._final_shape(), np.float32)}
         for i, spec in enumerate(self.heads):
             wanted[spec.feature_key] = (feature_name(spec.tensor, i), spec.pooled_shape, np.float16)
-        todo = [c for c in range(n_chunks) if any(c not in progress.get(k, ()) for k in wanted)]
+        todo = [(c, [k for k in wanted if c not in progress.get(k, ())]) for c in range(n_chunks)]
+        todo = [(c, keys) for c, keys in todo if keys]
         if on_chunk:
             on_chunk(n_chunks - len(todo), n_chunks)
-        if todo:
-            maps = {k: _open(path / _file(k), (rows, *shape), dtype) for k, (_, shape, dtype) in wanted.items()}
-            for c in todo:
-                keys = [k for k in wanted if c not in progress.get(k, ())]
-                start, stop = c * step, min(rows, (c + 1) * step)
-                outs = self._run(split.rows(start, stop), [wanted[k][0] for k in keys])
-                for key, out in zip(keys, outs):
-                    maps[key][start:stop] = out
-                    progress.setdefault(key, []).append(c)
-                _write_json(path / "progress.json", progress)
+        if not todo:
+            return SplitFeatures(path, rows)
+        for key, (_, shape, dtype) in wanted.items():  # preallocated here: tasks only write their rows
+            _open(path / _file(key), (rows, *shape), dtype)
+        outputs = {k: name for k, (name, _, _) in wanted.items()}
+        if executor is None or executor.workers == 1:
+            job = _ShardJob(self, split, path, outputs, step, rows)
+            for i, (c, keys) in enumerate(todo):
+                _fill_shard(job, [(c, keys)])
                 self.computed_chunks += 1
                 if on_chunk:
-                    on_chunk(n_chunks - len(todo) + todo.index(c) + 1, n_chunks)
-            del maps
+                    on_chunk(n_chunks - len(todo) + i + 1, n_chunks)
+        else:
+            # Each worker process builds its own session: one intra-op thread each, the workers fill the cores.
+            model = ir.to_model(expose_features(self.graph, heads=self.heads)).SerializeToString()
+            job = _ShardJob(model, split, path, outputs, step, rows, threads=1)
+            for part in executor.map(_fill_shard, _split_evenly(todo, 2 * executor.workers), shared=job):
+                self.computed_chunks += part
+            if on_chunk:
+                on_chunk(n_chunks, n_chunks)
+        _write_json(path / "progress.json", _read_progress(path))
+        for marker in path.glob("done-*.json"):
+            marker.unlink(missing_ok=True)
         return SplitFeatures(path, rows)
 
     def _final_shape(self) -> tuple[int, ...]:
         return tuple(ir.per_sample_shape(self.graph.outputs[0]))
 
-    def _run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    def session(self):
         if self._session is None:
             self._session, self._final = session(expose_features(self.graph, heads=self.heads), self.threads)
-        names = [self._final if n == FINAL else n for n in names]
-        return self._session.run(names, {self._session.get_inputs()[0].name: x})
+        return self._session, self._final
+
+
+@dataclass
+class _ShardJob:
+    """What a feature task needs: the feature-exposing model (or the in-process cache), data, file layout."""
+
+    model: "bytes | FeatureCache"
+    split: Split
+    path: Path
+    outputs: dict[str, str]   # cache key -> graph output name (FINAL: the model's own output)
+    step: int
+    rows: int
+    threads: int | None = None
+
+
+def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]]) -> int:
+    """Run chunks `shard`, write their rows into the cache files, mark each chunk done; returns the count."""
+    if isinstance(job.model, FeatureCache):
+        sess, final = job.model.session()
+    else:
+        sess, final = session(onnx.load_from_string(job.model), job.threads)
+    maps: dict[str, np.ndarray] = {}
+    for c, keys in shard:
+        start, stop = c * job.step, min(job.rows, (c + 1) * job.step)
+        names = [final if job.outputs[k] == FINAL else job.outputs[k] for k in keys]
+        outs = sess.run(names, {sess.get_inputs()[0].name: job.split.rows(start, stop)})
+        for key, out in zip(keys, outs):
+            if key not in maps:
+                maps[key] = np.load(job.path / _file(key), mmap_mode="r+")
+            maps[key][start:stop] = out
+        # Written after the rows: a marker never names a chunk whose data is missing.
+        _write_json(job.path / f"done-{c}.json", keys)
+    return len(shard)
+
+
+def _read_progress(path: Path) -> dict[str, list[int]]:
+    """Finished chunks per key: progress.json plus the markers of chunks finished since it was written."""
+    progress = _read_json(path / "progress.json") or {}
+    for marker in path.glob("done-*.json"):
+        keys = _read_json(marker)
+        c = int(marker.stem.split("-")[1])
+        for key in keys or ():
+            if c not in progress.setdefault(key, []):
+                progress[key].append(c)
+    return progress
+
+
+def _split_evenly(items: list, parts: int) -> list[list]:
+    from eecc.executor import chunks
+
+    return chunks(items, parts)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomic: a reader sees the old file or the whole new one, never a torn write."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = None):

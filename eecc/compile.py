@@ -40,7 +40,7 @@ class SearchRun:
 def search_model(model, data, platform: Platform, *, options: SearchOptions, full_search: bool = True,
                  max_latency_s: float | None = None, input_shape: Sequence[int] | None = None,
                  scale: float | None = None, cache_dir: str | os.PathLike | None = None,
-                 progress: bool = False, strict: bool = True) -> SearchRun:
+                 progress: bool = False, strict: bool = True, executor=None) -> SearchRun:
     """Prune placements on cost alone, train only the heads that survive, then search thresholds.
 
     Without `full_search` only the default placement (`default_placement`) is trained and tuned.
@@ -59,9 +59,9 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     _check_macs_floor(options, placements, plan)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
-    exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress)
+    exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor)
     t2 = time.perf_counter()
-    result = search(exits.logits, placements=placements, options=options, strict=strict)
+    result = search(exits.logits, placements=placements, options=options, strict=strict, executor=executor)
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
     return SearchRun(plan, platform, placements, exits, result, data, timings)
 
@@ -119,11 +119,15 @@ class CompileOptions:
     protect: Sequence[str | os.PathLike] = ()
     quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
+    executor: object = None  # eecc.executor.Executor for training and scoring (default: in-process)
 
 
 def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> dict:
     """Writes the bundle at options.out (all or nothing) and returns its manifest."""
     t0 = time.perf_counter()
+    if options.search_options.decision != "single":  # issue 10: gates do not carry earlier logits yet
+        raise EeccError(f"--decision {options.search_options.decision} is evaluated by `eecc search` only; "
+                        "bundles gate on single exits: drop --decision for compile")
     # A bad -o must fail before any training, not when the bundle is written.
     protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
     check_output(options.out, force=options.force, protect=protect)
@@ -133,7 +137,7 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     test = _test_split(splits)  # before any training: fail early
     run = search_model(plan, splits, platform, options=options.search_options, full_search=options.search,
                        max_latency_s=options.max_latency_s, cache_dir=options.cache_dir,
-                       progress=options.progress)
+                       progress=options.progress, executor=options.executor)
     chosen = run.result.best
     heads = {h.spec.tensor: h for h in run.exits.heads()}
     graph = insert_exits(run.plan.graph, heads=[heads[t] for t in chosen.exits])

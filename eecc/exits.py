@@ -7,7 +7,7 @@ import os
 import resource
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +18,7 @@ from eecc import cache as fcache
 from eecc import ir
 from eecc.data import Splits, load_npz, make_splits
 from eecc.errors import EeccError
+from eecc.executor import Executor, InProcess
 from eecc.heads import DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, candidate_costs, design_from_blocks
 from eecc.pipeline import analyse
 from eecc.search.types import CandidateCost, ExitLogits
@@ -70,13 +71,21 @@ class ExitsRun:
         """Trained (non-dropped) heads in network order, ready for insert_exits."""
         return [ExitHead(r.spec, r.weights) for r in self.results if not r.dropped]
 
+    def ece(self) -> dict[str, float]:
+        """Test-split ECE (15 bins) of every kept head and of the original classifier ("final")."""
+        from eecc.search.calibration import ece_by_tensor
+        return ece_by_tensor(self.logits)
+
     def to_json(self) -> dict:
+        ece = self.ece()
         return {
             "backbone_macs": int(self.plan.blocks.total_macs),
             "candidates": [{
                 "tensor": r.spec.tensor, "head_macs": r.spec.head_macs, "exit_cost_macs": r.spec.exit_macs,
                 "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "dropped": r.dropped,
+                "ece": ece.get(r.spec.tensor),
             } for r in self.results],
+            "final_ece": ece.get("final"),
             "timings": self.timings,
             "peak_rss_mb": self.peak_rss_mb,
         }
@@ -92,15 +101,18 @@ def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float
 def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidates: Sequence[str] | None = None,
               budget: float = DEFAULT_BUDGET, scale: float | None = None, cache_dir: str | Path | None = None,
               config=None, reference_pass: bool = False, progress: bool = False,
-              threads: int | None = None) -> ExitsRun:
+              threads: int | None = None, executor: Executor | None = None) -> ExitsRun:
     """Train the candidate heads (all, or only `candidates`) and return their logits for the search.
 
     `data`: an .npz path, a dict of x_/y_ arrays, or `Splits`. Results are cached under `cache_dir`
-    (default `$EECC_CACHE_DIR` or ./.eecc-cache): a second identical call trains nothing.
+    (default `$EECC_CACHE_DIR` or ./.eecc-cache): a second identical call trains nothing. Feature
+    shards and heads run as tasks on `executor` (default: this process); every head is also stored
+    under its own key (model, data, spec, config), so a run cut short redoes only unfinished heads.
     """
     from eecc.train.fit import TrainConfig
 
     config = config or TrainConfig()
+    executor = executor or InProcess()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape, budget=budget)
     splits = _splits(data, plan, scale, config.seed)
     heads = _select(plan, candidates)
@@ -124,10 +136,14 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             feats = {}
             for name, split in splits.items():
                 task = bar(f"features {name}")
-                feats[name] = fc.fill(split, fingerprint=prints[name], on_chunk=task)
+                feats[name] = fc.fill(split, fingerprint=prints[name], on_chunk=task, executor=executor)
             timings["features_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            results, logits, final_acc = _train_all(plan, heads, splits, feats, config, bar)
+            job = _TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
+                            root / model_key[:20] / "heads",
+                            [fcache.digest(model_key, prints["train"], prints["val"], json.dumps(asdict(h)),
+                                           repr(replace(config, threads=None))) for h in heads])
+            results, logits, final_acc = _train_all(plan, heads, splits, feats, job, executor, bar)
             timings["train_s"] = time.perf_counter() - t1
             _save_trained(store, results, logits, final_acc)
         if reference_pass:
@@ -177,8 +193,44 @@ def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
     return [h for h in heads if h.tensor in wanted]
 
 
-def _train_all(plan, heads, splits, feats, config, bar):
+@dataclass
+class _TrainJob:
+    """What every head-training task reads: features by cache path, labels, config, where heads are kept."""
+
+    heads: list[HeadSpec]
+    train: fcache.SplitFeatures
+    val: fcache.SplitFeatures
+    y_train: np.ndarray
+    y_val: np.ndarray
+    config: object  # TrainConfig
+    store: Path
+    keys: list[str]
+
+
+def _fit_group(job: _TrainJob, group: list[int]) -> list:
+    """Train heads `group` (reusing any already stored under their key) and store each one as it is done."""
+    import pickle
+
     from eecc.train.fit import fit_heads
+
+    done, todo = {}, []
+    for k in group:
+        try:
+            done[k] = pickle.loads((job.store / f"{job.keys[k]}.pkl").read_bytes())
+        except (OSError, EOFError, pickle.UnpicklingError):
+            todo.append(k)
+    if todo:
+        specs = [job.heads[k] for k in todo]
+        fits = fit_heads(specs, [job.train.features(s) for s in specs], job.y_train,
+                         [job.val.features(s) for s in specs], job.y_val, job.config)
+        job.store.mkdir(parents=True, exist_ok=True)
+        for k, fit in zip(todo, fits):
+            fcache.write_bytes(job.store / f"{job.keys[k]}.pkl", pickle.dumps(fit))
+            done[k] = fit
+    return [done[k] for k in group]
+
+
+def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, bar):
     from eecc.train.modules import export, predict
 
     y_val = splits.val.y
@@ -188,8 +240,18 @@ def _train_all(plan, heads, splits, feats, config, bar):
     final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
     task = bar("training heads")
     task(0, len(heads))
-    fits = fit_heads(heads, [feats["train"].features(s) for s in heads], splits.train.y,
-                     [feats["val"].features(s) for s in heads], y_val, config, on_done=task)
+    # One task per head, most expensive first, when tasks can run side by side; else one task that
+    # threads over all heads inside fit_heads. A head's weights do not depend on its group.
+    if executor.workers > 1:
+        groups = [[k] for k in sorted(range(len(heads)), key=lambda k: -heads[k].head_macs)]
+        job = replace(job, config=replace(job.config, threads=1))
+    else:
+        groups = [list(range(len(heads)))]
+    fits = [None] * len(heads)
+    for group, out in zip(groups, executor.map(_fit_group, groups, shared=job)):
+        for k, fit in zip(group, out):
+            fits[k] = fit
+    task(len(heads), len(heads))
     results, val_logits, test_logits = [], [], []
     for spec, fit in zip(heads, fits):
         test_acc, weights = None, None

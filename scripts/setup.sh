@@ -16,5 +16,5 @@ fi
 if [ ! -x .venv/bin/eecc ]; then
     python3 -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[train,tvm,dev]'
+    .venv/bin/python -m pip install -q -e '.[train,tvm,dev,ray]'
 fi

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from eecc.commands.inspect import console
-from eecc.commands.search import add_search_args, latency_limit, search_options
+from eecc.commands.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
 
 
@@ -51,7 +51,8 @@ def run(args) -> int:
         single_file=args.single_file, codegen=not args.no_codegen, emulate=args.emulate,
         progress=not (args.json or args.quiet), report=not args.no_report,
         quantize=args.quantize)
-    manifest = compile_model(model, data, options)
+    with executor_from_args(args) as options.executor:
+        manifest = compile_model(model, data, options)
     if args.json:
         print(json.dumps(manifest, default=str))
     else:

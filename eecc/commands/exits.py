@@ -11,6 +11,7 @@ from eecc.errors import EeccError
 
 def register(subparsers) -> None:
     from eecc.commands.inspect import parse_shape
+    from eecc.commands.search import add_executor_args
 
     p = subparsers.add_parser("exits", help="train all candidate exit heads (frozen backbone) and score them")
     p.add_argument("model", help="the trained classifier, an ONNX file")
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
                    help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_executor_args(p)
     p.set_defaults(func=run)
 
 
@@ -38,9 +40,12 @@ def run(args) -> int:
         raise EeccError(f"--epochs {args.epochs} must be at least 1")
     config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
-    result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
-                       budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
-                       reference_pass=args.reference_pass, progress=not args.quiet)
+    from eecc.commands.search import executor_from_args
+
+    with executor_from_args(args) as executor:
+        result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
+                           budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
+                           reference_pass=args.reference_pass, progress=not args.quiet, executor=executor)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -48,22 +53,28 @@ def run(args) -> int:
 
     out = console()
     table = Table(title=f"exit candidates of {args.model} ({result.plan.blocks.total_macs:,} MACs)")
-    for col in ("#", "location", "shape", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc", "dropped"):
+    for col in ("#", "location", "shape", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc", "ECE", "dropped"):
         table.add_column(col, justify="left" if col in ("location", "shape") else "right")
     total = result.plan.blocks.total_macs
+    ece = result.ece()
     for k, r in enumerate(result.results):
         table.add_row(str(k), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), f"{r.spec.head_macs:,}",
                       f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}", _pct(r.val_accuracy),
-                      _pct(r.test_accuracy), "yes" if r.dropped else "")
+                      _pct(r.test_accuracy), _ece(ece.get(r.spec.tensor)), "yes" if r.dropped else "")
     out.print(table)
     for tensor, why in result.plan.design.rejected.items():
         out.print(f"no head at {tensor}: {why}")
     t = result.timings
     ref = f", reference pass {t['reference_pass_s']:.1f} s" if t["reference_pass_s"] is not None else ""
-    out.print(f"original model test accuracy {_pct(result.final_test_accuracy)}; features {t['features_s']:.1f} s, "
+    out.print(f"original model test accuracy {_pct(result.final_test_accuracy)}, "
+              f"ECE {_ece(ece.get('final'))} (test split, 15 bins); features {t['features_s']:.1f} s, "
               f"training {t['train_s']:.1f} s{ref}{' (cached)' if result.warm else ''}; "
               f"peak RSS {result.peak_rss_mb:.0f} MB; results in {result.artifacts}")
     return 0
+
+
+def _ece(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _pct(value) -> str:

@@ -8,6 +8,7 @@ import time
 from eecc.commands.inspect import parse_shape
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
+from eecc.search.ensemble import DECISIONS, WEIGHT_MODES
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
 
@@ -45,6 +46,12 @@ def add_search_args(p) -> None:
     p.add_argument("--correction", type=float, default=1.0,
                    help="with --calibrate-on train, thresholds are multiplied by this factor")
     p.add_argument("--no-fine", action="store_true", help="skip the finer second threshold pass")
+    p.add_argument("--decision", choices=DECISIONS, default="single",
+                   help="what an exit decides on: its own logits, or the AEP ensemble of every exit reached")
+    p.add_argument("--ensemble-weights", choices=WEIGHT_MODES, default="desc",
+                   help="with --decision ensemble: member weights (AEP modes)")
+    p.add_argument("--aep-prune", action="store_true",
+                   help="with --decision ensemble: also rank every sub-ensemble of the chosen exits (JSON 'aep')")
     p.add_argument("--pareto", action="store_true", help="also run NSGA-II and output the Pareto set")
     p.add_argument("--max-exits", type=int, default=None,
                    help="with --pareto: most exits per solution (may exceed processors - 1)")
@@ -52,6 +59,25 @@ def add_search_args(p) -> None:
     p.add_argument("--input-shape", type=parse_shape, default=None,
                    help="per-sample input shape without the batch dim, for models with symbolic dims")
     p.add_argument("--cache-dir", default=None, help="feature/training cache directory")
+    add_executor_args(p)
+
+
+def add_executor_args(p) -> None:
+    """Where feature shards, head training and placement scoring run (eecc/executor.py)."""
+    from eecc.executor import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: this process; process: a local process pool; ray: a Ray cluster (pip install 'eecc[ray]')")
+    p.add_argument("--workers", type=int, default=None,
+                   help="tasks at once for --executor process|ray (default: the CPU count)")
+    p.add_argument("--ray-address", default=None,
+                   help="with --executor ray: a running cluster (e.g. auto or ray://host:10001); default: a local runtime")
+
+
+def executor_from_args(args):
+    from eecc.executor import make_executor
+
+    return make_executor(args.executor, args.workers, args.ray_address)
 
 
 def search_options(args, original_macs: int) -> SearchOptions:
@@ -63,7 +89,8 @@ def search_options(args, original_macs: int) -> SearchOptions:
         max_accuracy_drop=None if drop is None or drop == float("inf") else drop / 100.0,
         max_mean_macs=_max_macs(args.max_macs, original_macs),
         calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
-        pareto=args.pareto, max_exits=args.max_exits)
+        pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
+        ensemble_weights=args.ensemble_weights, prune=args.aep_prune)
 
 
 def latency_limit(args) -> float | None:
@@ -87,9 +114,11 @@ def run(args) -> int:
     t0 = time.perf_counter()
     platform = load_platform(args.target)
     plan = plan_exits(args.model, input_shape=args.input_shape)
-    sr = search_model(plan, args.data, platform, options=search_options(args, plan.blocks.total_macs),
-                      max_latency_s=latency_limit(args), scale=args.scale, cache_dir=args.cache_dir,
-                      progress=not (args.json or args.quiet), strict=False)
+    options = search_options(args, plan.blocks.total_macs)
+    with executor_from_args(args) as executor:
+        sr = search_model(plan, args.data, platform, options=options, max_latency_s=latency_limit(args),
+                          scale=args.scale, cache_dir=args.cache_dir, progress=not (args.json or args.quiet),
+                          strict=False, executor=executor)
     result = sr.result
     result.timings |= {**sr.timings, "total_s": time.perf_counter() - t0}
     result.options["target"] = platform.name
@@ -127,6 +156,14 @@ def print_table(result) -> None:
     for p in result.pruned:
         console.print(f"  pruned before training: {', '.join(p['exits'])} on "
                       f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")
+    best = result.best
+    if best is not None and "ece" in best.extra:
+        console.print("  chosen ECE per position (test, 15 bins; last = final): "
+                      + " ".join(f"{e:.3f}" for e in best.extra["ece"]))
+    for sub in (best.extra.get("aep", [])[:5] if best is not None else []):
+        console.print(f"  AEP sub-ensemble {', '.join(sub['exits'])}: accuracy {100 * sub['accuracy']:.2f} %, "
+                      f"mean MACs {sub['mean_macs']:,.0f}, val cost {sub['val_cost']:.4f}"
+                      + ("" if sub["feasible"] else " (infeasible)"))
     for name, b in result.baselines.items():
         console.print(f"  baseline {name}: accuracy {100 * b['accuracy']:.2f} %, "
                       f"mean MACs {b['mean_macs']:,.0f}")

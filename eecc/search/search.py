@@ -10,8 +10,11 @@ from itertools import combinations
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.executor import Executor, InProcess, chunks
 from eecc.search.baselines import global_threshold, nachos_greedy
+from eecc.search.calibration import ece_per_exit
 from eecc.search.confidence import DEFAULT_METRIC
+from eecc.search.ensemble import aep_prune, decision_splits, stage_logits
 from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
 from eecc.search.policy import (Objective, PolicyResult, evaluate_policy, make_split, oracle,
@@ -39,6 +42,10 @@ class SearchOptions:
     pop_size: int = 60
     generations: int = 40
     seed: int = 0
+    # issue 10 (eecc/search/ensemble.py): what decides at an exit, and AEP pruning of sub-ensembles.
+    decision: str = "single"                # single | ensemble
+    ensemble_weights: str = "desc"          # desc | asc | mix | unif
+    prune: bool = False                     # with ensemble: also rank every sub-ensemble of the chosen exits
 
 
 @dataclass
@@ -56,9 +63,10 @@ class PlacementResult:
     latency_s: float | None
     method: str
     seconds: float
+    extra: dict = field(default_factory=dict)  # "ece": test ECE per position (last = final); "aep"
 
     def to_json(self) -> dict:
-        return {"exits": list(self.exits), "processors": list(self.processors or []),
+        return {**self.extra, "exits": list(self.exits), "processors": list(self.processors or []),
                 "thresholds": [float(t) for t in self.thresholds],
                 "accuracy": self.test.accuracy, "mean_macs": self.test.mean_macs,
                 "oracle_macs": self.oracle.mean_macs,
@@ -94,10 +102,14 @@ class SearchResult:
 
 
 def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
-           options: SearchOptions | None = None, strict: bool = True) -> SearchResult:
+           options: SearchOptions | None = None, strict: bool = True,
+           executor: Executor | None = None) -> SearchResult:
     """Best placement and thresholds; raises EeccError naming the binding constraint if none is
-    feasible (unless strict=False, which returns the result with chosen=None)."""
+    feasible (unless strict=False, which returns the result with chosen=None). Placements are
+    scored in chunks on `executor` (default: this process); each score is a pure function of the
+    logits and the placement, so the choice does not depend on where it ran."""
     o = options or SearchOptions()
+    executor = executor or InProcess()
     t_start = time.perf_counter()
     notes = []
     calib = make_split(logits, o.calibrate_on, o.metric)
@@ -120,9 +132,9 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
             pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
         else:
             todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
-    results = []
-    for idx, procs, latency in todo:
-        results.append(_one(logits, calib, test, idx, procs, latency, objective, test_obj, o))
+    job = (logits, calib, test, objective, test_obj, o)
+    parts = chunks(todo, 1 if executor.workers == 1 else 4 * executor.workers)
+    results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
     feasible = [i for i, r in enumerate(results) if r.feasible]
     chosen = min(feasible, key=lambda i: results[i].val_cost) if feasible else None
     res = SearchResult(
@@ -132,6 +144,10 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     t0 = time.perf_counter()
     if chosen is not None:
         res.baselines = _baselines(logits, calib, test, results[chosen], objective, test_obj, o)
+        if o.decision == "ensemble" and o.prune:
+            subs = aep_prune(logits, results[chosen].indices, objective, mode=o.ensemble_weights,
+                             metric=o.metric, calibrate_on=o.calibrate_on, method=o.method, fine=o.fine)
+            results[chosen].extra["aep"] = [s.to_json(logits) for s in subs]
     t1 = time.perf_counter()
     if o.pareto and results:
         cands = sorted({i for r in results for i in r.indices})
@@ -153,23 +169,32 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     return res
 
 
+def _score_chunk(job, part) -> list[PlacementResult]:
+    logits, calib, test, objective, test_obj, o = job
+    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o) for idx, procs, latency in part]
+
+
 def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> PlacementResult:
     costs = position_costs(logits, idx)
-    choice = search_thresholds(calib, idx, costs, objective, method=o.method, fine=o.fine)
+    # Ensemble decisions swap in splits whose rows are the per-position ensembles (issue 10).
+    calib, test, pos = decision_splits(logits, idx, calib, test, decision=o.decision, metric=o.metric,
+                                       mode=o.ensemble_weights, calibrate_on=o.calibrate_on)
+    choice = search_thresholds(calib, pos, costs, objective, method=o.method, fine=o.fine)
     th, method = choice.thresholds, choice.method
     if o.calibrate_on == "train" and o.correction != 1.0:
         th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
         method += f"+correction{o.correction:g}"
-    sel = evaluate_policy(calib, idx, th, costs)
-    r = evaluate_policy(test, idx, th, costs)
+    sel = evaluate_policy(calib, pos, th, costs)
+    r = evaluate_policy(test, pos, th, costs)
+    z = stage_logits(logits, idx, "test", decision=o.decision, mode=o.ensemble_weights)
     return PlacementResult(
         exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
-        thresholds=th, test=r, oracle=oracle(test, idx, costs),
+        thresholds=th, test=r, oracle=oracle(test, pos, costs),
         val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)),
         cost=float(test_obj.cost(r.accuracy, r.mean_macs)),
         feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)),
         reasons=objective.violations(sel.accuracy, sel.mean_macs), latency_s=latency,
-        method=method, seconds=choice.seconds)
+        method=method, seconds=choice.seconds, extra={"ece": ece_per_exit(z, test.y)})
 
 
 def _point_json(logits, test, exits, th, test_obj) -> dict:

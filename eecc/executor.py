@@ -1,0 +1,173 @@
+"""Where independent tasks run: in this process, on a local process pool, or on a Ray cluster.
+
+`Executor.map(fn, items, shared=None) -> [fn(shared, item) for item in items]`, in order. `fn` is a
+top-level (picklable) function; `shared` is one read-only object that every task needs (Ray puts it
+in the object store once). Tasks must be pure and idempotent: a task whose worker dies is run again
+(Ray's max_retries; the process pool resubmits what did not finish), and results are shared through
+the content-addressed cache directory, so a rerun redoes only unfinished work. Callers see only
+`workers` (how many tasks may run at once) to choose a task granularity, never which engine runs.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Sequence
+
+from eecc.errors import EeccError
+
+EXECUTORS = ("local", "process", "ray")
+MAX_RETRIES = 3
+PRELOAD = ["numpy", "onnxruntime", "eecc.cache", "eecc.exits", "eecc.train.fit", "eecc.search.search"]
+
+
+class Executor:
+    workers: int = 1
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Sequence, shared: Any = None) -> list:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InProcess(Executor):
+    """The default: tasks run one after another in the calling process (they may thread inside)."""
+
+    def map(self, fn, items, shared=None) -> list:
+        return [fn(shared, item) for item in items]
+
+
+class ProcessPool(Executor):
+    """`workers` local processes, forked from a fork server that has imported eecc's task modules once.
+
+    Not plain fork: a child forked from a parent whose torch/OpenMP pools are running can hang.
+    """
+
+    def __init__(self, workers: int | None = None, *, max_retries: int = MAX_RETRIES):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.max_retries = max_retries
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)  # torch imports once, not once per worker
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self._pool
+
+    def map(self, fn, items, shared=None) -> list:
+        items = list(items)
+        results: dict[int, Any] = {}
+        for attempt in range(self.max_retries + 1):
+            pending = [i for i in range(len(items)) if i not in results]
+            if not pending:
+                break
+            pool = self._get()
+            futures = {pool.submit(fn, shared, items[i]): i for i in pending}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): every unfinished task is lost with the pool.
+                # Finished results are kept; tasks are idempotent, so the rest simply run again.
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                for future, i in futures.items():
+                    if future.done() and not future.cancelled() and future.exception() is None:
+                        results[i] = future.result()
+                if attempt == self.max_retries:
+                    raise EeccError(f"process pool: a worker died {self.max_retries + 1} times running "
+                                    f"{fn.__name__}; check memory (dmesg) or run with --workers 1") from None
+        return [results[i] for i in range(len(items))]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    """Tasks on Ray: a running cluster at `address` (or "auto"), else a local runtime with `num_cpus`.
+
+    Data moves through the shared cache directory, so on a multi-node cluster it must be on a file
+    system that every node mounts.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
+                 max_retries: int = MAX_RETRIES):
+        try:
+            import ray
+        except ImportError:
+            raise EeccError("--executor ray needs Ray, which is not installed; pip install 'eecc[ray]'") from None
+        self.ray, self.max_retries, self._remote = ray, max_retries, None
+        self._started = False
+        if not ray.is_initialized():
+            kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+            try:
+                ray.init(log_to_driver=False, configure_logging=False, **kw)
+            except ConnectionError as e:
+                raise EeccError(f"--ray-address {address}: no Ray cluster there ({e}); start one with "
+                                "`ray start --head` or leave out --ray-address for a local runtime") from None
+            self._started = True
+        total = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, min(num_cpus or total, total))
+
+    def map(self, fn, items, shared=None) -> list:
+        ray = self.ray
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_apply)
+        ref = ray.put(shared)
+        try:
+            return ray.get([self._remote.remote(fn, ref, item) for item in items])
+        except ray.exceptions.WorkerCrashedError as e:
+            raise EeccError(f"ray: a worker died more than {self.max_retries} times running "
+                            f"{fn.__name__}: {e}") from None
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+def _apply(fn, shared, item):
+    """Any callable (builtins too) as one Ray task; Ray resolves `shared` from the object store."""
+    return fn(shared, item)
+
+
+def make_executor(name: str | None = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor a user asked for on the command line (`--executor`, `--workers`, `--ray-address`)."""
+    name = name or "local"
+    if workers is not None and workers < 1:
+        raise EeccError(f"--workers {workers} must be at least 1")
+    if address and name != "ray":
+        raise EeccError(f"--ray-address is only for --executor ray (got --executor {name})")
+    if name == "local":
+        return InProcess()
+    if name == "process":
+        return ProcessPool(workers)
+    if name == "ray":
+        return RayExecutor(address, workers)
+    raise EeccError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
+
+
+def chunks(items: Sequence, parts: int) -> list[list]:
+    """`items` cut into at most `parts` contiguous, nearly equal runs (order kept)."""
+    items = list(items)
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for p in range(parts):
+        stop = start + size + (p < extra)
+        out.append(items[start:stop])
+        start = stop
+    return [c for c in out if c]

@@ -1,0 +1,169 @@
+"""Executors: the same heads, placement and thresholds in-process, on a process pool and on Ray, also after a worker dies."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import operator
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eecc import datasets
+from eecc.cli import main
+from eecc.errors import EeccError
+from eecc.executor import Executor, InProcess, ProcessPool, chunks, make_executor
+from eecc.exits import run_exits
+from eecc.search.search import SearchOptions, search
+
+MODEL = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="fixture models not generated (tests/fixtures/make_fixtures.py)")
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'eecc[ray]')")
+
+
+class KillOnce(Executor):
+    """The real executor, except that the first `target` task to start kills its own worker process."""
+
+    def __init__(self, inner: Executor, marker: Path, target: str):
+        self.inner, self.marker, self.target = inner, marker, target
+        self.workers = inner.workers
+
+    def map(self, fn, items, shared=None):
+        return self.inner.map(_die_first, items, shared=(fn, shared, str(self.marker), self.target))
+
+
+def _die_first(job, item):
+    fn, shared, marker, target = job
+    if fn.__name__ == target:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # only one task ever wins this
+            os._exit(1)  # no cleanup, no exception: as if the OOM killer took the worker
+        except FileExistsError:
+            pass
+    return fn(shared, item)
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return datasets.save_npz(datasets.load("digits"), tmp_path_factory.mktemp("data") / "digits.npz")
+
+
+def _cli(*argv) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--json", "--quiet"]) == 0
+    return _strip(json.loads(out.getvalue()))
+
+
+def _strip(doc):
+    """The result without wall-clock figures (the only thing allowed to differ between executors)."""
+    if isinstance(doc, dict):
+        return {k: _strip(v) for k, v in doc.items() if k not in ("timings", "peak_rss_mb", "search_s")}
+    return [_strip(v) for v in doc] if isinstance(doc, list) else doc
+
+
+def _run_all(npz, cache: Path, *flags) -> tuple[dict, dict, dict]:
+    exits = _cli("exits", str(MODEL), "--data", str(npz), "--cache-dir", str(cache), "--epochs", "3", *flags)
+    found = _cli("search", str(MODEL), "--target", "psoc6", "--data", str(npz), "--cache-dir", str(cache),
+                 "--max-acc-drop", "3", *flags)
+    return exits, found, _weights(cache)
+
+
+def _weights(cache: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in sorted(cache.glob("*/trained-*/heads.npz")):
+        with np.load(path) as z:
+            out |= {f"{path.parent.name}/{k}": z[k] for k in z.files}
+    return out
+
+
+def _same(a, b) -> None:
+    assert a[0] == b[0] and a[1] == b[1]
+    assert a[1]["chosen"] is not None
+    assert a[2].keys() == b[2].keys() and a[2]
+    for k in a[2]:
+        np.testing.assert_array_equal(a[2][k], b[2][k], err_msg=k)  # bitwise: one torch thread per head
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, npz):
+    return _run_all(npz, tmp_path_factory.mktemp("local"))
+
+
+def test_map_keeps_order_and_passes_shared():
+    assert InProcess().map(operator.add, [1, 2, 3], shared=10) == [11, 12, 13]
+    with ProcessPool(2) as pool:
+        assert pool.map(operator.add, list(range(7)), shared=1) == list(range(1, 8))
+    assert chunks(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]] and chunks([1], 4) == [[1]]
+
+
+def test_bad_executor_options_are_user_errors():
+    with pytest.raises(EeccError, match="--workers 0"):
+        make_executor("process", 0)
+    with pytest.raises(EeccError, match="only for --executor ray"):
+        make_executor("process", 2, "auto")
+    with pytest.raises(EeccError, match="unknown executor"):
+        make_executor("slurm")
+
+
+def test_process_pool_gives_the_in_process_result(local, npz, tmp_path):
+    _same(local, _run_all(npz, tmp_path, "--executor", "process", "--workers", "2"))
+
+
+def test_process_pool_survives_a_worker_killed_while_extracting_features(local, npz, tmp_path):
+    marker = tmp_path / "killed"
+    with ProcessPool(2) as pool:
+        run = run_exits(MODEL, datasets.load("digits"), cache_dir=tmp_path, executor=KillOnce(pool, marker, "_fill_shard"),
+                        config=_config())
+    assert marker.exists()  # a worker really died mid-run
+    _same_heads(run, local[2])
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not on the workers' path
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@needs_ray
+def test_ray_gives_the_in_process_result(ray_runtime, local, npz, tmp_path):
+    _same(local, _run_all(npz, tmp_path, "--executor", "ray"))
+
+
+@needs_ray
+def test_ray_retries_a_killed_worker_and_finishes_with_the_same_result(ray_runtime, local, tmp_path):
+    marker = tmp_path / "killed"
+    ex = KillOnce(make_executor("ray"), marker, "_fit_group")
+    run = run_exits(MODEL, datasets.load("digits"), cache_dir=tmp_path, executor=ex, config=_config())
+    assert marker.exists()
+    _same_heads(run, local[2])
+    plain = search(run.logits, options=SearchOptions(max_exits=2))
+    again = search(run.logits, options=SearchOptions(max_exits=2), executor=KillOnce(ex.inner, tmp_path / "k2", "_score_chunk"))
+    assert (tmp_path / "k2").exists()
+    assert [p.to_json() | {"search_s": 0} for p in again.placements] == [p.to_json() | {"search_s": 0} for p in plain.placements]
+
+
+def _config():
+    from eecc.train.fit import TrainConfig
+
+    return TrainConfig(epochs=3)
+
+
+def _same_heads(run, stored: dict[str, np.ndarray]) -> None:
+    """Weights of a library run equal those the in-process `eecc exits` stored (same store key)."""
+    mine = {k.split("/", 1)[1]: v for k, v in _weights(Path(run.artifacts).parent.parent).items()
+            if k.startswith(Path(run.artifacts).name + "/")}
+    theirs = {k.split("/", 1)[1]: v for k, v in stored.items() if k.startswith(Path(run.artifacts).name + "/")}
+    assert mine.keys() == theirs.keys() and mine
+    for k in mine:
+        np.testing.assert_array_equal(mine[k], theirs[k], err_msg=k)
