@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from eecc import __version__, ir
 from eecc.errors import EeccError
 from eecc.passes.assign_targets import assign_targets
+from eecc.passes.insert_ensemble import insert_ensemble
 from eecc.passes.insert_gates import insert_gates
 from eecc.passes.split_by_target import split_by_target, stage_cost
 from eecc.runtime.bundle import FORMAT, MANIFEST, VERSION
@@ -29,18 +30,24 @@ _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo
 
 
 def make_stages(graph: gs.Graph, *, cuts: Sequence[str], processors: Sequence[str], thresholds: Sequence[float],
-                metric: str = "max_softmax", platform: Platform | None = None) -> list[gs.Graph]:
-    """assign_targets → split_by_target → insert_gates on every stage but the last."""
+                metric: str = "max_softmax", platform: Platform | None = None, decision: str = "single",
+                ensemble_weights: str = "desc") -> list[gs.Graph]:
+    """assign_targets → split_by_target → [insert_ensemble] → insert_gates on every stage but the last."""
     if len(thresholds) != len(cuts):
         raise EeccError(f"{len(cuts)} exits need {len(cuts)} thresholds, got {len(thresholds)}")
     stages = split_by_target(assign_targets(graph, cuts=cuts, processors=processors, platform=platform),
                              platform=platform)
+    if decision == "ensemble":  # issue 10: stage k decides on the AEP ensemble of exits 0..k
+        stages = [insert_ensemble(s, index=k, mode=ensemble_weights) for k, s in enumerate(stages)]
+    elif decision != "single":
+        raise EeccError(f"unknown decision '{decision}'; choose single or ensemble")
     return [insert_gates(s, threshold=float(t), metric=metric) for s, t in zip(stages, thresholds)] + [stages[-1]]
 
 
 def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
                    metric: str = "max_softmax", placement_metrics: dict | None = None,
-                   pareto: list | None = None, extra: dict | None = None) -> dict[str, Any]:
+                   pareto: list | None = None, extra: dict | None = None, decision: str = "single",
+                   ensemble_weights: str | None = None) -> dict[str, Any]:
     """The manifest of a bundle; `stages` are the gated stage graphs from make_stages."""
     costs = [stage_cost(s) for s in stages]
     procs = [s.name.split(".", 1)[1] for s in stages]
@@ -56,8 +63,10 @@ def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds
             "outputs": {"handoff": None if last else stage.outputs[0].name,
                         "logits": stage.outputs[0].name if last else f"exit{k}.logits",
                         "exit": None if last else f"exit{k}.exit",
-                        "confidence": None if last else f"exit{k}.confidence"},
+                        "confidence": None if last else f"exit{k}.confidence",
+                        **({"members": f"ensemble{k}.members"} if decision == "ensemble" else {})},
             "threshold": None if last else float(thresholds[k]),
+            **({"ensemble_weights": ensemble_weights_of(k + 1, ensemble_weights)} if decision == "ensemble" else {}),
             **cost.to_dict(), "backbone_macs": cost.macs - cost.head_macs, "exit_macs": cumulative,
             "compute_s": est["compute_s"], "exit_latency_s": est["latency_s"], "exit_energy_j": est["energy_j"],
         })
@@ -68,6 +77,8 @@ def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds
         "num_classes": int(final.shape[-1]) if final.shape else None,
         "original_macs": sum(c.macs - c.head_macs for c in costs),
         "confidence_metric": metric,
+        # ensemble: stage k's exit logits are sum_i w_i z_i over exits 0..k (w = the stage's `ensemble_weights`)
+        "decision": decision,
         "platform": platform.to_dict(),
         "energy_model": "per sample leaving at stage k: active power x MACs/(MAC/s) of the stages run, plus "
                         "idle power of the placement's other processors for the rest of its latency; links "
@@ -177,6 +188,13 @@ def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
     model.producer_name = "eecc"
     onnx.checker.check_model(model)
     return model
+
+
+def ensemble_weights_of(m: int, mode: str | None) -> dict:
+    from eecc.search.ensemble import DEFAULT_WEIGHTS, ensemble_weights
+
+    mode = mode or DEFAULT_WEIGHTS
+    return {"mode": mode, "weights": [float(w) for w in ensemble_weights(m, mode)]}
 
 
 def versions() -> dict[str, str | None]:

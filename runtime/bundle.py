@@ -32,6 +32,7 @@ class StageSpec:
     exit_macs: int            # per sample leaving here: all stages up to and including this one
     exit_latency_s: float
     exit_energy_j: float
+    inputs: tuple[str, ...] = ()  # every input, `input` first; ensemble stages also take earlier exits' logits
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def _stage(root: Path, k: int, entry: dict, *, last: bool) -> StageSpec:
         confidence=outs.get("confidence"),
         threshold=None if entry.get("threshold") is None else float(entry["threshold"]),
         macs=int(entry["macs"]), exit_macs=int(entry["exit_macs"]),
-        exit_latency_s=float(entry["exit_latency_s"]), exit_energy_j=float(entry["exit_energy_j"]))
+        exit_latency_s=float(entry["exit_latency_s"]), exit_energy_j=float(entry["exit_energy_j"]),
+        inputs=tuple(i["name"] for i in entry["inputs"]))
     if not last and (spec.handoff is None or spec.exit is None):
         raise ValueError("a stage before the last needs 'handoff' and 'exit' outputs")
     return spec

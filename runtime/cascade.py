@@ -52,13 +52,14 @@ class Cascade:
         n = x.shape[0]
         exit_stage = np.full(n, -1, dtype=np.int64)
         logits: np.ndarray | None = None
-        alive, feed = np.arange(n), x
+        alive, feed = np.arange(n), {self.stages[0].input: x}
         for k, stage in enumerate(self.stages):
             if alive.size == 0:
                 break
             last = stage.exit is None
-            names = [stage.logits] if last else [stage.logits, stage.exit, stage.handoff]
-            outs = self._run(k, feed, names)
+            # The next stage's inputs come from this stage's outputs by name (hand-off, ensemble members).
+            carry = [] if last else list(self.stages[k + 1].inputs or (stage.handoff,))
+            outs = self._run(k, feed, [stage.logits, *([] if last else [stage.exit]), *carry])
             if logits is None:
                 logits = np.empty((n, outs[0].shape[1]), dtype=outs[0].dtype)
             leave = np.ones(alive.size, dtype=bool) if last else outs[1].astype(bool).reshape(-1)
@@ -66,23 +67,27 @@ class Cascade:
             exit_stage[alive[leave]] = k
             if not last:
                 stay = ~leave
-                alive, feed = alive[stay], (outs[2] if stay.all() else outs[2][stay])
+                alive = alive[stay]
+                feed = {name: (v if stay.all() else v[stay]) for name, v in zip(carry, outs[2:])}
         if logits is None:
             logits = np.empty((0, 0), dtype=np.float32)
         return CascadeResult(logits, exit_stage, self.exit_macs[exit_stage] if n else np.empty(0, np.int64))
 
-    def run_stage(self, k: int, x: np.ndarray) -> dict[str, np.ndarray]:
-        """All outputs of stage k on `x` (no routing), for inspection and benchmarks."""
+    def run_stage(self, k: int, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """All outputs of stage k on `x` (no routing), for inspection and benchmarks; a dict feeds every input."""
         names = [o.name for o in self.sessions[k].get_outputs()]
         return dict(zip(names, self._run(k, x, names)))
 
-    def _run(self, k: int, feed: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    def _run(self, k: int, feed: np.ndarray | dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         sess, stage, chunk = self.sessions[k], self.stages[k], self._chunk[k]
-        if chunk is None or feed.shape[0] == chunk:
-            return sess.run(names, {stage.input: feed})
-        if feed.shape[0] % chunk:  # a model exported with a fixed batch size runs in slices of it
+        if not isinstance(feed, dict):
+            feed = {stage.input: feed}
+        rows = next(iter(feed.values())).shape[0]
+        if chunk is None or rows == chunk:
+            return sess.run(names, feed)
+        if rows % chunk:  # a model exported with a fixed batch size runs in slices of it
             raise ValueError(f"stage {k} takes batches of exactly {chunk}; pass a multiple of {chunk} samples")
-        parts = [sess.run(names, {stage.input: feed[i:i + chunk]}) for i in range(0, feed.shape[0], chunk)]
+        parts = [sess.run(names, {name: v[i:i + chunk] for name, v in feed.items()}) for i in range(0, rows, chunk)]
         return [np.concatenate(p) for p in zip(*parts)]
 
 

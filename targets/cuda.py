@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 
 from eecc.errors import EeccError
+from eecc.targets import tvm_import
 from eecc.targets.mali import GpuArtifacts, device_source
 
 
@@ -19,7 +20,7 @@ def compile_stage(model: onnx.ModelProto, *, out_dir: Path, arch: str = "sm_86",
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src, _ = device_source(model, {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}, "cuda")
+    src, _ = device_source(tvm_import.with_identifier_inputs(model), {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}, "cuda")
     cu = out_dir / f"{name}.cu"
     cu.write_text(src)
     kernels = len(set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\(\d+\)\s+)?(\w+)\s*\(", src)))

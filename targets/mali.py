@@ -49,7 +49,7 @@ def compile_stage(model: onnx.ModelProto, *, out_dir: Path, name: str = "stage")
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src, ex = device_source(model, TARGET, "opencl")
+    src, ex = device_source(tvm_import.with_identifier_inputs(model), TARGET, "opencl")
     cl = out_dir / f"{name}.cl"
     cl.write_text(src)
     host = out_dir / f"{name}_host.so"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,23 @@ def fold_dynamic_pads(model: onnx.ModelProto, *, batch: int = 1) -> onnx.ModelPr
         opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
         ort.InferenceSession(fixed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return onnx.load(opts.optimized_model_filepath)
+
+
+def with_identifier_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Graph inputs renamed to C identifiers: GPU backends print input names as kernel parameters, and a
+    TorchScript hand-off such as '/5/Relu_output_0' is no valid OpenCL/CUDA name."""
+    inits = {i.name for i in model.graph.initializer}
+    bad = {i.name for i in model.graph.input if i.name not in inits and not re.fullmatch(r"[A-Za-z_]\w*", i.name)}
+    if not bad:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = {old: f"stage_input{k}" for k, old in enumerate(sorted(bad))}
+    for inp in out.graph.input:
+        inp.name = names.get(inp.name, inp.name)
+    for node in out.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+    return out
 
 
 def relax_module(model: onnx.ModelProto, *, batch: int = 1):

@@ -119,12 +119,12 @@ def test_aep_prune_ranks_every_sub_ensemble(lg):
 
 
 def test_cli_search_and_compile_reject_or_take_the_option(tmp_path, capsys):
-    # compile cannot build ensemble gates yet: one line, exit 2, before any training, no bundle.
+    # int8 thresholds are recalibrated on single exits: ensembles + int8 is one line, exit 2, before training.
     if MODEL.exists():
         np.savez(tmp_path / "d.npz", **datasets.load("digits"))
-        code = main(["compile", str(MODEL), "--target", "psoc6", "--data", str(tmp_path / "d.npz"),
-                     "--decision", "ensemble", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "out")])
-        assert code == 2 and "--decision ensemble" in capsys.readouterr().err
+        code = main(["compile", str(MODEL), "--target", "psoc6", "--data", str(tmp_path / "d.npz"), "--quantize",
+                     "int8", "--decision", "ensemble", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "out")])
+        assert code == 2 and "--decision single" in capsys.readouterr().err
         assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()
     with pytest.raises(SystemExit):
         main(["search", "m.onnx", "--target", "psoc6", "--data", "d.npz", "--ensemble-weights", "heavy"])

@@ -38,3 +38,27 @@ def test_dynamic_pads_are_folded_exactly():
 def test_static_models_pass_through_untouched():
     model = parse(DYNAMIC_PAD.replace("padded = Pad(input, pads)", "padded = Identity(input)"))
     assert tvm_import.fold_dynamic_pads(model) is model
+
+
+SLASHED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] "/5/Relu_output_0") => (float[N, 3] logits) <float[2, 3] fc>
+{
+    p = GlobalAveragePool("/5/Relu_output_0")
+    f = Flatten(p)
+    logits = MatMul(f, fc)
+}
+"""
+
+
+def test_hand_off_names_become_identifiers_for_gpu_kernels(tmp_path):
+    model = parse(SLASHED)
+    renamed = tvm_import.with_identifier_inputs(model)
+    assert [i.name for i in renamed.graph.input] == ["stage_input0"]
+    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(renamed, {"stage_input0": x})["logits"],
+                                  run(model, {"/5/Relu_output_0": x})["logits"])
+    from eecc.targets import mali
+
+    arts = mali.compile_stage(model, out_dir=tmp_path, name="stage1")  # the OpenCL compiler rejected '/5/...'
+    assert arts.kernel_count >= 1
