@@ -120,14 +120,20 @@ class CompileOptions:
     quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
     executor: object = None  # eecc.executor.Executor for training and scoring (default: in-process)
+    finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
 
 
 def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> dict:
     """Writes the bundle at options.out (all or nothing) and returns its manifest."""
     t0 = time.perf_counter()
-    if options.search_options.decision != "single":  # issue 10: gates do not carry earlier logits yet
-        raise EeccError(f"--decision {options.search_options.decision} is evaluated by `eecc search` only; "
-                        "bundles gate on single exits: drop --decision for compile")
+    decision, weights = options.search_options.decision, options.search_options.ensemble_weights
+    if decision == "ensemble" and options.quantize:  # int8 recalibration scores single exits only
+        raise EeccError("--quantize int8 recalibrates thresholds on single exits; drop --quantize or use "
+                        "--decision single")
+    if options.finetune_epochs < 0:
+        raise EeccError(f"--finetune-epochs must be ≥ 0, got {options.finetune_epochs}")
+    if options.finetune_epochs and decision == "ensemble":  # the re-search scores single exits
+        raise EeccError("--finetune-epochs re-searches thresholds on single exits; drop it or use --decision single")
     # A bad -o must fail before any training, not when the bundle is written.
     protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
     check_output(options.out, force=options.force, protect=protect)
@@ -141,19 +147,29 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     chosen = run.result.best
     heads = {h.spec.tensor: h for h in run.exits.heads()}
     graph = insert_exits(run.plan.graph, heads=[heads[t] for t in chosen.exits])
+    # Joint fine-tuning: the stages, thresholds and figures come from the fine-tuned graph.
+    logits, finetune = run.exits.logits, None
+    if options.finetune_epochs > 0:
+        from eecc.train.finetune import FINETUNED, refit_placement
+        graph, chosen, logits, finetune = refit_placement(
+            graph, splits, logits, chosen, options.search_options, epochs=options.finetune_epochs,
+            original=run.result.original)
+        finetune["model"] = FINETUNED
     metric = options.search_options.metric
     stages = make_stages(graph, cuts=chosen.exits, processors=chosen.processors, thresholds=chosen.thresholds,
-                         metric=metric, platform=platform)
+                         metric=metric, platform=platform, decision=decision, ensemble_weights=weights)
     search_json = run.result.to_json()
     manifest = build_manifest(
-        stages, platform=platform, thresholds=chosen.thresholds, metric=metric,
+        stages, platform=platform, thresholds=chosen.thresholds, metric=metric, decision=decision,
+        ensemble_weights=weights,
         placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None,
         extra={"model": Path(model).name, "original": search_json["original"],
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
                "mode": "search" if options.search else "default-placement",
                # The report's threshold heatmaps need the candidate logits, which only exist here.
-               "threshold_grid": threshold_maps(run.exits.logits, chosen.exits, chosen.thresholds, metric=metric,
-                                                calibrate_on=options.search_options.calibrate_on)})
+               "threshold_grid": threshold_maps(logits, chosen.exits, chosen.thresholds, metric=metric,
+                                                calibrate_on=options.search_options.calibrate_on),
+               **({"finetune": finetune} if finetune else {})})
     with open_bundle(options.out, force=options.force, protect=protect) as tmp:
         models = [ir.to_model(s) for s in stages]
         for entry, stage_model in zip(manifest["stages"], models):
@@ -161,6 +177,8 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
         if options.single_file:
             ir.save(single_file_model(models), tmp / SINGLE_FILE)
             manifest["single_file"] = SINGLE_FILE
+        if finetune:  # the fine-tuned model with its exits: the reference of the no-exit invariant
+            ir.save(graph, tmp / finetune["model"])
         _write(tmp, manifest)
         manifest["placement"]["metrics"]["measured"] = verify_bundle(tmp, test, run, chosen)
         if options.quantize:

@@ -1,0 +1,364 @@
+"""Joint fine-tuning (issue 10): an exit graph run as a torch module, trained, and written back by name.
+
+Why an interpreter and not onnx2torch: onnx2torch fails on opset-18 ReduceMean (dynamo exports) and on
+Constant-node weights, and would be a new dependency; eecc's graphs use a dozen ops whose ONNX
+semantics map one-to-one onto torch.nn.functional. Every float initializer (and float Constant node)
+becomes an `nn.Parameter` keyed by its tensor name, so the trained values go back into the same
+tensors and the graph's structure is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eecc.errors import EeccError
+
+# Not weights: BatchNormalization's running statistics (fine-tuning keeps inference-mode semantics) and
+# Clip's bounds (ReLU6 must stay ReLU6).
+_FROZEN_INPUTS = {"BatchNormalization": (3, 4), "Clip": (1, 2)}
+
+
+class OnnxModule(nn.Module):
+    """`forward(x)` returns the graph outputs (list of tensors, in graph order) for a batch `x`."""
+
+    def __init__(self, graph: gs.Graph):
+        super().__init__()
+        self.graph = graph.copy().toposort()
+        if len(self.graph.inputs) != 1:
+            raise EeccError(f"finetune: the graph has {len(self.graph.inputs)} inputs; eecc fine-tunes "
+                            "single-input classifiers only")
+        frozen = {n.inputs[i].name for n in self.graph.nodes for i in _FROZEN_INPUTS.get(n.op, ())
+                  if i < len(n.inputs)}
+        self.keys: dict[str, str] = {}    # tensor name -> parameter key
+        self.params = nn.ParameterDict()
+        self.fixed: dict[str, torch.Tensor] = {}
+        for t in self.graph.tensors().values():
+            if isinstance(t, gs.Constant):
+                self._add(t.name, np.asarray(t.values), t.name in frozen)
+        for n in self.graph.nodes:
+            if n.op == "Constant":
+                value = n.attrs.get("value")
+                if not isinstance(value, gs.Constant):
+                    raise EeccError(f"finetune: Constant node '{n.name}' has no tensor 'value'; "
+                                    "fold it into an initializer first")
+                self._add(n.outputs[0].name, np.asarray(value.values), False)
+        for n in self.graph.nodes:
+            if n.op not in _OPS and n.op != "Constant":
+                raise EeccError(f"finetune: node '{n.name}' has op {n.op}, which the ONNX→torch interpreter "
+                                f"does not support (supported: {', '.join(sorted(_OPS))}); drop --finetune-epochs")
+
+    def _add(self, name: str, value: np.ndarray, frozen: bool) -> None:
+        if value.dtype.kind == "f" and value.size > 0 and not frozen:
+            key = f"p{len(self.keys)}"  # ParameterDict keys may not contain dots
+            self.keys[name] = key
+            self.params[key] = nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32)))
+        else:
+            self.fixed[name] = torch.from_numpy(np.array(value))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        env: dict[str, torch.Tensor] = {self.graph.inputs[0].name: x}
+        env.update(self.fixed)
+        env.update({name: self.params[key] for name, key in self.keys.items()})
+        for n in self.graph.nodes:
+            if n.op == "Constant":
+                continue
+            args = [env[t.name] if t.name else None for t in n.inputs]
+            out = _OPS[n.op](args, n.attrs)
+            outs = out if isinstance(out, tuple) else (out,)
+            for t, v in zip(n.outputs, outs):
+                env[t.name] = v
+        return [env[t.name] for t in self.graph.outputs]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Trained values by tensor name."""
+        return {name: self.params[key].detach().cpu().numpy().copy() for name, key in self.keys.items()}
+
+
+def write_weights(graph: gs.Graph, weights: dict[str, np.ndarray]) -> gs.Graph:
+    """A copy of `graph` whose initializers / Constant nodes named in `weights` hold the new values."""
+    graph = graph.copy()
+    tensors = graph.tensors()
+    for n in graph.nodes:
+        if n.op == "Constant" and n.outputs[0].name in weights:
+            old = n.attrs["value"]
+            n.attrs["value"] = gs.Constant(old.name, weights[n.outputs[0].name].astype(old.values.dtype))
+    for name, value in weights.items():
+        t = tensors.get(name)
+        if isinstance(t, gs.Constant):
+            if tuple(t.values.shape) != value.shape:
+                raise EeccError(f"finetune: weight '{name}' has shape {value.shape}, the graph holds "
+                                f"{tuple(t.values.shape)}")
+            t.values = np.ascontiguousarray(value, dtype=t.values.dtype)
+    return graph
+
+
+def finetune_graph(graph: gs.Graph, x: Callable[[int, int], np.ndarray] | np.ndarray, y: np.ndarray, *,
+                   epochs: int = 1, lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
+                   on_batch: Callable[[], None] | None = None) -> tuple[gs.Graph, dict]:
+    """Adam on the sum of the cross-entropies of every graph output (each one is a [N, classes] logit
+    tensor: the final classifier and the exits). `x` is an array or `rows(start, stop)`; rows are read
+    in shuffled batches. Returns the graph with the trained weights and a summary."""
+    if epochs < 1:
+        raise EeccError(f"finetune: epochs must be ≥ 1, got {epochs}")
+    torch.manual_seed(seed)
+    module = OnnxModule(graph)
+    rows = x if callable(x) else (lambda a, b: x[a:b])
+    y = np.asarray(y, dtype=np.int64)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    losses, t0 = [], time.perf_counter()
+    # Shuffle whole batches of contiguous rows: a memory-mapped x is then read sequentially.
+    starts = np.arange(0, len(y), batch_size)
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for start in rng.permutation(starts):
+            stop = min(int(start) + batch_size, len(y))
+            xb = torch.from_numpy(np.ascontiguousarray(rows(int(start), stop), dtype=np.float32))
+            yb = torch.from_numpy(y[start:stop])
+            loss = sum(F.cross_entropy(o, yb) for o in module(xb))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * (stop - start), count + int(stop - start)
+            if on_batch:
+                on_batch()
+        losses.append(float(total / max(count, 1)))
+    info = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "train_samples": int(len(y)),
+            "loss_per_epoch": losses, "parameters": int(sum(p.numel() for p in module.parameters())),
+            "seconds": time.perf_counter() - t0}
+    return write_weights(graph, module.weights()), info
+
+
+# ---- compile step: fine-tune the chosen exit graph, then search its thresholds again -----------------
+
+FINETUNED = "finetuned.onnx"  # in the bundle: the fine-tuned model with the chosen exits as extra outputs
+FINE_GRID = 2 * 13  # twice the NA paper's 13 thresholds per exit: the re-search uses a finer grid
+
+
+def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs: int, original: dict,
+                    lr: float = 1e-4, batch_size: int = 64):
+    """`graph` is the model with the chosen exits inserted (outputs: final, then exit 0, 1, ...).
+
+    Returns (fine-tuned graph, the placement with re-searched thresholds and test figures, ExitLogits of
+    the chosen exits on the fine-tuned graph, a summary for the manifest). `original` is the search's
+    `SearchResult.original`: the accuracy drop stays measured against the user's model.
+    """
+    from dataclasses import replace
+
+    from eecc.search.calibration import ece_per_exit
+    from eecc.search.policy import Objective, evaluate_policy, make_split, oracle, position_costs
+    from eecc.search.thresholds import NEVER, search_thresholds
+    from eecc.search.types import ExitLogits
+
+    o, idx = options, list(chosen.indices)
+    train = splits.train
+    tuned, info = finetune_graph(graph, train.rows, train.y, epochs=epochs, lr=lr, batch_size=batch_size)
+    outs = {name: _ort_logits(tuned, split) for name, split in
+            (("val", splits.val), ("test", splits.test), *([("train", train)] if o.calibrate_on == "train" else []))}
+    new = ExitLogits(
+        tensors=list(chosen.exits), exit_macs=logits.exit_macs[idx], head_macs=logits.head_macs[idx],
+        final_macs=logits.final_macs, val_logits=outs["val"][1:], test_logits=outs["test"][1:],
+        final_val_logits=outs["val"][0], final_test_logits=outs["test"][0],
+        y_val=splits.val.y, y_test=splits.test.y,
+        **({"train_logits": outs["train"][1:], "final_train_logits": outs["train"][0], "y_train": train.y}
+           if "train" in outs else {}))
+    calib, test = make_split(new, o.calibrate_on, o.metric), make_split(new, "test", o.metric)
+    objective = Objective(logits.final_macs, original["val_accuracy"], o.w_eff, o.w_acc,
+                          o.max_accuracy_drop, o.max_mean_macs)
+    test_obj = Objective(logits.final_macs, original["accuracy"], o.w_eff, o.w_acc)
+    pos, costs = list(range(len(idx))), position_costs(new, range(len(idx)))
+    choice = search_thresholds(calib, pos, costs, objective, method=o.method, fine=True, grid_size=FINE_GRID)
+    th, method = choice.thresholds, choice.method + f"+grid{FINE_GRID}+finetune"
+    if o.calibrate_on == "train" and o.correction != 1.0:
+        th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
+    sel, r = evaluate_policy(calib, pos, th, costs), evaluate_policy(test, pos, th, costs)
+    refit = replace(
+        chosen, thresholds=th, test=r, oracle=oracle(test, pos, costs), method=method,
+        val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)), cost=float(test_obj.cost(r.accuracy, r.mean_macs)),
+        feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)),
+        reasons=objective.violations(sel.accuracy, sel.mean_macs),
+        extra={**chosen.extra, "ece": ece_per_exit(np.concatenate([new.test_logits, new.final_test_logits[None]]),
+                                                   new.y_test)})
+
+    def accuracies(heads, final, y):
+        return [float((z.argmax(-1) == y).mean()) for z in (*heads, final)]
+
+    info.update({
+        "val_accuracy_before": accuracies(logits.val_logits[idx], logits.final_val_logits, logits.y_val),
+        "val_accuracy_after": accuracies(new.val_logits, new.final_val_logits, new.y_val),
+        "test_accuracy_before": accuracies(logits.test_logits[idx], logits.final_test_logits, logits.y_test),
+        "test_accuracy_after": accuracies(new.test_logits, new.final_test_logits, new.y_test),
+        "thresholds_before": [float(t) for t in chosen.thresholds], "thresholds_after": [float(t) for t in th],
+        "cascade_before": {"accuracy": chosen.test.accuracy, "mean_macs": chosen.test.mean_macs},
+        "cascade_after": {"accuracy": r.accuracy, "mean_macs": r.mean_macs}, "grid_size": FINE_GRID})
+    return tuned, refit, new, info
+
+
+def _ort_logits(graph: gs.Graph, split, chunk: int = 1024) -> np.ndarray:
+    """[outputs, N, C] of every graph output on a data split, with onnxruntime (what the stages will run)."""
+    import onnxruntime as ort
+
+    from eecc import ir
+
+    sess = ort.InferenceSession(ir.to_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    parts = [sess.run(None, {name: x}) for _, x in split.chunks(chunk)]
+    return np.stack([np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]).astype(np.float32)
+
+
+# ---- ONNX op semantics ------------------------------------------------------------------------------
+
+def _ints(v) -> list[int]:
+    return [int(i) for i in (v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else v)]
+
+
+def _pads(attrs, rank: int) -> list[int]:
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise EeccError(f"finetune: auto_pad={attrs['auto_pad']} is not supported; re-export with explicit pads")
+    return _ints(attrs.get("pads", [0] * (2 * rank)))
+
+
+def _padded(x, pads, value=0.0):
+    """ONNX pads [b1..bn, e1..en] → torch F.pad order (last dim first)."""
+    n = len(pads) // 2
+    if not any(pads):
+        return x
+    torch_pads = [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])]
+    return F.pad(x, torch_pads, value=value)
+
+
+def _conv(a, attrs):
+    x, w = a[0], a[1]
+    rank = w.dim() - 2
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
+    return fn(_padded(x, _pads(attrs, rank)), w, a[2] if len(a) > 2 else None,
+              stride=_ints(attrs.get("strides", [1] * rank)), dilation=_ints(attrs.get("dilations", [1] * rank)),
+              groups=int(attrs.get("group", 1)))
+
+
+def _pool(kind):
+    def run(a, attrs):
+        x = a[0]
+        k = _ints(attrs["kernel_shape"])
+        rank, ceil = len(k), bool(attrs.get("ceil_mode", 0))
+        stride, pads = _ints(attrs.get("strides", [1] * rank)), _pads(attrs, rank)
+        sym = pads[:rank] == pads[rank:]
+        if kind == "max":
+            fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
+            dil = _ints(attrs.get("dilations", [1] * rank))
+            if sym:
+                return fn(x, k, stride, pads[:rank], dil, ceil_mode=ceil)
+            return fn(_padded(x, pads, -math.inf), k, stride, 0, dil, ceil_mode=ceil)
+        fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+        include = bool(attrs.get("count_include_pad", 0))
+        if sym and (pads[0] * 2 <= k[0]):
+            return fn(x, k, stride, pads[:rank], ceil_mode=ceil, count_include_pad=include)
+        if any(pads) and not include:
+            raise EeccError("finetune: AveragePool with asymmetric pads and count_include_pad=0 is not supported")
+        return fn(_padded(x, pads), k, stride, 0, ceil_mode=ceil)
+    return run
+
+
+def _axes(a, attrs, rank=None):
+    axes = a[1] if len(a) > 1 and a[1] is not None else attrs.get("axes")
+    if axes is None:
+        return None
+    axes = _ints(axes)
+    return [i % rank for i in axes] if rank is not None else axes
+
+
+def _reduce_mean(a, attrs):
+    x = a[0]
+    axes = _axes(a, attrs, x.dim())
+    keep = bool(attrs.get("keepdims", 1))
+    if axes is None:
+        if attrs.get("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(x.dim()))
+    return x.mean(dim=axes, keepdim=keep)
+
+
+def _reshape(a, attrs):
+    x, shape = a[0], _ints(a[1])
+    if not attrs.get("allowzero", 0):
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _gemm(a, attrs):
+    A = a[0].transpose(0, 1) if attrs.get("transA", 0) else a[0]
+    B = a[1].transpose(0, 1) if attrs.get("transB", 0) else a[1]
+    out = float(attrs.get("alpha", 1.0)) * (A @ B)
+    if len(a) > 2 and a[2] is not None:
+        out = out + float(attrs.get("beta", 1.0)) * a[2]
+    return out
+
+
+def _clip(a, attrs):
+    lo = a[1] if len(a) > 1 and a[1] is not None else attrs.get("min")
+    hi = a[2] if len(a) > 2 and a[2] is not None else attrs.get("max")
+    return torch.clamp(a[0], None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+def _batch_norm(a, attrs):
+    x, scale, bias, mean, var = a[:5]
+    return F.batch_norm(x, mean.float(), var.float(), scale, bias, training=False,
+                        eps=float(attrs.get("epsilon", 1e-5)))
+
+
+def _squeeze(a, attrs):
+    axes = _axes(a, attrs, a[0].dim())
+    if axes is None:
+        return a[0].squeeze()
+    for i in sorted(axes, reverse=True):
+        a[0] = a[0].squeeze(i)
+    return a[0]
+
+
+def _unsqueeze(a, attrs):
+    x = a[0]
+    axes = _axes(a, attrs)
+    rank = x.dim() + len(axes)
+    for i in sorted(i % rank for i in axes):
+        x = x.unsqueeze(i)
+    return x
+
+
+def _flatten(a, attrs):
+    x = a[0]
+    axis = int(attrs.get("axis", 1)) % max(x.dim(), 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def _softmax(a, attrs):
+    return F.softmax(a[0], dim=int(attrs.get("axis", -1)))
+
+
+def _concat(a, attrs):
+    return torch.cat(a, dim=int(attrs["axis"]))
+
+
+def _cast(a, attrs):
+    return a[0] if a[0].is_floating_point() else a[0].float()
+
+
+_OPS: dict[str, Callable[[Sequence[torch.Tensor], dict], torch.Tensor]] = {
+    "Conv": _conv, "Relu": lambda a, _: F.relu(a[0]), "Add": lambda a, _: a[0] + a[1],
+    "Sub": lambda a, _: a[0] - a[1], "Mul": lambda a, _: a[0] * a[1], "Div": lambda a, _: a[0] / a[1],
+    "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
+    "GlobalAveragePool": lambda a, _: a[0].mean(dim=tuple(range(2, a[0].dim())), keepdim=True),
+    "GlobalMaxPool": lambda a, _: a[0].amax(dim=tuple(range(2, a[0].dim())), keepdim=True),
+    "ReduceMean": _reduce_mean, "Flatten": _flatten,
+    "Reshape": _reshape, "Gemm": _gemm, "MatMul": lambda a, _: a[0] @ a[1], "Clip": _clip,
+    "BatchNormalization": _batch_norm, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+    "Identity": lambda a, _: a[0], "Sigmoid": lambda a, _: torch.sigmoid(a[0]), "Softmax": _softmax,
+    "Concat": _concat, "Cast": _cast, "Dropout": lambda a, _: a[0],
+}
