@@ -37,7 +37,7 @@ def make_stages(graph: gs.Graph, *, cuts: Sequence[str], processors: Sequence[st
         raise EeccError(f"{len(cuts)} exits need {len(cuts)} thresholds, got {len(thresholds)}")
     stages = split_by_target(assign_targets(graph, cuts=cuts, processors=processors, platform=platform),
                              platform=platform)
-    if decision == "ensemble":  # issue 10: stage k decides on the AEP ensemble of exits 0..k
+    if decision == "ensemble":  # stage k decides on the AEP ensemble of exits 0..k
         stages = [insert_ensemble(s, index=k, mode=ensemble_weights) for k, s in enumerate(stages)]
     elif decision != "single":
         raise EeccError(f"unknown decision '{decision}'; choose single or ensemble")

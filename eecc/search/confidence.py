@@ -15,6 +15,9 @@ from eecc.errors import EeccError
 
 METRICS = ("max_softmax", "margin", "entropy")
 DEFAULT_METRIC = "max_softmax"
+# NACHOS: the exits' own learned confidence; not a function of the logits, so
+# `confidence` refuses it and the search reads it from `search(..., confidences=...)`.
+LEARNED = "learned"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 
 import numpy as np
@@ -13,7 +13,7 @@ from eecc.errors import EeccError
 from eecc.executor import Executor, InProcess, chunks
 from eecc.search.baselines import global_threshold, nachos_greedy
 from eecc.search.calibration import ece_per_exit
-from eecc.search.confidence import DEFAULT_METRIC
+from eecc.search.confidence import DEFAULT_METRIC, LEARNED
 from eecc.search.ensemble import aep_prune, decision_splits, stage_logits
 from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
@@ -42,7 +42,7 @@ class SearchOptions:
     pop_size: int = 60
     generations: int = 40
     seed: int = 0
-    # issue 10 (eecc/search/ensemble.py): what decides at an exit, and AEP pruning of sub-ensembles.
+    # What decides at an exit, and AEP pruning of sub-ensembles (eecc/search/ensemble.py).
     decision: str = "single"                # single | ensemble
     ensemble_weights: str = "desc"          # desc | asc | mix | unif
     prune: bool = False                     # with ensemble: also rank every sub-ensemble of the chosen exits
@@ -103,7 +103,8 @@ class SearchResult:
 
 def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
            options: SearchOptions | None = None, strict: bool = True,
-           executor: Executor | None = None) -> SearchResult:
+           executor: Executor | None = None,
+           confidences: dict[str, np.ndarray] | None = None) -> SearchResult:
     """Best placement and thresholds; raises EeccError naming the binding constraint if none is
     feasible (unless strict=False, which returns the result with chosen=None). Placements are
     scored in chunks on `executor` (default: this process); each score is a pure function of the
@@ -112,8 +113,16 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     executor = executor or InProcess()
     t_start = time.perf_counter()
     notes = []
-    calib = make_split(logits, o.calibrate_on, o.metric)
-    test = make_split(logits, "test", o.metric)
+    # NACHOS: learned confidences replace the metric on the logits.
+    if o.metric == LEARNED:
+        calib, test = learned_split(logits, o.calibrate_on, confidences), learned_split(logits, "test", confidences)
+        if o.decision != "single":
+            raise EeccError("search: metric 'learned' decides on each exit's own confidence; "
+                            "use --decision single with it")
+    else:
+        calib = make_split(logits, o.calibrate_on, o.metric)
+        test = make_split(logits, "test", o.metric)
+    # --- end NACHOS ---
     if o.calibrate_on == "train":
         warnings.warn(CALIBRATION_WARNING, stacklevel=2)
         notes.append(CALIBRATION_WARNING)
@@ -176,7 +185,7 @@ def _score_chunk(job, part) -> list[PlacementResult]:
 
 def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> PlacementResult:
     costs = position_costs(logits, idx)
-    # Ensemble decisions swap in splits whose rows are the per-position ensembles (issue 10).
+    # Ensemble decisions swap in splits whose rows are the per-position ensembles.
     calib, test, pos = decision_splits(logits, idx, calib, test, decision=o.decision, metric=o.metric,
                                        mode=o.ensemble_weights, calibrate_on=o.calibrate_on)
     choice = search_thresholds(calib, pos, costs, objective, method=o.method, fine=o.fine)
@@ -248,3 +257,19 @@ def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -
                 f"<= {100 * a:.2f} pt but {got}; relax --max-acc-drop or --max-macs")
     why = "; ".join(sorted({v for p in res.placements for v in p.reasons})) or "constraints"
     return f"no feasible placement: {why}; relax the constraint named"
+
+
+# --- NACHOS learned confidences ---
+def learned_split(logits: ExitLogits, split: str, confidences: dict[str, np.ndarray] | None):
+    """The split's predictions from the logits, its confidences from the exits' learned outputs."""
+    base = make_split(logits, split, DEFAULT_METRIC)
+    conf = None if confidences is None else confidences.get(split)
+    if conf is None:
+        raise EeccError(f"search: metric 'learned' needs the exits' learned confidences on the '{split}' "
+                        "split; train the exits with the NACHOS trainer (eecc.train.nachos)")
+    conf = np.asarray(conf, dtype=np.float64)
+    if conf.shape != base.conf.shape:
+        raise EeccError(f"search: learned confidences on '{split}' have shape {conf.shape}, "
+                        f"the logits want {base.conf.shape} (one row per candidate exit)")
+    return replace(base, conf=conf)
+# --- end NACHOS ---

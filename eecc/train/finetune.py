@@ -1,4 +1,4 @@
-"""Joint fine-tuning (issue 10): an exit graph run as a torch module, trained, and written back by name.
+"""Joint fine-tuning: an exit graph run as a torch module, trained, and written back by name.
 
 Why an interpreter and not onnx2torch: onnx2torch fails on opset-18 ReduceMean (dynamo exports) and on
 Constant-node weights, and would be a new dependency; eecc's graphs use a dozen ops whose ONNX
