@@ -121,6 +121,7 @@ class CompileOptions:
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
     executor: object = None  # eecc.executor.Executor for training and scoring (default: in-process)
     finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
+    trainer: str = "default"  # "nachos": the chosen exits learn a confidence the gates compare (eecc/train/nachos.py)
 
 
 def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> dict:
@@ -134,6 +135,7 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
         raise EeccError(f"--finetune-epochs must be ≥ 0, got {options.finetune_epochs}")
     if options.finetune_epochs and decision == "ensemble":  # the re-search scores single exits
         raise EeccError("--finetune-epochs re-searches thresholds on single exits; drop it or use --decision single")
+    _check_trainer(options, decision)
     # A bad -o must fail before any training, not when the bundle is written.
     protect = [model, *([data] if isinstance(data, (str, os.PathLike)) else []), *options.protect]
     check_output(options.out, force=options.force, protect=protect)
@@ -155,9 +157,14 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
             graph, splits, logits, chosen, options.search_options, epochs=options.finetune_epochs,
             original=run.result.original)
         finetune["model"] = FINETUNED
-    metric = options.search_options.metric
-    stages = make_stages(graph, cuts=chosen.exits, processors=chosen.processors, thresholds=chosen.thresholds,
-                         metric=metric, platform=platform, decision=decision, ensemble_weights=weights)
+    metric, nachos = options.search_options.metric, None
+    if options.trainer == "nachos":
+        graph, chosen, nachos = _nachos(run, splits, chosen, options)
+        metric = "learned"
+        stages = _nachos_stages(graph, chosen, platform)
+    else:
+        stages = make_stages(graph, cuts=chosen.exits, processors=chosen.processors, thresholds=chosen.thresholds,
+                             metric=metric, platform=platform, decision=decision, ensemble_weights=weights)
     search_json = run.result.to_json()
     manifest = build_manifest(
         stages, platform=platform, thresholds=chosen.thresholds, metric=metric, decision=decision,
@@ -167,9 +174,11 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
                "mode": "search" if options.search else "default-placement",
                # The report's threshold heatmaps need the candidate logits, which only exist here.
-               "threshold_grid": threshold_maps(logits, chosen.exits, chosen.thresholds, metric=metric,
-                                                calibrate_on=options.search_options.calibrate_on),
-               **({"finetune": finetune} if finetune else {})})
+               "threshold_grid": None if nachos else threshold_maps(
+                   logits, chosen.exits, chosen.thresholds, metric=metric,
+                   calibrate_on=options.search_options.calibrate_on),
+               **({"finetune": finetune} if finetune else {}),
+               **({"trainer": "nachos", "nachos": nachos} if nachos else {"trainer": "default"})})
     with open_bundle(options.out, force=options.force, protect=protect) as tmp:
         models = [ir.to_model(s) for s in stages]
         for entry, stage_model in zip(manifest["stages"], models):
@@ -223,6 +232,80 @@ def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
         raise EeccError("compile: the data has no test split (x_test, y_test); eecc reports the cascade's "
                         "accuracy on held-out test data only: add x_test and y_test")
     return splits.test.rows(0, len(splits.test)), np.asarray(splits.test.y)
+
+
+# ---- NACHOS (--trainer nachos) ---------------------------------------------------------------------
+
+def _check_trainer(options: CompileOptions, decision: str) -> None:
+    if options.trainer not in ("default", "nachos"):
+        raise EeccError(f"compile: unknown --trainer '{options.trainer}'; choose default or nachos")
+    if options.trainer != "nachos":
+        return
+    clash = ("--decision ensemble" if decision == "ensemble" else "--quantize" if options.quantize
+             else "--finetune-epochs" if options.finetune_epochs else None)
+    if clash:
+        raise EeccError(f"--trainer nachos gates on each exit's own learned confidence; it does not combine "
+                        f"with {clash}: drop {clash} or use --trainer default")
+
+
+def _nachos(run: SearchRun, splits: Splits, chosen, options: CompileOptions):
+    """Train NACHOS exits on the chosen placement's cached features and search ε on their confidences.
+
+    Returns (graph with the NACHOS heads and confidence outputs, the re-searched placement, manifest record).
+    """
+    from dataclasses import asdict, replace
+
+    from eecc import cache as fcache
+    from eecc.search.policy import position_costs
+    from eecc.search.types import ExitLogits
+    from eecc.train.nachos import NachosConfig, export_nachos, predict_nachos, train_nachos
+
+    t0 = time.perf_counter()
+    config, o, logits = NachosConfig(), options.search_options, run.exits.logits
+    specs_by = {h.spec.tensor: h.spec for h in run.exits.heads()}
+    specs = [specs_by[t] for t in chosen.exits]
+    idx = [logits.tensors.index(t) for t in chosen.exits]
+    root = options.cache_dir or fcache.default_root()
+    fc = fcache.FeatureCache(root, run.plan.graph, specs)
+    feats = {name: fc.fill(split) for name, split in splits.items()}  # warm: run_exits filled them
+    sub = ExitLogits(tensors=list(chosen.exits), exit_macs=logits.exit_macs[idx], final_macs=logits.final_macs,
+                     val_logits=logits.val_logits[idx], test_logits=logits.test_logits[idx],
+                     final_val_logits=logits.final_val_logits, final_test_logits=logits.final_test_logits,
+                     y_val=logits.y_val, y_test=logits.y_test, head_macs=logits.head_macs[idx])
+    trained = train_nachos(specs, [feats["train"].features(s) for s in specs], splits.train.y,
+                           feats["train"].final_logits(), position_costs(sub, range(len(idx))), sub.final_macs,
+                           budget_macs=o.max_mean_macs if o.max_mean_macs and o.max_mean_macs < sub.final_macs
+                           else None, config=config)
+    out = {n: predict_nachos(trained.module, [feats[n].features(s) for s in specs])
+           for n in {"val", "test", o.calibrate_on}}
+    learned = ExitLogits(tensors=sub.tensors, exit_macs=sub.exit_macs, final_macs=sub.final_macs,
+                         val_logits=out["val"][0], test_logits=out["test"][0],
+                         final_val_logits=sub.final_val_logits, final_test_logits=sub.final_test_logits,
+                         y_val=sub.y_val, y_test=sub.y_test, head_macs=sub.head_macs,
+                         **({"train_logits": out["train"][0], "final_train_logits": feats["train"].final_logits(),
+                             "y_train": np.asarray(splits.train.y)} if "train" in out else {}))
+    placement = [p for p in run.placements if p.exits == tuple(chosen.exits)
+                 and p.processors == tuple(chosen.processors)]
+    result = search(learned, placements=placement, options=replace(o, metric="learned"),
+                    confidences={n: c for n, (_, c) in out.items()})
+    heads, branches = export_nachos(trained.module)
+    graph = insert_exits(run.plan.graph, heads=heads, confidences=branches)
+    record = {"config": asdict(config), "budget_macs": trained.budget_macs, "history": trained.history,
+              "search": result.to_json()["chosen"], "train_s": time.perf_counter() - t0}
+    return graph, result.best, record
+
+
+def _nachos_stages(graph, chosen, platform: Platform) -> list:
+    """make_stages for learned gates: the split drops the heads' confidence outputs, attach_confidence
+    puts exit k's back before its gate compares it with ε."""
+    from eecc.passes.assign_targets import assign_targets
+    from eecc.passes.insert_gates import attach_confidence, insert_gates
+    from eecc.passes.split_by_target import split_by_target
+
+    stages = split_by_target(assign_targets(graph, cuts=chosen.exits, processors=chosen.processors,
+                                            platform=platform), platform=platform)
+    return [insert_gates(attach_confidence(s, graph), threshold=float(t), metric="learned")
+            for s, t in zip(stages, chosen.thresholds)] + [stages[-1]]
 
 
 # ---- int8 stages ------------------------------------------------------------------------------------
@@ -299,7 +382,7 @@ def _codegen(tmp: Path, models, manifest: dict, platform: Platform, test) -> Non
         entry.update(update)
     manifest.update({k: v for k, v in updates.items() if k != "stages"})
     stages, measured = manifest["stages"], manifest["placement"]["metrics"]["measured"]
-    if all("exit_latency_calibrated_s" in s for s in stages):  # every stage was emulated
+    if all(s.get("exit_latency_calibrated_s") is not None for s in stages):  # every stage was emulated
         rates = measured["exit_rates"]
         measured["mean_latency_calibrated_s"] = sum(r * s["exit_latency_calibrated_s"] for r, s in zip(rates, stages))
         measured["mean_energy_calibrated_j"] = sum(r * s["exit_energy_calibrated_j"] for r, s in zip(rates, stages))

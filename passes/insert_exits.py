@@ -24,19 +24,29 @@ def feature_name(tensor: str, i: int) -> str:
     return f"{tensor}.exit{i}.feature"
 
 
-def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead]) -> gs.Graph:
+def confidence_name(tensor: str, i: int) -> str:
+    return f"{tensor}.exit{i}.confidence"
+
+
+def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead],
+                 confidences: Sequence[tuple[np.ndarray, float]] | None = None) -> gs.Graph:
     """Requires static shapes at each head's tensor; exit i is heads[i]. Does not mutate its input.
 
     Adds one extra graph output per head, `f"{tensor}.exit{i}.logits"` [N, classes], after the original
     outputs; head nodes carry annotations `exit` = i, `role` = "exit" and `macs` (README convention).
+    With `confidences` (NACHOS, one (w [C+1], b) per head, standardisation folded in) each head also
+    emits `f"{tensor}.exit{i}.confidence"` [N] = Sigmoid(w · [GAP(pooled), max softmax(logits)] + b).
     """
     graph = graph.copy()
     tensors = _check(graph, [h.spec for h in heads], "insert_exits")
+    if confidences is not None and len(confidences) != len(heads):
+        raise EeccError(f"insert_exits: {len(confidences)} confidence branches for {len(heads)} heads; "
+                        "give one (weights, bias) per head")
     for i, head in enumerate(heads):
         spec, w = head.spec, head.weights
         w.check(spec)
         b = _Builder(graph, spec, i)
-        x = b.pool(tensors[spec.tensor])
+        pooled = x = b.pool(tensors[spec.tensor])
         if spec.width:
             x = b.node("Conv", [x, b.const("conv.weight", w.conv_w), b.const("conv.bias", w.conv_b)],
                        (spec.width, *spec.pooled_shape[1:]), "conv", kernel_shape=[1] * (len(spec.in_shape) - 1),
@@ -49,7 +59,33 @@ def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead]) -> gs.Graph:
                    (spec.num_classes,), "logits", transB=1, macs=spec.num_classes * width,
                    out_name=logits_name(spec.tensor, i))
         graph.outputs.append(x)
+        if confidences is not None:
+            graph.outputs.append(_confidence(b, pooled, x, *confidences[i]))
     return graph
+
+
+# --- NACHOS confidence branch (eecc/train/nachos.py NachosExits) ---
+def _confidence(b: "_Builder", pooled: gs.Variable, logits: gs.Variable, w: np.ndarray, bias: float) -> gs.Variable:
+    spec, c, rank = b.spec, b.spec.channels, len(b.spec.in_shape) - 1
+    w = np.asarray(w, dtype=np.float32).reshape(1, -1)
+    if w.shape[1] != c + 1:
+        raise EeccError(f"insert_exits: confidence weights for '{spec.tensor}' have {w.shape[1]} inputs, want "
+                        f"{c + 1} (channels + max softmax); retrain the NACHOS exits for this head design")
+    gap = b.node("GlobalAveragePool", [pooled], (c, *[1] * rank), "conf_gap")
+    feat = b.node("Flatten", [gap], (c,), "conf_flatten", axis=1)
+    probs = b.node("Softmax", [logits], (spec.num_classes,), "conf_probs", axis=1)
+    if (b.graph.opset or 13) >= 18:  # ReduceMax takes its axes as an input from opset 18
+        top = b.node("ReduceMax", [probs, b.const("conf_axes", np.array([1], np.int64), np.int64)], (1,),
+                     "conf_top", keepdims=1)
+    else:
+        top = b.node("ReduceMax", [probs], (1,), "conf_top", axes=[1], keepdims=1)
+    joined = b.node("Concat", [feat, top], (c + 1,), "conf_in", axis=1)
+    z = b.node("Gemm", [joined, b.const("conf.weight", w), b.const("conf.bias", np.array([bias], np.float32))],
+               (1,), "conf_logit", transB=1, macs=c + 1)
+    s = b.node("Sigmoid", [z], (1,), "conf_sigmoid")
+    return b.node("Reshape", [s, b.const("conf_shape", np.array([-1], np.int64), np.int64)], (), "confidence",
+                  out_name=confidence_name(spec.tensor, b.i))
+# --- end NACHOS ---
 
 
 def expose_features(graph: gs.Graph, *, heads: Sequence[HeadSpec]) -> gs.Graph:
@@ -71,8 +107,8 @@ class _Builder:
         self.graph, self.spec, self.prefix = graph, spec, f"{spec.tensor}.exit{i}"
         self.i = i
 
-    def const(self, what: str, value: np.ndarray) -> gs.Constant:
-        return gs.Constant(f"{self.prefix}.{what}", np.ascontiguousarray(value, dtype=np.float32))
+    def const(self, what: str, value: np.ndarray, dtype=np.float32) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{what}", np.ascontiguousarray(value, dtype=dtype))
 
     def node(self, op: str, inputs: list, shape: tuple, what: str, *, macs: int = 0, dtype=np.float32,
              out_name: str | None = None, **attrs) -> gs.Variable:

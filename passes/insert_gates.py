@@ -3,6 +3,7 @@
   max_softmax:  conf = ReduceMax(Softmax(z))
   margin:       conf = Gather(TopK(Softmax(z), 2), 0) − Gather(TopK(Softmax(z), 2), 1)
   entropy:      conf = 1 + ReduceSum(Softmax(z) · LogSoftmax(z)) / log C      (= 1 − H(p)/log C)
+  learned:      conf = the stage's NACHOS head confidence (insert_exits confidences=, attach_confidence)
   exit = GreaterOrEqual(conf, threshold)
 The formulas are those of eecc/search/confidence.py (the search picks thresholds with them); the
 LogSoftmax form keeps 0·log 0 = 0 without a clip. Names derive from `exit{k}` so the runtime can wire
@@ -19,7 +20,7 @@ import onnx_graphsurgeon as gs
 from eecc.errors import EeccError
 from eecc.ir import get_ann, set_ann
 
-METRICS = ("max_softmax", "margin", "entropy")
+METRICS = ("max_softmax", "margin", "entropy", "learned")
 
 
 def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softmax") -> gs.Graph:
@@ -44,7 +45,9 @@ def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softma
     opset = g.opset or 13
     b = _Builder(g, prefix, batch, get_ann(logits.inputs[0], "target") if logits.inputs else None)
 
-    if metric == "entropy":
+    if metric == "learned":
+        conf = _learned(g, prefix, logits, batch)
+    elif metric == "entropy":
         logp = b.op("LogSoftmax", [logits], "logp", [batch, classes], axis=1)
         p = b.op("Softmax", [logits], "probs", [batch, classes], axis=1)
         plogp = b.op("Mul", [p, logp], "plogp", [batch, classes])
@@ -70,6 +73,61 @@ def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softma
         exit_ = b.op("Not", [below], "exit", [batch], dtype=np.bool_)
     g.outputs = [*g.outputs, exit_, conf]
     return g.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+# --- NACHOS learned confidence ---
+def _learned(g: gs.Graph, prefix: str, logits: gs.Variable, batch) -> gs.Variable:
+    """The head's own confidence output becomes `exit<k>.confidence`; it moves behind the exit flag."""
+    found = [o for o in g.outputs if o.name.endswith(".confidence") and o.inputs
+             and get_ann(o.inputs[0], "role") == "exit"]
+    if len(found) != 1:
+        raise EeccError(f"insert_gates: metric 'learned' needs the stage's head confidence output "
+                        f"('<tensor>.exit<i>.confidence'), '{g.name}' has {len(found)}; insert the exits with "
+                        "NACHOS confidences and attach_confidence the stage")
+    conf = found[0]
+    g.outputs = [o for o in g.outputs if o is not conf]
+    conf.name = f"{prefix}.confidence"
+    conf.shape = [batch]
+    return conf
+
+
+def attach_confidence(stage: gs.Graph, graph: gs.Graph) -> gs.Graph:
+    """`stage` (split_by_target of `graph`) + exit k's NACHOS confidence branch, copied from `graph`, as an
+    output: the split keeps only the hand-off and the logits, so the branch is re-added here. Pure."""
+    g = stage.copy()
+    found = [o for o in g.outputs if o.name.startswith("exit") and o.name.endswith(".logits") and o.inputs]
+    if len(found) != 1:
+        raise EeccError(f"attach_confidence: stage '{g.name}' has no single 'exit<k>.logits' output; "
+                        "attach confidences to the gated stages only (all but the last)")
+    original = found[0].inputs[0].name.rsplit(".", 1)[0]  # the head's Gemm is named f"{logits}.Gemm"
+    source = graph.tensors().get(original[: -len(".logits")] + ".confidence")
+    if source is None:
+        raise EeccError(f"attach_confidence: '{original}' has no confidence branch in the graph; "
+                        "insert the exits with NACHOS confidences (insert_exits(confidences=...))")
+    have = g.tensors()
+    rename = {original: found[0].name}
+    stage_ann = {k: v for k, v in found[0].inputs[0].attrs.items() if k in ("eecc.stage", "eecc.target")}
+    made: dict[str, gs.Variable] = {}
+
+    def tensor(t: gs.Tensor) -> gs.Tensor:
+        name = rename.get(t.name, t.name)
+        if name in made:
+            return made[name]
+        if name in have:
+            return have[name]
+        if isinstance(t, gs.Constant):
+            return gs.Constant(t.name, np.asarray(t.values))
+        node = t.inputs[0]
+        inputs = [tensor(i) for i in node.inputs]
+        outputs = [gs.Variable(o.name, dtype=o.dtype, shape=o.shape) for o in node.outputs]
+        made.update({o.name: o for o in outputs})
+        g.nodes.append(gs.Node(node.op, name=node.name, attrs={**node.attrs, **stage_ann}, inputs=inputs,
+                               outputs=outputs))
+        return made[name]
+
+    g.outputs = [*g.outputs, tensor(source)]
+    return g.toposort()
+# --- end NACHOS ---
 
 
 class _Builder:

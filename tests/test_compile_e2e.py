@@ -111,3 +111,14 @@ def test_eecc_run_reports_what_the_cascade_computes(compiled, tmp_path):
     assert report["mean_macs"] == pytest.approx(float(res.macs.mean()))
     measured = manifest["placement"]["metrics"]["measured"]
     assert report["accuracy"] == pytest.approx(measured["accuracy"])
+
+
+def test_default_compile_generates_target_code_without_emulation(tmp_path):
+    # The CLI default: TVM code for every stage, no QEMU run, so no calibrated figures are claimed.
+    path, data = _fixture("cnn")
+    options = CompileOptions(target="psoc6", out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False)
+    manifest = compile_model(path, data, options)
+    for stage in manifest["stages"]:
+        assert stage["codegen"]["flash_bytes"] > 0 and (options.out / stage["target"]).is_dir()
+        assert "skipped" in stage["emulation"]
+    assert "mean_latency_calibrated_s" not in manifest["placement"]["metrics"]["measured"]

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                    help="after the search, fine-tune backbone + chosen exits jointly for N epochs, then "
                         "re-search the thresholds on a finer grid (default 0: frozen backbone)")
+    p.add_argument("--trainer", choices=("default", "nachos"), default="default",
+                   help="nachos: after the search, the chosen exits learn a confidence (NACHOS) that the gates "
+                        "compare with ε instead of max-softmax (not with --decision ensemble, --quantize, "
+                        "--finetune-epochs)")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object on stdout")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html and its figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,7 +57,8 @@ def run(args) -> int:
         input_shape=args.input_shape, scale=args.scale, cache_dir=args.cache_dir, force=args.force,
         single_file=args.single_file, codegen=not args.no_codegen, emulate=args.emulate,
         progress=not (args.json or args.quiet), report=not args.no_report,
-        quantize=args.quantize, finetune_epochs=args.finetune_epochs)
+        quantize=args.quantize, finetune_epochs=args.finetune_epochs,
+        trainer=args.trainer)
     with executor_from_args(args) as options.executor:
         manifest = compile_model(model, data, options)
     if args.json:

@@ -206,3 +206,24 @@ def _layout(x, spec: HeadSpec) -> torch.Tensor:
     """Cached [N, C, *pooled] (any float dtype, e.g. an fp16 memmap) → fp32 [N, positions, C]."""
     a = np.asarray(x, dtype=np.float32).reshape(len(x), spec.channels, -1)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 2, 1)))
+
+
+# --- NACHOS export (the ONNX heads of `passes/insert_exits.py` with `confidences=`) ---
+@torch.no_grad()
+def export_nachos(module: NachosExits) -> tuple[list, list[tuple[np.ndarray, float]]]:
+    """(ExitHead per exit, (w [C+1], b) per confidence branch), standardisation folded in:
+    w·[(GAP x − μ)/σ, top] + b = [w_f/σ, w_top]·[GAP x, top] + (b − w_f·μ/σ)."""
+    from eecc.heads import ExitHead
+    from eecc.train.modules import export
+
+    heads, branches = [], []
+    for spec, head, lin in zip(module.specs, module.heads, module.conf):
+        heads.append(ExitHead(spec, export(head)))
+        w = lin.weight.double().flatten()
+        mean, std = head.mean.double().flatten(), head.std.double().flatten()
+        c = spec.channels
+        folded = torch.cat([w[:c] / std, w[c:]])
+        bias = float(lin.bias.double()[0] - (w[:c] / std) @ mean)
+        branches.append((folded.float().numpy(), bias))
+    return heads, branches
+# --- end NACHOS export ---
