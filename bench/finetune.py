@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc import datasets
-from eecc.compile import search_model
+from eecc.search_run import search_model
 from eecc.passes.insert_exits import insert_exits
 from eecc.search.policy import Objective, evaluate_policy, make_split, position_costs
 from eecc.search.search import SearchOptions

@@ -23,7 +23,6 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -163,7 +162,7 @@ def _compiled(model: Path, splits, target: str, cache: str, out: Path) -> dict:
 
 
 def _searched(model: Path, splits, target: str, cache: str, max_drop_pt: float | None = MAX_ACC_DROP_PT) -> dict:
-    from eecc.compile import search_model
+    from eecc.search_run import search_model
     from eecc.search.search import SearchOptions
     from eecc.targets.platform import load_platform
 
@@ -199,7 +198,7 @@ def _reference_pass(model: Path, splits, target: str, cache: str) -> float:
 
 
 def run_workload(name: str, cache: str) -> dict:
-    from eecc.compile import as_splits
+    from eecc.search_run import as_splits
     from eecc.exits import plan_exits
     from eecc.errors import EeccError
 

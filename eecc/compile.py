@@ -14,91 +14,16 @@ import numpy as np
 from eecc import ir
 from eecc.bundle_writer import (SINGLE_FILE, build_manifest, check_output, make_stages, open_bundle,
                                 single_file_model)
-from eecc.data import Splits, load_npz, make_splits
+from eecc.data import Splits
 from eecc.errors import EeccError
-from eecc.exits import ExitsRun, Plan, plan_exits, run_exits
+from eecc.exits import plan_exits
 from eecc.passes.insert_exits import insert_exits
 from eecc.report import REPORT, threshold_maps, write_report
 from eecc.runtime.bundle import MANIFEST
 from eecc.runtime.cascade import Cascade
-from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates
-from eecc.search.search import SearchOptions, SearchResult, search
+from eecc.search.search import SearchOptions, search
+from eecc.search_run import SearchRun, as_splits, search_model
 from eecc.targets.platform import Platform, load_platform
-
-
-@dataclass
-class SearchRun:
-    plan: Plan
-    platform: Platform
-    placements: list[Placement]
-    exits: ExitsRun
-    result: SearchResult
-    splits: Splits
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def search_model(model, data, platform: Platform, *, options: SearchOptions, full_search: bool = True,
-                 max_latency_s: float | None = None, input_shape: Sequence[int] | None = None,
-                 scale: float | None = None, cache_dir: str | os.PathLike | None = None,
-                 progress: bool = False, strict: bool = True, executor=None) -> SearchRun:
-    """Prune placements on cost alone, train only the heads that survive, then search thresholds.
-
-    Without `full_search` only the default placement (`default_placement`) is trained and tuned.
-    """
-    t0 = time.perf_counter()
-    plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
-    data = as_splits(data, plan, scale)
-    placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
-                                      max_latency_s=max_latency_s)
-    if not any(p.fits for p in placements):
-        why = placements[0].reasons[0] if placements else (
-            f"platform '{platform.name}' has {len(platform.processors)} processor(s); eecc needs at least 2")
-        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
-    if not full_search:
-        placements = [default_placement(placements, plan)]
-    _check_macs_floor(options, placements, plan)  # Fail before training when no threshold can help
-    survivors = surviving_candidates(placements, plan.costs)
-    t1 = time.perf_counter()
-    exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor)
-    t2 = time.perf_counter()
-    result = search(exits.logits, placements=placements, options=options, strict=strict, executor=executor)
-    timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
-    return SearchRun(plan, platform, placements, exits, result, data, timings)
-
-
-def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan) -> None:
-    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds."""
-    limit = options.max_mean_macs
-    cost = {c.tensor: c for c in plan.costs}
-    firsts = [cost[p.exits[0]] for p in placements if p.fits and p.exits and p.exits[0] in cost]
-    if limit is None or not firsts:
-        return
-    floor = min(c.backbone_macs + c.head_macs for c in firsts)
-    if limit < floor:
-        raise EeccError(f"no feasible placement: max mean MACs {limit:.4g} is below the cheapest possible "
-                        f"({floor:.4g}, every sample at the first exit); raise --max-macs")
-
-
-def as_splits(data, plan: Plan, scale: float | None = None) -> Splits:
-    """An .npz path, a dict of x_/y_ arrays, or Splits, validated against the model."""
-    if isinstance(data, Splits):
-        return data
-    kw = dict(input_shape=plan.input_shape, num_classes=plan.num_classes, scale=scale)
-    return make_splits(**data, **kw) if isinstance(data, dict) else load_npz(data, **kw)
-
-
-def default_placement(placements: list[Placement], plan: Plan) -> Placement:
-    """Without --search: the feasible placement whose stages split the backbone MACs most evenly."""
-    total = plan.blocks.total_macs
-    cum = {c.tensor: c.backbone_macs for c in plan.costs}
-
-    def unevenness(p: Placement) -> float:
-        n = len(p.exits) + 1
-        return sum(abs(cum[t] / total - (i + 1) / n) for i, t in enumerate(p.exits))
-
-    fits = [p for p in placements if p.fits]
-    longest = max(len(p.exits) for p in fits)
-    return min((p for p in fits if len(p.exits) == longest), key=unevenness)
 
 
 @dataclass

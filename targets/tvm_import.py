@@ -155,7 +155,6 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
 def _shrink_intermediates(func):
     """Inline injective producers and move epilogues under the reduction loop, so a fused kernel
     keeps no full-size intermediate tensor (pad_temp, conv output before bias/ReLU) in RAM."""
-    import tvm
     from tvm import s_tir
 
     sch = s_tir.Schedule(func, error_render_level="none")

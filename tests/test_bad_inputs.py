@@ -8,7 +8,6 @@ the few that must train share one feature cache outside the compared folder.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

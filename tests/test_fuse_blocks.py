@@ -9,7 +9,7 @@ from eecc.errors import EeccError
 from eecc.pipeline import analyse
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.fuse_blocks import fuse_blocks, read_blocks
-from golden import assert_same_graph, canonical, parse, run
+from golden import assert_same_graph, parse, run
 
 RESIDUAL = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -67,7 +67,7 @@ HEADS = {
 
 def _head_model(kind: str) -> onnx.ModelProto:
     pool, flat, fc = HEADS[kind]
-    fc_line = (f"mm = MatMul(f, fcT)\n    logits = Add(mm, fcb)" if kind == "reducemean_matmul_add"
+    fc_line = ("mm = MatMul(f, fcT)\n    logits = Add(mm, fcb)" if kind == "reducemean_matmul_add"
                else f"logits = {fc}")
     return parse(f"""
 <ir_version: 8, opset_import: ["" : 18]>

@@ -3,7 +3,6 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
 from eecc import ir
 from eecc.errors import EeccError

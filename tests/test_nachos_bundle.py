@@ -21,7 +21,6 @@ from onnx import numpy_helper
 from eecc import datasets, ir
 from eecc.compile import CompileOptions, compile_model
 from eecc.errors import EeccError
-from eecc.heads import HeadSpec
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits
 from eecc.passes.insert_gates import attach_confidence, insert_gates

@@ -107,7 +107,7 @@ def _max_macs(text: str | None, original: int) -> float | None:
 
 
 def run(args) -> int:
-    from eecc.compile import search_model
+    from eecc.search_run import search_model
     from eecc.exits import plan_exits
     from eecc.targets.platform import load_platform
 
