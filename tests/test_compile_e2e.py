@@ -22,8 +22,7 @@ import pytest
 from eecc import datasets
 from eecc.compile import CompileOptions, compile_model
 from eecc.runtime.cascade import Cascade
-from eecc.search.policy import evaluate_policy, make_split, position_costs
-from eecc.search.types import ExitLogits
+from bundle_policy import assert_routes_as_policy
 from golden import run
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -82,21 +81,7 @@ def test_no_exit_thresholds_reproduce_the_original_model(compiled, tmp_path):
 
 def test_cascade_routes_exactly_as_the_policy_evaluation(compiled):
     name, path, data, options, manifest = compiled
-    cascade = Cascade(options.out, optimize=False)
-    first = cascade.run_stage(0, data["x_test"])
-    s0, s1 = cascade.stages
-    head_logits, final = first[s0.logits], cascade.run_stage(1, first[s0.handoff])[s1.logits]
-    exit_macs, head_macs = manifest["stages"][0]["exit_macs"], manifest["stages"][0]["head_macs"]
-    logits = ExitLogits(tensors=[s0.handoff], exit_macs=[exit_macs], head_macs=[head_macs],
-                        final_macs=manifest["stages"][1]["exit_macs"] - head_macs, val_logits=head_logits[None],
-                        test_logits=head_logits[None], final_val_logits=final, final_test_logits=final,
-                        y_val=data["y_test"], y_test=data["y_test"])
-    split = make_split(logits, "test", manifest["confidence_metric"])
-    policy = evaluate_policy(split, (0,), tuple(manifest["placement"]["thresholds"]), position_costs(logits, (0,)))
-    res = cascade.run(data["x_test"])
-    np.testing.assert_array_equal(res.exit_stage, policy.exit_index)
-    np.testing.assert_array_equal(res.predictions, policy.prediction)
-    np.testing.assert_array_equal(res.macs, policy.macs)
+    assert_routes_as_policy(options.out, manifest, data["x_test"], data["y_test"])
 
 
 def test_eecc_run_reports_what_the_cascade_computes(compiled, tmp_path):

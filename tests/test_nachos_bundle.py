@@ -26,10 +26,9 @@ from eecc.passes.insert_exits import insert_exits
 from eecc.passes.insert_gates import attach_confidence, insert_gates
 from eecc.passes.split_by_target import split_by_target
 from eecc.runtime.cascade import Cascade
-from eecc.search.policy import Split, evaluate_policy, position_costs
-from eecc.search.types import ExitLogits
 from eecc.targets.platform import load_platform
 from eecc.train.nachos import NachosExits, export_nachos
+from bundle_policy import assert_routes_as_policy
 from golden import assert_same_graph
 from golden import run as golden_run
 from test_insert_exits import AFTER, SPEC, WEIGHTS, _before, _maxpool_ceil
@@ -178,24 +177,9 @@ def test_manifest_records_the_trainer(compiled):
 
 def test_cascade_routes_exactly_as_the_policy_evaluation(compiled):
     path, data, options, manifest = compiled
-    cascade = Cascade(options.out, optimize=False)
-    first = cascade.run_stage(0, data["x_test"])
-    s0, s1 = cascade.stages
-    head, final = first[s0.logits], cascade.run_stage(1, first[s0.handoff])[s1.logits]
-    exit_macs, head_macs = manifest["stages"][0]["exit_macs"], manifest["stages"][0]["head_macs"]
-    logits = ExitLogits(tensors=[s0.handoff], exit_macs=[exit_macs], head_macs=[head_macs],
-                        final_macs=manifest["stages"][1]["exit_macs"] - head_macs, val_logits=head[None],
-                        test_logits=head[None], final_val_logits=final, final_test_logits=final,
-                        y_val=data["y_test"], y_test=data["y_test"])
-    y = np.asarray(data["y_test"], np.int64)
-    split = Split(conf=first["exit0.confidence"][None].astype(np.float64), pred=head.argmax(-1)[None],
-                  final_pred=final.argmax(-1), y=y)
-    policy = evaluate_policy(split, (0,), tuple(manifest["placement"]["thresholds"]), position_costs(logits, (0,)))
-    res = cascade.run(data["x_test"])
+    res = assert_routes_as_policy(options.out, manifest, data["x_test"], data["y_test"],
+                                  confidence="exit0.confidence")
     assert 0 < (res.exit_stage == 0).mean() < 1
-    np.testing.assert_array_equal(res.exit_stage, policy.exit_index)
-    np.testing.assert_array_equal(res.predictions, policy.prediction)
-    np.testing.assert_array_equal(res.macs, policy.macs)
 
 
 def test_thresholds_above_one_reproduce_the_original_model(compiled, tmp_path):

@@ -68,10 +68,10 @@ def write_png(args, source) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def console() -> Console:
+def console(width: int = 160) -> Console:
     """Tables stay readable when piped: rich would otherwise squeeze them to 80 columns."""
     plain = Console()
-    return plain if plain.is_terminal else Console(width=160)
+    return plain if plain.is_terminal else Console(width=width)
 
 
 def model_summary(name: str, bg: BlockGraph) -> dict:

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from eecc.commands.inspect import console as inspect_console
 from eecc.errors import EeccError
 from eecc.runtime.bundle import BundleError, load_bundle
 
@@ -107,7 +107,7 @@ def _load(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _print(s: dict) -> None:
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = inspect_console()
     title = f"{s['bundle']} on {s['data']} ({s['split']} split), {s['samples']} samples, platform {s['platform']}"
     table = Table(title=escape(title))
     for col in ("stage", "target", "threshold", "exits", "share", "accuracy"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from eecc.commands.inspect import parse_shape
+from eecc.commands.inspect import console as inspect_console, parse_shape
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.search.ensemble import DECISIONS, WEIGHT_MODES
@@ -132,10 +132,9 @@ def run(args) -> int:
 
 
 def print_table(result) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console() if Console().is_terminal else Console(width=180)
+    console = inspect_console(width=180)
     orig = result.original
     table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
                         f"{orig['macs']:,} MACs; test split)")

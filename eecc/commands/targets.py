@@ -7,6 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from eecc.commands.inspect import console as inspect_console
 from eecc.targets.platform import Platform, builtin_platforms, load_platform
 
 
@@ -23,7 +24,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"platforms": [p.to_dict() for p in platforms]}))
         return 0
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = inspect_console()
     for platform in platforms:
         _print(platform, console)
     return 0

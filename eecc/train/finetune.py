@@ -204,11 +204,9 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
 
 def _ort_logits(graph: gs.Graph, split, chunk: int = 1024) -> np.ndarray:
     """[outputs, N, C] of every graph output on a data split, with onnxruntime (what the stages will run)."""
-    import onnxruntime as ort
+    from eecc.cache import session
 
-    from eecc import ir
-
-    sess = ort.InferenceSession(ir.to_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    sess, _ = session(graph)
     name = sess.get_inputs()[0].name
     parts = [sess.run(None, {name: x}) for _, x in split.chunks(chunk)]
     return np.stack([np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]).astype(np.float32)
