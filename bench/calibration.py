@@ -20,8 +20,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from eecc import datasets
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.examples import example
 
 ROOT = Path(__file__).resolve().parents[1]

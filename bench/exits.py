@@ -20,8 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eecc import datasets
-from eecc.exits import plan_exits, run_exits, time_reference_pass
+from eecc.examples import datasets
+from eecc.exits.run import plan_exits, run_exits, time_reference_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 

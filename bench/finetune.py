@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eecc import datasets
-from eecc.search_run import search_model
+from eecc.examples import datasets
+from eecc.search.run import search_model
 from eecc.passes.insert_exits import insert_exits
 from eecc.search.policy import Objective, evaluate_policy, make_split, position_costs
 from eecc.search.search import SearchOptions

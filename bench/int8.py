@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from eecc import datasets
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.runtime.emulate import emulate_stage
 from eecc.targets import cortex_m, int8_lowering
 from eecc.targets.codegen import reference_runs

@@ -56,7 +56,7 @@ def to_input(x: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
 
 
 def load_data(limit_train: int | None = None) -> dict[str, np.ndarray]:
-    from eecc import datasets
+    from eecc.examples import datasets
 
     data = datasets.load("fashion-mnist", limit_train=limit_train)
     return {k: to_input(v) if k.startswith("x_") else v for k, v in data.items()}

@@ -22,9 +22,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eecc import datasets
-from eecc.exits import run_exits
-from eecc.search.ensemble import WEIGHT_MODES
+from eecc.examples import datasets
+from eecc.exits.run import run_exits
+from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.search import SearchOptions, search
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,10 +22,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eecc import cache as fcache
-from eecc import datasets
-from eecc.data import make_splits
-from eecc.exits import run_exits
+from eecc.data import cache as fcache
+from eecc.examples import datasets
+from eecc.data.splits import make_splits
+from eecc.exits.run import run_exits
 from eecc.search.calibration import ece, ece_from_confidence
 from eecc.search.policy import position_costs
 from eecc.search.search import SearchOptions, search

@@ -22,14 +22,14 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from eecc import ir
-from eecc.bundle_writer import build_manifest, write_bundle
-from eecc.heads import ExitHead, HeadWeights, design_from_blocks
+from eecc.model import ir
+from eecc.bundle.writer import build_manifest, write_bundle
+from eecc.exits.heads import ExitHead, HeadWeights, design_from_blocks
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits
 from eecc.passes.insert_gates import insert_gates
 from eecc.passes.split_by_target import split_by_target
-from eecc.pipeline import analyse
+from eecc.model.analyse import analyse
 from eecc.runtime.cascade import Cascade
 from eecc.search.confidence import confidence
 from eecc.targets.platform import load_platform

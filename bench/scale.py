@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eecc import datasets
-from eecc.executor import InProcess, ProcessPool, RayExecutor, chunks
-from eecc.cache import FeatureCache
-from eecc.exits import _splits, run_exits
+from eecc.examples import datasets
+from eecc.driver.executor import InProcess, ProcessPool, RayExecutor, chunks
+from eecc.data.cache import FeatureCache
+from eecc.exits.run import _splits, run_exits
 from eecc.search.search import SearchOptions, search
 from eecc.search.synthetic import synthetic_logits
 from eecc.train.fit import TrainConfig, fit_heads

@@ -31,12 +31,12 @@ MAX_ACC_DROP_PT = 1.0  # the CLI's default
 
 
 def _fashion():
-    from eecc import datasets
+    from eecc.examples import datasets
     return datasets.load("fashion-mnist")
 
 
 def _italy():
-    from eecc import datasets
+    from eecc.examples import datasets
     return datasets.load("italy-power-demand")
 
 
@@ -121,7 +121,7 @@ def _stage_row(s: dict) -> dict:
 
 
 def _compiled(model: Path, splits, target: str, cache: str, out: Path) -> dict:
-    from eecc.compile import CompileOptions, compile_model
+    from eecc.driver.compile import CompileOptions, compile_model
     from eecc.search.search import SearchOptions
 
     opts = CompileOptions(target=target, out=out, search=True, cache_dir=cache, force=True, emulate=True,
@@ -162,7 +162,7 @@ def _compiled(model: Path, splits, target: str, cache: str, out: Path) -> dict:
 
 
 def _searched(model: Path, splits, target: str, cache: str, max_drop_pt: float | None = MAX_ACC_DROP_PT) -> dict:
-    from eecc.search_run import search_model
+    from eecc.search.run import search_model
     from eecc.search.search import SearchOptions
     from eecc.targets.platform import load_platform
 
@@ -186,7 +186,7 @@ def _searched(model: Path, splits, target: str, cache: str, max_drop_pt: float |
 
 def _reference_pass(model: Path, splits, target: str, cache: str) -> float:
     """One plain onnxruntime pass over train+val (run_exits' reference pass on the warm cache: trains nothing)."""
-    from eecc.exits import plan_exits, run_exits
+    from eecc.exits.run import plan_exits, run_exits
     from eecc.search.placement import ModelCost, enumerate_placements, surviving_candidates
     from eecc.targets.platform import load_platform
 
@@ -198,8 +198,8 @@ def _reference_pass(model: Path, splits, target: str, cache: str) -> float:
 
 
 def run_workload(name: str, cache: str) -> dict:
-    from eecc.search_run import as_splits
-    from eecc.exits import plan_exits
+    from eecc.search.run import as_splits
+    from eecc.exits.run import plan_exits
     from eecc.errors import EeccError
 
     label, model_fn, data_fn, data_name, targets = WORKLOADS[name]

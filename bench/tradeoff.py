@@ -19,7 +19,7 @@ def _logits(args):
     if args.synthetic:
         from eecc.search.synthetic import synthetic_logits
         return synthetic_logits(k=6, n_val=5000, n_test=5000, seed=args.seed), None, "synthetic"
-    from eecc.exits import plan_exits, run_exits
+    from eecc.exits.run import plan_exits, run_exits
     from eecc.search.placement import ModelCost, enumerate_placements
     from eecc.targets.platform import load_platform
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.ir import get_ann, per_sample_shape, set_ann
+from eecc.model.ir import get_ann, per_sample_shape, set_ann
 
 MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 WINDOW_OPS = {"MaxPool", "AveragePool", "LpPool"}

@@ -17,7 +17,7 @@ from typing import Sequence
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.ir import get_ann, set_ann
+from eecc.model.ir import get_ann, set_ann
 from eecc.targets.platform import Platform
 
 

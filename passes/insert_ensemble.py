@@ -17,8 +17,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.ir import get_ann, set_ann
-from eecc.search.ensemble import DEFAULT_WEIGHTS, ensemble_weights
+from eecc.model.ir import get_ann, set_ann
+from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights
 
 
 def members_name(index: int) -> str:

@@ -12,8 +12,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.heads import ExitHead, HeadSpec
-from eecc.ir import per_sample_shape, set_ann
+from eecc.exits.heads import ExitHead, HeadSpec
+from eecc.model.ir import per_sample_shape, set_ann
 
 
 def logits_name(tensor: str, i: int) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.ir import get_ann, set_ann
+from eecc.model.ir import get_ann, set_ann
 
 METRICS = ("max_softmax", "margin", "entropy", "learned")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eecc.runtime.cascade import Cascade, CascadeResult
-from eecc.search.policy import Split, evaluate_policy, make_split, position_costs
+from eecc.search.policy import SplitScores, evaluate_policy, make_split, position_costs
 from eecc.search.types import ExitLogits
 
 
@@ -25,8 +25,8 @@ def assert_routes_as_policy(bundle, manifest: dict, x: np.ndarray, y: np.ndarray
     if confidence is None:
         split = make_split(logits, "test", manifest["confidence_metric"])
     else:
-        split = Split(conf=first[confidence][None].astype(np.float64), pred=head.argmax(-1)[None],
-                      final_pred=final.argmax(-1), y=np.asarray(y, np.int64))
+        split = SplitScores(conf=first[confidence][None].astype(np.float64), pred=head.argmax(-1)[None],
+                            final_pred=final.argmax(-1), y=np.asarray(y, np.int64))
     policy = evaluate_policy(split, (0,), tuple(manifest["placement"]["thresholds"]), position_costs(logits, (0,)))
     res = cascade.run(x)
     np.testing.assert_array_equal(res.exit_stage, policy.exit_index)

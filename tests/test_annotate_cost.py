@@ -3,7 +3,7 @@
 import numpy as np
 import onnx
 
-from eecc import ir
+from eecc.model import ir
 from eecc.passes.annotate_cost import annotate_cost, totals
 from golden import assert_same_graph, canonical, parse, run
 

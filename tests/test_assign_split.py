@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
-from eecc.heads import ExitHead, HeadSpec, HeadWeights
+from eecc.exits.heads import ExitHead, HeadSpec, HeadWeights
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.fuse_blocks import fuse_blocks

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.cli import main
 
 CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from eecc import ir
-from eecc.cache import FeatureCache
-from eecc.data import make_splits
-from eecc.exits import plan_exits
+from eecc.model import ir
+from eecc.data.cache import FeatureCache
+from eecc.data.splits import make_splits
+from eecc.exits.run import plan_exits
 from golden import parse, run
 from test_heads import SMALL
 from test_insert_exits import _maxpool_ceil

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.cli import main
-from eecc.exits import run_exits
+from eecc.exits.run import run_exits
 from eecc.search.calibration import ece, ece_by_tensor, ece_from_confidence, ece_per_exit
 from eecc.search.confidence import softmax
 from eecc.search.search import SearchOptions, search

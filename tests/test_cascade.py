@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from eecc import ir
-from eecc.bundle_writer import build_manifest, make_stages, open_bundle, write_bundle
+from eecc.model import ir
+from eecc.bundle.writer import build_manifest, make_stages, open_bundle, write_bundle
 from eecc.cli import main
 from eecc.errors import EeccError
 from eecc.runtime.bundle import BundleError, load_bundle

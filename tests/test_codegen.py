@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import ir
-from eecc.bundle_writer import build_manifest, make_stages
+from eecc.model import ir
+from eecc.bundle.writer import build_manifest, make_stages
 from eecc.errors import EeccError
 from eecc.targets.codegen import CPI, TOLERANCE, apply_updates, check_shared_memory, compare_outputs, \
     compile_stages, reference_runs

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import pytest
 
-from eecc import datasets
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.runtime.cascade import Cascade
 from bundle_policy import assert_routes_as_policy
 from golden import run

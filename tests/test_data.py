@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eecc.cli import main
-from eecc.data import load_npz, make_splits, stratified_holdout
+from eecc.data.splits import load_npz, make_splits, stratified_holdout
 from eecc.errors import EeccError
 
 RNG = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def test_npz_errors(tmp_path):
 
 def test_cli_exits_bad_data_exits_2(tmp_path, capsys):
     from golden import parse
-    from eecc import ir
+    from eecc.model import ir
     from test_heads import SMALL
 
     model = ir.save(parse(SMALL), tmp_path / "m.onnx")

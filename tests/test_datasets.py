@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.errors import EeccError
 
 KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.cli import main
 from eecc.errors import EeccError
 from eecc.search.confidence import confidence
-from eecc.search.ensemble import (WEIGHT_MODES, aep_prune, cumulative_ensembles, ensemble_split,
-                                  ensemble_weights, stage_logits)
+from eecc.exits.ensemble import WEIGHT_MODES, ensemble_weights
+from eecc.search.ensemble import aep_prune, cumulative_ensembles, ensemble_split, stage_logits
 from eecc.search.policy import Objective, evaluate_policy, make_split, position_costs
 from eecc.search.search import SearchOptions, search
 from eecc.search.synthetic import synthetic_logits

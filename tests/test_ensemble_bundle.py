@@ -11,12 +11,13 @@ import numpy as np
 import onnx
 import pytest
 
-from eecc import datasets
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.runtime.cascade import Cascade
 from eecc.search.confidence import confidence
-from eecc.search.ensemble import cumulative_ensembles, ensemble_weights
-from eecc.search.policy import Split, evaluate_policy
+from eecc.exits.ensemble import ensemble_weights
+from eecc.search.ensemble import cumulative_ensembles
+from eecc.search.policy import SplitScores, evaluate_policy
 from eecc.search.search import SearchOptions
 from eecc.targets.quantize import set_threshold
 
@@ -70,8 +71,9 @@ def test_cascade_routes_exactly_as_the_ensemble_policy(compiled):
     # Route on the gates' own confidences (float32), as the cascade must.
     conf = np.stack([outs[k][s.confidence] for k, s in enumerate(cascade.stages[:-1])])
     np.testing.assert_allclose(conf, confidence(z[:-1], metric), atol=1e-5)
-    split = Split(conf=conf, pred=np.stack([outs[k][s.logits].argmax(-1) for k, s in enumerate(cascade.stages[:-1])]),
-                  final_pred=outs[-1][cascade.stages[-1].logits].argmax(-1), y=np.asarray(y, np.int64))
+    split = SplitScores(conf=conf,
+                        pred=np.stack([outs[k][s.logits].argmax(-1) for k, s in enumerate(cascade.stages[:-1])]),
+                        final_pred=outs[-1][cascade.stages[-1].logits].argmax(-1), y=np.asarray(y, np.int64))
     costs = np.array([s["exit_macs"] for s in manifest["stages"]], dtype=np.float64)
     policy = evaluate_policy(split, (0, 1), tuple(manifest["placement"]["thresholds"]), costs)
     res = cascade.run(x)

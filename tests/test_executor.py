@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.cli import main
 from eecc.errors import EeccError
-from eecc.executor import Executor, InProcess, ProcessPool, chunks, make_executor
-from eecc.exits import run_exits
+from eecc.driver.executor import Executor, InProcess, ProcessPool, chunks, make_executor
+from eecc.exits.run import run_exits
 from eecc.search.search import SearchOptions, search
 
 MODEL = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import datasets, ir
+from eecc.examples import datasets
+from eecc.model import ir
 from eecc.cli import main
-from eecc.exits import plan_exits, run_exits
+from eecc.exits.run import plan_exits, run_exits
 from eecc.passes.insert_exits import insert_exits, logits_name
 from eecc.search.types import ExitLogits
 from golden import run

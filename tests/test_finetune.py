@@ -14,8 +14,9 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from eecc import datasets, ir
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.model import ir
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.errors import EeccError
 from eecc.runtime.cascade import Cascade
 from eecc.train.finetune import OnnxModule, finetune_graph, write_weights

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 INDEX = json.loads((MODELS / "index.json").read_text())["fixtures"]

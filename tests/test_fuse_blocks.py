@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
-from eecc.pipeline import analyse
+from eecc.model.analyse import analyse
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.fuse_blocks import fuse_blocks, read_blocks
 from golden import assert_same_graph, parse, run

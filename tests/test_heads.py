@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from eecc.errors import EeccError
-from eecc.exits import plan_exits
-from eecc.heads import HeadSpec, design_heads, initial_head
+from eecc.exits.run import plan_exits
+from eecc.exits.heads import HeadSpec, design_heads, initial_head
 from golden import parse
 
 SMALL = """

@@ -7,12 +7,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
 from eecc.passes.insert_ensemble import insert_ensemble
 from eecc.passes.insert_gates import insert_gates
 from eecc.search.confidence import confidence
-from eecc.search.ensemble import cumulative_ensembles, ensemble_weights
+from eecc.exits.ensemble import ensemble_weights
+from eecc.search.ensemble import cumulative_ensembles
 from golden import assert_same_graph, canonical
 from golden import run as golden_run
 from test_assign_split import HEADS, STAGE0, STAGE1, STAGE2, WEIGHTS, model_with_exits, split

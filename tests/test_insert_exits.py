@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
-from eecc.heads import ExitHead, HeadSpec, HeadWeights
+from eecc.exits.heads import ExitHead, HeadSpec, HeadWeights
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.insert_exits import expose_features, insert_exits
 from golden import assert_same_graph, canonical

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
 from eecc.passes.insert_gates import insert_gates
 from eecc.search.confidence import confidence as search_confidence

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eecc import datasets
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.runtime.cascade import Cascade
 from eecc.targets import int8_lowering, quantize, tvm_import
 from eecc.targets.codegen import reference_runs

@@ -1,10 +1,10 @@
-"""eecc.ir: loading with clear errors, shape inference and its onnxruntime fallback, annotation round trip."""
+"""eecc.model.ir: loading with clear errors, shape inference and its onnxruntime fallback, annotation round trip."""
 
 import numpy as np
 import onnx
 import pytest
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
 from golden import parse, run
 

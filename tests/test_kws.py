@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from eecc import kws
+from eecc.examples import kws
 from eecc.errors import EeccError
 from eecc.examples import example, info
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eecc.errors import EeccError
-from eecc.heads import HeadSpec
+from eecc.exits.heads import HeadSpec
 from eecc.search.calibration import ece_from_confidence
 from eecc.search.policy import position_costs
 from eecc.search.search import SearchOptions, search

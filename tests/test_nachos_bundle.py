@@ -18,8 +18,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from eecc import datasets, ir
-from eecc.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.model import ir
+from eecc.driver.compile import CompileOptions, compile_model
 from eecc.errors import EeccError
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eecc import datasets
+from eecc.examples import datasets
 from eecc.cli import main
-from eecc.graph_picture import bundle_dot, collect, dot_available
-from eecc.report import FIGURES, REPORT, write_report
-from eecc.report_plots import pareto_front
+from eecc.report.graph_picture import bundle_dot, collect, dot_available
+from eecc.report.page import FIGURES, REPORT, write_report
+from eecc.report.plots import pareto_front
 
 CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,7 +94,7 @@ def test_block_graph_puts_each_exit_after_its_cut_in_its_stage(bundle):
     out, _ = bundle
     manifest = json.loads((out / "manifest.json").read_text())
     source = bundle_dot(out, manifest)
-    from eecc import ir
+    from eecc.model import ir
 
     blocks, exits = collect([ir.load(out / s["file"], classifier=False) for s in manifest["stages"]])
     by_output = {b.output: b for b in blocks}

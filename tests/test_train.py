@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from eecc import ir
-from eecc.heads import ExitHead, HeadSpec
+from eecc.model import ir
+from eecc.exits.heads import ExitHead, HeadSpec
 from eecc.passes.insert_exits import insert_exits, logits_name
 from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads
 from eecc.train.modules import HeadModule, export, loss_and_grads, predict

@@ -24,7 +24,7 @@ def example(name: str) -> tuple[Path, dict[str, np.ndarray]]:
     if not model.exists():
         raise EeccError(f"example '{name}': {model} is missing from this installation; "
                         f"regenerate it with `python tests/fixtures/make_{name}.py`")
-    from eecc import kws
+    from eecc.examples import kws
 
     return model, kws.load(**_data_args(name))
 

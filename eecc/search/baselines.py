@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.search.policy import Objective, Split, evaluate_policy
+from eecc.search.policy import Objective, SplitScores, evaluate_policy
 from eecc.search.thresholds import NEVER, grid_tables, threshold_grid
 
 
@@ -13,7 +13,7 @@ def _key(objective: Objective, r):
             float(objective.cost(r.accuracy, r.mean_macs)))
 
 
-def global_threshold(split: Split, exits, costs, objective: Objective, *, steps: int = 101):
+def global_threshold(split: SplitScores, exits, costs, objective: Objective, *, steps: int = 101):
     """One threshold shared by every exit, the best of `steps` values on the split."""
     pooled = np.concatenate([split.conf[k] for k in exits])
     values = np.unique(np.concatenate([np.quantile(pooled, np.linspace(0, 1, steps)), [NEVER]]))
@@ -22,7 +22,7 @@ def global_threshold(split: Split, exits, costs, objective: Objective, *, steps:
     return (best[1],) * len(exits)
 
 
-def nachos_greedy(split: Split, exits, costs, objective: Objective, *, grid_size: int = 13,
+def nachos_greedy(split: SplitScores, exits, costs, objective: Objective, *, grid_size: int = 13,
                   max_mean_macs: float | None = None):
     """NACHOS: the best-accuracy point of the threshold grid, then lower the thresholds one grid
     step at a time, from the last early exit backwards, until mean MACs meet the constraint.

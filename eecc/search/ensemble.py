@@ -7,17 +7,11 @@ logits:
 
   z^(j) = sum_{i<=j} w^(j+1)_i * z_i,   w^(m) = weights(m, mode) / sum(weights(m, mode))
 
-Weight modes over the m members in network order (i = 1..m):
-  unif: 1, ..., 1
-  asc:  1, 2, ..., m            (deeper members count more)
-  desc: m, m-1, ..., 1          (earlier members count more)
-  mix:  m-1, ..., 1, m          (the deepest member counts most, the earlier ones descend) -- our
-        reading of the thesis' mixed mode, whose text is not available offline
-Weights are normalised so that an ensemble of one member is that member's own logits.
+Weight modes (desc, asc, mix, unif) are defined in eecc/exits/ensemble.py.
 
 AEP pruning: every non-empty subset of a placement's exits is evaluated as a cascade of its own
 (thresholds searched on the calibration split) and the sub-ensemble with the best validation cost
-is kept. Pure numpy; the cascade policy itself is `policy.evaluate_policy` on a `Split` whose rows
+is kept. Pure numpy; the cascade policy itself is `policy.evaluate_policy` on a `SplitScores` whose rows
 are the ensembles, so thresholds, routing and costs are shared with the default decision.
 """
 
@@ -29,25 +23,12 @@ from itertools import combinations
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights
 from eecc.search.confidence import DEFAULT_METRIC, confidence
-from eecc.search.policy import Objective, Split, evaluate_policy, position_costs
+from eecc.search.policy import Objective, SplitScores, evaluate_policy, position_costs
 from eecc.search.types import ExitLogits
 
 DECISIONS = ("single", "ensemble")
-WEIGHT_MODES = ("desc", "asc", "mix", "unif")
-DEFAULT_WEIGHTS = "desc"
-
-
-def ensemble_weights(m: int, mode: str = DEFAULT_WEIGHTS) -> np.ndarray:
-    """[m] normalised weights of m members in network order."""
-    if mode not in WEIGHT_MODES:
-        raise EeccError(f"unknown ensemble weight mode '{mode}'; choose one of {', '.join(WEIGHT_MODES)}")
-    if m < 1:
-        raise ValueError(f"an ensemble needs at least one member, got {m}")
-    i = np.arange(1, m + 1, dtype=np.float64)
-    w = {"unif": np.ones(m), "asc": i, "desc": i[::-1].copy(),
-         "mix": np.concatenate([np.arange(m - 1, 0, -1, dtype=np.float64), [float(m)]])}[mode]
-    return w / w.sum()
 
 
 def cumulative_ensembles(members: np.ndarray, mode: str = DEFAULT_WEIGHTS) -> np.ndarray:
@@ -73,16 +54,16 @@ def stage_logits(logits: ExitLogits, exits, split: str = "test", *, decision: st
 
 
 def ensemble_split(logits: ExitLogits, exits, split: str = "val", *, metric: str = DEFAULT_METRIC,
-                   mode: str = DEFAULT_WEIGHTS) -> Split:
-    """A `Split` whose row j is the ensemble at position j: evaluate it with exits = range(len(exits))."""
+                   mode: str = DEFAULT_WEIGHTS) -> SplitScores:
+    """`SplitScores` whose row j is the ensemble at position j: evaluate with exits = range(len(exits))."""
     z = stage_logits(logits, exits, split, decision="ensemble", mode=mode)
     y = getattr(logits, f"y_{split}")
-    return Split(conf=confidence(z[:-1], metric).reshape(len(exits), -1),
-                 pred=np.argmax(z[:-1], axis=-1).reshape(len(exits), -1),
-                 final_pred=np.argmax(z[-1], axis=-1), y=np.asarray(y, dtype=np.int64))
+    return SplitScores(conf=confidence(z[:-1], metric).reshape(len(exits), -1),
+                       pred=np.argmax(z[:-1], axis=-1).reshape(len(exits), -1),
+                       final_pred=np.argmax(z[-1], axis=-1), y=np.asarray(y, dtype=np.int64))
 
 
-def decision_splits(logits: ExitLogits, exits, calib: Split, test: Split, *, decision: str,
+def decision_splits(logits: ExitLogits, exits, calib: SplitScores, test: SplitScores, *, decision: str,
                     metric: str, mode: str, calibrate_on: str):
     """(calib, test, positions) to run the threshold search and policy on, for either decision."""
     if decision == "single":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eecc.search.policy import Objective, PolicyResult, Split, evaluate_policy
+from eecc.search.policy import Objective, PolicyResult, SplitScores, evaluate_policy
 from eecc.search.thresholds import threshold_grid
 
 
@@ -30,7 +30,7 @@ def _decode(x, grids):
     return exits, th
 
 
-def pareto_search(split: Split, candidates, costs_of, objective: Objective, *, max_exits: int,
+def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective, *, max_exits: int,
                   grid_size: int = 13, pop_size: int = 60, generations: int = 40,
                   seed: int = 0) -> list[ParetoPoint]:
     """`candidates`: indices into the split; `costs_of(exits)` -> [E+1] position MACs."""

@@ -18,7 +18,7 @@ from eecc.search.types import ExitLogits
 
 
 @dataclass(frozen=True)
-class Split:
+class SplitScores:
     """One data split seen through every candidate exit: what a policy evaluation needs."""
 
     conf: np.ndarray        # [K, N] float64 confidence of each candidate head
@@ -35,7 +35,7 @@ class Split:
         return float((self.final_pred == self.y).mean()) if self.n else 0.0
 
 
-def make_split(logits: ExitLogits, split: str = "val", metric: str = DEFAULT_METRIC) -> Split:
+def make_split(logits: ExitLogits, split: str = "val", metric: str = DEFAULT_METRIC) -> SplitScores:
     if split not in ("val", "test", "train"):
         raise ValueError(f"unknown split {split!r}")
     heads = getattr(logits, f"{split}_logits")
@@ -44,8 +44,8 @@ def make_split(logits: ExitLogits, split: str = "val", metric: str = DEFAULT_MET
     if heads is None or final is None or y is None:
         raise EeccError(f"search: the exits stage recorded no '{split}' logits; "
                         f"rerun it with a {split} split in --data")
-    return Split(conf=confidence(heads, metric), pred=np.argmax(heads, axis=-1),
-                 final_pred=np.argmax(final, axis=-1), y=np.asarray(y, dtype=np.int64))
+    return SplitScores(conf=confidence(heads, metric), pred=np.argmax(heads, axis=-1),
+                       final_pred=np.argmax(final, axis=-1), y=np.asarray(y, dtype=np.int64))
 
 
 def position_costs(logits: ExitLogits, exits) -> np.ndarray:
@@ -73,7 +73,7 @@ class PolicyResult:
                 "exit_rates": [float(r) for r in self.exit_rates]}
 
 
-def route(take: np.ndarray, split: Split, exits, costs: np.ndarray, thresholds=()) -> PolicyResult:
+def route(take: np.ndarray, split: SplitScores, exits, costs: np.ndarray, thresholds=()) -> PolicyResult:
     """Send each sample out at the first position whose `take` [E, N] is true (else final)."""
     exits = tuple(int(k) for k in exits)
     e, n = len(exits), split.n
@@ -92,7 +92,7 @@ def route(take: np.ndarray, split: Split, exits, costs: np.ndarray, thresholds=(
         mean_macs=float(macs.mean()) if n else 0.0, exit_rates=rates)
 
 
-def evaluate_policy(split: Split, exits, thresholds, costs: np.ndarray) -> PolicyResult:
+def evaluate_policy(split: SplitScores, exits, thresholds, costs: np.ndarray) -> PolicyResult:
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if len(thresholds) != len(exits):
         raise ValueError(f"{len(exits)} exits but {len(thresholds)} thresholds")
@@ -100,7 +100,7 @@ def evaluate_policy(split: Split, exits, thresholds, costs: np.ndarray) -> Polic
     return route(take, split, exits, costs, thresholds)
 
 
-def oracle(split: Split, exits, costs: np.ndarray) -> PolicyResult:
+def oracle(split: SplitScores, exits, costs: np.ndarray) -> PolicyResult:
     """Lower bound: leave at the earliest exit that already agrees with the final classifier."""
     take = split.pred[list(exits)] == split.final_pred[None]
     return route(take, split, exits, costs)

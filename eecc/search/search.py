@@ -10,7 +10,7 @@ from itertools import combinations
 import numpy as np
 
 from eecc.errors import EeccError
-from eecc.executor import Executor, InProcess, chunks
+from eecc.driver.executor import Executor, InProcess, chunks
 from eecc.search.baselines import global_threshold, nachos_greedy
 from eecc.search.calibration import ece_per_exit
 from eecc.search.confidence import DEFAULT_METRIC, LEARNED

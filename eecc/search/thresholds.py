@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from eecc.search.policy import Objective, PolicyResult, Split, evaluate_policy
+from eecc.search.policy import Objective, PolicyResult, SplitScores, evaluate_policy
 
 GRID_SIZE = 13          # the NA paper's number of thresholds per exit
 EXACT_LIMIT = 1_000_000  # exact search while the number of combinations stays at or below this
@@ -54,7 +54,7 @@ def _transform(a: np.ndarray, j: int, sizes) -> np.ndarray:
     return a
 
 
-def grid_tables(split: Split, exits, grids, costs) -> tuple[np.ndarray, np.ndarray]:
+def grid_tables(split: SplitScores, exits, grids, costs) -> tuple[np.ndarray, np.ndarray]:
     """(accuracy, mean MACs) of EVERY threshold combination of `grids`, each shaped (T_1..T_E)."""
     exits = list(exits)
     sizes = [len(g) for g in grids]
@@ -193,7 +193,7 @@ def refine(split, exits, grids, chosen, costs, objective, limit=200_000):
     return tuple(th), len(local) * sum(len(g) for g in local)
 
 
-def search_thresholds(split: Split, exits, costs, objective: Objective, *, method="auto",
+def search_thresholds(split: SplitScores, exits, costs, objective: Objective, *, method="auto",
                       grid_size=GRID_SIZE, fine=True, exact_limit=EXACT_LIMIT) -> ThresholdChoice:
     if method not in METHODS:
         raise ValueError(f"unknown threshold method {method!r}; choose one of {METHODS}")

@@ -204,7 +204,7 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
 
 def _ort_logits(graph: gs.Graph, split, chunk: int = 1024) -> np.ndarray:
     """[outputs, N, C] of every graph output on a data split, with onnxruntime (what the stages will run)."""
-    from eecc.cache import session
+    from eecc.data.cache import session
 
     sess, _ = session(graph)
     name = sess.get_inputs()[0].name

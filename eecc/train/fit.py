@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eecc.heads import HeadSpec
+from eecc.exits.heads import HeadSpec
 from eecc.train.modules import HeadModule, loss_and_grads, predict
 
 STATS_ROWS = 8192

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eecc.heads import HeadSpec, HeadWeights
+from eecc.exits.heads import HeadSpec, HeadWeights
 
 
 class HeadModule(nn.Module):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from eecc.errors import EeccError
-from eecc.heads import HeadSpec
+from eecc.exits.heads import HeadSpec
 from eecc.train.fit import channel_stats
 from eecc.train.modules import HeadModule
 
@@ -213,7 +213,7 @@ def _layout(x, spec: HeadSpec) -> torch.Tensor:
 def export_nachos(module: NachosExits) -> tuple[list, list[tuple[np.ndarray, float]]]:
     """(ExitHead per exit, (w [C+1], b) per confidence branch), standardisation folded in:
     w·[(GAP x − μ)/σ, top] + b = [w_f/σ, w_top]·[GAP x, top] + (b − w_f·μ/σ)."""
-    from eecc.heads import ExitHead
+    from eecc.exits.heads import ExitHead
     from eecc.train.modules import export
 
     heads, branches = [], []

@@ -1,4 +1,4 @@
-"""`eecc` command line: subcommands live in eecc/commands/; user errors become one line and exit code 2."""
+"""`eecc` command line: subcommands are the other modules of eecc/cli/; user errors become one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import importlib
 import pkgutil
 import sys
 
-import eecc.commands
 from eecc import __version__
 from eecc.errors import EeccError
 
@@ -26,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="eecc", description="Early-exit conversion compiler for ONNX classifiers.")
     parser.add_argument("--version", action="version", version=f"eecc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    names = [m.name for m in pkgutil.iter_modules(eecc.commands.__path__)]
+    names = [m.name for m in pkgutil.iter_modules(__path__)]
     for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
-        importlib.import_module(f"eecc.commands.{name}").register(subparsers)
+        importlib.import_module(f"eecc.cli.{name}").register(subparsers)
     return parser
 
 

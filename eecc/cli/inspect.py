@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.errors import EeccError
-from eecc.graph_picture import model_dot
+from eecc.report.graph_picture import model_dot
 from eecc.passes.fuse_blocks import BlockGraph
 
 
@@ -39,7 +39,7 @@ def run(args) -> int:
     path = Path(args.path)
     if path.is_dir():
         return _inspect_bundle(path, args)
-    from eecc.pipeline import analyse
+    from eecc.model.analyse import analyse
 
     graph, blocks = analyse(path, input_shape=args.input_shape)
     if getattr(args, "png", None):
@@ -54,7 +54,7 @@ def run(args) -> int:
 
 def _inspect_bundle(path: Path, args) -> int:
     try:
-        from eecc.commands import bundle_view  # written with the bundle format
+        from eecc.cli import bundle_view  # written with the bundle format
     except ImportError:
         raise EeccError(f"'{path}' is a directory; give an ONNX model file") from None
     return bundle_view.show(path, args)
@@ -62,7 +62,7 @@ def _inspect_bundle(path: Path, args) -> int:
 
 def write_png(args, source) -> None:
     """--png: the picture goes to the file; the note goes to stderr so that --json keeps stdout clean."""
-    from eecc.graph_picture import render_png
+    from eecc.report.graph_picture import render_png
 
     out = render_png(source(), args.png)
     print(f"wrote {out}", file=sys.stderr)

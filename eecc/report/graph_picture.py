@@ -15,7 +15,7 @@ from typing import Sequence
 
 import onnx_graphsurgeon as gs
 
-from eecc import ir
+from eecc.model import ir
 from eecc.errors import EeccError
 
 # Shared with the plots so that a stage has one colour everywhere in the report.

@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc import ir
-from eecc.data import Split
-from eecc.heads import HeadSpec
+from eecc.model import ir
+from eecc.data.splits import Split
+from eecc.exits.heads import HeadSpec
 from eecc.passes.insert_exits import expose_features, feature_name
 
 FINAL = "final"
@@ -180,7 +180,7 @@ def _read_progress(path: Path) -> dict[str, list[int]]:
 
 
 def _split_evenly(items: list, parts: int) -> list[list]:
-    from eecc.executor import chunks
+    from eecc.driver.executor import chunks
 
     return chunks(items, parts)
 

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from eecc.errors import EeccError
-    from eecc.report import write_report
+    from eecc.report.page import write_report
 
     bundle = Path(args.bundle)
     if bundle.exists() and not bundle.is_dir():

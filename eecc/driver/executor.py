@@ -19,7 +19,7 @@ from eecc.errors import EeccError
 
 EXECUTORS = ("local", "process", "ray")
 MAX_RETRIES = 3
-PRELOAD = ["numpy", "onnxruntime", "eecc.cache", "eecc.exits", "eecc.train.fit", "eecc.search.search"]
+PRELOAD = ["numpy", "onnxruntime", "eecc.data.cache", "eecc.exits.run", "eecc.train.fit", "eecc.search.search"]
 
 
 class Executor:

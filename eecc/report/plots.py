@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # before pyplot: no display on build hosts and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from eecc.graph_picture import STAGE_COLOURS  # noqa: E402
+from eecc.report.graph_picture import STAGE_COLOURS  # noqa: E402
 
 NEVER_LABEL = "never"
 

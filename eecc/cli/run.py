@@ -11,7 +11,7 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from eecc.commands.inspect import console as inspect_console
+from eecc.cli.inspect import console as inspect_console
 from eecc.errors import EeccError
 from eecc.runtime.bundle import BundleError, load_bundle
 

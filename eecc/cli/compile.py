@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from eecc.commands.inspect import console
-from eecc.commands.search import add_search_args, executor_from_args, latency_limit, search_options
+from eecc.cli.inspect import console
+from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
 
 
@@ -45,8 +45,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from eecc.compile import CompileOptions, compile_model
-    from eecc.exits import plan_exits
+    from eecc.driver.compile import CompileOptions, compile_model
+    from eecc.exits.run import plan_exits
 
     model, data = _inputs(args)
     out = Path(args.out) if args.out else Path("out") / Path(model).stem

@@ -10,8 +10,8 @@ from eecc.errors import EeccError
 
 
 def register(subparsers) -> None:
-    from eecc.commands.inspect import parse_shape
-    from eecc.commands.search import add_executor_args
+    from eecc.cli.inspect import parse_shape
+    from eecc.cli.search import add_executor_args
 
     p = subparsers.add_parser("exits", help="train all candidate exit heads (frozen backbone) and score them")
     p.add_argument("model", help="the trained classifier, an ONNX file")
@@ -33,14 +33,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from eecc.exits import run_exits
+    from eecc.exits.run import run_exits
     from eecc.train.fit import TrainConfig
 
     if args.epochs is not None and args.epochs < 1:
         raise EeccError(f"--epochs {args.epochs} must be at least 1")
     config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
-    from eecc.commands.search import executor_from_args
+    from eecc.cli.search import executor_from_args
 
     with executor_from_args(args) as executor:
         result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
@@ -49,7 +49,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
-    from eecc.commands.inspect import console
+    from eecc.cli.inspect import console
 
     out = console()
     table = Table(title=f"exit candidates of {args.model} ({result.plan.blocks.total_macs:,} MACs)")

@@ -25,14 +25,14 @@ def register(subparsers) -> None:
 def show(path: Path, args) -> int:
     summary = bundle_summary(path)
     if getattr(args, "png", None):  # The partitioned block graph
-        from eecc.commands.inspect import write_png
-        from eecc.graph_picture import bundle_dot
+        from eecc.cli.inspect import write_png
+        from eecc.report.graph_picture import bundle_dot
 
         write_png(args, lambda: bundle_dot(path, load_bundle(path).manifest))
     if getattr(args, "json", False):
         print(json.dumps(summary))
         return 0
-    from eecc.commands.inspect import console
+    from eecc.cli.inspect import console
 
     print_bundle(summary, console())
     return 0

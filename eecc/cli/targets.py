@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from eecc.commands.inspect import console as inspect_console
+from eecc.cli.inspect import console as inspect_console
 from eecc.targets.platform import Platform, builtin_platforms, load_platform
 
 

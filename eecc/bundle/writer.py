@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc import __version__, ir
+from eecc import __version__
+from eecc.model import ir
 from eecc.errors import EeccError
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_ensemble import insert_ensemble
@@ -191,7 +192,7 @@ def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
 
 
 def ensemble_weights_of(m: int, mode: str | None) -> dict:
-    from eecc.search.ensemble import DEFAULT_WEIGHTS, ensemble_weights
+    from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights
 
     mode = mode or DEFAULT_WEIGHTS
     return {"mode": mode, "weights": [float(w) for w in ensemble_weights(m, mode)]}

@@ -1,4 +1,4 @@
-"""The ordered pass list; no graph logic lives here."""
+"""Model analysis: load an ONNX model, annotate its costs and find its blocks and candidate exits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Sequence
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc import ir
+from eecc.model import ir
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.fuse_blocks import BlockGraph, fuse_blocks, read_blocks
 

@@ -11,18 +11,18 @@ from typing import Sequence
 
 import numpy as np
 
-from eecc import ir
-from eecc.bundle_writer import (SINGLE_FILE, build_manifest, check_output, make_stages, open_bundle,
+from eecc.model import ir
+from eecc.bundle.writer import (SINGLE_FILE, build_manifest, check_output, make_stages, open_bundle,
                                 single_file_model)
-from eecc.data import Splits
+from eecc.data.splits import Splits
 from eecc.errors import EeccError
-from eecc.exits import plan_exits
+from eecc.exits.run import plan_exits
 from eecc.passes.insert_exits import insert_exits
-from eecc.report import REPORT, threshold_maps, write_report
+from eecc.report.page import REPORT, threshold_maps, write_report
 from eecc.runtime.bundle import MANIFEST
 from eecc.runtime.cascade import Cascade
 from eecc.search.search import SearchOptions, search
-from eecc.search_run import SearchRun, as_splits, search_model
+from eecc.search.run import SearchRun, as_splits, search_model
 from eecc.targets.platform import Platform, load_platform
 
 
@@ -180,7 +180,7 @@ def _nachos(run: SearchRun, splits: Splits, chosen, options: CompileOptions):
     """
     from dataclasses import asdict, replace
 
-    from eecc import cache as fcache
+    from eecc.data import cache as fcache
     from eecc.search.policy import position_costs
     from eecc.search.types import ExitLogits
     from eecc.train.nachos import NachosConfig, export_nachos, predict_nachos, train_nachos
@@ -240,7 +240,7 @@ def _quantize(tmp: Path, models, manifest: dict, splits: Splits, run: SearchRun,
     """Replace the bundle's stages by int8 QDQ stages whose thresholds are searched again on the int8
     stages' own confidences; the float stages stay beside them as stage<k>.<proc>.float.onnx."""
     from eecc.search.confidence import confidence
-    from eecc.search.policy import Objective, Split, evaluate_policy
+    from eecc.search.policy import Objective, SplitScores, evaluate_policy
     from eecc.search.thresholds import NEVER, search_thresholds
     from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
 
@@ -254,9 +254,9 @@ def _quantize(tmp: Path, models, manifest: dict, splits: Splits, run: SearchRun,
 
     def split_of(stage_models, x, y):
         heads, final = stage_logits(stage_models, entries, x)
-        return Split(conf=np.stack([confidence(h, metric) for h in heads]),
-                     pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
-                     y=np.asarray(y, dtype=np.int64))
+        return SplitScores(conf=np.stack([confidence(h, metric) for h in heads]),
+                           pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
+                           y=np.asarray(y, dtype=np.int64))
 
     calib = split_of(quantized, on.rows(0, len(on)), on.y)
     logits, costs = run.exits.logits, np.array([e["exit_macs"] for e in entries], dtype=np.float64)

@@ -75,7 +75,7 @@ def write_report(bundle: str | Path, manifest: dict | None = None, *, progress: 
     bundle = Path(bundle)
     if manifest is None:
         manifest = _load(bundle)
-    from eecc import graph_picture, report_plots
+    from eecc.report import graph_picture, plots as report_plots
 
     builders: dict[str, Callable[[], object]] = {
         "tradeoff": lambda: report_plots.tradeoff(manifest),

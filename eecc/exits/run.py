@@ -14,13 +14,13 @@ from typing import Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from eecc import cache as fcache
-from eecc import ir
-from eecc.data import Splits, load_npz, make_splits
+from eecc.data import cache as fcache
+from eecc.model import ir
+from eecc.data.splits import Splits, load_npz, make_splits
 from eecc.errors import EeccError
-from eecc.executor import Executor, InProcess
-from eecc.heads import DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, candidate_costs, design_from_blocks
-from eecc.pipeline import analyse
+from eecc.driver.executor import Executor, InProcess
+from eecc.exits.heads import DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, candidate_costs, design_from_blocks
+from eecc.model.analyse import analyse
 from eecc.search.types import CandidateCost, ExitLogits
 
 _WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b")

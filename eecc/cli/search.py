@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from eecc.commands.inspect import console as inspect_console, parse_shape
+from eecc.cli.inspect import console as inspect_console, parse_shape
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
-from eecc.search.ensemble import DECISIONS, WEIGHT_MODES
+from eecc.exits.ensemble import WEIGHT_MODES
+from eecc.search.ensemble import DECISIONS
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
 
@@ -63,8 +64,8 @@ def add_search_args(p) -> None:
 
 
 def add_executor_args(p) -> None:
-    """Where feature shards, head training and placement scoring run (eecc/executor.py)."""
-    from eecc.executor import EXECUTORS
+    """Where feature shards, head training and placement scoring run (eecc/driver/executor.py)."""
+    from eecc.driver.executor import EXECUTORS
 
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: this process; process: a local process pool; ray: a Ray cluster (pip install 'eecc[ray]')")
@@ -75,7 +76,7 @@ def add_executor_args(p) -> None:
 
 
 def executor_from_args(args):
-    from eecc.executor import make_executor
+    from eecc.driver.executor import make_executor
 
     return make_executor(args.executor, args.workers, args.ray_address)
 
@@ -107,8 +108,8 @@ def _max_macs(text: str | None, original: int) -> float | None:
 
 
 def run(args) -> int:
-    from eecc.search_run import search_model
-    from eecc.exits import plan_exits
+    from eecc.search.run import search_model
+    from eecc.exits.run import plan_exits
     from eecc.targets.platform import load_platform
 
     t0 = time.perf_counter()

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from eecc.data import Splits, load_npz, make_splits
+from eecc.data.splits import Splits, load_npz, make_splits
 from eecc.errors import EeccError
-from eecc.exits import ExitsRun, Plan, plan_exits, run_exits
+from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.targets.platform import Platform

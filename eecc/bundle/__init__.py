@@ -1,0 +1,1 @@
+"""The bundle: stage ONNX files, the single-file model and manifest.json written to a folder."""

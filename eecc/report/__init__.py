@@ -1,0 +1,1 @@
+"""Presentation: the HTML report (page), its figures (plots) and Graphviz pictures of graphs and bundles."""
