@@ -29,7 +29,7 @@ from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits
 from eecc.passes.insert_gates import insert_gates
 from eecc.passes.split_by_target import split_by_target
-from eecc.model.analyse import analyse
+from eecc.driver.pipeline import analyse
 from eecc.runtime.cascade import Cascade
 from eecc.search.confidence import confidence
 from eecc.targets.platform import load_platform

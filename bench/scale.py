@@ -28,10 +28,11 @@ import numpy as np
 from eecc.examples import datasets
 from eecc.driver.executor import InProcess, ProcessPool, RayExecutor, chunks
 from eecc.data.cache import FeatureCache
-from eecc.exits.run import _splits, run_exits
+from eecc.exits.run import run_exits
 from eecc.search.search import SearchOptions, search
 from eecc.search.synthetic import synthetic_logits
-from eecc.train.fit import TrainConfig, fit_heads
+from eecc.exits.heads import TrainConfig
+from eecc.train.fit import fit_heads
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "fixtures" / "models" / "cnn.onnx"
@@ -66,7 +67,7 @@ def task_times(data, cache: Path) -> dict:
     """In-process time of every task alone: one head (one torch thread), one placement."""
     run = run_exits(MODEL, data, cache_dir=cache, config=TrainConfig())
     fc = FeatureCache(cache, run.plan.graph, [r.spec for r in run.results])
-    feats = {n: fc.fill(s) for n, s in _splits(data, run.plan, None, 0).items() if n != "test"}
+    feats = {n: fc.fill(s) for n, s in run.plan.splits(data).items() if n != "test"}
     y_train, y_val = data["y_train"], data["y_val"]
     heads = []
     for r in run.results:

@@ -198,7 +198,6 @@ def _reference_pass(model: Path, splits, target: str, cache: str) -> float:
 
 
 def run_workload(name: str, cache: str) -> dict:
-    from eecc.search.run import as_splits
     from eecc.exits.run import plan_exits
     from eecc.errors import EeccError
 
@@ -212,7 +211,7 @@ def run_workload(name: str, cache: str) -> dict:
     record = {"workload": name, "label": label, "synthetic": name == "kws", "model": str(model.relative_to(ROOT)),
               "data": data_name, "machine_start": machine(), "max_acc_drop_pt": MAX_ACC_DROP_PT}
     data = data_fn()
-    splits = as_splits(data, plan_exits(model))
+    splits = plan_exits(model).splits(data)
     record["samples"] = {k: int(len(data[f"y_{k}"])) for k in ("train", "val", "test")}
     del data
     record["targets"] = {}

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, make_stages, open_bundle, write_bundle
+from eecc.bundle.writer import build_manifest, open_bundle, write_bundle
+from eecc.driver.pipeline import make_stages
 from eecc.cli import main
 from eecc.targets.codegen import apply_updates, compile_stages
 from eecc.targets.platform import load_platform

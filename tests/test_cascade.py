@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, make_stages, open_bundle, write_bundle
+from eecc.bundle.writer import build_manifest, open_bundle, write_bundle
+from eecc.driver.pipeline import make_stages
 from eecc.cli import main
 from eecc.errors import EeccError
 from eecc.runtime.bundle import BundleError, load_bundle

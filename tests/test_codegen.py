@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, make_stages
+from eecc.bundle.writer import build_manifest
+from eecc.driver.pipeline import make_stages
 from eecc.errors import EeccError
 from eecc.targets.codegen import CPI, TOLERANCE, apply_updates, check_shared_memory, compare_outputs, \
     compile_stages, reference_runs

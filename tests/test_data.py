@@ -99,3 +99,24 @@ def test_cli_exits_bad_data_exits_2(tmp_path, capsys):
     assert main(["exits", str(model), "--data", str(tmp_path / "d.npz"), "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "samples shaped [1, 8, 8] but the model wants [1, 16, 16]" in err
+
+
+def test_one_normaliser_rejects_unknown_keys_in_one_line(tmp_path):
+    """A dict with a misspelt key is a one-line user error from every entry point, not a TypeError."""
+    from pathlib import Path
+
+    from eecc.data.splits import normalise
+    from eecc.driver.compile import CompileOptions, compile_model
+
+    x, y = _xy(20)
+    data = {"x_train": x, "y_train": y, "x_tset": x}
+    with pytest.raises(EeccError) as exc:
+        normalise(data, input_shape=SHAPE, num_classes=3)
+    assert "x_tset" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(EeccError, match="not list"):
+        normalise([x, y], input_shape=SHAPE, num_classes=3)
+    cnn = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+    with pytest.raises(EeccError, match=r"unexpected arrays \['x_tset'\]"):
+        compile_model(cnn, {"x_train": x, "y_train": y, "x_tset": x},
+                      CompileOptions(target="psoc6", out=tmp_path / "out", codegen=False, progress=False))
+    assert not (tmp_path / "out").exists()

@@ -154,7 +154,7 @@ def test_ray_retries_a_killed_worker_and_finishes_with_the_same_result(ray_runti
 
 
 def _config():
-    from eecc.train.fit import TrainConfig
+    from eecc.exits.heads import TrainConfig
 
     return TrainConfig(epochs=3)
 

@@ -6,7 +6,7 @@ import pytest
 
 from eecc.model import ir
 from eecc.errors import EeccError
-from eecc.model.analyse import analyse
+from eecc.driver.pipeline import analyse
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.fuse_blocks import fuse_blocks, read_blocks
 from golden import assert_same_graph, parse, run

@@ -19,10 +19,7 @@ import onnx_graphsurgeon as gs
 from eecc import __version__
 from eecc.model import ir
 from eecc.errors import EeccError
-from eecc.passes.assign_targets import assign_targets
-from eecc.passes.insert_ensemble import insert_ensemble
-from eecc.passes.insert_gates import insert_gates
-from eecc.passes.split_by_target import split_by_target, stage_cost
+from eecc.passes.split_by_target import stage_cost
 from eecc.runtime.bundle import FORMAT, MANIFEST, VERSION
 from eecc.targets.platform import Platform, estimate_exits
 
@@ -30,26 +27,11 @@ SINGLE_FILE = "cascade.single.onnx"
 _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo", "apache-tvm", "torch")
 
 
-def make_stages(graph: gs.Graph, *, cuts: Sequence[str], processors: Sequence[str], thresholds: Sequence[float],
-                metric: str = "max_softmax", platform: Platform | None = None, decision: str = "single",
-                ensemble_weights: str = "desc") -> list[gs.Graph]:
-    """assign_targets → split_by_target → [insert_ensemble] → insert_gates on every stage but the last."""
-    if len(thresholds) != len(cuts):
-        raise EeccError(f"{len(cuts)} exits need {len(cuts)} thresholds, got {len(thresholds)}")
-    stages = split_by_target(assign_targets(graph, cuts=cuts, processors=processors, platform=platform),
-                             platform=platform)
-    if decision == "ensemble":  # stage k decides on the AEP ensemble of exits 0..k
-        stages = [insert_ensemble(s, index=k, mode=ensemble_weights) for k, s in enumerate(stages)]
-    elif decision != "single":
-        raise EeccError(f"unknown decision '{decision}'; choose single or ensemble")
-    return [insert_gates(s, threshold=float(t), metric=metric) for s, t in zip(stages, thresholds)] + [stages[-1]]
-
-
 def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
                    metric: str = "max_softmax", placement_metrics: dict | None = None,
                    pareto: list | None = None, extra: dict | None = None, decision: str = "single",
                    ensemble_weights: str | None = None) -> dict[str, Any]:
-    """The manifest of a bundle; `stages` are the gated stage graphs from make_stages."""
+    """The manifest of a bundle; `stages` are the gated stage graphs (eecc.driver.pipeline.stages)."""
     costs = [stage_cost(s) for s in stages]
     procs = [s.name.split(".", 1)[1] for s in stages]
     estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs])

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from eecc.exits.run import run_exits
-    from eecc.train.fit import TrainConfig
+    from eecc.exits.heads import TrainConfig
 
     if args.epochs is not None and args.epochs < 1:
         raise EeccError(f"--epochs {args.epochs} must be at least 1")

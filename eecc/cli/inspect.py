@@ -39,7 +39,7 @@ def run(args) -> int:
     path = Path(args.path)
     if path.is_dir():
         return _inspect_bundle(path, args)
-    from eecc.model.analyse import analyse
+    from eecc.driver.pipeline import analyse
 
     graph, blocks = analyse(path, input_shape=args.input_shape)
     if getattr(args, "png", None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from eecc.cli.inspect import console as inspect_console
 from eecc.errors import EeccError
+from eecc.progress import progress
 from eecc.runtime.bundle import BundleError, load_bundle
 
 
@@ -41,10 +41,11 @@ def run(args) -> int:
     cascade = Cascade(bundle, threads=args.threads)
     parts = []
     start = time.perf_counter()
-    with _progress(not (args.json or args.quiet), len(x)) as advance:  # Bar with ETA on stderr
+    with progress(not (args.json or args.quiet)) as bar:  # bar with ETA on stderr
+        task = bar("cascade", total=len(x))
         for i in range(0, len(x), args.batch_size):
             parts.append(cascade.run(x[i:i + args.batch_size]))
-            advance(len(parts[-1].exit_stage))
+            task.advance(len(parts[-1].exit_stage))
     wall = time.perf_counter() - start
     summary = summarize(bundle.manifest, np.concatenate([p.logits for p in parts]),
                         np.concatenate([p.exit_stage for p in parts]), np.concatenate([p.macs for p in parts]), y)
@@ -125,18 +126,3 @@ def _print(s: dict) -> None:
                   f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
                   f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
     console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")
-
-
-@contextmanager
-def _progress(enabled: bool, total: int):
-    """Yields advance(n); a rich bar with ETA on stderr when enabled."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("cascade"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as prog:
-        task = prog.add_task("cascade", total=total)
-        yield lambda n: prog.update(task, advance=n)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,6 +25,7 @@ import onnx_graphsurgeon as gs
 from eecc.model import ir
 from eecc.data.splits import Split
 from eecc.exits.heads import HeadSpec
+from eecc.files import replacing
 from eecc.passes.insert_exits import expose_features, feature_name
 
 FINAL = "final"
@@ -89,7 +89,7 @@ class FeatureCache:
         path = self.dir / f"{split.name}-{(fingerprint or split.fingerprint())[:20]}"
         path.mkdir(parents=True, exist_ok=True)
         meta = _read_json(path / "meta.json") or {"rows": len(split), "chunk_rows": self.chunk_rows}
-        _write_json(path / "meta.json", meta)
+        write_json(path / "meta.json", meta)
         rows, step = meta["rows"], meta["chunk_rows"]
         n_chunks = math.ceil(rows / step)
         progress = _read_progress(path)
@@ -120,7 +120,7 @@ class FeatureCache:
                 self.computed_chunks += part
             if on_chunk:
                 on_chunk(n_chunks, n_chunks)
-        _write_json(path / "progress.json", _read_progress(path))
+        write_json(path / "progress.json", _read_progress(path))
         for marker in path.glob("done-*.json"):
             marker.unlink(missing_ok=True)
         return SplitFeatures(path, rows)
@@ -163,7 +163,7 @@ def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]]) -> int:
                 maps[key] = np.load(job.path / _file(key), mmap_mode="r+")
             maps[key][start:stop] = out
         # Written after the rows: a marker never names a chunk whose data is missing.
-        _write_json(job.path / f"done-{c}.json", keys)
+        write_json(job.path / f"done-{c}.json", keys)
     return len(shard)
 
 
@@ -183,14 +183,6 @@ def _split_evenly(items: list, parts: int) -> list[list]:
     from eecc.driver.executor import chunks
 
     return chunks(items, parts)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a reader sees the old file or the whole new one, never a torn write."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = None):
@@ -224,8 +216,6 @@ def _read_json(path: Path):
         return None
 
 
-def _write_json(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
+def write_json(path: Path, value) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 from eecc.errors import EeccError
 
 SPLITS = ("train", "val", "test")
+KEYS = tuple(f"{a}_{s}" for s in SPLITS for a in "xy")  # x_train, y_train, x_val, ...
 VAL_FRACTION = 0.2
 _CHECK_ROWS = 4096
 
@@ -89,6 +91,25 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     return Splits(train, val, test)
 
 
+def normalise(data, *, input_shape: Sequence[int], num_classes: int, scale: float | None = None,
+              seed: int = 0, origin: str = "data") -> Splits:
+    """The one way data comes in: an .npz path, a dict of x_/y_ arrays or `Splits`, validated against the model.
+
+    Raises EeccError (one line) for keys other than KEYS, for another type, and for every check of
+    make_splits.
+    """
+    if isinstance(data, Splits):
+        return data
+    kw = dict(input_shape=input_shape, num_classes=num_classes, scale=scale, seed=seed)
+    if isinstance(data, (str, os.PathLike)):
+        return load_npz(data, **kw)
+    if isinstance(data, dict):
+        _check_keys(data, origin)
+        return make_splits(**data, **kw, origin=origin)
+    raise EeccError(f"{origin}: expected an .npz path, a dict of x_/y_ arrays or Splits, not {type(data).__name__}; "
+                    "pass numpy arrays as a dict such as {'x_train': ..., 'y_train': ...}")
+
+
 def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, scale: float | None = None,
              seed: int = 0) -> Splits:
     """Read x_/y_{train,val,test}; uncompressed members are memory-mapped (data larger than RAM)."""
@@ -99,9 +120,7 @@ def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, 
         arrays = _open_npz(path)
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise EeccError(f"data file '{path}' is not a readable .npz ({exc}); write it with numpy.savez") from None
-    unknown = sorted(set(arrays) - {f"{a}_{s}" for a in "xy" for s in SPLITS})
-    if unknown:
-        raise EeccError(f"data file '{path}' has unexpected arrays {unknown}; allowed are x_/y_ train, val, test")
+    _check_keys(arrays, f"data file '{path}'")
     return make_splits(*(arrays.get(f"{a}_{s}") for s in SPLITS for a in "xy"), input_shape=input_shape,
                        num_classes=num_classes, scale=scale, seed=seed, origin=str(path))
 
@@ -119,6 +138,12 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     mask = np.ones(len(y), bool)
     mask[val_idx] = False
     return np.flatnonzero(mask), val_idx
+
+
+def _check_keys(data: dict, origin: str) -> None:
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise EeccError(f"{origin} has unexpected arrays {unknown}; allowed are {', '.join(KEYS)}")
 
 
 def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndarray, np.ndarray]:

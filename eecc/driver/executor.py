@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
-from eecc.errors import EeccError
+from eecc.errors import EeccError, require
 
 EXECUTORS = ("local", "process", "ray")
 MAX_RETRIES = 3
@@ -105,10 +105,7 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
                  max_retries: int = MAX_RETRIES):
-        try:
-            import ray
-        except ImportError:
-            raise EeccError("--executor ray needs Ray, which is not installed; pip install 'eecc[ray]'") from None
+        ray = require("ray", "ray", "--executor ray")
         self.ray, self.max_retries, self._remote = ray, max_retries, None
         self._started = False
         if not ray.is_initialized():

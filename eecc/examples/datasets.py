@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.files import replacing
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -68,9 +69,8 @@ def save_npz(data: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise EeccError(f"datasets: output '{path}' must end in .npz (numpy appends it otherwise)")
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in data.items()})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        np.savez(tmp, **{k: np.asarray(v) for k, v in data.items()})
     return path
 
 

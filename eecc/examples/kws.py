@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.files import replacing
 
 GENERATOR_VERSION = 1
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -308,12 +308,8 @@ def load(*, seed: int = 0, sizes: dict[str, int] | None = None, splits: tuple[st
         path = folder / f"kws-v{GENERATOR_VERSION}-{key}-{split}.npz"
         if not path.exists():
             x, y = make_split(split, sizes[split], seed=seed, jobs=jobs)
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=folder)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, x=x, y=y)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-            os.replace(tmp, path)  # a concurrent or interrupted run never sees a half-written file
+            with replacing(path) as tmp:  # a concurrent or interrupted run never sees a half-written file
+                np.savez(tmp, x=x, y=y)
         with np.load(path) as z:
             data[f"x_{split}"], data[f"y_{split}"] = z["x"], z["y"]
     return data

@@ -77,6 +77,21 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """How eecc.train.fit trains exit heads; defined here, without torch, so that a cached run needs none."""
+
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float = 2e-2
+    weight_decay: float = 1e-4
+    patience: int = 2
+    seed: int = 0
+    drop_margin: float = 0.02           # first-epoch accuracy must beat chance by this (or 3σ)
+    min_steps: int = 30                 # small data sets get smaller batches so one epoch means something
+    threads: int | None = None          # heads trained at once; None: the machine's cores
+
+
+@dataclass(frozen=True)
 class Design:
     heads: list[HeadSpec]              # accepted candidates, network order
     rejected: dict[str, str]           # tensor → why no head fits there

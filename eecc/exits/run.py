@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -16,11 +14,14 @@ import onnx_graphsurgeon as gs
 
 from eecc.data import cache as fcache
 from eecc.model import ir
-from eecc.data.splits import Splits, load_npz, make_splits
+from eecc.data.splits import Splits, normalise
 from eecc.errors import EeccError
+from eecc.files import replacing
+from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, InProcess
-from eecc.exits.heads import DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, candidate_costs, design_from_blocks
-from eecc.model.analyse import analyse
+from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, TrainConfig, candidate_costs,
+                              design_from_blocks)
+from eecc.driver.pipeline import analyse
 from eecc.search.types import CandidateCost, ExitLogits
 
 _WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b")
@@ -42,6 +43,10 @@ class Plan:
     @property
     def num_classes(self) -> int:
         return int(self.blocks.head.num_classes)
+
+    def splits(self, data, scale: float | None = None, seed: int = 0) -> Splits:
+        """`data` (an .npz path, a dict of x_/y_ arrays or Splits) validated against this model."""
+        return normalise(data, input_shape=self.input_shape, num_classes=self.num_classes, scale=scale, seed=seed)
 
 
 @dataclass
@@ -109,17 +114,15 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     shards and heads run as tasks on `executor` (default: this process); every head is also stored
     under its own key (model, data, spec, config), so a run cut short redoes only unfinished heads.
     """
-    from eecc.train.fit import TrainConfig
-
     config = config or TrainConfig()
     executor = executor or InProcess()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape, budget=budget)
-    splits = _splits(data, plan, scale, config.seed)
+    splits = plan.splits(data, scale, config.seed)
     heads = _select(plan, candidates)
     timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None}
     root = Path(cache_dir) if cache_dir else fcache.default_root()
     chunk_rows = _chunk_rows(plan)
-    with _progress(progress) as bar:
+    with show_progress(progress) as bar:
         t0 = time.perf_counter()
         model_key = fcache.model_digest(plan.graph)
         prints = {name: split.fingerprint() for name, split in splits.items()}
@@ -156,27 +159,14 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
                         threads: int | None = None) -> float:
     """Seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the yardstick)."""
-    splits = _splits(data, plan, scale, seed)
-    return _reference_pass(plan.graph, splits, _chunk_rows(plan), threads, lambda label: (lambda done, total: None))
+    splits = plan.splits(data, scale, seed)
+    with show_progress(False) as bar:
+        return _reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
 
 
 def _chunk_rows(plan: Plan) -> int:
     per_sample = sum(b.activation_bytes for b in plan.blocks.blocks) + 4 * int(np.prod(plan.input_shape))
     return fcache.chunk_rows_for(per_sample)
-
-
-def _splits(data, plan: Plan, scale, seed) -> Splits:
-    if isinstance(data, Splits):
-        return data
-    kw = dict(input_shape=plan.input_shape, num_classes=plan.num_classes, scale=scale, seed=seed)
-    if isinstance(data, (str, os.PathLike)):
-        return load_npz(data, **kw)
-    if isinstance(data, dict):
-        unknown = set(data) - {f"{a}_{s}" for a in "xy" for s in ("train", "val", "test")}
-        if unknown:
-            raise EeccError(f"run_exits: unexpected data keys {sorted(unknown)}; use x_/y_ train, val, test")
-        return make_splits(**data, **kw)
-    raise EeccError(f"run_exits: data must be an .npz path, a dict of arrays or Splits, not {type(data).__name__}")
 
 
 def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
@@ -202,7 +192,7 @@ class _TrainJob:
     val: fcache.SplitFeatures
     y_train: np.ndarray
     y_val: np.ndarray
-    config: object  # TrainConfig
+    config: TrainConfig
     store: Path
     keys: list[str]
 
@@ -225,7 +215,8 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
                          [job.val.features(s) for s in specs], job.y_val, job.config)
         job.store.mkdir(parents=True, exist_ok=True)
         for k, fit in zip(todo, fits):
-            fcache.write_bytes(job.store / f"{job.keys[k]}.pkl", pickle.dumps(fit))
+            with replacing(job.store / f"{job.keys[k]}.pkl") as tmp:
+                tmp.write_bytes(pickle.dumps(fit))
             done[k] = fit
     return [done[k] for k in group]
 
@@ -282,15 +273,14 @@ def _save_trained(store: Path, results, logits: ExitLogits, final_acc) -> None:
     store.mkdir(parents=True, exist_ok=True)
     arrays = {f"{k}.{f}": getattr(r.weights, f) for k, r in enumerate(results) if r.weights is not None
               for f in _WEIGHT_FIELDS if getattr(r.weights, f) is not None}
-    tmp = store / "heads.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(store / "heads.npz")
+    with replacing(store / "heads.npz") as tmp:
+        np.savez(tmp, **arrays)
     logits.save(store / "logits.npz")
     report = {"final_test_accuracy": final_acc, "candidates": [
         {"tensor": r.spec.tensor, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
          "first_epoch_accuracy": r.first_epoch_accuracy, "epochs": r.epochs, "dropped": r.dropped}
         for r in results]}
-    fcache._write_json(store / "report.json", report)  # written last: its presence marks a complete store
+    fcache.write_json(store / "report.json", report)  # written last: its presence marks a complete store
 
 
 def _load_trained(store: Path, heads: list[HeadSpec]):
@@ -319,20 +309,3 @@ def _reference_pass(graph: gs.Graph, splits: Splits, chunk_rows: int, threads, b
             done += 1
             task(done, total)
     return time.perf_counter() - t0
-
-
-@contextmanager
-def _progress(enabled: bool):
-    """Yields `bar(label) -> update(done, total)`; rich bars on stderr when enabled, no-ops otherwise."""
-    if not enabled:
-        yield lambda label: (lambda done, total: None)
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=False) as prog:
-        def bar(label: str):
-            task = prog.add_task(label, total=None)
-            return lambda done, total: prog.update(task, completed=done, total=total)
-        yield bar

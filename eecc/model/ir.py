@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +13,7 @@ import onnx_graphsurgeon as gs
 from onnx import shape_inference
 
 from eecc.errors import EeccError
+from eecc.files import replacing
 
 ANN_PREFIX = "eecc."          # in-memory annotation attrs on gs nodes
 META_PREFIX = "pkg.eecc."     # NodeProto.metadata_props keys on disk
@@ -88,15 +88,8 @@ def save(graph_or_model: gs.Graph | onnx.ModelProto, path: str | os.PathLike) ->
     """Write atomically: a crash never leaves a half-written model at `path`."""
     model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else to_model(graph_or_model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
     return path
 
 

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.files import replacing
+from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
 
 REPORT = "report.html"
@@ -86,29 +88,29 @@ def write_report(bundle: str | Path, manifest: dict | None = None, *, progress: 
     sections, notes = [], []
     for stale in bundle.glob("report.*.png"):  # a figure not drawn this time must not linger from before
         stale.unlink()
-    with _bar(progress, len(FIGURES)) as step:
+    with show_progress(progress) as bar:
+        task = bar("report", total=len(FIGURES))
         for name, title, caption in FIGURES:
             png = bundle / f"report.{name}.png"
             if name == "blocks":
                 if not graph_picture.dot_available():
                     notes.append("block graph skipped: graphviz 'dot' is not installed (apt-get install graphviz)")
-                    step(name)
+                    task.advance(note=name)
                     continue
                 graph_picture.render_png(graph_picture.bundle_dot(bundle, manifest), png)
             else:
                 fig = builders[name]()
                 if fig is None:
                     notes.append(f"{title.lower()}: not drawn, {_missing(name)}")
-                    step(name)
+                    task.advance(note=name)
                     continue
                 fig.savefig(png, dpi=110)
                 report_plots.plt.close(fig)
             sections.append((title, caption, png))
-            step(name)
+            task.advance(note=name)
     out = bundle / REPORT
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(manifest, sections, notes), encoding="utf-8")
-    tmp.replace(out)
+    with replacing(out) as tmp:
+        tmp.write_text(render_html(manifest, sections, notes), encoding="utf-8")
     return out
 
 
@@ -200,32 +202,6 @@ def _get(d: dict, *keys):
 
 def _e(text) -> str:
     return html.escape(str(text))
-
-
-class _bar:
-    """A rich progress bar (stderr) over the figures when enabled; a no-op otherwise."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.progress = enabled, total, None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("report {task.fields[item]}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=Console(stderr=True))
-            self.progress.start()
-            self.task = self.progress.add_task("report", total=self.total, item="")
-        return self.step
-
-    def step(self, item: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, item=item)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
 
 
 _CSS = """body{font-family:system-ui,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}

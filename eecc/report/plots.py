@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from eecc.report.graph_picture import STAGE_COLOURS  # noqa: E402
+from eecc.search.pareto import non_dominated  # noqa: E402
 
 NEVER_LABEL = "never"
 
@@ -26,12 +27,7 @@ def _chosen(manifest: dict) -> dict:
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Non-dominated (mean MACs, accuracy) points: no other point is cheaper and at least as accurate."""
-    front, best = [], -np.inf
-    for macs, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if acc > best:
-            front.append((macs, acc))
-            best = acc
-    return front
+    return non_dominated(points, key=lambda p: p)
 
 
 def tradeoff(manifest: dict):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eecc.search.policy import Objective, PolicyResult, SplitScores, evaluate_policy
+from eecc.search.pareto import non_dominated
 from eecc.search.thresholds import threshold_grid
 
 
@@ -88,15 +89,4 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
         if local and objective.feasible(r.accuracy, r.mean_macs):
             points[(local, r.thresholds)] = ParetoPoint(
                 tuple(candidates[i] for i in local), r.thresholds, r)
-    return _non_dominated(list(points.values()))
-
-
-def _non_dominated(points: list[ParetoPoint]) -> list[ParetoPoint]:
-    keep = []
-    for p in points:
-        dominated = any(q.val.accuracy >= p.val.accuracy and q.val.mean_macs <= p.val.mean_macs
-                        and (q.val.accuracy > p.val.accuracy or q.val.mean_macs < p.val.mean_macs)
-                        for q in points)
-        if not dominated:
-            keep.append(p)
-    return sorted(keep, key=lambda p: p.val.mean_macs)
+    return non_dominated(list(points.values()), key=lambda p: (p.val.mean_macs, p.val.accuracy))

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from eecc.data.splits import Splits, load_npz, make_splits
+from eecc.data.splits import Splits
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates
@@ -36,7 +36,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     """
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
-    data = as_splits(data, plan, scale)
+    data = plan.splits(data, scale)
     placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
                                       max_latency_s=max_latency_s)
     if not any(p.fits for p in placements):
@@ -66,14 +66,6 @@ def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan:
     if limit < floor:
         raise EeccError(f"no feasible placement: max mean MACs {limit:.4g} is below the cheapest possible "
                         f"({floor:.4g}, every sample at the first exit); raise --max-macs")
-
-
-def as_splits(data, plan: Plan, scale: float | None = None) -> Splits:
-    """An .npz path, a dict of x_/y_ arrays, or Splits, validated against the model."""
-    if isinstance(data, Splits):
-        return data
-    kw = dict(input_shape=plan.input_shape, num_classes=plan.num_classes, scale=scale)
-    return make_splits(**data, **kw) if isinstance(data, dict) else load_npz(data, **kw)
 
 
 def default_placement(placements: list[Placement], plan: Plan) -> Placement:

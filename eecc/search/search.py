@@ -19,7 +19,7 @@ from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
 from eecc.search.policy import (Objective, PolicyResult, evaluate_policy, make_split, oracle,
                                 position_costs)
-from eecc.search.thresholds import EXACT_LIMIT, NEVER, grid_tables, search_thresholds, threshold_grid
+from eecc.search.thresholds import EXACT_LIMIT, grid_tables, retune, threshold_grid
 from eecc.search.types import ExitLogits
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
@@ -188,22 +188,13 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> Pl
     # Ensemble decisions swap in splits whose rows are the per-position ensembles.
     calib, test, pos = decision_splits(logits, idx, calib, test, decision=o.decision, metric=o.metric,
                                        mode=o.ensemble_weights, calibrate_on=o.calibrate_on)
-    choice = search_thresholds(calib, pos, costs, objective, method=o.method, fine=o.fine)
-    th, method = choice.thresholds, choice.method
-    if o.calibrate_on == "train" and o.correction != 1.0:
-        th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
-        method += f"+correction{o.correction:g}"
-    sel = evaluate_policy(calib, pos, th, costs)
-    r = evaluate_policy(test, pos, th, costs)
+    rt = retune(calib, pos, costs, objective, o, test=test)
     z = stage_logits(logits, idx, "test", decision=o.decision, mode=o.ensemble_weights)
     return PlacementResult(
         exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
-        thresholds=th, test=r, oracle=oracle(test, pos, costs),
-        val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)),
-        cost=float(test_obj.cost(r.accuracy, r.mean_macs)),
-        feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)),
-        reasons=objective.violations(sel.accuracy, sel.mean_macs), latency_s=latency,
-        method=method, seconds=choice.seconds, extra={"ece": ece_per_exit(z, test.y)})
+        thresholds=rt.thresholds, test=rt.test, oracle=oracle(test, pos, costs), latency_s=latency,
+        method=rt.method, seconds=rt.seconds, extra={"ece": ece_per_exit(z, test.y)},
+        **rt.figures(objective, test_obj))
 
 
 def _point_json(logits, test, exits, th, test_obj) -> dict:

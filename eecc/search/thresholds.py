@@ -225,3 +225,39 @@ def _better(split, exits, costs, objective, a, b):
         return (not objective.feasible(r.accuracy, r.mean_macs),
                 float(objective.cost(r.accuracy, r.mean_macs)))
     return b if key(b) < key(a) else a
+
+
+@dataclass
+class Retuned:
+    """Thresholds of one placement searched on a calibration split, and the policy they give."""
+
+    thresholds: tuple[float, ...]
+    method: str
+    cost: float                  # calibration cost of the search's own choice (before any correction)
+    seconds: float
+    selected: PolicyResult       # calibration split, final thresholds: what feasibility is judged on
+    test: PolicyResult | None    # test split, final thresholds (when a test split was given)
+
+    def figures(self, objective: Objective, test_objective: Objective) -> dict:
+        """val_cost, cost, feasible and reasons as PlacementResult records them."""
+        s, r = self.selected, self.test
+        return {"val_cost": float(objective.cost(s.accuracy, s.mean_macs)),
+                "cost": float(test_objective.cost(r.accuracy, r.mean_macs)),
+                "feasible": bool(objective.feasible(s.accuracy, s.mean_macs)),
+                "reasons": objective.violations(s.accuracy, s.mean_macs)}
+
+
+def retune(calib: SplitScores, exits, costs, objective: Objective, options, *, test: SplitScores | None = None,
+           fine: bool | None = None, grid_size: int = GRID_SIZE) -> Retuned:
+    """The one threshold (re-)search of a fixed placement: the search runs it for every placement, and
+    int8 stages, joint fine-tuning and NACHOS' learned confidences run it again after their numerics
+    changed. `options` is a SearchOptions (method, fine, calibrate_on, correction); with calibration on
+    the training split, thresholds are multiplied by `options.correction` (NEVER stays NEVER)."""
+    choice = search_thresholds(calib, exits, costs, objective, method=options.method,
+                               fine=options.fine if fine is None else fine, grid_size=grid_size)
+    th, method = choice.thresholds, choice.method
+    if options.calibrate_on == "train" and options.correction != 1.0:
+        th = tuple(min(t * options.correction, NEVER) if t < NEVER else t for t in th)
+        method += f"+correction{options.correction:g}"
+    return Retuned(th, method, choice.cost, choice.seconds, evaluate_policy(calib, exits, th, costs),
+                   None if test is None else evaluate_policy(test, exits, th, costs))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eecc.files import replacing
+
 _ARRAYS = ("exit_macs", "val_logits", "test_logits", "final_val_logits", "final_test_logits",
            "y_val", "y_test")
 _OPTIONAL = ("head_macs", "train_logits", "final_train_logits", "y_train")
@@ -93,10 +95,8 @@ class ExitLogits:
         path = Path(path)
         arrays = {name: getattr(self, name) for name in _ARRAYS + _OPTIONAL
                   if getattr(self, name) is not None}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, tensors=np.array(self.tensors, dtype=str),
-                 final_macs=np.int64(self.final_macs), **arrays)
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            np.savez(tmp, tensors=np.array(self.tensors, dtype=str), final_macs=np.int64(self.final_macs), **arrays)
         return path
 
     @classmethod

@@ -154,8 +154,8 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
     from dataclasses import replace
 
     from eecc.search.calibration import ece_per_exit
-    from eecc.search.policy import Objective, evaluate_policy, make_split, oracle, position_costs
-    from eecc.search.thresholds import NEVER, search_thresholds
+    from eecc.search.policy import Objective, make_split, oracle, position_costs
+    from eecc.search.thresholds import retune
     from eecc.search.types import ExitLogits
 
     o, idx = options, list(chosen.indices)
@@ -175,18 +175,12 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
                           o.max_accuracy_drop, o.max_mean_macs)
     test_obj = Objective(logits.final_macs, original["accuracy"], o.w_eff, o.w_acc)
     pos, costs = list(range(len(idx))), position_costs(new, range(len(idx)))
-    choice = search_thresholds(calib, pos, costs, objective, method=o.method, fine=True, grid_size=FINE_GRID)
-    th, method = choice.thresholds, choice.method + f"+grid{FINE_GRID}+finetune"
-    if o.calibrate_on == "train" and o.correction != 1.0:
-        th = tuple(min(t * o.correction, NEVER) if t < NEVER else t for t in th)
-    sel, r = evaluate_policy(calib, pos, th, costs), evaluate_policy(test, pos, th, costs)
-    refit = replace(
-        chosen, thresholds=th, test=r, oracle=oracle(test, pos, costs), method=method,
-        val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)), cost=float(test_obj.cost(r.accuracy, r.mean_macs)),
-        feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)),
-        reasons=objective.violations(sel.accuracy, sel.mean_macs),
-        extra={**chosen.extra, "ece": ece_per_exit(np.concatenate([new.test_logits, new.final_test_logits[None]]),
-                                                   new.y_test)})
+    rt = retune(calib, pos, costs, objective, o, test=test, fine=True, grid_size=FINE_GRID)
+    th, r = rt.thresholds, rt.test
+    ece = ece_per_exit(np.concatenate([new.test_logits, new.final_test_logits[None]]), new.y_test)
+    refit = replace(chosen, thresholds=th, test=r, oracle=oracle(test, pos, costs),
+                    method=rt.method + f"+grid{FINE_GRID}+finetune", extra={**chosen.extra, "ece": ece},
+                    **rt.figures(objective, test_obj))
 
     def accuracies(heads, final, y):
         return [float((z.argmax(-1) == y).mean()) for z in (*heads, final)]

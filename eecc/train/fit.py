@@ -20,23 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from eecc.exits.heads import HeadSpec
+from eecc.exits.heads import HeadSpec, TrainConfig
 from eecc.train.modules import HeadModule, loss_and_grads, predict
 
 STATS_ROWS = 8192
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 1024
-    lr: float = 2e-2
-    weight_decay: float = 1e-4
-    patience: int = 2
-    seed: int = 0
-    drop_margin: float = 0.02           # first-epoch accuracy must beat chance by this (or 3σ)
-    min_steps: int = 30                 # small data sets get smaller batches so one epoch means something
-    threads: int | None = None          # heads trained at once; None: the machine's cores
 
 
 @dataclass

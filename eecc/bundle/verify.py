@@ -1,0 +1,34 @@
+"""Run a written bundle's cascade on the test split: the figures a user gets, and agreement with the search."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eecc.runtime.bundle import MANIFEST
+from eecc.runtime.cascade import Cascade
+
+
+def verify_bundle(path: Path, test, original_accuracy: float, original_macs: int, simulated_exits) -> dict:
+    """`test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample."""
+    x, y = test
+    t0 = time.perf_counter()
+    res = Cascade(path).run(x)
+    wall = time.perf_counter() - t0
+    stages = json.loads((path / MANIFEST).read_text())["stages"]
+    rates = np.bincount(res.exit_stage, minlength=len(stages)) / max(len(y), 1)
+    return {
+        "split": "test", "samples": int(len(y)),
+        "accuracy": float((res.predictions == y).mean()),
+        "original_accuracy": float(original_accuracy),
+        "mean_macs": float(res.macs.mean()), "original_macs": int(original_macs),
+        "exit_rates": [float(r) for r in rates],
+        "mean_latency_s": float(sum(r * s["exit_latency_s"] for r, s in zip(rates, stages))),
+        "mean_energy_j": float(sum(r * s["exit_energy_j"] for r, s in zip(rates, stages))),
+        # The search scores heads on cached fp16 features; the cascade runs them in fp32 on the real graph.
+        "agreement_with_search": float((res.exit_stage == simulated_exits).mean()),
+        "host_wall_s": wall,
+    }

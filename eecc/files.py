@@ -1,0 +1,30 @@
+"""The one way eecc writes a file: whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `path` (same suffix, so numpy adds none); on success it replaces `path`.
+
+    A reader, a concurrent writer or a crash sees the old file or the whole new one, never a torn write;
+    on error the temporary file is removed and `path` is left as it was. The file is made readable by
+    others (mkstemp's 0600 would hide a shared cache from other users).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
