@@ -22,18 +22,25 @@ from __future__ import annotations
 import numpy as np
 
 ROUND_BITS = 31
+HI_BITS = 32  # requantisation keeps the high word of acc·M0 (one SMMUL on an M4), then shifts in int32
 
 
-def lower_int8(mod):
-    """A new IRModule whose `main` computes every matched QDQ island in integers."""
+def lower_int8(mod, *, kernels: str | None = None):
+    """A new IRModule whose `main` computes every matched QDQ island in integers.
+
+    kernels: None = TVM's own operators for everything; "plain" / "dsp" = 2-D convolutions become the
+    hand-scheduled TIR kernels of mcu_kernels (padding and requantisation fused; "dsp" uses the
+    Armv7E-M dual-MAC instructions, so it only builds for Cortex-M4/M7/M33 targets)."""
     import tvm
     from tvm import relax
     from tvm.relax.dpl import rewrite_call
 
-    func = mod["main"]
-    for pattern, rewriter in _rules():
+    if kernels not in (None, "plain", "dsp"):
+        raise ValueError(f"lower_int8: kernels must be None, 'plain' or 'dsp', not {kernels!r}")
+    func, builder = mod["main"], relax.BlockBuilder(mod)
+    for pattern, rewriter in _rules(kernels, builder):
         func = rewrite_call(pattern, rewriter, func)
-    out = tvm.IRModule({**{gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}})
+    out = tvm.IRModule({gv: f for gv, f in builder.get().functions.items() if gv.name_hint != "main"})
     out["main"] = func
     return relax.transform.DeadCodeElimination(["main"])(out)
 
@@ -72,23 +79,37 @@ def _channel(values: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
     return values.reshape(shape)
 
 
+def fixed_point32(multiplier) -> tuple[np.ndarray, np.ndarray]:
+    """(M0 int32, s int32) with multiplier ≈ M0 · 2^-(32+s). For s ≥ 1 (every multiplier < 1/4, all
+    convolutions we have seen) RQ(acc) = (hi32(acc·M0) + 2^(s-1)) >> s, which equals TFLite's
+    single-rounding (acc·M0 + 2^(n-1)) >> n with n = 32 + s exactly (the rounding term is a multiple of
+    2^32), in int32 but for one high multiply. Larger multipliers (s ≤ 0) keep that int64 formula."""
+    m0, n = fixed_point(multiplier)
+    return m0.astype(np.int32), (n - HI_BITS).astype(np.int32)
+
+
 def _requantize(acc, multiplier, zo: int, ndim: int, axis: int = 1):
-    """int32/int64 accumulator in units of s_in -> int8 in units of s_out, multiplier = s_in/s_out."""
+    """int32 accumulator in units of s_in -> int8 in units of s_out, multiplier = s_in/s_out (RQ above)."""
     from tvm import relax
 
-    m0, shift = fixed_point(multiplier)
-    x = relax.op.astype(acc, "int64")
-    x = relax.op.multiply(x, _const(_channel(m0, ndim, axis), "int64"))
-    x = relax.op.add(x, _const(_channel(np.left_shift(np.int64(1), shift - 1), ndim, axis), "int64"))
-    x = relax.op.right_shift(x, _const(_channel(shift, ndim, axis), "int64"))
-    return _saturate(relax.op.add(x, _const(zo, "int64")))
+    m0, shift = fixed_point32(multiplier)
+    x = relax.op.multiply(relax.op.astype(acc, "int64"), _const(_channel(m0, ndim, axis), "int64"))
+    if np.any(shift < 1):
+        n = shift.astype(np.int64) + HI_BITS
+        x = relax.op.add(x, _const(_channel(np.left_shift(np.int64(1), n - 1), ndim, axis), "int64"))
+        x = relax.op.right_shift(x, _const(_channel(n, ndim, axis), "int64"))
+        return _saturate(relax.op.add(x, _const(zo, "int64")))
+    x = relax.op.astype(relax.op.right_shift(x, _const(HI_BITS, "int64")), "int32")
+    x = relax.op.add(x, _const(_channel(np.left_shift(np.int32(1), shift - 1), ndim, axis), "int32"))
+    x = relax.op.right_shift(x, _const(_channel(shift, ndim, axis), "int32"))
+    return _saturate(relax.op.add(x, _const(zo, "int32")), "int32")
 
 
-def _saturate(x):
-    """int64 -> int8 with saturation."""
+def _saturate(x, dtype: str = "int64"):
+    """int64/int32 -> int8 with saturation."""
     from tvm import relax
 
-    x = relax.op.minimum(relax.op.maximum(x, _const(-128, "int64")), _const(127, "int64"))
+    x = relax.op.minimum(relax.op.maximum(x, _const(-128, dtype)), _const(127, dtype))
     return relax.op.astype(x, "int8")
 
 
@@ -117,8 +138,8 @@ class _P:
         return self.is_op("relax.quantize")(inner, self.so, self.zo)
 
 
-def _rules():
-    return [_conv_rule(True), _conv_rule(False), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
+def _rules(kernels: str | None = None, added: dict | None = None):
+    return [_conv_rule(True, kernels, added), _conv_rule(False, kernels, added), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
             _add_rule(), _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
             _passthrough_rule("relax.reshape")]
 
@@ -146,7 +167,7 @@ def _bias(m, bias, acc_scale: np.ndarray, channels: int) -> np.ndarray:
     return np.round(real / acc_scale).astype(np.int64).reshape(channels)
 
 
-def _conv_rule(with_bias: bool):
+def _conv_rule(with_bias: bool, kernels: str | None = None, added: dict | None = None):
     from tvm import relax
 
     p = _P()
@@ -173,18 +194,47 @@ def _conv_rule(with_bias: bool):
         acc_scale = sx * np.broadcast_to(scales.reshape(-1), (cout,))
         pads = [int(v) for v in attrs.padding]
         spatial = len(pads) // 2
+        folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
+        if kernels is not None and two_d and _kernel_fits(call, weights):
+            return _kernel_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, added)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
         x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]
         op = relax.op.nn.conv2d if two_d else relax.op.nn.conv1d
         acc = op(x, _const(weights, "int8"), strides=[int(s) for s in attrs.strides], padding=[0] * len(pads),
                  dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups),
                  data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout, out_dtype="int32")
-        folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
         ndim = 2 + spatial
         acc = relax.op.add(acc, _const(_channel(folded, ndim), "int32"))
         return _requantize(acc, acc_scale / so, zo, ndim)
 
     return pattern, rewrite
+
+
+def _kernel_fits(call, weights: np.ndarray) -> bool:
+    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
+    attrs = call.attrs
+    groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
+    if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
+        return False
+    return groups == 1 or (groups == x_shape[1] == weights.shape[0] and weights.shape[1] == 1)
+
+
+def _kernel_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, added):
+    """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside)."""
+    from tvm import relax
+
+    from eecc.targets import mcu_kernels
+
+    m0, shift = fixed_point32(multiplier)
+    x_shape = [int(d) for d in x.ty.shape.values]
+    build = mcu_kernels.depthwise2d if int(attrs.groups) > 1 else mcu_kernels.conv2d
+    func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
+                                    zo=zo, strides=[int(s) for s in attrs.strides],
+                                    pads=[pads[0], pads[1], pads[2], pads[3]], dsp=kernels == "dsp")
+    gv = added.add_func(func, f"{build.__name__}_int8")
+    args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
+    call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])
+    return relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
 
 
 def _matmul_rule(with_bias: bool):

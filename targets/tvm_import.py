@@ -137,7 +137,7 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     from eecc.targets import int8_lowering  # int8: QDQ islands become integer kernels
 
     if int8_lowering.has_qdq(model):
-        mod = int8_lowering.lower_int8(mod)
+        mod = int8_lowering.lower_int8(mod, kernels=mcu_kernel_kind(target))
     with target:
         seq = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + cpu.dataflow_lower_passes(target)
         mod = tvm.transform.Sequential(seq)(mod)
@@ -150,6 +150,18 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
             funcs[gv] = _shrink_intermediates(func) if reduce_workspace else func
     stage.kernels = tvm.IRModule(funcs)
     return stage
+
+
+DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+
+
+def mcu_kernel_kind(target) -> str | None:
+    """Which int8 convolution kernels a target gets: "dsp" (Armv7E-M and later M cores with the DSP
+    extension), "plain" (other M cores), None (not a microcontroller: TVM's own operators)."""
+    mtriple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
+    if not mtriple.startswith("thumb"):
+        return None
+    return "dsp" if mcpu in DSP_CPUS else "plain"
 
 
 def _shrink_intermediates(func):
@@ -345,7 +357,11 @@ def workspace_bytes(kernels, target) -> int:
     return worst
 
 
-def build_kernels(kernels, target):
+def build_kernels(kernels, target, *, checks: bool = True):
+    """Compiled kernels; checks=False drops the argument checks (types, shapes, strides) that TVM puts in
+    front of every kernel: the eecc driver passes tensors whose shapes it generated, and on a Cortex-M
+    those checks cost ~2 KB of flash and hundreds of instructions per call."""
     import tvm
 
-    return tvm.tirx.build(kernels, target=target)
+    with tvm.transform.PassContext(config={"tirx.disable_assert": not checks}):
+        return tvm.tirx.build(kernels, target=target)

@@ -1,0 +1,200 @@
+"""Hand-scheduled TIR kernels for int8 convolutions on Cortex-M, with requantisation and padding fused.
+
+  conv2d:    y[o, p] = RQ(bias[o] + Σ_k W[o, k] · col_p[k]),  col_p = the K = C·KH·KW inputs of output
+             pixel p (zero point where the window leaves the image), built once per pixel pair
+  depthwise: y[c, p] = RQ(bias[c] + Σ_t W[c, t] · x̃[c, p + t]),  x̃ = one channel plane padded with zx
+
+  RQ(acc) = clamp(zo + ((hi32(acc · M0) + 2^(s-1)) >> s), -128, 127)
+
+The accumulator tile is 2 output channels × 2 pixels. With `dsp` (Armv7E-M) the weights sit in flash as
+int8 words whose bytes are ordered (a0, a2, a1, a3), so `SXTB16` and `SXTB16 ROR 8` widen them into the
+int16 pairs (a0, a1), (a2, a3) that `SMLAD` multiplies with two int16 inputs at once (two MACs per
+instruction, CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16 scheme). Without it the same tile runs with plain
+multiplies (Armv6-M, host tests). hi32 is a single `SMMUL` on the M4: the requantisation is int32 but
+for the product's high word. The kernels are TIR PrimFuncs compiled by TVM's LLVM backend like every
+other kernel; `llvm.arm.*` intrinsics are the only target-specific part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eecc.targets.int8_lowering import HI_BITS
+
+
+def _rq(T, acc, m0, s, zo, wide: bool):
+    """TIR expression of RQ (see module docstring) on int32 `acc`; `wide`: some s ≤ 0, so the int64
+    single-rounding form (see int8_lowering.fixed_point32)."""
+    if wide:
+        n = T.Cast("int64", s + HI_BITS)
+        y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0) + T.shift_left(T.int64(1), n - 1), n)
+        y = T.Cast("int32", T.max(T.min(y64, T.int64(1 << 20)), T.int64(-(1 << 20)))) + T.int32(zo)
+    else:
+        hi = T.Cast("int32", T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0), T.int64(HI_BITS)))
+        y = T.shift_right(hi + T.shift_left(T.int32(1), s - 1), s) + T.int32(zo)
+    return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
+
+
+def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
+    """[O, C, KH, KW] int8 -> ([O2, KP] int8, or [O2, KP/4] int32 words for SMLAD), KP, O2: K padded to a
+    multiple of 4 and O to even with zero weights (their outputs are computed and never stored)."""
+    o, k = w.shape[0], int(np.prod(w.shape[1:]))
+    kp, o2 = -(-k // 4) * 4, o + o % 2
+    flat = np.zeros((o2, kp), np.int8)
+    flat[:o, :k] = w.reshape(o, k)
+    if not dsp:
+        return flat, kp, o2
+    ordered = flat.reshape(o2, kp // 4, 4)[:, :, [0, 2, 1, 3]]
+    return np.ascontiguousarray(ordered).view("<i4").reshape(o2, kp // 4), kp, o2
+
+
+def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
+    """(PrimFunc(x, w, bias, m0, shift, y, acc, col), [w, bias, m0, shift] constants, [(shape, dtype)] of
+    y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
+    are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
+    while noalias parameters let LLVM keep the accumulators in registers.
+    x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); per-channel int32 arrays."""
+    from tvm.script import tirx as T
+
+    _, c, h, wd = (int(v) for v in x_shape)
+    o, _, kh, kw = w.shape
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    packed, kp, o2 = pack_weights(w, dsp)
+    wide = bool(np.any(np.asarray(shift) < 1))
+    k, owp = c * kh * kw, -(-ow // 2)
+    consts = [packed, _pad_to(bias, o2), _pad_to(m0, o2), _pad_to(shift, o2, 1)]
+    wshape = packed.shape
+    smlad, sxtb16 = "llvm.arm.smlad", "llvm.arm.sxtb16"
+
+    @T.macro
+    def store(y, acc, mq, sq, j, r, q):
+        for a in T.unroll(4):
+            if 2 * j + a // 2 < o and 2 * q + a % 2 < ow:
+                y[0, 2 * j + a // 2, r, 2 * q + a % 2] = _rq(T, acc[a], mq[2 * j + a // 2], sq[2 * j + a // 2], zo, wide)
+
+    @T.macro
+    def col_fill(col16, x, y0, x0, base):
+        for ci, ky, kx in T.grid(c, kh, kw):
+            col16[base + (ci * kh + ky) * kw + kx] = T.Cast("int16", T.if_then_else(
+                (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
+                x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)], T.int8(zx)))
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def kernel_dsp(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
+                   b: T.Buffer((o2,), "int32"), mq: T.Buffer((o2,), "int32"), sq: T.Buffer((o2,), "int32"),
+                   y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
+                   col: T.Buffer((kp,), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
+        for e in range(kp - k):
+            col16[k + e] = T.int16(0)
+            col16[kp + k + e] = T.int16(0)
+        for r, q in T.grid(oh, owp):
+            for p in range(2):
+                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp)
+            for j in range(o2 // 2):
+                acc[0] = b[2 * j]
+                acc[1] = b[2 * j]
+                acc[2] = b[2 * j + 1]
+                acc[3] = b[2 * j + 1]
+                for i in range(kp // 4):
+                    wa: T.let[T.int32] = wq[2 * j, i]
+                    wb: T.let[T.int32] = wq[2 * j + 1, i]
+                    a0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wa)
+                    a1: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, _ror8(T, wa))
+                    b0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wb)
+                    b1: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, _ror8(T, wb))
+                    c00: T.let[T.int32] = col[2 * i]
+                    c01: T.let[T.int32] = col[2 * i + 1]
+                    c10: T.let[T.int32] = col[kp // 2 + 2 * i]
+                    c11: T.let[T.int32] = col[kp // 2 + 2 * i + 1]
+                    acc[0] = T.call_llvm_pure_intrin("int32", smlad, a1, c01, T.call_llvm_pure_intrin("int32", smlad, a0, c00, acc[0]))
+                    acc[1] = T.call_llvm_pure_intrin("int32", smlad, a1, c11, T.call_llvm_pure_intrin("int32", smlad, a0, c10, acc[1]))
+                    acc[2] = T.call_llvm_pure_intrin("int32", smlad, b1, c01, T.call_llvm_pure_intrin("int32", smlad, b0, c00, acc[2]))
+                    acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
+                store(y, acc, mq, sq, j, r, q)
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int8"),
+                     b: T.Buffer((o2,), "int32"), mq: T.Buffer((o2,), "int32"), sq: T.Buffer((o2,), "int32"),
+                     y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
+                     col: T.Buffer((kp,), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
+        for r, q in T.grid(oh, owp):
+            for p in range(2):
+                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp)
+            for j in range(o2 // 2):
+                acc[0] = b[2 * j]
+                acc[1] = b[2 * j]
+                acc[2] = b[2 * j + 1]
+                acc[3] = b[2 * j + 1]
+                for i in range(k):
+                    wa: T.let[T.int32] = T.Cast("int32", wq[2 * j, i])
+                    wb: T.let[T.int32] = T.Cast("int32", wq[2 * j + 1, i])
+                    c0: T.let[T.int32] = T.Cast("int32", col16[i])
+                    c1: T.let[T.int32] = T.Cast("int32", col16[kp + i])
+                    acc[0] = acc[0] + wa * c0
+                    acc[1] = acc[1] + wa * c1
+                    acc[2] = acc[2] + wb * c0
+                    acc[3] = acc[3] + wb * c1
+                store(y, acc, mq, sq, j, r, q)
+
+    return (kernel_dsp if dsp else kernel_plain), consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
+
+
+def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
+    """(PrimFunc(x, w, bias, m0, shift, y), constants, output shape) for a depthwise NCHW conv (groups = C,
+    one filter per channel). Each channel plane is first copied into a zx-padded int16 scratch plane, so
+    the tap loop has no bounds checks; the taps are unrolled. `dsp` is accepted for symmetry: depthwise
+    taps have one accumulator each, so SMLAD brings little here and the plain loop is used."""
+    from tvm.script import tirx as T
+
+    _, c, h, wd = (int(v) for v in x_shape)
+    _, _, kh, kw = w.shape
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    hp, wp = h + pt + pb, wd + pl + pr
+    wide = bool(np.any(np.asarray(shift) < 1))
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _pad_to(bias, c), _pad_to(m0, c), _pad_to(shift, c, 1)]
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * kw), "int8"),
+               b: T.Buffer((c,), "int32"), mq: T.Buffer((c,), "int32"), sq: T.Buffer((c,), "int32"),
+               y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((1,), "int32"),
+               plane: T.Buffer((hp * wp,), "int16")):
+        T.func_attr({"tirx.noalias": True})
+        for i in range(hp * wp):
+            plane[i] = T.int16(zx)
+        for ch in range(c):
+            for r, q in T.grid(h, wd):
+                plane[(r + pt) * wp + q + pl] = T.Cast("int16", x[0, ch, r, q])
+            for r, q in T.grid(oh, ow):
+                acc[0] = b[ch]
+                for ky in T.unroll(kh):
+                    for kx in T.unroll(kw):
+                        acc[0] = acc[0] + T.Cast("int32", wq[ch, ky * kw + kx]) * T.Cast(
+                            "int32", plane[(r * sh + ky) * wp + q * sw + kx])
+                y[0, ch, r, q] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+
+    return kernel, consts, [([1, c, oh, ow], "int8"), ([1], "int32"), ([hp * wp], "int16")]
+
+
+def store(y, acc, mq, sq, j, r, q):
+    for a in range(4):
+        oc, px = 2 * j + a // 2, 2 * q + a % 2
+        if oc < o and px < ow:
+            y[0, oc, r, px] = _rq(T, acc[a], mq[oc], sq[oc], zo)
+
+
+def _ror8(T, v):
+    u = T.Cast("uint32", v)
+    return T.Cast("int32", T.bitwise_or(T.shift_right(u, T.uint32(8)), T.shift_left(u, T.uint32(24))))
+
+
+def _pad_to(values, n: int, fill: int = 0) -> np.ndarray:
+    values = np.asarray(values, np.int32).reshape(-1)
+    return np.concatenate([values, np.full(n - values.size, fill, np.int32)])
