@@ -75,9 +75,9 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                 y[0, 2 * j + a // 2, r, 2 * q + a % 2] = _rq(T, acc[a], mq[2 * j + a // 2], sq[2 * j + a // 2], zo, wide)
 
     @T.macro
-    def col_fill(col16, x, y0, x0, base):
+    def col_fill(col16, x, y0, x0, base, dtype):
         for ci, ky, kx in T.grid(c, kh, kw):
-            col16[base + (ci * kh + ky) * kw + kx] = T.Cast("int16", T.if_then_else(
+            col16[base + (ci * kh + ky) * kw + kx] = T.Cast(dtype, T.if_then_else(
                 (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
                 x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)], T.int8(zx)))
 
@@ -93,7 +93,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
             col16[kp + k + e] = T.int16(0)
         for r, q in T.grid(oh, owp):
             for p in range(2):
-                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp)
+                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp, "int16")
             for j in range(o2 // 2):
                 acc[0] = b[2 * j]
                 acc[1] = b[2 * j]
@@ -122,25 +122,20 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                      y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
                      col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
-        col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
+        col8 = T.decl_buffer((4 * kp,), "int8", data=col.data)
         for r, q in T.grid(oh, owp):
             for p in range(2):
-                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp)
-            for j in range(o2 // 2):
-                acc[0] = b[2 * j]
-                acc[1] = b[2 * j]
-                acc[2] = b[2 * j + 1]
-                acc[3] = b[2 * j + 1]
+                col_fill(col8, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp, "int8")
+            for j in range(o):
+                acc[0] = b[j]
+                acc[1] = b[j]
                 for i in range(k):
-                    wa: T.let[T.int32] = T.Cast("int32", wq[2 * j, i])
-                    wb: T.let[T.int32] = T.Cast("int32", wq[2 * j + 1, i])
-                    c0: T.let[T.int32] = T.Cast("int32", col16[i])
-                    c1: T.let[T.int32] = T.Cast("int32", col16[kp + i])
-                    acc[0] = acc[0] + wa * c0
-                    acc[1] = acc[1] + wa * c1
-                    acc[2] = acc[2] + wb * c0
-                    acc[3] = acc[3] + wb * c1
-                store(y, acc, mq, sq, j, r, q)
+                    wa: T.let[T.int32] = T.Cast("int32", wq[j, i])
+                    acc[0] = acc[0] + wa * T.Cast("int32", col8[i])
+                    acc[1] = acc[1] + wa * T.Cast("int32", col8[kp + i])
+                for a in T.unroll(2):
+                    if 2 * q + a < ow:
+                        y[0, j, r, 2 * q + a] = _rq(T, acc[a], mq[j], sq[j], zo, wide)
 
     return (kernel_dsp if dsp else kernel_plain), consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
 

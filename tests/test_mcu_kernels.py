@@ -1,0 +1,136 @@
+"""Hand-scheduled int8 kernels for Cortex-M: numerics against a numpy reference on the host, and the
+Cortex-M4 (SMLAD) build under QEMU bit-exact with TVM's own integer lowering of the same stage."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from eecc.targets import int8_lowering, mcu_kernels, quantize, tvm_import
+
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                               reason="arm-none-eabi-gcc / qemu-system-arm not installed")
+
+
+def reference(x, w, bias, m0, shift, zx, zo, strides, pads, groups=1) -> np.ndarray:
+    """int8 conv, zero point zx outside the image, then RQ = clamp(zo + round(acc·M0·2^-(32+s)))."""
+    _, c, _, _ = x.shape
+    o, ci, kh, kw = w.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=zx)
+    oh, ow = (xp.shape[2] - kh) // strides[0] + 1, (xp.shape[3] - kw) // strides[1] + 1
+    acc = np.zeros((o, oh, ow), np.int64) + np.asarray(bias, np.int64)[:, None, None]
+    for oc in range(o):
+        chans = range(ci) if groups == 1 else [oc]
+        for j, ic in enumerate(chans):
+            for ky in range(kh):
+                for kx in range(kw):
+                    win = xp[0, ic, ky:ky + strides[0] * oh:strides[0], kx:kx + strides[1] * ow:strides[1]]
+                    acc[oc] += int(w[oc, j if groups == 1 else 0, ky, kx]) * win
+    n = np.asarray(shift, np.int64)[:, None, None] + 32
+    y = (acc * np.asarray(m0, np.int64)[:, None, None] + (np.int64(1) << (n - 1))) >> n
+    return np.clip(y + zo, -128, 127).astype(np.int8)[None]
+
+
+def _run_host(func, args, outs) -> np.ndarray:
+    import tvm
+
+    lib = tvm.tirx.build(func.with_attr("global_symbol", "k"), target="llvm")
+    buffers = [tvm.runtime.tensor(np.zeros(shape, dtype)) for shape, dtype in outs]
+    lib["k"](*[tvm.runtime.tensor(a) for a in args], *buffers)
+    return buffers[0].numpy()
+
+
+CASES = [  # (C, H, W, O, KH, KW, strides, pads (top, left, bottom, right), groups)
+    (3, 7, 6, 5, 3, 3, (2, 1), (1, 1, 1, 1), 1),    # odd O and odd output width: the tile's spare lanes
+    (4, 5, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), 1),    # pointwise
+    (1, 9, 10, 4, 10, 4, (2, 2), (5, 1, 5, 1), 1),  # the kws front end: K = 40, asymmetric padding
+    (5, 7, 6, 5, 3, 3, (1, 1), (1, 1, 1, 1), 5),    # depthwise
+    (4, 9, 8, 4, 3, 3, (2, 2), (1, 1, 1, 1), 4),    # depthwise, stride 2
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("scale", [2e-3, 0.6])  # 0.6 ≥ 1/4: the int64 requantisation branch
+def test_plain_kernels_match_the_integer_reference(case, scale):
+    c, h, wd, o, kh, kw, strides, pads, groups = case
+    rng = np.random.default_rng(hash(case) % 2 ** 32)
+    x = rng.integers(-128, 128, (1, c, h, wd)).astype(np.int8)
+    w = rng.integers(-128, 128, (o, c // groups, kh, kw)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, o).astype(np.int32)
+    m0, shift = int8_lowering.fixed_point32(rng.uniform(0.2, 1.0, o) * scale / (kh * kw * c // groups) ** 0.5)
+    build = mcu_kernels.depthwise2d if groups > 1 else mcu_kernels.conv2d
+    func, consts, outs = build(x.shape, w, bias=bias, m0=m0, shift=shift, zx=-3, zo=5, strides=strides,
+                               pads=pads, dsp=False)
+    got = _run_host(func, [x, *consts], outs)
+    want = reference(x, w, bias, m0, shift, -3, 5, strides, pads, groups)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert 0 < np.mean(np.abs(want.astype(int)) < 127)  # not everything saturated
+
+
+def test_high_word_requantisation_equals_single_rounding():
+    """(hi32(acc·M0) + 2^(s-1)) >> s == (acc·M0 + 2^(31+s)) >> (32+s) for every s ≥ 1."""
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-2 ** 31, 2 ** 31, 20000, dtype=np.int64)
+    m0, s = int8_lowering.fixed_point32(rng.uniform(1e-7, 0.249, 20000))
+    m0, s = m0.astype(np.int64), s.astype(np.int64)
+    assert s.min() >= 1
+    hi = (((acc * m0) >> 32) + (np.int64(1) << (s - 1))) >> s
+    n = s + 32
+    assert np.array_equal(hi, (acc * m0 + (np.int64(1) << (n - 1))) >> n)
+
+
+def test_dsp_weights_widen_to_pairs_in_order():
+    """SXTB16(word) and SXTB16(word ROR 8) must give (a0, a1) and (a2, a3) of each group of four."""
+    w = np.arange(-8, 8, dtype=np.int8).reshape(2, 8, 1, 1)
+    packed, kp, o2 = mcu_kernels.pack_weights(w, dsp=True)
+    words = packed.view(np.uint32)
+    lo = lambda v: ((v & 0xFF) ^ 0x80) - 0x80  # noqa: E731 - sign-extended byte
+    pairs = [(lo(v), lo(v >> 16), lo(v >> 8), lo(v >> 24)) for v in words.reshape(-1).astype(np.int64)]
+    assert (kp, o2) == (8, 2)
+    assert [p for q in pairs for p in q] == list(range(-8, 8))
+
+
+@pytest.fixture(scope="module")
+def residual_int8():
+    from test_int8 import residual_stage
+
+    x = np.random.default_rng(1).standard_normal((96, 3, 16, 16)).astype(np.float32)
+    return quantize.quantize_stage(residual_stage(), {"x": x[:64]}), x[64:]
+
+
+def _host_reference(model, x) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    target = tvm.target.Target("llvm")
+    mod = int8_lowering.lower_int8(tvm_import.relax_module(model))
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target)),
+                              tvm.cpu())
+    return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
+
+
+@needs_arm
+def test_m4_stage_with_smlad_kernels_is_bit_exact_and_has_no_argument_checks(residual_int8, tmp_path):
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.codegen import reference_runs
+
+    model, x = residual_int8
+    arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
+    got = emulate_stage(arts, x).outputs["y"]
+    assert np.array_equal(got, _host_reference(model, x))  # TVM's own integer lowering, bit for bit
+    want = reference_runs([model], x)[0][1]["y"]
+    scale = [t for t in model.graph.initializer if t.name == "y_scale"][0].float_data[0]
+    assert np.abs(got - want).max() <= scale * (1 + 1e-4)  # onnxruntime's float QDQ: at most one step
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
+                         text=True, check=True).stdout
+    kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
+    conv = [body for name, body in kernels.items() if name.startswith("conv2d_int8") and "compute" in name]
+    assert conv and all("smlad" in body and "sxtb16" in body for body in conv)
+    wrappers = [body for name, body in kernels.items() if name.startswith("__tvm_ffi_")]
+    # with the checks a wrapper has hundreds of instructions (≈2 KB); without, it only unpacks pointers
+    assert wrappers and max(body.count("\n") for body in wrappers) < 80
