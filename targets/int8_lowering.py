@@ -9,20 +9,20 @@ below turns one such island into integer arithmetic on the int8 tensors themselv
   Q(DQ(a) + DQ(b))                 ->  zo + ((a-za)·Ma + (b-zb)·Mb + ½) >> S   (residual add)
   Q(max_pool(DQ(x))), Q(reshape(DQ(x)))  ->  the same op on x (requantised if the scale changes)
 
-  RQ(acc) = clamp(zo + (acc·M0 + 2^(n-1)) >> n, -128, 127),  M0 ∈ [2^30, 2^31), s_x·s_w/s_o = M0·2^-n
+  RQ(acc) = clamp(zo + (hi32(acc·M0) + 2^(s-1)) >> s, -128, 127),  s_x·s_w/s_o = M0·2^-(32+s)
 
-as TFLite Micro and CMSIS-NN define requantisation (one multiplier and shift per output channel), in
-int64 so that the Cortex-M0+ runs a kernel without a single float operation. The zero point of x is
-folded into the int32 bias (x is padded with zx, so borders need no correction). A pattern that does
-not fit (uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
+TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py)
+in int32 but for one high multiply; no float operation on the Cortex-M0+. The zero point of x is
+folded into the int32 bias (x is padded with zx). On microcontrollers 2-D convolutions become the
+fused kernels of mcu_kernels. A pattern that does not fit (uint8, asymmetric weights, another layout)
+is left as TVM imported it and stays correct.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ROUND_BITS = 31
-HI_BITS = 32  # requantisation keeps the high word of acc·M0 (one SMMUL on an M4), then shifts in int32
+from eecc.targets.fixed_point import HI_BITS, ROUND_BITS, fixed_point, fixed_point32  # noqa: F401 (re-exported)
 
 
 def lower_int8(mod, *, kernels: str | None = None):
@@ -49,18 +49,6 @@ def has_qdq(model) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def fixed_point(multiplier) -> tuple[np.ndarray, np.ndarray]:
-    """(M0, n) with multiplier ≈ M0·2^-n, M0 ∈ [2^30, 2^31) an int32 (TFLite's QuantizeMultiplier)."""
-    mant, exp = np.frexp(np.asarray(multiplier, dtype=np.float64))
-    m0 = np.round(mant * (1 << ROUND_BITS)).astype(np.int64)
-    exp = np.where(m0 == 1 << ROUND_BITS, exp + 1, exp)
-    m0 = np.where(m0 == 1 << ROUND_BITS, 1 << (ROUND_BITS - 1), m0)
-    shift = ROUND_BITS - exp
-    if np.any(shift < 1) or np.any(shift > 62):
-        raise ValueError(f"requantisation multiplier {multiplier} is out of the fixed-point range")
-    return m0, shift.astype(np.int64)
-
-
 # ---- Relax builders -------------------------------------------------------------------------------
 
 def _const(value, dtype):
@@ -77,15 +65,6 @@ def _channel(values: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
     shape = [1] * ndim
     shape[axis] = values.size
     return values.reshape(shape)
-
-
-def fixed_point32(multiplier) -> tuple[np.ndarray, np.ndarray]:
-    """(M0 int32, s int32) with multiplier ≈ M0 · 2^-(32+s). For s ≥ 1 (every multiplier < 1/4, all
-    convolutions we have seen) RQ(acc) = (hi32(acc·M0) + 2^(s-1)) >> s, which equals TFLite's
-    single-rounding (acc·M0 + 2^(n-1)) >> n with n = 32 + s exactly (the rounding term is a multiple of
-    2^32), in int32 but for one high multiply. Larger multipliers (s ≤ 0) keep that int64 formula."""
-    m0, n = fixed_point(multiplier)
-    return m0.astype(np.int32), (n - HI_BITS).astype(np.int32)
 
 
 def _requantize(acc, multiplier, zo: int, ndim: int, axis: int = 1):
@@ -138,8 +117,8 @@ class _P:
         return self.is_op("relax.quantize")(inner, self.so, self.zo)
 
 
-def _rules(kernels: str | None = None, added: dict | None = None):
-    return [_conv_rule(True, kernels, added), _conv_rule(False, kernels, added), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
+def _rules(kernels: str | None = None, builder=None):
+    return [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
             _add_rule(), _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
             _passthrough_rule("relax.reshape")]
 
@@ -167,8 +146,10 @@ def _bias(m, bias, acc_scale: np.ndarray, channels: int) -> np.ndarray:
     return np.round(real / acc_scale).astype(np.int64).reshape(channels)
 
 
-def _conv_rule(with_bias: bool, kernels: str | None = None, added: dict | None = None):
+def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
     from tvm import relax
+
+    from eecc.targets import mcu_kernels
 
     p = _P()
     dqw, (w, sw, zw) = p.dq_const()
@@ -195,8 +176,8 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, added: dict | None =
         pads = [int(v) for v in attrs.padding]
         spatial = len(pads) // 2
         folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
-        if kernels is not None and two_d and _kernel_fits(call, weights):
-            return _kernel_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, added)
+        if kernels is not None and two_d and mcu_kernels.fits(call, weights):
+            return mcu_kernels.relax_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, builder)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
         x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]
         op = relax.op.nn.conv2d if two_d else relax.op.nn.conv1d
@@ -208,33 +189,6 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, added: dict | None =
         return _requantize(acc, acc_scale / so, zo, ndim)
 
     return pattern, rewrite
-
-
-def _kernel_fits(call, weights: np.ndarray) -> bool:
-    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
-    attrs = call.attrs
-    groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
-    if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
-        return False
-    return groups == 1 or (groups == x_shape[1] == weights.shape[0] and weights.shape[1] == 1)
-
-
-def _kernel_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, added):
-    """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside)."""
-    from tvm import relax
-
-    from eecc.targets import mcu_kernels
-
-    m0, shift = fixed_point32(multiplier)
-    x_shape = [int(d) for d in x.ty.shape.values]
-    build = mcu_kernels.depthwise2d if int(attrs.groups) > 1 else mcu_kernels.conv2d
-    func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
-                                    zo=zo, strides=[int(s) for s in attrs.strides],
-                                    pads=[pads[0], pads[1], pads[2], pads[3]], dsp=kernels == "dsp")
-    gv = added.add_func(func, f"{build.__name__}_int8")
-    args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
-    call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])
-    return relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
 
 
 def _matmul_rule(with_bias: bool):

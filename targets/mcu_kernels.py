@@ -19,7 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.int8_lowering import HI_BITS
+from eecc.targets.fixed_point import HI_BITS, fixed_point32
+
+DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+
+
+def kernel_kind(target) -> str | None:
+    """Which int8 convolution kernels a target gets: "dsp" (M cores with the DSP extension), None
+    (TVM's own operators). The "plain" kernels are not used on the M0+ yet: LLVM's register allocation
+    of their tile on Armv6-M's eight low registers measured no better than TVM's own schedule."""
+    mtriple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
+    return "dsp" if mtriple.startswith("thumb") and mcpu in DSP_CPUS else None
 
 
 def _rq(T, acc, m0, s, zo, wide: bool):
@@ -178,11 +188,29 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
     return kernel, consts, [([1, c, oh, ow], "int8"), ([1], "int32"), ([hp * wp], "int16")]
 
 
-def store(y, acc, mq, sq, j, r, q):
-    for a in range(4):
-        oc, px = 2 * j + a // 2, 2 * q + a % 2
-        if oc < o and px < ow:
-            y[0, oc, r, px] = _rq(T, acc[a], mq[oc], sq[oc], zo)
+def fits(call, weights: np.ndarray) -> bool:
+    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
+    attrs = call.attrs
+    groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
+    if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
+        return False
+    return groups == 1 or (groups == x_shape[1] == weights.shape[0] and weights.shape[1] == 1)
+
+
+def relax_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, builder):
+    """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside)."""
+    from tvm import relax
+
+    m0, shift = fixed_point32(multiplier)
+    x_shape = [int(d) for d in x.ty.shape.values]
+    build = depthwise2d if int(attrs.groups) > 1 else conv2d
+    func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
+                                    zo=zo, strides=[int(s) for s in attrs.strides],
+                                    pads=[pads[0], pads[1], pads[2], pads[3]], dsp=kernels == "dsp")
+    gv = builder.add_func(func, f"{build.__name__}_int8")
+    args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
+    call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])
+    return relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
 
 
 def _ror8(T, v):

@@ -134,10 +134,10 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     mod = relax_module(model)
-    from eecc.targets import int8_lowering  # int8: QDQ islands become integer kernels
+    from eecc.targets import int8_lowering, mcu_kernels  # int8: QDQ islands become integer kernels
 
     if int8_lowering.has_qdq(model):
-        mod = int8_lowering.lower_int8(mod, kernels=mcu_kernel_kind(target))
+        mod = int8_lowering.lower_int8(mod, kernels=mcu_kernels.kernel_kind(target))
     with target:
         seq = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + cpu.dataflow_lower_passes(target)
         mod = tvm.transform.Sequential(seq)(mod)
@@ -150,17 +150,6 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
             funcs[gv] = _shrink_intermediates(func) if reduce_workspace else func
     stage.kernels = tvm.IRModule(funcs)
     return stage
-
-
-DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
-
-
-def mcu_kernel_kind(target) -> str | None:
-    """Which int8 convolution kernels a target gets: "dsp" (M cores with the DSP extension), None
-    (TVM's own operators). The "plain" kernels are not used on the M0+ yet: LLVM's register allocation
-    of their tile on Armv6-M's eight low registers measured no better than TVM's own schedule."""
-    mtriple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
-    return "dsp" if mtriple.startswith("thumb") and mcpu in DSP_CPUS else None
 
 
 def _shrink_intermediates(func):
@@ -357,9 +346,7 @@ def workspace_bytes(kernels, target) -> int:
 
 
 def build_kernels(kernels, target, *, checks: bool = True):
-    """Compiled kernels; checks=False drops the argument checks (types, shapes, strides) that TVM puts in
-    front of every kernel: the eecc driver passes tensors whose shapes it generated, and on a Cortex-M
-    those checks cost ~2 KB of flash and hundreds of instructions per call."""
+    """checks=False: no per-kernel argument checks (~2 KB each on a Cortex-M; eecc's driver made the shapes)."""
     import tvm
 
     with tvm.transform.PassContext(config={"tirx.disable_assert": not checks}):
