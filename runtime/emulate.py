@@ -18,6 +18,7 @@ import numpy as np
 ICOUNT_SHIFT = 5
 TICKS_PER_INSTRUCTION = 25e6 / (1e9 / 2**ICOUNT_SHIFT)
 AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"
+CDRIVER = Path(__file__).resolve().parents[1] / "targets" / "cdriver"
 
 
 class EmulationError(RuntimeError):
@@ -62,7 +63,7 @@ def emulate_stage(artifacts, inputs, *, timeout_s: float = 600.0) -> EmulationRe
     data = np.concatenate(blobs, axis=1).tobytes()
     with tempfile.TemporaryDirectory(prefix="eecc-emu-") as tmp:
         Path(tmp, "input.bin").write_bytes(data)
-        cmd, env = _command(stage_dir, man)
+        cmd, env = _command(stage_dir, man, Path(tmp))
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired as exc:
@@ -75,7 +76,7 @@ def emulate_stage(artifacts, inputs, *, timeout_s: float = 600.0) -> EmulationRe
     return _parse(raw, man, n, log)
 
 
-def _command(stage_dir: Path, man: dict) -> tuple[list[str], dict | None]:
+def _command(stage_dir: Path, man: dict, work: Path) -> tuple[list[str], dict | None]:
     run = man["run"]
     if man["kind"] == "mcu":
         qemu = _tool("qemu-system-arm")
@@ -85,10 +86,24 @@ def _command(stage_dir: Path, man: dict) -> tuple[list[str], dict | None]:
     if man["kind"] == "linux-aarch64":
         qemu = _tool("qemu-aarch64")
         env = dict(os.environ, QEMU_LD_PREFIX=AARCH64_SYSROOT)
-        return [qemu, "-cpu", run.get("cpu", "cortex-a76"), "-L", AARCH64_SYSROOT,
+        plugin = insn_plugin(work)
+        count = ["-plugin", str(plugin), "-d", "plugin"] if plugin else []
+        return [qemu, "-cpu", run.get("cpu", "cortex-a76"), "-L", AARCH64_SYSROOT, *count,
                 "-E", f"LD_LIBRARY_PATH={stage_dir.resolve()}",
                 str((stage_dir / run["harness"]).resolve())], env
     raise EmulationError(f"no emulator for stage kind '{man['kind']}'")
+
+
+def insn_plugin(work: Path) -> Path | None:
+    """The instruction-counting TCG plugin built for this host into `work`, or None where QEMU or the host
+    C compiler cannot load/build one (then the stage still runs, uncounted)."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return None
+    out = Path(work) / "insn_count.so"
+    proc = subprocess.run([gcc, "-O2", "-shared", "-fPIC", str(CDRIVER / "insn_count.c"), "-o", str(out)],
+                          capture_output=True, text=True)
+    return out if proc.returncode == 0 else None
 
 
 def _tool(name: str) -> str:
@@ -111,6 +126,9 @@ def _parse(raw: bytes, man: dict, n: int, log: str) -> EmulationResult:
         col += size
     stats = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", log)}
     ticks = stats.get("ticks", 0)
-    instructions = round(ticks / TICKS_PER_INSTRUCTION / max(n, 1)) if man["kind"] == "mcu" else 0
+    if man["kind"] == "mcu":
+        instructions = round(ticks / TICKS_PER_INSTRUCTION / max(n, 1))
+    else:  # the TCG plugin counted eecc_run() alone, `runs` times
+        instructions = round(stats["instructions"] / stats["runs"]) if stats.get("runs") else 0
     return EmulationResult(outputs, instructions, n, ticks, stats.get("workspace_peak", 0),
                            stats.get("stack_used", 0))

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES=(dataset-fashion-mnist qemu-system-arm qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi
-              gcc-aarch64-linux-gnu libc6-dev-arm64-cross pocl-opencl-icd ocl-icd-opencl-dev graphviz
+              gcc-aarch64-linux-gnu libc6-dev-arm64-cross pocl-opencl-icd ocl-icd-opencl-dev clinfo graphviz
               espeak-ng chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -39,9 +39,9 @@ def compile_stage(model: onnx.ModelProto, *, cpu: str = "cortex-a76", out_dir: P
     (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace))
     lib, harness = out_dir / f"lib{name}.so", out_dir / "harness"
     _run([gcc, "-O2", "-shared", "-fPIC", f"-I{CDRIVER}", str(out_dir / "stage.c"),
-          str(CDRIVER / "runtime_common.c"), str(out_dir / "kernels.o"), "-o", str(lib), "-lm"], "link")
+          str(CDRIVER / "runtime_common.c"), str(out_dir / "kernels.o"), "-Wl,-z,now", "-o", str(lib), "-lm"], "link")
     _run([gcc, "-O2", f"-I{CDRIVER}", str(CDRIVER / "host_main.c"), f"-L{out_dir}", f"-l{name}",
-          "-Wl,-rpath,$ORIGIN", "-o", str(harness)], "harness link")
+          "-Wl,-rpath,$ORIGIN", "-Wl,-z,now", "-o", str(harness)], "harness link")
     text, data, bss = _berkeley_size(lib)
     arts = StageArtifacts(
         out_dir=out_dir, cpu=cpu, files=[lib, harness, out_dir / "stage.c", out_dir / "kernels.o",

@@ -23,6 +23,11 @@ def test_shared_library_runs_under_qemu_aarch64_and_matches_onnxruntime(tmp_path
     x = np.random.default_rng(4).standard_normal((2, 3, 16, 16)).astype(np.float32)
     result = emulate_stage(arts, x)
     np.testing.assert_allclose(result.outputs["y"], reference(model, x)["y"], atol=1e-4, rtol=0)
+    # counted by the TCG plugin between the harness's markers: eecc_run only, the same for every sample
+    macs = 8 * 16 * 16 * 27 + 8 * 8 * 8 * 9 + 10 * 8  # conv 3x3, depthwise 3x3, gemm
+    assert macs / 4 <= result.instructions <= 50 * macs  # a NEON FMLA does at most 4 fp32 MACs
+    one = emulate_stage(arts, x[:1])
+    assert abs(one.instructions - result.instructions) <= 0.001 * result.instructions
 
 
 def test_multi_output_stage_on_cortex_a55(tmp_path):
