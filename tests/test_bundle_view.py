@@ -94,3 +94,18 @@ def test_a_folder_that_is_not_a_bundle_is_a_one_line_error(tmp_path, capsys):
     assert main(["inspect", str(tmp_path), "--json"]) == 2
     assert "format 'other' version 1" in capsys.readouterr().err
 
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("aarch64-linux-gnu-gcc", "qemu-aarch64")),
+                    reason="aarch64-linux-gnu-gcc / qemu-aarch64 not installed (Debian: gcc-aarch64-linux-gnu qemu-user)")
+def test_rk3588_bundle_shows_compiled_executed_counted_per_stage(tmp_path, capsys):
+    out, manifest = compiled_bundle(tmp_path / "rk", load_platform("rk3588"))
+    assert main(["inspect", str(out), "--json"]) == 0
+    cpu, gpu = (s["status"] for s in json.loads(capsys.readouterr().out)["stages"])
+    assert cpu == {"compiled": True, "executed": True, "counted": True, "executed_on": "qemu-aarch64"}
+    assert gpu["compiled"] and gpu["executed"] and not gpu["counted"] and "Portable Computing Language" in gpu["executed_on"]
+    assert main(["inspect", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "stage 0 on 'cpu': compiled, executed, counted (on qemu-aarch64)" in text
+    assert "stage 1 on 'gpu': compiled, executed (on Portable Computing Language" in text
+    assert "stage 1 on 'gpu': correctness only" in text

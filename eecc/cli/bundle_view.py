@@ -55,11 +55,26 @@ def bundle_summary(path: Path) -> dict[str, Any]:
         "num_classes": manifest.get("num_classes"),
         "original_macs": manifest.get("original_macs"),
         "confidence_metric": manifest.get("confidence_metric"),
-        "stages": [{k: s.get(k) for k in STAGE_KEYS} for s in manifest["stages"]],
+        "stages": [{**{k: s.get(k) for k in STAGE_KEYS}, "status": stage_status(s)} for s in manifest["stages"]],
         "placement": manifest.get("placement"),
         "codegen": manifest.get("codegen"),
         "single_file": manifest.get("single_file"),
     }
+
+
+def stage_status(stage: dict) -> dict[str, bool | str]:
+    """compiled (target code written), executed (run on an emulator or OpenCL device and compared with
+    onnxruntime), counted (instructions per inference measured), and where it was executed."""
+    cg, emu = stage.get("codegen") or {}, stage.get("emulation") or {}
+    compiled = bool(cg) and "skipped" not in cg
+    executed = compiled and "skipped" not in emu and bool(emu.get("samples"))
+    return {"compiled": compiled, "executed": executed, "counted": executed and bool(emu.get("instructions")),
+            "executed_on": (emu.get("device") or emu.get("emulator")) if executed else None}
+
+
+def _status_text(status: dict) -> str:
+    words = [w for w in ("compiled", "executed", "counted") if status[w]]
+    return ", ".join(words) or "not compiled"
 
 
 def print_bundle(summary: dict, console: Console) -> None:
@@ -91,14 +106,21 @@ def print_codegen(stages: list[dict], console: Console) -> None:
     notes = []
     for s in stages:
         cg, emu, cal = s.get("codegen") or {}, s.get("emulation") or {}, s.get("calibration") or {}
+        status = s.get("status") or stage_status(s)
+        notes.append(f"stage {s['index']} on '{s['target']}': {_status_text(status)}"
+                     + (f" (on {status['executed_on']})" if status["executed_on"] else ""))
         if "skipped" in cg:
             notes.append(f"stage {s['index']} on '{s['target']}': codegen skipped: {cg['skipped']}")
         elif "skipped" in emu:
             notes.append(f"stage {s['index']} on '{s['target']}': not emulated: {emu['skipped']}")
+        if emu.get("purpose"):
+            notes.append(f"stage {s['index']} on '{s['target']}': {emu['purpose']}")
         ram = "" if cg.get("ram_bytes") is None else f"{cg['ram_bytes']:,} ({cg.get('ram_unplanned_bytes', 0):,})"
         ratio = cal.get("calibrated_over_estimate")
+        kernels = _int(cg.get("kernel_count")) + (f" ({cg['schedule_fallbacks']} fallback)"
+                                                  if cg.get("schedule_fallbacks") else "")
         table.add_row(str(s["index"]), s["target"], cg.get("backend", "skipped"), _int(cg.get("flash_bytes")),
-                      ram, _int(cg.get("kernel_count")), _num(cg.get("compile_s")), _int(emu.get("instructions")),
+                      ram, kernels, _num(cg.get("compile_s")), _int(emu.get("instructions")),
                       _num(emu.get("max_abs_error"), "{:.1e}"), _si(s.get("latency_estimate_s"), "s"),
                       _si(s.get("latency_calibrated_s"), "s"), _num(ratio, "{:.2f}×"))
     console.print(table)

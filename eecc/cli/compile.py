@@ -90,10 +90,17 @@ def _print_target_code(stage: dict, console: Console) -> None:
     elif "flash_bytes" in code:
         console.print(f"    TVM: {code['kernel_count']} kernels, flash {code['flash_bytes']:,} B, "
                       f"RAM {code['ram_bytes']:,} B (without buffer reuse {code['ram_unplanned_bytes']:,} B)")
+    elif code.get("backend") == "mali":
+        fallbacks = code.get("schedule_fallbacks") or 0
+        console.print(f"    TVM: {code['kernel_count']} OpenCL kernels"
+                      + (f", {fallbacks} with a fallback schedule" if fallbacks else ""))
     if emu.get("instructions"):
         console.print(f"    QEMU: {emu['instructions']:,} instructions/inference, max error vs onnxruntime "
-                      f"{emu['max_abs_error']:.1e}; calibrated compute {1e3 * stage['latency_calibrated_s']:.1f} ms "
-                      f"vs {1e3 * stage['latency_estimate_s']:.1f} ms estimated")
+                      f"{emu['max_abs_error']:.1e}; calibrated compute {1e3 * stage['latency_calibrated_s']:.3g} ms "
+                      f"vs {1e3 * stage['latency_estimate_s']:.3g} ms estimated")
+    elif emu.get("emulator") == "opencl":
+        console.print(f"    OpenCL ({emu['device']}): max error vs onnxruntime {emu['max_abs_error']:.1e} "
+                      "(correctness only, not speed)")
 
 
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
