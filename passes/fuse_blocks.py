@@ -54,6 +54,8 @@ class Head:
     macs: int
     num_classes: int
     output: str
+    output_kind: str = "logits"        # what the original model output (passes/normalize_output.py)
+    normalized: tuple[str, ...] = ()   # load-time passes that changed the model (eecc/pipeline.py)
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,12 @@ def read_blocks(graph: gs.Graph) -> BlockGraph:
                             candidate_exit=bool(get_ann(closer, "candidate_exit"))))
     head_in = blocks[-1].output
     out = graph.outputs[0]
+    last = out.inputs[0] if out.inputs else None
     head = Head(nodes=tuple(n.name for n in head_nodes), ops=_ops(head_nodes), input=head_in,
                 input_shape=blocks[-1].shape, macs=sum(get_ann(n, "macs", 0) for n in head_nodes),
-                num_classes=int(per_sample_shape(out)[-1]), output=out.name)
+                num_classes=int(per_sample_shape(out)[-1]), output=out.name,
+                output_kind=get_ann(last, "output_kind", "logits") if last else "logits",
+                normalized=tuple(get_ann(last, "normalized", ())) if last else ())
     total_macs = cumulative + head.macs
     total_params = sum(get_ann(n, "params", 0) for n in graph.nodes)
     return BlockGraph(blocks=tuple(blocks), head=head, total_macs=total_macs, total_params=total_params)

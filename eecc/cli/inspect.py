@@ -84,6 +84,8 @@ def model_summary(name: str, bg: BlockGraph) -> dict:
                     "activation_bytes": b.activation_bytes, "candidate_exit": b.candidate_exit}
                    for b in bg.blocks] + [_head_row(bg)],
         "head": {"ops": list(bg.head.ops), "input": bg.head.input, "macs": bg.head.macs},
+        "output_kind": bg.head.output_kind,
+        "normalized": list(bg.head.normalized),
     }
 
 
@@ -107,6 +109,12 @@ def print_blocks(name: str, bg: BlockGraph, console: Console) -> None:
     console.print(f"head blueprint: {' → '.join(bg.head.ops)} on '{bg.head.input}' "
                   f"({bg.head.macs:,} MACs, {bg.head.num_classes} classes)")
     console.print(f"total: {bg.total_macs:,} MACs, {bg.total_params:,} params")
+    if bg.head.output_kind != "logits":
+        console.print(f"output: {bg.head.output_kind} probabilities, read as log-probabilities (softmax of them = "
+                      "the model's own probabilities); every confidence and ECE is computed from those")
+    if bg.head.normalized:
+        console.print(f"normalised on load: {', '.join(bg.head.normalized)} (outputs unchanged; eecc analyses "
+                      "and writes float32 stages)")
 
 
 def _short_ops(ops: list[str]) -> str:

@@ -153,6 +153,9 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
         ensemble_weights=o.ensemble_weights,
         placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None,
         extra={"model": model_name, "original": search_json["original"],
+               # Stage outputs are logits (exits) or log-probabilities (a probability-output final stage).
+               "output": {"kind": run.plan.blocks.head.output_kind,
+                          "normalized": list(run.plan.blocks.head.normalized)},
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
                "mode": "search" if options.search else "default-placement",
                # The report's threshold heatmaps need the candidate logits, which only exist here.

@@ -1,6 +1,7 @@
 """The passes of a compile, in order, in one place; every pass is followed by a check of what it made.
 
-    analysis  ir.load ─▶ annotate_cost ─▶ fuse_blocks                  (the candidate exits; before training)
+    analysis  ir.load ─▶ normalize (load-time passes, eecc/model/normalize.py) ─▶ normalize_output
+              ─▶ annotate_cost ─▶ fuse_blocks                         (the candidate exits; before training)
     exits     insert_exits                                              (the chosen heads; after the search)
     stages    assign_targets ─▶ split_by_target ─▶ [insert_ensemble | attach_confidence] ─▶ insert_gates
 
@@ -28,6 +29,7 @@ from eecc.passes.fuse_blocks import fuse_blocks
 from eecc.passes.insert_ensemble import insert_ensemble
 from eecc.passes.insert_exits import insert_exits
 from eecc.passes.insert_gates import attach_confidence, insert_gates
+from eecc.passes.normalize_output import normalize_output
 from eecc.passes.split_by_target import split_by_target
 from eecc.targets.platform import Platform
 
@@ -87,8 +89,9 @@ def _each(fn: Callable[[gs.Graph], gs.Graph]) -> Callable[[Graphs], Graphs]:
 # ---- the three segments, in compile order ------------------------------------------------------------
 
 def analysis() -> Pipeline:
-    """annotate_cost ─▶ fuse_blocks on a loaded graph (see `analyse`)."""
-    return Pipeline((Step("annotate_cost", _each(annotate_cost), ("macs",)),
+    """normalize_output ─▶ annotate_cost ─▶ fuse_blocks on a loaded graph (see `analyse`)."""
+    return Pipeline((Step("normalize_output", _each(normalize_output)),
+                     Step("annotate_cost", _each(annotate_cost), ("macs",)),
                      Step("fuse_blocks", _each(fuse_blocks), ("macs",))))
 
 
@@ -131,12 +134,9 @@ def analyse(model: str | os.PathLike | onnx.ModelProto | gs.Graph, *, input_shap
     """(annotated graph, BlockGraph): load (if needed), then the analysis segment, then read its blocks."""
     from eecc.passes.fuse_blocks import read_blocks
 
-    if isinstance(model, gs.Graph):
-        graph = model
-    elif isinstance(model, onnx.ModelProto):
-        graph = ir.from_model(model, input_shape=input_shape)
-    else:
-        graph = ir.load(model, input_shape=input_shape)
+    from eecc.model import normalize
+
+    graph = model if isinstance(model, gs.Graph) else normalize.load(model, input_shape=input_shape)
     (graph,) = analysis().run([graph])
     return graph, read_blocks(graph)
 

@@ -22,6 +22,7 @@ from eecc.driver.executor import Executor, InProcess
 from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, TrainConfig, candidate_costs,
                               design_from_blocks)
 from eecc.driver.pipeline import analyse
+from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits
 
 _WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b")
@@ -91,6 +92,8 @@ class ExitsRun:
                 "ece": ece.get(r.spec.tensor),
             } for r in self.results],
             "final_ece": ece.get("final"),
+            "final_test_accuracy": self.final_test_accuracy,
+            "output_kind": output_kind(self.plan.graph),
             "timings": self.timings,
             "peak_rss_mb": self.peak_rss_mb,
         }

@@ -35,6 +35,11 @@ def annotations(node: gs.Node) -> dict[str, Any]:
 def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
          classifier: bool = True) -> gs.Graph:
     """Read an ONNX file into a shape-inferred gs graph, with eecc annotations restored."""
+    return from_model(read(path), input_shape=input_shape, origin=str(path), classifier=classifier)
+
+
+def read(path: str | os.PathLike) -> onnx.ModelProto:
+    """The ModelProto in an ONNX file (external data beside it included); EeccError when unreadable."""
     path = Path(path)
     if not path.exists():
         raise EeccError(f"model file '{path}' does not exist; check the path")
@@ -47,7 +52,7 @@ def load(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
                         "it may be truncated or another format: re-export it with torch.onnx.export") from None
     if not model.graph.node:
         raise EeccError(f"'{path}' contains no ONNX graph nodes; it is not a model exported to ONNX")
-    return from_model(model, input_shape=input_shape, origin=str(path), classifier=classifier)
+    return model
 
 
 def from_model(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
@@ -141,6 +146,11 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
+def set_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, origin: str = "model") -> None:
+    """Fix the non-batch input dims to `input_shape` in place; EeccError when they contradict declared dims."""
+    _fix_input_shape(model, input_shape, origin)
+
+
 def _fix_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, origin: str) -> None:
     inits = {i.name for i in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in inits)
@@ -149,6 +159,12 @@ def _fix_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, 
         if len(input_shape) != len(dims) - 1:
             raise EeccError(f"{origin}: --input-shape {list(input_shape)} has {len(input_shape)} dims but input "
                             f"'{inp.name}' has {len(dims) - 1} non-batch dims; give the shape without the batch dim")
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in list(dims)[1:]]
+        if any(d is not None and d != int(s) for d, s in zip(declared, input_shape)):
+            want = ",".join("?" if d is None else str(d) for d in declared)
+            raise EeccError(f"{origin}: --input-shape {','.join(map(str, input_shape))} contradicts the dims "
+                            f"input '{inp.name}' declares ({want}); leave --input-shape out or give those dims "
+                            "(for data in another layout, transpose the data, not the model's shape)")
         for dim, size in zip(list(dims)[1:], input_shape):
             dim.Clear()
             dim.dim_value = int(size)

@@ -1,0 +1,66 @@
+"""Trained foreign-style classifiers (Softmax output, all-float16, fixed batch 1 with a multi-FC head) go
+through exits, compile and run; every confidence comes from the model's own probabilities."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eecc.cli import main
+from eecc.search.calibration import ece, ece_from_confidence
+from golden import run
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import make_foreign  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def foreign(tmp_path_factory):
+    out = tmp_path_factory.mktemp("foreign")
+    paths = make_foreign.make(out)
+    return paths, out / "cache"
+
+
+def _json(capsys, argv) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_softmax_output_final_ece_and_accuracy_are_the_models_own(foreign, capsys):
+    paths, cache = foreign
+    got = _json(capsys, ["exits", str(paths["softmax"]), "--data", str(paths["data"]), "--json", "--quiet",
+                         "--cache-dir", str(cache)])
+    data = np.load(paths["data"])
+    import onnx
+    probs = run(onnx.load(str(paths["softmax"])), {"input": data["x_test"]})["output"].astype(np.float64)
+    correct = probs.argmax(1) == data["y_test"]
+    assert got["output_kind"] == "softmax"
+    assert abs(got["final_ece"] - ece_from_confidence(probs.max(1), correct)) < 1e-6
+    assert abs(got["final_test_accuracy"] - correct.mean()) < 1e-6
+    # What eecc reported before it read the output as probabilities: softmax applied to probabilities.
+    assert ece(probs, data["y_test"]) > 0.3 > got["final_ece"]
+
+
+@pytest.mark.parametrize("name", ["softmax", "fp16", "multifc"])
+def test_compile_and_run(foreign, capsys, tmp_path, name):
+    paths, cache = foreign
+    out = tmp_path / name
+    manifest = _json(capsys, ["compile", str(paths[name]), "--data", str(paths["data"]), "--target", "psoc6",
+                              "-o", str(out), "--no-codegen", "--no-report", "--quiet", "--json",
+                              "--cache-dir", str(cache)])
+    chosen = manifest["placement"]["metrics"]["search"]
+    ran = _json(capsys, ["run", str(out), "--data", str(paths["data"]), "--json", "--quiet"])
+    assert ran["samples"] == 360 and ran["accuracy"] > 0.85
+    assert abs(ran["accuracy"] - chosen["accuracy"]) < 1e-9
+    normalized = {"softmax": [], "fp16": ["normalize_float"], "multifc": ["unfix_batch"]}[name]
+    assert manifest["output"] == {"kind": "softmax" if name == "softmax" else "logits", "normalized": normalized}
+    if name == "softmax":  # the gates' ECE of the final stage is the model's own
+        data = np.load(paths["data"])
+        import onnx
+        probs = run(onnx.load(str(paths["softmax"])), {"input": data["x_test"]})["output"].astype(np.float64)
+        assert abs(chosen["ece"][-1] - ece_from_confidence(probs.max(1), probs.argmax(1) == data["y_test"])) < 1e-6

@@ -1,0 +1,285 @@
+"""Load-time normalisation passes: golden graphs (BEFORE -> AFTER) and onnxruntime checks that outputs hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc import ir
+from eecc.passes.expand_sum import expand_sum
+from eecc.passes.fold_constants import fold_constants
+from eecc.passes.inline_functions import inline_functions
+from eecc.passes.normalize_float import normalize_float
+from eecc.passes.normalize_opset import normalize_opset
+from eecc.passes.normalize_output import normalize_output, output_kind
+from eecc.passes.remove_dropout import remove_dropout
+from eecc.passes.unfix_batch import unfix_batch
+from golden import assert_same_graph, canonical, parse, run
+
+HEAD = "<float[4, 2, 3, 3] w, float[3, 4] fc, float[3] fcb>"
+OPSET9 = f"""
+<ir_version: 8, opset_import: ["" : 9]>
+g (float[N, 2, 6, 6] x) => (float[N, 3] y) {HEAD}
+{{
+    c = Conv(x, w)
+    u = Upsample<mode = "nearest">(c, scales)
+    p = GlobalAveragePool(u)
+    f = Flatten(p)
+    z = Gemm<transB = 1>(f, fc, fcb)
+    y = Softmax(z)
+}}
+"""
+OPSET13 = f"""
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 2, 6, 6] x) => (float[N, 3] y) {HEAD}
+{{
+    c = Conv(x, w)
+    roi = Constant<value = float[8] {{0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0}}>()
+    u = Resize<mode = "nearest">(c, roi, scales)
+    p = GlobalAveragePool(u)
+    f = Flatten(p)
+    z = Gemm<transB = 1>(f, fc, fcb)
+    y = Softmax<axis = -1>(z)
+}}
+"""
+INLINE_BEFORE = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[2, 2, 1, 1] w>
+{
+    y = local.ConvRelu(x, w)
+}
+<domain: "local", opset_import: ["" : 17]>
+ConvRelu (a, k) => (b)
+{
+    t = Conv(a, k)
+    b = Relu(t)
+}
+"""
+INLINE_AFTER = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[2, 2, 1, 1] w>
+{
+    t = Conv(x, w)
+    y = Relu(t)
+}
+"""
+FOLD_BEFORE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[1] s>
+{
+    shape = Constant<value = int64[4] {2, 2, 1, 1}>()
+    ones = ConstantOfShape<value = float[1] {0.5}>(shape)
+    w = Mul(ones, s)
+    y = Conv(x, w)
+}
+"""
+FOLD_AFTER = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[2, 2, 1, 1] w>
+{
+    y = Conv(x, w)
+}
+"""
+FP16_BEFORE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float16[N, 2, 2, 2] y) <float16[2, 2, 3, 3] w, float16[2] b>
+{
+    h = Cast<to = 10>(x)
+    c = Conv(h, w, b)
+    y = Relu(c)
+}
+"""
+FP16_AFTER = FP16_BEFORE.replace("float16", "float").replace("to = 10", "to = 1")
+DROPOUT_BEFORE = """
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[N, 8] x) => (float[N, 3] y) <float[4, 8] a, float[3, 4] b>
+{
+    h = Gemm<transB = 1>(x, a)
+    r = Relu(h)
+    d, mask = Dropout<ratio = 0.5>(r)
+    y = Gemm<transB = 1>(d, b)
+}
+"""
+DROPOUT_AFTER = """
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[N, 8] x) => (float[N, 3] y) <float[4, 8] a, float[3, 4] b>
+{
+    h = Gemm<transB = 1>(x, a)
+    r = Relu(h)
+    y = Gemm<transB = 1>(r, b)
+}
+"""
+SUM_BEFORE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[2, 2, 1, 1] a, float[2, 2, 1, 1] b>
+{
+    p = Conv(x, a)
+    q = Conv(x, b)
+    y = Sum(x, p, q)
+}
+"""
+SUM_AFTER = SUM_BEFORE.replace("y = Sum(x, p, q)", "s = Add(x, p)\n    y = Add(s, q)")
+BATCH1_BEFORE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 2, 4, 4] x) => (float[1, 3] y) <float[2, 2, 1, 1] w, float[3, 32] fc, int64[2] shape = {1, -1}>
+{
+    c = Conv(x, w)
+    f = Reshape(c, shape)
+    y = Gemm<transB = 1>(f, fc)
+}
+"""
+BATCH1_AFTER = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[2, 2, 1, 1] w, float[3, 32] fc, int64[2] shape = {-1, 32}>
+{
+    c = Conv(x, w)
+    f = Reshape(c, shape)
+    y = Gemm<transB = 1>(f, fc)
+}
+"""
+
+
+def _ir3(text: str) -> onnx.ModelProto:
+    """An IR-3 model: every initializer is also listed as a graph input (old exporters did that)."""
+    model = parse(text.replace("float[3] fcb>", "float[3] fcb, float[4] scales = {1.0, 1.0, 2.0, 2.0}>"))
+    model.ir_version = 3
+    model.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in model.graph.initializer)
+    return model
+
+
+def _check(step, before: onnx.ModelProto, expected: onnx.ModelProto, feeds: dict, *, atol=1e-5) -> onnx.ModelProto:
+    snapshot = before.SerializeToString()
+    after = step(before)
+    assert before.SerializeToString() == snapshot, "the pass mutated its input"
+    assert_same_graph(after, expected)
+    onnx.checker.check_model(after, full_check=True)
+    want, got = run(before, feeds), run(after, feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=atol)
+    return after
+
+
+def _x(*shape):
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def test_normalize_opset_upgrades_opset9_ir3():
+    after = _check(normalize_opset, _ir3(OPSET9), parse(OPSET13.replace(
+        "float[3] fcb>", "float[3] fcb, float[4] scales = {1.0, 1.0, 2.0, 2.0}>")), {"x": _x(2, 2, 6, 6)})
+    assert after.ir_version >= 7 and [o.version for o in after.opset_import if o.domain == ""] == [13]
+    assert [i.name for i in after.graph.input] == ["x"]
+
+
+def test_normalize_opset_leaves_a_modern_model_alone():
+    model = parse(SUM_BEFORE)
+    assert canonical(normalize_opset(model)) == canonical(model)
+
+
+def test_inline_functions():
+    after = _check(inline_functions, parse(INLINE_BEFORE), parse(INLINE_AFTER), {"x": _x(2, 2, 4, 4)})
+    assert not after.functions
+
+
+def test_fold_constants_turns_constant_subgraph_weights_into_initializers():
+    after = _check(fold_constants, parse(FOLD_BEFORE), parse(FOLD_AFTER), {"x": _x(2, 2, 4, 4)})
+    assert [n.op_type for n in after.graph.node] == ["Conv"]
+
+
+def test_normalize_float_computes_in_float32():
+    before = parse(FP16_BEFORE)
+    after = _check(normalize_float, before, parse(FP16_AFTER), {"x": _x(2, 2, 4, 4)}, atol=2e-2)
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in after.graph.initializer)
+
+
+def test_remove_dropout():
+    _check(remove_dropout, parse(DROPOUT_BEFORE), parse(DROPOUT_AFTER), {"x": _x(3, 8)})
+
+
+def test_remove_dropout_keeps_a_used_mask():
+    text = DROPOUT_BEFORE.replace("=> (float[N, 3] y)", "=> (float[N, 3] y, bool[N, 4] mask)")
+    model = parse(text)
+    assert canonical(remove_dropout(model)) == canonical(model)
+
+
+def test_expand_sum():
+    _check(expand_sum, parse(SUM_BEFORE), parse(SUM_AFTER), {"x": _x(2, 2, 4, 4)})
+
+
+def test_unfix_batch_frees_the_batch_and_runs_at_batch_4():
+    before, after = parse(BATCH1_BEFORE), unfix_batch(parse(BATCH1_BEFORE))
+    _check(unfix_batch, before, parse(BATCH1_AFTER), {"x": _x(1, 2, 4, 4)})
+    x = _x(4, 2, 4, 4)
+    rows = np.concatenate([run(before, {"x": x[i:i + 1]})["y"] for i in range(4)])
+    np.testing.assert_allclose(run(after, {"x": x})["y"], rows, rtol=1e-5, atol=1e-5)
+
+
+SOFTMAX_HEAD = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[3, 2] fc>
+{
+    p = GlobalAveragePool(x)
+    f = Flatten(p)
+    z = Gemm<transB = 1>(f, fc)
+    y = {op}(z)
+}
+"""
+
+
+@pytest.mark.parametrize("op, after, kind", [
+    ("Softmax<axis = 1>", "y = LogSoftmax<axis = 1>(z)", "softmax"),
+    ("LogSoftmax", "y = LogSoftmax(z)", "log_softmax"),
+    ("Sigmoid", "a = Neg(z)\n    b = Softplus(a)\n    y = Neg(b)", "sigmoid"),
+    ("Relu", "y = Relu(z)", "logits"),
+])
+def test_normalize_output(op, after, kind):
+    before = parse(SOFTMAX_HEAD.replace("{op}(z)", op + "(z)"))
+    expected = parse(SOFTMAX_HEAD.replace("y = {op}(z)", after))
+    graph = ir.from_model(before)
+    out_graph = normalize_output(graph)
+    assert output_kind(graph) == "logits" and output_kind(out_graph) == kind  # input graph untouched
+    model = ir.to_model(out_graph)
+    assert_same_graph(model, expected)
+    onnx.checker.check_model(model, full_check=True)
+    x = _x(5, 2, 4, 4)
+    probs, logp = run(before, {"x": x})["y"], run(model, {"x": x})["y"]
+    softmax = np.exp(logp - logp.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    want = {"softmax": probs, "log_softmax": np.exp(probs), "sigmoid": probs / probs.sum(1, keepdims=True)}
+    if kind in want:
+        np.testing.assert_allclose(softmax, want[kind], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(logp, probs)
+
+
+QDQ = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[3, 2] fc, float s = {0.1}, uint8 zp = {128}>
+{
+    q = QuantizeLinear(x, s, zp)
+    d = DequantizeLinear(q, s, zp)
+    p = GlobalAveragePool(d)
+    f = Flatten(p)
+    y = Gemm<transB = 1>(f, fc)
+}
+"""
+
+
+def test_quantised_model_is_refused_naming_quantisation():
+    from eecc.errors import EeccError
+    from eecc.pipeline import analyse
+    with pytest.raises(EeccError, match="int8-quantised model .*DequantizeLinear, QuantizeLinear.*float model"):
+        analyse(parse(QDQ))
+
+
+def test_input_shape_must_agree_with_declared_dims(tmp_path, capsys):
+    from eecc.cli import main
+    path = tmp_path / "m.onnx"
+    onnx.save(parse(OPSET13.replace("float[3] fcb>", "float[3] fcb, float[4] scales = {1.0, 1.0, 2.0, 2.0}>")),
+              str(path))
+    assert main(["inspect", str(path), "--input-shape", "6,6,2"]) == 2
+    err = capsys.readouterr().err
+    assert "contradicts the dims input 'x' declares (2,6,6)" in err and "leave --input-shape out" in err
+    assert main(["inspect", str(path), "--input-shape", "2,6,6"]) == 0  # the advice, followed
+    assert main(["inspect", str(path)]) == 0
