@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from eecc import ir
+from eecc.model import ir
 from eecc.passes.expand_sum import expand_sum
 from eecc.passes.fold_constants import fold_constants
 from eecc.passes.inline_functions import inline_functions
@@ -268,7 +268,7 @@ g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[3, 2] fc, float s = {0.1}, uin
 
 def test_quantised_model_is_refused_naming_quantisation():
     from eecc.errors import EeccError
-    from eecc.pipeline import analyse
+    from eecc.model.analyse import analyse
     with pytest.raises(EeccError, match="int8-quantised model .*DequantizeLinear, QuantizeLinear.*float model"):
         analyse(parse(QDQ))
 
