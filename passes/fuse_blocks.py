@@ -5,9 +5,12 @@ input to the output passes through (dominators of the output, found with network
 block, or any branch that re-merges, collapses into one block:  x -> [Conv..Add(x, ·)] -> Relu.
 Post-ops (BatchNormalization, Relu, Clip, HardSwish, …) that form a block on their own fuse into the
 block before them:  Block(Conv) + Block(Relu) -> Block(Conv, Relu).
-The trailing blocks made only of classifier ops (global pooling, flatten/reshape, Gemm/MatMul, bias)
-form the head — the exit blueprint. Candidate exit points are the outputs of backbone blocks, except
-the head's own input (an exit there would duplicate the final classifier).
+The head (the exit blueprint) is found by structure, not by op pattern: it is everything after the last
+block whose output still has spatial extent > 1 (pooling of any kind, reshapes, several Gemms with
+activations and dropout, a final Softmax), plus a 1×1 conv classifier that maps that block's input
+to the classes. Candidate exit points are the outputs of backbone blocks that are feature maps
+((C, L) or (C, H, W) with extent > 1), except the head's own input (an exit there would duplicate
+the final classifier). Rank-2 and head-internal tensors are never candidates.
 """
 
 from __future__ import annotations
@@ -23,11 +26,6 @@ from eecc.model.ir import get_ann, per_sample_shape, set_ann
 
 POST_OPS = {"BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid",
             "Tanh", "Elu", "Selu", "Gelu", "Mish", "Softplus", "Dropout", "Identity", "Mul", "Add", "Div", "Sub"}
-POOL_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
-CLASSIFIER_OPS = {"Gemm", "MatMul"}
-HEAD_OPS = POOL_OPS | CLASSIFIER_OPS | {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Add", "Dropout",
-                                       "Identity", "Relu", "Softmax", "LogSoftmax", "Constant", "Shape",
-                                       "Gather", "Concat", "Cast", "Slice"}
 SOURCE, SINK = "<input>", "<output>"
 
 
@@ -86,7 +84,9 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
             set_ann(node, "block", index)
             set_ann(node, "role", role)
         set_ann(closer, "closes_block", True)
-        set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1)
+        set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1
+                and len(per_sample_shape(closer.outputs[0]) or ()) in (2, 3)
+                and _spatial_extent(closer.outputs[0]) > 1)
     return graph
 
 
@@ -204,32 +204,45 @@ def _fuse_post_ops(members: list[tuple[gs.Node, list[gs.Node]]]) -> list[tuple[g
 
 
 def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -> int:
-    start = len(members)
-    while start > 0 and all((n.op in HEAD_OPS or _is_shape_arithmetic(n)) and not _is_merge(n)
-                            for n in members[start - 1][1]):
-        start -= 1
-    head_ops = {n.op for _, nodes in members[start:] for n in nodes}
-    if start == len(members) or not head_ops & CLASSIFIER_OPS:
-        raise EeccError("fuse_blocks: no classifier head found at the end of the model; expected "
-                        "[GlobalAveragePool|ReduceMean] -> [Flatten|Reshape] -> Gemm|MatMul(+Add) producing "
-                        f"'{graph.outputs[0].name}'")
-    if start < 2:
+    """Index of the first head block: the head is everything after the last block whose output still has
+    spatial extent > 1, whatever its ops (DESIGN.md decision 14); a 1×1 conv classifier that maps such a
+    map to the classes (SqueezeNet) belongs to the head too."""
+    out = graph.outputs[0]
+    if _spatial_extent(out) > 1:
+        raise EeccError(f"fuse_blocks: no classifier head: the output '{out.name}' is a feature map (per-sample "
+                        f"shape {list(per_sample_shape(out))}), not class scores; eecc needs a classifier whose "
+                        "output is [N, classes]")
+    spatial = [i for i, (closer, _) in enumerate(members) if _spatial_extent(closer.outputs[0]) > 1]
+    if not spatial:
+        raise EeccError(f"fuse_blocks: no tensor with spatial extent > 1 lies on every path to '{out.name}' "
+                        "(a model without feature maps, e.g. an MLP, or one whose branches only merge at the "
+                        "end); eecc places exits on feature maps of convolutional or sequence backbones")
+    last = spatial[-1]
+    classes = (per_sample_shape(out) or (0,))[-1]
+    if last > 0 and _is_conv_classifier(members[last][1], classes):
+        last -= 1
+    if last < 1:
         raise EeccError("fuse_blocks: no candidate exit point before the classifier head; the backbone needs "
                         "at least two blocks that every input-to-output path passes through")
-    return start
+    return last + 1
 
 
-def _is_merge(node: gs.Node) -> bool:
-    """An Add/Concat of two computed float tensors is a residual or branch merge, never part of a head."""
-    return node.op in {"Add", "Concat"} and sum(
-        isinstance(i, gs.Variable) and not _is_const_var(i) and bool(i.inputs) and not _is_integer(i)
-        for i in node.inputs) > 1
+def _spatial_extent(tensor: gs.Tensor) -> int:
+    """H·W of a (C, H, W) map, L of a (C, L) sequence; 0 for vectors, scalars and unknown shapes."""
+    shape = per_sample_shape(tensor)
+    if shape is None or len(shape) < 2 or _is_integer(tensor):
+        return 0
+    return int(np.prod(shape[1:], dtype=np.int64))
 
 
-def _is_shape_arithmetic(node: gs.Node) -> bool:
-    """Integer-only nodes (Shape → Gather → Mul → Range …) compute shapes and indices, not features:
-    exporters emit them inside classifier heads (e.g. dynamo's as_strided decomposition)."""
-    return bool(node.outputs) and all(_is_integer(o) for o in node.outputs)
+def _is_conv_classifier(nodes: list[gs.Node], classes: int) -> bool:
+    """One 1×1 Conv (plus post-ops) producing exactly `classes` channels: a classifier, not a feature."""
+    convs = [n for n in nodes if not _is_post_op(n) and n.op != "Constant"]
+    if len(convs) != 1 or convs[0].op != "Conv":
+        return False
+    weight = convs[0].inputs[1]
+    shape = tuple(weight.shape) if weight.shape is not None else ()
+    return len(shape) >= 3 and shape[0] == classes and all(k == 1 for k in shape[2:])
 
 
 def _is_integer(tensor: gs.Tensor) -> bool:

@@ -23,7 +23,7 @@ def test_json_contract(tmp_path):
     proc = eecc("inspect", path, "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {"model", "total_macs", "total_params", "blocks", "head"}
+    assert set(data) == {"model", "total_macs", "total_params", "blocks", "head", "output_kind", "normalized"}
     assert set(data["head"]) == {"ops", "input", "macs"}
     keys = {"index", "ops", "output", "shape", "macs", "cumulative_macs", "params", "activation_bytes",
             "candidate_exit"}
