@@ -31,7 +31,10 @@ def annotate_cost(graph: gs.Graph) -> gs.Graph:
     """Requires static per-sample shapes (ir.load provides them). Does not mutate its input."""
     graph = graph.copy()
     for node in graph.nodes:
-        macs, other = _macs(node), _other_ops(node)
+        # Integer-only nodes compute shapes and indices (Shape -> Gather -> Div of a channel shuffle):
+        # no MACs, no other ops, and their scalar outputs have no per-sample shape to ask for.
+        shape_math = bool(node.outputs) and all(_is_integer(o) for o in node.outputs)
+        macs, other = (0, 0) if shape_math else (_macs(node), _other_ops(node))
         # Integer constants are shapes and axes, not weights.
         weights = [w for w in _constant_inputs(node) if np.issubdtype(w.dtype, np.floating)]
         set_ann(node, "macs", int(macs))
@@ -111,3 +114,7 @@ def _bytes(tensor: gs.Tensor) -> int:
     if shape is None or tensor.dtype is None:
         return 0
     return math.prod(shape) * np.dtype(tensor.dtype).itemsize
+
+
+def _is_integer(tensor: gs.Tensor) -> bool:
+    return tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)

@@ -84,7 +84,8 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
             set_ann(node, "block", index)
             set_ann(node, "role", role)
         set_ann(closer, "closes_block", True)
-        set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1
+        # One output only: a Split that dominates the output hands on more than its first output.
+        set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1 and len(closer.outputs) == 1
                 and len(per_sample_shape(closer.outputs[0]) or ()) in (2, 3)
                 and _spatial_extent(closer.outputs[0]) > 1)
     return graph
@@ -132,7 +133,9 @@ def _ops(nodes: list[gs.Node]) -> tuple[str, ...]:
 
 
 def _dataflow(graph: gs.Graph) -> nx.DiGraph:
-    """Node-level DAG with a source at the input and a sink at the output; constants carry no data."""
+    """Node-level DAG with a source at the input and a sink at the output. Constants carry no data, and
+    neither do integer tensors: shape arithmetic that starts at Shape(input) (dynamo's as_strided index
+    chains) would otherwise be a path around the whole backbone, leaving no dominator but the end."""
     flow = nx.DiGraph()
     flow.add_nodes_from([SOURCE, SINK])
     producer = {out.name: node.name for node in graph.nodes for out in node.outputs}
@@ -140,7 +143,7 @@ def _dataflow(graph: gs.Graph) -> nx.DiGraph:
         flow.add_node(node.name)
         for inp in node.inputs:
             if isinstance(inp, gs.Variable):
-                if inp.name in producer:
+                if inp.name in producer and not _is_integer(inp):
                     flow.add_edge(producer[inp.name], node.name)
                 elif inp in graph.inputs:
                     flow.add_edge(SOURCE, node.name)
