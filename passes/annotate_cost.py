@@ -66,6 +66,12 @@ def _shape(node: gs.Node, tensor: gs.Tensor, what: str) -> tuple[int, ...]:
     if isinstance(tensor, gs.Constant):
         return tuple(tensor.shape)
     shape = per_sample_shape(tensor)
+    symbolic = [i for i, d in enumerate(tensor.shape or ()) if not isinstance(d, (int, np.integer))]
+    if tensor.shape is not None and len(tensor.shape) == 0:
+        return ()  # a scalar (e.g. attention's 1/sqrt(d) computed from a shape): no batch dim
+    if shape is None and len(symbolic) == 1:
+        # The batch moved off axis 0 (attention's permute(2, 0, 3, 1, 4)): the one symbolic dim is it.
+        shape = tuple(int(d) for i, d in enumerate(tensor.shape) if i != symbolic[0])
     if shape is None:
         raise EeccError(f"annotate_cost: node '{node.name}' ({node.op}) has {what} '{tensor.name}' with unknown "
                         f"shape {tensor.shape}; export with a static input shape or pass --input-shape")

@@ -64,3 +64,18 @@ def test_compile_and_run(foreign, capsys, tmp_path, name):
         import onnx
         probs = run(onnx.load(str(paths["softmax"])), {"input": data["x_test"]})["output"].astype(np.float64)
         assert abs(chosen["ece"][-1] - ece_from_confidence(probs.max(1), probs.argmax(1) == data["y_test"])) < 1e-6
+
+
+def test_channels_last_data_gets_transpose_advice_that_works(foreign, capsys, tmp_path):
+    paths, cache = foreign
+    data = dict(np.load(paths["data"]))
+    nhwc = {k: (v.transpose(0, 2, 3, 1) if k.startswith("x_") else v) for k, v in data.items()}
+    np.savez(tmp_path / "nhwc.npz", **nhwc)
+    argv = ["exits", str(paths["softmax"]), "--json", "--quiet", "--cache-dir", str(cache), "--data"]
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "nhwc.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "channels-last (NHWC): store x.transpose(0, 3, 1, 2)" in err and "--input-shape" not in err
+    fixed = {k: (v.transpose(0, 3, 1, 2) if k.startswith("x_") else v) for k, v in nhwc.items()}
+    np.savez(tmp_path / "fixed.npz", **fixed)
+    assert _json(capsys, [*argv, str(tmp_path / "fixed.npz")])["final_test_accuracy"] > 0.9

@@ -158,7 +158,7 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
         raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
     if tuple(x.shape[1:]) != input_shape:
         raise EeccError(f"{where} has samples shaped {list(x.shape[1:])} but the model wants {list(input_shape)} "
-                        "(without the batch dim); reshape the data or pass --input-shape")
+                        f"(without the batch dim); {_layout_advice(tuple(x.shape[1:]), tuple(input_shape))}")
     if len(x) == 0:
         raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
     if y.ndim != 1 or len(y) != len(x):
@@ -208,3 +208,15 @@ def _memmap_member(path: Path, raw, info: zipfile.ZipInfo) -> np.ndarray:
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype, order=order)
     return np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape, order=order)
+
+
+def _layout_advice(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """What to do about a sample-shape mismatch: a layout change is a transpose of the data, never
+    --input-shape (that only fills in dims the model leaves symbolic)."""
+    if len(got) == len(want) == 3 and got == (want[1], want[2], want[0]):
+        return "the data are channels-last (NHWC): store x.transpose(0, 3, 1, 2)"
+    if len(got) == len(want) == 3 and got == (want[2], want[0], want[1]):
+        return "the data are channels-first (NCHW): store x.transpose(0, 2, 3, 1)"
+    if int(np.prod(got)) == int(np.prod(want)):
+        return f"reshape the data: x.reshape(len(x), {', '.join(map(str, want))})"
+    return "give data of the shape the model was trained on (or a model exported for this shape)"

@@ -49,10 +49,23 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor)
+    if not full_search:
+        _check_default_heads(exits)
     t2 = time.perf_counter()
     result = search(exits.logits, placements=placements, options=options, strict=strict, executor=executor)
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
     return SearchRun(plan, platform, placements, exits, result, data, timings)
+
+
+def _check_default_heads(exits: ExitsRun) -> None:
+    """The default placement is one placement: a dropped head leaves nothing to search, and the search
+    would then blame the platform limits for it."""
+    dropped = [r for r in exits.results if r.dropped]
+    if dropped:
+        r = dropped[0]
+        raise EeccError(f"the default placement's exit at '{r.spec.tensor}' was dropped: its head reached "
+                        f"{r.first_epoch_accuracy:.1%} validation accuracy after one epoch, no better than chance; "
+                        "run compile with --search to consider other exit placements")
 
 
 def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan) -> None:
