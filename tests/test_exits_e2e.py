@@ -84,7 +84,8 @@ def test_cli_json(first, data, tmp_path, capsys):
     assert main(["exits", str(MODEL), "--data", str(path), "--cache-dir", str(cache), "--json",
                  "--reference-pass"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"backbone_macs", "candidates", "timings", "peak_rss_mb", "final_ece"}
+    assert set(out) == {"backbone_macs", "candidates", "timings", "peak_rss_mb", "final_ece", "final_test_accuracy",
+                        "output_kind"}
     assert set(out["candidates"][0]) == {"tensor", "head_macs", "exit_cost_macs", "val_accuracy",
                                          "test_accuracy", "dropped", "ece"}
     assert all(0 <= c["ece"] <= 1 for c in out["candidates"] if not c["dropped"])
