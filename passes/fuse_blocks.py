@@ -53,7 +53,7 @@ class Head:
     num_classes: int
     output: str
     output_kind: str = "logits"        # what the original model output (passes/normalize_output.py)
-    normalized: tuple[str, ...] = ()   # load-time passes that changed the model (eecc/model/analyse.py)
+    normalized: tuple[str, ...] = ()   # load-time passes that changed the model (eecc/model/normalize.py)
 
 
 @dataclass(frozen=True)

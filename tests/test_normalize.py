@@ -268,7 +268,7 @@ g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[3, 2] fc, float s = {0.1}, uin
 
 def test_quantised_model_is_refused_naming_quantisation():
     from eecc.errors import EeccError
-    from eecc.model.analyse import analyse
+    from eecc.driver.pipeline import analyse
     with pytest.raises(EeccError, match="int8-quantised model .*DequantizeLinear, QuantizeLinear.*float model"):
         analyse(parse(QDQ))
 

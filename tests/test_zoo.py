@@ -14,7 +14,7 @@ import pytest
 
 from eecc.cli import main
 from eecc.model import ir
-from eecc.model.analyse import analyse
+from eecc.driver.pipeline import analyse
 from golden import run
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
