@@ -79,3 +79,12 @@ def test_channels_last_data_gets_transpose_advice_that_works(foreign, capsys, tm
     fixed = {k: (v.transpose(0, 3, 1, 2) if k.startswith("x_") else v) for k, v in nhwc.items()}
     np.savez(tmp_path / "fixed.npz", **fixed)
     assert _json(capsys, [*argv, str(tmp_path / "fixed.npz")])["final_test_accuracy"] > 0.9
+
+
+def test_vision_transformer_gets_exits_on_its_token_tensors(foreign, capsys):
+    paths, cache = foreign
+    got = _json(capsys, ["exits", str(paths["vit"]), "--data", str(paths["data"]), "--json", "--quiet",
+                         "--cache-dir", str(cache)])
+    tokens = [c for c in got["candidates"] if "blocks" in c["tensor"] and not c["dropped"]]
+    assert tokens, got["candidates"]  # exits inside the transformer, on (tokens, dim) tensors
+    assert max(c["test_accuracy"] for c in tokens) > 0.5  # chance is 0.1
