@@ -73,8 +73,11 @@ def _step(step, model: onnx.ModelProto, applied: list[str]) -> onnx.ModelProto:
 
 
 def _signature(model: onnx.ModelProto) -> tuple:
-    """Cheap fingerprint of what the normalisation passes change (not a full serialisation: models can be GBs)."""
+    """Cheap fingerprint of what the normalisation passes change (not a full serialisation: models can be GBs).
+    Constant nodes turned into initializers (which the folder does to every TorchScript export) do not count."""
     g = model.graph
+    nodes = [n for n in g.node if n.op_type != "Constant"]
     return (tuple((o.domain, o.version) for o in model.opset_import), len(model.functions),
-            tuple(n.op_type for n in g.node), tuple(i.name for i in g.input), tuple(t.data_type for t in g.initializer),
-            tuple(str(v.type) for v in [*g.input, *g.output]), tuple(i for n in g.node for i in n.input))
+            tuple(n.op_type for n in nodes), tuple(i.name for i in g.input),
+            frozenset(t.data_type for t in g.initializer), tuple(str(v.type) for v in [*g.input, *g.output]),
+            tuple(len(n.input) for n in nodes))
