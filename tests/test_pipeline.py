@@ -17,7 +17,7 @@ PLATFORM = load_platform("rk3588-cuda")
 
 
 def test_segments_list_the_passes_in_design_order():
-    assert pipeline.analysis().names == ["annotate_cost", "fuse_blocks"]
+    assert pipeline.analysis().names == ["normalize_output", "annotate_cost", "fuse_blocks"]
     assert pipeline.exits([]).names == ["insert_exits"]
     common = dict(cuts=["r1", "a2"], processors=["cpu", "gpu", "cuda"], thresholds=[0.5, 0.5], platform=PLATFORM)
     assert pipeline.stages(**common).names == ["assign_targets", "split_by_target", "insert_gates"]
