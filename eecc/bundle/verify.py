@@ -10,10 +10,16 @@ import numpy as np
 
 from eecc.runtime.bundle import MANIFEST
 from eecc.runtime.cascade import Cascade
+from eecc.search.intervals import policy_intervals
 
 
-def verify_bundle(path: Path, test, original_accuracy: float, original_macs: int, simulated_exits) -> dict:
-    """`test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample."""
+def verify_bundle(path: Path, test, original_accuracy: float, original_macs: int, simulated_exits, *,
+                  original_correct=None) -> dict:
+    """`test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample.
+
+    With `original_correct` [N] (is the original model right on each sample), the figures carry 95 %
+    bootstrap intervals (`intervals`; eecc/search/intervals.py), the drop paired per sample.
+    """
     x, y = test
     t0 = time.perf_counter()
     res = Cascade(path).run(x)
@@ -31,4 +37,6 @@ def verify_bundle(path: Path, test, original_accuracy: float, original_macs: int
         # The search scores heads on cached fp16 features; the cascade runs them in fp32 on the real graph.
         "agreement_with_search": float((res.exit_stage == simulated_exits).mean()),
         "host_wall_s": wall,
+        **({} if original_correct is None else
+           {"intervals": policy_intervals(res.predictions == y, res.macs, np.asarray(original_correct))}),
     }

@@ -10,6 +10,7 @@ from rich.console import Console
 from eecc.cli.inspect import console
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
+from eecc.search.intervals import fmt
 
 
 def register(subparsers) -> None:
@@ -113,10 +114,17 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                       f"exit latency {1e3 * s['exit_latency_s']:.2f} ms (estimated from MAC/s)")
         _print_target_code(s, console)
     console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
-    console.print(f"  accuracy {100 * m['accuracy']:.2f} % (original {100 * m['original_accuracy']:.2f} %, "
-                  f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt)")
-    console.print(f"  mean MACs {m['mean_macs']:,.0f} (original {m['original_macs']:,}, "
+    iv = m.get("intervals") or {}
+    console.print(f"  accuracy {fmt(m['accuracy'], iv.get('accuracy'))} % (original "
+                  f"{fmt(m['original_accuracy'], iv.get('original_accuracy'))} %, "
+                  f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt, drop "
+                  f"{fmt(m['original_accuracy'] - m['accuracy'], iv.get('accuracy_drop'))} pt; [95 % interval])")
+    console.print(f"  mean MACs {fmt(m['mean_macs'], iv.get('mean_macs'), 1.0, 0)} (original {m['original_macs']:,}, "
                   f"{100 * (m['mean_macs'] / m['original_macs'] - 1):+.1f} %)")
+    g = (manifest["placement"]["metrics"].get("search") or {}).get("guarantee")
+    if g:
+        console.print(f"  guarantee: drop <= {100 * g['max_drop']:.2f} pt on unseen data with probability >= "
+                      f"{g['confidence']:g} (bound {100 * g['drop_bound']:.2f} pt from {g['n_test']} validation samples)")
     console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
     console.print(f"  estimated mean latency {1e3 * m['mean_latency_s']:.2f} ms, "
                   f"mean energy {1e3 * m['mean_energy_j']:.3f} mJ per sample")

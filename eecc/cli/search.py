@@ -10,6 +10,7 @@ from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.ensemble import DECISIONS
+from eecc.search.intervals import fmt
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
 
@@ -38,6 +39,9 @@ def add_search_args(p) -> None:
     p.add_argument("--max-acc-drop", type=float, default=DEFAULT_MAX_ACC_DROP, metavar="POINTS",
                    help="hard limit on the validation accuracy drop, in percentage points "
                         f"(default {DEFAULT_MAX_ACC_DROP}; 'inf' lifts it)")
+    p.add_argument("--guarantee", type=float, default=None, metavar="P",
+                   help="choose thresholds so that the --max-acc-drop limit holds on unseen data with probability "
+                        ">= P (e.g. 0.95; Learn then Test on the validation split)")
     p.add_argument("--max-macs", default=None, metavar="MACS|PCT%",
                    help="hard limit on mean MACs per sample: a number, or a share of the original ('60%%')")
     p.add_argument("--max-latency-ms", type=float, default=None,
@@ -85,13 +89,18 @@ def search_options(args, original_macs: int) -> SearchOptions:
     if args.max_acc_drop is not None and args.max_acc_drop < 0:
         raise EeccError(f"--max-acc-drop {args.max_acc_drop} is negative; give a drop in points, e.g. 0.5")
     drop = args.max_acc_drop
+    g = args.guarantee
+    if g is not None and not 0 < g < 1:
+        raise EeccError(f"--guarantee {g} must be a probability in (0, 1), e.g. 0.95")
+    if g is not None and (drop is None or drop == float("inf")):
+        raise EeccError("--guarantee needs a finite --max-acc-drop POINTS: that is the limit it guarantees")
     return SearchOptions(
         metric=args.metric, method=args.method, w_eff=args.w_eff, w_acc=args.w_acc,
         max_accuracy_drop=None if drop is None or drop == float("inf") else drop / 100.0,
         max_mean_macs=_max_macs(args.max_macs, original_macs),
         calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
         pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
-        ensemble_weights=args.ensemble_weights, prune=args.aep_prune)
+        ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee)
 
 
 def latency_limit(args) -> float | None:
@@ -139,7 +148,7 @@ def print_table(result) -> None:
     orig = result.original
     table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
                         f"{orig['macs']:,} MACs; test split)")
-    for col in ("", "exits", "processors", "thresholds", "test acc", "mean MACs", "Δ acc pt",
+    for col in ("", "exits", "processors", "thresholds", "test acc [95 %]", "mean MACs [95 %]", "Δ acc pt",
                 "Δ MACs", "oracle MACs", "exit rates", "feasible"):
         table.add_column(col, justify="left" if col in ("", "exits", "processors", "thresholds",
                                                         "exit rates", "feasible") else "right")
@@ -147,8 +156,8 @@ def print_table(result) -> None:
         j = p.to_json()
         table.add_row(
             "*" if i == result.chosen else "", ", ".join(p.exits), " → ".join(p.processors or ()),
-            ", ".join(f"{t:.3f}" for t in p.thresholds), f"{100 * j['accuracy']:.2f}",
-            f"{j['mean_macs']:,.0f}", f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
+            ", ".join(f"{t:.3f}" for t in p.thresholds), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
+            fmt(j["mean_macs"], j.get("intervals", {}).get("mean_macs"), 1.0, 0), f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
             f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",
             " ".join(f"{r:.2f}" for r in j["exit_rates"]),
             "yes" if p.feasible else "no: " + "; ".join(p.reasons))
@@ -157,6 +166,11 @@ def print_table(result) -> None:
         console.print(f"  pruned before training: {', '.join(p['exits'])} on "
                       f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")
     best = result.best
+    if best is not None and "guarantee" in best.extra:
+        g = best.extra["guarantee"]
+        console.print(f"  guarantee: drop <= {100 * g['max_drop']:.2f} pt on unseen data with probability >= "
+                      f"{g['confidence']:g} (bound {100 * g['drop_bound']:.2f} pt, {g['tested']} of {g['front']} "
+                      f"threshold sets tested on {g['n_test']} validation samples)")
     if best is not None and "ece" in best.extra:
         console.print("  chosen ECE per position (test, 15 bins; last = final): "
                       + " ".join(f"{e:.3f}" for e in best.extra["ece"]))

@@ -181,7 +181,8 @@ def write_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
 
     def verify() -> dict:
         return verify_bundle(tmp, test, run.result.original["accuracy"], run.exits.logits.final_macs,
-                             chosen.placement.test.exit_index)
+                             chosen.placement.test.exit_index,
+                             original_correct=run.exits.logits.final_test_logits.argmax(1) == test[1])
 
     manifest["placement"]["metrics"]["measured"] = verify()
     if options.quantize:

@@ -20,6 +20,7 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
+from eecc.search.intervals import fmt
 
 REPORT = "report.html"
 FIGURES = (  # file stem, title, caption
@@ -139,9 +140,13 @@ def _summary(manifest: dict, m: dict) -> str:
         return "<p>No measured figures in the manifest.</p>"
     orig_acc, acc = m.get("original_accuracy", 0.0), m.get("accuracy", 0.0)
     orig_macs, macs = m.get("original_macs") or manifest.get("original_macs") or 1, m.get("mean_macs", 0.0)
+    iv = m.get("intervals") or {}
     rows = [("test samples", f"{m.get('samples', 0):,}"),
-            ("accuracy", f"{100 * acc:.2f} % (original {100 * orig_acc:.2f} %, {100 * (acc - orig_acc):+.2f} pt)"),
-            ("mean MACs", f"{macs:,.0f} (original {orig_macs:,}, {100 * (macs / orig_macs - 1):+.1f} %)"),
+            ("accuracy [95 % interval]", f"{fmt(acc, iv.get('accuracy'))} % (original "
+             f"{fmt(orig_acc, iv.get('original_accuracy'))} %, {100 * (acc - orig_acc):+.2f} pt)"),
+            ("accuracy drop [95 % interval]", f"{fmt(orig_acc - acc, iv.get('accuracy_drop'))} pt"),
+            ("mean MACs [95 % interval]", f"{fmt(macs, iv.get('mean_macs'), 1.0, 0)} (original {orig_macs:,}, "
+             f"{100 * (macs / orig_macs - 1):+.1f} %)"),
             ("exit rates", ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m.get("exit_rates", [])))),
             ("mean latency (est.)", f"{1e3 * m.get('mean_latency_s', 0.0):.3g} ms"),
             ("mean energy (est.)", f"{1e3 * m.get('mean_energy_j', 0.0):.3g} mJ"),
@@ -163,10 +168,11 @@ def _stage_table(manifest: dict) -> str:
 def _placements_table(manifest: dict) -> str:
     placements = _get(manifest, "search", "placements") or []
     chosen = _get(manifest, "placement", "metrics", "search", "index")
-    head = ("", "exits", "processors", "thresholds", "accuracy", "mean MACs", "oracle MACs", "feasible")
+    head = ("", "exits", "processors", "thresholds", "accuracy [95 %]", "mean MACs [95 %]", "oracle MACs", "feasible")
     rows = [("★" if i == chosen else "", ", ".join(p["exits"]), " → ".join(p.get("processors") or []),
-             ", ".join(f"{t:.3f}" for t in p["thresholds"]), f"{100 * p['accuracy']:.2f} %",
-             f"{p['mean_macs']:,.0f}", f"{p['oracle_macs']:,.0f}",
+             ", ".join(f"{t:.3f}" for t in p["thresholds"]),
+             f"{fmt(p['accuracy'], (p.get('intervals') or {}).get('accuracy'))} %",
+             fmt(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs'), 1.0, 0), f"{p['oracle_macs']:,.0f}",
              "yes" if p["feasible"] else "no: " + "; ".join(p.get("reasons") or []))
             for i, p in enumerate(placements)]
     return _table(f"Evaluated placements ({len(rows)})", head, rows) if rows else ""

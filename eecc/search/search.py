@@ -14,6 +14,7 @@ from eecc.driver.executor import Executor, InProcess, chunks
 from eecc.search.baselines import global_threshold, nachos_greedy
 from eecc.search.calibration import ece_per_exit
 from eecc.search.confidence import DEFAULT_METRIC, LEARNED
+from eecc.search.intervals import policy_intervals, result_intervals
 from eecc.search.ensemble import aep_prune, decision_splits, stage_logits
 from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
@@ -46,6 +47,8 @@ class SearchOptions:
     decision: str = "single"                # single | ensemble
     ensemble_weights: str = "desc"          # desc | asc | mix | unif
     prune: bool = False                     # with ensemble: also rank every sub-ensemble of the chosen exits
+    # P: thresholds certified so the drop stays <= max_accuracy_drop on unseen data with probability >= P
+    guarantee: float | None = None
 
 
 @dataclass
@@ -146,9 +149,14 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
     feasible = [i for i, r in enumerate(results) if r.feasible]
     chosen = min(feasible, key=lambda i: results[i].val_cost) if feasible else None
+    if o.guarantee is not None and results:
+        from eecc.search.guarantee import guaranteed_choice
+        chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o)
+    right = test.final_pred == test.y
     res = SearchResult(
         original={"accuracy": test.final_accuracy, "macs": int(logits.final_macs),
-                  "val_accuracy": calib.final_accuracy},
+                  "val_accuracy": calib.final_accuracy,
+                  "accuracy_interval": policy_intervals(right, np.zeros(test.n), right)["accuracy"]},
         placements=results, chosen=chosen, pruned=pruned, warnings=notes, options=asdict(o))
     t0 = time.perf_counter()
     if chosen is not None:
@@ -193,7 +201,8 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> Pl
     return PlacementResult(
         exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
         thresholds=rt.thresholds, test=rt.test, oracle=oracle(test, pos, costs), latency_s=latency,
-        method=rt.method, seconds=rt.seconds, extra={"ece": ece_per_exit(z, test.y)},
+        method=rt.method, seconds=rt.seconds,
+        extra={"ece": ece_per_exit(z, test.y), "intervals": result_intervals(rt.test, test)},
         **rt.figures(objective, test_obj))
 
 
@@ -201,7 +210,7 @@ def _point_json(logits, test, exits, th, test_obj) -> dict:
     costs = position_costs(logits, exits)
     r = evaluate_policy(test, exits, th, costs)
     return {"exits": [logits.tensors[i] for i in exits], "thresholds": [float(t) for t in th],
-            "accuracy": r.accuracy, "mean_macs": r.mean_macs,
+            "accuracy": r.accuracy, "mean_macs": r.mean_macs, "intervals": result_intervals(r, test),
             "oracle_macs": oracle(test, exits, costs).mean_macs,
             "exit_rates": [float(x) for x in r.exit_rates],
             "cost": float(test_obj.cost(r.accuracy, r.mean_macs))}
