@@ -1,4 +1,7 @@
-"""insert_exits(g, heads) -> g + per head: t → [MaxPool] → [Conv1×1 → Relu] → GAP → Flatten → Gemm → extra output.
+"""insert_exits(g, heads) -> g + per head: t → [MaxPool|AveragePool] → head of its kind → extra output.
+
+Kinds (eecc/exits/heads.py): gap = [Conv1×1 → Relu] → GAP → Flatten → Gemm; flat = [Conv1×1 → Relu] → Flatten → Gemm;
+mlp = Flatten → Gemm → Relu → Gemm.
 
 Also `expose_features(g, heads)`: g + per head the fixed part only, t → [MaxPool] → Cast(fp16) as an extra
 output, for the feature pass that fills the cache. Neither touches the original nodes or output.
@@ -53,8 +56,16 @@ def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead],
                        macs=spec.width * int(np.prod(spec.pooled_shape, dtype=np.int64)))
             x = b.node("Relu", [x], (spec.width, *spec.pooled_shape[1:]), "relu")
         width = spec.width or spec.channels
-        x = b.node("GlobalAveragePool", [x], (width, *[1] * (len(spec.in_shape) - 1)), "gap")
+        if spec.kind == "gap":
+            x = b.node("GlobalAveragePool", [x], (width, *[1] * (len(spec.in_shape) - 1)), "gap")
+        else:
+            width *= spec.positions
         x = b.node("Flatten", [x], (width,), "flatten", axis=1)
+        if spec.kind == "mlp":
+            x = b.node("Gemm", [x, b.const("hidden.weight", w.hid_w), b.const("hidden.bias", w.hid_b)],
+                       (spec.hidden,), "hidden", transB=1, macs=spec.hidden * width)
+            x = b.node("Relu", [x], (spec.hidden,), "hidden_relu")
+            width = spec.hidden
         x = b.node("Gemm", [x, b.const("fc.weight", w.fc_w), b.const("fc.bias", w.fc_b)],
                    (spec.num_classes,), "logits", transB=1, macs=spec.num_classes * width,
                    out_name=logits_name(spec.tensor, i))
@@ -89,7 +100,10 @@ def _confidence(b: "_Builder", pooled: gs.Variable, logits: gs.Variable, w: np.n
 
 
 def expose_features(graph: gs.Graph, *, heads: Sequence[HeadSpec]) -> gs.Graph:
-    """Adds output `f"{tensor}.exit{i}.feature"` (fp16, pooled as heads[i] says) per head. Pure."""
+    """Adds output `f"{tensor}.exit{i}.feature"` (fp16, pooled as heads[i] says) per head. Pure.
+
+    Several heads may share a tensor (the pooled maps of a head family); give each pooled map once.
+    """
     graph = graph.copy()
     tensors = _check(graph, heads, "expose_features")
     for i, spec in enumerate(heads):
@@ -118,20 +132,24 @@ class _Builder:
         set_ann(node, "exit", self.i)
         set_ann(node, "role", "exit")
         set_ann(node, "macs", int(macs))
+        set_ann(node, "head", self.spec.design)  # the head's design, e.g. "flat avg4x4" (eecc/exits/heads.py)
         self.graph.nodes.append(node)
         return out
 
     def pool(self, x: gs.Variable) -> gs.Variable:
         if not self.spec.has_pool:
             return x
-        return self.node("MaxPool", [x], self.spec.pooled_shape, "pool", kernel_shape=list(self.spec.pool),
+        # AveragePool in ceil mode averages a clipped window over its real elements only (count_include_pad=0)
+        op = "AveragePool" if self.spec.pool_op == "avg" else "MaxPool"
+        return self.node(op, [x], self.spec.pooled_shape, "pool", kernel_shape=list(self.spec.pool),
                          strides=list(self.spec.pool), ceil_mode=1)
 
 
 def _check(graph: gs.Graph, specs: Sequence[HeadSpec], who: str) -> dict[str, gs.Variable]:
     tensors = graph.tensors()
     names = [s.tensor for s in specs]
-    if len(set(names)) != len(names):
+    # Several pooled maps of one tensor may be cached (head family); a deployed model has one exit per tensor.
+    if who == "insert_exits" and len(set(names)) != len(names):
         raise EeccError(f"{who}: more than one head on the same tensor in {names}; give one head per tensor")
     for spec in specs:
         var = tensors.get(spec.tensor)

@@ -63,6 +63,14 @@ def test_bundle_is_complete_and_numbers_are_measured(compiled):
     assert measured["mean_macs"] < measured["original_macs"]          # something really exits early
     assert measured["accuracy"] >= measured["original_accuracy"] - 0.05
     assert measured["agreement_with_search"] >= 0.98                   # fp16 cache vs fp32 graph
+    lo, hi = measured["intervals"]["accuracy"]
+    assert lo <= measured["accuracy"] <= hi and measured["intervals"]["level"] == 0.95
+    # the chosen head's design is in the manifest and on the exit's nodes in the stage graph
+    (head,) = manifest["heads"]
+    assert head["kind"] in ("gap", "flat", "mlp") and head["tensor"] == manifest["placement"]["cuts"][0]
+    stage0 = onnx.load(str(options.out / manifest["stages"][0]["file"]))
+    designs = {p.value for n in stage0.graph.node for p in n.metadata_props if p.key == "pkg.eecc.head"}
+    assert designs == {json.dumps(head["design"])}
 
 
 def test_no_exit_thresholds_reproduce_the_original_model(compiled, tmp_path):

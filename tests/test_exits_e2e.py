@@ -85,9 +85,14 @@ def test_cli_json(first, data, tmp_path, capsys):
                  "--reference-pass"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"backbone_macs", "candidates", "timings", "peak_rss_mb", "final_ece", "final_test_accuracy",
-                        "output_kind"}
+                        "output_kind", "tried"}
     assert set(out["candidates"][0]) == {"tensor", "head_macs", "exit_cost_macs", "val_accuracy",
-                                         "test_accuracy", "dropped", "ece"}
+                                         "test_accuracy", "dropped", "ece", "design"}
+    # every head tried is listed; each location offers one chosen head, on its Pareto front
+    chosen = [t for t in out["tried"] if t["chosen"]]
+    assert [t["tensor"] for t in chosen] == [c["tensor"] for c in out["candidates"] if not c["dropped"]]
+    assert all(t["pareto"] for t in chosen) and len(out["tried"]) > 3 * len(out["candidates"])
+    assert {t["kind"] for t in out["tried"]} == {"gap", "flat", "mlp"}
     assert all(0 <= c["ece"] <= 1 for c in out["candidates"] if not c["dropped"])
     assert out["timings"]["reference_pass_s"] > 0 and out["peak_rss_mb"] > 0
     assert main(["exits", str(MODEL), "--data", str(path), "--candidates", "nope", "--cache-dir", str(cache)]) == 2

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
     p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 5)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heads", choices=("family", "blueprint"), default="family",
+                   help="family: several head designs per candidate, the best offered to the search; "
+                        "blueprint: only the global-pool head")
     p.add_argument("--reference-pass", action="store_true",
                    help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -45,7 +48,8 @@ def run(args) -> int:
     with executor_from_args(args) as executor:
         result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
                            budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
-                           reference_pass=args.reference_pass, progress=not args.quiet, executor=executor)
+                           reference_pass=args.reference_pass, progress=not args.quiet, executor=executor,
+                           head_set=args.heads)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -53,14 +57,18 @@ def run(args) -> int:
 
     out = console()
     table = Table(title=f"exit candidates of {args.model} ({result.plan.blocks.total_macs:,} MACs)")
-    for col in ("#", "location", "shape", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc", "ECE", "dropped"):
-        table.add_column(col, justify="left" if col in ("location", "shape") else "right")
+    for col in ("#", "location", "shape", "head", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc",
+                "ECE", "status"):
+        table.add_column(col, justify="left" if col in ("location", "shape", "head", "status") else "right")
     total = result.plan.blocks.total_macs
     ece = result.ece()
-    for k, r in enumerate(result.results):
-        table.add_row(str(k), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), f"{r.spec.head_macs:,}",
-                      f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}", _pct(r.val_accuracy),
-                      _pct(r.test_accuracy), _ece(ece.get(r.spec.tensor)), "yes" if r.dropped else "")
+    loc = {t: k for k, t in enumerate(dict.fromkeys(r.spec.tensor for r in result.tried))}
+    for r in result.tried:  # every head tried, grouped by location; * = offered to the search
+        status = "dropped" if r.dropped else ("* chosen" if r.chosen else ("pareto" if r.pareto else ""))
+        table.add_row(str(loc[r.spec.tensor]), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), r.spec.design,
+                      f"{r.spec.head_macs:,}", f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}",
+                      _pct(r.val_accuracy), _pct(r.test_accuracy),
+                      _ece(ece.get(r.spec.tensor)) if r.chosen else "-", status)
     out.print(table)
     for tensor, why in result.plan.design.rejected.items():
         out.print(f"no head at {tensor}: {why}")

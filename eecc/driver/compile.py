@@ -156,6 +156,8 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
                # Stage outputs are logits (exits) or log-probabilities (a probability-output final stage).
                "output": {"kind": run.plan.blocks.head.output_kind,
                           "normalized": list(run.plan.blocks.head.normalized)},
+               "heads": [{"tensor": h.spec.tensor, **h.spec.to_json()}  # each exit's head design
+                         for h in run.exits.heads() if h.spec.tensor in p.exits],
                "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
                "mode": "search" if options.search else "default-placement",
                # The report's threshold heatmaps need the candidate logits, which only exist here.

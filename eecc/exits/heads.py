@@ -1,7 +1,14 @@
-"""Exit-head design rules: fixed max-pool → optional 1×1 conv + ReLU → GAP → Flatten → Gemm (the blueprint).
+"""Exit-head design rules. Kinds of head (`HeadSpec.kind`), each after a fixed max- or average-pool:
 
-MACs follow the README convention (Conv and Gemm only, per sample):
-  head_macs = width·C·prod(pooled spatial)  [1×1 conv, if any]  +  classes·(width or C)  [Gemm]
+  gap   [1×1 conv + ReLU] → GAP → Flatten → Gemm           (the blueprint: the model's own classifier form)
+  flat  [1×1 conv + ReLU] → Flatten → Gemm                  (keeps the pooled map's spatial layout)
+  mlp   Flatten → Gemm(hidden) → ReLU → Gemm                (a small two-layer MLP on the pooled map)
+
+MACs follow the README convention (Conv and Gemm only, per sample), P = prod(pooled spatial):
+  gap   width·C·P [conv] + classes·(width or C)
+  flat  width·C·P [conv] + classes·(width or C)·P
+  mlp   hidden·C·P + classes·hidden
+The family tried per candidate is in eecc/exits/family.py; the rules below shape the blueprint.
 Rules, after NACHOS Algorithm 1: a head costs at most `budget`·total MACs, and
 exit_macs(i) = backbone_macs(i) + head_macs(i) never exceeds exit_macs(i+1) nor the full model's
 MACs; a head that breaks a rule is made cheaper by pooling more, then by dropping its conv, and a
@@ -33,6 +40,9 @@ class HeadSpec:
     width: int | None                  # channels of the 1×1 conv; None = no conv
     num_classes: int
     backbone_macs: int                 # cumulative backbone MACs up to and including `tensor`
+    kind: str = "gap"                  # gap | flat | mlp (module docstring)
+    pool_op: str = "max"               # max | avg: the fixed pooling (kernel = stride = `pool`, ceil mode)
+    hidden: int | None = None          # mlp: hidden width
 
     @property
     def channels(self) -> int:
@@ -47,10 +57,16 @@ class HeadSpec:
         return any(p > 1 for p in self.pool)
 
     @property
+    def positions(self) -> int:
+        return int(np.prod(self.pooled_shape[1:], dtype=np.int64))
+
+    @property
     def head_macs(self) -> int:
-        spatial = int(np.prod(self.pooled_shape[1:], dtype=np.int64))
-        conv = self.width * self.channels * spatial if self.width else 0
-        return int(conv + self.num_classes * (self.width or self.channels))
+        p = self.positions
+        if self.kind == "mlp":
+            return int(self.hidden * self.channels * p + self.num_classes * self.hidden)
+        conv = self.width * self.channels * p if self.width else 0
+        return int(conv + self.num_classes * (self.width or self.channels) * (p if self.kind == "flat" else 1))
 
     @property
     def exit_macs(self) -> int:
@@ -58,13 +74,34 @@ class HeadSpec:
 
     @property
     def params(self) -> int:
+        p = self.positions
+        if self.kind == "mlp":
+            return self.hidden * (self.channels * p + 1) + self.num_classes * (self.hidden + 1)
         conv = self.width * (self.channels + 1) if self.width else 0
-        return conv + self.num_classes * ((self.width or self.channels) + 1)
+        return conv + self.num_classes * ((self.width or self.channels) * (p if self.kind == "flat" else 1) + 1)
+
+    @property
+    def pool_kind(self) -> str:
+        """The fixed pooling actually applied: no pooling is the same map whatever `pool_op` says."""
+        return self.pool_op if self.has_pool else "none"
 
     @property
     def feature_key(self) -> str:
         """Identifies the cached (pooled) feature: same tensor and pooling → same cache file."""
-        return f"{self.tensor}|pool{'x'.join(map(str, self.pool))}"
+        op = "avg" if self.pool_kind == "avg" else ""
+        return f"{self.tensor}|{op}pool{'x'.join(map(str, self.pool if self.has_pool else [1] * len(self.pool)))}"
+
+    @property
+    def design(self) -> str:
+        """Short label, e.g. 'gap max4x4 conv64', 'flat avg2x2', 'mlp avg2x2 h32'."""
+        size = "x".join(map(str, self.pooled_shape[1:]))
+        extra = f" conv{self.width}" if self.width else (f" h{self.hidden}" if self.kind == "mlp" else "")
+        return f"{self.kind} {self.pool_kind if self.has_pool else 'none'}{size}{extra}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "pool_op": self.pool_kind, "pool": list(self.pool),
+                "pooled_shape": list(self.pooled_shape), "width": self.width, "hidden": self.hidden,
+                "head_macs": self.head_macs, "params": self.params, "design": self.design}
 
     def cheaper(self) -> "HeadSpec | None":
         """The next step of the shrinking rule, or None when only the bare Gemm is left."""
@@ -175,16 +212,22 @@ def _shrink_until(spec: HeadSpec | None, ok) -> HeadSpec | None:
 class HeadWeights:
     """Trained parameters of a head's trainable part, as the ONNX initializers want them."""
 
-    fc_w: np.ndarray                   # [classes, width or C]  (Gemm transB=1)
+    fc_w: np.ndarray                   # [classes, F]  (Gemm transB=1); F: module docstring per kind
     fc_b: np.ndarray                   # [classes]
     conv_w: np.ndarray | None = None   # [width, C, 1] or [width, C, 1, 1]
     conv_b: np.ndarray | None = None   # [width]
+    hid_w: np.ndarray | None = None    # mlp: [hidden, C·P]; flattened channel-major (c, then position)
+    hid_b: np.ndarray | None = None    # mlp: [hidden]
 
     def check(self, spec: HeadSpec) -> None:
         rank = len(spec.in_shape) - 1
-        want = {"fc_w": (spec.num_classes, spec.width or spec.channels), "fc_b": (spec.num_classes,)}
+        fc_in = {"gap": spec.width or spec.channels, "flat": (spec.width or spec.channels) * spec.positions,
+                 "mlp": spec.hidden}[spec.kind]
+        want = {"fc_w": (spec.num_classes, fc_in), "fc_b": (spec.num_classes,)}
         if spec.width:
             want |= {"conv_w": (spec.width, spec.channels, *([1] * rank)), "conv_b": (spec.width,)}
+        if spec.kind == "mlp":
+            want |= {"hid_w": (spec.hidden, spec.channels * spec.positions), "hid_b": (spec.hidden,)}
         for name, shape in want.items():
             got = getattr(self, name)
             if got is None or tuple(got.shape) != shape:

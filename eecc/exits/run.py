@@ -19,13 +19,14 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, InProcess
+from eecc.exits.family import expand, mark
 from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, TrainConfig, candidate_costs,
                               design_from_blocks)
 from eecc.driver.pipeline import analyse
 from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits
 
-_WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b")
+_WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b", "hid_w", "hid_b")
 
 
 @dataclass
@@ -59,6 +60,8 @@ class CandidateResult:
     first_epoch_accuracy: float
     epochs: int
     dropped: bool
+    pareto: bool = False            # on its candidate's (val accuracy, head MACs) front
+    chosen: bool = False            # the head its candidate offers the search
 
 
 @dataclass
@@ -72,6 +75,7 @@ class ExitsRun:
     final_test_accuracy: float | None = None
     artifacts: Path | None = None
     extra: dict = field(default_factory=dict)
+    tried: list[CandidateResult] = field(default_factory=list)  # every head trained (eecc/exits/family.py)
 
     def heads(self) -> list[ExitHead]:
         """Trained (non-dropped) heads in network order, ready for insert_exits."""
@@ -89,8 +93,11 @@ class ExitsRun:
             "candidates": [{
                 "tensor": r.spec.tensor, "head_macs": r.spec.head_macs, "exit_cost_macs": r.spec.exit_macs,
                 "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "dropped": r.dropped,
-                "ece": ece.get(r.spec.tensor),
+                "ece": ece.get(r.spec.tensor), "design": r.spec.to_json(),
             } for r in self.results],
+            "tried": [{"tensor": r.spec.tensor, **r.spec.to_json(), "exit_cost_macs": r.spec.exit_macs,
+                       "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "dropped": r.dropped,
+                       "pareto": r.pareto, "chosen": r.chosen} for r in self.tried],
             "final_ece": ece.get("final"),
             "final_test_accuracy": self.final_test_accuracy,
             "output_kind": output_kind(self.plan.graph),
@@ -109,19 +116,25 @@ def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float
 def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidates: Sequence[str] | None = None,
               budget: float = DEFAULT_BUDGET, scale: float | None = None, cache_dir: str | Path | None = None,
               config=None, reference_pass: bool = False, progress: bool = False,
-              threads: int | None = None, executor: Executor | None = None) -> ExitsRun:
+              threads: int | None = None, executor: Executor | None = None, head_set: str = "family") -> ExitsRun:
     """Train the candidate heads (all, or only `candidates`) and return their logits for the search.
 
     `data`: an .npz path, a dict of x_/y_ arrays, or `Splits`. Results are cached under `cache_dir`
     (default `$EECC_CACHE_DIR` or ./.eecc-cache): a second identical call trains nothing. Feature
     shards and heads run as tasks on `executor` (default: this process); every head is also stored
     under its own key (model, data, spec, config), so a run cut short redoes only unfinished heads.
+    `head_set`: "family" trains every admitted head design per candidate and offers the search the best
+    (eecc/exits/family.py); "blueprint" only the blueprint head.
     """
     config = config or TrainConfig()
     executor = executor or InProcess()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape, budget=budget)
     splits = plan.splits(data, scale, config.seed)
+    if head_set not in ("family", "blueprint"):
+        raise EeccError(f"run_exits: head_set='{head_set}'; choose family or blueprint")
     heads = _select(plan, candidates)
+    if head_set == "family":
+        heads = expand(plan.design, heads)
     timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None}
     root = Path(cache_dir) if cache_dir else fcache.default_root()
     chunk_rows = _chunk_rows(plan)
@@ -137,7 +150,8 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             results, logits, final_acc = done
             timings["features_s"] = time.perf_counter() - t0
         else:
-            fc = fcache.FeatureCache(root, plan.graph, heads, model_key=model_key, chunk_rows=chunk_rows,
+            maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
+            fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows,
                                      threads=threads)
             feats = {}
             for name, split in splits.items():
@@ -155,8 +169,9 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         if reference_pass:
             timings["reference_pass_s"] = _reference_pass(plan.graph, splits, chunk_rows, threads, bar)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return ExitsRun(plan, results, logits, timings, round(peak, 1), warm=done is not None,
-                    final_test_accuracy=final_acc, artifacts=store)
+    offered = [results[k] for k in mark(results)]
+    return ExitsRun(plan, offered, logits, timings, round(peak, 1), warm=done is not None,
+                    final_test_accuracy=final_acc, artifacts=store, tried=results)
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
@@ -246,20 +261,22 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
         for k, fit in zip(group, out):
             fits[k] = fit
     task(len(heads), len(heads))
-    results, val_logits, test_logits = [], [], []
-    for spec, fit in zip(heads, fits):
+    results, val_logits, test_logits = [], {}, {}
+    for k, (spec, fit) in enumerate(zip(heads, fits)):
         test_acc, weights = None, None
         if not fit.dropped:
             weights = export(fit.module)
-            val_logits.append(fit.val_logits)
+            val_logits[k] = fit.val_logits
             if has_test:
-                test_logits.append(predict(fit.module, feats["test"].features(spec)))
-                test_acc = float((test_logits[-1].argmax(1) == y_test).mean())
+                test_logits[k] = predict(fit.module, feats["test"].features(spec))
+                test_acc = float((test_logits[k].argmax(1) == y_test).mean())
             else:
-                test_logits.append(np.zeros((0, plan.num_classes), np.float32))
+                test_logits[k] = np.zeros((0, plan.num_classes), np.float32)
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
-    kept = [r.spec for r in results if not r.dropped]
+    offered = [k for k in mark(results) if not results[k].dropped]  # one head per location for the search
+    kept = [results[k].spec for k in offered]
+    val_logits, test_logits = [val_logits[k] for k in offered], [test_logits[k] for k in offered]
     c = plan.num_classes
     logits = ExitLogits(
         tensors=[s.tensor for s in kept], exit_macs=np.array([s.exit_macs for s in kept], np.int64),

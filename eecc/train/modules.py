@@ -10,10 +10,13 @@ from eecc.exits.heads import HeadSpec, HeadWeights
 
 
 class HeadModule(nn.Module):
-    """pooled features → standardise (fixed, per channel) → [Conv1×1 → ReLU] → global mean → Linear.
+    """pooled features → standardise (fixed, per channel) → the head of `spec.kind` (eecc/exits/heads.py):
+    gap: [Conv1×1 → ReLU] → global mean → Linear;  flat: [Conv1×1 → ReLU] → flatten → Linear;
+    mlp: flatten → Linear → ReLU → Linear. Flattening is channel-major (c, then position), as ONNX
+    Flatten lays out [N, C, H, W].
 
     The standardisation only conditions the optimisation; `export` folds it into the first layer,
-    so the ONNX head is exactly the blueprint.
+    so the ONNX head is exactly the designed head.
     """
 
     def __init__(self, spec: HeadSpec, mean: np.ndarray, std: np.ndarray):
@@ -25,7 +28,9 @@ class HeadModule(nn.Module):
         self.register_buffer("std", torch.as_tensor(np.asarray(std, np.float32)).reshape(1, 1, c))
         # A 1×1 conv is a Linear over channels at every position; as a matmul it is far cheaper on CPU.
         self.conv = nn.Linear(c, spec.width) if spec.width else None
-        self.fc = nn.Linear(spec.width or c, spec.num_classes)
+        self.hidden = nn.Linear(c * spec.positions, spec.hidden) if spec.kind == "mlp" else None
+        fc_in = {"gap": spec.width or c, "flat": (spec.width or c) * spec.positions, "mlp": spec.hidden}[spec.kind]
+        self.fc = nn.Linear(fc_in, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)  # [N, positions, C]
@@ -35,7 +40,10 @@ class HeadModule(nn.Module):
         """x: [N, positions, C], already standardised."""
         if self.conv is not None:
             x = torch.relu(self.conv(x))
-        return self.fc(x.mean(dim=1))
+        if self.spec.kind == "gap":
+            return self.fc(x.mean(dim=1))
+        flat = x.transpose(1, 2).reshape(x.shape[0], -1)  # channel-major, as ONNX Flatten
+        return self.fc(flat if self.hidden is None else torch.relu(self.hidden(flat)))
 
     def forward_raw(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, positions, C], not standardised: the standardisation is folded into the first layer.
@@ -43,6 +51,8 @@ class HeadModule(nn.Module):
         Same function as `forward_standardised((x - mean) / std)` without two elementwise passes over
         the batch; `loss_and_grads` differentiates exactly this form.
         """
+        if self.spec.kind != "gap":
+            return self.forward_standardised((x - self.mean) / self.std)
         first = self.conv if self.conv is not None else self.fc
         w = first.weight / self.std.reshape(1, -1)
         b = first.bias - w @ self.mean.flatten()
@@ -62,6 +72,13 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
       dW' = dhᵀx − (Σdh)⊗μ;  dW = dW'/σ;  db = Σdh
     (without the conv the same holds with g = mean_p x, z = g·W'ᵀ + b').
     """
+    if module.spec.kind != "gap":  # flat and mlp heads: autograd (one matmul deep, little to gain by hand)
+        with torch.enable_grad():
+            for p in module.parameters():
+                p.grad = None
+            loss = nn.functional.cross_entropy(module.forward_raw(x), y)
+            loss.backward()
+        return float(loss)
     n, positions, c = x.shape
     inv = 1.0 / module.std.reshape(1, c)
     mean = module.mean.reshape(c)
@@ -110,6 +127,8 @@ def export(module: HeadModule) -> HeadWeights:
     with torch.no_grad():
         mean = module.mean.double().flatten()
         std = module.std.double().flatten()
+        if module.conv is None and module.spec.kind != "gap":
+            return _export_flat(module, mean, std)
         first = module.conv if module.conv is not None else module.fc
         w_folded = first.weight.double() / std  # [out, C]
         b_folded = (first.bias.double() - w_folded @ mean).float().numpy()
@@ -119,6 +138,18 @@ def export(module: HeadModule) -> HeadWeights:
         kernel = w_folded.reshape(*w_folded.shape, *[1] * module.rank)
         return HeadWeights(fc_w=module.fc.weight.numpy().copy(), fc_b=module.fc.bias.numpy().copy(),
                            conv_w=kernel, conv_b=b_folded)
+
+
+def _export_flat(module: HeadModule, mean: torch.Tensor, std: torch.Tensor) -> HeadWeights:
+    """First layer on the flattened map: W'[:, c·P + p] = W[:, c·P + p]/σ_c, b' = b − W'·(μ_c per input)."""
+    first = module.hidden if module.hidden is not None else module.fc
+    positions = module.spec.positions
+    w = first.weight.double().reshape(first.out_features, -1, positions) / std.reshape(1, -1, 1)
+    b = (first.bias.double() - (w * mean.reshape(1, -1, 1)).sum(dim=(1, 2))).float().numpy()
+    w = w.reshape(first.out_features, -1).float().numpy()
+    if module.hidden is None:
+        return HeadWeights(fc_w=w, fc_b=b)
+    return HeadWeights(fc_w=module.fc.weight.numpy().copy(), fc_b=module.fc.bias.numpy().copy(), hid_w=w, hid_b=b)
 
 
 def predict(module: HeadModule, features: np.ndarray, batch: int = 4096) -> np.ndarray:
