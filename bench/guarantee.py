@@ -37,8 +37,8 @@ def resplit(logits, rng):
 
 
 def one_fixture(name: str, args) -> dict:
-    from eecc import datasets
-    from eecc.exits import plan_exits, run_exits
+    from eecc.examples import datasets
+    from eecc.exits.run import plan_exits, run_exits
     from eecc.search.placement import ModelCost, enumerate_placements
     from eecc.search.search import SearchOptions, search
     from eecc.targets.platform import load_platform
