@@ -74,7 +74,10 @@ def admitted(design: Design) -> tuple[list[list[HeadSpec]], dict[str, str]]:
 
 def pareto(rows: Sequence[tuple[float, int]]) -> list[bool]:
     """rows: (validation accuracy, head MACs) → whether each is Pareto-optimal (none better in both)."""
-    return [not any((a2 >= a and m2 <= m) and (a2 > a or m2 < m) for a2, m2 in rows) for a, m in rows]
+    from eecc.search.pareto import non_dominated
+
+    front = set(non_dominated(range(len(rows)), key=lambda k: (rows[k][1], rows[k][0])))
+    return [k in front for k in range(len(rows))]
 
 
 def choose(rows: Sequence[tuple[float, int]], on_front: Sequence[bool]) -> int:

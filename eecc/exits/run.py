@@ -20,13 +20,14 @@ from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, InProcess
 from eecc.exits.family import expand, mark
-from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, HeadWeights, TrainConfig, candidate_costs,
+from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig, candidate_costs,
                               design_from_blocks)
+from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
 from eecc.driver.pipeline import analyse
 from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits
 
-_WEIGHT_FIELDS = ("fc_w", "fc_b", "conv_w", "conv_b", "hid_w", "hid_b")
+__all__ = ["CandidateResult", "ExitsRun", "Plan", "plan_exits", "run_exits", "time_reference_pass"]
 
 
 @dataclass
@@ -52,19 +53,6 @@ class Plan:
 
 
 @dataclass
-class CandidateResult:
-    spec: HeadSpec
-    weights: HeadWeights | None     # None when dropped
-    val_accuracy: float
-    test_accuracy: float | None
-    first_epoch_accuracy: float
-    epochs: int
-    dropped: bool
-    pareto: bool = False            # on its candidate's (val accuracy, head MACs) front
-    chosen: bool = False            # the head its candidate offers the search
-
-
-@dataclass
 class ExitsRun:
     plan: Plan
     results: list[CandidateResult]
@@ -76,6 +64,10 @@ class ExitsRun:
     artifacts: Path | None = None
     extra: dict = field(default_factory=dict)
     tried: list[CandidateResult] = field(default_factory=list)  # every head trained (eecc/exits/family.py)
+
+    def tried_logits(self) -> ExitLogits:
+        """Logits of every trained (not dropped) head tried, tensors named "<tensor>|<design>"."""
+        return ExitLogits.load(self.artifacts / "tried.npz")
 
     def heads(self) -> list[ExitHead]:
         """Trained (non-dropped) heads in network order, ready for insert_exits."""
@@ -145,7 +137,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True),
                                 json.dumps([asdict(h) for h in heads]), repr(config))
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
-        done = _load_trained(store, heads) if (store / "report.json").exists() else None
+        done = load_trained(store, heads) if (store / "report.json").exists() else None
         if done is not None:
             results, logits, final_acc = done
             timings["features_s"] = time.perf_counter() - t0
@@ -163,9 +155,9 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
                             root / model_key[:20] / "heads",
                             [fcache.digest(model_key, prints["train"], prints["val"], json.dumps(asdict(h)),
                                            repr(replace(config, threads=None))) for h in heads])
-            results, logits, final_acc = _train_all(plan, heads, splits, feats, job, executor, bar)
+            results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar)
             timings["train_s"] = time.perf_counter() - t1
-            _save_trained(store, results, logits, final_acc)
+            save_trained(store, results, logits, final_acc, every)
         if reference_pass:
             timings["reference_pass_s"] = _reference_pass(plan.graph, splits, chunk_rows, threads, bar)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -274,46 +266,15 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
                 test_logits[k] = np.zeros((0, plan.num_classes), np.float32)
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
+    alive = [k for k in range(len(results)) if not results[k].dropped]
+    every = stack_logits(plan, [results[k].spec for k in alive], [val_logits[k] for k in alive],
+                    [test_logits[k] for k in alive], final_val, final_test, y_val, y_test)
+    every.tensors = [f"{results[k].spec.tensor}|{results[k].spec.design}" for k in alive]
     offered = [k for k in mark(results) if not results[k].dropped]  # one head per location for the search
-    kept = [results[k].spec for k in offered]
-    val_logits, test_logits = [val_logits[k] for k in offered], [test_logits[k] for k in offered]
-    c = plan.num_classes
-    logits = ExitLogits(
-        tensors=[s.tensor for s in kept], exit_macs=np.array([s.exit_macs for s in kept], np.int64),
-        final_macs=int(plan.blocks.total_macs),
-        val_logits=np.stack(val_logits) if kept else np.zeros((0, len(y_val), c), np.float32),
-        test_logits=np.stack(test_logits) if kept else np.zeros((0, len(y_test), c), np.float32),
-        final_val_logits=final_val, final_test_logits=final_test, y_val=y_val, y_test=y_test,
-        head_macs=np.array([s.head_macs for s in kept], np.int64))
+    logits = stack_logits(plan, [results[k].spec for k in offered], [val_logits[k] for k in offered],
+                     [test_logits[k] for k in offered], final_val, final_test, y_val, y_test)
     final_acc = float((final_test.argmax(1) == y_test).mean()) if has_test else None
-    return results, logits, final_acc
-
-
-def _save_trained(store: Path, results, logits: ExitLogits, final_acc) -> None:
-    store.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{k}.{f}": getattr(r.weights, f) for k, r in enumerate(results) if r.weights is not None
-              for f in _WEIGHT_FIELDS if getattr(r.weights, f) is not None}
-    with replacing(store / "heads.npz") as tmp:
-        np.savez(tmp, **arrays)
-    logits.save(store / "logits.npz")
-    report = {"final_test_accuracy": final_acc, "candidates": [
-        {"tensor": r.spec.tensor, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
-         "first_epoch_accuracy": r.first_epoch_accuracy, "epochs": r.epochs, "dropped": r.dropped}
-        for r in results]}
-    fcache.write_json(store / "report.json", report)  # written last: its presence marks a complete store
-
-
-def _load_trained(store: Path, heads: list[HeadSpec]):
-    report = json.loads((store / "report.json").read_text())
-    with np.load(store / "heads.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    results = []
-    for k, (spec, row) in enumerate(zip(heads, report["candidates"])):
-        weights = None if row["dropped"] else HeadWeights(
-            **{f: arrays.get(f"{k}.{f}") for f in _WEIGHT_FIELDS})
-        results.append(CandidateResult(spec, weights, row["val_accuracy"], row["test_accuracy"],
-                                       row["first_epoch_accuracy"], row["epochs"], row["dropped"]))
-    return results, ExitLogits.load(store / "logits.npz"), report["final_test_accuracy"]
+    return results, logits, final_acc, every
 
 
 def _reference_pass(graph: gs.Graph, splits: Splits, chunk_rows: int, threads, bar) -> float:

@@ -135,6 +135,7 @@ def _pareto_sequence(logits, order: SplitScores, placements, grid_size: int, n_t
         cells.append(np.arange(macs.size))
         grids_of.append(grids)
     bound, macs, owner, cell = (np.concatenate(a) for a in (bounds, costs, owner, cells))
+    # A 2-D sweep, not search/pareto.py's sorting: the grid of every placement can hold 10^5 points.
     front, best = [], np.inf
     for i in np.lexsort((bound, macs)):  # cheapest first; a point stays if safer than every cheaper one
         if bound[i] < best - 1e-12:
