@@ -29,17 +29,14 @@ def bootstrap_means(columns: np.ndarray, *, n_boot: int = BOOTSTRAPS, seed: int 
     n = len(columns)
     if n == 0:
         return np.zeros((n_boot, columns.shape[1]))
-    return np.concatenate([w @ columns for w in _counts(n, n_boot, seed)]) / n
+    if n * n_boot <= 20_000_000:  # a test split of <= 20k: one product with counts kept in memory
+        return _cached_counts(n, n_boot, seed) @ columns / n
+    return np.concatenate([w @ columns for w in _draw(n, n_boot, seed)]) / n
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_counts(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
-    return tuple(_draw(n, n_boot, seed))
-
-
-def _counts(n: int, n_boot: int, seed: int):
-    """Blocks of resample counts [rows, N]; kept in memory while they are small (a test split of ≤ 20k)."""
-    return _cached_counts(n, n_boot, seed) if n * n_boot <= 20_000_000 else _draw(n, n_boot, seed)
+@functools.lru_cache(maxsize=2)
+def _cached_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.concatenate(list(_draw(n, n_boot, seed)))
 
 
 def _draw(n: int, n_boot: int, seed: int):

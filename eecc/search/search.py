@@ -49,6 +49,7 @@ class SearchOptions:
     prune: bool = False                     # with ensemble: also rank every sub-ensemble of the chosen exits
     # P: thresholds certified so the drop stays <= max_accuracy_drop on unseen data with probability >= P
     guarantee: float | None = None
+    intervals: bool = True                  # 95 % bootstrap intervals on the test figures (eecc/search/intervals.py)
 
 
 @dataclass
@@ -202,7 +203,8 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> Pl
         exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
         thresholds=rt.thresholds, test=rt.test, oracle=oracle(test, pos, costs), latency_s=latency,
         method=rt.method, seconds=rt.seconds,
-        extra={"ece": ece_per_exit(z, test.y), "intervals": result_intervals(rt.test, test)},
+        extra={"ece": ece_per_exit(z, test.y),
+               **({"intervals": result_intervals(rt.test, test)} if o.intervals else {})},
         **rt.figures(objective, test_obj))
 
 
