@@ -73,16 +73,18 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
     oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     packed, kp, o2 = pack_weights(w, dsp)
     wide = bool(np.any(np.asarray(shift) < 1))
-    k, owp = c * kh * kw, -(-ow // 2)
+    k, npix = c * kh * kw, oh * ow
+    npp = -(-npix // 2)  # output pixels in raster order, two at a time (rows of odd width waste no lane)
     consts = [packed, _pad_to(bias, o2), _pad_to(m0, o2), _pad_to(shift, o2, 1)]
     wshape = packed.shape
     smlad, sxtb16 = "llvm.arm.smlad", "llvm.arm.sxtb16"
 
     @T.macro
-    def store(y, acc, mq, sq, j, r, q):
+    def store(yf, acc, mq, sq, j, q):
         for a in T.unroll(4):
-            if 2 * j + a // 2 < o and 2 * q + a % 2 < ow:
-                y[0, 2 * j + a // 2, r, 2 * q + a % 2] = _rq(T, acc[a], mq[2 * j + a // 2], sq[2 * j + a // 2], zo, wide)
+            if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
+                yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], mq[2 * j + a // 2], sq[2 * j + a // 2],
+                                                                  zo, wide)
 
     @T.macro
     def col_fill(col16, x, y0, x0, base, dtype):
@@ -101,9 +103,11 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
         for e in range(kp - k):
             col16[k + e] = T.int16(0)
             col16[kp + k + e] = T.int16(0)
-        for r, q in T.grid(oh, owp):
+        yf = T.decl_buffer((o * npix,), "int8", data=y.data)
+        for q in range(npp):
             for p in range(2):
-                col_fill(col16, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp, "int16")
+                col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
+                         p * kp, "int16")
             for j in range(o2 // 2):
                 acc[0] = b[2 * j]
                 acc[1] = b[2 * j]
@@ -124,7 +128,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                     acc[1] = T.call_llvm_pure_intrin("int32", smlad, a1, c11, T.call_llvm_pure_intrin("int32", smlad, a0, c10, acc[1]))
                     acc[2] = T.call_llvm_pure_intrin("int32", smlad, b1, c01, T.call_llvm_pure_intrin("int32", smlad, b0, c00, acc[2]))
                     acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
-                store(y, acc, mq, sq, j, r, q)
+                store(yf, acc, mq, sq, j, q)
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int8"),
@@ -133,9 +137,11 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                      col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
         col8 = T.decl_buffer((4 * kp,), "int8", data=col.data)
-        for r, q in T.grid(oh, owp):
+        yf = T.decl_buffer((o * npix,), "int8", data=y.data)
+        for q in range(npp):
             for p in range(2):
-                col_fill(col8, x, r * sh, T.min(2 * q + p, ow - 1) * sw, p * kp, "int8")
+                col_fill(col8, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
+                         p * kp, "int8")
             for j in range(o):
                 acc[0] = b[j]
                 acc[1] = b[j]
@@ -144,8 +150,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                     acc[0] = acc[0] + wa * T.Cast("int32", col8[i])
                     acc[1] = acc[1] + wa * T.Cast("int32", col8[kp + i])
                 for a in T.unroll(2):
-                    if 2 * q + a < ow:
-                        y[0, j, r, 2 * q + a] = _rq(T, acc[a], mq[j], sq[j], zo, wide)
+                    if 2 * q + a < npix:
+                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], mq[j], sq[j], zo, wide)
 
     return (kernel_dsp if dsp else kernel_plain), consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
 
