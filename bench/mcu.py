@@ -1,88 +1,149 @@
-"""Cortex-M stages under QEMU: flash/RAM before and after memory planning, instructions, error vs onnxruntime.
+"""Cortex-M stages of the kws and ResNet cascades under QEMU: instructions per MAC, flash, RAM and
+agreement with onnxruntime, for eecc's int8 and fp32 builds and for a peer ONNX->C generator
+(emx-onnx-cgen, see bench/mcu_peer.py) built with the same gcc flags and counted in the same harness.
 
-Run from the repository root:  python bench/mcu.py [--samples 4] [--out mcu.json]
+Run from the repository root:
+    python bench/mcu.py [--models kws,resnet] [--samples 200] [--peer-samples 20] [--out bench/results/mcu.json]
+
+Both stages of each psoc6 cascade are compiled for both cores (as bench/int8.py does). Instructions are
+per inference (QEMU -icount, SysTick), divided by the stage's MACs. "exact" = share of samples whose every
+int8-derived output (logits, hand-off, exit flag) equals onnxruntime's int8 stage bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from eecc.driver.compile import CompileOptions, compile_model
+from eecc.examples import example
 from eecc.runtime.emulate import emulate_stage
-from eecc.targets import cortex_m, tvm_import
+from eecc.targets import cortex_m
+from eecc.targets.codegen import reference_runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import int8 as int8_bench  # noqa: E402  (bench/int8.py: fixture data loading)
+import mcu_peer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CPUS = ("cortex-m4", "cortex-m0plus")
 
 
-def _builders():
-    spec = importlib.util.spec_from_file_location("test_cortex_m", ROOT / "tests" / "test_cortex_m.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def cascade(name: str, cache: Path, out: Path) -> tuple[dict, list, list, np.ndarray]:
+    """(manifest, float stages, int8 stages, test inputs) of the psoc6 int8 cascade of a fixture."""
+    if name == "kws":
+        path, data = example("kws")
+    else:
+        path, data = int8_bench.MODELS / f"{name}.onnx", int8_bench.load(name)
+    manifest = compile_model(path, data, CompileOptions(target="psoc6", out=out, cache_dir=str(cache), codegen=False,
+                                                        progress=False, quantize="int8"))
+    stages = manifest["stages"]
+    return (manifest, [onnx.load(str(out / e["float_file"])) for e in stages],
+            [onnx.load(str(out / e["file"])) for e in stages], np.asarray(data["x_test"], dtype=np.float32))
 
 
-def models(t) -> dict[str, onnx.ModelProto]:
-    found = {"small_cnn": t.small_cnn(), "exit_stage": t.exit_stage(), "dscnn_s_random": t.dscnn_like()}
-    for path in sorted((ROOT / "tests" / "fixtures" / "models").glob("dscnn*.onnx")):
-        found[path.stem] = onnx.load(path)
-    return found
+def agreement(got: dict, want: dict, gate: str | None) -> tuple[float, float]:
+    """(share of samples bit-exact on every output but the float gate confidence, max |error| overall)."""
+    n = len(next(iter(want.values())))
+    exact, err = np.ones(n, bool), 0.0
+    for name, ref in want.items():
+        ref = np.asarray(ref).reshape(n, -1)
+        mine = np.asarray(got[name]).reshape(n, -1)
+        err = max(err, float(np.abs(mine.astype(np.float64) - ref.astype(np.float64)).max()))
+        if name != gate:
+            exact &= np.all(mine == ref, axis=1)
+    return float(exact.mean()), err
 
 
-def measure(name, model, cpu, samples, t) -> dict:
-    import tvm
+def eecc_row(model, feed, want, gate, cpu, tmp) -> dict:
+    arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp)
+    res = emulate_stage(arts, feed, timeout_s=7200)
+    exact, err = agreement(res.outputs, want, gate)
+    return {"instructions": res.instructions, "flash_B": arts.flash_bytes, "ram_B": arts.ram_bytes,
+            "stack_used_B": res.stack_used, "exact": exact, "max_abs_err": err, "samples": res.samples}
 
-    inp = model.graph.input[0]
-    shape = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).standard_normal([samples, *shape[1:]]).astype(np.float32)
-    with tempfile.TemporaryDirectory() as tmp:
-        arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=Path(tmp))
-        start = time.perf_counter()
-        result = emulate_stage(arts, {inp.name: x})
-        emu_s = time.perf_counter() - start
-    want = t.reference(model, x, inp.name)
-    err = max(float(np.max(np.abs(result.outputs[k].astype(np.float64) - v.astype(np.float64))))
-              for k, v in want.items())
-    target = tvm.target.Target(cortex_m.CPUS[cpu]["target"])
-    plain = tvm_import.lower_stage(model, target, reduce_workspace=False)
-    return {"model": name, "cpu": cpu, "kernels": arts.kernel_count, "flash_B": arts.flash_bytes,
-            "ram_unplanned_B": arts.ram_unplanned_bytes, "ram_B": arts.ram_bytes,
-            "arena_unplanned_B": arts.arena_unplanned_bytes, "arena_B": arts.arena_bytes,
-            "workspace_default_B": tvm_import.workspace_bytes(plain.kernels, target),
-            "workspace_B": arts.workspace_bytes, "stack_used_B": result.stack_used,
-            "instructions": result.instructions, "max_abs_err": err, "compile_s": arts.compile_s,
-            "emulate_s": round(emu_s, 2), "samples": samples}
+
+def peer_row(model, feed, want, gate, cpu, tmp) -> dict:
+    try:
+        info = mcu_peer.compile_peer(model, cpu=cpu, out_dir=tmp)
+        res = emulate_stage(tmp, feed, timeout_s=7200)
+    except Exception as exc:  # the peer is somebody else's compiler: report what broke, keep benchmarking
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    exact, err = agreement(res.outputs, want, gate)
+    return {"instructions": res.instructions, "flash_B": info["flash_bytes"],
+            "ram_B": info["static_ram_bytes"] + res.stack_used, "exact": exact, "max_abs_err": err,
+            "samples": res.samples}
+
+
+def bench(name: str, args, tmp: Path) -> list[dict]:
+    manifest, f_stages, q_stages, x = cascade(name, args.cache_dir, tmp / f"{name}_bundle")
+    q_runs = reference_runs(q_stages, x[:args.samples])
+    f_runs = reference_runs(f_stages, x[:args.float_samples])
+    p_runs = reference_runs(q_stages, x[:args.peer_samples])
+    rows = []
+    for k, entry in enumerate(manifest["stages"]):
+        gate = (entry.get("outputs") or {}).get("confidence")
+        for cpu in CPUS:
+            row = {"model": name, "stage": k, "deployed_on": entry["target"], "cpu": cpu, "macs": entry["macs"]}
+            row["int8"] = eecc_row(q_stages[k], *q_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}q")
+            if cpu in args.float_cpus.split(","):
+                row["float"] = eecc_row(f_stages[k], *f_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}f")
+            if not args.no_peer:
+                row["peer"] = peer_row(q_stages[k], *p_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}p")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Cortex-M stages under QEMU: instructions per MAC, eecc int8 vs {mcu_peer.PEER} "
+                    f"{mcu_peer.peer_version()} (same gcc flags, same harness)")
+    for col in ("model", "stage", "cpu", "MACs", "eecc int8 i/MAC", "peer i/MAC", "peer/eecc", "eecc fp32 i/MAC",
+                "flash int8/fp32", "flash KB eecc|peer", "RAM KB eecc|peer", "exact eecc|peer", "max|err| fp32"):
+        t.add_column(col, justify="left" if col in ("model", "cpu") else "right")
+    for r in rows:
+        q, f, p = r["int8"], r.get("float"), r.get("peer") or {}
+        ipm = lambda d: d["instructions"] / r["macs"]  # noqa: E731
+        t.add_row(r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}", f"{ipm(q):.2f}",
+                  f"{ipm(p):.2f}" if "instructions" in p else "-",
+                  f"{p['instructions'] / q['instructions']:.1f}x" if "instructions" in p else "-",
+                  f"{ipm(f):.2f}" if f else "-", f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
+                  f"{q['flash_B'] / 1024:.1f} | " + (f"{p['flash_B'] / 1024:.1f}" if "flash_B" in p else "-"),
+                  f"{q['ram_B'] / 1024:.1f} | " + (f"{p['ram_B'] / 1024:.1f}" if "ram_B" in p else "-"),
+                  f"{100 * q['exact']:.0f}% | " + (f"{100 * p['exact']:.0f}%" if "exact" in p else "-"),
+                  f"{f['max_abs_err']:.1e}" if f else "-")
+    Console(width=200).print(t)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("mcu.json"))
+    parser.add_argument("--models", default="kws,resnet")
+    parser.add_argument("--samples", type=int, default=200, help="int8 samples (bit-exactness)")
+    parser.add_argument("--float-samples", type=int, default=20)
+    parser.add_argument("--peer-samples", type=int, default=20)
+    parser.add_argument("--float-cpus", default="cortex-m4", help="fp32 on the M0+ is soft float and slow")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".eecc-cache" / "bench-mcu")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mcu.json")
     args = parser.parse_args()
-    t = _builders()
-    rows = [measure(name, model, cpu, args.samples, t)
-            for name, model in models(t).items() for cpu in ("cortex-m4", "cortex-m0plus")]
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Cortex-M stages under QEMU (RAM before -> after planning)")
-    for col in ("model", "cpu", "kernels", "flash KB", "RAM KB", "arena KB", "workspace KB",
-                "instr/inf", "max |err|", "compile s"):
-        table.add_column(col, justify="left" if col in ("model", "cpu") else "right")
-    for r in rows:
-        table.add_row(r["model"], r["cpu"], str(r["kernels"]), f"{r['flash_B'] / 1024:.1f}",
-                      f"{r['ram_unplanned_B'] / 1024:.1f} -> {r['ram_B'] / 1024:.1f}",
-                      f"{r['arena_unplanned_B'] / 1024:.1f} -> {r['arena_B'] / 1024:.1f}",
-                      f"{r['workspace_default_B'] / 1024:.1f} -> {r['workspace_B'] / 1024:.1f}",
-                      f"{r['instructions']:,}", f"{r['max_abs_err']:.1e}", f"{r['compile_s']:.1f}")
-    Console().print(table)
-    args.out.write_text(json.dumps(rows, indent=2))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="eecc-mcu-") as tmp:
+        for name in args.models.split(","):
+            rows += bench(name, args, Path(tmp))
+    table(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"peer": mcu_peer.PEER, "peer_version": mcu_peer.peer_version(),
+                                    "load_average": os.getloadavg(), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
