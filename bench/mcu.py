@@ -4,6 +4,7 @@ agreement with onnxruntime, for eecc's int8 and fp32 builds and for a peer ONNX-
 
 Run from the repository root:
     python bench/mcu.py [--models kws,resnet] [--samples 200] [--peer-samples 20] [--out bench/results/mcu.json]
+    python bench/mcu.py --markdown bench/results/mcu.json [bench/results/mcu_before.json]   # BENCHMARKS.md table
 
 Both stages of each psoc6 cascade are compiled for both cores (as bench/int8.py does). Instructions are
 per inference (QEMU -icount, SysTick), divided by the stage's MACs. "exact" = share of samples whose every
@@ -125,6 +126,26 @@ def table(rows: list[dict]) -> None:
     Console(width=200).print(t)
 
 
+def markdown(result: dict, before: dict | None = None) -> str:
+    """The BENCHMARKS.md table from a results file (and the instructions/MAC of an earlier run, if given)."""
+    old = {(r["model"], r["stage"], r["cpu"]): r for r in (before or {}).get("rows", [])}
+    head = ["model", "stage", "core", "MACs", "int8 i/MAC before", "int8 i/MAC", f"{result['peer']} i/MAC",
+            "fp32 i/MAC before", "fp32 i/MAC", "flash int8/fp32", "flash KB eecc / peer", "RAM KB eecc / peer",
+            "int8 bit-exact eecc / peer"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        q, f, p, b = r["int8"], r.get("float"), r.get("peer") or {}, old.get((r["model"], r["stage"], r["cpu"]), {})
+        ipm = lambda d: f"{d['instructions'] / r['macs']:.2f}" if d and "instructions" in d else "-"  # noqa: E731
+        kb = lambda d, k: f"{d[k] / 1024:.1f}" if k in d else "-"  # noqa: E731
+        pct = lambda d: f"{100 * d['exact']:.0f} % of {d['samples']}" if "exact" in d else "-"  # noqa: E731
+        lines.append("| " + " | ".join([
+            r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}", ipm(b.get("int8")),
+            ipm(q), ipm(p), ipm(b.get("float")), ipm(f), f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
+            f"{kb(q, 'flash_B')} / {kb(p, 'flash_B')}", f"{kb(q, 'ram_B')} / {kb(p, 'ram_B')}",
+            f"{pct(q)} / {pct(p)}"]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="kws,resnet")
@@ -135,7 +156,13 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".eecc-cache" / "bench-mcu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mcu.json")
+    parser.add_argument("--markdown", nargs="+", type=Path, metavar="JSON",
+                        help="only print the BENCHMARKS.md table of a results file (optionally: then an earlier one)")
     args = parser.parse_args()
+    if args.markdown:
+        runs = [json.loads(p.read_text()) for p in args.markdown]
+        print(markdown(runs[0], runs[1] if len(runs) > 1 else None))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="eecc-mcu-") as tmp:
         for name in args.models.split(","):

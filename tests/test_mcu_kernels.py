@@ -134,3 +134,26 @@ def test_m4_stage_with_smlad_kernels_is_bit_exact_and_has_no_argument_checks(res
     wrappers = [body for name, body in kernels.items() if name.startswith("__tvm_ffi_")]
     # with the checks a wrapper has hundreds of instructions (≈2 KB); without, it only unpacks pointers
     assert wrappers and max(body.count("\n") for body in wrappers) < 80
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[-1] == 1])
+@pytest.mark.parametrize("relu", [False, True])
+def test_float_kernel_matches_a_float64_convolution(case, relu):
+    from eecc.targets import mcu_float
+
+    c, h, wd, o, kh, kw, strides, pads, _ = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, c, h, wd)).astype(np.float32)
+    w = rng.standard_normal((o, c, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    func, consts, outs = mcu_float.conv2d_f32(x.shape, w, strides=strides, pads=pads, bias=bias, relu=relu)
+    got = _run_host(func, [x, *consts], outs)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = got.shape[2:]
+    want = np.zeros((o, oh, ow)) + bias[:, None, None]
+    for ky in range(kh):
+        for kx in range(kw):
+            win = xp[0, :, ky:ky + strides[0] * oh:strides[0], kx:kx + strides[1] * ow:strides[1]]
+            want += np.einsum("oc,chw->ohw", w[:, :, ky, kx].astype(np.float64), win)
+    want = np.maximum(want, 0) if relu else want
+    assert np.abs(got[0] - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
