@@ -46,19 +46,22 @@ def test_softmax_output_final_ece_and_accuracy_are_the_models_own(foreign, capsy
     assert ece(probs, data["y_test"]) > 0.3 > got["final_ece"]
 
 
-@pytest.mark.parametrize("name", ["softmax", "fp16", "multifc"])
+@pytest.mark.parametrize("name", ["softmax", "fp16", "multifc", "keras"])
 def test_compile_and_run(foreign, capsys, tmp_path, name):
+    """compile with the default placement (no --search), then run the bundle."""
     paths, cache = foreign
     out = tmp_path / name
-    manifest = _json(capsys, ["compile", str(paths[name]), "--data", str(paths["data"]), "--target", "psoc6",
+    data = paths["data_nhwc" if name == "keras" else "data"]
+    manifest = _json(capsys, ["compile", str(paths[name]), "--data", str(data), "--target", "psoc6",
                               "-o", str(out), "--no-codegen", "--no-report", "--quiet", "--json",
                               "--cache-dir", str(cache)])
     chosen = manifest["placement"]["metrics"]["search"]
-    ran = _json(capsys, ["run", str(out), "--data", str(paths["data"]), "--json", "--quiet"])
+    ran = _json(capsys, ["run", str(out), "--data", str(data), "--json", "--quiet"])
     assert ran["samples"] == 360 and ran["accuracy"] > 0.85
     assert abs(ran["accuracy"] - chosen["accuracy"]) < 1e-9
-    normalized = {"softmax": [], "fp16": ["normalize_float"], "multifc": ["unfix_batch"]}[name]
-    assert manifest["output"] == {"kind": "softmax" if name == "softmax" else "logits", "normalized": normalized}
+    normalized = {"softmax": [], "fp16": ["normalize_float"], "multifc": ["unfix_batch"], "keras": []}[name]
+    kind = "softmax" if name in ("softmax", "keras") else "logits"
+    assert manifest["output"] == {"kind": kind, "normalized": normalized}
     if name == "softmax":  # the gates' ECE of the final stage is the model's own
         data = np.load(paths["data"])
         import onnx

@@ -255,11 +255,16 @@ def test_normalize_output(op, after, kind):
 
 QDQ = """
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 2, 4, 4] x) => (float[N, 3] y) <float[3, 2] fc, float s = {0.1}, uint8 zp = {128}>
+g (float[N, 2, 4, 4] x) => (float[N, 3] y)
+  <float[4, 2, 3, 3] w1, float[4, 4, 3, 3] w2, float[3, 4] fc, float s = {0.1}, uint8 zp = {128}>
 {
     q = QuantizeLinear(x, s, zp)
     d = DequantizeLinear(q, s, zp)
-    p = GlobalAveragePool(d)
+    c1 = Conv<pads = [1, 1, 1, 1]>(d, w1)
+    r1 = Relu(c1)
+    c2 = Conv<pads = [1, 1, 1, 1]>(r1, w2)
+    r2 = Relu(c2)
+    p = GlobalAveragePool(r2)
     f = Flatten(p)
     y = Gemm<transB = 1>(f, fc)
 }
@@ -271,6 +276,9 @@ def test_quantised_model_is_refused_naming_quantisation():
     from eecc.driver.pipeline import analyse
     with pytest.raises(EeccError, match="int8-quantised model .*DequantizeLinear, QuantizeLinear.*float model"):
         analyse(parse(QDQ))
+    # The advice, followed: the same model before quantisation analyses.
+    text = QDQ.replace("q = QuantizeLinear(x, s, zp)\n    d = DequantizeLinear(q, s, zp)", "d = Identity(x)")
+    assert analyse(parse(text))[1].total_macs == 4 * 16 * 2 * 9 + 4 * 16 * 4 * 9 + 3 * 4
 
 
 def test_input_shape_must_agree_with_declared_dims(tmp_path, capsys):
@@ -283,3 +291,17 @@ def test_input_shape_must_agree_with_declared_dims(tmp_path, capsys):
     assert "contradicts the dims input 'x' declares (2,6,6)" in err and "leave --input-shape out" in err
     assert main(["inspect", str(path), "--input-shape", "2,6,6"]) == 0  # the advice, followed
     assert main(["inspect", str(path)]) == 0
+
+
+def test_external_data_beside_the_model_is_read(tmp_path, capsys):
+    from eecc.cli import main
+    model = _ir3(OPSET9)
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data",
+              size_threshold=0)
+    assert (tmp_path / "ext.data").exists()
+    capsys.readouterr()
+    assert main(["inspect", str(path), "--json"]) == 0
+    summary = __import__("json").loads(capsys.readouterr().out)
+    assert summary["output_kind"] == "softmax" and summary["normalized"][0] == "normalize_opset"
+    assert summary["total_macs"] == 4 * 4 * 4 * 2 * 9 + 3 * 4  # Conv [4,2,3,3] on 6x6 (valid) + Gemm 4->3
