@@ -69,12 +69,22 @@ def whole_model_on_mali(name: str, model: onnx.ModelProto, work: Path, samples: 
             "device": device, "compile_s": compile_s, "run_s": run_s}
 
 
-def rk3588_bundles(work: Path) -> list[dict]:
-    from bench.calibration import workloads
+def bundle_workloads(efficientnet: bool):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from calibration import workloads
+
+    yield from workloads()
+    if efficientnet and EFFICIENTNET.exists():
+        from make_efficientnet import load_data
+
+        yield "efficientnet_lite0", EFFICIENTNET, load_data()
+
+
+def rk3588_bundles(work: Path, *, efficientnet: bool) -> list[dict]:
     from eecc.driver.compile import CompileOptions, compile_model
 
     rows = []
-    for name, path, data in workloads():
+    for name, path, data in bundle_workloads(efficientnet):
         options = CompileOptions(target="rk3588", out=work / f"{name}_rk3588", cache_dir=os.path.join(work, "cache"),
                                  emulate=True, progress=False)
         manifest = compile_model(path, data, options)
@@ -93,13 +103,15 @@ def rk3588_bundles(work: Path) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-bundles", action="store_true", help="only the whole-model Mali check")
+    ap.add_argument("--efficientnet-bundle", action="store_true",
+                    help="also compile EfficientNet-Lite0 for rk3588 with search and --emulate (slow)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mali_check.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eecc-mali-") as tmp:
         rows = [whole_model_on_mali(name, model, Path(tmp)) for name, model in models()]
-        stages = [] if args.skip_bundles else rk3588_bundles(Path(tmp))
+        stages = [] if args.skip_bundles else rk3588_bundles(Path(tmp), efficientnet=args.efficientnet_bundle)
     table = Table(title="whole model as one Mali stage: OpenCL kernels on PoCL vs onnxruntime (correctness, not speed)")
     for col in ("model", "kernels", "launches", "schedule fallbacks", "max |err|", "compile s", "PoCL run s"):
         table.add_column(col, justify="left" if col in ("model", "schedule fallbacks") else "right")
