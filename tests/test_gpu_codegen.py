@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from eecc.runtime.gpu_run import run_plan
@@ -94,3 +96,22 @@ def test_cuda_source_and_ptx(tmp_path):
         assert not arts.checked and "nvcc not installed" in arts.check_note
     else:
         assert arts.checked and arts.check_note == f"ptx entries={arts.kernel_count}"
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn1d", "dscnn", "resnet", "kws"])
+def test_every_fixture_compiles_for_mali_and_matches_onnxruntime_on_pocl(name, tmp_path):
+    from eecc.examples import HERE
+
+    model = onnx.load(HERE / "kws.onnx" if name == "kws" else FIXTURES / f"{name}.onnx")
+    arts = mali.compile_stage(model, out_dir=tmp_path)
+    assert arts.checked and arts.extra["launches"] >= arts.kernel_count >= 5
+    inp = model.graph.input[0]
+    x = np.random.default_rng(4).standard_normal(
+        [2] + [d.dim_value for d in inp.type.tensor_type.shape.dim][1:]).astype(np.float32)
+    got, _ = run_plan(tmp_path / "stage.plan.json", {inp.name: x})
+    want = reference(model, x, name=inp.name)
+    for out in model.graph.output:
+        np.testing.assert_allclose(got[out.name].reshape(want[out.name].shape), want[out.name], atol=1e-4, rtol=0)
