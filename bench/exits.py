@@ -11,18 +11,16 @@ warm run >= 10x faster than the cold one; last head within 2 points of the origi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from eecc.examples import datasets
 from eecc.exits.run import plan_exits, run_exits, time_reference_pass
+from common import table as results_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,33 +63,37 @@ def main(argv: list[str] | None = None) -> int:
         "reference_pass_before_s": ref_before, "reference_pass_after_s": ref_after, "cpus": os.cpu_count(),
         "loadavg_1min_start": load_start, "loadavg_1min_end": os.getloadavg()[0],
     }
-    table = Table(title=f"run_exits on {record['model']} / {args.data} ({record['train_samples']} train)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    table.add_row("heads trained (candidates)", f"{len(cold.tried)} ({len(cold.results)})", args.heads)
-    table.add_row("features_s", f"{t['features_s']:.2f}", "")
-    table.add_row("train_s", f"{t['train_s']:.2f}", "")
-    table.add_row("reference_pass_s (mean of before / after)", f"{t['reference_pass_s']:.2f}",
-                  f"{ref_before:.2f} / {ref_after:.2f}")
-    table.add_row("(features+train)/reference", f"{record['ratio_features_train_to_reference']:.2f}", "<= 3")
-    table.add_row("warm run wall s", f"{warm_wall:.2f}", "")
-    table.add_row("warm speed-up", f"{record['warm_speedup']:.1f}x", ">= 10x")
-    table.add_row("peak RSS MB", f"{record['peak_rss_mb']:.0f}", "")
-    table.add_row("load average start / end", f"{load_start:.2f} / {record['loadavg_1min_end']:.2f}",
-                  f"{record['cpus']} CPUs")
-    table.add_row("original test acc", f"{100 * cold.final_test_accuracy:.2f}", "")
-    table.add_row("last head test acc", f"{100 * last.test_accuracy:.2f}", "gap <= 2 points")
-    for k, r in enumerate(cold.results):
-        acc = "dropped" if r.dropped else f"val {100 * r.val_accuracy:.2f} / test {100 * r.test_accuracy:.2f}"
-        table.add_row(f"exit {k} {r.spec.tensor} ({r.spec.design})", acc, f"{r.spec.exit_macs:,} MACs")
-    Console().print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
+    Console().print(_table(record, cold, args.data, args.heads))
+    write_results(args.out, record)
     return 0
 
 
+def _table(record: dict, cold, data: str, heads: str):
+    """The figures of `record` against their targets, one row per figure and per candidate exit."""
+    t = record
+    last = [c for c in cold.results if not c.dropped][-1]
+    rows = [("heads trained (candidates)", f"{len(cold.tried)} ({len(cold.results)})", heads),
+            ("features_s", f"{cold.timings['features_s']:.2f}", ""),
+            ("train_s", f"{cold.timings['train_s']:.2f}", ""),
+            ("reference_pass_s (mean of before / after)", f"{cold.timings['reference_pass_s']:.2f}",
+             f"{t['reference_pass_before_s']:.2f} / {t['reference_pass_after_s']:.2f}"),
+            ("(features+train)/reference", f"{t['ratio_features_train_to_reference']:.2f}", "<= 3"),
+            ("warm run wall s", f"{t['warm_wall_s']:.2f}", ""),
+            ("warm speed-up", f"{t['warm_speedup']:.1f}x", ">= 10x"),
+            ("peak RSS MB", f"{t['peak_rss_mb']:.0f}", ""),
+            ("load average start / end", f"{t['loadavg_1min_start']:.2f} / {t['loadavg_1min_end']:.2f}",
+             f"{t['cpus']} CPUs"),
+            ("original test acc", f"{100 * cold.final_test_accuracy:.2f}", ""),
+            ("last head test acc", f"{100 * last.test_accuracy:.2f}", "gap <= 2 points")]
+    for k, c in enumerate(cold.results):
+        acc = "dropped" if c.dropped else f"val {100 * c.val_accuracy:.2f} / test {100 * c.test_accuracy:.2f}"
+        rows.append((f"exit {k} {c.spec.tensor} ({c.spec.design})", acc, f"{c.spec.exit_macs:,} MACs"))
+    out = results_table(f"run_exits on {t['model']} / {data} ({t['train_samples']} train)",
+                        ("figure", "value", "target"), left=("figure",))
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from eecc.examples import datasets
 from eecc.exits.run import run_exits
 from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.search import SearchOptions, search
+from common import fixture_args, table as results_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "tests/fixtures/models"
@@ -62,25 +60,17 @@ def bench_fixture(name: str, *, max_exits: int, limit: int | None, cache_dir: st
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fixtures", default="cnn,resnet,dscnn,cnn1d")
-    ap.add_argument("--max-exits", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="keep the first N training samples")
-    ap.add_argument("--cache-dir", default=os.environ.get("EECC_CACHE_DIR") or str(Path(tempfile.gettempdir())
-                                                                                    / "eecc-bench-cache"))
-    ap.add_argument("--out", default=str(ROOT / "bench/results/modes.json"))
+    fixture_args(ap, fixtures="cnn,resnet,dscnn,cnn1d", limit=None, name="modes")
     args = ap.parse_args(argv)
     out = [bench_fixture(n, max_exits=args.max_exits, limit=args.limit, cache_dir=args.cache_dir)
            for n in args.fixtures.split(",") if n]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"max_exits": args.max_exits, "limit": args.limit, "results": out},
-                                         indent=1))
+    write_results(args.out, {"max_exits": args.max_exits, "limit": args.limit, "results": out})
     console = Console(width=170)
-    table = Table(title=f"decision modes on the same exits (test split; <= {args.max_exits} exits, "
-                        "max drop 1 pt on val)")
-    for col in ("fixture", "mode", "exits", "test acc", "Δ acc pt", "mean MACs %", "oracle MACs %",
-                "ECE per position", "AEP best sub-ensemble", "search s"):
-        table.add_column(col, justify="left" if col in ("fixture", "mode", "exits", "ECE per position",
-                                                          "AEP best sub-ensemble") else "right")
+    table = results_table(f"decision modes on the same exits (test split; <= {args.max_exits} exits, "
+                          "max drop 1 pt on val)",
+                          ("fixture", "mode", "exits", "test acc", "Δ acc pt", "mean MACs %", "oracle MACs %",
+                           "ECE per position", "AEP best sub-ensemble", "search s"),
+                          left=("fixture", "mode", "exits", "ECE per position", "AEP best sub-ensemble"))
     for fx in out:
         orig_acc, orig_macs = fx["original_accuracy"], fx["original_macs"]
         for r in fx["modes"]:

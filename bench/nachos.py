@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from eecc.data import cache as fcache
 from eecc.examples import datasets
@@ -31,6 +28,7 @@ from eecc.search.policy import position_costs
 from eecc.search.search import SearchOptions, search
 from eecc.search.types import ExitLogits
 from eecc.train.nachos import NachosConfig, predict_nachos, train_nachos
+from common import fixture_args, table as results_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "tests/fixtures/models"
@@ -103,23 +101,15 @@ def _row(mode: str, best, ece_gate: list[float], train_s: float, **extra) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fixtures", default="cnn,dscnn,resnet")
-    ap.add_argument("--limit", type=int, default=5000, help="keep the first N training samples")
-    ap.add_argument("--max-exits", type=int, default=2)
-    ap.add_argument("--cache-dir", default=os.environ.get("EECC_CACHE_DIR")
-                    or str(Path(tempfile.gettempdir()) / "eecc-bench-cache"))
-    ap.add_argument("--out", default=str(ROOT / "bench/results/nachos.json"))
+    fixture_args(ap, fixtures="cnn,dscnn,resnet", limit=5000, name="nachos")
     args = ap.parse_args(argv)
     res = [bench_fixture(n, limit=args.limit, max_exits=args.max_exits, cache_dir=args.cache_dir)
            for n in args.fixtures.split(",") if n]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"limit": args.limit, "max_exits": args.max_exits, "results": res},
-                                         indent=1, default=float))
-    table = Table(title="NACHOS confidence training vs default, same exits (test split; max drop 1 pt on val)")
-    for col in ("fixture", "mode", "test acc", "Δ acc pt", "mean MACs %", "exit rates", "gate ECE per exit",
-                "train s"):
-        table.add_column(col, justify="left" if col in ("fixture", "mode", "exit rates", "gate ECE per exit")
-                         else "right")
+    write_results(args.out, {"limit": args.limit, "max_exits": args.max_exits, "results": res}, default=float)
+    table = results_table("NACHOS confidence training vs default, same exits (test split; max drop 1 pt on val)",
+                          ("fixture", "mode", "test acc", "Δ acc pt", "mean MACs %", "exit rates",
+                           "gate ECE per exit", "train s"),
+                          left=("fixture", "mode", "exit rates", "gate ECE per exit"))
     for fx in res:
         if "modes" not in fx:
             table.add_row(fx["fixture"], "infeasible", *[""] * 6)

@@ -23,7 +23,8 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, write_bundle
+from eecc.bundle.manifest import Manifest
+from eecc.bundle.writer import write_bundle
 from eecc.exits.heads import ExitHead, HeadWeights, design_from_blocks
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits
@@ -88,45 +89,56 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    rng = np.random.default_rng(0)
-
     model = onnx.load(args.model) if args.model else synthetic_cnn()
-    graph, blocks = analyse(model)
-    shape = list(graph.inputs[0].shape[1:])
-    x = rng.normal(size=(args.samples, *shape)).astype(np.float32)
-    design = design_from_blocks(blocks)
-    heads = _pick(design.heads, blocks.total_macs)
-    exits = [ExitHead(h, _random_weights(h, rng)) for h in heads]
-    with_exits = insert_exits(graph, heads=exits)
+    with tempfile.TemporaryDirectory(prefix="eecc-bench-") as workdir:
+        setup = build(model, args.samples, args.threads, Path(workdir) / "bundle")
+        report = {"model": args.model or "synthetic 3x32x32 CNN (random weights)", "samples": args.samples,
+                  "threads": args.threads, "batch": 64, "cuts": setup["cuts"], "thresholds": setup["thresholds"],
+                  **speedup(setup, args.threads, args.repeats), **gate_cost(setup, args.threads, args.repeats),
+                  "host": {"onnxruntime": ort.__version__, "python": sys.version.split()[0]}}
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["speedup_target_met"] and report["gate_target_met"] else 1
 
-    # Thresholds at confidence quantiles: ~50 % leave at exit 0, ~50 % of the rest at exit 1.
-    outs = session(ir.to_model(with_exits), args.threads).run(None, {graph.inputs[0].name: x[:512]})
+
+def build(model: onnx.ModelProto, samples: int, threads: int, out: Path) -> dict:
+    """Two exits with seeded random heads, thresholds at confidence quantiles (~50 % leave at exit 0,
+    ~50 % of the rest at exit 1), split over rk3588-cuda's cpu, gpu and cuda; the bundle written at `out`."""
+    rng = np.random.default_rng(0)
+    graph, blocks = analyse(model)
+    x = rng.normal(size=(samples, *list(graph.inputs[0].shape[1:]))).astype(np.float32)
+    heads = _pick(design_from_blocks(blocks).heads, blocks.total_macs)
+    with_exits = insert_exits(graph, heads=[ExitHead(h, _random_weights(h, rng)) for h in heads])
+    outs = session(ir.to_model(with_exits), threads).run(None, {graph.inputs[0].name: x[:512]})
     names = [o.name for o in with_exits.outputs]
     conf = [confidence(outs[names.index(f"{h.tensor}.exit{i}.logits")]) for i, h in enumerate(heads)]
     t0 = float(np.quantile(conf[0], 0.5))
-    t1 = float(np.quantile(conf[1][conf[0] < t0], 0.5))
-    thresholds = [t0, t1]
-
+    thresholds = [t0, float(np.quantile(conf[1][conf[0] < t0], 0.5))]
     platform = load_platform("rk3588-cuda")
-    procs = ["cpu", "gpu", "cuda"]
-    stages = split_by_target(assign_targets(with_exits, cuts=[h.tensor for h in heads], processors=procs,
-                                            platform=platform), platform=platform)
+    cuts = [h.tensor for h in heads]
+    stages = split_by_target(assign_targets(with_exits, cuts=cuts, processors=["cpu", "gpu", "cuda"], platform=platform),
+                             platform=platform)
     gated = [insert_gates(s, threshold=t) for s, t in zip(stages, thresholds)] + [stages[-1]]
-    workdir = tempfile.TemporaryDirectory(prefix="eecc-bench-")  # removed when main returns
-    out = Path(workdir.name) / "bundle"
-    write_bundle(out, gated, build_manifest(gated, platform=platform, thresholds=thresholds))
-    cascade = Cascade(out, threads=args.threads)
-    original = session(model, args.threads)
-    in_name = graph.inputs[0].name
+    write_bundle(out, gated, Manifest.build(gated, platform=platform, thresholds=thresholds))
+    return {"model": model, "graph": graph, "blocks": blocks, "x": x, "cuts": [h.tensor for h in heads],
+            "thresholds": thresholds, "stages": stages, "gated": gated, "cascade": Cascade(out, threads=threads)}
 
+
+def speedup(setup: dict, threads: int, repeats: int) -> dict:
+    """Wall time at batch 64, original vs cascade, against the MAC prediction and the stages' own times."""
+    x, cascade, gated = setup["x"], setup["cascade"], setup["gated"]
+    original, in_name = session(setup["model"], threads), setup["graph"].inputs[0].name
     chunks = [x[i:i + 64] for i in range(0, len(x), 64)]
     result = cascade.run(x)
-    predicted = blocks.total_macs / float(result.macs.mean())
+    predicted = setup["blocks"].total_macs / float(result.macs.mean())
     # Per chunk, both back to back, fastest of `repeats`: bursts from other processes on a shared host
     # then hit single chunk timings, not whole passes.
     t_orig = t_casc = 0.0
     for chunk in chunks:
-        a, b = best_of(lambda: original.run(None, {in_name: chunk}), lambda: cascade.run(chunk), repeats=args.repeats)
+        a, b = best_of(lambda: original.run(None, {in_name: chunk}), lambda: cascade.run(chunk), repeats=repeats)
         t_orig, t_casc = t_orig + a, t_casc + b
     measured = t_orig / t_casc
     # What the runtime could reach at best: each stage's own batch-64 time, weighted by the share of
@@ -134,43 +146,34 @@ def main(argv=None) -> int:
     feed, per_sample = chunks[0], []
     for k in range(len(gated)):
         per_sample.append(best_of(lambda: cascade.sessions[k].run(None, {gated[k].inputs[0].name: feed}),
-                                  repeats=args.repeats)[0] / len(feed))
-        if k < len(heads):
+                                  repeats=repeats)[0] / len(feed))
+        if k < len(gated) - 1:
             feed = cascade.run_stage(k, feed)[gated[k].outputs[0].name]
     reach = [(result.exit_stage >= k).mean() for k in range(len(gated))]
     t_ideal = len(x) * sum(t * r for t, r in zip(per_sample, reach))
+    return {"exit_histogram": np.bincount(result.exit_stage, minlength=3).tolist(),
+            "original_macs": int(setup["blocks"].total_macs), "mean_cascade_macs": float(result.macs.mean()),
+            "predicted_speedup": predicted, "original_s": t_orig, "cascade_s": t_casc, "measured_speedup": measured,
+            "stage_time_speedup": t_orig / t_ideal, "routing_overhead": t_casc / t_ideal - 1,
+            "speedup_ratio": measured / predicted, "speedup_target_met": measured >= 0.8 * predicted}
 
-    # Gate cost at batch 1: each gated stage against the same stage without its gate.
-    calls = 20 * args.repeats
-    feeds, gate_cost = [x[:1]], 0.0
-    for k in range(len(heads)):
-        plain, with_gate = session(ir.to_model(stages[k]), args.threads), cascade.sessions[k]
+
+def gate_cost(setup: dict, threads: int, repeats: int) -> dict:
+    """Gate cost at batch 1: each gated stage against the same stage without its gate."""
+    stages, cascade, x = setup["stages"], setup["cascade"], setup["x"]
+    calls = 20 * repeats
+    feeds, cost = [x[:1]], 0.0
+    for k in range(len(stages) - 1):
+        plain, with_gate = session(ir.to_model(stages[k]), threads), cascade.sessions[k]
         feed = {stages[k].inputs[0].name: feeds[-1]}
         t_plain, t_gate = best_of(lambda: plain.run(None, feed), lambda: with_gate.run(None, feed), repeats=calls)
-        gate_cost += max(t_gate - t_plain, 0.0)
+        cost += max(t_gate - t_plain, 0.0)
         feeds.append(plain.run([stages[k].outputs[0].name], feed)[0])
     last = cascade.sessions[-1]
     last_feed = {stages[-1].inputs[0].name: feeds[-1]}
     t_last = best_of(lambda: last.run(None, last_feed), repeats=calls)[0]
-
-    report = {
-        "model": args.model or "synthetic 3x32x32 CNN (random weights)", "samples": args.samples,
-        "threads": args.threads, "batch": 64, "cuts": [h.tensor for h in heads], "thresholds": thresholds,
-        "exit_histogram": np.bincount(result.exit_stage, minlength=3).tolist(),
-        "original_macs": int(blocks.total_macs), "mean_cascade_macs": float(result.macs.mean()),
-        "predicted_speedup": predicted, "original_s": t_orig, "cascade_s": t_casc, "measured_speedup": measured,
-        "stage_time_speedup": t_orig / t_ideal, "routing_overhead": t_casc / t_ideal - 1,
-        "speedup_ratio": measured / predicted, "speedup_target_met": measured >= 0.8 * predicted,
-        "gate_cost_s_batch1": gate_cost, "last_stage_s_batch1": t_last, "gate_share": gate_cost / t_last,
-        "gate_target_met": gate_cost <= 0.05 * t_last,
-        "host": {"onnxruntime": ort.__version__, "python": sys.version.split()[0]},
-    }
-    width = max(len(k) for k in report)
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if report["speedup_target_met"] and report["gate_target_met"] else 1
+    return {"gate_cost_s_batch1": cost, "last_stage_s_batch1": t_last, "gate_share": cost / t_last,
+            "gate_target_met": cost <= 0.05 * t_last}
 
 
 def _pick(heads, total_macs):

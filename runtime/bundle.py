@@ -64,6 +64,14 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         manifest = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"'{file}' is not valid JSON ({exc}); recompile the bundle") from None
+    return bundle_from(path, manifest)
+
+
+def bundle_from(path: str | os.PathLike, manifest: dict[str, Any]) -> Bundle:
+    """A bundle whose stage files are in `path` and whose manifest is given (the compiler measures the
+    cascade before it writes manifest.json)."""
+    path = Path(path)
+    file = path / MANIFEST
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise BundleError(f"'{file}' has format {manifest.get('format')!r} version {manifest.get('version')!r}; "
                           f"this runtime reads {FORMAT!r} version {VERSION}: recompile with this eecc")

@@ -4,7 +4,8 @@
 
 Each checkout compiles the cnn fixture (tests/fixtures/models/cnn.onnx, sklearn digits) through its
 own `python -m eecc compile ... --no-codegen --no-report` with a cache of its own, once per variant
-(default placement, --search, ensemble + single file, int8, NACHOS, fine-tuning). The manifests are
+(default placement, --search, ensemble + single file, int8, NACHOS, fine-tuning; `--variants emulate`
+adds TVM code and QEMU runs of int8 stages). The manifests are
 compared field by field, ignoring timings, package versions and every `*_s` wall-clock field; the
 stage ONNX files (and any other .onnx in the bundle) are compared byte for byte. Prints one line per
 variant and exits 1 on any difference. Used to check the restructure step (behaviour unchanged).
@@ -28,7 +29,10 @@ VARIANTS = {
     "int8": ["--search", "--quantize", "int8"],
     "nachos": ["--search", "--trainer", "nachos"],
     "finetune": ["--search", "--finetune-epochs", "1"],
+    # TVM code for both Cortex-M stages, run under QEMU (slow: minutes); not in the default list
+    "emulate": ["--search", "--quantize", "int8", "--emulate"],
 }
+DEFAULT = "default,search,ensemble,int8,nachos,finetune"
 IGNORED = {"timings", "versions", "seconds", "host_wall_s"}
 
 
@@ -44,8 +48,9 @@ def data_file(work: Path, checkout: Path) -> Path:
 
 
 def compile_in(checkout: Path, out: Path, data: Path, flags: list[str]) -> None:
+    codegen = [] if "--emulate" in flags else ["--no-codegen"]
     cmd = [sys.executable, "-m", "eecc", "compile", str(checkout / "tests/fixtures/models/cnn.onnx"),
-           "--data", str(data), "--target", "psoc6", "--no-codegen", "--no-report", "--quiet", "--force",
+           "--data", str(data), "--target", "psoc6", *codegen, "--no-report", "--quiet", "--force",
            "--cache-dir", str(out.parent / "cache"), "-o", str(out), *flags]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
                    stdout=subprocess.DEVNULL)
@@ -75,7 +80,7 @@ def main() -> int:
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/same_bundles"))
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=DEFAULT, help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = data_file(args.work, args.after.resolve())

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, open_bundle, write_bundle
+from eecc.bundle.manifest import Manifest
+from eecc.bundle.writer import open_bundle, write_bundle
 from eecc.driver.pipeline import make_stages
 from eecc.cli import main
 from eecc.targets.codegen import apply_updates, compile_stages
@@ -73,7 +74,7 @@ def test_bundle_without_target_code_and_skipped_stages_say_so(tmp_path, capsys):
     platform = two("cortex-m7", "x86")
     stages = make_stages(model_with_exits(cuts=("a2",)), cuts=["a2"], processors=["a", "b"], thresholds=[0.6],
                          platform=platform)
-    write_bundle(tmp_path / "plain", stages, build_manifest(stages, platform=platform, thresholds=[0.6]))
+    write_bundle(tmp_path / "plain", stages, Manifest.build(stages, platform=platform, thresholds=[0.6]))
     assert main(["inspect", str(tmp_path / "plain")]) == 0
     assert "codegen: none" in capsys.readouterr().out
     out, _ = compiled_bundle(tmp_path / "skipped", platform)

@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest, open_bundle, write_bundle
+from eecc.bundle.manifest import Manifest
+from eecc.bundle.writer import open_bundle, write_bundle
 from eecc.driver.pipeline import make_stages
 from eecc.cli import main
 from eecc.errors import EeccError
@@ -42,7 +43,7 @@ def mixed_thresholds() -> list[float]:
 def bundle(path, thresholds, *, single_file=False, force=False):
     stages = make_stages(model_with_exits(), cuts=["r1", "a2"], processors=PROCS, thresholds=thresholds,
                          platform=PLATFORM)
-    manifest = build_manifest(stages, platform=PLATFORM, thresholds=thresholds,
+    manifest = Manifest.build(stages, platform=PLATFORM, thresholds=thresholds,
                               placement_metrics={"accuracy": 0.5}, pareto=[{"mean_macs": 1.0}])
     return write_bundle(path, stages, manifest, single_file=single_file, force=force)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eecc.model import ir
-from eecc.bundle.writer import build_manifest
+from eecc.bundle.manifest import Manifest
 from eecc.driver.pipeline import make_stages
 from eecc.errors import EeccError
 from eecc.targets.codegen import CPI, TOLERANCE, apply_updates, check_shared_memory, compare_outputs, \
@@ -65,7 +65,7 @@ def stages_for(platform, threshold=0.6):
     procs = [p.name for p in platform.processors][:2]
     stages = make_stages(model_with_exits(cuts=("a2",)), cuts=["a2"], processors=procs, thresholds=[threshold],
                          platform=platform)
-    return [ir.to_model(s) for s in stages], build_manifest(stages, platform=platform, thresholds=[threshold])
+    return [ir.to_model(s) for s in stages], Manifest.build(stages, platform=platform, thresholds=[threshold]).to_json()
 
 
 @pytest.fixture(scope="module")

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from eecc.runtime.bundle import MANIFEST
+from eecc.bundle.manifest import Manifest
+from eecc.runtime.bundle import bundle_from
 from eecc.runtime.cascade import Cascade
 from eecc.search.intervals import policy_intervals
 
 
-def verify_bundle(path: Path, test, original_accuracy: float, original_macs: int, simulated_exits, *,
-                  original_correct=None) -> dict:
-    """`test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample.
+def verify_bundle(path: Path, manifest: Manifest, test, original_accuracy: float, original_macs: int,
+                  simulated_exits, *, original_correct=None) -> dict:
+    """The stage files in `path` run as `manifest` describes them (manifest.json is not written yet).
 
+    `test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample.
     With `original_correct` [N] (is the original model right on each sample), the figures carry 95 %
     bootstrap intervals (`intervals`; eecc/search/intervals.py), the drop paired per sample.
     """
     x, y = test
     t0 = time.perf_counter()
-    res = Cascade(path).run(x)
+    res = Cascade(bundle_from(path, manifest.to_json())).run(x)
     wall = time.perf_counter() - t0
-    stages = json.loads((path / MANIFEST).read_text())["stages"]
+    stages = [{"exit_latency_s": s.exit_latency_s, "exit_energy_j": s.exit_energy_j} for s in manifest.stages]
     rates = np.bincount(res.exit_stage, minlength=len(stages)) / max(len(y), 1)
     return {
         "split": "test", "samples": int(len(y)),

@@ -1,98 +1,51 @@
-"""The bundle: stage<k>.<processor>.onnx + manifest.json, written atomically (runtime/bundle.py reads it)."""
+"""The bundle folder: stage<k>.<processor>.onnx files and manifest.json (eecc/bundle/manifest.py), written
+all or nothing; the single-file model with ONNX If gates. runtime/bundle.py reads it."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform as host_platform
 import shutil
 import tempfile
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc import __version__
-from eecc.model import ir
+from eecc.bundle.manifest import Manifest
 from eecc.errors import EeccError
-from eecc.passes.split_by_target import stage_cost
-from eecc.runtime.bundle import FORMAT, MANIFEST, VERSION
-from eecc.targets.platform import Platform, estimate_exits
+from eecc.model import ir
+from eecc.runtime.bundle import MANIFEST
 
 SINGLE_FILE = "cascade.single.onnx"
-_DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo", "apache-tvm", "torch")
 
 
-def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
-                   metric: str = "max_softmax", placement_metrics: dict | None = None,
-                   pareto: list | None = None, extra: dict | None = None, decision: str = "single",
-                   ensemble_weights: str | None = None) -> dict[str, Any]:
-    """The manifest of a bundle; `stages` are the gated stage graphs (eecc.driver.pipeline.stages)."""
-    costs = [stage_cost(s) for s in stages]
-    procs = [s.name.split(".", 1)[1] for s in stages]
-    estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs])
-    entries, cumulative = [], 0
-    for k, (stage, cost, est) in enumerate(zip(stages, costs, estimates)):
-        cumulative += cost.macs
-        last = k == len(stages) - 1
-        entries.append({
-            "index": k, "file": f"stage{k}.{procs[k]}.onnx", "target": procs[k],
-            "kind": platform.processor(procs[k]).kind,
-            "inputs": [_tensor_spec(t) for t in stage.inputs],
-            "outputs": {"handoff": None if last else stage.outputs[0].name,
-                        "logits": stage.outputs[0].name if last else f"exit{k}.logits",
-                        "exit": None if last else f"exit{k}.exit",
-                        "confidence": None if last else f"exit{k}.confidence",
-                        **({"members": f"ensemble{k}.members"} if decision == "ensemble" else {})},
-            "threshold": None if last else float(thresholds[k]),
-            **({"ensemble_weights": ensemble_weights_of(k + 1, ensemble_weights)} if decision == "ensemble" else {}),
-            **cost.to_dict(), "backbone_macs": cost.macs - cost.head_macs, "exit_macs": cumulative,
-            "compute_s": est["compute_s"], "exit_latency_s": est["latency_s"], "exit_energy_j": est["energy_j"],
-        })
-    final = stages[-1].outputs[0]
-    return {
-        "format": FORMAT, "version": VERSION,
-        "input": _tensor_spec(stages[0].inputs[0]),
-        "num_classes": int(final.shape[-1]) if final.shape else None,
-        "original_macs": sum(c.macs - c.head_macs for c in costs),
-        "confidence_metric": metric,
-        # ensemble: stage k's exit logits are sum_i w_i z_i over exits 0..k (w = the stage's `ensemble_weights`)
-        "decision": decision,
-        "platform": platform.to_dict(),
-        "energy_model": "per sample leaving at stage k: active power x MACs/(MAC/s) of the stages run, plus "
-                        "idle power of the placement's other processors for the rest of its latency; links "
-                        "cost latency (latency_s + 8*bytes/bandwidth) but no energy",
-        "stages": entries,
-        "placement": {"processors": procs, "cuts": [e["outputs"]["handoff"] for e in entries[:-1]],
-                      "thresholds": [float(t) for t in thresholds],
-                      "worst_case_macs": entries[-1]["exit_macs"],
-                      "worst_case_latency_s": entries[-1]["exit_latency_s"],
-                      "worst_case_energy_j": max(e["exit_energy_j"] for e in entries),
-                      "metrics": dict(placement_metrics or {})},
-        "pareto": pareto,
-        "single_file": None,
-        "versions": versions(),
-        **(extra or {}),
-    }
-
-
-def write_bundle(out: str | os.PathLike, stages: Sequence[gs.Graph], manifest: dict, *, force: bool = False,
+def write_bundle(out: str | os.PathLike, stages: Sequence[gs.Graph], manifest: Manifest, *, force: bool = False,
                  protect: Sequence[str | os.PathLike] = (), single_file: bool = False) -> Path:
     """All or nothing: stages and manifest appear at `out` together, or `out` is left as it was."""
     with open_bundle(out, force=force, protect=protect) as tmp:
-        models = []
-        for entry, stage in zip(manifest["stages"], stages):
-            models.append(ir.to_model(stage))
-            ir.save(models[-1], tmp / entry["file"])
+        models = write_stages(tmp, stages, manifest)
         if single_file:
             ir.save(single_file_model(models), tmp / SINGLE_FILE)
-            manifest = {**manifest, "single_file": SINGLE_FILE}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=ir.json_default) + "\n")
+            manifest.single_file = SINGLE_FILE
+        write_manifest(tmp, manifest)
     return Path(out)
+
+
+def write_stages(folder: Path, stages: Sequence[gs.Graph], manifest: Manifest) -> list[onnx.ModelProto]:
+    """Each stage graph saved under its manifest entry's file name; returns the stage models."""
+    models = [ir.to_model(s) for s in stages]
+    for entry, model in zip(manifest.stages, models):
+        ir.save(model, folder / entry.file)
+    return models
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """manifest.json, once, when everything it describes is in the folder."""
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=ir.json_default) + "\n")
 
 
 def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Path:
@@ -173,23 +126,6 @@ def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
     return model
 
 
-def ensemble_weights_of(m: int, mode: str | None) -> dict:
-    from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights
-
-    mode = mode or DEFAULT_WEIGHTS
-    return {"mode": mode, "weights": [float(w) for w in ensemble_weights(m, mode)]}
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"eecc": __version__, "python": host_platform.python_version()}
-    for dist in _DEPS:
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
-
-
 def _rename_clashes(model: onnx.ModelProto, used: set[str]) -> None:
     g = model.graph
     k = g.name.split(".")[0].removeprefix("stage") or "0"
@@ -215,9 +151,3 @@ def _vi(name: str, classes: int | None) -> onnx.ValueInfoProto:
     if classes is None:
         return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [1])
     return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, classes])
-
-
-def _tensor_spec(t: gs.Variable) -> dict[str, Any]:
-    shape = [int(d) if isinstance(d, (int, np.integer)) else str(d) for d in (t.shape or [])]
-    return {"name": t.name, "shape": shape,
-            "dtype": np.dtype(t.dtype).name if t.dtype is not None else None}

@@ -7,7 +7,6 @@ each end in the one shared threshold re-search (eecc.search.thresholds.retune).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,14 +17,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.bundle.verify import verify_bundle
-from eecc.bundle.writer import SINGLE_FILE, build_manifest, check_output, open_bundle, single_file_model
+from eecc.bundle.manifest import CompileRecord, Manifest
+from eecc.bundle.writer import (SINGLE_FILE, check_output, open_bundle, single_file_model, write_manifest,
+                                write_stages)
 from eecc.data.splits import Splits
 from eecc.driver import pipeline
 from eecc.errors import EeccError
 from eecc.exits.run import plan_exits
 from eecc.model import ir
 from eecc.report.page import REPORT, threshold_maps, write_report
-from eecc.runtime.bundle import MANIFEST
 from eecc.search.run import SearchRun, search_model
 from eecc.search.search import PlacementResult, SearchOptions
 from eecc.search.types import ExitLogits
@@ -84,15 +84,15 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     stages = lower(chosen, platform, options)                  # assign ─▶ split ─▶ [ensemble] ─▶ gates
     manifest = describe(stages, chosen, run, platform, options, Path(model).name)
     with open_bundle(options.out, force=options.force, protect=protect) as tmp:
-        write_bundle(tmp, stages, chosen, run, splits, test, manifest, platform, options)
-        manifest["timings"] = {**run.timings, **run.exits.timings, "total_s": time.perf_counter() - t0}
+        build_bundle(tmp, stages, chosen, run, splits, test, manifest, platform, options)  # files, measured
+        manifest.timings = {**run.timings, **run.exits.timings, "total_s": time.perf_counter() - t0}
         if options.report:  # inside the staging folder, so a failed report leaves no bundle
             t_report = time.perf_counter()
-            manifest["report"] = REPORT
-            write_report(tmp, manifest, progress=options.progress)
-            manifest["timings"]["report_s"] = time.perf_counter() - t_report
-        _write(tmp, manifest)
-    return manifest
+            manifest.report = REPORT
+            write_report(tmp, manifest.to_json(), progress=options.progress)
+            manifest.timings["report_s"] = time.perf_counter() - t_report
+        write_manifest(tmp, manifest)                          # once, when the bundle is complete
+    return manifest.to_json()
 
 
 def check_options(options: CompileOptions) -> None:
@@ -145,53 +145,48 @@ def lower(chosen: Chosen, platform: Platform, options: CompileOptions) -> list[g
 
 
 def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options: CompileOptions,
-             model_name: str) -> dict:
-    """The manifest of the bundle, before measurement (written, measured and completed by write_bundle)."""
+             model_name: str) -> Manifest:
+    """The bundle's manifest before anything is written or measured (build_bundle completes it)."""
     o, p, search_json = options.search_options, chosen.placement, run.result.to_json()
-    return build_manifest(
-        stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric, decision=o.decision,
-        ensemble_weights=o.ensemble_weights,
-        placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None,
-        extra={"model": model_name, "original": search_json["original"],
-               # Stage outputs are logits (exits) or log-probabilities (a probability-output final stage).
-               "output": {"kind": run.plan.blocks.head.output_kind,
-                          "normalized": list(run.plan.blocks.head.normalized)},
-               "heads": [{"tensor": h.spec.tensor, **h.spec.to_json()}  # each exit's head design
-                         for h in run.exits.heads() if h.spec.tensor in p.exits],
-               "search": {k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
-               "mode": "search" if options.search else "default-placement",
-               # The report's threshold heatmaps need the candidate logits, which only exist here.
-               "threshold_grid": None if chosen.nachos else threshold_maps(
-                   chosen.logits, p.exits, p.thresholds, metric=chosen.metric, calibrate_on=o.calibrate_on),
-               **({"finetune": chosen.finetune} if chosen.finetune else {}),
-               **({"trainer": "nachos", "nachos": chosen.nachos} if chosen.nachos else {"trainer": "default"})})
+    manifest = Manifest.build(stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric,
+                              decision=o.decision, ensemble_weights=o.ensemble_weights,
+                              placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None)
+    manifest.compile = CompileRecord(
+        model=model_name, original=search_json["original"],
+        # Stage outputs are logits (exits) or log-probabilities (a probability-output final stage).
+        output={"kind": run.plan.blocks.head.output_kind, "normalized": list(run.plan.blocks.head.normalized)},
+        heads=[{"tensor": h.spec.tensor, **h.spec.to_json()}  # each exit's head design
+               for h in run.exits.heads() if h.spec.tensor in p.exits],
+        search={k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
+        mode="search" if options.search else "default-placement",
+        # The report's threshold heatmaps need the candidate logits, which only exist here.
+        threshold_grid=None if chosen.nachos else threshold_maps(
+            chosen.logits, p.exits, p.thresholds, metric=chosen.metric, calibrate_on=o.calibrate_on),
+        trainer="nachos" if chosen.nachos else "default", finetune=chosen.finetune, nachos=chosen.nachos)
+    return manifest
 
 
-def write_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Splits, test, manifest: dict,
+def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Splits, test, manifest: Manifest,
                  platform: Platform, options: CompileOptions) -> None:
-    """Stages, single file, fine-tuned model and manifest into the staging folder, then measure the
-    written cascade; int8 and target code replace or add files after that."""
-    models = [ir.to_model(s) for s in stages]
-    for entry, stage_model in zip(manifest["stages"], models):
-        ir.save(stage_model, tmp / entry["file"])
+    """Stages, single file and fine-tuned model into the staging folder, the cascade measured on them;
+    int8 and target code replace or add files after that. `manifest` records it all."""
+    models = write_stages(tmp, stages, manifest)
     if options.single_file:
         ir.save(single_file_model(models), tmp / SINGLE_FILE)
-        manifest["single_file"] = SINGLE_FILE
+        manifest.single_file = SINGLE_FILE
     if chosen.finetune:  # the fine-tuned model with its exits: the reference of the no-exit invariant
         ir.save(chosen.graph, tmp / chosen.finetune["model"])
-    _write(tmp, manifest)
 
     def verify() -> dict:
-        return verify_bundle(tmp, test, run.result.original["accuracy"], run.exits.logits.final_macs,
+        return verify_bundle(tmp, manifest, test, run.result.original["accuracy"], run.exits.logits.final_macs,
                              chosen.placement.test.exit_index,
                              original_correct=run.exits.logits.final_test_logits.argmax(1) == test[1])
 
-    manifest["placement"]["metrics"]["measured"] = verify()
+    manifest.placement.metrics["measured"] = verify()
     if options.quantize:
         from eecc.driver.int8 import quantize_bundle
 
-        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify,
-                                 lambda: _write(tmp, manifest))
+        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify)
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
 
@@ -203,20 +198,17 @@ def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
     return splits.test.rows(0, len(splits.test)), np.asarray(splits.test.y)
 
 
-def _codegen(tmp: Path, models, manifest: dict, platform: Platform, test) -> None:
+def _codegen(tmp: Path, models, manifest: Manifest, platform: Platform, test) -> None:
+    """TVM code per stage (eecc.targets.codegen), emulated when `test` is given; recorded in the manifest."""
     from eecc.targets.codegen import compile_stages
 
     inputs = None if test is None else test[0]
-    updates = compile_stages(models, manifest, platform, tmp, emulate_inputs=inputs)
-    for entry, update in zip(manifest["stages"], updates.get("stages", [])):
-        entry.update(update)
-    manifest.update({k: v for k, v in updates.items() if k != "stages"})
-    stages, measured = manifest["stages"], manifest["placement"]["metrics"]["measured"]
+    updates = compile_stages(models, manifest.to_json(), platform, tmp, emulate_inputs=inputs)
+    for entry, update in zip(manifest.stages, updates.get("stages", [])):
+        entry.target_code = update
+    manifest.target_code = {k: v for k, v in updates.items() if k != "stages"}
+    stages, measured = [e.target_code for e in manifest.stages], manifest.placement.metrics["measured"]
     if all(s.get("exit_latency_calibrated_s") is not None for s in stages):  # every stage was emulated
         rates = measured["exit_rates"]
         measured["mean_latency_calibrated_s"] = sum(r * s["exit_latency_calibrated_s"] for r, s in zip(rates, stages))
         measured["mean_energy_calibrated_j"] = sum(r * s["exit_energy_calibrated_j"] for r, s in zip(rates, stages))
-
-
-def _write(tmp: Path, manifest: dict) -> None:
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=ir.json_default) + "\n")

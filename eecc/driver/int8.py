@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from eecc.bundle.manifest import Manifest, StageEntry
 from eecc.errors import EeccError
 from eecc.model import ir
 from eecc.search.confidence import confidence
@@ -20,29 +21,28 @@ FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 
           "calibration")
 
 
-def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, test,
-                    verify: Callable[[], dict], write: Callable[[], None]) -> list:
-    """Rewrites the stages in the staging folder `tmp` and the manifest; returns the int8 stage models.
-
-    `verify()` runs the written bundle on the test split, `write()` writes the manifest.
-    """
+def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, options, test,
+                    verify: Callable[[], dict]) -> list:
+    """Replaces the stages in the staging folder `tmp`, records int8 in `manifest` (thresholds, files,
+    `quantization`, the measured figures); returns the int8 stage models. `verify()` runs the stage
+    files in `tmp` as `manifest` describes them on the test split."""
     from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
 
     if options.quantize != "int8":
         raise EeccError(f"compile: unknown --quantize '{options.quantize}'; the only scheme is int8")
-    o, entries = options.search_options, manifest["stages"]
+    o, entries = options.search_options, manifest.stages
     t0 = time.perf_counter()
     calib_x = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
     quantized = quantize_stages(models, calib_x)
     on = splits.val if o.calibrate_on == "val" else splits.train
 
     def scores(stage_models, x, y) -> SplitScores:
-        heads, final = stage_logits(stage_models, entries, x)
+        heads, final = stage_logits(stage_models, [e.to_json() for e in entries], x)
         return SplitScores(conf=np.stack([confidence(h, o.metric) for h in heads]),
                            pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
                            y=np.asarray(y, dtype=np.int64))
 
-    costs = np.array([e["exit_macs"] for e in entries], dtype=np.float64)
+    costs = np.array([e.exit_macs for e in entries], dtype=np.float64)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
     objective = Objective(logits.final_macs, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
                           o.max_mean_macs)
@@ -50,20 +50,19 @@ def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, 
     choice = retune(scores(quantized, on.rows(0, len(on)), on.y), exits, costs, objective, o)
     th = choice.thresholds
     quantized = [set_threshold(m, t) for m, t in zip(quantized[:-1], th)] + [quantized[-1]]
-    float_th = [e["threshold"] for e in entries[:-1]]
+    float_th = [e.threshold for e in entries[:-1]]
     _swap_files(tmp, entries, quantized, th)
-    manifest["placement"]["thresholds"] = [float(t) for t in th]
-    if manifest.get("single_file"):
+    manifest.placement.thresholds = [float(t) for t in th]
+    if manifest.single_file:
         from eecc.bundle.writer import single_file_model
 
-        ir.save(single_file_model(quantized), tmp / manifest["single_file"])
-    float_measured = manifest["placement"]["metrics"]["measured"]
-    write()
+        ir.save(single_file_model(quantized), tmp / manifest.single_file)
+    float_measured = manifest.placement.metrics["measured"]
     measured = verify()
     on_test = scores(quantized, *test)
     stale = evaluate_policy(on_test, exits, tuple(float_th), costs)  # int8 stages, float thresholds
-    manifest["placement"]["metrics"]["measured"] = measured
-    manifest["quantization"] = {
+    manifest.placement.metrics["measured"] = measured
+    manifest.quantization = {
         "scheme": "int8", "format": FORMAT, "calibration_samples": int(len(calib_x)),
         "thresholds_calibrated_on": o.calibrate_on, "float_thresholds": float_th, "int8_thresholds": list(th),
         "float": {k: float_measured[k] for k in ("accuracy", "mean_macs", "exit_rates")},
@@ -72,14 +71,13 @@ def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, 
                                        "exit_rates": [float(r) for r in stale.exit_rates]},
         "int8_final_accuracy": float((on_test.final_pred == on_test.y).mean()),
         "calibration_cost": choice.cost, "seconds": time.perf_counter() - t0}
-    write()
     return quantized
 
 
-def _swap_files(tmp: Path, entries: list[dict], quantized, thresholds) -> None:
+def _swap_files(tmp: Path, entries: list[StageEntry], quantized, thresholds) -> None:
     """stage<k>.onnx becomes the int8 stage; the float stage moves to stage<k>.float.onnx."""
     for entry, m, t in zip(entries, quantized, [*thresholds, None]):
-        entry["float_file"] = entry["file"].removesuffix(".onnx") + ".float.onnx"
-        os.replace(tmp / entry["file"], tmp / entry["float_file"])
-        ir.save(m, tmp / entry["file"])
-        entry.update(threshold=None if t is None else float(t), float_threshold=entry["threshold"])
+        entry.float_file = entry.file.removesuffix(".onnx") + ".float.onnx"
+        os.replace(tmp / entry.file, tmp / entry.float_file)
+        ir.save(m, tmp / entry.file)
+        entry.float_threshold, entry.threshold = entry.threshold, None if t is None else float(t)
