@@ -30,80 +30,78 @@ def tables(records: list[dict], published: list[dict]) -> str:
                       *_published(published), *_machines(records)])
 
 
+def _section(title: str, columns: str, rows: list[str], *, first: bool = False) -> list[str]:
+    """A markdown heading and table (`columns` as "a | b | c"); `first` omits the blank line before it."""
+    return [*([] if first else [""]), title, "", f"| {columns} |", "|---" * (columns.count(" | ") + 1) + "|", *rows]
+
+
+def _targets(records: list[dict]):
+    """(record, target, result) for every target of every workload, in order."""
+    return [(rec, target, r) for rec in records for target, r in rec["targets"].items()]
+
+
 def _measured(records: list[dict]) -> list[str]:
-    lines = ["### Measured (this repository, this machine)", "",
-             "| workload | target | original acc | EENN acc (Δ pt) | mean MACs (Δ) | oracle MACs (Δ) "
-             "| exit rate per stage % | search s (cache) | × one ORT pass train+val | run wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for rec in records:
-        for target, r in rec["targets"].items():
-            o, e = r["original"], r["eenn"]
-            lines.append(
-                f"| {rec['label']} | {_target(target)} | {100 * o['accuracy']:.2f} % | {100 * e['accuracy']:.2f} % "
-                f"({e['delta_pt']:+.2f}) | {e['mean_macs']:,.0f} ({_pct(e['delta_macs_pct'])}) | "
-                f"{e['oracle_macs']:,.0f} ({_pct(e['oracle_delta_macs_pct'])}) | {_rates(e['exit_rates'])} | "
-                f"{r['search_wall_s']:.1f} ({r['cache']}) | "
-                f"{'n/a (warm cache)' if r['cache'] == 'warm' else format(r['search_over_reference_pass'], '.2f')} | "
-                f"{rec['wall_s']:.0f} |")
-    return lines
+    rows = [f"| {rec['label']} | {_target(target)} | {100 * r['original']['accuracy']:.2f} % | "
+            f"{100 * r['eenn']['accuracy']:.2f} % ({r['eenn']['delta_pt']:+.2f}) | {r['eenn']['mean_macs']:,.0f} "
+            f"({_pct(r['eenn']['delta_macs_pct'])}) | {r['eenn']['oracle_macs']:,.0f} "
+            f"({_pct(r['eenn']['oracle_delta_macs_pct'])}) | {_rates(r['eenn']['exit_rates'])} | "
+            f"{r['search_wall_s']:.1f} ({r['cache']}) | "
+            f"{'n/a (warm cache)' if r['cache'] == 'warm' else format(r['search_over_reference_pass'], '.2f')} | "
+            f"{rec['wall_s']:.0f} |" for rec, target, r in _targets(records)]
+    columns = ("workload | target | original acc | EENN acc (Δ pt) | mean MACs (Δ) | oracle MACs (Δ) | exit rate "
+               "per stage % | search s (cache) | × one ORT pass train+val | run wall s")
+    return _section("### Measured (this repository, this machine)", columns, rows, first=True)
 
 
 def _baselines(records: list[dict]) -> list[str]:
-    lines = ["", "### Baselines on the same placement (test split)", "",
-              "| workload | target | method | acc (Δ pt) | mean MACs (Δ) | exit rate per stage % "
-              "| mean latency ms est. | mean energy mJ est. | mean latency ms calibrated | mean energy mJ calibrated |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for rec in records:
-        for target, r in rec["targets"].items():
-            for method, b in (("eecc search", r["eenn"]), *r["baselines"].items()):
-                lines.append(f"| {rec['workload']} | {_target(target)} | {method.replace('_', ' ')} | {100 * b['accuracy']:.2f} % "
-                             f"({b['delta_pt']:+.2f}) | {b['mean_macs']:,.0f} ({_pct(b['delta_macs_pct'])}) | "
-                             f"{_rates(b['exit_rates'])} | {_ms(b.get('mean_latency_s'))} | "
-                             f"{_ms(b.get('mean_energy_j'))} | {_ms(b.get('mean_latency_calibrated_s'))} | "
-                             f"{_ms(b.get('mean_energy_calibrated_j'))} |")
-    return lines
+    rows = [f"| {rec['workload']} | {_target(target)} | {method.replace('_', ' ')} | {100 * b['accuracy']:.2f} % "
+            f"({b['delta_pt']:+.2f}) | {b['mean_macs']:,.0f} ({_pct(b['delta_macs_pct'])}) | "
+            f"{_rates(b['exit_rates'])} | {_ms(b.get('mean_latency_s'))} | {_ms(b.get('mean_energy_j'))} | "
+            f"{_ms(b.get('mean_latency_calibrated_s'))} | {_ms(b.get('mean_energy_calibrated_j'))} |"
+            for rec, target, r in _targets(records)
+            for method, b in (("eecc search", r["eenn"]), *r["baselines"].items())]
+    columns = ("workload | target | method | acc (Δ pt) | mean MACs (Δ) | exit rate per stage % | mean latency ms "
+               "est. | mean energy mJ est. | mean latency ms calibrated | mean energy mJ calibrated")
+    return _section("### Baselines on the same placement (test split)", columns, rows)
 
 
 def _per_stage(records: list[dict]) -> list[str]:
-    lines = ["", "### Per stage on the compiled target (estimates at the platform's MAC/s; emulated instructions "
-              "under QEMU; calibrated = instructions / clock, CPI 1)", "",
-              "| workload | stage | processor | threshold | stage MACs | exit latency ms est. | exit energy mJ est. "
-              "| instructions / inference (QEMU) | stage latency ms calibrated | exit latency ms calibrated |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for rec in records:
-        for target, r in rec["targets"].items():
-            for s in r.get("stages", []):
-                th = "–" if s["threshold"] is None else f"{s['threshold']:.3f}"
-                ins = s["instructions_per_inference"]
-                lines.append(f"| {rec['workload']} ({target}) | {s['index']} | {s['target']} ({s['kind']}) | {th} | "
-                             f"{s['macs']:,} | {_ms(s['exit_latency_s'])} | {_ms(s['exit_energy_j'])} | "
-                             f"{'–' if not ins else f'{ins:,}'} | {_ms(s['latency_calibrated_s'])} | "
-                             f"{_ms(s['exit_latency_calibrated_s'])} |")
-    return lines
+    rows = []
+    for rec, target, r in _targets(records):
+        for s in r.get("stages", []):
+            th = "–" if s["threshold"] is None else f"{s['threshold']:.3f}"
+            ins = s["instructions_per_inference"]
+            rows.append(f"| {rec['workload']} ({target}) | {s['index']} | {s['target']} ({s['kind']}) | {th} | "
+                        f"{s['macs']:,} | {_ms(s['exit_latency_s'])} | {_ms(s['exit_energy_j'])} | "
+                        f"{'–' if not ins else f'{ins:,}'} | {_ms(s['latency_calibrated_s'])} | "
+                        f"{_ms(s['exit_latency_calibrated_s'])} |")
+    columns = ("workload | stage | processor | threshold | stage MACs | exit latency ms est. | exit energy mJ est. | "
+               "instructions / inference (QEMU) | stage latency ms calibrated | exit latency ms calibrated")
+    return _section("### Per stage on the compiled target (estimates at the platform's MAC/s; emulated instructions "
+                    "under QEMU; calibrated = instructions / clock, CPI 1)", columns, rows)
 
 
 def _notes(records: list[dict]) -> list[str]:
     lines = []
-    for rec in records:
-        for target, r in rec["targets"].items():
-            last = (r.get("stages") or [{}])[-1]
-            if last.get("latency_calibrated_s"):
-                alone = r["original"]["macs"] * last["latency_calibrated_s"] / last["macs"]
-                lines.append(f"\n{rec['workload']} ({target}): the original model run entirely on {last['target']} "
-                             f"at that stage's calibrated MAC/s would take {_ms(alone)} ms; the EENN's calibrated mean "
-                             f"latency is {_ms(r['eenn'].get('mean_latency_calibrated_s'))} ms.")
-            if r.get("codegen_error"):
-                e = r["codegen_error"]
-                lines.append(f"\n{rec['workload']} ({target}): TVM code generation failed with `{e['error']}` "
-                             f"(call chain: {' → '.join(e['where'])}); its bundle was compiled without codegen, "
-                             "so it has no per-stage TVM artifacts or emulation.")
+    for rec, target, r in _targets(records):
+        last = (r.get("stages") or [{}])[-1]
+        if last.get("latency_calibrated_s"):
+            alone = r["original"]["macs"] * last["latency_calibrated_s"] / last["macs"]
+            lines.append(f"\n{rec['workload']} ({target}): the original model run entirely on {last['target']} "
+                         f"at that stage's calibrated MAC/s would take {_ms(alone)} ms; the EENN's calibrated mean "
+                         f"latency is {_ms(r['eenn'].get('mean_latency_calibrated_s'))} ms.")
+        if r.get("codegen_error"):
+            e = r["codegen_error"]
+            lines.append(f"\n{rec['workload']} ({target}): TVM code generation failed with `{e['error']}` "
+                         f"(call chain: {' → '.join(e['where'])}); its bundle was compiled without codegen, "
+                         "so it has no per-stage TVM artifacts or emulation.")
     return lines
 
 
 def _published(published: list[dict]) -> list[str]:
-    return ["", "### Published, NOT re-measured: NA paper (Sponner et al.), Table 2", "",
-            "| workload (published) | mean MACs | accuracy |", "|---|---|---|",
-            *[f"| {p['workload']} | {p['macs_pct']:+.2f} % | {p['acc_pt']:+.2f} pt |" for p in published]]
+    return _section("### Published, NOT re-measured: NA paper (Sponner et al.), Table 2",
+                    "workload (published) | mean MACs | accuracy",
+                    [f"| {p['workload']} | {p['macs_pct']:+.2f} % | {p['acc_pt']:+.2f} pt |" for p in published])
 
 
 def _machines(records: list[dict]) -> list[str]:

@@ -18,7 +18,7 @@ from eecc.search.intervals import policy_intervals, result_intervals
 from eecc.search.ensemble import aep_prune, decision_splits, stage_logits
 from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
-from eecc.search.policy import (Objective, PolicyResult, evaluate_policy, make_split, oracle,
+from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_policy, make_split, oracle,
                                 position_costs)
 from eecc.search.thresholds import EXACT_LIMIT, grid_tables, retune, threshold_grid
 from eecc.search.types import ExitLogits
@@ -117,34 +117,14 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     executor = executor or InProcess()
     t_start = time.perf_counter()
     notes = []
-    # NACHOS: learned confidences replace the metric on the logits.
-    if o.metric == LEARNED:
-        calib, test = learned_split(logits, o.calibrate_on, confidences), learned_split(logits, "test", confidences)
-        if o.decision != "single":
-            raise EeccError("search: metric 'learned' decides on each exit's own confidence; "
-                            "use --decision single with it")
-    else:
-        calib = make_split(logits, o.calibrate_on, o.metric)
-        test = make_split(logits, "test", o.metric)
-    # --- end NACHOS ---
+    calib, test = _scores(logits, o, confidences)
     if o.calibrate_on == "train":
         warnings.warn(CALIBRATION_WARNING, stacklevel=2)
         notes.append(CALIBRATION_WARNING)
     objective = Objective(logits.final_macs, calib.final_accuracy, o.w_eff, o.w_acc,
                           o.max_accuracy_drop, o.max_mean_macs)
     test_obj = Objective(logits.final_macs, test.final_accuracy, o.w_eff, o.w_acc)
-    index = {t: i for i, t in enumerate(logits.tensors)}
-    todo, pruned = [], []
-    if placements is None:
-        most = min(o.max_exits or 2, len(index))
-        todo = [(c, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
-    for p in placements or []:
-        missing = [t for t in p.exits if t not in index]
-        if not p.fits or missing:
-            why = list(p.reasons) + [f"head for '{t}' was dropped or not trained" for t in missing]
-            pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
-        else:
-            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
+    todo, pruned = _todo(logits, placements, o)
     job = (logits, calib, test, objective, test_obj, o)
     parts = chunks(todo, 1 if executor.workers == 1 else 4 * executor.workers)
     results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
@@ -185,6 +165,35 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
         if strict:
             raise EeccError(res.infeasible)
     return res
+
+
+def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitScores, SplitScores]:
+    """(calibration, test) scores; NACHOS' learned confidences replace the metric on the logits."""
+    if o.metric != LEARNED:
+        return make_split(logits, o.calibrate_on, o.metric), make_split(logits, "test", o.metric)
+    if o.decision != "single":
+        raise EeccError("search: metric 'learned' decides on each exit's own confidence; "
+                        "use --decision single with it")
+    return learned_split(logits, o.calibrate_on, confidences), learned_split(logits, "test", confidences)
+
+
+def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptions):
+    """(exit indices, processors, latency) to score, and the placements pruned with their reasons.
+
+    Without placements: every subset of 1..max_exits candidates (default 2), no processors."""
+    index = {t: i for i, t in enumerate(logits.tensors)}
+    todo, pruned = [], []
+    if placements is None:
+        most = min(o.max_exits or 2, len(index))
+        todo = [(c, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
+    for p in placements or []:
+        missing = [t for t in p.exits if t not in index]
+        if not p.fits or missing:
+            why = list(p.reasons) + [f"head for '{t}' was dropped or not trained" for t in missing]
+            pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
+        else:
+            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
+    return todo, pruned
 
 
 def _score_chunk(job, part) -> list[PlacementResult]:
