@@ -23,6 +23,7 @@ from rich.table import Table
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.examples import example
+from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "tests" / "fixtures" / "models"
@@ -76,8 +77,7 @@ def main() -> int:
     Console(width=160).print(table)
     print(f"max |error| vs onnxruntime {summary['max_abs_error']:.1e}; LOO within ±30 %: "
           f"{summary['within_30pct']}/{summary['stages']} stages; {summary['wall_s']:.0f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    write_results(args.out, summary)
     return 0
 
 
