@@ -216,3 +216,41 @@ def test_analyse_matches_manual_pipeline():
     model = parse(RESIDUAL)
     _, bg = analyse(model)
     assert _table(bg) == RESIDUAL_BLOCKS
+
+
+def test_an_mlp_is_refused_with_the_true_reason():
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 16] input) => (float[N, 3] logits) <float[8, 16] a, float[8, 8] b, float[3, 8] c>
+{
+    h = Gemm<transB = 1>(input, a)
+    r = Relu(h)
+    h2 = Gemm<transB = 1>(r, b)
+    r2 = Relu(h2)
+    logits = Gemm<transB = 1>(r2, c)
+}
+""")
+    with pytest.raises(EeccError, match="no tensor with spatial extent > 1 .* an MLP"):
+        _fused(model)
+
+
+def test_a_multi_fc_head_after_average_pooling_is_the_head_and_no_vector_is_a_candidate():
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 3] logits)
+  <float[4, 1, 3, 3] w0, float[4, 4, 3, 3] w1, float[6, 16] a, float[3, 6] c, int64[2] shp = {0, -1}>
+{
+    c0 = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    r0 = Relu(c0)
+    c1 = Conv<pads = [1, 1, 1, 1]>(r0, w1)
+    r1 = Relu(c1)
+    p = AveragePool<kernel_shape = [4, 4], strides = [4, 4]>(r1)
+    f = Reshape(p, shp)
+    h = Gemm<transB = 1>(f, a)
+    hr = HardSwish(h)
+    logits = Gemm<transB = 1>(hr, c)
+}
+""")
+    bg = read_blocks(_fused(model)[1])
+    assert bg.head.input == "p" and bg.head.ops == ("Reshape", "Gemm", "HardSwish", "Gemm")
+    assert [b.output for b in bg.candidates()] == ["r0", "r1"]
