@@ -91,3 +91,21 @@ def test_vision_transformer_gets_exits_on_its_token_tensors(foreign, capsys):
     tokens = [c for c in got["candidates"] if "blocks" in c["tensor"] and not c["dropped"]]
     assert tokens, got["candidates"]  # exits inside the transformer, on (tokens, dim) tensors
     assert max(c["test_accuracy"] for c in tokens) > 0.5  # chance is 0.1
+
+
+def test_dropped_heads_are_named_as_the_cause_and_the_advice_leads_to_a_true_error(foreign, capsys, tmp_path):
+    """Labels shuffled against the inputs: every head is at chance. The default placement names its dropped
+    head and advises --search; --search then says every head was dropped (not memory or latency)."""
+    paths, cache = foreign
+    data = dict(np.load(paths["data"]))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "noise.npz", **{k: rng.permutation(v) if k.startswith("y_") else v for k, v in data.items()})
+    argv = ["compile", str(paths["softmax"]), "--data", str(tmp_path / "noise.npz"), "--target", "psoc6",
+            "-o", str(tmp_path / "out"), "--no-codegen", "--no-report", "--quiet", "--cache-dir", str(cache)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "default placement's exit at" in err and "was dropped" in err and "--search" in err
+    assert main([*argv, "--search"]) == 2
+    err = capsys.readouterr().err
+    assert "every exit head of every placement was dropped" in err and "memory" not in err

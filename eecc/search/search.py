@@ -189,7 +189,7 @@ def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptio
     for p in placements or []:
         missing = [t for t in p.exits if t not in index]
         if not p.fits or missing:
-            why = list(p.reasons) + [f"head for '{t}' was dropped or not trained" for t in missing]
+            why = list(p.reasons) + [f"head for '{t}' {DROPPED}" for t in missing]
             pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
         else:
             todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
@@ -236,14 +236,24 @@ def _baselines(logits, calib, test, best: PlacementResult, objective, test_obj, 
     return out
 
 
+DROPPED = "was dropped or not trained"
+
+
 def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -> str:
     """One line naming the constraint that leaves no feasible placement, and what to relax."""
     if not res.placements and not res.pruned:
         return ("no placement to search: no trained candidate exit (or a platform with a single "
                 "processor); use a platform with at least two processors")
     if not res.placements:
-        lat = [r for p in res.pruned for r in p["reasons"] if "latency" in r]
-        mem = [r for p in res.pruned for r in p["reasons"] if "latency" not in r]
+        reasons = [r for p in res.pruned for r in p["reasons"]]
+        if reasons and all(DROPPED in r for r in reasons):
+            return ("no feasible placement: every exit head of every placement was dropped (no better than "
+                    "chance after one epoch); check that the labels belong to the inputs and that the data are "
+                    "preprocessed as the model was trained")
+        lat = [r for r in reasons if "latency" in r]
+        mem = [r for r in reasons if "latency" not in r and DROPPED not in r]
+        if not lat and not mem:
+            return "no feasible placement: every placement was pruned; run eecc search --json to see why"
         what = "the worst-case latency limit" if lat and len(lat) >= len(mem) else "memory"
         return (f"no feasible placement: every placement breaks {what} (e.g. {(lat or mem)[0]}); "
                 "relax max_latency_s in the platform TOML or choose a faster target")
