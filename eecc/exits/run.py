@@ -134,7 +134,10 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         t0 = time.perf_counter()
         model_key = fcache.model_digest(plan.graph)
         prints = {name: split.fingerprint() for name, split in splits.items()}
-        run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True),
+        # Features depend on the inputs only; trained heads and scores on the labels too.
+        labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes()
+                                 for _, split in splits.items()))
+        run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
                                 json.dumps([asdict(h) for h in heads]), repr(config))
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
         done = load_trained(store, heads) if (store / "report.json").exists() else None
@@ -153,7 +156,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             t1 = time.perf_counter()
             job = _TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
-                            [fcache.digest(model_key, prints["train"], prints["val"], json.dumps(asdict(h)),
+                            [fcache.digest(model_key, prints["train"], prints["val"], labels, json.dumps(asdict(h)),
                                            repr(replace(config, threads=None))) for h in heads])
             results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar)
             timings["train_s"] = time.perf_counter() - t1
