@@ -1,7 +1,7 @@
 """insert_exits(g, heads) -> g + per head: t → [MaxPool|AveragePool] → head of its kind → extra output.
 
-Kinds (eecc/exits/heads.py): gap = [Conv1×1 → Relu] → GAP → Flatten → Gemm; flat = [Conv1×1 → Relu] → Flatten → Gemm;
-mlp = Flatten → Gemm → Relu → Gemm.
+Kinds (eecc/exits/heads.py): gap = [Conv1×1 → Relu] → GAP → Flatten → Gemm;
+flat = [Conv1×1 → Relu] → Flatten → Gemm; mlp = Flatten → Gemm → Relu → Gemm.
 
 Also `expose_features(g, heads)`: g + per head the fixed part only, t → [MaxPool] → Cast(fp16) as an extra
 output, for the feature pass that fills the cache. Neither touches the original nodes or output.

@@ -152,7 +152,8 @@ def _pareto_sequence(logits, order: SplitScores, placements, grid_size: int, n_t
     return out
 
 
-def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj, options) -> int:
+def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
+                      options) -> int | None:
     """`search` with --guarantee: certify over every scored placement, rewrite the winner; its index.
 
     The winner's thresholds, test figures and intervals are replaced by the certified ones and
