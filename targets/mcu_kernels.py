@@ -159,8 +159,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
 def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
     """(PrimFunc(x, w, bias, m0, shift, y), constants, output shape) for a depthwise NCHW conv (groups = C,
     one filter per channel). Each channel plane is first copied into a zx-padded int16 scratch plane, so
-    the tap loop has no bounds checks; the taps are unrolled. `dsp` is accepted for symmetry: depthwise
-    taps have one accumulator each, so SMLAD brings little here and the plain loop is used."""
+    the tap loop has no bounds checks; the taps are unrolled. With `dsp` and 3-wide filters (stride 1 or
+    2) see _depthwise_dsp."""
     from tvm.script import tirx as T
 
     _, c, h, wd = (int(v) for v in x_shape)
@@ -170,6 +170,8 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
     hp, wp = h + pt + pb, wd + pl + pr
     wide = bool(np.any(np.asarray(shift) < 1))
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    if dsp and kw == 3 and sw in (1, 2):
+        return _depthwise_dsp(x_shape, w, bias=bias, m0=m0, shift=shift, zx=zx, zo=zo, strides=strides, pads=pads)
     consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _pad_to(bias, c), _pad_to(m0, c), _pad_to(shift, c, 1)]
 
     @T.prim_func(private=True, check_well_formed=False)
@@ -192,6 +194,67 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
                 y[0, ch, r, q] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([1], "int32"), ([hp * wp], "int16")]
+
+
+def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
+    """Depthwise 3-wide filters on Armv7E-M. The zx-padded int16 plane has an even row pitch, so every
+    even column starts an aligned int32 pair (x0, x1). With A = (x0, x1), B = (x2, x3) of one filter row:
+
+      stride 1, outputs j, j+1:  y_j += SMLAD((w0,w1), A) + SMLATB((w1,w2), B),  y_j+1 += SMLABT((w0,w1), A) + SMLAD((w1,w2), B)
+      stride 2, output j:        y_j += SMLAD((w0,w1), A) + SMLATB((w1,w2), B)
+
+    i.e. 6 MACs in 2 loads and 4 instructions at stride 1 (the scalar loop needs a load and a MAC each)."""
+    from tvm.script import tirx as T
+
+    _, c, h, wd = (int(v) for v in x_shape)
+    _, _, kh, kw = w.shape
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    hp, wp = h + pt + pb, wd + pl + pr
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    owp = -(-ow // 2) if sw == 1 else ow  # output steps: pairs at stride 1
+    pitch = max(wp, 2 * owp + 2 if sw == 1 else 2 * ow + 2)
+    pitch += pitch % 2
+    wide = bool(np.any(np.asarray(shift) < 1))
+    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), _pad_to(bias, c), _pad_to(m0, c), _pad_to(shift, c, 1)]
+    smlad, smlatb, smlabt = "llvm.arm.smlad", "llvm.arm.smlatb", "llvm.arm.smlabt"
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * 3), "int8"),
+               b: T.Buffer((c,), "int32"), mq: T.Buffer((c,), "int32"), sq: T.Buffer((c,), "int32"),
+               y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"), tw: T.Buffer((kh * 2,), "int32"),
+               pairs: T.Buffer((hp * pitch // 2,), "int32")):
+        T.func_attr({"tirx.noalias": True})
+        plane = T.decl_buffer((hp * pitch,), "int16", data=pairs.data)
+        for i in range(hp * pitch):
+            plane[i] = T.int16(zx)
+        for ch in range(c):
+            for r, q in T.grid(h, wd):
+                plane[(r + pt) * pitch + q + pl] = T.Cast("int16", x[0, ch, r, q])
+            for ky in range(kh):  # (w0, w1) and (w1, w2) as int16 pairs, once per channel
+                for t in range(2):
+                    tw[2 * ky + t] = T.bitwise_or(T.bitwise_and(T.Cast("int32", wq[ch, 3 * ky + t]), 0xFFFF),
+                                                  T.shift_left(T.Cast("int32", wq[ch, 3 * ky + t + 1]), 16))
+            for r, j in T.grid(oh, owp):
+                acc[0] = b[ch]
+                acc[1] = b[ch]
+                for ky in T.unroll(kh):
+                    pa: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j]
+                    pb_: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j + 1]
+                    acc[0] = T.call_llvm_pure_intrin("int32", smlatb, tw[2 * ky + 1], pb_,
+                                                     T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky], pa, acc[0]))
+                    if sw == 1:
+                        acc[1] = T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky + 1], pb_,
+                                                         T.call_llvm_pure_intrin("int32", smlabt, tw[2 * ky], pa, acc[1]))
+                if sw == 1:
+                    y[0, ch, r, 2 * j] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+                    if 2 * j + 1 < ow:
+                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], mq[ch], sq[ch], zo, wide)
+                else:
+                    y[0, ch, r, j] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+
+    return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([kh * 2], "int32"),
+                            ([hp * pitch // 2], "int32")]
 
 
 def fits(call, weights: np.ndarray) -> bool:

@@ -157,3 +157,37 @@ def test_float_kernel_matches_a_float64_convolution(case, relu):
             want += np.einsum("oc,chw->ohw", w[:, :, ky, kx].astype(np.float64), win)
     want = np.maximum(want, 0) if relu else want
     assert np.abs(got[0] - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def depthwise_stage() -> "onnx.ModelProto":
+    """Depthwise 3x3 at stride 2 and at stride 1 on an odd width, then a pointwise conv: the M4's
+    pair-tap depthwise kernel in both stride branches and its unstored spare column."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    shapes = {"w1": (6, 1, 3, 3), "b1": (6,), "w2": (6, 1, 3, 3), "b2": (6,), "w3": (5, 6, 1, 1), "b3": (5,)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), k) for k, s in shapes.items()]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], group=6), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=6), n("Relu", ["c2"], ["r2"]),
+             n("Conv", ["r2", "w3", "b3"], ["y"])]
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 11, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 6, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@needs_arm
+def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    x = np.random.default_rng(4).standard_normal((40, 6, 11, 10)).astype(np.float32)
+    model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
+    assert np.array_equal(got, _host_reference(model, x[24:]))
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
+                         text=True, check=True).stdout
+    assert "smlabt" in dis and "smlatb" in dis  # the stride-1 pair taps
