@@ -176,7 +176,7 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
         pads = [int(v) for v in attrs.padding]
         spatial = len(pads) // 2
         folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
-        if kernels is not None and two_d and mcu_kernels.fits(call, weights):
+        if kernels is not None and two_d and mcu_kernels.fits(call, weights, kernels):
             return mcu_kernels.relax_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, builder)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
         x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]

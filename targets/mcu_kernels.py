@@ -21,15 +21,22 @@ import numpy as np
 
 from eecc.targets.fixed_point import HI_BITS, fixed_point32
 
+# Armv6-M (eight low registers, no DSP): the plain tile beats TVM's schedule only where the MAC loop
+# dominates the per-output requantisation and column building. Measured under QEMU on the M0+ (ResNet
+# 3x3 convs, K = 144-576: 7.6 -> 7.3 and 7.5 -> 6.8 instructions/MAC per stage; kws K = 40-48 and
+# depthwise: worse, 8.6 -> 10.1 and 10.9 -> 12.5), so those keep TVM's operators.
+PLAIN_MIN_K = 100
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
 def kernel_kind(target) -> str | None:
-    """Which int8 convolution kernels a target gets: "dsp" (M cores with the DSP extension), None
-    (TVM's own operators). The "plain" kernels are not used on the M0+ yet: LLVM's register allocation
-    of their tile on Armv6-M's eight low registers measured no better than TVM's own schedule."""
+    """Which int8 convolution kernels a target gets: "dsp" (M cores with the DSP extension), "plain"
+    (other M cores: only convolutions with K = C·KH·KW ≥ PLAIN_MIN_K, see fits), None (not a
+    microcontroller: TVM's own operators)."""
     mtriple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
-    return "dsp" if mtriple.startswith("thumb") and mcpu in DSP_CPUS else None
+    if not mtriple.startswith("thumb"):
+        return None
+    return "dsp" if mcpu in DSP_CPUS else "plain"
 
 
 def _rq(T, acc, m0, s, zo, wide: bool):
@@ -257,9 +264,12 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
                             ([hp * pitch // 2], "int32")]
 
 
-def fits(call, weights: np.ndarray) -> bool:
-    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
+def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
+    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1; "plain" only
+    groups=1 with K ≥ PLAIN_MIN_K."""
     attrs = call.attrs
+    if kernels == "plain" and (int(attrs.groups) != 1 or weights[0].size < PLAIN_MIN_K):
+        return False
     groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
     if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
         return False
