@@ -135,12 +135,13 @@ def markdown(result: dict, before: dict | None = None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         q, f, p, b = r["int8"], r.get("float"), r.get("peer") or {}, old.get((r["model"], r["stage"], r["cpu"]), {})
-        ipm = lambda d: f"{d['instructions'] / r['macs']:.2f}" if d and "instructions" in d else "-"  # noqa: E731
+        ipm = lambda d, macs=r["macs"]: f"{d['instructions'] / macs:.2f}" if d and "instructions" in d else "-"  # noqa: E731
         kb = lambda d, k: f"{d[k] / 1024:.1f}" if k in d else "-"  # noqa: E731
         pct = lambda d: f"{100 * d['exact']:.0f} % of {d['samples']}" if "exact" in d else "-"  # noqa: E731
+        mark = f" (of {b['macs']:,} MACs)" if b and b["macs"] != r["macs"] else ""  # the cascade itself changed
         lines.append("| " + " | ".join([
-            r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}", ipm(b.get("int8")),
-            ipm(q), ipm(p), ipm(b.get("float")), ipm(f), f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
+            r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}",
+            ipm(b.get("int8"), b.get("macs")) + mark, ipm(q), ipm(p), (ipm(b["float"], b["macs"]) + mark) if b.get("float") else "-", ipm(f), f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
             f"{kb(q, 'flash_B')} / {kb(p, 'flash_B')}", f"{kb(q, 'ram_B')} / {kb(p, 'ram_B')}",
             f"{pct(q)} / {pct(p)}"]) + " |")
     return "\n".join(lines)
