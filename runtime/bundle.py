@@ -50,6 +50,11 @@ class Bundle:
         return self.manifest["input"].get("dtype") or "float32"
 
     @property
+    def input_scale(self) -> float | None:
+        """The factor uint8 inputs were multiplied by at compile time (`eecc compile --scale`), or None."""
+        return self.manifest["input"].get("scale")
+
+    @property
     def single_file(self) -> Path | None:
         name = self.manifest.get("single_file")
         return self.path / name if name else None

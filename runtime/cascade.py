@@ -48,7 +48,13 @@ class Cascade:
         return self.bundle.stages
 
     def run(self, x: np.ndarray) -> CascadeResult:
-        x = np.asarray(x, dtype=self.dtype)
+        x = np.asarray(x)
+        if x.dtype == np.uint8 and self.dtype != np.uint8:  # uint8 data: the scale the bundle was compiled with
+            if self.bundle.input_scale is None:
+                raise ValueError("uint8 input but the bundle records no input scale (compiled without --scale); "
+                                 "pass float inputs scaled as at compile time")
+            x = x * np.float32(self.bundle.input_scale)
+        x = x.astype(self.dtype, copy=False)
         n = x.shape[0]
         exit_stage = np.full(n, -1, dtype=np.int64)
         logits: np.ndarray | None = None

@@ -38,6 +38,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise EeccError(f"--batch-size {args.batch_size} must be at least 1")
     x, y = _load(Path(args.data), args.split)
+    x, y = _check(bundle, x, y, args.data, args.split)
     cascade = Cascade(bundle, threads=args.threads)
     parts = []
     start = time.perf_counter()
@@ -102,9 +103,21 @@ def _load(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
                         "write it with numpy.savez") from None
     for xk, yk in ((f"x_{split}", f"y_{split}"), ("x", "y")):
         if xk in data.files:
-            return data[xk], (data[yk].astype(np.int64) if yk in data.files else None)
+            return data[xk], (data[yk] if yk in data.files else None)
     raise EeccError(f"data file '{path}' has no array 'x_{split}' (nor 'x'); it holds {', '.join(data.files)}: "
                     "pass --split with one of those, or save the inputs as x_test/y_test")
+
+
+def _check(bundle, x: np.ndarray, y: np.ndarray | None, origin: str, split: str):
+    """compile's data checks against the bundle's input (shape, layout, dtype, labels); one-line EeccError."""
+    from eecc.data.splits import check_arrays
+
+    if x.dtype == np.uint8 and bundle.input_scale is None:
+        raise EeccError(f"{origin}: x_{split} is uint8 but bundle '{bundle.path}' records no input scale; "
+                        "recompile it with --scale, or store the data as float32 scaled as at compile time")
+    shape = bundle.manifest["input"].get("shape") or []
+    want = shape[1:] if all(isinstance(d, int) for d in shape[1:]) else list(x.shape[1:])  # symbolic: no check
+    return check_arrays(split, x, y, want, bundle.manifest.get("num_classes"), bundle.input_scale, origin)
 
 
 def _print(s: dict) -> None:

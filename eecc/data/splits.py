@@ -146,11 +146,17 @@ def _check_keys(data: dict, origin: str) -> None:
         raise EeccError(f"{origin} has unexpected arrays {unknown}; allowed are {', '.join(KEYS)}")
 
 
-def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndarray, np.ndarray]:
+def check_arrays(name: str, x, y, input_shape: Sequence[int], num_classes: int | None, scale: float | None,
+                 origin: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data checks of `compile`, for one split; `y` may be None (`eecc run` without labels) and
+    `num_classes` None (label range unknown). Returns x and int64 y; raises EeccError (one line)."""
+    return _check(name, x, y, tuple(input_shape), num_classes, scale, origin)
+
+
+def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndarray, np.ndarray | None]:
     where = f"{origin}: x_{name}"
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
-    y = np.asarray(y)
     if x.dtype == np.uint8 and scale is None:
         raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
                         "or store float32")
@@ -161,22 +167,28 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
                         f"(without the batch dim); {_layout_advice(tuple(x.shape[1:]), tuple(input_shape))}")
     if len(x) == 0:
         raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
-    if y.ndim != 1 or len(y) != len(x):
-        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{len(x)}] (one integer label per "
-                        f"sample of x_{name})")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices)")
-    if y.min() < 0 or y.max() >= num_classes:
-        bad = int(y.min() if y.min() < 0 else y.max())
-        raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
-                        f"(0..{num_classes - 1}); fix the labels or use the matching model")
+    if y is not None:
+        y = _check_labels(name, np.asarray(y), len(x), num_classes, origin)
     if x.dtype == np.float32:
         for start in range(0, len(x), _CHECK_ROWS):
             block = x[start:start + _CHECK_ROWS]
             if not np.isfinite(block).all():
                 row = start + int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0])
                 raise EeccError(f"{where} has NaN or infinite values (first at sample {row}); clean the data")
-    return x, y.astype(np.int64)
+    return x, y
+
+
+def _check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, origin: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
+                        f"sample of x_{name})")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices)")
+    if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+        bad = int(y.min() if y.min() < 0 else y.max())
+        raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
+                        f"(0..{num_classes - 1}); fix the labels or use the matching model")
+    return y.astype(np.int64)
 
 
 def _open_npz(path: Path) -> dict[str, np.ndarray]:

@@ -151,6 +151,8 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
     manifest = Manifest.build(stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric,
                               decision=o.decision, ensemble_weights=o.ensemble_weights,
                               placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None)
+    if options.scale is not None:  # uint8 data were multiplied by this; run/Cascade apply it again
+        manifest.input["scale"] = float(options.scale)
     manifest.compile = CompileRecord(
         model=model_name, original=search_json["original"],
         # Stage outputs are logits (exits) or log-probabilities (a probability-output final stage).

@@ -1,0 +1,77 @@
+"""`eecc run` checks its data as `compile` does (shape, layout, labels) and applies the bundle's recorded
+input scale to uint8 data, so a bundle gives the same accuracy in `run` as in `compile`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eecc.cli import main
+from eecc.examples import datasets
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+SCALE = 1 / 16  # digits pixels are multiples of 1/16, so uint8 = x * 16 is exact
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """A bundle compiled from uint8 digits with --scale, and that uint8 data."""
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    d = tmp_path_factory.mktemp("scaled")
+    data = {k: (np.rint(v * 16).astype(np.uint8) if k.startswith("x_") else v)
+            for k, v in datasets.load("digits").items()}
+    np.savez(d / "u8.npz", **data)
+    assert main(["compile", str(CNN), "--data", str(d / "u8.npz"), "--target", "psoc6", "--scale", str(SCALE),
+                 "--no-codegen", "--no-report", "--quiet", "--cache-dir", str(d / "cache"), "-o", str(d / "b")]) == 0
+    return d
+
+
+def _run(capsys, bundle, data, *extra):
+    capsys.readouterr()
+    try:
+        code = main(["run", str(bundle), "--data", str(data), "--quiet", *extra])
+    except SystemExit as exc:
+        code = exc.code
+    return code, *capsys.readouterr()
+
+
+def test_scaled_bundle_records_the_scale_and_run_matches_compile_on_uint8(scaled, capsys):
+    manifest = json.loads((scaled / "b" / "manifest.json").read_text())
+    assert manifest["input"]["scale"] == pytest.approx(SCALE)
+    code, out, _ = _run(capsys, scaled / "b", scaled / "u8.npz", "--json")
+    assert code == 0
+    measured = manifest["placement"]["metrics"]["measured"]
+    assert json.loads(out)["accuracy"] == pytest.approx(measured["accuracy"])
+    assert json.loads(out)["accuracy"] > 0.8
+
+
+def test_uint8_data_for_a_bundle_without_scale_is_one_line(scaled, tmp_path, capsys):
+    shutil.copytree(scaled / "b", tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    del manifest["input"]["scale"]
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = _run(capsys, tmp_path / "b", scaled / "u8.npz")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "records no input scale" in err and "--scale" in err
+
+
+@pytest.mark.parametrize("case, change, words", [
+    ("channels-last", lambda x, y: (x.transpose(0, 2, 3, 1), y), ["channels-last", "x.transpose(0, 3, 1, 2)"]),
+    ("wrong-shape", lambda x, y: (x[:, :, :4, :4], y), ["[1, 4, 4]", "[1, 8, 8]"]),
+    ("labels-beyond-classes", lambda x, y: (x, y + 5), ["label 14", "10 classes"]),
+])
+def test_run_refuses_bad_data_with_compiles_one_line_message(scaled, tmp_path, capsys, case, change, words):
+    d = datasets.load("digits")
+    x, y = change(d["x_test"], d["y_test"])
+    np.savez(tmp_path / "bad.npz", x_test=x, y_test=y)
+    code, out, err = _run(capsys, scaled / "b", tmp_path / "bad.npz")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    if case == "channels-last":  # the advice works
+        np.savez(tmp_path / "fixed.npz", x_test=x.transpose(0, 3, 1, 2), y_test=y)
+        assert _run(capsys, scaled / "b", tmp_path / "fixed.npz")[0] == 0
