@@ -26,10 +26,12 @@ def register(subparsers) -> None:
 
 
 def parse_shape(text: str) -> list[int]:
-    try:
-        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
-    except ValueError:
-        raise EeccError(f"--input-shape '{text}' is not a comma-separated list of integers, e.g. 1,28,28") from None
+    tokens = [t.strip() for t in (text.split(",") if "," in text else text.split("x"))]  # 1,28,28 or 1x28x28
+    bad = next((t for t in tokens if not t.lstrip("+-").isdigit()), None)
+    if bad is not None:
+        raise EeccError(f"--input-shape '{text}': {repr(bad) if bad else 'an empty entry'} is not an integer; "
+                        "give a comma-separated list of integers, e.g. 1,28,28")
+    dims = [int(t) for t in tokens]
     if not dims or any(d <= 0 for d in dims):
         raise EeccError(f"--input-shape '{text}' needs positive integers, e.g. 1,28,28")
     return dims

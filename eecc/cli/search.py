@@ -88,6 +88,9 @@ def executor_from_args(args):
 def search_options(args, original_macs: int) -> SearchOptions:
     if args.max_acc_drop is not None and args.max_acc_drop < 0:
         raise EeccError(f"--max-acc-drop {args.max_acc_drop} is negative; give a drop in points, e.g. 0.5")
+    for flag, weight in (("--w-eff", args.w_eff), ("--w-acc", args.w_acc)):
+        if not weight >= 0:  # a negative weight rewards what the objective should penalise
+            raise EeccError(f"{flag} {weight} must be >= 0 (a weight in the search objective), e.g. {flag} 0.5")
     drop = args.max_acc_drop
     g = args.guarantee
     if g is not None and not 0 < g < 1:

@@ -43,9 +43,10 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         why = placements[0].reasons[0] if placements else (
             f"platform '{platform.name}' has {len(platform.processors)} processor(s); eecc needs at least 2")
         raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+    everything = placements
     if not full_search:
         placements = [default_placement(placements, plan)]
-    _check_macs_floor(options, placements, plan)  # Fail before training when no threshold can help
+    _check_macs_floor(options, placements, plan, everything)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor)
@@ -68,17 +69,25 @@ def _check_default_heads(exits: ExitsRun) -> None:
                         "run compile with --search to consider other exit placements")
 
 
-def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan) -> None:
-    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds."""
+def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan,
+                      everything: list[Placement]) -> None:
+    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds; when the
+    search's placements (`everything`) go cheaper than the default one, the advice says --search."""
     limit = options.max_mean_macs
     cost = {c.tensor: c for c in plan.costs}
-    firsts = [cost[p.exits[0]] for p in placements if p.fits and p.exits and p.exits[0] in cost]
-    if limit is None or not firsts:
+
+    def floor_of(ps: list[Placement]) -> float | None:
+        firsts = [cost[p.exits[0]] for p in ps if p.fits and p.exits and p.exits[0] in cost]
+        return min((c.backbone_macs + c.head_macs for c in firsts), default=None)
+
+    floor = floor_of(placements)
+    if limit is None or floor is None or limit >= floor:
         return
-    floor = min(c.backbone_macs + c.head_macs for c in firsts)
-    if limit < floor:
-        raise EeccError(f"no feasible placement: max mean MACs {limit:.4g} is below the cheapest possible "
-                        f"({floor:.4g}, every sample at the first exit); raise --max-macs")
+    cheapest = floor_of(everything)
+    search = (f", or add --search (its cheapest placement exits from {cheapest:,.0f} MACs)"
+              if cheapest is not None and cheapest < floor else "")
+    raise EeccError(f"no feasible placement: max mean MACs {limit:,.0f} is below the cheapest possible "
+                    f"({floor:,.0f}, every sample at the first exit); raise --max-macs{search}")
 
 
 def default_placement(placements: list[Placement], plan: Plan) -> Placement:

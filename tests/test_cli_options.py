@@ -1,0 +1,66 @@
+"""Option mistakes found by a new user: each is one line, exit 2, naming the bad value, with advice that works."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eecc.cli import main
+from eecc.examples import datasets
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    d = tmp_path_factory.mktemp("digits")
+    np.savez(d / "d.npz", **datasets.load("digits"))
+    return d
+
+
+def _compile(capsys, d: Path, out: Path, *extra: str):
+    capsys.readouterr()
+    try:
+        code = main(["compile", str(CNN), "--data", str(d / "d.npz"), "--target", "psoc6", "--no-codegen",
+                     "--no-report", "--quiet", "--cache-dir", str(d / "cache"), "-o", str(out), *extra])
+    except SystemExit as exc:
+        code = exc.code
+    out_text, err = capsys.readouterr()
+    return code, out_text, err
+
+
+def _one_line(code, out, err, *words):
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+
+
+@pytest.mark.parametrize("flag", ["--w-eff", "--w-acc"])
+def test_negative_objective_weight_is_refused(digits, tmp_path, capsys, flag):
+    _one_line(*_compile(capsys, digits, tmp_path / "o", flag, "-1"), flag, ">= 0")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("shape, token", [("1,x,8", "'x'"), ("1,,8", "empty entry"), ("a,b", "'a'")])
+def test_input_shape_names_the_bad_token(digits, tmp_path, capsys, shape, token):
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--input-shape", shape), f"--input-shape '{shape}'", token)
+
+
+def test_max_macs_below_the_default_placement_suggests_search_and_search_meets_it(digits, tmp_path, capsys):
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", "1")
+    _one_line(code, out, err, "--max-macs", "--search")
+    default = float(re.search(r"cheapest possible \(([\d,]+\d)", err).group(1).replace(",", ""))
+    cheapest = float(re.search(r"exits from ([\d,]+\d) MACs", err).group(1).replace(",", ""))
+    assert cheapest < default
+    limit = str(int((cheapest + default) / 2))
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", limit)
+    _one_line(code, out, err, "add --search")
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", limit, "--search", "--max-acc-drop", "inf")
+    assert code == 0, err
+    code, out, err = _compile(capsys, digits, tmp_path / "o2", "--max-macs", "1", "--search")
+    assert code == 2 and "--search" not in err.split("raise --max-macs")[-1], err  # already searching
