@@ -75,3 +75,18 @@ def test_run_refuses_bad_data_with_compiles_one_line_message(scaled, tmp_path, c
     if case == "channels-last":  # the advice works
         np.savez(tmp_path / "fixed.npz", x_test=x.transpose(0, 3, 1, 2), y_test=y)
         assert _run(capsys, scaled / "b", tmp_path / "fixed.npz")[0] == 0
+
+
+def test_run_example_needs_no_data_file_and_refuses_both(scaled, capsys):
+    code, out, err = _run(capsys, scaled / "b", scaled / "u8.npz", "--example", "kws")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "drop --data" in err, err
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+def test_run_example_checks_the_example_data_against_the_bundle(scaled, capsys):
+    """The digits bundle is not a kws bundle: the kws test data reach the shape check, named by example."""
+    capsys.readouterr()
+    code = main(["run", str(scaled / "b"), "--example", "kws", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "example kws: x_test" in err and "[1, 8, 8]" in err

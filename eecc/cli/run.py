@@ -1,4 +1,4 @@
-"""`eecc run OUT --data D.npz [--json]`: run a bundle's cascade on data; accuracy, exits, cost, wall time."""
+"""`eecc run OUT --data D.npz | --example kws [--json]`: run a bundle's cascade on data; accuracy, exits, cost, wall time."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from eecc.runtime.bundle import BundleError, load_bundle
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run a compiled bundle's cascade with onnxruntime on an .npz data set")
     p.add_argument("bundle", help="the output folder of `eecc compile`")
-    p.add_argument("--data", required=True, help=".npz with x_<split> (and y_<split> for accuracy), or x and y")
+    p.add_argument("--data", help=".npz with x_<split> (and y_<split> for accuracy), or x and y")
+    p.add_argument("--example", choices=("kws",), default=None,
+                   help="run on a built-in example's data (the data `eecc compile --example` used)")
     p.add_argument("--split", default="test", help="which split of the .npz to run (default: test)")
     p.add_argument("--batch-size", type=int, default=64, help="samples per cascade call (default: 64)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
@@ -37,8 +39,8 @@ def run(args) -> int:
         raise EeccError(str(exc)) from None
     if args.batch_size < 1:
         raise EeccError(f"--batch-size {args.batch_size} must be at least 1")
-    x, y = _load(Path(args.data), args.split)
-    x, y = _check(bundle, x, y, args.data, args.split)
+    x, y, origin = _data(args)
+    x, y = _check(bundle, x, y, origin, args.split)
     cascade = Cascade(bundle, threads=args.threads)
     parts = []
     start = time.perf_counter()
@@ -50,7 +52,7 @@ def run(args) -> int:
     wall = time.perf_counter() - start
     summary = summarize(bundle.manifest, np.concatenate([p.logits for p in parts]),
                         np.concatenate([p.exit_stage for p in parts]), np.concatenate([p.macs for p in parts]), y)
-    summary |= {"bundle": str(args.bundle), "data": str(args.data), "split": args.split,
+    summary |= {"bundle": str(args.bundle), "data": origin, "split": args.split,
                 "batch_size": args.batch_size, "host_wall_s": wall,
                 "host_us_per_sample": 1e6 * wall / max(len(x), 1)}
     if args.json:
@@ -91,6 +93,22 @@ def _acc(logits: np.ndarray, y: np.ndarray | None, mask: np.ndarray) -> float | 
     if y is None or not mask.any():
         return None
     return float((logits[mask].argmax(-1) == y[mask]).mean())
+
+
+def _data(args) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(x, y or None, where they came from) of --data or --example."""
+    if args.example:
+        if args.data:
+            raise EeccError("--example brings its own data; drop --data, or drop --example")
+        from eecc.examples import example
+
+        data = example(args.example)[1]
+        if f"x_{args.split}" not in data:
+            raise EeccError(f"example '{args.example}' has no split '{args.split}'; use --split train, val or test")
+        return data[f"x_{args.split}"], data[f"y_{args.split}"], f"example {args.example}"
+    if not args.data:
+        raise EeccError("no data given; pass --data D.npz (or --example kws for a bundle of the kws example)")
+    return (*_load(Path(args.data), args.split), str(args.data))
 
 
 def _load(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
