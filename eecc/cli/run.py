@@ -1,4 +1,4 @@
-"""`eecc run OUT --data D.npz | --example kws [--json]`: run a bundle's cascade on data; accuracy, exits, cost, wall time."""
+"""`eecc run OUT --data D.npz | --example kws`: run a bundle's cascade; accuracy, exits, cost, wall time."""
 
 from __future__ import annotations
 
