@@ -30,11 +30,17 @@ _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo
 def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
                    metric: str = "max_softmax", placement_metrics: dict | None = None,
                    pareto: list | None = None, extra: dict | None = None, decision: str = "single",
-                   ensemble_weights: str | None = None) -> dict[str, Any]:
-    """The manifest of a bundle; `stages` are the gated stage graphs (eecc.driver.pipeline.stages)."""
+                   ensemble_weights: str | None = None, device=None) -> dict[str, Any]:
+    """The manifest of a bundle; `stages` are the gated stage graphs (eecc.driver.pipeline.stages). With `device`
+    (eecc.cost.segments.DeviceCost) stage seconds come from the cost model, else from nominal MAC/s."""
     costs = [stage_cost(s) for s in stages]
     procs = [s.name.split(".", 1)[1] for s in stages]
-    estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs])
+    predicted = [None] * len(stages)
+    if device is not None:  # the measured cost model on each stage's own graph (eecc/cost)
+        from eecc.cost.features import graph_features
+        predicted = [device.predict(p, graph_features(s), c.macs) for s, p, c in zip(stages, procs, costs)]
+    estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
+                               compute_s=None if device is None else [x["seconds"] for x in predicted])
     entries, cumulative = [], 0
     for k, (stage, cost, est) in enumerate(zip(stages, costs, estimates)):
         cumulative += cost.macs
@@ -52,6 +58,7 @@ def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds
             **({"ensemble_weights": ensemble_weights_of(k + 1, ensemble_weights)} if decision == "ensemble" else {}),
             **cost.to_dict(), "backbone_macs": cost.macs - cost.head_macs, "exit_macs": cumulative,
             "compute_s": est["compute_s"], "exit_latency_s": est["latency_s"], "exit_energy_j": est["energy_j"],
+            **({"predicted": predicted[k]} if predicted[k] else {}),
         })
     final = stages[-1].outputs[0]
     return {
@@ -63,9 +70,11 @@ def build_manifest(stages: Sequence[gs.Graph], *, platform: Platform, thresholds
         # ensemble: stage k's exit logits are sum_i w_i z_i over exits 0..k (w = the stage's `ensemble_weights`)
         "decision": decision,
         "platform": platform.to_dict(),
-        "energy_model": "per sample leaving at stage k: active power x MACs/(MAC/s) of the stages run, plus "
+        "energy_model": "per sample leaving at stage k: active power x compute time of the stages run "
+                        "(cost model: predicted instructions x CPI / clock_hz; else MACs/(MAC/s)), plus "
                         "idle power of the placement's other processors for the rest of its latency; links "
                         "cost latency (latency_s + 8*bytes/bandwidth) but no energy",
+        "cost_model": None if device is None else device.to_json(),
         "stages": entries,
         "placement": {"processors": procs, "cuts": [e["outputs"]["handoff"] for e in entries[:-1]],
                       "thresholds": [float(t) for t in thresholds],

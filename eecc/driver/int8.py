@@ -21,10 +21,11 @@ FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 
 
 
 def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, test,
-                    verify: Callable[[], dict], write: Callable[[], None]) -> list:
+                    verify: Callable[[], dict], write: Callable[[], None], result=None) -> list:
     """Rewrites the stages in the staging folder `tmp` and the manifest; returns the int8 stage models.
 
-    `verify()` runs the written bundle on the test split, `write()` writes the manifest.
+    `verify()` runs the written bundle on the test split, `write()` writes the manifest. `result` (the
+    SearchResult) gives the objective: thresholds are searched again in its unit against its reference.
     """
     from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
 
@@ -38,14 +39,19 @@ def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, 
 
     def scores(stage_models, x, y) -> SplitScores:
         heads, final = stage_logits(stage_models, entries, x)
-        return SplitScores(conf=np.stack([confidence(h, o.metric) for h in heads]),
-                           pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
-                           y=np.asarray(y, dtype=np.int64))
+        n = len(final)  # a one-stage bundle (the original model alone) has no exit rows
+        return SplitScores(conf=np.stack([confidence(h, o.metric) for h in heads]) if heads else np.zeros((0, n)),
+                           pred=np.stack([h.argmax(-1) for h in heads]) if heads else np.zeros((0, n), np.int64),
+                           final_pred=final.argmax(-1), y=np.asarray(y, dtype=np.int64))
 
-    costs = np.array([e["exit_macs"] for e in entries], dtype=np.float64)
+    unit = "macs" if result is None else result.objective
+    field = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(unit, "exit_macs")
+    costs = np.array([e[field] for e in entries], dtype=np.float64)  # per position, in the objective's unit
+    macs = np.array([e["exit_macs"] for e in entries], dtype=np.float64)
+    reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
-    objective = Objective(logits.final_macs, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
-                          o.max_mean_macs)
+    objective = Objective(reference, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          o.max_mean_macs if unit == "macs" else None)
     exits = list(range(len(entries) - 1))
     choice = retune(scores(quantized, on.rows(0, len(on)), on.y), exits, costs, objective, o)
     th = choice.thresholds
@@ -61,7 +67,7 @@ def quantize_bundle(tmp: Path, models, manifest: dict, splits, logits, options, 
     write()
     measured = verify()
     on_test = scores(quantized, *test)
-    stale = evaluate_policy(on_test, exits, tuple(float_th), costs)  # int8 stages, float thresholds
+    stale = evaluate_policy(on_test, exits, tuple(float_th), macs)  # int8 stages, float thresholds
     manifest["placement"]["metrics"]["measured"] = measured
     manifest["quantization"] = {
         "scheme": "int8", "format": FORMAT, "calibration_samples": int(len(calib_x)),

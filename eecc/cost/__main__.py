@@ -1,0 +1,60 @@
+"""`python -m eecc.cost refit [--cache-dir D] [--out eecc/cost/measured.json]`: measure every fixture model cut at
+every candidate exit on each Cortex-M kind in fp32 and int8 with this checkout's kernels, and write the rows
+the cost model is fitted on (about 170 TVM builds and QEMU runs; cached per kernels hash, so a rerun after
+no kernel change takes seconds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from eecc.cost.features import FEATURES
+from eecc.cost.measure import CPUS, FORMATS, kernels_id, measure_units, units_of
+from eecc.cost.model import MEASURED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fixture_models() -> dict[str, Path]:
+    """The models the shipped table is measured on: the fixture zoo (TorchScript exports) and the kws example."""
+    models = {n: ROOT / "tests" / "fixtures" / "models" / f"{n}.onnx" for n in ("cnn", "cnn1d", "dscnn", "resnet")}
+    models["kws"] = ROOT / "eecc" / "examples" / "kws.onnx"
+    return models
+
+
+def refit(cache: Path, out: Path, *, quiet: bool = False) -> dict:
+    t0 = time.perf_counter()
+    units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
+    rows = []
+
+    def show(r):
+        if not quiet:
+            print(f"{r['model']:>7} unit {r['index']:>2} {r['cpu']:>13} {r['format']}: {r['instructions']:>11,} "
+                  f"instructions ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+    for fmt in FORMATS:
+        for cpu in CPUS:
+            rows += measure_units(units, cpu, fmt, cache, progress=show)
+    doc = {"kernels": kernels_id(), "features": list(FEATURES), "samples_per_unit": 2,
+           "command": "python -m eecc.cost refit", "rows": rows}
+    out.write_text(json.dumps(doc, indent=0) + "\n")
+    return doc
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m eecc.cost", description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("refit",))
+    ap.add_argument("--cache-dir", default=".eecc-cache", help="where instruction counts are cached")
+    ap.add_argument("--out", default=str(MEASURED), help="the rows file (default: the shipped one)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    doc = refit(Path(args.cache_dir), Path(args.out), quiet=args.quiet)
+    print(f"{len(doc['rows'])} units measured with kernels {doc['kernels']} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

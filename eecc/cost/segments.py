@@ -1,0 +1,97 @@
+"""What a stage of any placement costs on a processor, before training: features of every piece of the
+model cut at every candidate (eecc/cost/measure.all_cut_stages), summed per stage, times the fitted weights.
+
+  features(stage from cut a to exit b) = Σ_{a<k≤b} backbone_k + head_b + gate_b + io(hand-off a → hand-off b, exit b)
+  features(last stage from cut a)      = Σ_{a<k≤n} backbone_k (incl. the classifier) + io(hand-off a → logits)
+  seconds = instructions × CPI / clock_hz   (a fitted processor with a clock), else MACs / macs_per_s (nominal)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eecc.model import ir
+from eecc.cost.features import FEATURES, graph_features, io_features
+from eecc.cost.model import CPI, CostModel, default_model
+
+NOMINAL = "nominal MAC/s (platform TOML)"
+IN_WORK = FEATURES.index("in_work")
+MEASURED = "measured cost model (TVM + QEMU instruction counts)"
+
+
+@dataclass
+class SegmentTable:
+    """Per-piece features of one model cut at every designed head, in network order."""
+
+    tensors: list[str]        # candidate tensors (cut k ends piece k)
+    backbone: np.ndarray      # [n+1, F] backbone nodes of piece k (piece n: the rest + the classifier)
+    head: np.ndarray          # [n, F] exit head + gate at cut k
+    handoff: list[int]        # elements per sample of tensor k
+    input_elems: int
+    classes: int
+
+    @classmethod
+    def from_plan(cls, plan, *, metric: str = "max_softmax") -> "SegmentTable":
+        from eecc.cost.measure import all_cut_stages
+
+        cuts, stages = all_cut_stages(plan, metric=metric)
+        whole = np.stack([graph_features(s, with_io=False) for s in stages])  # in_work included
+        head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False) for s in stages[:-1]]
+                        + [np.zeros(len(FEATURES))])
+        backbone, head = whole - head, head[:-1]  # everything that is not the exit head or its gate
+        elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
+        inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
+        return cls(cuts, backbone, head, elems, inp, int(plan.num_classes))
+
+    def features(self, start: str | None, end: str | None) -> np.ndarray:
+        """[F] of the stage from cut `start` (None: model input) to the exit at `end` (None: the final)."""
+        a = -1 if start is None else self.tensors.index(start)
+        b = len(self.tensors) if end is None else self.tensors.index(end)
+        f = self.backbone[a + 1:b + 1].sum(axis=0)
+        f[IN_WORK] = self.backbone[a + 1][IN_WORK]  # only the first piece reads the stage's input
+        inp = self.input_elems if start is None else self.handoff[a]
+        if end is None:
+            return f + io_features([inp], [self.classes])
+        return f + self.head[b] + io_features([inp], [self.handoff[b], self.classes, 1, 1])
+
+
+@dataclass
+class DeviceCost:
+    """Seconds of any stage on any processor of a platform, from the cost model where it covers the
+    processor, else from the platform's nominal MAC/s; `fmt` is the numeric format of the stages."""
+
+    platform: object
+    table: SegmentTable | None
+    fmt: str = "fp32"
+    model: CostModel | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.model = self.model if self.model is not None else default_model()
+        for p in self.platform.processors:
+            self.sources[p.name] = MEASURED if self.measured(p) else NOMINAL
+
+    def measured(self, proc) -> bool:
+        return (self.model is not None and proc.clock_hz is not None and proc.kind in CPI
+                and self.model.covers(proc.kind, self.fmt))
+
+    def predict(self, proc_name: str, features: np.ndarray | None, macs: float) -> dict:
+        """{"source", "instructions", "cycles", "seconds"} of a stage with these features on a processor."""
+        proc = self.platform.processor(proc_name)
+        if features is None or not self.measured(proc):
+            return {"source": NOMINAL, "instructions": None, "cycles": None,
+                    "seconds": float(macs) / proc.macs_per_s}
+        n = float(self.model.instructions(features, proc.kind, self.fmt))
+        cycles = n * CPI[proc.kind]
+        return {"source": MEASURED, "instructions": n, "cycles": cycles, "seconds": cycles / proc.clock_hz}
+
+    def seconds(self, proc_name: str, start: str | None, end: str | None, macs: float) -> float:
+        """Seconds of the stage from cut `start` to the exit at `end` (None: the final) on a processor."""
+        features = None if self.table is None else self.table.features(start, end)
+        return self.predict(proc_name, features, macs)["seconds"]
+
+    def to_json(self) -> dict:
+        return {"format": self.fmt, "processors": dict(self.sources),
+                **({"model": self.model.to_json()} if self.model is not None else {})}
