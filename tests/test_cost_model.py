@@ -59,6 +59,8 @@ def test_features_count_each_op_kind_per_sample():
     assert f["pw_macs"] == 16 * 64 * 8               # 1x1
     assert f["gemm_macs"] == 10 * 16
     assert f["mac_out"] == 8 * 64 + 8 * 64 + 16 * 64 + 10
+    assert f["conv_cols"] == 64 * 4 * 9 + 64 * 8      # im2col: per output pixel, Cin·Kh·Kw (3x3 and 1x1)
+    assert f["dw_plane"] == 8 * 10 * 10              # depthwise: each channel plane padded by 1
     assert f["pool"] == 16 * 16 * 4 + 16 * 16        # MaxPool: out x window; GAP: its input
     assert f["eltwise"] == 8 * 64                    # the Relu
     assert f["io_in"] == 4 * 64 and f["io_out"] == 10

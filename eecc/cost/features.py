@@ -8,6 +8,9 @@ Features, all per sample (batch excluded), MACs by the README convention:
   dw_macs     Conv with groups > 1 (depthwise / grouped)
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
   mac_out     output elements of those (bias, activation and requantisation epilogue)
+  conv_cols   MACs / Cout of groups=1 convs: the im2col work of the tiled kernels (each output pixel's
+              Cin·Kh·Kw inputs gathered once, whatever Cout), which dominates when Cout is small
+  dw_plane    padded input elements of depthwise convs (each channel plane is copied padded first)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
   eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations)
   head_macs   MACs of an exit head's Conv / Gemm (role "exit": its pooling and int8 lowering differ
@@ -32,10 +35,11 @@ import onnx_graphsurgeon as gs
 
 from eecc.model import ir
 
-FEATURES = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pool", "eltwise", "head_macs",
+FEATURES = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "conv_cols", "dw_plane", "pool", "eltwise", "head_macs",
             "head_pool", "head_out", "gate", "io_in", "io_out", "in_work", "kernels", "const")
 HEAD = {"conv_macs": "head_macs", "pw_macs": "head_macs", "dw_macs": "head_macs", "gemm_macs": "head_macs",
-        "mac_out": "head_out", "pool": "head_pool", "eltwise": "head_out"}
+        "mac_out": "head_out", "pool": "head_pool", "eltwise": "head_out", "conv_cols": "head_out",
+        "dw_plane": "head_out"}
 _INDEX = {f: i for i, f in enumerate(FEATURES)}
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 POOL = {"MaxPool", "AveragePool", "LpPool"}
@@ -58,6 +62,25 @@ def _elems(t) -> int:
     return int(np.prod(rest, dtype=np.int64))
 
 
+def _conv(node: gs.Node, n_out: int) -> np.ndarray:
+    f = np.zeros(len(FEATURES))
+    w = node.inputs[1]
+    per = int(np.prod(w.shape[1:])) if w.shape else 0
+    group = int(node.attrs.get("group", 1))
+    kind = "dw_macs" if group > 1 else ("pw_macs" if int(np.prod(w.shape[2:])) == 1 else "conv_macs")
+    f[_INDEX[kind]] += n_out * per
+    f[_INDEX["mac_out"]] += n_out
+    if kind == "dw_macs":  # pads = (begin per axis..., end per axis...)
+        pads = [int(p) for p in node.attrs.get("pads", [])] or [0] * (2 * (len(w.shape) - 2))
+        spatial = [int(d) for d in (node.inputs[0].shape or [])[2:]]
+        half = len(pads) // 2
+        f[_INDEX["dw_plane"]] += int(w.shape[0]) * int(np.prod([d + pads[i] + pads[i + half]
+                                                                for i, d in enumerate(spatial)]))
+    else:
+        f[_INDEX["conv_cols"]] += n_out * per / max(int(w.shape[0]), 1)
+    return f
+
+
 def node_features(node: gs.Node) -> np.ndarray:
     """[len(FEATURES)] work of one node (kernels and const excluded)."""
     f = np.zeros(len(FEATURES))
@@ -66,12 +89,7 @@ def node_features(node: gs.Node) -> np.ndarray:
         return f
     n_out = _elems(out)
     if op == "Conv":
-        w = node.inputs[1]
-        per = int(np.prod(w.shape[1:])) if w.shape else 0
-        group = int(node.attrs.get("group", 1))
-        kind = "dw_macs" if group > 1 else ("pw_macs" if int(np.prod(w.shape[2:])) == 1 else "conv_macs")
-        f[_INDEX[kind]] += n_out * per
-        f[_INDEX["mac_out"]] += n_out
+        f += _conv(node, n_out)
     elif op in ("Gemm", "MatMul"):
         a = node.inputs[0]
         k = int(a.shape[-1]) if a.shape else 0
