@@ -81,11 +81,11 @@ def _check_processors(processors: list[str], platform: Platform) -> None:
     for name in processors:
         platform.processor(name)  # raises with the valid names
     positions = [order.index(p) for p in processors]
-    if positions != sorted(set(positions)):
-        raise EeccError(f"assign_targets: processors {processors} must be distinct and in the platform's order "
+    if positions != sorted(positions):  # consecutive stages may share a processor (exits back to back)
+        raise EeccError(f"assign_targets: processors {processors} must follow the platform's order "
                         f"({', '.join(order)}): a cascade only moves forward")
     for src, dst in zip(processors, processors[1:]):
-        if platform.link(src, dst) is None:
+        if src != dst and platform.link(src, dst) is None:
             raise EeccError(f"assign_targets: platform '{platform.name}' has no link '{src}' -> '{dst}'; "
                             "add a [[links]] entry or choose processors that are linked")
 

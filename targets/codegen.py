@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,16 +52,18 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
     if emulate_inputs is not None:
         x = np.asarray(emulate_inputs)[:max(1, emulate_samples)]
         feeds, samples = reference_runs(stage_models, x), len(x)
-    updates = []
+    updates, targets = [], [e["target"] for e in entries]
     for k, (model, entry) in enumerate(zip(stage_models, entries)):
         proc = platform.processor(entry["target"])
-        update = _compile_one(model, proc, out_dir, k)
+        # Several stages on one processor (exits back to back) get one folder each.
+        folder = proc.name if targets.count(proc.name) == 1 else f"{proc.name}.stage{k}"
+        update = _compile_one(model, proc, out_dir, k, folder)
         if "skipped" in update["codegen"]:
             update["emulation"] = {"skipped": "stage not compiled"}
         elif feeds is None:
             update["emulation"] = {"skipped": NOT_REQUESTED}
         else:
-            update["emulation"] = _emulate(out_dir / proc.name, proc, entry, k, *feeds[k], int8=_is_int8(model))
+            update["emulation"] = _emulate(out_dir / folder, proc, entry, k, *feeds[k], int8=_is_int8(model))
         update.update(_calibrate(entry, proc, update["emulation"]))
         updates.append(update)
     check_shared_memory(platform, entries, updates)
@@ -130,9 +131,9 @@ def check_shared_memory(platform: Platform, entries: list[dict], updates: list[d
                             f"{parts} = {total} B together; move exits earlier or assign fewer layers")
 
 
-def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int) -> dict:
+def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str) -> dict:
     try:
-        return _compile_one_unchecked(model, proc, out_dir, k)
+        return _compile_one_unchecked(model, proc, out_dir, k, folder)
     except EeccError:
         raise
     except Exception as exc:  # TVM raises bare errors (assertions in schedules) for what it cannot compile
@@ -142,11 +143,11 @@ def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int)
                         "without target code") from exc
 
 
-def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int) -> dict:
+def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str) -> dict:
     reason = skip_reason(proc.kind)
     if reason is not None:
         return {"codegen": {"skipped": reason}, "artifacts": []}
-    stage_dir, name = out_dir / proc.name, f"stage{k}"
+    stage_dir, name = out_dir / folder, f"stage{k}"
     if proc.kind in TOOLS:
         from eecc.targets import cortex_a, cortex_m
 
@@ -270,13 +271,11 @@ def _calibrate(entry: dict, proc: Processor, emulation: dict) -> dict:
 
 
 def _with_exit_estimates(platform: Platform, entries: list[dict], updates: list[dict]) -> list[dict]:
-    """Exit latency and energy again, with each calibrated processor at its measured MAC/s."""
-    rates = {e["target"]: u["calibration"]["macs_per_s_calibrated"] for e, u in zip(entries, updates)
-             if u.get("latency_calibrated_s") and u["calibration"].get("macs_per_s_calibrated")}
-    if not rates:
+    """Exit latency and energy again, with each emulated stage at its instruction-derived seconds."""
+    if not any(u.get("latency_calibrated_s") for u in updates):
         return [{**u, "exit_latency_calibrated_s": None, "exit_energy_calibrated_j": None} for u in updates]
-    procs = tuple(replace(p, macs_per_s=rates.get(p.name, p.macs_per_s)) for p in platform.processors)
-    est = estimate_exits(replace(platform, processors=procs), [e["target"] for e in entries],
-                         [e["macs"] for e in entries], [e.get("handoff_bytes", 0) for e in entries])
+    seconds = [u.get("latency_calibrated_s") or e.get("compute_s", 0.0) for e, u in zip(entries, updates)]
+    est = estimate_exits(platform, [e["target"] for e in entries], [e["macs"] for e in entries],
+                         [e.get("handoff_bytes", 0) for e in entries], compute_s=seconds)
     return [{**u, "exit_latency_calibrated_s": x["latency_s"], "exit_energy_calibrated_j": x["energy_j"]}
             for u, x in zip(updates, est)]

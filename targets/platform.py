@@ -115,26 +115,30 @@ def transfer_time_s(link: Link, nbytes: int | float) -> float:
 
 
 def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Sequence[int],
-                   handoff_bytes: Sequence[int]) -> list[dict[str, float]]:
+                   handoff_bytes: Sequence[int], compute_s: Sequence[float] | None = None) -> list[dict[str, float]]:
     """Latency and energy of one sample that leaves at stage k, for every k.
 
-    Energy model (stated, not measured): the processor running a stage draws active power for
-    macs/macs_per_s; every other processor of the placement draws idle power for the rest of the
-    sample's latency (including hand-off transfers); links themselves cost no energy.
+    Energy model (stated, not measured): the processor running a stage draws active power for its
+    compute time (`compute_s[k]` when given, e.g. from the measured cost model, else macs/macs_per_s);
+    every other processor of the placement draws idle power for the rest of the sample's latency
+    (including hand-off transfers); links themselves cost no energy. Consecutive stages on the same
+    processor run back to back: no transfer, and the processor counts once.
     """
-    procs = [platform.processor(p) for p in processors]
+    names = list(dict.fromkeys(processors))
+    procs = [platform.processor(p) for p in names]
     out, latency, busy = [], 0.0, [0.0] * len(procs)
-    for k, (proc, macs) in enumerate(zip(procs, stage_macs)):
-        if k > 0:
-            link = platform.link(procs[k - 1].name, proc.name)
+    for k, (name, macs) in enumerate(zip(processors, stage_macs)):
+        proc, slot = procs[names.index(name)], names.index(name)
+        if k > 0 and processors[k - 1] != name:
+            link = platform.link(processors[k - 1], proc.name)
             if link is None:
-                raise EeccError(f"platform '{platform.name}' has no link from '{procs[k - 1].name}' to "
+                raise EeccError(f"platform '{platform.name}' has no link from '{processors[k - 1]}' to "
                                 f"'{proc.name}'; add one to the platform TOML or choose other processors")
             latency += transfer_time_s(link, handoff_bytes[k - 1])
-        t = compute_time_s(proc, macs)
+        t = compute_time_s(proc, macs) if compute_s is None else float(compute_s[k])
         latency += t
-        busy[k] += t
-        active = sum(p.active_power_w * b for p, b in zip(procs[:k + 1], busy))
+        busy[slot] += t
+        active = sum(p.active_power_w * b for p, b in zip(procs, busy))
         idle = sum(p.idle_power_w * (latency - b) for p, b in zip(procs, busy))
         out.append({"compute_s": t, "latency_s": latency, "energy_j": active + idle})
     return out

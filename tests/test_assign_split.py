@@ -197,7 +197,7 @@ def test_shared_storage_must_hold_all_stages():
 
 @pytest.mark.parametrize("cuts, processors, message", [
     (("r1", "a2"), ("cpu", "gpu"), "2 exit\\(s\\) need 3 processors"),
-    (("r1", "a2"), ("gpu", "cpu", "cuda"), "must be distinct and in the platform's order"),
+    (("r1", "a2"), ("gpu", "cpu", "cuda"), "must follow the platform's order"),
     (("r1", "a2"), ("cpu", "npu", "cuda"), "has no processor 'npu'"),
     (("a2", "r1"), ("cpu", "gpu", "cuda"), "does not come after cut 'a2'"),
     (("r1", "r3"), ("cpu", "gpu", "cuda"), "cut 'r3' has no exit head"),

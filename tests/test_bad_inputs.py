@@ -170,8 +170,8 @@ CASES = {
         "ram_bytes = 1048576\n", ""))), ["ram_bytes", "add it"]),
     "platform-no-link": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.split("[[links]]")[0])),
                          ["no link", "[[links]]"]),
-    "platform-one-processor": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, PLATFORM.split(
-        "[[processors]]\nname = \"cpu\"")[0])), ["processor"]),
+    "exits-per-processor-zero": (lambda d: compile_args(d, cnn(d), npz(d), "--exits-per-processor", "0"),
+                                 ["--exits-per-processor"]),
     "platform-unknown-field": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "colour = 1\n" + PLATFORM)),
                                ["colour"]),
     "latency-nothing-can-meet": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "max_latency_s = 1e-9\n"

@@ -21,6 +21,7 @@ import pytest
 
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
 from bundle_policy import assert_routes_as_policy
 from golden import run
@@ -44,7 +45,9 @@ def _fixture(name: str):
 def compiled(request, tmp_path_factory):
     path, data = _fixture(request.param)
     root = tmp_path_factory.mktemp(request.param)
+    # objective macs: these are the early-exit invariants (on energy the M4F alone wins in fp32)
     options = CompileOptions(target="psoc6", out=root / "bundle", search=True, cache_dir=str(root / "cache"),
+                             search_options=SearchOptions(objective="macs"),
                              codegen=False, progress=False)
     manifest = compile_model(path, data, options)
     return request.param, path, data, options, manifest
@@ -109,7 +112,8 @@ def test_eecc_run_reports_what_the_cascade_computes(compiled, tmp_path):
 def test_default_compile_generates_target_code_without_emulation(tmp_path):
     # The CLI default: TVM code for every stage, no QEMU run, so no calibrated figures are claimed.
     path, data = _fixture("cnn")
-    options = CompileOptions(target="psoc6", out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False)
+    options = CompileOptions(target="psoc6", out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
+                             search_options=SearchOptions(objective="macs"))
     manifest = compile_model(path, data, options)
     for stage in manifest["stages"]:
         assert stage["codegen"]["flash_bytes"] > 0 and (options.out / stage["target"]).is_dir()

@@ -32,7 +32,7 @@ def compiled(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     options = CompileOptions(target="rk3588-cuda", out=root / "bundle", cache_dir=str(root / "cache"),
                              codegen=False, progress=False,
-                             search_options=SearchOptions(decision="ensemble", ensemble_weights=MODE))
+                             search_options=SearchOptions(decision="ensemble", ensemble_weights=MODE, objective="macs"))
     return data, options, compile_model(MODEL, data, options)
 
 

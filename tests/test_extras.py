@@ -64,7 +64,7 @@ def digits(tmp_path_factory):
 def _compile(digits, out, cache, torch: bool) -> subprocess.CompletedProcess:
     code = ("" if torch else WITHOUT_TORCH) + "import sys\nfrom eecc.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return _python(code, "compile", CNN, "--data", digits, "--target", "psoc6", "--no-codegen", "--no-report",
-                   "--quiet", "--json", "--cache-dir", cache, "-o", out)
+                   "--quiet", "--json", "--cache-dir", cache, "-o", out, "--objective", "macs")
 
 
 def test_compile_without_torch_is_one_line_and_then_runs_from_cached_heads(digits, tmp_path):

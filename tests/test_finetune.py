@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 from eecc.examples import datasets
 from eecc.model import ir
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.search.search import SearchOptions
 from eecc.errors import EeccError
 from eecc.runtime.cascade import Cascade
 from eecc.train.finetune import OnnxModule, finetune_graph, write_weights
@@ -133,6 +134,7 @@ def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
     data = datasets.load("digits")
     options = CompileOptions(target="psoc6", out=root / "bundle", search=True, cache_dir=str(root / "cache"),
+                             search_options=SearchOptions(objective="macs"),
                              codegen=False, progress=False, finetune_epochs=1)
     return data, options, compile_model(MODELS / "cnn.onnx", data, options)
 

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
 from eecc.targets import int8_lowering, quantize, tvm_import
 from eecc.targets.codegen import reference_runs
@@ -114,6 +115,7 @@ def cnn_int8(tmp_path_factory):
     data = datasets.load(json.loads((MODELS / "cnn.json").read_text())["dataset"])
     root = tmp_path_factory.mktemp("cnn_int8")
     options = CompileOptions(target="psoc6", out=root / "bundle", cache_dir=str(root / "cache"), codegen=False,
+                             search_options=SearchOptions(objective="macs"),
                              progress=False, quantize="int8")
     return data, options, compile_model(path, data, options)
 

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from eecc.examples import datasets
 from eecc.model import ir
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.search.search import SearchOptions
 from eecc.errors import EeccError
 from eecc.passes.assign_targets import assign_targets
 from eecc.passes.insert_exits import insert_exits
@@ -163,6 +164,7 @@ def compiled(tmp_path_factory):
     data = datasets.load(json.loads((MODELS / "cnn.json").read_text())["dataset"])
     root = tmp_path_factory.mktemp("nachos")
     options = CompileOptions(target="psoc6", out=root / "bundle", cache_dir=str(root / "cache"), codegen=False,
+                             search_options=SearchOptions(objective="macs"),
                              progress=False, trainer="nachos")
     return path, data, options, compile_model(path, data, options)
 

@@ -23,13 +23,21 @@ def _platform(max_latency_s=None, storage=10**9, ram=10**9, shared=False, n=3):
     return Platform("test", procs, links, max_latency_s, shared)
 
 
+def _eenn(placements):
+    return [p for p in placements if p.exits]
+
+
 def test_enumerates_one_to_p_minus_one_exits_starting_on_the_first_processor():
-    pl = enumerate_placements(_platform(), _cands(), MODEL)
+    everything = enumerate_placements(_platform(), _cands(), MODEL)
+    # first the original model alone on each processor, then the early-exit placements
+    assert [(p.exits, p.processors) for p in everything[:3]] == [((), ("p0",)), ((), ("p1",)), ((), ("p2",))]
+    assert everything[2].latency_s == pytest.approx(MODEL.total_macs / 1e11)
+    pl = _eenn(everything)
     # 1 exit: 3 candidates x 2 later processors; 2 exits: 3 pairs x 1
     assert len(pl) == 3 * 2 + 3 and all(p.fits for p in pl)
     assert all(p.processors[0] == "p0" and len(p.processors) == len(p.exits) + 1 for p in pl)
     assert max(len(p.exits) for p in pl) == 2
-    assert len(enumerate_placements(_platform(), _cands(), MODEL, max_exits=1)) == 6
+    assert len(_eenn(enumerate_placements(_platform(), _cands(), MODEL, max_exits=1))) == 6
 
 
 def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
@@ -39,12 +47,12 @@ def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
 
 
 def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
-    p = enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1)[0]
+    p = _eenn(enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1))[0]
     # 2.01 M MAC at 1 G MAC/s, then 32 kB over 8 Mbit/s + 1 ms, then 8 M MAC at 10 G MAC/s
     assert p.latency_s == pytest.approx(2.01e-3 + 0.001 + 32_000 * 8 / 8e6 + 8e-4)
     assert p.exit_latency_s[0] == pytest.approx(2.01e-3)
     limit = 0.03
-    pl = enumerate_placements(_platform(max_latency_s=limit), _cands(), MODEL)
+    pl = _eenn(enumerate_placements(_platform(max_latency_s=limit), _cands(), MODEL))
     assert any(p.fits for p in pl) and any(not p.fits for p in pl)
     for p in pl:
         assert p.fits == (p.latency_s <= limit)
@@ -56,16 +64,33 @@ def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
 
 def test_memory_limits_prune_per_processor_or_shared():
     small = _platform(storage=260_000)
-    pl = enumerate_placements(small, _cands(), MODEL, max_exits=1)
+    pl = _eenn(enumerate_placements(small, _cands(), MODEL, max_exits=1))
     assert {p.exits[0] for p in pl if p.fits} == {"t1"}  # only the middle cut fits both stages
     assert all("storage" in " ".join(p.reasons) for p in pl if not p.fits)
     shared = _platform(storage=400_000, shared=True)
-    assert not any(p.fits for p in enumerate_placements(shared, _cands(), MODEL))
+    shared_pl = enumerate_placements(shared, _cands(), MODEL)
+    # the original model alone (400 kB) fits; every exit head on top of it does not
+    assert [p.exits for p in shared_pl if p.fits] == [(), (), ()] and not any(p.fits for p in _eenn(shared_pl))
     tight_ram = _platform(ram=45_000, shared=True)
     assert all("RAM" in " ".join(p.reasons) for p in enumerate_placements(tight_ram, _cands(), MODEL))
 
 
 def test_builtin_psoc6_has_one_exit_per_candidate():
     psoc6 = load_platform("psoc6")
-    pl = enumerate_placements(psoc6, _cands(), MODEL)
+    pl = _eenn(enumerate_placements(psoc6, _cands(), MODEL))
     assert [p.processors for p in pl] == [("m0plus", "m4")] * 3
+
+
+def test_several_exits_per_processor_run_back_to_back_on_one_core():
+    one = Platform("mcu", (Processor("cpu", "cortex-m4", 1e7, 10**9, 10**9, 0.03, 0.001),), (), None, False)
+    pl = enumerate_placements(one, _cands(), MODEL)
+    # a one-processor platform: the original model, then up to two exits on the same core (K = 2)
+    assert pl[0].exits == () and max(len(p.exits) for p in pl) == 2
+    assert all(set(p.processors) == {"cpu"} for p in pl)
+    two = [p for p in pl if len(p.exits) == 2][0]
+    # back to back: no hand-off transfer, so the worst case is the MACs of every stage at 10 M MAC/s
+    assert two.latency_s == pytest.approx(sum(two.stage_macs) / 1e7)
+    k1 = _eenn(enumerate_placements(_platform(n=2), _cands(), MODEL, exits_per_processor=1))
+    # K = 1: at most one exit per processor, the final stage may share the last exit's core, and the
+    # cascade may start on the second processor as the single-processor baseline there does
+    assert {p.processors for p in k1} == {("p0", "p0"), ("p0", "p1"), ("p1", "p1"), ("p0", "p1", "p1")}

@@ -22,9 +22,10 @@ from eecc.runtime.bundle import FORMAT, VERSION
 from eecc.targets.platform import Platform, estimate_exits
 
 SCHEMA_VERSION = VERSION
-ENERGY_MODEL = ("per sample leaving at stage k: active power x MACs/(MAC/s) of the stages run, plus idle power "
-                "of the placement's other processors for the rest of its latency; links cost latency "
-                "(latency_s + 8*bytes/bandwidth) but no energy")
+ENERGY_MODEL = ("per sample leaving at stage k: active power x compute time of the stages run (cost model: "
+                "predicted instructions x CPI / clock_hz; else MACs/(MAC/s)), plus idle power of the placement's "
+                "other processors for the rest of its latency; links cost latency (latency_s + 8*bytes/bandwidth) "
+                "but no energy")
 _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo", "apache-tvm", "torch")
 
 
@@ -46,6 +47,7 @@ class StageEntry:
     float_file: str | None = None          # int8: the float stage kept beside the int8 one
     float_threshold: float | None = None
     target_code: dict = field(default_factory=dict)  # eecc.targets.codegen: codegen, emulation, calibrated figures
+    predicted: dict | None = None          # eecc.cost: the cost model's instructions and seconds for this stage
 
     def to_json(self) -> dict[str, Any]:
         out = {"index": self.index, "file": self.file, "target": self.target, "kind": self.kind,
@@ -55,6 +57,8 @@ class StageEntry:
         out.update(self.cost)
         out.update(backbone_macs=self.cost["macs"] - self.cost["head_macs"], exit_macs=self.exit_macs,
                    compute_s=self.compute_s, exit_latency_s=self.exit_latency_s, exit_energy_j=self.exit_energy_j)
+        if self.predicted:
+            out["predicted"] = self.predicted
         if self.float_file is not None:
             out.update(float_file=self.float_file, float_threshold=self.float_threshold)
         return {**out, **self.target_code}
@@ -85,9 +89,13 @@ class CompileRecord:
     trainer: str = "default"
     finetune: dict | None = None
     nachos: dict | None = None
+    objective: str | None = None      # energy | latency | macs: what the search's scalar cost counted
+    deployment: dict | None = None    # eecc.driver.deployment: the chosen deployment vs the best single processor
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "original": self.original, "output": self.output, "heads": self.heads,
+                **({"objective": self.objective} if self.objective else {}),
+                **({"deployment": self.deployment} if self.deployment else {}),
                 "search": self.search, "mode": self.mode,
                 "threshold_grid": self.threshold_grid, **({"finetune": self.finetune} if self.finetune else {}),
                 "trainer": self.trainer, **({"nachos": self.nachos} if self.nachos else {})}
@@ -111,6 +119,8 @@ class Manifest:
     target_code: dict = field(default_factory=dict)  # eecc.targets.codegen's bundle-level records ("codegen")
     timings: dict | None = None
     report: str | None = None
+    prediction_check: dict | None = None  # eecc.driver.deployment: cost model vs emulation (after --emulate)
+    cost_model: dict | None = None        # eecc.cost.segments.DeviceCost.to_json, when stage seconds came from it
     energy_model: str = ENERGY_MODEL
     format: str = FORMAT
     version: int = SCHEMA_VERSION
@@ -118,9 +128,10 @@ class Manifest:
     @classmethod
     def build(cls, stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
               metric: str = "max_softmax", placement_metrics: dict | None = None, pareto: list | None = None,
-              decision: str = "single", ensemble_weights: str | None = None) -> Manifest:
-        """The manifest of the gated stage graphs (eecc.driver.pipeline.stages), before measurement."""
-        entries = stage_entries(stages, platform, thresholds, decision, ensemble_weights)
+              decision: str = "single", ensemble_weights: str | None = None, device=None) -> Manifest:
+        """The manifest of the gated stage graphs (eecc.driver.pipeline.stages), before measurement. With
+        `device` (eecc.cost.segments.DeviceCost) stage seconds come from the cost model, else nominal MAC/s."""
+        entries = stage_entries(stages, platform, thresholds, decision, ensemble_weights, device)
         final = stages[-1].outputs[0]
         placement = PlacementRecord(
             processors=[e.target for e in entries], cuts=[e.outputs["handoff"] for e in entries[:-1]],
@@ -131,7 +142,7 @@ class Manifest:
                    num_classes=int(final.shape[-1]) if final.shape else None,
                    original_macs=sum(e.cost["macs"] - e.cost["head_macs"] for e in entries),
                    confidence_metric=metric, decision=decision, platform=platform.to_dict(), stages=entries,
-                   placement=placement, pareto=pareto)
+                   placement=placement, pareto=pareto, cost_model=None if device is None else device.to_json())
 
     def to_json(self) -> dict[str, Any]:
         p = self.placement
@@ -139,6 +150,7 @@ class Manifest:
                "original_macs": self.original_macs, "confidence_metric": self.confidence_metric,
                # ensemble: stage k's exit logits are sum_i w_i z_i over exits 0..k (w = the stage's weights)
                "decision": self.decision, "platform": self.platform, "energy_model": self.energy_model,
+               "cost_model": self.cost_model,
                "stages": [s.to_json() for s in self.stages],
                "placement": {"processors": p.processors, "cuts": p.cuts, "thresholds": p.thresholds,
                              "worst_case_macs": p.worst_case_macs, "worst_case_latency_s": p.worst_case_latency_s,
@@ -147,18 +159,24 @@ class Manifest:
                **(self.compile.to_json() if self.compile else {})}
         out.update({"quantization": self.quantization} if self.quantization is not None else {})
         out.update(self.target_code)
-        optional = {"timings": self.timings, "report": self.report}
+        optional = {"prediction_check": self.prediction_check, "timings": self.timings, "report": self.report}
         return {**out, **{k: v for k, v in optional.items() if v is not None}}
 
 
 def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Sequence[float],
-                  decision: str = "single", ensemble_weights: str | None = None) -> list[StageEntry]:
-    """One entry per stage graph: files, tensor names, costs and the platform's estimates."""
+                  decision: str = "single", ensemble_weights: str | None = None, device=None) -> list[StageEntry]:
+    """One entry per stage graph: files, tensor names, costs and the platform's estimates (stage seconds from
+    `device`, an eecc.cost.segments.DeviceCost, when given)."""
     from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights as weights_of
 
     costs = [stage_cost(s) for s in stages]
     procs = [s.name.split(".", 1)[1] for s in stages]
-    estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs])
+    predicted = [None] * len(stages)
+    if device is not None:  # the measured cost model on each stage's own graph (eecc/cost)
+        from eecc.cost.features import graph_features
+        predicted = [device.predict(p, graph_features(s), c.macs) for s, p, c in zip(stages, procs, costs)]
+    estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
+                               compute_s=None if device is None else [x["seconds"] for x in predicted])
     entries, cumulative, mode = [], 0, ensemble_weights or DEFAULT_WEIGHTS
     for k, (stage, cost, est) in enumerate(zip(stages, costs, estimates)):
         cumulative += cost.macs
@@ -173,7 +191,7 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
             threshold=None if last else float(thresholds[k]), cost=cost.to_dict(), exit_macs=cumulative,
             compute_s=est["compute_s"], exit_latency_s=est["latency_s"], exit_energy_j=est["energy_j"],
             ensemble_weights={"mode": mode, "weights": [float(w) for w in weights_of(k + 1, mode)]}
-            if ensemble else None))
+            if ensemble else None, predicted=predicted[k] or None))
     return entries
 
 

@@ -59,6 +59,7 @@ def run(args) -> int:
         single_file=args.single_file, codegen=not args.no_codegen, emulate=args.emulate,
         progress=not (args.json or args.quiet), report=not args.no_report,
         quantize=args.quantize, finetune_epochs=args.finetune_epochs,
+        exits_per_processor=args.exits_per_processor,
         trainer=args.trainer)
     with executor_from_args(args) as options.executor:
         manifest = compile_model(model, data, options)
@@ -110,8 +111,10 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                   f"{len(manifest['stages'])} stages, {manifest['mode']})")
     for s in manifest["stages"]:
         th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
+        how = "predicted by the measured cost model" if (s.get("predicted") or {}).get("instructions") \
+            else "estimated from nominal MAC/s"
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
-                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms (estimated from MAC/s)")
+                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms, energy {1e3 * s['exit_energy_j']:.3f} mJ ({how})")
         _print_target_code(s, console)
     console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
     iv = m.get("intervals") or {}
@@ -137,5 +140,21 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                       f"{100 * q['float']['accuracy']:.2f} %; thresholds recalibrated on the int8 stages "
                       f"({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])} vs float "
                       f"{', '.join(f'{t:.3f}' for t in q['float_thresholds'])})")
+    _print_deployment(manifest, console)
     if manifest.get("report"):
         console.print(f"report {out / manifest['report']}")
+
+
+def _print_deployment(manifest: dict, console: Console) -> None:
+    """The chosen deployment against the original model alone on its best processor (objective's unit)."""
+    dep = manifest.get("deployment")
+    if not dep:
+        return
+    console.print(f"[bold]{dep['line']}[/bold]")
+    for note in ((manifest.get("cost_model") or {}).get("model") or {}).get("notes", []):
+        console.print(f"  note: {note}")
+    check = (manifest.get("prediction_check") or {}).get("cascade", {})
+    energy = check.get("energy") or {}
+    if energy.get("emulated"):
+        console.print(f"  emulated mean energy {1e3 * energy['emulated']:.3f} mJ vs the search's "
+                      f"{1e3 * energy['search']:.3f} mJ ({100 * (energy['emulated_over_search'] - 1):+.1f} %)")

@@ -85,6 +85,9 @@ def summarize(manifest: dict, logits: np.ndarray, exit_stage: np.ndarray, macs: 
         "mean_energy_j": float(energy[exit_stage].mean()) if n else 0.0,
         "worst_case_energy_j": float(energy.max()),
         "platform": manifest["platform"]["name"],
+        # The original model alone on its best processor, as the search predicted it (test split).
+        "best_single": (manifest.get("deployment") or {}).get("best_single"),
+        "objective": manifest.get("objective"),
     }
     return out
 
@@ -156,4 +159,11 @@ def _print(s: dict) -> None:
     console.print(f"estimated latency: mean {1e3 * s['mean_latency_s']:.3g} ms, worst case "
                   f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
                   f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
+    single = s.get("best_single")
+    if single and single.get("mean_energy_j") is not None:
+        console.print(f"original model alone on {single['processors'][0]} (search's prediction): accuracy "
+                      f"{100 * single['accuracy']:.2f} %, latency {1e3 * single['mean_latency_s']:.3g} ms, energy "
+                      f"{1e3 * single['mean_energy_j']:.3g} mJ per sample; this bundle: "
+                      f"{s['mean_energy_j'] / single['mean_energy_j']:.2f}x the energy, "
+                      f"{s['mean_latency_s'] / single['mean_latency_s']:.2f}x the latency")
     console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")

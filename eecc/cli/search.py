@@ -34,7 +34,14 @@ def add_search_args(p) -> None:
     p.add_argument("--metric", choices=METRICS, default="max_softmax", help="confidence metric")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="threshold search: exact (<= 1e6 combinations under auto) or the NA graph")
-    p.add_argument("--w-eff", type=float, default=0.9, help="weight of mean MACs / original MACs")
+    p.add_argument("--objective", choices=("energy", "latency", "macs"), default=None,
+                   help="what the scalar cost counts: mean energy or latency per sample on the device (measured "
+                        "cost model), or MACs; default energy (the platform gives power figures)")
+    p.add_argument("--exits-per-processor", type=int, default=None, metavar="K",
+                   help="up to K exits on each processor, stages on one core back to back (default: NA's one "
+                        "exit per processor; two on a one-processor platform)")
+    p.add_argument("--w-eff", type=float, default=0.9,
+                   help="weight of mean cost / the original's cost (in the objective's unit)")
     p.add_argument("--w-acc", type=float, default=0.1, help="weight of the accuracy drop in points")
     p.add_argument("--max-acc-drop", type=float, default=DEFAULT_MAX_ACC_DROP, metavar="POINTS",
                    help="hard limit on the validation accuracy drop, in percentage points "
@@ -103,7 +110,8 @@ def search_options(args, original_macs: int) -> SearchOptions:
         max_mean_macs=_max_macs(args.max_macs, original_macs),
         calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
         pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
-        ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee)
+        ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee,
+        objective=args.objective)
 
 
 def latency_limit(args) -> float | None:
@@ -131,7 +139,7 @@ def run(args) -> int:
     with executor_from_args(args) as executor:
         sr = search_model(plan, args.data, platform, options=options, max_latency_s=latency_limit(args),
                           scale=args.scale, cache_dir=args.cache_dir, progress=not (args.json or args.quiet),
-                          strict=False, executor=executor)
+                          strict=False, executor=executor, exits_per_processor=args.exits_per_processor)
     result = sr.result
     result.timings |= {**sr.timings, "total_s": time.perf_counter() - t0}
     result.options["target"] = platform.name
@@ -149,22 +157,30 @@ def print_table(result) -> None:
 
     console = inspect_console(width=180)
     orig = result.original
+    device = any("mean_energy_j" in p.extra for p in result.placements)
     table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
-                        f"{orig['macs']:,} MACs; test split)")
-    for col in ("", "exits", "processors", "thresholds", "test acc [95 %]", "mean MACs [95 %]", "Δ acc pt",
-                "Δ MACs", "oracle MACs", "exit rates", "feasible"):
+                        f"{orig['macs']:,} MACs; objective {result.objective}; test split)")
+    cols = ("", "exits", "processors", "thresholds", "test acc [95 %]", "mean MACs [95 %]",
+            *(("mean mJ", "mean ms") if device else ()), "Δ acc pt", "Δ MACs", "oracle MACs", "exit rates", "feasible")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("", "exits", "processors", "thresholds",
                                                         "exit rates", "feasible") else "right")
     for i, p in enumerate(result.placements):
         j = p.to_json()
+        figures = (f"{1e3 * j['mean_energy_j']:.3f}", f"{1e3 * j['mean_latency_s']:.2f}") if device else ()
         table.add_row(
-            "*" if i == result.chosen else "", ", ".join(p.exits), " → ".join(p.processors or ()),
+            "*" if i == result.chosen else "", ", ".join(p.exits) or "(none: original model)",
+            " → ".join(p.processors or ()),
             ", ".join(f"{t:.3f}" for t in p.thresholds), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
-            fmt(j["mean_macs"], j.get("intervals", {}).get("mean_macs"), 1.0, 0), f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
+            fmt(j["mean_macs"], j.get("intervals", {}).get("mean_macs"), 1.0, 0), *figures,
+            f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
             f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",
             " ".join(f"{r:.2f}" for r in j["exit_rates"]),
             "yes" if p.feasible else "no: " + "; ".join(p.reasons))
     console.print(table)
+    if device:
+        from eecc.driver.deployment import deployment_record
+        console.print("  " + deployment_record(result.to_json())["line"])
     for p in result.pruned:
         console.print(f"  pruned before training: {', '.join(p['exits'])} on "
                       f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")

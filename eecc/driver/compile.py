@@ -22,6 +22,7 @@ from eecc.bundle.writer import (SINGLE_FILE, check_output, open_bundle, single_f
                                 write_stages)
 from eecc.data.splits import Splits
 from eecc.driver import pipeline
+from eecc.driver.deployment import deployment_record, prediction_check
 from eecc.errors import EeccError
 from eecc.exits.run import plan_exits
 from eecc.model import ir
@@ -52,6 +53,7 @@ class CompileOptions:
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
     executor: object = None  # eecc.driver.executor.Executor for training and scoring (default: in-process)
     finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
+    exits_per_processor: int | None = None  # None: NA's one exit per processor (two on a one-processor platform)
     trainer: str = "default"  # "nachos": the chosen exits learn a confidence the gates compare (eecc/train/nachos.py)
 
 
@@ -79,7 +81,8 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     test = _test_split(splits)                                 # before any training: fail early
     run = search_model(plan, splits, platform, options=options.search_options, full_search=options.search,
                        max_latency_s=options.max_latency_s, cache_dir=options.cache_dir,
-                       progress=options.progress, executor=options.executor)  # features ─▶ heads ─▶ search
+                       progress=options.progress, executor=options.executor,  # features ─▶ heads ─▶ search
+                       numeric=options.quantize or "fp32", exits_per_processor=options.exits_per_processor)
     chosen = choose(run, splits, options)                      # insert_exits ─▶ [fine-tune | NACHOS]
     stages = lower(chosen, platform, options)                  # assign ─▶ split ─▶ [ensemble] ─▶ gates
     manifest = describe(stages, chosen, run, platform, options, Path(model).name)
@@ -120,6 +123,9 @@ def choose(run: SearchRun, splits: Splits, options: CompileOptions) -> Chosen:
     """The search's best placement as an exit graph; NACHOS or fine-tuning change its numerics, and its
     thresholds are searched again on the new numbers."""
     best, o = run.result.best, options.search_options
+    if not best.exits:  # the original model alone on one processor won: nothing to train or tune
+        (graph,) = pipeline.exits([]).run([run.plan.graph])
+        return Chosen(graph, best, run.exits.logits, o.metric)
     if options.trainer == "nachos":
         from eecc.driver.nachos import nachos_exits
 
@@ -149,7 +155,7 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
     """The bundle's manifest before anything is written or measured (build_bundle completes it)."""
     o, p, search_json = options.search_options, chosen.placement, run.result.to_json()
     manifest = Manifest.build(stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric,
-                              decision=o.decision, ensemble_weights=o.ensemble_weights,
+                              decision=o.decision, ensemble_weights=o.ensemble_weights, device=run.device,
                               placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None)
     if options.scale is not None:  # uint8 data were multiplied by this; run/Cascade apply it again
         manifest.input["scale"] = float(options.scale)
@@ -159,12 +165,14 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
         output={"kind": run.plan.blocks.head.output_kind, "normalized": list(run.plan.blocks.head.normalized)},
         heads=[{"tensor": h.spec.tensor, **h.spec.to_json()}  # each exit's head design
                for h in run.exits.heads() if h.spec.tensor in p.exits],
-        search={k: search_json[k] for k in ("placements", "pruned", "baselines", "warnings", "options")},
+        search={k: search_json[k]
+                for k in ("placements", "pruned", "baselines", "warnings", "options", "best_single")},
         mode="search" if options.search else "default-placement",
         # The report's threshold heatmaps need the candidate logits, which only exist here.
-        threshold_grid=None if chosen.nachos else threshold_maps(
+        threshold_grid=None if chosen.nachos or not p.exits else threshold_maps(
             chosen.logits, p.exits, p.thresholds, metric=chosen.metric, calibrate_on=o.calibrate_on),
-        trainer="nachos" if chosen.nachos else "default", finetune=chosen.finetune, nachos=chosen.nachos)
+        trainer="nachos" if chosen.nachos else "default", finetune=chosen.finetune, nachos=chosen.nachos,
+        objective=search_json["objective"], deployment=deployment_record(search_json))
     return manifest
 
 
@@ -188,7 +196,7 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
     if options.quantize:
         from eecc.driver.int8 import quantize_bundle
 
-        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify)
+        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify, run.result)
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
 
@@ -214,3 +222,4 @@ def _codegen(tmp: Path, models, manifest: Manifest, platform: Platform, test) ->
         rates = measured["exit_rates"]
         measured["mean_latency_calibrated_s"] = sum(r * s["exit_latency_calibrated_s"] for r, s in zip(rates, stages))
         measured["mean_energy_calibrated_j"] = sum(r * s["exit_energy_calibrated_j"] for r, s in zip(rates, stages))
+    manifest.prediction_check = prediction_check(manifest.to_json())

@@ -22,10 +22,11 @@ FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 
 
 
 def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, options, test,
-                    verify: Callable[[], dict]) -> list:
+                    verify: Callable[[], dict], result=None) -> list:
     """Replaces the stages in the staging folder `tmp`, records int8 in `manifest` (thresholds, files,
     `quantization`, the measured figures); returns the int8 stage models. `verify()` runs the stage
-    files in `tmp` as `manifest` describes them on the test split."""
+    files in `tmp` as `manifest` describes them on the test split. `result` (the SearchResult) gives
+    the objective: thresholds are searched again in its unit against its reference."""
     from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
 
     if options.quantize != "int8":
@@ -38,14 +39,19 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
 
     def scores(stage_models, x, y) -> SplitScores:
         heads, final = stage_logits(stage_models, [e.to_json() for e in entries], x)
-        return SplitScores(conf=np.stack([confidence(h, o.metric) for h in heads]),
-                           pred=np.stack([h.argmax(-1) for h in heads]), final_pred=final.argmax(-1),
-                           y=np.asarray(y, dtype=np.int64))
+        n = len(final)  # a one-stage bundle (the original model alone) has no exit rows
+        return SplitScores(conf=np.stack([confidence(h, o.metric) for h in heads]) if heads else np.zeros((0, n)),
+                           pred=np.stack([h.argmax(-1) for h in heads]) if heads else np.zeros((0, n), np.int64),
+                           final_pred=final.argmax(-1), y=np.asarray(y, dtype=np.int64))
 
-    costs = np.array([e.exit_macs for e in entries], dtype=np.float64)
+    unit = "macs" if result is None else result.objective
+    field = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(unit, "exit_macs")
+    costs = np.array([getattr(e, field) for e in entries], dtype=np.float64)  # per position, objective's unit
+    macs = np.array([e.exit_macs for e in entries], dtype=np.float64)
+    reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
-    objective = Objective(logits.final_macs, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
-                          o.max_mean_macs)
+    objective = Objective(reference, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          o.max_mean_macs if unit == "macs" else None)
     exits = list(range(len(entries) - 1))
     choice = retune(scores(quantized, on.rows(0, len(on)), on.y), exits, costs, objective, o)
     th = choice.thresholds
@@ -60,7 +66,7 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     float_measured = manifest.placement.metrics["measured"]
     measured = verify()
     on_test = scores(quantized, *test)
-    stale = evaluate_policy(on_test, exits, tuple(float_th), costs)  # int8 stages, float thresholds
+    stale = evaluate_policy(on_test, exits, tuple(float_th), macs)  # int8 stages, float thresholds
     manifest.placement.metrics["measured"] = measured
     manifest.quantization = {
         "scheme": "int8", "format": FORMAT, "calibration_samples": int(len(calib_x)),

@@ -150,6 +150,8 @@ def _summary(manifest: dict, m: dict) -> str:
             ("exit rates", ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m.get("exit_rates", [])))),
             ("mean latency (est.)", f"{1e3 * m.get('mean_latency_s', 0.0):.3g} ms"),
             ("mean energy (est.)", f"{1e3 * m.get('mean_energy_j', 0.0):.3g} mJ"),
+            ("objective", str(manifest.get("objective", "macs"))),
+            ("deployment", (manifest.get("deployment") or {}).get("line", "-")),
             ("search mode", str(manifest.get("mode", "?"))),
             ("confidence metric", str(manifest.get("confidence_metric", "?")))]
     return "<table class=\"kv\">" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
@@ -168,11 +170,18 @@ def _stage_table(manifest: dict) -> str:
 def _placements_table(manifest: dict) -> str:
     placements = _get(manifest, "search", "placements") or []
     chosen = _get(manifest, "placement", "metrics", "search", "index")
-    head = ("", "exits", "processors", "thresholds", "accuracy [95 %]", "mean MACs [95 %]", "oracle MACs", "feasible")
-    rows = [("★" if i == chosen else "", ", ".join(p["exits"]), " → ".join(p.get("processors") or []),
+    head = ("", "exits", "processors", "thresholds", "accuracy [95 %]", "mean MACs [95 %]", "mean energy",
+            "mean latency", "oracle MACs", "feasible")
+
+    def device(p, key, scale, unit):
+        return "-" if p.get(key) is None else f"{scale * p[key]:.3g} {unit}"
+
+    rows = [("★" if i == chosen else "", ", ".join(p["exits"]) or "(original model)",
+             " → ".join(p.get("processors") or []),
              ", ".join(f"{t:.3f}" for t in p["thresholds"]),
              f"{fmt(p['accuracy'], (p.get('intervals') or {}).get('accuracy'))} %",
-             fmt(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs'), 1.0, 0), f"{p['oracle_macs']:,.0f}",
+             fmt(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs'), 1.0, 0),
+             device(p, "mean_energy_j", 1e3, "mJ"), device(p, "mean_latency_s", 1e3, "ms"), f"{p['oracle_macs']:,.0f}",
              "yes" if p["feasible"] else "no: " + "; ".join(p.get("reasons") or []))
             for i, p in enumerate(placements)]
     return _table(f"Evaluated placements ({len(rows)})", head, rows) if rows else ""

@@ -66,7 +66,7 @@ def ensemble_split(logits: ExitLogits, exits, split: str = "val", *, metric: str
 def decision_splits(logits: ExitLogits, exits, calib: SplitScores, test: SplitScores, *, decision: str,
                     metric: str, mode: str, calibrate_on: str):
     """(calib, test, positions) to run the threshold search and policy on, for either decision."""
-    if decision == "single":
+    if decision == "single" or not len(exits):  # no exit (the original model alone): nothing to ensemble
         return calib, test, tuple(exits)
     if decision != "ensemble":
         raise EeccError(f"unknown decision '{decision}'; choose one of {', '.join(DECISIONS)}")

@@ -3,13 +3,19 @@
 A placement with E exits cuts the backbone at E candidate tensors k1 < ... < kE; stage 0 (input to
 k1, plus head 1) runs on the first processor, where the data arrives, and stage i on a later
 processor, in platform order; the last stage (rest of the backbone and the original classifier)
-runs on the last processor chosen. At most one exit per processor, so E <= P - 1.
+runs on the last processor chosen. By default (NA's rule) at most one exit per processor, so
+E <= P - 1; with `exits_per_processor=K` each processor may run up to K exit stages back to back,
+the final stage may share the last exit's processor, and the cascade may start on any processor
+(a one-processor platform gets K = 2).
+E = 0 on processor P is the original model alone on P: the single-processor baselines, always
+enumerated. Stage seconds come from `device` (eecc.cost.segments.DeviceCost) when given, else from
+the platform's nominal MAC/s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, combinations_with_replacement
 
 from eecc.search.types import CandidateCost
 
@@ -70,14 +76,19 @@ def stage_figures(cands: list[CandidateCost], model: ModelCost):
 
 
 def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: ModelCost,
-          max_latency_s: float | None = None) -> Placement:
+          max_latency_s: float | None = None, device=None) -> Placement:
     from eecc.targets.platform import estimate_exits
 
     macs, weights, peaks, handoff = stage_figures(cands, model)
     reasons = []
-    links_ok = all(platform.link(a, b) is not None for a, b in zip(procs, procs[1:]))
+    links_ok = all(a == b or platform.link(a, b) is not None for a, b in zip(procs, procs[1:]))
     if links_ok:
-        est = estimate_exits(platform, procs, macs, handoff)
+        seconds = None
+        if device is not None:
+            bounds = [None, *(c.tensor for c in cands)]
+            seconds = [device.seconds(p, bounds[k], bounds[k + 1] if k < len(cands) else None, m)
+                       for k, (p, m) in enumerate(zip(procs, macs))]
+        est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds)
         lat = tuple(e["latency_s"] for e in est)
         energy = tuple(e["energy_j"] for e in est)
     else:
@@ -86,7 +97,13 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
     limit = platform.max_latency_s if max_latency_s is None else max_latency_s
     if limit is not None and lat[-1] > limit:
         reasons.append(f"worst-case latency {lat[-1] * 1e3:.3g} ms > max {limit * 1e3:.3g} ms")
-    by_name = {p.name: p for p in platform.processors}
+    reasons += _memory(platform, procs, weights, peaks)
+    return Placement(tuple(c.tensor for c in cands), procs, tuple(int(m) for m in macs), lat, energy,
+                     tuple(reasons))
+
+
+def _memory(platform, procs, weights, peaks) -> list[str]:
+    by_name, reasons = {p.name: p for p in platform.processors}, []
     if platform.shared_memory:
         used = [by_name[p] for p in procs]
         storage, ram = min(p.storage_bytes for p in used), min(p.ram_bytes for p in used)
@@ -94,27 +111,45 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
             reasons.append(f"weights {sum(weights)} B > shared storage {storage} B")
         if max(peaks) > ram:
             reasons.append(f"activations {max(peaks)} B > shared RAM {ram} B")
-    else:
-        for p, w, a in zip(procs, weights, peaks):
-            if w > by_name[p].storage_bytes:
-                reasons.append(f"stage on '{p}': weights {w} B > storage {by_name[p].storage_bytes} B")
-            if a > by_name[p].ram_bytes:
-                reasons.append(f"stage on '{p}': activations {a} B > RAM {by_name[p].ram_bytes} B")
-    return Placement(tuple(c.tensor for c in cands), procs, tuple(int(m) for m in macs), lat, energy,
-                     tuple(reasons))
+        return reasons
+    for name in dict.fromkeys(procs):  # stages on one processor share its memories
+        w = sum(x for p, x in zip(procs, weights) if p == name)
+        a = max(x for p, x in zip(procs, peaks) if p == name)
+        if w > by_name[name].storage_bytes:
+            reasons.append(f"stage on '{name}': weights {w} B > storage {by_name[name].storage_bytes} B")
+        if a > by_name[name].ram_bytes:
+            reasons.append(f"stage on '{name}': activations {a} B > RAM {by_name[name].ram_bytes} B")
+    return reasons
+
+
+def processor_sequences(names: list[str], exits: int, per_processor: int | None) -> list[tuple[str, ...]]:
+    """Processors of the E+1 stages. NA (per_processor None): distinct, in order, stage 0 on the first.
+    Otherwise non-decreasing in platform order from any processor (the data may go straight to a later
+    one, as for the single-processor baselines), at most K exit stages per processor."""
+    if per_processor is None:
+        return [(names[0], *later) for later in combinations(names[1:], exits)]
+    out = []
+    for seq in combinations_with_replacement(range(len(names)), exits + 1):
+        counts = [seq[:exits].count(i) for i in range(len(names))]
+        if max(counts, default=0) <= per_processor:
+            out.append(tuple(names[i] for i in seq))
+    return out
 
 
 def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost, *,
-                         max_exits: int | None = None,
-                         max_latency_s: float | None = None) -> list[Placement]:
-    """Every placement of 1..P-1 exits (or fewer with max_exits), each with its feasibility."""
+                         max_exits: int | None = None, max_latency_s: float | None = None,
+                         exits_per_processor: int | None = None, device=None) -> list[Placement]:
+    """The single-processor baselines, then every placement of 1..E exits (E: P-1 under NA's rule,
+    K·P with exits_per_processor=K; fewer with max_exits), each with its feasibility."""
     names = [p.name for p in platform.processors]
-    most = len(names) - 1 if max_exits is None else min(max_exits, len(names) - 1)
-    out = []
-    for e in range(1, most + 1):
-        for later in combinations(names[1:], e):
+    per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else None)
+    most = len(names) - 1 if per is None else per * len(names)
+    most = most if max_exits is None else min(max_exits, most)
+    out = [place(platform, [], (name,), model, max_latency_s, device) for name in names]
+    for e in range(1, min(most, len(costs)) + 1):
+        for procs in processor_sequences(names, e, per):
             for cands in combinations(costs, e):
-                out.append(place(platform, list(cands), (names[0], *later), model, max_latency_s))
+                out.append(place(platform, list(cands), procs, model, max_latency_s, device))
     return out
 
 

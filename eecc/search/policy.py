@@ -108,7 +108,11 @@ def oracle(split: SplitScores, exits, costs: np.ndarray) -> PolicyResult:
 
 @dataclass(frozen=True)
 class Objective:
-    """Scalar cost w_eff * mean_macs/original_macs + w_acc * accuracy_drop_in_points, plus limits.
+    """Scalar cost w_eff * mean_cost/original_macs + w_acc * accuracy_drop_in_points, plus limits.
+
+    `original_macs` is the reference in the objective's unit: the original model's MACs, or (objective
+    energy / latency) its energy in J or latency in s on the best single processor; `mean_macs` arguments
+    are then mean J or s per sample.
 
     The drop is in percentage points so that the NA paper's 0.9 / 0.1 weights trade one point of
     accuracy against 11 % of the MACs (as a fraction it would be worth 0.1 % and every search

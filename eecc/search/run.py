@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from eecc.data.splits import Splits
@@ -24,28 +24,39 @@ class SearchRun:
     result: SearchResult
     splits: Splits
     timings: dict[str, float] = field(default_factory=dict)
+    device: object = None  # eecc.cost.segments.DeviceCost: what each stage costs on each processor
 
 
 def search_model(model, data, platform: Platform, *, options: SearchOptions, full_search: bool = True,
                  max_latency_s: float | None = None, input_shape: Sequence[int] | None = None,
                  scale: float | None = None, cache_dir: str | os.PathLike | None = None,
-                 progress: bool = False, strict: bool = True, executor=None) -> SearchRun:
+                 progress: bool = False, strict: bool = True, executor=None, numeric: str = "fp32",
+                 exits_per_processor: int | None = None) -> SearchRun:
     """Prune placements on cost alone, train only the heads that survive, then search thresholds.
 
-    Without `full_search` only the default placement (`default_placement`) is trained and tuned.
+    Stage costs come from the measured cost model for `numeric` ("fp32" | "int8") where it covers the
+    processor (eecc/cost), else from nominal MAC/s. Without `full_search` only the default placement
+    (`default_placement`) and the single-processor baselines are trained and tuned.
     """
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
     data = plan.splits(data, scale)
+    if exits_per_processor is not None and exits_per_processor < 1:
+        raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
+    device = device_cost(plan, platform, numeric, options.metric)
     placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
-                                      max_latency_s=max_latency_s)
+                                      max_latency_s=max_latency_s, exits_per_processor=exits_per_processor,
+                                      device=device)
     if not any(p.fits for p in placements):
         why = placements[0].reasons[0] if placements else (
             f"platform '{platform.name}' has {len(platform.processors)} processor(s); eecc needs at least 2")
         raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+    if options.objective is None:
+        options = replace(options, objective="energy" if all(p.active_power_w > 0 for p in platform.processors)
+                          else "latency")
     everything = placements
     if not full_search:
-        placements = [default_placement(placements, plan)]
+        placements = [p for p in placements if not p.exits] + [default_placement(placements, plan)]
     _check_macs_floor(options, placements, plan, everything)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
@@ -55,7 +66,15 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     t2 = time.perf_counter()
     result = search(exits.logits, placements=placements, options=options, strict=strict, executor=executor)
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
-    return SearchRun(plan, platform, placements, exits, result, data, timings)
+    return SearchRun(plan, platform, placements, exits, result, data, timings, device)
+
+
+def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):
+    """The per-stage seconds of this model on this platform (eecc.cost.segments.DeviceCost)."""
+    from eecc.cost.segments import DeviceCost, SegmentTable
+
+    gate = metric if metric in ("max_softmax", "margin", "entropy") else "max_softmax"
+    return DeviceCost(platform, SegmentTable.from_plan(plan, metric=gate), fmt=numeric)
 
 
 def _check_default_heads(exits: ExitsRun) -> None:
@@ -99,6 +118,6 @@ def default_placement(placements: list[Placement], plan: Plan) -> Placement:
         n = len(p.exits) + 1
         return sum(abs(cum[t] / total - (i + 1) / n) for i, t in enumerate(p.exits))
 
-    fits = [p for p in placements if p.fits]
+    fits = [p for p in placements if p.fits and p.exits] or [p for p in placements if p.fits]
     longest = max(len(p.exits) for p in fits)
     return min((p for p in fits if len(p.exits) == longest), key=unevenness)

@@ -50,6 +50,9 @@ class SearchOptions:
     # P: thresholds certified so the drop stays <= max_accuracy_drop on unseen data with probability >= P
     guarantee: float | None = None
     intervals: bool = True                  # 95 % bootstrap intervals on the test figures (eecc/search/intervals.py)
+    # What the scalar cost counts: energy | latency | macs; None = energy with placements (processors with
+    # power figures), macs without (logits alone know no device).
+    objective: str | None = None
 
 
 @dataclass
@@ -92,6 +95,8 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     infeasible: str | None = None  # when nothing is feasible: the binding constraint, one line
+    objective: str = "macs"
+    single: int | None = None  # the best single-processor deployment (no exit), when placements had processors
 
     @property
     def best(self) -> PlacementResult | None:
@@ -102,7 +107,10 @@ class SearchResult:
                 "chosen": None if self.best is None else {"index": self.chosen, **self.best.to_json()},
                 "placements": [p.to_json() for p in self.placements], "pruned": self.pruned,
                 "pareto": self.pareto, "baselines": self.baselines, "timings": self.timings,
-                "warnings": self.warnings, "options": self.options, "infeasible": self.infeasible}
+                "warnings": self.warnings, "options": self.options, "infeasible": self.infeasible,
+                "objective": self.objective,
+                "best_single": None if self.single is None else {"index": self.single,
+                                                                  **self.placements[self.single].to_json()}}
 
 
 def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
@@ -121,10 +129,17 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     if o.calibrate_on == "train":
         warnings.warn(CALIBRATION_WARNING, stacklevel=2)
         notes.append(CALIBRATION_WARNING)
-    objective = Objective(logits.final_macs, calib.final_accuracy, o.w_eff, o.w_acc,
-                          o.max_accuracy_drop, o.max_mean_macs)
-    test_obj = Objective(logits.final_macs, test.final_accuracy, o.w_eff, o.w_acc)
-    todo, pruned = _todo(logits, placements, o)
+    unit = o.objective or ("energy" if placements else "macs")
+    if unit not in UNITS:
+        raise EeccError(f"search: unknown objective '{unit}'; choose energy, latency or macs")
+    if unit != "macs" and placements is None:
+        raise EeccError(f"search: objective '{unit}' needs placements on a platform; use --objective macs")
+    ref = reference_cost(placements, unit, logits.final_macs)
+    # A MAC limit is checked after the thresholds when the objective counts another unit.
+    objective = Objective(ref, calib.final_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          o.max_mean_macs if unit == "macs" else None)
+    test_obj = Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
+    todo, pruned = _todo(logits, placements, o, unit)
     job = (logits, calib, test, objective, test_obj, o)
     parts = chunks(todo, 1 if executor.workers == 1 else 4 * executor.workers)
     results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
@@ -134,13 +149,15 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
         from eecc.search.guarantee import guaranteed_choice
         chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o)
     right = test.final_pred == test.y
+    singles = [i for i, r in enumerate(results) if not r.indices and r.processors]
     res = SearchResult(
         original={"accuracy": test.final_accuracy, "macs": int(logits.final_macs),
-                  "val_accuracy": calib.final_accuracy,
+                  "val_accuracy": calib.final_accuracy, "reference_cost": ref, "unit": UNITS[unit],
                   "accuracy_interval": policy_intervals(right, np.zeros(test.n), right)["accuracy"]},
-        placements=results, chosen=chosen, pruned=pruned, warnings=notes, options=asdict(o))
+        placements=results, chosen=chosen, pruned=pruned, warnings=notes, options=asdict(o),
+        objective=unit, single=min(singles, key=lambda i: results[i].val_cost) if singles else None)
     t0 = time.perf_counter()
-    if chosen is not None:
+    if chosen is not None and results[chosen].indices:
         res.baselines = _baselines(logits, calib, test, results[chosen], objective, test_obj, o)
         if o.decision == "ensemble" and o.prune:
             subs = aep_prune(logits, results[chosen].indices, objective, mode=o.ensemble_weights,
@@ -150,7 +167,10 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     if o.pareto and results:
         cands = sorted({i for r in results for i in r.indices})
         top = o.max_exits or len(cands)
-        points = pareto_search(calib, cands, lambda e: position_costs(logits, e), objective,
+        # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
+        mac_obj = objective if unit == "macs" else replace(objective, original_macs=float(logits.final_macs),
+                                                           max_mean_macs=o.max_mean_macs)
+        points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
                                max_exits=top, pop_size=o.pop_size, generations=o.generations,
                                seed=o.seed)
         res.pareto = [_point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
@@ -177,44 +197,76 @@ def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitSco
     return learned_split(logits, o.calibrate_on, confidences), learned_split(logits, "test", confidences)
 
 
-def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptions):
-    """(exit indices, processors, latency) to score, and the placements pruned with their reasons.
+UNITS = {"energy": "J", "latency": "s", "macs": "MACs"}
+
+
+def reference_cost(placements, unit: str, final_macs: int) -> float:
+    """What the scalar cost divides by: the original model's MACs, or its energy / latency on the best
+    single processor (of those that fit; of all when none fits)."""
+    if unit == "macs":
+        return float(final_macs)
+    field_ = "exit_energy_j" if unit == "energy" else "exit_latency_s"
+    singles = [p for p in placements if not p.exits]
+    pool = [p for p in singles if p.fits] or singles or list(placements)
+    return float(min(getattr(p, field_)[-1] for p in pool))
+
+
+def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptions, unit: str):
+    """(indices, processors, worst latency, per-position device figures) to score, and the pruned ones.
 
     Without placements: every subset of 1..max_exits candidates (default 2), no processors."""
     index = {t: i for i, t in enumerate(logits.tensors)}
     todo, pruned = [], []
     if placements is None:
         most = min(o.max_exits or 2, len(index))
-        todo = [(c, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
+        todo = [(c, None, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
     for p in placements or []:
         missing = [t for t in p.exits if t not in index]
         if not p.fits or missing:
             why = list(p.reasons) + [f"head for '{t}' {DROPPED}" for t in missing]
             pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
         else:
-            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s))
+            device = {"unit": unit, "latency_s": p.exit_latency_s, "energy_j": p.exit_energy_j}
+            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s, device))
     return todo, pruned
 
 
 def _score_chunk(job, part) -> list[PlacementResult]:
     logits, calib, test, objective, test_obj, o = job
-    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o) for idx, procs, latency in part]
+    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device)
+            for idx, procs, latency, device in part]
 
 
-def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o) -> PlacementResult:
-    costs = position_costs(logits, idx)
+def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device=None) -> PlacementResult:
+    macs = position_costs(logits, idx)
+    unit = "macs" if device is None else device["unit"]
+    costs = macs if unit == "macs" else np.asarray(device["energy_j" if unit == "energy" else "latency_s"])
     # Ensemble decisions swap in splits whose rows are the per-position ensembles.
     calib, test, pos = decision_splits(logits, idx, calib, test, decision=o.decision, metric=o.metric,
                                        mode=o.ensemble_weights, calibrate_on=o.calibrate_on)
-    rt = retune(calib, pos, costs, objective, o, test=test)
+    rt = retune(calib, pos, costs, objective, o)
+    sel = rt.selected  # calibration split, in the objective's unit
+    r = evaluate_policy(test, pos, rt.thresholds, macs)  # the record keeps MACs; device figures go to `extra`
     z = stage_logits(logits, idx, "test", decision=o.decision, mode=o.ensemble_weights)
+    reasons = objective.violations(sel.accuracy, sel.mean_macs)
+    sel_macs = float(macs[sel.exit_index].mean()) if sel.exit_index.size else 0.0
+    if unit != "macs" and o.max_mean_macs is not None and sel_macs > o.max_mean_macs:
+        reasons.append(f"mean MACs {sel_macs:.4g} > max {o.max_mean_macs:.4g}")
+    extra = {"ece": ece_per_exit(z, test.y), "objective": unit,
+             "mean_cost": float(costs[r.exit_index].mean()) if r.exit_index.size else 0.0,
+             **({"intervals": result_intervals(r, test)} if o.intervals else {})}
+    if device is not None:
+        lat, energy = np.asarray(device["latency_s"]), np.asarray(device["energy_j"])
+        extra.update(mean_latency_s=float(lat[r.exit_index].mean()), worst_case_latency_s=float(lat.max()),
+                     mean_energy_j=float(energy[r.exit_index].mean()), worst_case_energy_j=float(energy.max()),
+                     exit_latency_s=[float(v) for v in lat], exit_energy_j=[float(v) for v in energy])
     return PlacementResult(
         exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
-        thresholds=rt.thresholds, test=rt.test, oracle=oracle(test, pos, costs), latency_s=latency,
-        method=rt.method, seconds=rt.seconds,
-        extra={"ece": ece_per_exit(z, test.y),
-               **({"intervals": result_intervals(rt.test, test)} if o.intervals else {})},
-        **rt.figures(objective, test_obj))
+        thresholds=rt.thresholds, test=r, oracle=oracle(test, pos, macs),
+        val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)),
+        cost=float(test_obj.cost(r.accuracy, extra["mean_cost"])),
+        feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)) and not reasons,
+        reasons=reasons, latency_s=latency, method=rt.method, seconds=rt.seconds, extra=extra)
 
 
 def _point_json(logits, test, exits, th, test_obj) -> dict:

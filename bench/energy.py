@@ -1,0 +1,164 @@
+"""What the device really spends: the cost model against QEMU, and eecc's deployment against the original model
+on its best single processor (psoc6).
+
+    python bench/energy.py [--out bench/results/energy.json] [--skip-cost-model] [--skip-deployments]
+
+1. Cost model, leave one model out: every fixture (and the kws example) compiled for psoc6 with a two-stage
+   cascade (--objective macs, so that both cores get a stage) in fp32 and int8, run under QEMU; each stage's
+   instructions predicted by the model fitted WITHOUT that fixture's measurements. Target: within ±15 %.
+2. Deployments (int8, the default energy objective, --emulate): kws and cnn1d. The chosen cascade's emulated
+   mean energy on the test split against the original int8 model alone on each processor (compiled and run
+   under QEMU the same way). Targets: ≤ 0.75x (kws) and ≤ 0.5x (1D CNN) of the best single processor at
+   ≤ 1 pt accuracy drop; emulated mean energy within ±10 % of the search's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from rich.console import Console
+from rich.table import Table
+
+from eecc.cost.features import graph_features
+from eecc.cost.model import CPI, fit, load_rows
+from eecc.driver.compile import CompileOptions, compile_model
+from eecc.examples import datasets, example
+from eecc.search.search import SearchOptions
+from eecc.targets.platform import load_platform
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "tests" / "fixtures" / "models"
+LIMIT = {"resnet": 6000, "dscnn": 4000}
+
+
+def workload(name: str):
+    if name == "kws":
+        return example("kws")
+    meta = json.loads((MODELS / f"{name}.json").read_text())
+    return MODELS / f"{name}.onnx", datasets.load(meta["dataset"], limit_train=LIMIT.get(name))
+
+
+def cost_model_rows(tmp: Path) -> list[dict]:
+    rows, measured = [], load_rows()["rows"]
+    for name in ("cnn", "cnn1d", "dscnn", "resnet", "kws"):
+        held_out = fit(measured, exclude=(name,))
+        path, data = workload(name)
+        for fmt in ("fp32", "int8"):
+            out = tmp / f"{name}-{fmt}"
+            options = CompileOptions(target="psoc6", out=out, search=True, emulate=True, progress=False,
+                                     quantize=None if fmt == "fp32" else "int8", cache_dir=str(tmp / "cache"),
+                                     search_options=SearchOptions(objective="macs"))
+            manifest = compile_model(path, data, options)
+            for s in manifest["stages"]:
+                features = graph_features(onnx.load(str(out / s.get("float_file", s["file"]))))
+                predicted = float(held_out.instructions(features, s["kind"], fmt))
+                counted = s["emulation"]["instructions"]
+                rows.append({"model": name, "format": fmt, "stage": s["index"], "cpu": s["kind"], "macs": s["macs"],
+                             "emulated_instructions": counted, "predicted_instructions": predicted,
+                             "error": predicted / counted - 1})
+    return rows
+
+
+def single_processor(path: Path, data: dict, platform, tmp: Path) -> dict:
+    """The original model as one int8 stage on each processor, compiled and counted under QEMU."""
+    import onnxruntime as ort
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.quantize import quantize_stages
+
+    model = quantize_stages([onnx.load(str(path))], data["x_train"][:512])[0]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {sess.get_inputs()[0].name: data["x_test"].astype(np.float32)})[0]
+    out = {"int8_accuracy": float((logits.argmax(-1) == data["y_test"]).mean())}
+    for proc in platform.processors:
+        arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=tmp / f"single-{proc.name}")
+        n = emulate_stage(arts, data["x_test"][:4].astype(np.float32)).instructions
+        seconds = n * CPI[proc.kind] / proc.clock_hz
+        out[proc.name] = {"instructions": n, "latency_s": seconds, "energy_j": seconds * proc.active_power_w}
+    return out
+
+
+def deployment_rows(tmp: Path) -> list[dict]:
+    platform, rows = load_platform("psoc6"), []
+    for name, target in (("kws", 0.75), ("cnn1d", 0.5)):
+        path, data = workload(name)
+        options = CompileOptions(target="psoc6", out=tmp / f"deploy-{name}", search=True, emulate=True,
+                                 quantize="int8", progress=False, cache_dir=str(tmp / "cache"))
+        manifest = compile_model(path, data, options)
+        m, single = manifest["placement"]["metrics"]["measured"], single_processor(path, data, platform, tmp)
+        best = min((p.name for p in platform.processors), key=lambda p: single[p]["energy_j"])
+        search = manifest["placement"]["metrics"]["search"]
+        rows.append({
+            "model": name, "target_ratio": target, "processors": manifest["placement"]["processors"],
+            "exits": len(manifest["stages"]) - 1, "accuracy": m["accuracy"], "exit_rates": m["exit_rates"],
+            "original_float_accuracy": m["original_accuracy"], "original_int8_accuracy": single["int8_accuracy"],
+            "emulated_mean_energy_j": m.get("mean_energy_calibrated_j"),
+            "emulated_mean_latency_s": m.get("mean_latency_calibrated_s"),
+            "search_mean_energy_j": search.get("mean_energy_j"), "predicted_mean_energy_j": m["mean_energy_j"],
+            "single": single, "best_single": best, "deployment_line": manifest["deployment"]["line"]})
+        r = rows[-1]
+        r["energy_ratio"] = r["emulated_mean_energy_j"] / single[best]["energy_j"]
+        r["accuracy_drop_pt"] = 100 * (single["int8_accuracy"] - r["accuracy"])
+        r["emulated_over_search"] = r["emulated_mean_energy_j"] / r["search_mean_energy_j"]
+    return rows
+
+
+def print_tables(summary: dict) -> None:
+    console = Console(width=170)
+    if summary.get("cost_model"):
+        t = Table(title="cost model vs QEMU, each fixture held out of the fit (psoc6 stages)")
+        for col in ("model", "format", "stage", "cpu", "MACs", "emulated instr.", "predicted", "error"):
+            t.add_column(col, justify="left" if col in ("model", "format", "cpu") else "right")
+        for r in summary["cost_model"]:
+            t.add_row(r["model"], r["format"], str(r["stage"]), r["cpu"], f"{r['macs']:,}",
+                      f"{r['emulated_instructions']:,}", f"{r['predicted_instructions']:,.0f}",
+                      f"{100 * r['error']:+.1f} %")
+        console.print(t)
+        console.print(f"within ±15 %: {summary['within_15pct']}/{len(summary['cost_model'])} stages")
+    if summary.get("deployments"):
+        t = Table(title="psoc6 int8: chosen deployment vs the original on each single processor (emulated)")
+        for col in ("model", "deployment", "acc %", "orig int8 acc %", "mean mJ", "M0+ alone mJ", "M4 alone mJ",
+                    "ratio to best", "target", "vs search"):
+            t.add_column(col, justify="left" if col in ("model", "deployment") else "right")
+        for r in summary["deployments"]:
+            t.add_row(r["model"], " → ".join(r["processors"]), f"{100 * r['accuracy']:.2f}",
+                      f"{100 * r['original_int8_accuracy']:.2f}", f"{1e3 * r['emulated_mean_energy_j']:.3f}",
+                      f"{1e3 * r['single']['m0plus']['energy_j']:.3f}", f"{1e3 * r['single']['m4']['energy_j']:.3f}",
+                      f"{r['energy_ratio']:.2f}x", f"≤ {r['target_ratio']}x",
+                      f"{100 * (r['emulated_over_search'] - 1):+.1f} %")
+        console.print(t)
+        for r in summary["deployments"]:
+            console.print(f"{r['model']}: {r['deployment_line']}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "energy.json"))
+    ap.add_argument("--skip-cost-model", action="store_true")
+    ap.add_argument("--skip-deployments", action="store_true")
+    args = ap.parse_args()
+    t0, summary = time.perf_counter(), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_cost_model:
+            summary["cost_model"] = cost_model_rows(Path(tmp))
+            summary["within_15pct"] = sum(abs(r["error"]) <= 0.15 for r in summary["cost_model"])
+        if not args.skip_deployments:
+            summary["deployments"] = deployment_rows(Path(tmp))
+    summary.update(wall_s=time.perf_counter() - t0, load_average=os.getloadavg(),
+                   command="python bench/energy.py")
+    print_tables(summary)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The chosen deployment beside the best single-processor one (the original model alone on one processor),
+and the cost model's predictions beside what emulation measured: the manifest's `deployment` and
+`prediction_check` records, and the one plain line the summary prints."""
+
+from __future__ import annotations
+
+FIELDS = ("exits", "processors", "thresholds", "accuracy", "mean_macs", "mean_latency_s", "worst_case_latency_s",
+          "mean_energy_j", "worst_case_energy_j", "cost", "feasible")
+
+
+def _figures(p: dict | None) -> dict | None:
+    return None if p is None else {k: p.get(k) for k in FIELDS}
+
+
+def deployment_record(search_json: dict) -> dict:
+    """{"objective", "chosen", "best_single", "single_processor_wins", "ratio", "line"} from a search's JSON."""
+    unit = search_json.get("objective", "macs")
+    chosen, single = _figures(search_json.get("chosen")), _figures(search_json.get("best_single"))
+    rec = {"objective": unit, "split": "test", "chosen": chosen, "best_single": single,
+           "single_processor_wins": bool(chosen is not None and not chosen["exits"])}
+    if chosen is not None and single is not None:
+        rec["ratio"] = {k: (chosen[k] / single[k] if single.get(k) else None)
+                        for k in ("mean_energy_j", "mean_latency_s", "mean_macs")}
+        rec["accuracy_delta_pt"] = 100 * (chosen["accuracy"] - single["accuracy"])
+    rec["line"] = summary_line(rec)
+    return rec
+
+
+def _describe(p: dict) -> str:
+    if p.get("mean_energy_j") is None:
+        return f"{p['mean_macs']:,.0f} MACs"
+    return (f"{1e3 * p['mean_energy_j']:.3f} mJ, {1e3 * p['mean_latency_s']:.2f} ms mean "
+            f"({1e3 * p['worst_case_latency_s']:.2f} ms worst case)")
+
+
+def summary_line(rec: dict) -> str:
+    """One plain sentence: what was chosen against the original model on its best processor."""
+    chosen, single = rec["chosen"], rec["best_single"]
+    if chosen is None:
+        return "no deployment meets the constraints"
+    if single is None:
+        return f"chosen: exits {', '.join(chosen['exits'])}: {_describe(chosen)} per sample"
+    if rec["single_processor_wins"]:
+        return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
+                f"(objective: {rec['objective']}); built the single-processor bundle: {_describe(chosen)} per sample, "
+                f"accuracy {100 * chosen['accuracy']:.2f} %")
+    key = {"energy": "mean_energy_j", "latency": "mean_latency_s"}.get(rec["objective"], "mean_macs")
+    ratio = rec["ratio"].get(key)
+    where = " → ".join(chosen["processors"])
+    return (f"chosen early-exit network on {where}: {_describe(chosen)} per sample, "
+            f"{ratio:.2f}x the {rec['objective']} of the original model alone on {single['processors'][0]} "
+            f"({_describe(single)}); accuracy {100 * chosen['accuracy']:.2f} % vs "
+            f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)")
+
+
+def prediction_check(manifest: dict) -> dict | None:
+    """Predicted (cost model) vs emulated instructions per stage, and the cascade's mean latency and energy:
+    the search's figure, the prediction at the written cascade's exit rates, and the emulated one."""
+    stages = manifest["stages"]
+    rows = []
+    for s in stages:
+        pred, emu = (s.get("predicted") or {}).get("instructions"), (s.get("emulation") or {}).get("instructions")
+        rows.append({"index": s["index"], "target": s["target"], "predicted_instructions": pred,
+                     "emulated_instructions": emu,
+                     "error": (pred / emu - 1) if pred and emu else None,
+                     "predicted_latency_s": s["compute_s"], "emulated_latency_s": s.get("latency_calibrated_s")})
+    measured = manifest["placement"]["metrics"]["measured"]
+    search = manifest["placement"]["metrics"].get("search") or {}
+    if not any(r["emulated_instructions"] for r in rows):
+        return None
+    out = {"stages": rows, "cascade": {}}
+    for what, unit in (("energy", "j"), ("latency", "s")):
+        emulated = measured.get(f"mean_{what}_calibrated_{unit}")
+        entry = {"search": search.get(f"mean_{what}_{unit}"), "predicted": measured.get(f"mean_{what}_{unit}"),
+                 "emulated": emulated}
+        if emulated:
+            entry["emulated_over_search"] = emulated / entry["search"] if entry["search"] else None
+            entry["emulated_over_predicted"] = emulated / entry["predicted"] if entry["predicted"] else None
+        out["cascade"][what] = entry
+    return out

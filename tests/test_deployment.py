@@ -1,0 +1,92 @@
+"""Deployments in the device's units: a one-processor platform with two exits back to back on its core, and
+the original model on one processor winning (one plain line, a one-stage bundle)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from bundle_policy import assert_routes_as_policy
+from eecc.cli.compile import print_summary
+from eecc.cli.run import summarize
+from eecc.driver.compile import CompileOptions, compile_model
+from eecc.examples import datasets
+from eecc.runtime.cascade import Cascade
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                               reason="needs gcc-arm-none-eabi and qemu-system-arm")
+ONE_CORE = """
+name = "one-m4"
+[[processors]]
+name = "m4"
+kind = "cortex-m4"
+macs_per_s = 75e6
+ram_bytes = 1048576
+storage_bytes = 2097152
+active_power_w = 0.032
+idle_power_w = 0.001
+clock_hz = 150e6
+"""
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    meta = json.loads((MODELS / "cnn.json").read_text())
+    return MODELS / "cnn.onnx", datasets.load(meta["dataset"])
+
+
+@needs_arm
+def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_search(cnn, tmp_path):
+    path, data = cnn
+    toml = tmp_path / "one.toml"
+    toml.write_text(ONE_CORE)
+    # Without --search the default placement is the one with the most exits: two on the one core.
+    options = CompileOptions(target=str(toml), out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
+                             emulate=True, exits_per_processor=2)
+    manifest = compile_model(path, data, options)
+    assert [s["target"] for s in manifest["stages"]] == ["m4", "m4", "m4"]
+    # back to back: no hand-off transfer between the stages, so the exit latencies add up exactly
+    np.testing.assert_allclose(np.cumsum([s["compute_s"] for s in manifest["stages"]]),
+                               [s["exit_latency_s"] for s in manifest["stages"]])
+    # each stage compiled into its own folder and ran under QEMU
+    assert [Path(s["artifacts"][0]["path"]).parts[0] for s in manifest["stages"]] == \
+        ["m4.stage0", "m4.stage1", "m4.stage2"]
+    check = manifest["prediction_check"]
+    assert all(r["emulated_instructions"] and r["predicted_instructions"] for r in check["stages"])
+    assert check["cascade"]["energy"]["emulated"] > 0
+    x, y = data["x_test"][:600], data["y_test"][:600]
+    res = assert_routes_as_policy(tmp_path / "b", manifest, x, y)
+    assert np.bincount(res.exit_stage, minlength=3)[:2].sum() > 0  # the exits are used
+    assert manifest["deployment"]["best_single"]["processors"] == ["m4"]
+
+
+def test_single_processor_deployment_wins_with_one_plain_line_and_one_stage(cnn, tmp_path):
+    """fp32 on the PSoC 6: the M0+ has no FPU (soft-float, ~200 instructions per MAC measured), so every
+    early-exit network starting on it costs more energy than the original model alone on the M4F."""
+    path, data = cnn
+    options = CompileOptions(target="psoc6", out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
+                             codegen=False)
+    manifest = compile_model(path, data, options)
+    dep = manifest["deployment"]
+    assert dep["single_processor_wins"] and dep["chosen"]["processors"] == ["m4"] and dep["chosen"]["exits"] == []
+    assert len(manifest["stages"]) == 1 and manifest["stages"][0]["target"] == "m4"
+    assert manifest["objective"] == "energy"
+    out = StringIO()
+    print_summary(manifest, tmp_path / "b", Console(file=out, width=300))
+    lines = [ln for ln in out.getvalue().splitlines() if "no early-exit network beats" in ln]
+    assert len(lines) == 1 and "on m4" in lines[0]
+    # the one-stage bundle is the original model: accuracy as the search predicted for it
+    x, y = data["x_test"], data["y_test"]
+    res = Cascade(tmp_path / "b").run(x)
+    assert (res.exit_stage == 0).all()
+    assert float((res.predictions == y).mean()) == pytest.approx(dep["chosen"]["accuracy"])
+    run = summarize(manifest, res.logits, res.exit_stage, res.macs, y)
+    assert run["best_single"]["processors"] == ["m4"]
+    assert run["mean_energy_j"] == pytest.approx(run["best_single"]["mean_energy_j"], rel=1e-6)
