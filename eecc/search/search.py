@@ -22,6 +22,7 @@ from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_p
                                 position_costs)
 from eecc.search.thresholds import EXACT_LIMIT, grid_tables, retune, threshold_grid
 from eecc.search.types import ExitLogits
+from eecc.search.unit import ALL_DROPPED, DROPPED, UNITS, check_heads, reference_cost
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
                        "over-confident on data they were trained on; expect more errors at the exits")
@@ -140,6 +141,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
                           o.max_mean_macs if unit == "macs" else None)
     test_obj = Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
     todo, pruned = _todo(logits, placements, o, unit)
+    check_heads(todo, pruned, strict, notes)
     job = (logits, calib, test, objective, test_obj, o)
     parts = chunks(todo, 1 if executor.workers == 1 else 4 * executor.workers)
     results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
@@ -195,20 +197,6 @@ def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitSco
         raise EeccError("search: metric 'learned' decides on each exit's own confidence; "
                         "use --decision single with it")
     return learned_split(logits, o.calibrate_on, confidences), learned_split(logits, "test", confidences)
-
-
-UNITS = {"energy": "J", "latency": "s", "macs": "MACs"}
-
-
-def reference_cost(placements, unit: str, final_macs: int) -> float:
-    """What the scalar cost divides by: the original model's MACs, or its energy / latency on the best
-    single processor (of those that fit; of all when none fits)."""
-    if unit == "macs":
-        return float(final_macs)
-    field_ = "exit_energy_j" if unit == "energy" else "exit_latency_s"
-    singles = [p for p in placements if not p.exits]
-    pool = [p for p in singles if p.fits] or singles or list(placements)
-    return float(min(getattr(p, field_)[-1] for p in pool))
 
 
 def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptions, unit: str):
@@ -288,9 +276,6 @@ def _baselines(logits, calib, test, best: PlacementResult, objective, test_obj, 
     return out
 
 
-DROPPED = "was dropped or not trained"
-
-
 def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -> str:
     """One line naming the constraint that leaves no feasible placement, and what to relax."""
     if not res.placements and not res.pruned:
@@ -299,9 +284,7 @@ def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -
     if not res.placements:
         reasons = [r for p in res.pruned for r in p["reasons"]]
         if reasons and all(DROPPED in r for r in reasons):
-            return ("no feasible placement: every exit head of every placement was dropped (no better than "
-                    "chance after one epoch); check that the labels belong to the inputs and that the data are "
-                    "preprocessed as the model was trained")
+            return ALL_DROPPED
         lat = [r for r in reasons if "latency" in r]
         mem = [r for r in reasons if "latency" not in r and DROPPED not in r]
         if not lat and not mem:

@@ -1,0 +1,37 @@
+"""The unit the search's scalar cost counts (energy, latency or MACs) and its reference, the original model
+alone on its best single processor; and the check that the no-exit baselines do not hide dropped heads."""
+
+from __future__ import annotations
+
+from eecc.errors import EeccError
+
+UNITS = {"energy": "J", "latency": "s", "macs": "MACs"}
+
+
+def reference_cost(placements, unit: str, final_macs: int) -> float:
+    """What the scalar cost divides by: the original model's MACs, or its energy / latency on the best
+    single processor (of those that fit; of all when none fits)."""
+    if unit == "macs":
+        return float(final_macs)
+    field_ = "exit_energy_j" if unit == "energy" else "exit_latency_s"
+    singles = [p for p in placements if not p.exits]
+    pool = [p for p in singles if p.fits] or singles or list(placements)
+    return float(min(getattr(p, field_)[-1] for p in pool))
+
+
+DROPPED = "was dropped or not trained"
+ALL_DROPPED = ("no feasible placement: every exit head of every placement was dropped (no better than "
+               "chance after one epoch); check that the labels belong to the inputs and that the data are "
+               "preprocessed as the model was trained")
+
+
+def check_heads(todo: list, pruned: list[dict], strict: bool, notes: list[str]) -> None:
+    """Every exit-bearing placement lost its heads: the labels likely do not belong to the inputs, so the
+    single-processor baselines (which need no head) must not hide it behind a no-exit bundle."""
+    with_exits = [p for p in pruned if p["exits"]]
+    if not with_exits or any(t[0] for t in todo):
+        return
+    if all(DROPPED in r for p in with_exits for r in p["reasons"]):
+        if strict:
+            raise EeccError(ALL_DROPPED)
+        notes.append(ALL_DROPPED)
