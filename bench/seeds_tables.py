@@ -78,7 +78,8 @@ def _per_stage(records: list[dict]) -> list[str]:
     columns = ("workload | stage | processor | threshold | stage MACs | exit latency ms est. | exit energy mJ est. | "
                "instructions / inference (QEMU) | stage latency ms calibrated | exit latency ms calibrated")
     return _section("### Per stage on the compiled target (estimates at the platform's MAC/s; emulated instructions "
-                    "under QEMU; calibrated = instructions / clock, CPI 1)", columns, rows)
+                    "under QEMU; calibrated = instructions × CPI / clock, CPI 1 on Cortex-M, 0.5 assumed on "
+                    "Cortex-A; Mali stages run on PoCL for correctness only)", columns, rows)
 
 
 def _notes(records: list[dict]) -> list[str]:

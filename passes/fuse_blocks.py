@@ -78,14 +78,18 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
     members = _segments(graph, flow, doms)
     members = _fuse_post_ops(members)
     head_start = _head_start(members, graph)
+    cumulative_macs = 0
     for index, (closer, nodes) in enumerate(members):
         role = "head" if index >= head_start else "backbone"
+        cumulative_macs += sum(get_ann(n, "macs", 0) for n in nodes)
         for node in nodes:
             set_ann(node, "block", index)
             set_ann(node, "role", role)
         set_ann(closer, "closes_block", True)
-        # One output only: a Split that dominates the output hands on more than its first output.
+        # One output only: a Split that dominates the output hands on more than its first output. No MACs
+        # yet (e.g. a Keras export's input Transpose): an exit there would classify the raw input.
         set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1 and len(closer.outputs) == 1
+                and cumulative_macs > 0
                 and len(per_sample_shape(closer.outputs[0]) or ()) in (2, 3)
                 and _spatial_extent(closer.outputs[0]) > 1)
     return graph

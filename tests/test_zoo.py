@@ -44,6 +44,8 @@ def test_inspect_costs_and_candidates(zoo, name, capsys):
     graph, blocks = analyse(row["path"])
     candidates = [b.output for b in blocks.candidates()]
     assert candidates and blocks.head.input not in candidates
+    # an exit before any MAC (a Keras export's input Transpose) would classify the raw input
+    assert all(b.cumulative_macs > 0 for b in blocks.candidates()), name
     flow = _float_tensor_flow(ir.to_model(graph))
     for tensor in candidates:
         cut = flow.copy()

@@ -133,12 +133,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     with show_progress(progress) as bar:
         t0 = time.perf_counter()
         model_key = fcache.model_digest(plan.graph)
-        prints = {name: split.fingerprint() for name, split in splits.items()}
-        # Features depend on the inputs only; trained heads and scores on the labels too.
-        labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes()
-                                 for _, split in splits.items()))
-        run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
-                                json.dumps([asdict(h) for h in heads]), repr(config))
+        prints, labels, run_key = _run_keys(model_key, splits, heads, config)
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
         done = load_trained(store, heads) if (store / "report.json").exists() else None
         if done is not None:
@@ -167,6 +162,18 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     offered = [results[k] for k in mark(results)]
     return ExitsRun(plan, offered, logits, timings, round(peak, 1), warm=done is not None,
                     final_test_accuracy=final_acc, artifacts=store, tried=results)
+
+
+def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str, str]:
+    """Input fingerprints per split, a digest of the labels and the key of the whole run.
+
+    Features depend on the inputs only; trained heads and scores on the labels too.
+    """
+    prints = {name: split.fingerprint() for name, split in splits.items()}
+    labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes() for _, split in splits.items()))
+    run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
+                            json.dumps([asdict(h) for h in heads]), repr(config))
+    return prints, labels, run_key
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
