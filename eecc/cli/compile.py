@@ -136,10 +136,11 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                       f"mean energy {1e3 * m['mean_energy_calibrated_j']:.3f} mJ per sample")
     q = manifest.get("quantization")
     if q:
+        recalibrated = (f"; thresholds recalibrated on the int8 stages ({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])}"
+                        f" vs float {', '.join(f'{t:.3f}' for t in q['float_thresholds'])})"
+                        if q["int8_thresholds"] else "")  # a single-stage bundle has no gate to recalibrate
         console.print(f"  int8 stages: accuracy {100 * q['int8']['accuracy']:.2f} % vs float "
-                      f"{100 * q['float']['accuracy']:.2f} %; thresholds recalibrated on the int8 stages "
-                      f"({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])} vs float "
-                      f"{', '.join(f'{t:.3f}' for t in q['float_thresholds'])})")
+                      f"{100 * q['float']['accuracy']:.2f} %{recalibrated}")
     _print_deployment(manifest, console)
     if manifest.get("report"):
         console.print(f"report {out / manifest['report']}")
