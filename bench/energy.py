@@ -2,6 +2,7 @@
 on its best single processor (psoc6).
 
     python bench/energy.py [--out bench/results/energy.json] [--skip-cost-model] [--skip-deployments]
+                           [--exits-per-processor K]
 
 1. Cost model, leave one model out: every fixture (and the kws example) compiled for psoc6 with a two-stage
    cascade (--objective macs, so that both cores get a stage) in fp32 and int8, run under QEMU; each stage's
@@ -86,18 +87,19 @@ def single_processor(path: Path, data: dict, platform, tmp: Path) -> dict:
     return out
 
 
-def deployment_rows(tmp: Path) -> list[dict]:
+def deployment_rows(tmp: Path, exits_per_processor: int | None = None) -> list[dict]:
     platform, rows = load_platform("psoc6"), []
     for name, target in (("kws", 0.75), ("cnn1d", 0.5)):
         path, data = workload(name)
         options = CompileOptions(target="psoc6", out=tmp / f"deploy-{name}", search=True, emulate=True,
-                                 quantize="int8", progress=False, cache_dir=str(tmp / "cache"))
+                                 quantize="int8", progress=False, cache_dir=str(tmp / "cache"),
+                                 exits_per_processor=exits_per_processor)
         manifest = compile_model(path, data, options)
         m, single = manifest["placement"]["metrics"]["measured"], single_processor(path, data, platform, tmp)
         best = min((p.name for p in platform.processors), key=lambda p: single[p]["energy_j"])
         search = manifest["placement"]["metrics"]["search"]
         rows.append({
-            "model": name, "target_ratio": target, "processors": manifest["placement"]["processors"],
+            "model": name, "target_ratio": target, "exits_per_processor": exits_per_processor or 1, "processors": manifest["placement"]["processors"],
             "exits": len(manifest["stages"]) - 1, "accuracy": m["accuracy"], "exit_rates": m["exit_rates"],
             "original_float_accuracy": m["original_accuracy"], "original_int8_accuracy": single["int8_accuracy"],
             "emulated_mean_energy_j": m.get("mean_energy_calibrated_j"),
@@ -144,6 +146,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "energy.json"))
     ap.add_argument("--skip-cost-model", action="store_true")
     ap.add_argument("--skip-deployments", action="store_true")
+    ap.add_argument("--exits-per-processor", type=int, default=None, help="as eecc compile (default: NA's one)")
     args = ap.parse_args()
     t0, summary = time.perf_counter(), {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,9 +154,12 @@ def main() -> int:
             summary["cost_model"] = cost_model_rows(Path(tmp))
             summary["within_15pct"] = sum(abs(r["error"]) <= 0.15 for r in summary["cost_model"])
         if not args.skip_deployments:
-            summary["deployments"] = deployment_rows(Path(tmp))
+            summary["deployments"] = deployment_rows(Path(tmp), args.exits_per_processor)
     summary.update(wall_s=time.perf_counter() - t0, load_average=os.getloadavg(),
-                   command="python bench/energy.py")
+                   command="python bench/energy.py" + "".join(
+                       f" {a}" for a, on in (("--skip-cost-model", args.skip_cost_model),
+                                             ("--skip-deployments", args.skip_deployments)) if on)
+                   + (f" --exits-per-processor {args.exits_per_processor}" if args.exits_per_processor else ""))
     print_tables(summary)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1, default=float) + "\n")
