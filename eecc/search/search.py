@@ -130,16 +130,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     if o.calibrate_on == "train":
         warnings.warn(CALIBRATION_WARNING, stacklevel=2)
         notes.append(CALIBRATION_WARNING)
-    unit = o.objective or ("energy" if placements else "macs")
-    if unit not in UNITS:
-        raise EeccError(f"search: unknown objective '{unit}'; choose energy, latency or macs")
-    if unit != "macs" and placements is None:
-        raise EeccError(f"search: objective '{unit}' needs placements on a platform; use --objective macs")
-    ref = reference_cost(placements, unit, logits.final_macs)
-    # A MAC limit is checked after the thresholds when the objective counts another unit.
-    objective = Objective(ref, calib.final_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
-                          o.max_mean_macs if unit == "macs" else None)
-    test_obj = Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
+    unit, ref, objective, test_obj = _objectives(logits, placements, calib, test, o)
     todo, pruned = _todo(logits, placements, o, unit)
     check_heads(todo, pruned, strict, notes)
     job = (logits, calib, test, objective, test_obj, o)
@@ -167,15 +158,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
             results[chosen].extra["aep"] = [s.to_json(logits) for s in subs]
     t1 = time.perf_counter()
     if o.pareto and results:
-        cands = sorted({i for r in results for i in r.indices})
-        top = o.max_exits or len(cands)
-        # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
-        mac_obj = objective if unit == "macs" else replace(objective, original_macs=float(logits.final_macs),
-                                                           max_mean_macs=o.max_mean_macs)
-        points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
-                               max_exits=top, pop_size=o.pop_size, generations=o.generations,
-                               seed=o.seed)
-        res.pareto = [_point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
+        res.pareto = _pareto(logits, results, calib, test, objective, test_obj, unit, o)
     t2 = time.perf_counter()
     times = [r.seconds for r in results]
     res.timings = {"threshold_search_s_total": float(sum(times)),
@@ -187,6 +170,33 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
         if strict:
             raise EeccError(res.infeasible)
     return res
+
+
+def _objectives(logits: ExitLogits, placements, calib: SplitScores, test: SplitScores, o: SearchOptions):
+    """The objective's unit, its reference cost, and the validation and test objectives."""
+    unit = o.objective or ("energy" if placements else "macs")
+    if unit not in UNITS:
+        raise EeccError(f"search: unknown objective '{unit}'; choose energy, latency or macs")
+    if unit != "macs" and placements is None:
+        raise EeccError(f"search: objective '{unit}' needs placements on a platform; use --objective macs")
+    ref = reference_cost(placements, unit, logits.final_macs)
+    # A MAC limit is checked after the thresholds when the objective counts another unit.
+    objective = Objective(ref, calib.final_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          o.max_mean_macs if unit == "macs" else None)
+    return unit, ref, objective, Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
+
+
+def _pareto(logits: ExitLogits, results, calib: SplitScores, test: SplitScores, objective: Objective,
+            test_obj: Objective, unit: str, o: SearchOptions) -> list[dict]:
+    """NSGA-II front over the exits of the evaluated placements, as test-split points."""
+    cands = sorted({i for r in results for i in r.indices})
+    # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
+    mac_obj = objective if unit == "macs" else replace(objective, original_macs=float(logits.final_macs),
+                                                       max_mean_macs=o.max_mean_macs)
+    points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
+                           max_exits=o.max_exits or len(cands), pop_size=o.pop_size, generations=o.generations,
+                           seed=o.seed)
+    return [_point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
 
 
 def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitScores, SplitScores]:
