@@ -30,6 +30,7 @@ TOOLS = {"cortex-m0plus": ("arm-none-eabi-gcc", "arm-none-eabi-size"),
          "cortex-a": ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-size")}
 EMULATORS = {"cortex-m0plus": "qemu-system-arm", "cortex-m4": "qemu-system-arm", "cortex-a": "qemu-aarch64"}
 GPU_KINDS = ("mali", "cuda")
+MCU_KINDS = ("cortex-m0plus", "cortex-m4")
 NOT_REQUESTED = "not requested (eecc compile --emulate runs the stages under QEMU on test samples)"
 CORTEX_A_CPU = "cortex-a76"  # rk3588's big cores; QEMU also runs the A55's ARMv8.2-A code as A76
 
@@ -52,10 +53,19 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
     if emulate_inputs is not None:
         x = np.asarray(emulate_inputs)[:max(1, emulate_samples)]
         feeds, samples = reference_runs(stage_models, x), len(x)
-    updates, targets = [], [e["target"] for e in entries]
-    for k, (model, entry) in enumerate(zip(stage_models, entries)):
-        proc = platform.processor(entry["target"])
-        # Several stages on one processor (exits back to back) get one folder each.
+    updates, programs, targets = [], [], [e["target"] for e in entries]
+    for run in core_runs(platform, entries):
+        if len(run) > 1:  # consecutive stages of one Cortex-M core: one program, back to back
+            from eecc.targets.program_codegen import compile_core_run
+
+            stage_updates, program = compile_core_run(stage_models, entries, run, platform, out_dir, feeds,
+                                                      None if emulate_inputs is None else np.asarray(emulate_inputs))
+            updates += stage_updates
+            programs += [program] if program else []
+            continue
+        k = run[0]
+        model, entry, proc = stage_models[k], entries[k], platform.processor(entries[k]["target"])
+        # Several stages on one processor that are not one program (other backends) get one folder each.
         folder = proc.name if targets.count(proc.name) == 1 else f"{proc.name}.stage{k}"
         update = _compile_one(model, proc, out_dir, k, folder)
         if "skipped" in update["codegen"]:
@@ -63,15 +73,15 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
         elif feeds is None:
             update["emulation"] = {"skipped": NOT_REQUESTED}
         else:
-            update["emulation"] = _emulate(out_dir / folder, proc, entry, k, *feeds[k], int8=_is_int8(model))
-        update.update(_calibrate(entry, proc, update["emulation"]))
+            update["emulation"] = _emulate(out_dir / folder, proc, entry, k, *feeds[k], int8=is_int8(model))
+        update.update(calibrate(entry, proc, update["emulation"]))
         updates.append(update)
     check_shared_memory(platform, entries, updates)
     updates = _with_exit_estimates(platform, entries, updates)
     return {"stages": updates,
             "codegen": {"cpi": dict(CPI), "tolerance": TOLERANCE,
                         "worst_case_latency_calibrated_s": updates[-1]["exit_latency_calibrated_s"],
-                        "emulate_samples": samples,
+                        "emulate_samples": samples, **({"programs": programs} if programs else {}),
                         "total_s": round(time.perf_counter() - start, 3)}}
 
 
@@ -94,6 +104,19 @@ def skip_reason(kind: str) -> str | None:
         return (f"'{missing[0]}' is not installed (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
                 "gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu)")
     return None
+
+
+def core_runs(platform: Platform, entries: list[dict]) -> list[list[int]]:
+    """Stage indices grouped into runs of consecutive stages on one Cortex-M processor (built as one program);
+    every other stage is a run of its own."""
+    runs: list[list[int]] = []
+    for k, e in enumerate(entries):
+        kind = platform.processor(e["target"]).kind
+        if runs and kind in MCU_KINDS and entries[runs[-1][-1]]["target"] == e["target"]:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
 
 
 def reference_runs(models: Sequence[onnx.ModelProto], x: np.ndarray) -> list[tuple[dict, dict]]:
@@ -119,7 +142,12 @@ def check_shared_memory(platform: Platform, entries: list[dict], updates: list[d
     """On a shared-memory platform every stage's image is resident at once: flash and static RAM add up."""
     if not platform.shared_memory:
         return
-    built = [(e, u["codegen"]) for e, u in zip(entries, updates) if "flash_bytes" in u["codegen"]]
+    built, seen = [], set()
+    for e, u in zip(entries, updates):  # the stages of one program count once
+        program = u["codegen"].get("program", e["index"])
+        if "flash_bytes" in u["codegen"] and program not in seen:
+            built.append((e, u["codegen"]))
+            seen.add(program)
     if len(built) < 2:
         return
     for key, cap, what in (("flash_bytes", "storage_bytes", "flash"), ("ram_bytes", "ram_bytes", "RAM")):
@@ -176,7 +204,7 @@ def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Pat
             "artifacts": [{"path": f.relative_to(out_dir).as_posix(), "bytes": f.stat().st_size} for f in files]}
 
 
-def _is_int8(model: onnx.ModelProto) -> bool:
+def is_int8(model: onnx.ModelProto) -> bool:
     from eecc.targets.int8_lowering import has_qdq
 
     return has_qdq(model)
@@ -203,19 +231,24 @@ def _emulate(stage_dir: Path, proc: Processor, entry: dict, k: int, inputs: dict
         raise EeccError(f"codegen: stage {k} on '{proc.name}' did not run under emulation ({exc}); "
                         f"the {proc.kind} build in '{stage_dir}' is broken: report it with the stage ONNX file"
                         ) from None
+    return emulation_record(result, want, entry, where=f"stage {k} on '{proc.name}'", emulator=EMULATORS[proc.kind],
+                            int8=int8, start=start)
+
+
+def emulation_record(result, want: dict, entry: dict, *, where: str, emulator: str, int8: bool, start: float) -> dict:
+    """An emulated stage's outputs against onnxruntime's (`result`: outputs, instructions, samples, and
+    stack_used where known), as the manifest's per-stage `emulation` record."""
+    head = {"emulator": emulator, "samples": result.samples, "instructions": result.instructions or None,
+            "stack_bytes": getattr(result, "stack_used", 0) or None}
     if int8:  # Integer requantisation may land one step away from onnxruntime's float rounding
         from eecc.targets.int8_lowering import compare_int8
 
-        return {"emulator": EMULATORS[proc.kind], "samples": result.samples,
-                "instructions": result.instructions or None, "stack_bytes": result.stack_used or None,
-                **compare_int8(result.outputs, want, entry, where=f"stage {k} on '{proc.name}'"),
+        return {**head, **compare_int8(result.outputs, want, entry, where=where),
                 "emulate_s": round(time.perf_counter() - start, 3)}
-    errors, flips = compare_outputs(result.outputs, want, entry, where=f"stage {k} on '{proc.name}'")
+    errors, flips = compare_outputs(result.outputs, want, entry, where=where)
     worst = max(errors, key=errors.get) if errors else None
-    return {"emulator": EMULATORS[proc.kind], "samples": result.samples,
-            "instructions": result.instructions or None, "max_abs_error": errors[worst] if worst else 0.0,
-            "max_abs_error_by_output": errors, "exit_flags_at_threshold": flips,
-            "stack_bytes": result.stack_used or None, "emulate_s": round(time.perf_counter() - start, 3)}
+    return {**head, "max_abs_error": errors[worst] if worst else 0.0, "max_abs_error_by_output": errors,
+            "exit_flags_at_threshold": flips, "emulate_s": round(time.perf_counter() - start, 3)}
 
 
 def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], entry: dict, *,
@@ -248,7 +281,7 @@ def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], ent
     return errors, flips
 
 
-def _calibrate(entry: dict, proc: Processor, emulation: dict) -> dict:
+def calibrate(entry: dict, proc: Processor, emulation: dict) -> dict:
     estimate = entry.get("compute_s", entry["macs"] / proc.macs_per_s)
     out = {"latency_estimate_s": estimate, "latency_calibrated_s": None}
     instructions = emulation.get("instructions")

@@ -18,6 +18,7 @@ from eecc.cli.run import summarize
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.examples import datasets
 from eecc.runtime.cascade import Cascade
+from eecc.runtime.emulate_program import emulate_cascade
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
@@ -55,9 +56,11 @@ def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_se
     # back to back: no hand-off transfer between the stages, so the exit latencies add up exactly
     np.testing.assert_allclose(np.cumsum([s["compute_s"] for s in manifest["stages"]]),
                                [s["exit_latency_s"] for s in manifest["stages"]])
-    # each stage compiled into its own folder and ran under QEMU
-    assert [Path(s["artifacts"][0]["path"]).parts[0] for s in manifest["stages"]] == \
-        ["m4.stage0", "m4.stage1", "m4.stage2"]
+    # the three stages of the one core are one program (one ELF), each stage counted under QEMU
+    assert [s["codegen"]["program"] for s in manifest["stages"]] == ["m4"] * 3
+    assert Path(manifest["stages"][0]["artifacts"][0]["path"]).suffix == ".elf"
+    (program,) = manifest["codegen"]["programs"]
+    assert program["stages"] == [0, 1, 2] and program["cascade"]["prediction_agreement"] == 1.0
     check = manifest["prediction_check"]
     assert all(r["emulated_instructions"] and r["predicted_instructions"] for r in check["stages"])
     assert check["cascade"]["energy"]["emulated"] > 0
@@ -65,6 +68,35 @@ def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_se
     res = assert_routes_as_policy(tmp_path / "b", manifest, x, y)
     assert np.bincount(res.exit_stage, minlength=3)[:2].sum() > 0  # the exits are used
     assert manifest["deployment"]["best_single"]["processors"] == ["m4"]
+
+
+@needs_arm
+def test_int8_exits_on_one_core_run_as_one_program_that_routes_as_onnxruntime(cnn, tmp_path):
+    """int8, two exits on the one core, built into one program: under QEMU each sample leaves at the stage the
+    onnxruntime cascade (and the search's policy) sends it to, with the same prediction; the per-stage counts
+    add up to what the program spends per sample."""
+    path, data = cnn
+    toml = tmp_path / "one.toml"
+    toml.write_text(ONE_CORE)
+    options = CompileOptions(target=str(toml), out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
+                             emulate=True, exits_per_processor=2, quantize="int8")
+    manifest = compile_model(path, data, options)
+    (program,) = manifest["codegen"]["programs"]
+    assert program["stages"] == [0, 1, 2] and len(list((tmp_path / "b" / program["folder"]).glob("*.elf"))) == 1
+    idx = np.linspace(0, len(data["x_test"]) - 1, 48).astype(int)
+    x, y = data["x_test"][idx], data["y_test"][idx]
+    res = assert_routes_as_policy(tmp_path / "b", manifest, x, y)  # onnxruntime cascade == search policy
+    emu = emulate_cascade(tmp_path / "b" / program["folder"], x)
+    np.testing.assert_array_equal(emu.exit_stage, res.exit_stage)
+    np.testing.assert_array_equal(emu.logits.argmax(-1), res.predictions)
+    assert len(set(res.exit_stage.tolist())) >= 2  # the gate really routes
+    # a stage that did not run costs nothing; the stages that ran cost what each costs alone
+    alone = np.array([s["emulation"]["instructions"] for s in manifest["stages"]], dtype=np.float64)
+    ran = np.arange(3)[None, :] <= emu.exit_stage[:, None]
+    assert (emu.instructions[~ran] == 0).all()
+    np.testing.assert_allclose(emu.instructions.sum(1), (ran * alone).sum(1), rtol=0.02)
+    check = program["cascade"]
+    assert check["exit_agreement"] == 1.0 and check["prediction_agreement"] == 1.0
 
 
 def test_single_processor_deployment_wins_with_one_plain_line_and_one_stage(cnn, tmp_path):

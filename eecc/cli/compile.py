@@ -89,6 +89,9 @@ def _print_target_code(stage: dict, console: Console) -> None:
     code, emu = stage.get("codegen") or {}, stage.get("emulation") or {}
     if "skipped" in code:
         console.print(f"    TVM: skipped ({code['skipped']})")
+    elif code.get("program"):
+        console.print(f"    TVM: {code['kernel_count']} kernels in program {code['program']} "
+                      f"(stages {code['program_stages'][0]}-{code['program_stages'][-1]})")
     elif "flash_bytes" in code:
         console.print(f"    TVM: {code['kernel_count']} kernels, flash {code['flash_bytes']:,} B, "
                       f"RAM {code['ram_bytes']:,} B (without buffer reuse {code['ram_unplanned_bytes']:,} B)")
@@ -97,12 +100,45 @@ def _print_target_code(stage: dict, console: Console) -> None:
         console.print(f"    TVM: {code['kernel_count']} OpenCL kernels"
                       + (f", {fallbacks} with a fallback schedule" if fallbacks else ""))
     if emu.get("instructions"):
-        console.print(f"    QEMU: {emu['instructions']:,} instructions/inference, max error vs onnxruntime "
-                      f"{emu['max_abs_error']:.1e}; calibrated compute {1e3 * stage['latency_calibrated_s']:.3g} ms "
-                      f"vs {1e3 * stage['latency_estimate_s']:.3g} ms estimated")
+        console.print(f"    QEMU: {emu['instructions']:,} instructions/inference, {_agreement(emu)}; calibrated "
+                      f"compute {_ms(stage['latency_calibrated_s'])} vs {_ms(stage['latency_estimate_s'])} estimated")
     elif emu.get("emulator") == "opencl":
         console.print(f"    OpenCL ({emu['device']}): max error vs onnxruntime {emu['max_abs_error']:.1e} "
                       "(correctness only, not speed)")
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds to 3 significant digits; microseconds below 0.1 ms (fast targets)."""
+    return f"{1e6 * seconds:.3g} µs" if seconds < 1e-4 else f"{1e3 * seconds:.3g} ms"
+
+
+def _agreement(emu: dict) -> str:
+    """How the emulated stage agrees with onnxruntime's; int8 stages by decisions, as integer kernels round
+    differently from onnxruntime's float-summing QDQ reference."""
+    n = emu["samples"]
+    if "class_parity" not in emu:
+        return f"max error vs onnxruntime {emu['max_abs_error']:.1e} over {n} samples"
+    flags = emu.get("exit_flag_agreement")
+    decisions = f"class {round(emu['class_parity'] * n)}/{n}" + \
+        ("" if flags is None else f", exit decision {round(flags * n)}/{n}")
+    err = emu.get("max_abs_error") or 0.0
+    return (f"vs onnxruntime's int8 stage on {n} samples: {decisions} agree"
+            + (f" (float outputs differ by up to {err:.2g}: integer vs float rounding)" if err else ""))
+
+
+def _print_programs(manifest: dict, console: Console) -> None:
+    """Consecutive stages on one core built as one program, and its run as deployed against onnxruntime."""
+    for p in (manifest.get("codegen") or {}).get("programs", []):
+        console.print(f"  program {p['folder']}/{p['elf']}: stages {p['stages'][0]}-{p['stages'][-1]} back to back "
+                      f"(exit gate between them, hand-off left in place), flash {p['flash_bytes']:,} B, "
+                      f"RAM {p['ram_bytes']:,} B")
+        c = p.get("cascade")
+        if c:
+            n, implied = c["samples"], c.get("mean_instructions_from_stages")
+            console.print(f"    QEMU, run as deployed on {n} test samples: exit taken as onnxruntime's for "
+                          f"{round(c['exit_agreement'] * n)}/{n}, prediction for {round(c['prediction_agreement'] * n)}/{n}; "
+                          f"{c['mean_instructions']:,.0f} instructions/sample"
+                          + (f" (the per-stage counts give {implied:,.0f})" if implied else ""))
 
 
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
@@ -116,6 +152,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
                       f"exit latency {1e3 * s['exit_latency_s']:.2f} ms, energy {1e3 * s['exit_energy_j']:.3f} mJ ({how})")
         _print_target_code(s, console)
+    _print_programs(manifest, console)
     console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
     iv = m.get("intervals") or {}
     console.print(f"  accuracy {fmt(m['accuracy'], iv.get('accuracy'))} % (original "

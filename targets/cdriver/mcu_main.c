@@ -50,6 +50,9 @@ static uint32_t stack_used(void) {
   return (uint32_t)((uint8_t*)&__stack_top - (uint8_t*)p);
 }
 
+#ifdef EECC_PROGRAM
+#include "program_main.inc"
+#else
 int main(void) {
   eecc_workspace_init();
   SYST_RVR = 0xFFFFFFu; SYST_CVR = 0; SYST_CSR = 7; /* enable, interrupt, processor clock */
@@ -76,6 +79,7 @@ int main(void) {
   eecc_log("\n");
   return 0;
 }
+#endif
 
 void Reset_Handler(void) {
   uint32_t *src = &__data_load, *dst = &__data_start;
