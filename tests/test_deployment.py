@@ -3,6 +3,7 @@ the original model on one processor winning (one plain line, a one-stage bundle)
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from io import StringIO
@@ -16,6 +17,7 @@ from bundle_policy import assert_routes_as_policy
 from eecc.cli.compile import print_summary
 from eecc.cli.run import summarize
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.report.page import render_html
 from eecc.examples import datasets
 from eecc.runtime.cascade import Cascade
 from eecc.runtime.emulate_program import emulate_cascade
@@ -97,6 +99,32 @@ def test_int8_exits_on_one_core_run_as_one_program_that_routes_as_onnxruntime(cn
     np.testing.assert_allclose(emu.instructions.sum(1), (ran * alone).sum(1), rtol=0.02)
     check = program["cascade"]
     assert check["exit_agreement"] == 1.0 and check["prediction_agreement"] == 1.0
+    assert_like_for_like(manifest, data, tmp_path / "b")
+
+
+def assert_like_for_like(manifest: dict, data: dict, bundle: Path) -> None:
+    """The deployment line compares the int8 bundle as emulated with the int8 original model alone on the core,
+    counted the same way; the compile summary, `eecc run` and the report say the same."""
+    dep, measured = manifest["deployment"], manifest["placement"]["metrics"]["measured"]
+    rec, alone = dep["measured"], [s["emulation"]["instructions"] for s in manifest["stages"]]
+    chosen, single = rec["chosen"], rec["best_single"]
+    assert (chosen["numeric"], chosen["basis"], single["numeric"], single["basis"]) == ("int8", "emulated") * 2
+    assert chosen["accuracy"] == measured["accuracy"] and chosen["mean_energy_j"] == measured["mean_energy_calibrated_j"]
+    # the original alone is counted as the stages are: instructions at CPI 1.0 on the 150 MHz core drawing 32 mW
+    assert single["processors"] == ["m4"] and single["instructions"] > alone[-1]
+    assert single["mean_energy_j"] == pytest.approx(single["instructions"] / 150e6 * 0.032)
+    assert abs(single["accuracy"] - measured["original_accuracy"]) < 0.03  # int8 vs float original
+    assert rec["ratio"]["mean_energy_j"] == pytest.approx(chosen["mean_energy_j"] / single["mean_energy_j"])
+    assert dep["line"] == rec["line"] and "(int8, emulated)" in dep["line"] and "int8 original" in dep["line"]
+    assert dep["predicted_line"].startswith("search's prediction (cost model; accuracy of the float network)")
+    out = StringIO()
+    print_summary(manifest, bundle, Console(file=out, width=1000))
+    assert dep["line"] in out.getvalue() and dep["predicted_line"] in out.getvalue()
+    res = Cascade(bundle).run(data["x_test"])
+    run = summarize(manifest, res.logits, res.exit_stage, res.macs, data["y_test"])
+    assert run["best_single"] == single and run["accuracy"] == pytest.approx(chosen["accuracy"])
+    assert run["mean_energy_emulated_j"] == pytest.approx(chosen["mean_energy_j"])
+    assert html.escape(dep["line"], quote=True) in render_html(manifest, [], [])
 
 
 def test_single_processor_deployment_wins_with_one_plain_line_and_one_stage(cnn, tmp_path):

@@ -189,6 +189,8 @@ def _print_deployment(manifest: dict, console: Console) -> None:
     if not dep:
         return
     console.print(f"[bold]{dep['line']}[/bold]")
+    if dep.get("predicted_line") and not dep["single_processor_wins"]:  # one plain line when the original wins
+        console.print(f"  {dep['predicted_line']}")
     for note in ((manifest.get("cost_model") or {}).get("model") or {}).get("notes", []):
         console.print(f"  note: {note}")
     check = (manifest.get("prediction_check") or {}).get("cascade", {})

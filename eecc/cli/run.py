@@ -85,10 +85,15 @@ def summarize(manifest: dict, logits: np.ndarray, exit_stage: np.ndarray, macs: 
         "mean_energy_j": float(energy[exit_stage].mean()) if n else 0.0,
         "worst_case_energy_j": float(energy.max()),
         "platform": manifest["platform"]["name"],
-        # The original model alone on its best processor, as the search predicted it (test split).
-        "best_single": (manifest.get("deployment") or {}).get("best_single"),
+        # The original model alone on its best processor, as compile measured it (same format, emulated when
+        # counted; its accuracy is the compile's test split), else as the search predicted it.
+        "best_single": ((manifest.get("deployment") or {}).get("measured") or {}).get("best_single")
+        or (manifest.get("deployment") or {}).get("best_single"),
         "objective": manifest.get("objective"),
     }
+    if n and all(s.get("exit_energy_calibrated_j") is not None for s in stages):  # every stage counted under QEMU
+        out["mean_latency_emulated_s"] = float(np.array([s["exit_latency_calibrated_s"] for s in stages])[exit_stage].mean())
+        out["mean_energy_emulated_j"] = float(np.array([s["exit_energy_calibrated_j"] for s in stages])[exit_stage].mean())
     return out
 
 
@@ -159,11 +164,25 @@ def _print(s: dict) -> None:
     console.print(f"estimated latency: mean {1e3 * s['mean_latency_s']:.3g} ms, worst case "
                   f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
                   f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
-    single = s.get("best_single")
-    if single and single.get("mean_energy_j") is not None:
-        console.print(f"original model alone on {single['processors'][0]} (search's prediction): accuracy "
-                      f"{100 * single['accuracy']:.2f} %, latency {1e3 * single['mean_latency_s']:.3g} ms, energy "
-                      f"{1e3 * single['mean_energy_j']:.3g} mJ per sample; this bundle: "
-                      f"{s['mean_energy_j'] / single['mean_energy_j']:.2f}x the energy, "
-                      f"{s['mean_latency_s'] / single['mean_latency_s']:.2f}x the latency")
+    if "mean_energy_emulated_j" in s:
+        console.print(f"from emulated instruction counts: latency mean {1e3 * s['mean_latency_emulated_s']:.3g} ms, "
+                      f"energy mean {1e3 * s['mean_energy_emulated_j']:.3g} mJ")
+    _print_single(s, console)
     console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")
+
+
+def _print_single(s: dict, console) -> None:
+    """The original model alone on its best processor against this run, on one basis: emulated beside
+    emulated when compile counted both, else the search's predictions beside the estimates."""
+    single = s.get("best_single")
+    if not single or single.get("mean_energy_j") is None:
+        return
+    emulated = single.get("basis") == "emulated" and "mean_energy_emulated_j" in s
+    energy, latency = ((s["mean_energy_emulated_j"], s["mean_latency_emulated_s"]) if emulated
+                       else (s["mean_energy_j"], s["mean_latency_s"]))
+    what = " ".join(w for w in (single.get("numeric"), "original model") if w)
+    console.print(f"{what} alone on {single['processors'][0]} ({'emulated' if emulated else 'predicted'}; accuracy "
+                  f"on the compile's test split): accuracy {100 * single['accuracy']:.2f} %, latency "
+                  f"{1e3 * single['mean_latency_s']:.3g} ms, energy {1e3 * single['mean_energy_j']:.3g} mJ per sample; "
+                  f"this bundle ({'emulated' if emulated else 'estimated'}): {energy / single['mean_energy_j']:.2f}x "
+                  f"the energy, {latency / single['mean_latency_s']:.2f}x the latency")

@@ -199,6 +199,30 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
         models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify, run.result)
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
+    compare_deployments(manifest, run, splits, test, platform, options)
+
+
+def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test, platform: Platform,
+                        options: CompileOptions) -> None:
+    """The deployment record's line becomes like for like: the bundle as written (int8 stages, emulated when
+    counted) against the original model alone on the best single processor, quantised and counted the same
+    way (eecc.driver.baseline); the search's float-network prediction stays as `predicted_line`."""
+    dep = manifest.compile.deployment
+    if not dep or dep.get("best_single") is None or dep.get("chosen") is None:
+        return
+    from eecc.driver.baseline import original_alone
+    from eecc.driver.deployment import like_for_like
+    from eecc.targets.quantize import CALIBRATION_SAMPLES
+
+    single = {}
+    if dep["chosen"]["exits"]:  # else the bundle itself is the original alone
+        calib = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES)) if options.quantize else None
+        single = original_alone(run.plan.graph, dep["best_single"]["processors"][0], platform, test,
+                                int8_calibration=calib, emulate=options.emulate and options.codegen,
+                                fp32_accuracy=manifest.placement.metrics["measured"]["original_accuracy"])
+    rec = like_for_like(manifest.to_json(), single)
+    basis = "cost model" + ("; accuracy of the float network" if options.quantize else "")
+    dep.update(predicted_line=f"search's prediction ({basis}): {dep['line']}", measured=rec, line=rec["line"])
 
 
 def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:

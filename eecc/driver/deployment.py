@@ -27,7 +27,7 @@ def deployment_record(search_json: dict) -> dict:
 
 
 def _describe(p: dict) -> str:
-    if p.get("mean_energy_j") is None:
+    if p.get("mean_energy_j") is None or p.get("mean_latency_s") is None:
         return f"{p['mean_macs']:,.0f} MACs"
     return (f"{1e3 * p['mean_energy_j']:.3f} mJ, {1e3 * p['mean_latency_s']:.2f} ms mean "
             f"({1e3 * p['worst_case_latency_s']:.2f} ms worst case)")
@@ -51,6 +51,59 @@ def summary_line(rec: dict) -> str:
             f"{ratio:.2f}x the {rec['objective']} of the original model alone on {single['processors'][0]} "
             f"({_describe(single)}); accuracy {100 * chosen['accuracy']:.2f} % vs "
             f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)")
+
+
+def bundle_figures(manifest: dict) -> dict:
+    """The written bundle on the test split: accuracy and mean MACs measured by running its stages (int8
+    stages when quantised), latency and energy emulated (per-stage QEMU counts at the measured exit rates)
+    when every stage was counted, else predicted (cost model) at the same exit rates."""
+    m, stages = manifest["placement"]["metrics"]["measured"], manifest["stages"]
+    emulated = m.get("mean_energy_calibrated_j") is not None
+    key = "calibrated_" if emulated else ""
+    return {"processors": [s["target"] for s in stages], "exits": list(manifest["placement"].get("cuts") or []),
+            "numeric": "int8" if manifest.get("quantization") else "fp32", "accuracy": m["accuracy"],
+            "mean_macs": m["mean_macs"], "mean_latency_s": m[f"mean_latency_{key}s"],
+            "worst_case_latency_s": stages[-1][f"exit_latency_{key}s"], "mean_energy_j": m[f"mean_energy_{key}j"],
+            "worst_case_energy_j": stages[-1][f"exit_energy_{key}j"], "basis": "emulated" if emulated else "predicted"}
+
+
+def like_for_like(manifest: dict, single: dict) -> dict:
+    """The bundle as written against the original model alone on the best single processor in the same
+    numeric format (eecc.driver.baseline), each figure labelled emulated or predicted (the search's cost-model
+    figure for that processor when the original could not be counted)."""
+    dep = manifest["deployment"]
+    chosen = bundle_figures(manifest)
+    if not chosen["exits"]:  # the bundle IS the original model alone: one measurement
+        single = {**chosen}
+    elif single.get("mean_energy_j") is None:
+        predicted = dep.get("best_single") or {}
+        single = {**single, **{k: predicted.get(k) for k in ("mean_latency_s", "worst_case_latency_s", "mean_energy_j",
+                                                              "worst_case_energy_j")}, "basis": "predicted"}
+    else:
+        single = {**single, "basis": "emulated"}
+    single["mean_macs"] = manifest.get("original_macs")
+    rec = {"chosen": chosen, "best_single": single, "single_processor_wins": not chosen["exits"],
+           "ratio": {k: (chosen[k] / single[k] if single.get(k) else None)
+                     for k in ("mean_energy_j", "mean_latency_s", "mean_macs")},
+           "accuracy_delta_pt": 100 * (chosen["accuracy"] - single["accuracy"])}
+    rec["line"] = measured_line(rec, dep["objective"])
+    return rec
+
+
+def measured_line(rec: dict, objective: str) -> str:
+    chosen, single = rec["chosen"], rec["best_single"]
+    fmt = f"{chosen['numeric']}, {chosen['basis']}"
+    if rec["single_processor_wins"]:
+        return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
+                f"(objective: {objective}); built the single-processor bundle ({fmt}): {_describe(chosen)} per "
+                f"sample, accuracy {100 * chosen['accuracy']:.2f} %")
+    key = {"energy": "mean_energy_j", "latency": "mean_latency_s"}.get(objective, "mean_macs")
+    ratio = rec["ratio"].get(key)
+    return (f"chosen early-exit network on {' → '.join(chosen['processors'])} ({fmt}): {_describe(chosen)} per "
+            f"sample, " + (f"{ratio:.2f}x the {objective} of " if ratio else "against ")
+            + f"the {single['numeric']} original model alone on {single['processors'][0]} ({single['basis']}: "
+            f"{_describe(single)}); test accuracy {100 * chosen['accuracy']:.2f} % vs {100 * single['accuracy']:.2f} % "
+            f"({rec['accuracy_delta_pt']:+.2f} pt)")
 
 
 def prediction_check(manifest: dict) -> dict | None:

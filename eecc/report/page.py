@@ -150,8 +150,13 @@ def _summary(manifest: dict, m: dict) -> str:
             ("exit rates", ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m.get("exit_rates", [])))),
             ("mean latency (est.)", f"{1e3 * m.get('mean_latency_s', 0.0):.3g} ms"),
             ("mean energy (est.)", f"{1e3 * m.get('mean_energy_j', 0.0):.3g} mJ"),
+            *([("mean latency / energy (emulated)", f"{1e3 * m['mean_latency_calibrated_s']:.3g} ms, "
+                f"{1e3 * m['mean_energy_calibrated_j']:.3g} mJ (QEMU instruction counts at the test exit rates)")]
+              if m.get("mean_energy_calibrated_j") is not None else []),
             ("objective", str(manifest.get("objective", "macs"))),
             ("deployment", (manifest.get("deployment") or {}).get("line", "-")),
+            *([("deployment (search's prediction)", manifest["deployment"]["predicted_line"])]
+              if (manifest.get("deployment") or {}).get("predicted_line") else []),
             ("search mode", str(manifest.get("mode", "?"))),
             ("confidence metric", str(manifest.get("confidence_metric", "?")))]
     return "<table class=\"kv\">" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"

@@ -1,0 +1,67 @@
+"""The original model alone on the best single processor, measured the way the written bundle was: the same
+numeric format (int8: quantised with the bundle's calibration samples), accuracy by onnxruntime on the test
+split, and, after --emulate, compiled with TVM and counted under QEMU like the bundle's stages.
+
+  latency_s = instructions × CPI / clock_hz;  energy_j = active_power_w × latency_s (eecc.targets.platform)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from eecc.model import ir
+from eecc.targets.platform import Platform, estimate_exits
+
+
+def original_alone(plan_graph, processor: str, platform: Platform, test, *, int8_calibration: np.ndarray | None,
+                   emulate: bool, fp32_accuracy: float, samples: int = 4) -> dict:
+    """{"processors", "exits", "numeric", "accuracy", and after emulation "instructions", "mean_latency_s",
+    "mean_energy_j", "worst_case_*" (one stage: mean = worst case), or "skipped" saying why not counted}.
+    `int8_calibration`: model inputs to quantise with (None: fp32, whose test accuracy `fp32_accuracy` is known)."""
+    model = ir.to_model(plan_graph)
+    out = {"processors": [processor], "exits": [], "numeric": "fp32", "accuracy": fp32_accuracy}
+    if int8_calibration is not None:
+        import onnxruntime as ort
+
+        from eecc.targets.quantize import quantize_stages
+
+        model = quantize_stages([model], int8_calibration)[0]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        x, y = test
+        logits = sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})[0]
+        out.update(numeric="int8", accuracy=float((logits.argmax(-1) == np.asarray(y)).mean()))
+    if emulate:
+        out.update(_emulated(model, platform, processor, np.asarray(test[0][:samples], np.float32)))
+    return out
+
+
+def _emulated(model: onnx.ModelProto, platform: Platform, processor: str, x: np.ndarray) -> dict:
+    from eecc.targets.codegen import CPI, EMULATORS, MCU_KINDS, skip_reason
+
+    proc = platform.processor(processor)
+    reason = skip_reason(proc.kind) or (None if proc.kind in MCU_KINDS else f"no emulator counts {proc.kind} here")
+    if reason is None and not proc.clock_hz:
+        reason = f"processor '{proc.name}' has no clock_hz in the platform TOML"
+    if reason is None:
+        import shutil
+
+        reason = None if shutil.which(EMULATORS[proc.kind]) else f"'{EMULATORS[proc.kind]}' is not installed"
+    if reason is not None:
+        return {"skipped": reason}
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    with tempfile.TemporaryDirectory(prefix="eecc-single-") as tmp:
+        arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=Path(tmp))
+        n = emulate_stage(arts, x).instructions
+    seconds = n * CPI[proc.kind] / proc.clock_hz
+    (est,) = estimate_exits(platform, [processor], [0], [0], compute_s=[seconds])
+    return {"instructions": n, "samples": len(x), "mean_latency_s": est["latency_s"],
+            "worst_case_latency_s": est["latency_s"], "mean_energy_j": est["energy_j"],
+            "worst_case_energy_j": est["energy_j"], "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes}
