@@ -13,7 +13,9 @@ import pytest
 
 from eecc.driver.pipeline import make_stages
 from eecc.cost import model as cost_model
-from eecc.cost.features import FEATURES, graph_features
+from eecc.cost import measure
+from eecc.cost.features import FEATURES, block, graph_features, named
+from eecc.cost.kernels import conv_kernel
 from eecc.cost.measure import all_cut_stages, dummy_heads, kernels_id
 from eecc.cost.model import fit, load_rows
 from eecc.cost.segments import MEASURED, NOMINAL, DeviceCost, SegmentTable
@@ -39,9 +41,15 @@ g (float[N, 4, 8, 8] x) => (float[N, 10] y) <float[8, 4, 3, 3] w1, float[8, 1, 3
   y = Gemm <transB = 1> (g2, wf, bf)
 }
 """
+WIDE = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 16, 8, 8] x) => (float[N, 8, 8, 8] y) <float[8, 16, 3, 3] w1> {
+  y = Conv <pads = [1, 1, 1, 1]> (x, w1)
+}
+"""
 
 
-def _features(text: str) -> dict[str, float]:
+def _model(text: str) -> onnx.ModelProto:
     model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     for vi in list(model.graph.value_info):  # the declared weights become initializers
@@ -49,23 +57,74 @@ def _features(text: str) -> dict[str, float]:
         model.graph.initializer.append(onnx.numpy_helper.from_array(rng.normal(size=shape).astype(np.float32),
                                                                     vi.name))
         model.graph.value_info.remove(vi)
-    return dict(zip(FEATURES, graph_features(model)))
+    return model
 
 
 def test_features_count_each_op_kind_per_sample():
-    f = _features(GRAPH)
+    f = named(graph_features(_model(GRAPH)), "cortex-m0plus", "fp32")  # every op is TVM's there
     assert f["conv_macs"] == 8 * 64 * 4 * 9          # 3x3, groups 1: Cout·H·W·Cin·Kh·Kw
     assert f["dw_macs"] == 8 * 64 * 9                # depthwise: Cin/groups = 1
     assert f["pw_macs"] == 16 * 64 * 8               # 1x1
     assert f["gemm_macs"] == 10 * 16
     assert f["mac_out"] == 8 * 64 + 8 * 64 + 16 * 64 + 10
-    assert f["conv_cols"] == 64 * 4 * 9 + 64 * 8      # im2col: per output pixel, Cin·Kh·Kw (3x3 and 1x1)
-    assert f["dw_plane"] == 8 * 10 * 10              # depthwise: each channel plane padded by 1
+    assert f["pad_in"] == 8 * 10 * 10 + 8 * 64      # the dw conv's and the 1x1's padded inputs; the first
+    assert f["in_work"] == 4 * 10 * 10               # conv's pad is fused with the input's quantisation
     assert f["pool"] == 16 * 16 * 4 + 16 * 16        # MaxPool: out x window; GAP: its input
-    assert f["eltwise"] == 8 * 64                    # the Relu
-    assert f["io_in"] == 4 * 64 and f["io_out"] == 10
-    assert f["kernels"] == 7 and f["const"] == 1     # Flatten is free
-    assert f["head_macs"] == f["gate"] == 0
+    assert f["eltwise"] == 0                         # the Relu is fused into the conv before it
+    assert f["io_out"] == 10 and f["kernels"] == 6 and f["const"] == 1  # Flatten is free
+    assert f["tile_body"] == f["dwk_step"] == 0
+
+
+def test_convolutions_are_counted_in_the_kernels_the_lowering_chooses():
+    m4f = named(graph_features(_model(GRAPH)), "cortex-m4", "fp32")  # groups=1 convs: conv2d_f32's 2x2 tile
+    assert m4f["conv_macs"] == m4f["pw_macs"] == 0 and m4f["dw_macs"] == 8 * 64 * 9
+    assert m4f["tile_body"] == 32 * 4 * 36 + 32 * 8 * 8  # pixel pairs x channel pairs x K (3x3, then 1x1)
+    assert m4f["tile_col"] == 2 * 32 * 36 + 2 * 32 * 8 and m4f["tile_acc"] == 32 * 4 + 32 * 8
+    assert m4f["in_work"] == 4 * 64                  # the tiled kernel reads a quantised copy of the input
+    m4 = named(graph_features(_model(GRAPH)), "cortex-m4", "int8")  # SMLAD tile + depthwise pairs
+    assert m4["tile_body"] == 32 * 4 * 9 + 32 * 8 * 2  # four K per SMLAD body
+    assert m4["dwk_step"] == 8 * 8 * 4 * 3 and m4["dwk_out"] == 8 * 64 and m4["dw_macs"] == 0
+    m0 = named(graph_features(_model(GRAPH)), "cortex-m0plus", "int8")  # K < PLAIN_MIN_K: TVM's operators
+    assert m0["tile_body"] == 0 and m0["conv_macs"] == 8 * 64 * 36
+    wide = named(graph_features(_model(WIDE)), "cortex-m0plus", "int8")  # K = 144: the plain tile
+    assert wide["tile_body"] == 32 * 8 * 144 and wide["conv_macs"] == 0
+
+
+def test_kernel_choice_agrees_with_the_lowering():
+    """conv_kernel calls mcu_kernels' own rule; the lowered stage calls exactly those eecc kernels."""
+    pytest.importorskip("tvm")
+    import tvm
+
+    from eecc.model import ir
+    from eecc.targets import cortex_m, tvm_import
+    from eecc.targets.quantize import quantize_stages
+
+    for text in (GRAPH, WIDE):
+        model = _model(text)
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+        int8 = quantize_stages([model], np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32))[0]
+        convs = [n for n in ir.from_model(model, classifier=False).nodes if n.op == "Conv"]
+        for cpu in ("cortex-m0plus", "cortex-m4"):
+            stage = tvm_import.lower_stage(int8, tvm.target.Target(cortex_m.CPUS[cpu]["target"]))
+            called = sorted("tile" if k.startswith("conv2d_int8") else "dw" for k, _ in stage.calls
+                            if k.startswith(("conv2d_int8", "depthwise2d_int8")))
+            expected = sorted(k[:2] if k.startswith("dw") else k
+                              for k in (conv_kernel(n, cpu, "int8") for n in convs) if k != "tvm")
+            assert called == expected, (cpu, called, expected)
+
+
+def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):
+    copy = tmp_path / "targets"
+    shutil.copytree(measure.TARGETS, copy, ignore=shutil.ignore_patterns("__pycache__", "platforms"))
+    monkeypatch.setattr(measure, "TARGETS", copy)
+    before = kernels_id()
+    kernels = copy / "mcu_kernels.py"
+    text = kernels.read_text()
+    kernels.write_text(text.replace('"""Hand-scheduled', '"""Reworded: hand-scheduled', 1) + "\n# a comment\n")
+    (copy / "gpu_plan.py").write_text((copy / "gpu_plan.py").read_text() + "\nX = 1\n")  # another backend
+    assert kernels_id() == before
+    kernels.write_text(text.replace("PLAIN_MIN_K = 100", "PLAIN_MIN_K = 101"))  # a change the counts see
+    assert kernels_id() != before
 
 
 def test_stage_features_compose_from_the_all_cuts_table():
@@ -87,10 +146,13 @@ def test_stage_features_compose_from_the_all_cuts_table():
 
 def test_fit_recovers_weights_of_exactly_linear_counts_and_holds_models_out():
     rng = np.random.default_rng(0)
-    true = rng.uniform(0.5, 20.0, len(FEATURES))
+    cols = block("cortex-m4", "int8")
+    true = np.zeros(len(FEATURES))
+    true[cols] = rng.uniform(0.5, 20.0, cols.stop - cols.start)
+    feats = rng.uniform(0, 1e4, (60, len(FEATURES)))
     rows = [{"model": f"m{i % 3}", "cpu": "cortex-m4", "format": "int8", "features": f.tolist(),
-             "instructions": float(f @ true)} for i, f in enumerate(rng.uniform(0, 1e4, (60, len(FEATURES))))]
-    np.testing.assert_allclose(fit(rows).weights[("cortex-m4", "int8")], true, rtol=1e-6)
+             "instructions": float(f @ true)} for i, f in enumerate(feats)]
+    np.testing.assert_allclose(fit(rows).weights[("cortex-m4", "int8")], true, rtol=1e-6)  # other blocks: 0
     held = fit(rows, exclude=("m0",))
     assert held.rows == 40 and held.held_out == ("m0",)
 
@@ -120,20 +182,25 @@ def test_stale_measurements_are_flagged(tmp_path):
 
 
 @needs_arm
-def test_prediction_matches_a_qemu_count_with_the_model_held_out(tmp_path):
-    """A stage of the cnn fixture (three blocks, an exit head and its gate), fp32 on the M0+: the count the
-    cost model predicts, fitted without any cnn measurement, is within 15 % of what QEMU counts."""
+@pytest.mark.parametrize("cpu, fmt", [("cortex-m0plus", "fp32"), ("cortex-m4", "int8")])
+def test_prediction_matches_a_qemu_count_with_the_model_held_out(tmp_path, cpu, fmt):
+    """A stage of the cnn fixture (three blocks, an exit head and its gate) on the M0+ in fp32 (TVM's
+    operators, soft-float) and on the M4 in int8 (eecc's SMLAD tile kernels): the count the cost model
+    predicts, fitted without any cnn measurement, is within 15 % of what QEMU counts."""
     from eecc.model import ir
     from eecc.runtime.emulate import emulate_stage
     from eecc.targets import cortex_m
+    from eecc.targets.quantize import quantize_stages
 
     plan = plan_exits(MODELS / "cnn.onnx")
     heads = dummy_heads(plan.design.heads)
     graph = insert_exits(plan.graph, heads=[heads[2]])
     stage = make_stages(graph, cuts=[heads[2].spec.tensor], processors=["a", "b"], thresholds=[0.5])[0]
     held_out = fit(load_rows()["rows"], exclude=("cnn",))
-    predicted = held_out.instructions(graph_features(stage), "cortex-m0plus", "fp32")
-    arts = cortex_m.compile_stage(ir.to_model(stage), cpu="cortex-m0plus", out_dir=tmp_path)
-    x = np.random.default_rng(0).normal(size=(2, *plan.input_shape)).astype(np.float32)
-    counted = emulate_stage(arts, x).instructions
+    predicted = held_out.instructions(graph_features(stage), cpu, fmt)
+    x = np.random.default_rng(0).normal(size=(64, *plan.input_shape)).astype(np.float32)
+    model = ir.to_model(stage)
+    model = quantize_stages([model], x)[0] if fmt == "int8" else model
+    arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path)
+    counted = emulate_stage(arts, x[:2]).instructions
     assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)

@@ -1,7 +1,7 @@
 """`python -m eecc.cost refit [--cache-dir D] [--out eecc/cost/measured.json]`: measure every fixture model cut at
-every candidate exit on each Cortex-M kind in fp32 and int8 with this checkout's kernels, and write the rows
-the cost model is fitted on (about 170 TVM builds and QEMU runs; cached per kernels hash, so a rerun after
-no kernel change takes seconds)."""
+every candidate exit, and every single-layer unit of eecc/cost/layers.py, on each Cortex-M kind in fp32 and int8
+with this checkout's kernels, and write the rows the cost model is fitted on (about 620 TVM builds and QEMU
+runs, ~10 min on two cores; cached per kernels hash, so a rerun after no kernel change takes seconds)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from eecc.cost.features import FEATURES
-from eecc.cost.measure import CPUS, FORMATS, kernels_id, measure_units, units_of
+from eecc.cost.layers import layer_models
+from eecc.cost.measure import CPUS, FORMATS, Unit, kernels_id, measure_units, units_of
 from eecc.cost.model import MEASURED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ def fixture_models() -> dict[str, Path]:
 def refit(cache: Path, out: Path, *, quiet: bool = False) -> dict:
     t0 = time.perf_counter()
     units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
+    units += [Unit(name, 0, model) for name, model in layer_models().items()]
     rows = []
 
     def show(r):
@@ -40,7 +42,9 @@ def refit(cache: Path, out: Path, *, quiet: bool = False) -> dict:
             rows += measure_units(units, cpu, fmt, cache, progress=show)
     doc = {"kernels": kernels_id(), "features": list(FEATURES), "samples_per_unit": 2,
            "command": "python -m eecc.cost refit", "rows": rows}
-    out.write_text(json.dumps(doc, indent=0) + "\n")
+    rows_text = ",\n".join(json.dumps(r, separators=(",", ":")) for r in rows)  # one unit per line
+    head = json.dumps({k: v for k, v in doc.items() if k != "rows"}, indent=1)[:-2]
+    out.write_text(f"{head},\n \"rows\": [\n{rows_text}\n]}}\n")
     return doc
 
 

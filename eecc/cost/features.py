@@ -1,30 +1,34 @@
-"""Per-op-kind work features of a stage graph: what the fitted cost model multiplies by instructions.
+"""Work features of a stage graph, one block per (cpu, format): what the fitted cost model multiplies by instructions.
 
-  f(stage) = Σ_nodes f(node) + io(stage) + [1 kernel per compute node] + [1]
+  f(stage)[cpu, format] = Σ_nodes f(node)[cpu, format] + io(stage) + [1 kernel per compute node] + [1]
 
-Features, all per sample (batch excluded), MACs by the README convention:
+A convolution that the Cortex-M lowering gives one of eecc's own kernels on that (cpu, format) is counted in
+that kernel's loop counts (eecc/cost/kernels.py: tile bodies, accumulator tiles, column elements, ...);
+everything TVM lowers with its own operators in the per-op-kind features below. The vector is the four
+blocks side by side (FEATURES = "<cpu>/<format>/<name>"), so sums over pieces and stages stay plain sums
+and a (cpu, format) fit only reads its own block.
+
+Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs by the README convention:
   conv_macs   Conv with groups = 1 and a kernel > 1          Cout·spatial_out·Cin·prod(k)
   pw_macs     Conv with groups = 1 and a 1×1 kernel
   dw_macs     Conv with groups > 1 (depthwise / grouped)
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
   mac_out     output elements of those (bias, activation and requantisation epilogue)
-  conv_cols   MACs / Cout of groups=1 convs: the im2col work of the tiled kernels (each output pixel's
-              Cin·Kh·Kw inputs gathered once, whatever Cout), which dominates when Cout is small
-  dw_plane    padded input elements of depthwise convs (each channel plane is copied padded first)
+  pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
-  eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations)
-  head_macs   MACs of an exit head's Conv / Gemm (role "exit": its pooling and int8 lowering differ
-  head_pool   its pooling work               from the backbone's, so the fit prices them apart)
-  head_out    output elements of its Conv / Gemm / pooling
+  eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations; a Relu
+              right after a Conv / Gemm is fused into it and free)
   gate        input elements of Softmax / LogSoftmax / Exp / ReduceMax / TopK (the exit gate, float even in int8)
-  io_in       elements of the stage's inputs (int8: quantised on entry, float arithmetic)
-  io_out      elements of its outputs (int8: dequantised on exit)
-  in_work     MACs (else output elements) of the nodes that read the stage input: in int8 the input's
-              quantisation is folded into their inner loop, once per MAC, not once per element
-  kernels     compute nodes (each is roughly one TVM kernel call: a fixed per-call overhead)
+  io_out      elements of the stage's outputs (int8: dequantised on exit)
+  in_work     elements of the stage input as its quantisation runs (int8): per padded element when TVM fuses
+              it with a conv's pad, per pooled element after a float pooling, else per input element
+              (input_adjust)
+  kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
+  + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
+Exit-head ops are priced as the same ops of the backbone (an exit head's 1×1 conv runs the same kernel).
 QuantizeLinear / DequantizeLinear of a QDQ stage are skipped: the int8 lowering folds them into the
-integer kernels (requantisation is then per output element, in mac_out) or into the edges (io).
+integer kernels (requantisation is then per output element, in mac_out) or into the edges (io_out, in_work).
 """
 
 from __future__ import annotations
@@ -33,21 +37,18 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features
 from eecc.model import ir
 
-FEATURES = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "conv_cols", "dw_plane", "pool", "eltwise", "head_macs",
-            "head_pool", "head_out", "gate", "io_in", "io_out", "in_work", "kernels", "const")
-HEAD = {"conv_macs": "head_macs", "pw_macs": "head_macs", "dw_macs": "head_macs", "gemm_macs": "head_macs",
-        "mac_out": "head_out", "pool": "head_pool", "eltwise": "head_out", "conv_cols": "head_out",
-        "dw_plane": "head_out"}
-_INDEX = {f: i for i, f in enumerate(FEATURES)}
+BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "eltwise", "gate", "io_out",
+        "in_work", "kernels", "const", *KERNEL_FEATURES)
+FEATURES = tuple(f"{cpu}/{fmt}/{name}" for cpu, fmt in GROUPS for name in BASE)
+_INDEX = {f: i for i, f in enumerate(BASE)}
+B = len(BASE)
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 POOL = {"MaxPool", "AveragePool", "LpPool"}
 GLOBAL = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceL2"}
 GATE = {"Softmax", "LogSoftmax", "Exp", "Log", "ReduceMax", "TopK", "ArgMax"}
-ELTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu",
-           "Tanh", "Max", "Min", "Neg", "Abs", "BatchNormalization", "Where", "Greater", "GreaterOrEqual",
-           "Less", "Not", "And", "Or", "Cast", "Gather", "Sqrt", "Pow"}
 FREE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Constant", "Shape", "Concat",
         "Slice", "ConstantOfShape", "Expand", "Transpose", *QDQ}
 
@@ -63,29 +64,34 @@ def _elems(t) -> int:
 
 
 def _conv(node: gs.Node, n_out: int) -> np.ndarray:
-    f = np.zeros(len(FEATURES))
+    """[B] TVM-operator features of a Conv (the block of a (cpu, format) that lowers it with TVM)."""
+    f = np.zeros(B)
     w = node.inputs[1]
     per = int(np.prod(w.shape[1:])) if w.shape else 0
     group = int(node.attrs.get("group", 1))
     kind = "dw_macs" if group > 1 else ("pw_macs" if int(np.prod(w.shape[2:])) == 1 else "conv_macs")
     f[_INDEX[kind]] += n_out * per
     f[_INDEX["mac_out"]] += n_out
-    if kind == "dw_macs":  # pads = (begin per axis..., end per axis...)
-        pads = [int(p) for p in node.attrs.get("pads", [])] or [0] * (2 * (len(w.shape) - 2))
-        spatial = [int(d) for d in (node.inputs[0].shape or [])[2:]]
-        half = len(pads) // 2
-        f[_INDEX["dw_plane"]] += int(w.shape[0]) * int(np.prod([d + pads[i] + pads[i + half]
-                                                                for i, d in enumerate(spatial)]))
-    else:
-        f[_INDEX["conv_cols"]] += n_out * per / max(int(w.shape[0]), 1)
+    # pads = (begin per axis..., end per axis...): TVM pads the input first (in int8 with its zero point)
+    pads = [int(p) for p in node.attrs.get("pads", [])] or [0] * (2 * (len(w.shape) - 2))
+    shape = [int(d) for d in (node.inputs[0].shape or [])[1:]]
+    half = len(pads) // 2
+    f[_INDEX["pad_in"]] += shape[0] * int(np.prod([d + pads[i] + pads[i + half] for i, d in enumerate(shape[1:])]))
     return f
 
 
-def node_features(node: gs.Node) -> np.ndarray:
-    """[len(FEATURES)] work of one node (kernels and const excluded)."""
-    f = np.zeros(len(FEATURES))
+def _fused(node: gs.Node) -> bool:
+    """A Relu right after a Conv / Gemm: every lowering folds it into that kernel's epilogue (TVM's operator
+    fusion, conv2d_f32's relu, the int8 requantisation's clamp), so it costs no pass of its own."""
+    producers = node.inputs[0].inputs if node.inputs else []
+    return node.op == "Relu" and len(producers) == 1 and producers[0].op in ("Conv", "Gemm", "MatMul")
+
+
+def _op_features(node: gs.Node) -> np.ndarray:
+    """[B] per-op-kind work of one node lowered with TVM's operators (kernels and const excluded)."""
+    f = np.zeros(B)
     op, out = node.op, (node.outputs[0] if node.outputs else None)
-    if op in FREE or out is None:
+    if op in FREE or out is None or _fused(node):
         return f
     n_out = _elems(out)
     if op == "Conv":
@@ -106,12 +112,25 @@ def node_features(node: gs.Node) -> np.ndarray:
     else:  # elementwise and anything unknown: one unit of work per output element
         f[_INDEX["eltwise"]] += n_out
     f[_INDEX["kernels"]] += 1
-    if ir.get_ann(node, "role") == "exit":  # the same work, priced as exit-head work
-        g = np.zeros(len(FEATURES))
-        for name, value in zip(FEATURES, f):
-            g[_INDEX[HEAD.get(name, name)]] += value
-        return g
     return f
+
+
+def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
+    """[B] of one node on (cpu, fmt): its eecc kernel's loop counts, else `ops` (its TVM-operator features)."""
+    kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
+    if kernel == "tvm":
+        return ops
+    f = np.zeros(B)
+    for name, value in kernel_features(node, kernel, cpu, fmt).items():
+        f[_INDEX[name]] += value
+    f[_INDEX["kernels"]] += 1
+    return f
+
+
+def node_features(node: gs.Node) -> np.ndarray:
+    """[len(FEATURES)] work of one node on every (cpu, format) (const and in_work excluded)."""
+    ops = _op_features(node)
+    return np.concatenate([_block(node, cpu, fmt, ops) for cpu, fmt in GROUPS])
 
 
 def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] | None = None,
@@ -127,24 +146,49 @@ def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] 
     if with_io:
         f += io_features([_elems(t) for t in graph.inputs], [_elems(t) for t in graph.outputs])
     if roles is None:
-        f[_INDEX["in_work"]] = input_work(graph)
+        f += input_adjust(graph)
     return f
 
 
-def input_work(graph: gs.Graph) -> float:
-    """MACs (else output elements) of the nodes that consume a graph input."""
-    names, work = {t.name for t in graph.inputs}, 0.0
+def input_adjust(graph: gs.Graph) -> np.ndarray:
+    """[len(FEATURES)] what reading the stage input adds: in_work, the elements of the input as its
+    quantisation runs (int8): per padded element before a padded TVM conv (TVM fuses it with the pad kernel,
+    so that conv's pad_in is taken back out), per output element of a MaxPool / AveragePool (the float input
+    is pooled first), else once per input element for each op that reads the input (a quantize kernel of
+    its own, or fused into a global pooling's sum)."""
+    names, f = {t.name for t in graph.inputs}, np.zeros(len(FEATURES))
     for node in graph.nodes:
-        if any(getattr(t, "name", None) in names for t in node.inputs):
-            f = node_features(node)
-            macs = f[[_INDEX[k] for k in ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "head_macs")]].sum()
-            work += macs if macs else (_elems(node.outputs[0]) if node.outputs and node.op not in FREE else 0)
-    return work
+        if node.op in FREE or not node.outputs or not any(getattr(t, "name", None) in names for t in node.inputs):
+            continue
+        ops = _op_features(node)
+        for g, (cpu, fmt) in enumerate(GROUPS):
+            col = g * B
+            if node.op == "Conv" and conv_kernel(node, cpu, fmt) == "tvm" and any(
+                    int(p) for p in node.attrs.get("pads", [])):
+                f[col + _INDEX["in_work"]] += ops[_INDEX["pad_in"]]
+                f[col + _INDEX["pad_in"]] -= ops[_INDEX["pad_in"]]
+            elif node.op in POOL:  # pooled in float first, the pooled elements quantised
+                f[col + _INDEX["in_work"]] += _elems(node.outputs[0])
+            else:
+                f[col + _INDEX["in_work"]] += _elems(node.inputs[0])
+    return f
 
 
 def io_features(inputs: list[int], outputs: list[int]) -> np.ndarray:
-    f = np.zeros(len(FEATURES))
-    f[_INDEX["io_in"]] = float(sum(inputs))
+    f = np.zeros(B)
     f[_INDEX["io_out"]] = float(sum(outputs))
     f[_INDEX["const"]] = 1.0
-    return f
+    return np.tile(f, len(GROUPS))
+
+
+def block(cpu: str, fmt: str) -> slice:
+    """The columns of FEATURES that belong to (cpu, fmt)."""
+    g = GROUPS.index((cpu, fmt))
+    return slice(g * B, (g + 1) * B)
+
+
+def named(features: np.ndarray, cpu: str, fmt: str) -> dict[str, float]:
+    """{BASE name: value} of one (cpu, fmt) block of a feature vector."""
+    return dict(zip(BASE, map(float, np.asarray(features)[block(cpu, fmt)])))
+
+

@@ -3,14 +3,20 @@ gate, as in a bundle), compiled with TVM and run under QEMU per Cortex-M kind an
 
 A unit's instruction count is the mean over `SAMPLES` inferences of SysTick ticks / 0.8 (runtime/emulate.py).
 Counts are cached on disk under `<cache>/cost/<kernels>/<unit hash>.<cpu>.<format>.json`, where
-`kernels` hashes the code generator (every file of eecc/targets except the platform TOMLs) and the TVM
-version: new kernels (a rewritten int8 lowering, another TVM) are measured afresh, never mixed.
+`kernels` (kernels_id) hashes what a count depends on: the Cortex-M stage compiler (targets/cortex_m.py and
+every eecc.targets module it imports: TVM import, int8 lowering, eecc's kernels, the C driver emission),
+the quantiser of the int8 units, the C driver files linked into the ELF, and the TVM version. The measured
+region is the whole `eecc_run` (driver loop + kernels), so the driver's emission stays in; other backends,
+platform files, docstrings, comments, formatting and import lines do not count. New kernels (a rewritten int8
+lowering, another TVM) are measured afresh, never mixed.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +31,14 @@ CPUS = ("cortex-m0plus", "cortex-m4")
 FORMATS = ("fp32", "int8")
 SAMPLES = 2
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
-# Target modules that never shape a Cortex-M stage's instructions (platform files, other backends).
-NOT_KERNELS = {"platform.py", "codegen.py", "cortex_a.py", "mali.py", "cuda.py", "clbuild.c", "host_main.c"}
+# What a measured count depends on: the stage's compilation (cortex_m.compile_stage) and, in int8, the
+# quantiser that makes the measured QDQ models; followed through every eecc.targets module they import.
+ROOTS = ("cortex_m", "quantize")
+# Modules reached from the roots that never shape a Cortex-M stage's instructions (codegen: only its
+# onnxruntime reference runs are used, for calibration; platform: TOML reading) and other backends.
+NOT_KERNELS = {"platform", "codegen", "cortex_a", "mali", "cuda", "gpu_plan", "gpu_schedule"}
+# C sources linked into a Cortex-M stage's ELF or counting it under QEMU (not the host / OpenCL tools).
+NOT_LINKED = {"clbuild.c", "host_main.c"}
 
 
 @dataclass
@@ -36,18 +48,55 @@ class Unit:
     float_model: onnx.ModelProto
 
 
+def _python_source(path: Path) -> tuple[str, set[str]]:
+    """(normalised code, eecc.targets modules it imports): the AST without docstrings and import
+    statements, so comments, docstrings, formatting and moved imports do not count."""
+    tree = ast.parse(path.read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("eecc.targets", "targets"):
+            used |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(("eecc.targets.", "targets.")):
+            used.add(node.module.split(".")[-1])
+        elif isinstance(node, ast.Import):
+            used |= {a.name.split(".")[-1] for a in node.names if a.name.startswith(("eecc.targets.", "targets."))}
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(getattr(node.body[0], "value", None), ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    for node in ast.walk(tree):
+        if hasattr(node, "body") and isinstance(node.body, list):
+            node.body = [n for n in node.body if not isinstance(n, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
+    return ast.dump(tree), used
+
+
+def _c_source(path: Path) -> str:
+    """C without comments and with whitespace collapsed."""
+    text = re.sub(r"/\*.*?\*/|//[^\n]*", " ", path.read_text(), flags=re.S)
+    return " ".join(text.split())
+
+
+def kernels_files() -> list[Path]:
+    """The eecc/targets files a Cortex-M count depends on: the modules reached from ROOTS (less NOT_KERNELS)
+    and the C driver files (less NOT_LINKED)."""
+    todo, seen = list(ROOTS), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name in NOT_KERNELS or not (TARGETS / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        todo += sorted(_python_source(TARGETS / f"{name}.py")[1])
+    c_files = [p for p in sorted((TARGETS / "cdriver").iterdir()) if p.is_file() and p.name not in NOT_LINKED]
+    return [TARGETS / f"{n}.py" for n in sorted(seen)] + c_files
+
+
 def kernels_id() -> str:
-    """Hash of the code that turns a stage into Cortex-M instructions: eecc/targets sources (the Cortex-M
-    backend, TVM import, int8 lowering and quantiser, C driver; new files count too) + TVM version."""
+    """Hash of the code that turns a stage into counted Cortex-M instructions (kernels_files, normalised:
+    docstrings, comments, formatting and import lines do not count) + the TVM version."""
     h = hashlib.sha256()
-    for path in sorted(TARGETS.rglob("*")):
-        if path.is_file() and "platforms" not in path.parts and path.name not in NOT_KERNELS \
-                and path.suffix in (".py", ".c", ".h", ".ld"):
-            # Import lines are left out: moving a module elsewhere does not change the code it generates.
-            lines = [ln for ln in path.read_text().splitlines()
-                     if not ln.strip().startswith(("import ", "from "))]
-            h.update(path.relative_to(TARGETS).as_posix().encode())
-            h.update("\n".join(lines).encode())
+    for path in kernels_files():
+        h.update(path.relative_to(TARGETS).as_posix().encode())
+        h.update((_python_source(path)[0] if path.suffix == ".py" else _c_source(path)).encode())
     try:
         from importlib.metadata import version
         h.update(version("apache-tvm").encode())
@@ -134,7 +183,8 @@ def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progres
                     count = emulate_stage(arts, inputs).instructions
                 path.write_text(json.dumps({"instructions": count, "model": model, "index": u.index}))
             rows.append({"model": model, "index": u.index, "cpu": cpu, "format": fmt,
-                         "features": graph_features(u.float_model).tolist(), "instructions": int(count)})
+                         "features": [int(v) if float(v).is_integer() else round(float(v), 3)
+                                      for v in graph_features(u.float_model)], "instructions": int(count)})
             if progress:
                 progress(rows[-1])
     return rows

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
-from eecc.cost.features import FEATURES
+from eecc.cost.features import BASE, FEATURES, block
 
 MEASURED = Path(__file__).with_name("measured.json")
 # Instructions per cycle are not measured: QEMU counts instructions. CPI 1.0 is the optimistic bound
@@ -54,25 +54,33 @@ class CostModel:
         return self.instructions(features, cpu, fmt) * CPI.get(cpu, 1.0)
 
     def to_json(self) -> dict:
-        return {"method": "NNLS fit of instructions on per-op-kind features of measured units (relative error)",
+        return {"method": "NNLS fit of instructions on per-kernel loop counts and per-op-kind features of measured units (relative error)",
                 "features": list(FEATURES), "cpi": dict(CPI), "kernels": self.kernels, "source": self.source,
                 "rows": self.rows, "held_out": list(self.held_out), "stale": self.stale, "notes": self.notes,
-                "weights": {f"{c}/{f}": dict(zip(FEATURES, map(float, w))) for (c, f), w in self.weights.items()}}
+                "weights": {f"{c}/{f}": dict(zip(BASE, map(float, w[block(c, f)]))) for (c, f), w in self.weights.items()}}
+
+
+def nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """w ≥ 0 minimising Σ (x·w / y − 1)²; x [N, F] features, y [N] instructions."""
+    scale = np.maximum(x.max(axis=0), 1.0)  # columns of ~1 so NNLS is well conditioned
+    w, _ = nnls((x / scale) / y[:, None], np.ones(len(y)), maxiter=50 * x.shape[1])
+    return w / scale
 
 
 def fit(rows: list[dict], *, exclude: tuple[str, ...] = (), kernels: str = "", source: str = "") -> CostModel:
-    """NNLS per (cpu, format) over `rows` (measure.measure_units), leaving out the models in `exclude`."""
+    """NNLS per (cpu, format) over `rows` (measure.measure_units), leaving out the models in `exclude`; a
+    (cpu, format) is priced by its own block of features only (features.block)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r["model"] not in exclude:
             groups.setdefault((r["cpu"], r["format"]), []).append(r)
     weights = {}
     for key, group in groups.items():
-        x = np.array([r["features"] for r in group], dtype=np.float64)
+        cols = block(*key)
+        x = np.array([r["features"] for r in group], dtype=np.float64)[:, cols]
         y = np.array([r["instructions"] for r in group], dtype=np.float64)
-        scale = np.maximum(x.max(axis=0), 1.0)  # columns of ~1 so NNLS is well conditioned
-        w, _ = nnls((x / scale) / y[:, None], np.ones(len(y)), maxiter=50 * x.shape[1])
-        weights[key] = w / scale
+        weights[key] = np.zeros(len(FEATURES))
+        weights[key][cols] = nnls_relative(x, y)
     n = sum(len(g) for g in groups.values())
     return CostModel(weights, kernels, source, rows=n, held_out=tuple(exclude))
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eecc.model import ir
-from eecc.cost.features import FEATURES, graph_features, io_features
+from eecc.cost.features import FEATURES, graph_features, input_adjust, io_features
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
-IN_WORK = FEATURES.index("in_work")
 MEASURED = "measured cost model (TVM + QEMU instruction counts)"
 
 
@@ -27,6 +26,7 @@ class SegmentTable:
 
     tensors: list[str]        # candidate tensors (cut k ends piece k)
     backbone: np.ndarray      # [n+1, F] backbone nodes of piece k (piece n: the rest + the classifier)
+    entry: np.ndarray         # [n+1, F] what reading the stage input adds when a stage starts at piece k
     head: np.ndarray          # [n, F] exit head + gate at cut k
     handoff: list[int]        # elements per sample of tensor k
     input_elems: int
@@ -37,20 +37,20 @@ class SegmentTable:
         from eecc.cost.measure import all_cut_stages
 
         cuts, stages = all_cut_stages(plan, metric=metric)
-        whole = np.stack([graph_features(s, with_io=False) for s in stages])  # in_work included
+        whole = np.stack([graph_features(s, with_io=False) for s in stages])  # input_adjust included
+        entry = np.stack([input_adjust(s) for s in stages])
         head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False) for s in stages[:-1]]
                         + [np.zeros(len(FEATURES))])
-        backbone, head = whole - head, head[:-1]  # everything that is not the exit head or its gate
+        backbone, head = whole - head - entry, head[:-1]  # everything that is not the exit head or its gate
         elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
         inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
-        return cls(cuts, backbone, head, elems, inp, int(plan.num_classes))
+        return cls(cuts, backbone, entry, head, elems, inp, int(plan.num_classes))
 
     def features(self, start: str | None, end: str | None) -> np.ndarray:
         """[F] of the stage from cut `start` (None: model input) to the exit at `end` (None: the final)."""
         a = -1 if start is None else self.tensors.index(start)
         b = len(self.tensors) if end is None else self.tensors.index(end)
-        f = self.backbone[a + 1:b + 1].sum(axis=0)
-        f[IN_WORK] = self.backbone[a + 1][IN_WORK]  # only the first piece reads the stage's input
+        f = self.backbone[a + 1:b + 1].sum(axis=0) + self.entry[a + 1]  # only the first piece reads the input
         inp = self.input_elems if start is None else self.handoff[a]
         if end is None:
             return f + io_features([inp], [self.classes])

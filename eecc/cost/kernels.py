@@ -1,0 +1,84 @@
+"""Which kernel the Cortex-M lowering gives a convolution, per (cpu, numeric format), and the loop counts of
+that kernel: the features the cost model prices eecc's own hand-scheduled kernels by.
+
+The choice is the lowering's own (targets/tvm_import.lower_stage):
+  int8   mcu_kernels.kernel_kind(target) ("dsp" on the M4, "plain" on the M0+) and mcu_kernels.fits (2-D,
+         batch 1, no dilation; "plain": groups = 1 and K ≥ PLAIN_MIN_K only): groups = 1 -> the 2×2 tile
+         conv2d, depthwise -> depthwise2d (3-wide filters at stride 1 or 2 on "dsp": _depthwise_dsp);
+  fp32   kernel_kind == "dsp" (an M4F-class core): 2-D groups = 1 convs -> mcu_float.conv2d_f32;
+  else   TVM's own operators (priced by the per-op-kind features of eecc/cost/features.py).
+
+Loop counts (per sample; npix = output pixels, npp = ⌈npix/2⌉ pixel pairs, K = Cin·Kh·Kw, O2 = Cout
+rounded up to even, KP = K rounded up to a multiple of 4), from the kernels' TIR loops:
+  tile_body    inner-loop bodies: dsp npp·O2/2·KP/4 (4 SMLAD pairs), fp32 npp·O2/2·K (4 FMUL+FADD),
+               plain npp·Cout·K (2 MACs)
+  tile_acc     accumulator tiles (bias load, loop set-up, requantised stores): npp·O2/2, plain npp·Cout
+  tile_col     column elements built (bounds-checked gather): 2·npp·K
+  dwk_step     depthwise steps: scalar kernel Cout·npix (Kh·Kw taps unrolled); dsp3 Cout·Oh·⌈Ow/2⌉·Kh
+  dwk_tap      taps of the scalar kernel: Cout·npix·Kh·Kw
+  dwk_out      depthwise outputs (requantised)
+  dwk_plane    padded plane filled once + each channel copied in: Hp·Wp + C·H·W
+  dwk_ch       channels (per-channel loop set-up, dsp3: tap pairs built)
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from eecc.targets import cortex_m, mcu_kernels
+
+GROUPS = (("cortex-m0plus", "fp32"), ("cortex-m4", "fp32"), ("cortex-m0plus", "int8"), ("cortex-m4", "int8"))
+KERNEL_FEATURES = ("tile_body", "tile_acc", "tile_col", "dwk_step", "dwk_tap", "dwk_out",
+                   "dwk_plane", "dwk_ch")
+
+
+def _kind(cpu: str) -> str | None:
+    # kernel_kind reads only the target's mtriple and mcpu: the backend's own target dict, without TVM
+    return mcu_kernels.kernel_kind(SimpleNamespace(attrs=cortex_m.CPUS[cpu]["target"]))
+
+
+def conv_kernel(node, cpu: str, fmt: str) -> str:
+    """"tile", "dw", "dw3" (eecc's kernels) or "tvm" (TVM's operators) for an ONNX Conv node."""
+    w, x = node.inputs[1].shape, node.inputs[0].shape
+    if not w or not x or len(w) != 4 or any(not isinstance(d, (int, np.integer)) for d in [*w, *x[1:]]):
+        return "tvm"  # 1-D convs (and unknown shapes): TVM's conv1d
+    group = int(node.attrs.get("group", 1))
+    dilation = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+    kind = _kind(cpu)
+    if fmt == "fp32":
+        return "tile" if kind == "dsp" and group == 1 and dilation == [1, 1] else "tvm"
+    if kind is None:
+        return "tvm"
+    call = SimpleNamespace(attrs=SimpleNamespace(groups=group, dilation=dilation),
+                           args=[SimpleNamespace(ty=SimpleNamespace(shape=SimpleNamespace(values=[1, *x[1:]])))])
+    if not mcu_kernels.fits(call, np.empty([int(d) for d in w], np.int8), kind):
+        return "tvm"
+    if group == 1:
+        return "tile"
+    sw = int(node.attrs.get("strides", [1, 1])[1])
+    return "dw3" if kind == "dsp" and int(w[3]) == 3 and sw in (1, 2) else "dw"  # mcu_kernels.depthwise2d
+
+
+def kernel_features(node, kernel: str, cpu: str, fmt: str) -> dict[str, float]:
+    """{KERNEL_FEATURES name: count} of one Conv lowered to `kernel` (conv_kernel) on (cpu, fmt)."""
+    c, h, wd = (int(d) for d in node.inputs[0].shape[1:])
+    o, _, kh, kw = (int(d) for d in node.inputs[1].shape)
+    sh, sw = (int(s) for s in node.attrs.get("strides", [1, 1]))
+    pt, pl, pb, pr = (int(p) for p in node.attrs.get("pads", [0, 0, 0, 0]))
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    npix = oh * ow
+    if kernel == "tile":
+        k, npp, o2 = c * kh * kw, -(-npix // 2), o + o % 2
+        plain = _kind(cpu) == "plain" and fmt == "int8"
+        body = npp * o * k if plain else npp * o2 // 2 * (-(-k // 4) if fmt == "int8" else k)
+        return {"tile_body": body, "tile_acc": npp * (o if plain else o2 // 2), "tile_col": 2 * npp * k}
+    hp, wp = h + pt + pb, wd + pl + pr
+    if kernel == "dw3":  # _depthwise_dsp: output pairs at stride 1, an even-pitch plane
+        steps = -(-ow // 2) if sw == 1 else ow
+        pitch = max(wp, 2 * steps + 2)
+        return {"dwk_step": c * oh * steps * kh, "dwk_out": c * npix, "dwk_plane": hp * (pitch + pitch % 2) + c * h * wd,
+                "dwk_ch": c}
+    plane = hp * wp + c * h * wd
+    return {"dwk_step": c * npix, "dwk_tap": c * npix * kh * kw, "dwk_out": c * npix, "dwk_plane": plane, "dwk_ch": c}

@@ -1,0 +1,83 @@
+"""Single-layer measurement units: the cost model's microbenchmarks beside the fixture cuts (eecc/cost/measure.py).
+
+The fixtures alone leave kernel variants with one model each (1-D convolutions: only the 1D CNN; convolutions
+with odd Cout or odd pixel counts; small-K convolutions on the M0+), so a fit without that model cannot price
+them. These layers cover each variant over a range of shapes (tile remainders included): a graph
+x -> Conv/Gemm/pool -> Relu, seeded random weights, measured like every unit. Their rows are named
+"layer:<spec>" and are never held out (they belong to no fixture).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# (name, input shape without batch, op attributes): conv = (Cout, kernel, strides, pads, group)
+CONV1D = [(1, 8, 5, 32, 1, 2), (8, 16, 3, 16, 1, 1), (16, 16, 5, 24, 1, 2), (16, 32, 3, 12, 2, 1),
+          (4, 12, 1, 20, 1, 0), (32, 16, 3, 8, 1, 1), (12, 24, 7, 30, 2, 3)]          # C, O, k, L, stride, pad
+CONV2D = [(3, 5, 3, 3, 7, 7, 1, 1), (8, 9, 3, 3, 5, 5, 1, 1), (1, 12, 5, 3, 15, 7, 2, 1), (16, 7, 1, 1, 6, 5, 1, 0),
+          (32, 24, 3, 3, 4, 4, 1, 1), (12, 16, 3, 3, 9, 9, 2, 1), (6, 10, 3, 3, 8, 8, 1, 0),
+          (24, 33, 1, 1, 3, 3, 1, 0), (1, 16, 3, 3, 12, 12, 1, 1),
+          # K = C·kh·kw ≥ 100 (the M0+'s tiled kernel too), Cout and pixel counts odd and even
+          (16, 16, 3, 3, 8, 8, 1, 1), (12, 24, 3, 3, 6, 6, 1, 1), (32, 8, 3, 3, 5, 5, 1, 1), (16, 32, 3, 3, 4, 4, 1, 1),
+          (128, 16, 1, 1, 4, 4, 1, 0), (48, 11, 3, 3, 3, 3, 1, 1), (20, 6, 5, 5, 6, 6, 1, 2), (64, 64, 3, 3, 2, 2, 1, 1),
+          (16, 24, 3, 3, 9, 7, 2, 1)]                                                # C, O, kh, kw, H, W, stride, pad
+DEPTHWISE = [(8, 3, 9, 9, 1, 1), (16, 3, 10, 10, 2, 1), (12, 5, 7, 7, 1, 2), (24, 3, 5, 3, 1, 1),
+             (32, 3, 4, 4, 1, 1), (20, 3, 7, 6, 2, 1)]                                # C, k, H, W, stride, pad
+GEMM = [(64, 10), (144, 32), (20, 5), (200, 64)]                                      # in, out
+POOL = [("MaxPool", 16, 8, 8), ("GlobalAveragePool", 32, 5, 5), ("MaxPool", 12, 7, 9)]  # op, C, H, W
+CHAIN = [(8, 16, 3, 5, 16), (4, 8, 3, 1, 8), (1, 8, 3, 3, 10)]       # C, O, k1, k2, L or H=W: conv k2 after conv k1
+RESIDUAL = [(8, 8, 8), (16, 6, 6), (32, 4, 3)]                                         # C, H, W: relu(conv3x3(x) + x)
+
+
+def _model(name: str, in_shape: list[int], nodes, inits, out_shape: list[int]) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *in_shape])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", *out_shape])
+    graph = helper.make_graph(nodes, name, [x], [y], [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _conv(name, c, o, kernel, spatial, stride, pad, group, rng) -> onnx.ModelProto:
+    out = [(d + 2 * pad - k) // stride + 1 for d, k in zip(spatial, kernel)]
+    w = rng.normal(0, 1 / np.sqrt(c // group * np.prod(kernel)), (o, c // group, *kernel)).astype(np.float32)
+    b = rng.normal(0, 0.1, o).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(kernel), group=group,
+                            strides=[stride] * len(kernel), pads=[pad] * (2 * len(kernel)))
+    return _model(name, [c, *spatial], [conv, helper.make_node("Relu", ["c"], ["y"])], {"w": w, "b": b}, [o, *out])
+
+
+def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
+    """{"layer:<spec>": float model} of every single-layer unit (deterministic)."""
+    rng, out = np.random.default_rng(seed), {}
+    for c, o, k, n, s, p in CONV1D:
+        out[f"layer:conv1d-{c}x{n}-o{o}k{k}s{s}"] = _conv("conv1d", c, o, [k], [n], s, p, 1, rng)
+    for c, o, kh, kw, h, w, s, p in CONV2D:
+        out[f"layer:conv2d-{c}x{h}x{w}-o{o}k{kh}x{kw}s{s}"] = _conv("conv2d", c, o, [kh, kw], [h, w], s, p, 1, rng)
+    for c, k, h, w, s, p in DEPTHWISE:
+        out[f"layer:dw-{c}x{h}x{w}-k{k}s{s}"] = _conv("dw", c, c, [k, k], [h, w], s, p, c, rng)
+    for i, o in GEMM:
+        w = rng.normal(0, 1 / np.sqrt(i), (o, i)).astype(np.float32)
+        gemm = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
+        out[f"layer:gemm-{i}-o{o}"] = _model("gemm", [i], [gemm], {"w": w, "b": np.zeros(o, np.float32)}, [o])
+    for op, c, h, w in POOL:
+        attrs = {"kernel_shape": [2, 2], "strides": [2, 2]} if op == "MaxPool" else {}
+        shape = [c, h // 2, w // 2] if op == "MaxPool" else [c, 1, 1]
+        out[f"layer:{op.lower()}-{c}x{h}x{w}"] = _model(op, [c, h, w], [helper.make_node(op, ["x"], ["y"], **attrs)],
+                                                        {}, shape)
+    for c, o, k1, k2, n in CHAIN:  # a second conv that reads no stage input (no fused input quantisation)
+        rank = 1 if n == 16 else 2
+        m = _conv("chain", c, o, [k1] * rank, [n] * rank, 1, k1 // 2, 1, rng)
+        w = rng.normal(0, 1 / np.sqrt(o * k2 ** rank), (o, o, *[k2] * rank)).astype(np.float32)
+        m.graph.initializer.append(numpy_helper.from_array(w, "w2"))
+        m.graph.node[1].CopyFrom(helper.make_node("Relu", ["c"], ["r"]))
+        m.graph.node.append(helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[k2] * rank, pads=[0] * 2 * rank))
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o,
+                                                                 *[n - k2 + 1] * rank]))
+        out[f"layer:chain-{c}x{n}-o{o}k{k1}k{k2}r{rank}"] = m
+    for c, h, w in RESIDUAL:
+        m = _conv("res", c, c, [3, 3], [h, w], 1, 1, 1, rng)
+        m.graph.node[1].CopyFrom(helper.make_node("Add", ["c", "x"], ["s"]))
+        m.graph.node.append(helper.make_node("Relu", ["s"], ["y"]))
+        out[f"layer:residual-{c}x{h}x{w}"] = m
+    return out
