@@ -105,7 +105,9 @@ def deployment_rows(tmp: Path, exits_per_processor: int | None = None) -> list[d
             "emulated_mean_energy_j": m.get("mean_energy_calibrated_j"),
             "emulated_mean_latency_s": m.get("mean_latency_calibrated_s"),
             "search_mean_energy_j": search.get("mean_energy_j"), "predicted_mean_energy_j": m["mean_energy_j"],
-            "single": single, "best_single": best, "deployment_line": manifest["deployment"]["line"]})
+            "single": single, "best_single": best, "deployment_line": manifest["deployment"]["line"],
+            "stages": [{k: st[k] for k in ("index", "target", "predicted_instructions", "emulated_instructions", "error")}
+                       for st in (manifest.get("prediction_check") or {}).get("stages", [])]})
         r = rows[-1]
         r["energy_ratio"] = r["emulated_mean_energy_j"] / single[best]["energy_j"]
         r["accuracy_drop_pt"] = 100 * (single["int8_accuracy"] - r["accuracy"])
@@ -139,6 +141,10 @@ def print_tables(summary: dict) -> None:
         console.print(t)
         for r in summary["deployments"]:
             console.print(f"{r['model']}: {r['deployment_line']}")
+            for st in r["stages"]:  # where a mismatch with the search comes from
+                if st["error"] is not None:
+                    console.print(f"  stage {st['index']} on {st['target']}: predicted {st['predicted_instructions']:,.0f}"
+                                  f" vs emulated {st['emulated_instructions']:,} instructions ({100 * st['error']:+.1f} %)")
 
 
 def main() -> int:
