@@ -71,6 +71,7 @@ def test_bundle_is_complete_and_numbers_are_measured(compiled):
     # the chosen head's design is in the manifest and on the exit's nodes in the stage graph
     (head,) = manifest["heads"]
     assert head["kind"] in ("gap", "flat", "mlp") and head["tensor"] == manifest["placement"]["cuts"][0]
+    assert manifest["placement"]["metrics"]["search"]["heads"] == [head["design"]]  # the design the search chose
     stage0 = onnx.load(str(options.out / manifest["stages"][0]["file"]))
     designs = {p.value for n in stage0.graph.node for p in n.metadata_props if p.key == "pkg.eecc.head"}
     assert designs == {json.dumps(head["design"])}

@@ -59,3 +59,21 @@ def test_offered_heads_reach_the_search_and_the_graph(trained):
         want = lg.test_logits[k]  # from fp16 cached features: close, not equal
         np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
         assert (got.argmax(1) == want.argmax(1)).mean() > 0.98
+
+
+def test_the_search_choice_of_design_reaches_heads_logits_and_graph(trained):
+    data, res = trained
+    pairs = res.pairs()
+    assert pairs.tensors == [f"{r.spec.tensor}|{r.spec.design}" for r in res.tried if r.pareto and not r.dropped]
+    assert len(res.pairs(pareto_only=False).tensors) == sum(not r.dropped for r in res.tried)
+    other = next(r for r in res.tried if r.spec.tensor == LOCATIONS[0] and not r.chosen and not r.dropped)
+    off = res.offering({LOCATIONS[0]: other.spec.design})  # what search_model does with the chosen placement
+    assert [h.spec.design for h in off.heads()] == [other.spec.design, res.results[1].spec.design]
+    assert res.results[0].spec.design != other.spec.design  # the original run is left as it was
+    every = res.tried_logits()
+    assert off.logits.tensors == LOCATIONS and off.logits.head_macs[0] == other.spec.head_macs
+    np.testing.assert_array_equal(off.logits.test_logits[0],
+                                  every.test_logits[every.tensors.index(f"{LOCATIONS[0]}|{other.spec.design}")])
+    model = ir.to_model(insert_exits(res.plan.graph, heads=off.heads()))
+    got = run(model, {"input": data["x_test"]})[logits_name(LOCATIONS[0], 0)]
+    assert (got.argmax(1) == off.logits.test_logits[0].argmax(1)).mean() > 0.98

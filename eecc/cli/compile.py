@@ -60,7 +60,7 @@ def run(args) -> int:
         progress=not (args.json or args.quiet), report=not args.no_report,
         quantize=args.quantize, finetune_epochs=args.finetune_epochs,
         exits_per_processor=args.exits_per_processor,
-        trainer=args.trainer)
+        trainer=args.trainer, head_set=args.heads)
     with executor_from_args(args) as options.executor:
         manifest = compile_model(model, data, options)
     if args.json:
@@ -153,6 +153,10 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                       f"exit latency {1e3 * s['exit_latency_s']:.2f} ms, energy {1e3 * s['exit_energy_j']:.3f} mJ ({how})")
         _print_target_code(s, console)
     _print_programs(manifest, console)
+    heads = (manifest.get("compile") or {}).get("heads") or []
+    if heads:  # the head design the search chose at each exit
+        console.print("  exit heads: " + ", ".join(f"{h['tensor']} {h['design']} ({h['head_macs']:,} MACs)"
+                                                   for h in heads))
     console.print(f"test split ({m['samples']} samples), measured by running the cascade:")
     iv = m.get("intervals") or {}
     console.print(f"  accuracy {fmt(m['accuracy'], iv.get('accuracy'))} % (original "

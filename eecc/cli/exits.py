@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",
-                   help="family: several head designs per candidate, the best offered to the search; "
-                        "blueprint: only the global-pool head")
+                   help="family: several head designs per candidate (eecc search/compile choose among the "
+                        "Pareto ones: status pareto or * chosen, the most accurate); blueprint: only the global-pool head")
     p.add_argument("--reference-pass", action="store_true",
                    help="also time one plain onnxruntime pass over train+val (timings.reference_pass_s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -63,7 +63,7 @@ def run(args) -> int:
     total = result.plan.blocks.total_macs
     ece = result.ece()
     loc = {t: k for k, t in enumerate(dict.fromkeys(r.spec.tensor for r in result.tried))}
-    for r in result.tried:  # every head tried, grouped by location; * = offered to the search
+    for r in result.tried:  # every head tried, grouped by location; pareto and * (the most accurate) are searched
         status = "dropped" if r.dropped else ("* chosen" if r.chosen else ("pareto" if r.pareto else ""))
         table.add_row(str(loc[r.spec.tensor]), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), r.spec.design,
                       f"{r.spec.head_macs:,}", f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}",

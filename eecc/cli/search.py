@@ -71,6 +71,9 @@ def add_search_args(p) -> None:
     p.add_argument("--input-shape", type=parse_shape, default=None,
                    help="per-sample input shape without the batch dim, for models with symbolic dims")
     p.add_argument("--cache-dir", default=None, help="feature/training cache directory")
+    p.add_argument("--heads", choices=("family", "blueprint"), default="family",
+                   help="family: several head designs per exit location, the search chooses among the Pareto-optimal "
+                        "ones; blueprint: only the global-pool head (trains about 8x fewer heads)")
     add_executor_args(p)
 
 
@@ -139,7 +142,8 @@ def run(args) -> int:
     with executor_from_args(args) as executor:
         sr = search_model(plan, args.data, platform, options=options, max_latency_s=latency_limit(args),
                           scale=args.scale, cache_dir=args.cache_dir, progress=not (args.json or args.quiet),
-                          strict=False, executor=executor, exits_per_processor=args.exits_per_processor)
+                          strict=False, executor=executor, exits_per_processor=args.exits_per_processor,
+                          head_set=args.heads)
     result = sr.result
     result.timings |= {**sr.timings, "total_s": time.perf_counter() - t0}
     result.options["target"] = platform.name
@@ -150,6 +154,11 @@ def run(args) -> int:
     if result.chosen is None:
         raise EeccError(result.infeasible)
     return 0
+
+
+def _exits(p) -> str:
+    """Exit tensors, each with its head design when the search chose among several."""
+    return ", ".join(f"{t} ({h})" if h else t for t, h in zip(p.exits, p.heads or [""] * len(p.exits)))
 
 
 def print_table(result) -> None:
@@ -169,7 +178,7 @@ def print_table(result) -> None:
         j = p.to_json()
         figures = (f"{1e3 * j['mean_energy_j']:.3f}", f"{1e3 * j['mean_latency_s']:.2f}") if device else ()
         table.add_row(
-            "*" if i == result.chosen else "", ", ".join(p.exits) or "(none: original model)",
+            "*" if i == result.chosen else "", _exits(p) or "(none: original model)",
             " → ".join(p.processors or ()),
             ", ".join(f"{t:.3f}" for t in p.thresholds), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
             fmt(j["mean_macs"], j.get("intervals", {}).get("mean_macs"), 1.0, 0), *figures,

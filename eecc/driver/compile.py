@@ -55,6 +55,7 @@ class CompileOptions:
     finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
     exits_per_processor: int | None = None  # None: NA's one exit per processor (two on a one-processor platform)
     trainer: str = "default"  # "nachos": the chosen exits learn a confidence the gates compare (eecc/train/nachos.py)
+    head_set: str = "family"  # "blueprint": only the global-pool head per location (eecc/exits/family.py)
 
 
 @dataclass
@@ -82,7 +83,8 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     run = search_model(plan, splits, platform, options=options.search_options, full_search=options.search,
                        max_latency_s=options.max_latency_s, cache_dir=options.cache_dir,
                        progress=options.progress, executor=options.executor,  # features ─▶ heads ─▶ search
-                       numeric=options.quantize or "fp32", exits_per_processor=options.exits_per_processor)
+                       numeric=options.quantize or "fp32", exits_per_processor=options.exits_per_processor,
+                       head_set=options.head_set)
     chosen = choose(run, splits, options)                      # insert_exits ─▶ [fine-tune | NACHOS]
     stages = lower(chosen, platform, options)                  # assign ─▶ split ─▶ [ensemble] ─▶ gates
     manifest = describe(stages, chosen, run, platform, options, Path(model).name)

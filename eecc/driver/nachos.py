@@ -39,8 +39,8 @@ def nachos_exits(run, splits, chosen, options):
     learned = replace(sub, val_logits=out["val"][0], test_logits=out["test"][0],
                       **({"train_logits": out["train"][0], "final_train_logits": feats["train"].final_logits(),
                           "y_train": np.asarray(splits.train.y)} if "train" in out else {}))
-    placement = [p for p in run.placements if p.exits == tuple(chosen.exits)
-                 and p.processors == tuple(chosen.processors)]
+    placement = [replace(p, heads=()) for p in run.placements if p.exits == tuple(chosen.exits)  # rows: tensors
+                 and p.processors == tuple(chosen.processors) and p.heads == tuple(chosen.heads)]
     result = search(learned, placements=placement, options=replace(o, metric="learned"),
                     confidences={n: c for n, (_, c) in out.items()})
     heads, branches = export_nachos(trained.module)

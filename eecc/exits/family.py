@@ -9,7 +9,8 @@ every head at candidate i costs no more to exit with than the cheapest admitted 
 last candidate: than the full model). The blueprint is always kept: `design_heads` already shaped
 it by those rules against the next blueprint. After training, each candidate keeps its heads that are
 Pareto-optimal in (validation accuracy, head MACs); the search gets one per location, the most
-accurate of them (ties: the cheapest) — bench/tradeoff.py --all-pairs measures what that gives up.
+accurate of them (ties: the cheapest) is the one `eecc exits` marks; the search (eecc/search/run.py)
+chooses among all of a location's Pareto heads (`searched_heads`).
 """
 
 from __future__ import annotations
@@ -114,3 +115,13 @@ def mark(results: Sequence) -> list[int]:
         results[pick].chosen = True
         chosen.append(pick)
     return chosen
+
+
+def searched_heads(results: Sequence, pareto_only: bool = True) -> dict[str, list[tuple[str, int, int]]]:
+    """tensor → [(design, head MACs, head weight bytes)] of its trained Pareto (or all trained) heads (`mark`),
+    most accurate first (ties: the cheapest): the search's choices per location (eecc.search.placement.with_heads)."""
+    out: dict[str, list] = {}
+    for r in sorted((r for r in results if (r.pareto or not pareto_only) and not r.dropped),
+                    key=lambda r: (-r.val_accuracy, r.spec.head_macs)):
+        out.setdefault(r.spec.tensor, []).append((r.spec.design, r.spec.head_macs, 4 * r.spec.params))
+    return out

@@ -25,7 +25,7 @@ from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainC
 from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
 from eecc.driver.pipeline import analyse
 from eecc.passes.normalize_output import output_kind
-from eecc.search.types import CandidateCost, ExitLogits
+from eecc.search.types import CandidateCost, ExitLogits, pair_name
 
 __all__ = ["CandidateResult", "ExitsRun", "Plan", "plan_exits", "run_exits", "time_reference_pass"]
 
@@ -68,6 +68,27 @@ class ExitsRun:
     def tried_logits(self) -> ExitLogits:
         """Logits of every trained (not dropped) head tried, tensors named "<tensor>|<design>"."""
         return ExitLogits.load(self.artifacts / "tried.npz")
+
+    def pairs(self, pareto_only: bool = True) -> ExitLogits:
+        """What the search chooses among: logits of every Pareto-optimal (or every) trained head of each
+        location (eecc/exits/family.py), network order, rows named "<tensor>|<design>" (`pair_name`)."""
+        every = self.tried_logits()
+        row = {t: k for k, t in enumerate(every.tensors)}
+        return every.take([row[pair_name(r.spec.tensor, r.spec.design)] for r in self.tried
+                           if (r.pareto or not pareto_only) and not r.dropped])
+
+    def offering(self, designs: dict[str, str]) -> "ExitsRun":
+        """A copy whose `results`, `heads()` and `logits` hold, at each tensor of `designs`, the trained head of
+        that design (the search's choice); other locations keep theirs. Raises KeyError for an untrained pair."""
+        tried = {(r.spec.tensor, r.spec.design): r for r in self.tried}
+        results = [replace(tried[(r.spec.tensor, designs[r.spec.tensor])], chosen=True)
+                   if r.spec.tensor in designs else r for r in self.results]
+        every = self.tried_logits()
+        row = {t: k for k, t in enumerate(every.tensors)}
+        alive = [r for r in results if not r.dropped]
+        logits = every.take([row[pair_name(r.spec.tensor, r.spec.design)] for r in alive],
+                            tensors=[r.spec.tensor for r in alive])
+        return replace(self, results=results, logits=logits)
 
     def heads(self) -> list[ExitHead]:
         """Trained (non-dropped) heads in network order, ready for insert_exits."""
@@ -279,7 +300,7 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
     alive = [k for k in range(len(results)) if not results[k].dropped]
     every = stack_logits(plan, [results[k].spec for k in alive], [val_logits[k] for k in alive],
                     [test_logits[k] for k in alive], final_val, final_test, y_val, y_test)
-    every.tensors = [f"{results[k].spec.tensor}|{results[k].spec.design}" for k in alive]
+    every.tensors = [pair_name(results[k].spec.tensor, results[k].spec.design) for k in alive]
     offered = [k for k in mark(results) if not results[k].dropped]  # one head per location for the search
     logits = stack_logits(plan, [results[k].spec for k in offered], [val_logits[k] for k in offered],
                      [test_logits[k] for k in offered], final_val, final_test, y_val, y_test)

@@ -181,7 +181,7 @@ def _placements_table(manifest: dict) -> str:
     def device(p, key, scale, unit):
         return "-" if p.get(key) is None else f"{scale * p[key]:.3g} {unit}"
 
-    rows = [("★" if i == chosen else "", ", ".join(p["exits"]) or "(original model)",
+    rows = [("★" if i == chosen else "", _exits(p) or "(original model)",
              " → ".join(p.get("processors") or []),
              ", ".join(f"{t:.3f}" for t in p["thresholds"]),
              f"{fmt(p['accuracy'], (p.get('intervals') or {}).get('accuracy'))} %",
@@ -190,6 +190,12 @@ def _placements_table(manifest: dict) -> str:
              "yes" if p["feasible"] else "no: " + "; ".join(p.get("reasons") or []))
             for i, p in enumerate(placements)]
     return _table(f"Evaluated placements ({len(rows)})", head, rows) if rows else ""
+
+
+def _exits(p: dict) -> str:
+    """Exit tensors, each with its head design when the search chose among several per location."""
+    heads = p.get("heads") or [""] * len(p["exits"])
+    return ", ".join(f"{t} ({h})" if h else t for t, h in zip(p["exits"], heads))
 
 
 def _table(title: str, head, rows) -> str:

@@ -14,8 +14,8 @@ the platform's nominal MAC/s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import combinations, combinations_with_replacement
+from dataclasses import dataclass, replace
+from itertools import combinations, combinations_with_replacement, product
 
 from eecc.search.types import CandidateCost
 
@@ -42,6 +42,7 @@ class Placement:
     exit_latency_s: tuple[float, ...]  # latency of a sample that leaves at each position
     exit_energy_j: tuple[float, ...]
     reasons: tuple[str, ...]          # why it cannot run; empty = fits
+    heads: tuple[str, ...] = ()       # head design per exit (`with_heads`); empty: the one head per location
 
     @property
     def fits(self) -> bool:
@@ -157,3 +158,35 @@ def surviving_candidates(placements: list[Placement], costs: list[CandidateCost]
     """The union of candidates of placements that fit, in network order: the heads to train."""
     keep = {t for p in placements if p.fits for t in p.exits}
     return [c.tensor for c in costs if c.tensor in keep]
+
+
+# Head designs per exit: at most this many (location, head) combinations per placement.
+MAX_HEAD_COMBOS = 16
+
+
+def with_heads(platform, placements: list[Placement], costs: list[CandidateCost], heads: dict, model: ModelCost,
+               *, max_latency_s: float | None = None, device=None,
+               max_combos: int = MAX_HEAD_COMBOS) -> list[Placement]:
+    """Every fitting placement with exits once per choice of trained head at each exit, re-placed with that
+    head's MACs and weight bytes (NA's placement rule with the head as part of the stage).
+
+    `heads`: tensor → [(design, head MACs, head weight bytes)], best first (eecc/exits/family.py: the
+    Pareto heads, most accurate first). An E-exit placement takes the first floor(max_combos^(1/E)) (at
+    least one) of each exit, so the search stays within `max_combos` placements per original one; any
+    monotonic exit-cost order already holds for every admitted head. A placement that did not fit, or has
+    an exit without a trained head, is passed on as it is (the search prunes it).
+    The stage seconds of a measured cost model still describe the blueprint head (eecc/cost/segments.py).
+    """
+    by = {c.tensor: c for c in costs}
+    out = []
+    for p in placements:
+        if not p.exits or not p.fits or any(not heads.get(t) for t in p.exits):
+            out.append(p)
+            continue
+        k = max(1, int(round(max_combos ** (1 / len(p.exits)), 9)))
+        for combo in product(*(heads[t][:k] for t in p.exits)):
+            cands = [replace(by[t], head_macs=int(m), head_weight_bytes=int(w))
+                     for t, (_, m, w) in zip(p.exits, combo)]
+            q = place(platform, cands, p.processors, model, max_latency_s, device)
+            out.append(replace(q, heads=tuple(d for d, _, _ in combo)))
+    return out

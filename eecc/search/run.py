@@ -10,8 +10,10 @@ from typing import Sequence
 from eecc.data.splits import Splits
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
-from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates
+from eecc.exits.family import searched_heads
+from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates, with_heads
 from eecc.search.search import SearchOptions, SearchResult, search
+from eecc.search.types import ExitLogits
 from eecc.targets.platform import Platform
 
 
@@ -19,20 +21,23 @@ from eecc.targets.platform import Platform
 class SearchRun:
     plan: Plan
     platform: Platform
-    placements: list[Placement]
-    exits: ExitsRun
+    placements: list[Placement]   # as searched: one per (placement, head design at each exit)
+    exits: ExitsRun               # its heads and logits: the chosen placement's designs at its exits
     result: SearchResult
     splits: Splits
     timings: dict[str, float] = field(default_factory=dict)
     device: object = None  # eecc.cost.segments.DeviceCost: what each stage costs on each processor
+    logits: ExitLogits | None = None  # what the search chose among: rows "<tensor>|<design>" (ExitsRun.pairs)
 
 
 def search_model(model, data, platform: Platform, *, options: SearchOptions, full_search: bool = True,
                  max_latency_s: float | None = None, input_shape: Sequence[int] | None = None,
                  scale: float | None = None, cache_dir: str | os.PathLike | None = None,
                  progress: bool = False, strict: bool = True, executor=None, numeric: str = "fp32",
-                 exits_per_processor: int | None = None) -> SearchRun:
-    """Prune placements on cost alone, train only the heads that survive, then search thresholds.
+                 exits_per_processor: int | None = None, head_set: str = "family") -> SearchRun:
+    """Prune placements on cost alone, train only the heads that survive, then search placements x head
+    designs x thresholds: every Pareto-optimal head of a location (validation accuracy vs head MACs) is a
+    choice (`with_heads` bounds the combinations); `head_set="blueprint"` trains the global-pool head only.
 
     Stage costs come from the measured cost model for `numeric` ("fp32" | "int8") where it covers the
     processor (eecc/cost), else from nominal MAC/s. Without `full_search` only the default placement
@@ -60,13 +65,22 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     _check_macs_floor(options, placements, plan, everything)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
-    exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor)
+    exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor,
+                      head_set=head_set)
     if not full_search:
         _check_default_heads(exits)
     t2 = time.perf_counter()
-    result = search(exits.logits, placements=placements, options=options, strict=strict, executor=executor)
+    # The Pareto filter reads all validation data; --guarantee's fixed-sequence test must choose its candidates
+    # on its ordering half only (eecc/search/guarantee.py), so there every trained head enters.
+    pareto_only = options.guarantee is None
+    pairs = exits.pairs(pareto_only)
+    placements = with_heads(platform, placements, plan.costs, searched_heads(exits.tried, pareto_only),
+                            ModelCost.from_blocks(plan.blocks), max_latency_s=max_latency_s, device=device)
+    result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
+    if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
+        exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
-    return SearchRun(plan, platform, placements, exits, result, data, timings, device)
+    return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs)
 
 
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):

@@ -21,7 +21,7 @@ from eecc.search.placement import Placement
 from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_policy, make_split, oracle,
                                 position_costs)
 from eecc.search.thresholds import EXACT_LIMIT, grid_tables, retune, threshold_grid
-from eecc.search.types import ExitLogits
+from eecc.search.types import ExitLogits, pair_name
 from eecc.search.unit import ALL_DROPPED, DROPPED, UNITS, check_heads, reference_cost
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
@@ -72,9 +72,11 @@ class PlacementResult:
     method: str
     seconds: float
     extra: dict = field(default_factory=dict)  # "ece": test ECE per position (last = final); "aep"
+    heads: tuple[str, ...] = ()  # head design per exit when the search chose among several per location
 
     def to_json(self) -> dict:
-        return {**self.extra, "exits": list(self.exits), "processors": list(self.processors or []),
+        return {**self.extra, "exits": list(self.exits), "heads": list(self.heads),
+                "processors": list(self.processors or []),
                 "thresholds": [float(t) for t in self.thresholds],
                 "accuracy": self.test.accuracy, "mean_macs": self.test.mean_macs,
                 "oracle_macs": self.oracle.mean_macs,
@@ -217,25 +219,28 @@ def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptio
     todo, pruned = [], []
     if placements is None:
         most = min(o.max_exits or 2, len(index))
-        todo = [(c, None, None, None) for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
-    for p in placements or []:
-        missing = [t for t in p.exits if t not in index]
+        todo = [(c, None, None, None, tuple(logits.tensors[i] for i in c), ())
+                for e in range(1, most + 1) for c in combinations(range(len(index)), e)]
+    for p in placements or []:  # exits with `heads`: rows "<tensor>|<design>" of several heads per location
+        names = [pair_name(t, d) for t, d in zip(p.exits, p.heads)] if p.heads else list(p.exits)
+        missing = [t for t in names if t not in index]
         if not p.fits or missing:
             why = list(p.reasons) + [f"head for '{t}' {DROPPED}" for t in missing]
             pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
         else:
             device = {"unit": unit, "latency_s": p.exit_latency_s, "energy_j": p.exit_energy_j}
-            todo.append((tuple(index[t] for t in p.exits), p.processors, p.latency_s, device))
+            todo.append((tuple(index[t] for t in names), p.processors, p.latency_s, device, p.exits, p.heads))
     return todo, pruned
 
 
 def _score_chunk(job, part) -> list[PlacementResult]:
     logits, calib, test, objective, test_obj, o = job
-    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device)
-            for idx, procs, latency, device in part]
+    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device, exits, heads)
+            for idx, procs, latency, device, exits, heads in part]
 
 
-def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device=None) -> PlacementResult:
+def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device=None, exits=(),
+         heads=()) -> PlacementResult:
     macs = position_costs(logits, idx)
     unit = "macs" if device is None else device["unit"]
     costs = macs if unit == "macs" else np.asarray(device["energy_j" if unit == "energy" else "latency_s"])
@@ -259,7 +264,7 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, devic
                      mean_energy_j=float(energy[r.exit_index].mean()), worst_case_energy_j=float(energy.max()),
                      exit_latency_s=[float(v) for v in lat], exit_energy_j=[float(v) for v in energy])
     return PlacementResult(
-        exits=tuple(logits.tensors[i] for i in idx), indices=tuple(idx), processors=procs,
+        exits=tuple(exits), indices=tuple(idx), processors=procs, heads=tuple(heads),
         thresholds=rt.thresholds, test=r, oracle=oracle(test, pos, macs),
         val_cost=float(objective.cost(sel.accuracy, sel.mean_macs)),
         cost=float(test_obj.cost(r.accuracy, extra["mean_cost"])),

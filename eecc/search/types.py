@@ -12,6 +12,12 @@ from eecc.files import replacing
 _ARRAYS = ("exit_macs", "val_logits", "test_logits", "final_val_logits", "final_test_logits",
            "y_val", "y_test")
 _OPTIONAL = ("head_macs", "train_logits", "final_train_logits", "y_train")
+PAIR = "|"  # "<tensor>|<head design>": one row of logits per (location, head) pair
+
+
+def pair_name(tensor: str, design: str) -> str:
+    """The row name of the head of `design` at `tensor` in logits that hold several heads per location."""
+    return f"{tensor}{PAIR}{design}"
 
 
 @dataclass
@@ -90,6 +96,16 @@ class ExitLogits:
             raise ValueError("ExitLogits.head_macs is missing: the producer must record each "
                              "candidate head's MACs so the search can charge passed heads")
         return self.exit_macs - self.head_macs
+
+    def take(self, rows, tensors=None) -> "ExitLogits":
+        """The candidate rows `rows` (in that order), renamed to `tensors` when given; final logits unchanged."""
+        rows = list(rows)
+        per_row = {n: getattr(self, n)[rows] for n in ("exit_macs", "val_logits", "test_logits", "head_macs",
+                                                       "train_logits") if getattr(self, n) is not None}
+        rest = {n: getattr(self, n) for n in ("final_val_logits", "final_test_logits", "y_val", "y_test",
+                                              "final_train_logits", "y_train")}
+        names = [self.tensors[k] for k in rows] if tensors is None else list(tensors)
+        return ExitLogits(tensors=names, final_macs=self.final_macs, **per_row, **rest)
 
     def save(self, path) -> Path:
         path = Path(path)

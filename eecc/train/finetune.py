@@ -158,7 +158,7 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
     from eecc.search.thresholds import retune
     from eecc.search.types import ExitLogits
 
-    o, idx = options, list(chosen.indices)
+    o, idx = options, [logits.tensors.index(t) for t in chosen.exits]  # `logits`: one head per location
     train = splits.train
     tuned, info = finetune_graph(graph, train.rows, train.y, epochs=epochs, lr=lr, batch_size=batch_size)
     outs = {name: _ort_logits(tuned, split) for name, split in
