@@ -30,8 +30,10 @@ def compiled(tmp_path_factory):
     assert MODEL.exists(), "fixture cnn missing: run python tests/fixtures/make_fixtures.py"
     data = datasets.load("digits")
     root = tmp_path_factory.mktemp("ensemble")
+    # blueprint heads: the ensemble gates are tested here, not the head family (whose best first exit lets
+    # every digit leave at stage 0, and the routing test needs samples that go on)
     options = CompileOptions(target="rk3588-cuda", out=root / "bundle", cache_dir=str(root / "cache"),
-                             codegen=False, progress=False,
+                             codegen=False, progress=False, head_set="blueprint",
                              search_options=SearchOptions(decision="ensemble", ensemble_weights=MODE, objective="macs"))
     return data, options, compile_model(MODEL, data, options)
 
