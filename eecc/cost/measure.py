@@ -37,8 +37,9 @@ ROOTS = ("cortex_m", "quantize")
 # Modules reached from the roots that never shape a Cortex-M stage's instructions (codegen: only its
 # onnxruntime reference runs are used, for calibration; platform: TOML reading) and other backends.
 NOT_KERNELS = {"platform", "codegen", "cortex_a", "mali", "cuda", "gpu_plan", "gpu_schedule"}
-# C sources linked into a Cortex-M stage's ELF or counting it under QEMU (not the host / OpenCL tools).
-NOT_LINKED = {"clbuild.c", "host_main.c"}
+# C sources linked into a one-stage Cortex-M ELF or counting it under QEMU: not the host / OpenCL tools, not
+# the several-stages-on-one-core program (built only with EECC_PROGRAM; the units are one-stage ELFs).
+NOT_LINKED = {"clbuild.c", "host_main.c", "program_main.inc", "program_run.c", "eecc_program.h"}
 
 
 @dataclass
