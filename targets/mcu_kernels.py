@@ -53,16 +53,18 @@ def _rq(T, acc, m0, s, zo, wide: bool):
 
 
 def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
-    """[O, C, KH, KW] int8 -> ([O2, KP] int8, or [O2, KP/4] int32 words for SMLAD), KP, O2: K padded to a
-    multiple of 4 and O to even with zero weights (their outputs are computed and never stored)."""
+    """[O, C, KH, KW] int8 -> ([O2, KP] int8, or [O2/2, KP/2] int32 words for SMLAD), KP, O2: K padded to a
+    multiple of 4 and O to even with zero weights (their outputs are computed and never stored). The SMLAD
+    words of channels 2j and 2j+1 alternate (word 2i + t = channel 2j+t, k = 4i..4i+3), so the kernel loads
+    both with one LDRD from one pointer."""
     o, k = w.shape[0], int(np.prod(w.shape[1:]))
     kp, o2 = -(-k // 4) * 4, o + o % 2
     flat = np.zeros((o2, kp), np.int8)
     flat[:o, :k] = w.reshape(o, k)
     if not dsp:
         return flat, kp, o2
-    ordered = flat.reshape(o2, kp // 4, 4)[:, :, [0, 2, 1, 3]]
-    return np.ascontiguousarray(ordered).view("<i4").reshape(o2, kp // 4), kp, o2
+    ordered = flat.reshape(o2 // 2, 2, kp // 4, 4)[:, :, :, [0, 2, 1, 3]].transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(ordered).view("<i4").reshape(o2 // 2, kp // 2), kp, o2
 
 
 def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
@@ -121,8 +123,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                 acc[2] = b[2 * j + 1]
                 acc[3] = b[2 * j + 1]
                 for i in range(kp // 4):
-                    wa: T.let[T.int32] = wq[2 * j, i]
-                    wb: T.let[T.int32] = wq[2 * j + 1, i]
+                    wa: T.let[T.int32] = wq[j, 2 * i]
+                    wb: T.let[T.int32] = wq[j, 2 * i + 1]
                     a0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wa)
                     a1: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, _ror8(T, wa))
                     b0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wb)
