@@ -118,9 +118,12 @@ class _P:
 
 
 def _rules(kernels: str | None = None, builder=None):
-    return [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True), _matmul_rule(False), _mean_rule(),
-            _add_rule(), _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
-            _passthrough_rule("relax.reshape")]
+    from eecc.targets.mcu_quantize import quantize_rule
+
+    rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True),
+             _matmul_rule(False), _mean_rule(), _add_rule(), _passthrough_rule("relax.nn.max_pool2d"),
+             _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape")]
+    return rules + ([quantize_rule(builder)] if kernels is not None else [])  # what is left: the stage input
 
 
 def _np(m, pattern) -> np.ndarray:
