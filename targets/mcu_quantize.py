@@ -29,7 +29,7 @@ def quantize_kernel(shape, scale: float, zero: int):
 
     @T.prim_func(private=True, s_tir=True)
     def kernel(x: T.Buffer(dims, "float32"), y: T.Buffer(dims, "int8")):
-        T.func_attr({"tirx.noalias": True})
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})  # opaque: never fused with TVM operators
         with T.sblock("quantize"):  # one opaque block: the form Relax's pattern analysis expects
             xf = T.decl_buffer((n,), "float32", data=x.data)
             yf = T.decl_buffer((n,), "int8", data=y.data)
