@@ -84,14 +84,17 @@ def test_high_word_requantisation_equals_single_rounding():
 
 
 def test_dsp_weights_widen_to_pairs_in_order():
-    """SXTB16(word) and SXTB16(word ROR 8) must give (a0, a1) and (a2, a3) of each group of four."""
-    w = np.arange(-8, 8, dtype=np.int8).reshape(2, 8, 1, 1)
+    """SXTB16(word) and SXTB16(word ROR 8) must give (a0, a1) and (a2, a3) of each group of four, and the
+    words of channels 2j and 2j+1 alternate (one LDRD loads both)."""
+    w = np.arange(-32, 32, dtype=np.int8).reshape(4, 16, 1, 1)[:3, :10]  # odd O, K not a multiple of 4
     packed, kp, o2 = mcu_kernels.pack_weights(w, dsp=True)
-    words = packed.view(np.uint32)
     lo = lambda v: ((v & 0xFF) ^ 0x80) - 0x80  # noqa: E731 - sign-extended byte
-    pairs = [(lo(v), lo(v >> 16), lo(v >> 8), lo(v >> 24)) for v in words.reshape(-1).astype(np.int64)]
-    assert (kp, o2) == (8, 2)
-    assert [p for q in pairs for p in q] == list(range(-8, 8))
+    pairs = [[lo(v), lo(v >> 16), lo(v >> 8), lo(v >> 24)] for v in packed.view(np.uint32).reshape(-1).astype(np.int64)]
+    assert (kp, o2, packed.shape) == (12, 4, (2, 6))
+    got = np.array(pairs).reshape(2, 3, 2, 4).transpose(0, 2, 1, 3).reshape(4, 12)  # [j, i, t, 4] -> [2j+t, k]
+    want = np.zeros((4, 12), np.int64)
+    want[:3, :10] = w.reshape(3, 10)
+    assert np.array_equal(got, want)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +194,30 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
                          text=True, check=True).stdout
     assert "smlabt" in dis and "smlatb" in dis  # the stride-1 pair taps
+
+
+@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100)])
+def test_input_quantize_kernel_equals_onnxruntime(scale, zero):
+    """The magic-add rounding (mcu_quantize) against onnxruntime's QuantizeLinear: exact .5 ties, values
+    around ±2^22 steps, far out of range, ±inf."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from eecc.targets.mcu_quantize import quantize_kernel
+
+    rng = np.random.default_rng(7)
+    steps = np.concatenate([np.arange(-300, 300) / 2, rng.standard_normal(3000) * 60, [2.0 ** 22 - 0.5, 2.0 ** 22,
+                            2 ** 22 + 1, -2.0 ** 22 + 0.5, -2.0 ** 22, -1.5 * 2 ** 23, -3 * 2 ** 23, 1e30, -1e30]])
+    x = np.concatenate([(steps * scale).astype(np.float32), np.float32([np.inf, -np.inf, 0.0, -0.0])])
+    x = np.concatenate([x, np.zeros(-len(x) % 8, np.float32)]).reshape(1, -1, 8)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, x.shape)],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
+                               helper.make_tensor("z", TensorProto.INT8, [], [zero])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = _run_host(quantize_kernel(x.shape, scale, zero), [x], [(x.shape, "int8")])
+    assert np.array_equal(got, want)
+    assert len(np.unique(want)) > 100  # the grid covers the whole int8 range, not only saturation
