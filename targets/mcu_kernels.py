@@ -39,17 +39,25 @@ def kernel_kind(target) -> str | None:
     return "dsp" if mcpu in DSP_CPUS else "plain"
 
 
-def _rq(T, acc, m0, s, zo, wide: bool):
-    """TIR expression of RQ (see module docstring) on int32 `acc`; `wide`: some s ≤ 0, so the int64
-    single-rounding form (see int8_lowering.fixed_point32)."""
+def _rq(T, acc, cq, i, zo, wide: bool):
+    """TIR expression of RQ (see module docstring) on int32 `acc` with the constants of channel i (see
+    _channels); `wide`: some s ≤ 0, so the int64 single-rounding form (see int8_lowering.fixed_point32)."""
+    m0, s = cq[i, 1], cq[i, 3]
     if wide:
         n = T.Cast("int64", s + HI_BITS)
         y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0) + T.shift_left(T.int64(1), n - 1), n)
         y = T.Cast("int32", T.max(T.min(y64, T.int64(1 << 20)), T.int64(-(1 << 20)))) + T.int32(zo)
-    else:
+    else:  # hi32 + rounding constant: one SMMLA on the M4
         hi = T.Cast("int32", T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0), T.int64(HI_BITS)))
-        y = T.shift_right(hi + T.shift_left(T.int32(1), s - 1), s) + T.int32(zo)
+        y = T.shift_right(hi + cq[i, 2], s) + T.int32(zo)
     return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
+
+
+def _channels(bias, m0, shift, n: int) -> np.ndarray:
+    """[n, 4] int32 per output channel: (bias, M0, 2^(s-1) (0 where s < 1), s); spare channels get s = 1."""
+    shift = _pad_to(shift, n, 1)
+    rnd = np.where(shift >= 1, np.left_shift(1, np.maximum(shift, 1) - 1), 0).astype(np.int32)
+    return np.ascontiguousarray(np.stack([_pad_to(bias, n), _pad_to(m0, n), rnd, shift], axis=1))
 
 
 def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
@@ -68,7 +76,7 @@ def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
 
 
 def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
-    """(PrimFunc(x, w, bias, m0, shift, y, acc, col), [w, bias, m0, shift] constants, [(shape, dtype)] of
+    """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see _channels), [(shape, dtype)] of
     y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
     are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
     while noalias parameters let LLVM keep the accumulators in registers.
@@ -84,16 +92,15 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
     wide = bool(np.any(np.asarray(shift) < 1))
     k, npix = c * kh * kw, oh * ow
     npp = -(-npix // 2)  # output pixels in raster order, two at a time (rows of odd width waste no lane)
-    consts = [packed, _pad_to(bias, o2), _pad_to(m0, o2), _pad_to(shift, o2, 1)]
+    consts = [packed, _channels(bias, m0, shift, o2)]
     wshape = packed.shape
     smlad, sxtb16 = "llvm.arm.smlad", "llvm.arm.sxtb16"
 
     @T.macro
-    def store(yf, acc, mq, sq, j, q):
+    def store(yf, acc, cq, j, q):
         for a in T.unroll(4):
             if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
-                yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], mq[2 * j + a // 2], sq[2 * j + a // 2],
-                                                                  zo, wide)
+                yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, wide)
 
     @T.macro
     def col_fill(col16, x, y0, x0, base, dtype):
@@ -104,7 +111,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel_dsp(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
-                   b: T.Buffer((o2,), "int32"), mq: T.Buffer((o2,), "int32"), sq: T.Buffer((o2,), "int32"),
+                   cq: T.Buffer((o2, 4), "int32"),
                    y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
                    col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
@@ -118,10 +125,10 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                 col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
                          p * kp, "int16")
             for j in range(o2 // 2):
-                acc[0] = b[2 * j]
-                acc[1] = b[2 * j]
-                acc[2] = b[2 * j + 1]
-                acc[3] = b[2 * j + 1]
+                acc[0] = cq[2 * j, 0]
+                acc[1] = cq[2 * j, 0]
+                acc[2] = cq[2 * j + 1, 0]
+                acc[3] = cq[2 * j + 1, 0]
                 for i in range(kp // 4):
                     wa: T.let[T.int32] = wq[j, 2 * i]
                     wb: T.let[T.int32] = wq[j, 2 * i + 1]
@@ -137,11 +144,11 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                     acc[1] = T.call_llvm_pure_intrin("int32", smlad, a1, c11, T.call_llvm_pure_intrin("int32", smlad, a0, c10, acc[1]))
                     acc[2] = T.call_llvm_pure_intrin("int32", smlad, b1, c01, T.call_llvm_pure_intrin("int32", smlad, b0, c00, acc[2]))
                     acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
-                store(yf, acc, mq, sq, j, q)
+                store(yf, acc, cq, j, q)
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int8"),
-                     b: T.Buffer((o2,), "int32"), mq: T.Buffer((o2,), "int32"), sq: T.Buffer((o2,), "int32"),
+                     cq: T.Buffer((o2, 4), "int32"),
                      y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
                      col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
@@ -152,21 +159,21 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                 col_fill(col8, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
                          p * kp, "int8")
             for j in range(o):
-                acc[0] = b[j]
-                acc[1] = b[j]
+                acc[0] = cq[j, 0]
+                acc[1] = cq[j, 0]
                 for i in range(k):
                     wa: T.let[T.int32] = T.Cast("int32", wq[j, i])
                     acc[0] = acc[0] + wa * T.Cast("int32", col8[i])
                     acc[1] = acc[1] + wa * T.Cast("int32", col8[kp + i])
                 for a in T.unroll(2):
                     if 2 * q + a < npix:
-                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], mq[j], sq[j], zo, wide)
+                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide)
 
     return (kernel_dsp if dsp else kernel_plain), consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
 
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
-    """(PrimFunc(x, w, bias, m0, shift, y), constants, output shape) for a depthwise NCHW conv (groups = C,
+    """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
     one filter per channel). Each channel plane is first copied into a zx-padded int16 scratch plane, so
     the tap loop has no bounds checks; the taps are unrolled. With `dsp` and 3-wide filters (stride 1 or
     2) see _depthwise_dsp."""
@@ -181,11 +188,11 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     if dsp and kw == 3 and sw in (1, 2):
         return _depthwise_dsp(x_shape, w, bias=bias, m0=m0, shift=shift, zx=zx, zo=zo, strides=strides, pads=pads)
-    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _pad_to(bias, c), _pad_to(m0, c), _pad_to(shift, c, 1)]
+    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _channels(bias, m0, shift, c)]
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * kw), "int8"),
-               b: T.Buffer((c,), "int32"), mq: T.Buffer((c,), "int32"), sq: T.Buffer((c,), "int32"),
+               cq: T.Buffer((c, 4), "int32"),
                y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((1,), "int32"),
                plane: T.Buffer((hp * wp,), "int16")):
         T.func_attr({"tirx.noalias": True})
@@ -195,12 +202,12 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
             for r, q in T.grid(h, wd):
                 plane[(r + pt) * wp + q + pl] = T.Cast("int16", x[0, ch, r, q])
             for r, q in T.grid(oh, ow):
-                acc[0] = b[ch]
+                acc[0] = cq[ch, 0]
                 for ky in T.unroll(kh):
                     for kx in T.unroll(kw):
                         acc[0] = acc[0] + T.Cast("int32", wq[ch, ky * kw + kx]) * T.Cast(
                             "int32", plane[(r * sh + ky) * wp + q * sw + kx])
-                y[0, ch, r, q] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+                y[0, ch, r, q] = _rq(T, acc[0], cq, ch, zo, wide)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([1], "int32"), ([hp * wp], "int16")]
 
@@ -225,12 +232,12 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
     pitch = max(wp, 2 * owp + 2 if sw == 1 else 2 * ow + 2)
     pitch += pitch % 2
     wide = bool(np.any(np.asarray(shift) < 1))
-    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), _pad_to(bias, c), _pad_to(m0, c), _pad_to(shift, c, 1)]
+    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), _channels(bias, m0, shift, c)]
     smlad, smlatb, smlabt = "llvm.arm.smlad", "llvm.arm.smlatb", "llvm.arm.smlabt"
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * 3), "int8"),
-               b: T.Buffer((c,), "int32"), mq: T.Buffer((c,), "int32"), sq: T.Buffer((c,), "int32"),
+               cq: T.Buffer((c, 4), "int32"),
                y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"), tw: T.Buffer((kh * 2,), "int32"),
                pairs: T.Buffer((hp * pitch // 2,), "int32")):
         T.func_attr({"tirx.noalias": True})
@@ -245,8 +252,8 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
                     tw[2 * ky + t] = T.bitwise_or(T.bitwise_and(T.Cast("int32", wq[ch, 3 * ky + t]), 0xFFFF),
                                                   T.shift_left(T.Cast("int32", wq[ch, 3 * ky + t + 1]), 16))
             for r, j in T.grid(oh, owp):
-                acc[0] = b[ch]
-                acc[1] = b[ch]
+                acc[0] = cq[ch, 0]
+                acc[1] = cq[ch, 0]
                 for ky in T.unroll(kh):
                     pa: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j]
                     pb_: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j + 1]
@@ -256,11 +263,11 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
                         acc[1] = T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky + 1], pb_,
                                                          T.call_llvm_pure_intrin("int32", smlabt, tw[2 * ky], pa, acc[1]))
                 if sw == 1:
-                    y[0, ch, r, 2 * j] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+                    y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide)
                     if 2 * j + 1 < ow:
-                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], mq[ch], sq[ch], zo, wide)
+                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide)
                 else:
-                    y[0, ch, r, j] = _rq(T, acc[0], mq[ch], sq[ch], zo, wide)
+                    y[0, ch, r, j] = _rq(T, acc[0], cq, ch, zo, wide)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([kh * 2], "int32"),
                             ([hp * pitch // 2], "int32")]
