@@ -25,7 +25,7 @@ from eecc.targets.fixed_point import HI_BITS, fixed_point32
 # dominates the per-output requantisation and column building. Measured under QEMU on the M0+ (ResNet
 # 3x3 convs, K = 144-576: 7.6 -> 7.3 and 7.5 -> 6.8 instructions/MAC per stage; kws K = 40-48 and
 # depthwise: worse, 8.6 -> 10.1 and 10.9 -> 12.5), so those keep TVM's operators.
-PLAIN_MIN_K = 100
+PLAIN_MIN_K = 1
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
@@ -39,18 +39,34 @@ def kernel_kind(target) -> str | None:
     return "dsp" if mcpu in DSP_CPUS else "plain"
 
 
-def _rq(T, acc, cq, i, zo, wide: bool):
+def _rq(T, acc, cq, i, zo, wide: bool, halves: bool = False):
     """TIR expression of RQ (see module docstring) on int32 `acc` with the constants of channel i (see
-    _channels); `wide`: some s ≤ 0, so the int64 single-rounding form (see int8_lowering.fixed_point32)."""
+    _channels); `wide`: some s ≤ 0, so the int64 single-rounding form (see int8_lowering.fixed_point32);
+    `halves`: hi32 from 16-bit halves (_hi32_halves: Armv6-M has no 32x32->64 multiply)."""
     m0, s = cq[i, 1], cq[i, 3]
     if wide:
         n = T.Cast("int64", s + HI_BITS)
         y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0) + T.shift_left(T.int64(1), n - 1), n)
         y = T.Cast("int32", T.max(T.min(y64, T.int64(1 << 20)), T.int64(-(1 << 20)))) + T.int32(zo)
     else:  # hi32 + rounding constant: one SMMLA on the M4
-        hi = T.Cast("int32", T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0), T.int64(HI_BITS)))
+        hi = _hi32_halves(T, acc, m0) if halves else T.Cast("int32", T.shift_right(
+            T.Cast("int64", acc) * T.Cast("int64", m0), T.int64(HI_BITS)))
         y = T.shift_right(hi + cq[i, 2], s) + T.int32(zo)
     return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
+
+
+def _hi32_halves(T, a, m):
+    """floor(a·m / 2^32) for int32 a and 0 ≤ m < 2^31 with 32-bit multiplies only (libgcc's __muldi3 call
+    otherwise). a = ah·2^16 + al, m = mh·2^16 + ml (al, ml unsigned 16-bit); every partial product fits
+    int32 (|ah·ml| ≤ 2^15·(2^16-1)) or uint32 (al·ml), and
+    a·m = ah·mh·2^32 + (ah·ml + al·mh)·2^16 + al·ml, so hi = ah·mh + (hl >> 16) + (lh >> 16) + (t >> 16)
+    with t = (ll >> 16) + (hl & 0xFFFF) + (lh & 0xFFFF) < 3·2^16 (tests: test_hi32_halves)."""
+    ah, al = T.shift_right(a, 16), T.bitwise_and(a, 0xFFFF)
+    mh, ml = T.shift_right(m, 16), T.bitwise_and(m, 0xFFFF)
+    hl, lh = ah * ml, al * mh
+    ll = T.Cast("int32", T.shift_right(T.Cast("uint32", al) * T.Cast("uint32", ml), T.uint32(16)))
+    t = ll + T.bitwise_and(hl, 0xFFFF) + T.bitwise_and(lh, 0xFFFF)
+    return ah * mh + T.shift_right(hl, 16) + T.shift_right(lh, 16) + T.shift_right(t, 16)
 
 
 def _channels(bias, m0, shift, n: int) -> np.ndarray:
@@ -89,6 +105,9 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
     pt, pl, pb, pr = pads
     oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     packed, kp, o2 = pack_weights(w, dsp)
+    if not dsp:  # words of four int8 weights; the column holds x + 128, so the bias takes -128·Σw
+        packed = packed.view("<i4")
+        bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
     wide = bool(np.any(np.asarray(shift) < 1))
     k, npix = c * kh * kw, oh * ow
     npp = -(-npix // 2)  # output pixels in raster order, two at a time (rows of odd width waste no lane)
@@ -108,6 +127,14 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
             col16[base + (ci * kh + ky) * kw + kx] = T.Cast(dtype, T.if_then_else(
                 (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
                 x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)], T.int8(zx)))
+
+    @T.macro
+    def col_u8(cu, x, y0, x0, p):  # x + 128 of pixel p, [k, pixel] interleaved
+        for ci, ky, kx in T.grid(c, kh, kw):
+            cu[2 * ((ci * kh + ky) * kw + kx) + p] = T.Cast("uint8", T.Cast("int32", T.if_then_else(
+                (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
+                x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)],
+                T.int8(zx))) + 128)
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel_dsp(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
@@ -147,29 +174,34 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                 store(yf, acc, cq, j, q)
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int8"),
+    def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
                      cq: T.Buffer((o2, 4), "int32"),
                      y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
-                     col: T.Buffer((kp,), "int32")):
+                     col: T.Buffer((kp // 2,), "int32")):
         T.func_attr({"tirx.noalias": True})
-        col8 = T.decl_buffer((4 * kp,), "int8", data=col.data)
+        cu = T.decl_buffer((2 * kp,), "uint8", data=col.data)  # [k, pixel]: x + 128, LDRB-addressable
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
+        for e in range(2 * (kp - k)):
+            cu[2 * k + e] = T.uint8(128)
         for q in range(npp):
             for p in range(2):
-                col_fill(col8, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
-                         p * kp, "int8")
+                col_u8(cu, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw, p)
             for j in range(o):
                 acc[0] = cq[j, 0]
                 acc[1] = cq[j, 0]
-                for i in range(k):
-                    wa: T.let[T.int32] = T.Cast("int32", wq[j, i])
-                    acc[0] = acc[0] + wa * T.Cast("int32", col8[i])
-                    acc[1] = acc[1] + wa * T.Cast("int32", col8[kp + i])
+                for i in range(kp // 4):
+                    wv: T.let[T.int32] = wq[j, i]
+                    for t in T.unroll(4):  # byte t of the word, sign-extended: shifts only (Armv6-M)
+                        wt: T.let[T.int32] = T.shift_right(T.shift_left(wv, 24 - 8 * t), 24)
+                        acc[0] = acc[0] + wt * T.Cast("int32", cu[8 * i + 2 * t])
+                        acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
                 for a in T.unroll(2):
                     if 2 * q + a < npix:
-                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide)
+                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide, halves=True)
 
-    return (kernel_dsp if dsp else kernel_plain), consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
+    if dsp:
+        return kernel_dsp, consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
+    return kernel_plain, consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp // 2], "int32")]
 
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
