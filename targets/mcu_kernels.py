@@ -206,9 +206,9 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
     """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
-    one filter per channel). Each channel plane is first copied into a zx-padded int16 scratch plane, so
-    the tap loop has no bounds checks; the taps are unrolled. With `dsp` and 3-wide filters (stride 1 or
-    2) see _depthwise_dsp."""
+    one filter per channel). Each channel plane is first copied into a zx-padded scratch plane of x + 128
+    bytes, so the tap loop has no bounds checks; the taps are unrolled, two outputs at a time. With `dsp`
+    and 3-wide filters (stride 1 or 2) see _depthwise_dsp."""
     from tvm.script import tirx as T
 
     _, c, h, wd = (int(v) for v in x_shape)
@@ -220,28 +220,38 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     if dsp and kw == 3 and sw in (1, 2):
         return _depthwise_dsp(x_shape, w, bias=bias, m0=m0, shift=shift, zx=zx, zo=zo, strides=strides, pads=pads)
+    # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
+    bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(c, -1).sum(axis=1)
     consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _channels(bias, m0, shift, c)]
+    owh, taps = -(-ow // 2), kh * kw  # two outputs of a row per step share each tap weight
+    words = -(-(hp * wp + 2 * sw + kw) // 4)  # the spare second output of an odd row reads past the plane
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * kw), "int8"),
-               cq: T.Buffer((c, 4), "int32"),
-               y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((1,), "int32"),
-               plane: T.Buffer((hp * wp,), "int16")):
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, taps), "int8"),
+               cq: T.Buffer((c, 4), "int32"), y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"),
+               tw: T.Buffer((taps,), "int32"), plane: T.Buffer((words,), "int32")):
         T.func_attr({"tirx.noalias": True})
-        for i in range(hp * wp):
-            plane[i] = T.int16(zx)
+        pu = T.decl_buffer((4 * words,), "uint8", data=plane.data)
+        for i in range(4 * words):
+            pu[i] = T.uint8(zx + 128)
         for ch in range(c):
             for r, q in T.grid(h, wd):
-                plane[(r + pt) * wp + q + pl] = T.Cast("int16", x[0, ch, r, q])
-            for r, q in T.grid(oh, ow):
+                pu[(r + pt) * wp + q + pl] = T.Cast("uint8", T.Cast("int32", x[0, ch, r, q]) + 128)
+            for t in range(taps):
+                tw[t] = T.Cast("int32", wq[ch, t])
+            for r, j in T.grid(oh, owh):
                 acc[0] = cq[ch, 0]
+                acc[1] = cq[ch, 0]
                 for ky in T.unroll(kh):
                     for kx in T.unroll(kw):
-                        acc[0] = acc[0] + T.Cast("int32", wq[ch, ky * kw + kx]) * T.Cast(
-                            "int32", plane[(r * sh + ky) * wp + q * sw + kx])
-                y[0, ch, r, q] = _rq(T, acc[0], cq, ch, zo, wide)
+                        wt: T.let[T.int32] = tw[ky * kw + kx]
+                        acc[0] = acc[0] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + 2 * j * sw + kx])
+                        acc[1] = acc[1] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + (2 * j + 1) * sw + kx])
+                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide, halves=not dsp)
+                if 2 * j + 1 < ow:
+                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide, halves=not dsp)
 
-    return kernel, consts, [([1, c, oh, ow], "int8"), ([1], "int32"), ([hp * wp], "int16")]
+    return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([taps], "int32"), ([words], "int32")]
 
 
 def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
@@ -306,11 +316,8 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
 
 
 def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
-    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1; "plain" only
-    groups=1 with K ≥ PLAIN_MIN_K."""
+    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
     attrs = call.attrs
-    if kernels == "plain" and (int(attrs.groups) != 1 or weights[0].size < PLAIN_MIN_K):
-        return False
     groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
     if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
         return False
