@@ -3,6 +3,7 @@
   conv2d:    y[o, p] = RQ(bias[o] + Σ_k W[o, k] · col_p[k]),  col_p = the K = C·KH·KW inputs of output
              pixel p (zero point where the window leaves the image), built once per pixel pair
   depthwise: y[c, p] = RQ(bias[c] + Σ_t W[c, t] · x̃[c, p + t]),  x̃ = one channel plane padded with zx
+             (mcu_depthwise)
 
   RQ(acc) = clamp(zo + ((hi32(acc · M0) + 2^(s-1)) >> s), -128, 127)
 
@@ -17,22 +18,23 @@ other kernel; `llvm.arm.*` intrinsics are the only target-specific part.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from eecc.targets.fixed_point import HI_BITS, fixed_point32
 
-# Armv6-M (eight low registers, no DSP): the plain tile beats TVM's schedule only where the MAC loop
-# dominates the per-output requantisation and column building. Measured under QEMU on the M0+ (ResNet
-# 3x3 convs, K = 144-576: 7.6 -> 7.3 and 7.5 -> 6.8 instructions/MAC per stage; kws K = 40-48 and
-# depthwise: worse, 8.6 -> 10.1 and 10.9 -> 12.5), so those keep TVM's operators.
-PLAIN_MIN_K = 1
+# Armv6-M (eight low registers, no DSP, LDRSB only with a register offset): the plain kernels keep the
+# column / plane as x + 128 bytes (LDRB with an immediate offset) and the bias takes -128·Σw; hi32 comes
+# from 16-bit halves (no 32x32->64 multiply). Measured under QEMU on the M0+ they beat TVM's schedule on
+# every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
+
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
 def kernel_kind(target) -> str | None:
     """Which int8 convolution kernels a target gets: "dsp" (M cores with the DSP extension), "plain"
-    (other M cores: only convolutions with K = C·KH·KW ≥ PLAIN_MIN_K, see fits), None (not a
-    microcontroller: TVM's own operators)."""
+    (other M cores), None (not a microcontroller: TVM's own operators)."""
     mtriple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
     if not mtriple.startswith("thumb"):
         return None
@@ -91,56 +93,74 @@ def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
     return np.ascontiguousarray(ordered).view("<i4").reshape(o2 // 2, kp // 2), kp, o2
 
 
+class _Conv(NamedTuple):
+    """Geometry of one groups=1 conv: input [1, c, h, wd], o output channels, kh x kw window, strides,
+    padding top/left, output oh x ow = npix pixels (npp pairs), K = c·kh·kw padded to kp, O to o2."""
+    c: int
+    h: int
+    wd: int
+    o: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+    oh: int
+    ow: int
+    k: int
+    kp: int
+    o2: int
+    npix: int
+    npp: int
+
+
 def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
     """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see _channels), [(shape, dtype)] of
     y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
     are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
     while noalias parameters let LLVM keep the accumulators in registers.
     x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); per-channel int32 arrays."""
-    from tvm.script import tirx as T
-
     _, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
-    sh, sw = strides
     pt, pl, pb, pr = pads
-    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    oh, ow = (h + pt + pb - kh) // strides[0] + 1, (wd + pl + pr - kw) // strides[1] + 1
     packed, kp, o2 = pack_weights(w, dsp)
     if not dsp:  # words of four int8 weights; the column holds x + 128, so the bias takes -128·Σw
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
     wide = bool(np.any(np.asarray(shift) < 1))
-    k, npix = c * kh * kw, oh * ow
-    npp = -(-npix // 2)  # output pixels in raster order, two at a time (rows of odd width waste no lane)
-    consts = [packed, _channels(bias, m0, shift, o2)]
-    wshape = packed.shape
+    # output pixels in raster order, two at a time (rows of odd width waste no lane)
+    g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
+              -(-oh * ow // 2))
+    func, scratch = (_conv2d_dsp if dsp else _conv2d_plain)(g, packed.shape, zx, zo, wide)
+    return func, [packed, _channels(bias, m0, shift, o2)], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
+
+
+def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
+    """x[0, ci, y0 + ky - pt, x0 + kx - pl], or the zero point zx outside the image (padding)."""
+    from tvm import tirx
+
+    return T.if_then_else(
+        tirx.all(y0 + ky >= g.pt, y0 + ky < g.h + g.pt, x0 + kx >= g.pl, x0 + kx < g.wd + g.pl),
+        x[0, ci, T.max(T.min(y0 + ky - g.pt, g.h - 1), 0), T.max(T.min(x0 + kx - g.pl, g.wd - 1), 0)], T.int8(zx))
+
+
+def _conv2d_dsp(g: _Conv, wshape, zx, zo, wide):
+    """Armv7E-M: int16 columns of a pixel pair, 2 channels x 2 pixels of SMLAD (see module docstring)."""
+    from tvm.script import tirx as T
+
+    c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
     smlad, sxtb16 = "llvm.arm.smlad", "llvm.arm.sxtb16"
 
     @T.macro
-    def store(yf, acc, cq, j, q):
-        for a in T.unroll(4):
-            if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
-                yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, wide)
-
-    @T.macro
-    def col_fill(col16, x, y0, x0, base, dtype):
+    def col_fill(col16, x, y0, x0, base):
         for ci, ky, kx in T.grid(c, kh, kw):
-            col16[base + (ci * kh + ky) * kw + kx] = T.Cast(dtype, T.if_then_else(
-                (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
-                x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)], T.int8(zx)))
-
-    @T.macro
-    def col_u8(cu, x, y0, x0, p):  # x + 128 of pixel p, [k, pixel] interleaved
-        for ci, ky, kx in T.grid(c, kh, kw):
-            cu[2 * ((ci * kh + ky) * kw + kx) + p] = T.Cast("uint8", T.Cast("int32", T.if_then_else(
-                (y0 + ky >= pt) and (y0 + ky < h + pt) and (x0 + kx >= pl) and (x0 + kx < wd + pl),
-                x[0, ci, T.max(T.min(y0 + ky - pt, h - 1), 0), T.max(T.min(x0 + kx - pl, wd - 1), 0)],
-                T.int8(zx))) + 128)
+            col16[base + (ci * kh + ky) * kw + kx] = T.Cast("int16", _window(T, x, g, zx, y0, x0, ci, ky, kx))
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel_dsp(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
-                   cq: T.Buffer((o2, 4), "int32"),
-                   y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
-                   col: T.Buffer((kp,), "int32")):
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2, 4), "int32"),
+               y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"), col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
         col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
         for e in range(kp - k):
@@ -149,8 +169,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
         for q in range(npp):
             for p in range(2):
-                col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
-                         p * kp, "int16")
+                col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw, p * kp)
             for j in range(o2 // 2):
                 acc[0] = cq[2 * j, 0]
                 acc[1] = cq[2 * j, 0]
@@ -171,15 +190,31 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                     acc[1] = T.call_llvm_pure_intrin("int32", smlad, a1, c11, T.call_llvm_pure_intrin("int32", smlad, a0, c10, acc[1]))
                     acc[2] = T.call_llvm_pure_intrin("int32", smlad, b1, c01, T.call_llvm_pure_intrin("int32", smlad, b0, c00, acc[2]))
                     acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
-                store(yf, acc, cq, j, q)
+                for a in T.unroll(4):
+                    if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
+                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, wide)
+
+    return kernel, ([kp], "int32")
+
+
+def _conv2d_plain(g: _Conv, wshape, zx, zo, wide):
+    """Armv6-M: x + 128 bytes of a pixel pair interleaved [k, pixel], 1 channel x 2 pixels of MULS."""
+    from tvm.script import tirx as T
+
+    c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
+
+    @T.macro
+    def col_u8(cu, x, y0, x0, p):
+        for ci, ky, kx in T.grid(c, kh, kw):
+            cu[2 * ((ci * kh + ky) * kw + kx) + p] = T.Cast(
+                "uint8", T.Cast("int32", _window(T, x, g, zx, y0, x0, ci, ky, kx)) + 128)
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel_plain(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
-                     cq: T.Buffer((o2, 4), "int32"),
-                     y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
-                     col: T.Buffer((kp // 2,), "int32")):
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2, 4), "int32"),
+               y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
+               col: T.Buffer((kp // 2,), "int32")):
         T.func_attr({"tirx.noalias": True})
-        cu = T.decl_buffer((2 * kp,), "uint8", data=col.data)  # [k, pixel]: x + 128, LDRB-addressable
+        cu = T.decl_buffer((2 * kp,), "uint8", data=col.data)  # LDRB-addressable with an immediate offset
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
         for e in range(2 * (kp - k)):
             cu[2 * k + e] = T.uint8(128)
@@ -199,120 +234,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
                     if 2 * q + a < npix:
                         yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide, halves=True)
 
-    if dsp:
-        return kernel_dsp, consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp], "int32")]
-    return kernel_plain, consts, [([1, o, oh, ow], "int8"), ([4], "int32"), ([kp // 2], "int32")]
-
-
-def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
-    """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
-    one filter per channel). Each channel plane is first copied into a zx-padded scratch plane of x + 128
-    bytes, so the tap loop has no bounds checks; the taps are unrolled, two outputs at a time. With `dsp`
-    and 3-wide filters (stride 1 or 2) see _depthwise_dsp."""
-    from tvm.script import tirx as T
-
-    _, c, h, wd = (int(v) for v in x_shape)
-    _, _, kh, kw = w.shape
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    wide = bool(np.any(np.asarray(shift) < 1))
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    if dsp and kw == 3 and sw in (1, 2):
-        return _depthwise_dsp(x_shape, w, bias=bias, m0=m0, shift=shift, zx=zx, zo=zo, strides=strides, pads=pads)
-    # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
-    bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(c, -1).sum(axis=1)
-    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _channels(bias, m0, shift, c)]
-    owh, taps = -(-ow // 2), kh * kw  # two outputs of a row per step share each tap weight
-    words = -(-(hp * wp + 2 * sw + kw) // 4)  # the spare second output of an odd row reads past the plane
-
-    @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, taps), "int8"),
-               cq: T.Buffer((c, 4), "int32"), y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"),
-               tw: T.Buffer((taps,), "int32"), plane: T.Buffer((words,), "int32")):
-        T.func_attr({"tirx.noalias": True})
-        pu = T.decl_buffer((4 * words,), "uint8", data=plane.data)
-        for i in range(4 * words):
-            pu[i] = T.uint8(zx + 128)
-        for ch in range(c):
-            for r, q in T.grid(h, wd):
-                pu[(r + pt) * wp + q + pl] = T.Cast("uint8", T.Cast("int32", x[0, ch, r, q]) + 128)
-            for t in range(taps):
-                tw[t] = T.Cast("int32", wq[ch, t])
-            for r, j in T.grid(oh, owh):
-                acc[0] = cq[ch, 0]
-                acc[1] = cq[ch, 0]
-                for ky in T.unroll(kh):
-                    for kx in T.unroll(kw):
-                        wt: T.let[T.int32] = tw[ky * kw + kx]
-                        acc[0] = acc[0] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + 2 * j * sw + kx])
-                        acc[1] = acc[1] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + (2 * j + 1) * sw + kx])
-                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide, halves=not dsp)
-                if 2 * j + 1 < ow:
-                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide, halves=not dsp)
-
-    return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([taps], "int32"), ([words], "int32")]
-
-
-def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
-    """Depthwise 3-wide filters on Armv7E-M. The zx-padded int16 plane has an even row pitch, so every
-    even column starts an aligned int32 pair (x0, x1). With A = (x0, x1), B = (x2, x3) of one filter row:
-
-      stride 1, outputs j, j+1:  y_j += SMLAD((w0,w1), A) + SMLATB((w1,w2), B),  y_j+1 += SMLABT((w0,w1), A) + SMLAD((w1,w2), B)
-      stride 2, output j:        y_j += SMLAD((w0,w1), A) + SMLATB((w1,w2), B)
-
-    i.e. 6 MACs in 2 loads and 4 instructions at stride 1 (the scalar loop needs a load and a MAC each)."""
-    from tvm.script import tirx as T
-
-    _, c, h, wd = (int(v) for v in x_shape)
-    _, _, kh, kw = w.shape
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    owp = -(-ow // 2) if sw == 1 else ow  # output steps: pairs at stride 1
-    pitch = max(wp, 2 * owp + 2 if sw == 1 else 2 * ow + 2)
-    pitch += pitch % 2
-    wide = bool(np.any(np.asarray(shift) < 1))
-    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), _channels(bias, m0, shift, c)]
-    smlad, smlatb, smlabt = "llvm.arm.smlad", "llvm.arm.smlatb", "llvm.arm.smlabt"
-
-    @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * 3), "int8"),
-               cq: T.Buffer((c, 4), "int32"),
-               y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"), tw: T.Buffer((kh * 2,), "int32"),
-               pairs: T.Buffer((hp * pitch // 2,), "int32")):
-        T.func_attr({"tirx.noalias": True})
-        plane = T.decl_buffer((hp * pitch,), "int16", data=pairs.data)
-        for i in range(hp * pitch):
-            plane[i] = T.int16(zx)
-        for ch in range(c):
-            for r, q in T.grid(h, wd):
-                plane[(r + pt) * pitch + q + pl] = T.Cast("int16", x[0, ch, r, q])
-            for ky in range(kh):  # (w0, w1) and (w1, w2) as int16 pairs, once per channel
-                for t in range(2):
-                    tw[2 * ky + t] = T.bitwise_or(T.bitwise_and(T.Cast("int32", wq[ch, 3 * ky + t]), 0xFFFF),
-                                                  T.shift_left(T.Cast("int32", wq[ch, 3 * ky + t + 1]), 16))
-            for r, j in T.grid(oh, owp):
-                acc[0] = cq[ch, 0]
-                acc[1] = cq[ch, 0]
-                for ky in T.unroll(kh):
-                    pa: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j]
-                    pb_: T.let[T.int32] = pairs[(r * sh + ky) * pitch // 2 + j + 1]
-                    acc[0] = T.call_llvm_pure_intrin("int32", smlatb, tw[2 * ky + 1], pb_,
-                                                     T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky], pa, acc[0]))
-                    if sw == 1:
-                        acc[1] = T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky + 1], pb_,
-                                                         T.call_llvm_pure_intrin("int32", smlabt, tw[2 * ky], pa, acc[1]))
-                if sw == 1:
-                    y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide)
-                    if 2 * j + 1 < ow:
-                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide)
-                else:
-                    y[0, ch, r, j] = _rq(T, acc[0], cq, ch, zo, wide)
-
-    return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([kh * 2], "int32"),
-                            ([hp * pitch // 2], "int32")]
+    return kernel, ([kp // 2], "int32")
 
 
 def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
@@ -330,6 +252,8 @@ def relax_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, bui
 
     m0, shift = fixed_point32(multiplier)
     x_shape = [int(d) for d in x.ty.shape.values]
+    from eecc.targets.mcu_depthwise import depthwise2d
+
     build = depthwise2d if int(attrs.groups) > 1 else conv2d
     func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
                                     zo=zo, strides=[int(s) for s in attrs.strides],

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from eecc.targets import int8_lowering, mcu_kernels, quantize, tvm_import
+from eecc.targets import int8_lowering, mcu_depthwise, mcu_kernels, quantize, tvm_import
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                reason="arm-none-eabi-gcc / qemu-system-arm not installed")
@@ -62,7 +62,7 @@ def test_plain_kernels_match_the_integer_reference(case, scale):
     w = rng.integers(-128, 128, (o, c // groups, kh, kw)).astype(np.int8)
     bias = rng.integers(-5000, 5000, o).astype(np.int32)
     m0, shift = int8_lowering.fixed_point32(rng.uniform(0.2, 1.0, o) * scale / (kh * kw * c // groups) ** 0.5)
-    build = mcu_kernels.depthwise2d if groups > 1 else mcu_kernels.conv2d
+    build = mcu_depthwise.depthwise2d if groups > 1 else mcu_kernels.conv2d
     func, consts, outs = build(x.shape, w, bias=bias, m0=m0, shift=shift, zx=-3, zo=5, strides=strides,
                                pads=pads, dsp=False)
     got = _run_host(func, [x, *consts], outs)
@@ -221,3 +221,24 @@ def test_input_quantize_kernel_equals_onnxruntime(scale, zero):
     got = _run_host(quantize_kernel(x.shape, scale, zero), [x], [(x.shape, "int8")])
     assert np.array_equal(got, want)
     assert len(np.unique(want)) > 100  # the grid covers the whole int8 range, not only saturation
+
+
+def test_hi32_from_halves_equals_the_64_bit_product():
+    """Armv6-M's requantisation (mcu_kernels._hi32_halves) against floor(a·m / 2^32) in int64, extremes included."""
+    import tvm
+    from tvm.script import tirx as T
+
+    rng = np.random.default_rng(3)
+    a = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 5000), [-2 ** 31, 2 ** 31 - 1, -1, 0, 1, -65536, 65535]])
+    m = np.concatenate([rng.integers(0, 2 ** 31, 5000), [2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1, 1, 0x40000000, 65535, 65536]])
+    n = len(a)
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def hi(av: T.Buffer((n,), "int32"), mv: T.Buffer((n,), "int32"), out: T.Buffer((n,), "int32")):
+        for i in range(n):
+            out[i] = mcu_kernels._hi32_halves(T, av[i], mv[i])
+
+    lib = tvm.tirx.build(hi.with_attr("global_symbol", "k"), target="llvm")
+    got = tvm.runtime.tensor(np.zeros(n, np.int32))
+    lib["k"](tvm.runtime.tensor(a.astype(np.int32)), tvm.runtime.tensor(m.astype(np.int32)), got)
+    assert np.array_equal(got.numpy(), (a.astype(np.int64) * m.astype(np.int64)) >> 32)
