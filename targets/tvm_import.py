@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from eecc.errors import EeccError
+from eecc.targets.cpu_schedule import shrink_intermediates
 
 ALIGN = 64  # TVM kernels assume 64-byte aligned tensor data (kAllocAlignment)
 
@@ -149,135 +150,93 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     funcs = {}
     for gv, func in mod.functions.items():
         if gv.name_hint in used:
-            funcs[gv] = _shrink_intermediates(func) if reduce_workspace else func
+            funcs[gv] = shrink_intermediates(func) if reduce_workspace else func
     stage.kernels = tvm.IRModule(funcs)
     return stage
 
 
-def _shrink_intermediates(func):
-    """Inline injective producers and move epilogues under the reduction loop, so a fused kernel
-    keeps no full-size intermediate tensor (pad_temp, conv output before bias/ReLU) in RAM."""
-    from tvm import s_tir
+class _MainReader:
+    """Walks the lowered Relax `main` once: a view per tensor (storage = the buffer it aliases), the
+    constants, and the kernel calls in order (only TIR calls, reshapes and allocations are supported)."""
 
-    sch = s_tir.Schedule(func, error_render_level="none")
-    root = sch.get_sblock("root") if _has_root(sch) else None
-    if root is None:
-        return func
-    for block in sch.get_child_blocks(root):
-        try:
-            sch.compute_inline(block)
-        except s_tir.ScheduleError:
-            pass
-    for block in reversed(sch.get_child_blocks(root)):
-        try:
-            sch.reverse_compute_inline(block)
-        except s_tir.ScheduleError:
-            pass
-    for block in sch.get_child_blocks(root):
-        iters = sch.get(block).iter_vars
-        spatial = 0
-        while spatial < len(iters) and iters[spatial].iter_type == 0:  # kDataPar
-            spatial += 1
-        if spatial == len(iters) or spatial == 0:
-            continue
-        for consumer in sch.get_consumers(block):
-            try:
-                sch.reverse_compute_at(consumer, sch.get_loops(block)[spatial - 1], preserve_unit_loops=True)
-            except (s_tir.ScheduleError, IndexError):
-                pass
-    return sch.mod["main"].with_attrs(dict(func.attrs)) if func.attrs else sch.mod["main"]
+    def __init__(self):
+        self.views: dict[str, TensorSpec] = {}
+        self.storage: dict[str, str] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.calls: list[tuple[str, list[str]]] = []
+        self.names: dict[object, str] = {}  # relax Var -> view name (a tuple of them for tuples)
 
-
-def _has_root(sch) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:
-        return False
-
-
-def _read_main(mod, model: onnx.ModelProto) -> LoweredStage:
-    import tvm
-    from tvm import relax
-
-    main = mod["main"]
-    views: dict[str, TensorSpec] = {}
-    storage: dict[str, str] = {}
-    constants: dict[str, np.ndarray] = {}
-    calls: list[tuple[str, list[str]]] = []
-    names: dict[object, str] = {}  # relax Var -> view name
-
-    def spec(name, ty):
+    def add(self, name: str, ty, storage: str | None = None) -> str:
         shape = tuple(int(d) for d in ty.shape.values)
-        return TensorSpec(name, shape, "bool" if ty.dtype == "bool" else str(np.dtype(str(ty.dtype))))
+        self.views[name] = TensorSpec(name, shape, "bool" if ty.dtype == "bool" else str(np.dtype(str(ty.dtype))))
+        self.storage[name] = storage or name
+        return name
 
-    def arg_view(expr) -> str:
+    def arg(self, expr) -> str:
+        import tvm
+
         if isinstance(expr, tvm.ir.Var):
-            return names[expr]
+            return self.names[expr]
         if isinstance(expr, tvm.ir.Constant):
-            name = f"const{len(constants)}"
-            arr = expr.value.numpy()
-            constants[name] = arr
-            views[name] = TensorSpec(name, tuple(arr.shape), str(arr.dtype))
-            storage[name] = name
+            name = f"const{len(self.constants)}"
+            arr = self.constants[name] = expr.value.numpy()
+            self.views[name], self.storage[name] = TensorSpec(name, tuple(arr.shape), str(arr.dtype)), name
             return name
         raise EeccError(f"tvm_import: unsupported kernel argument {type(expr).__name__} in the lowered stage")
 
-    inputs = [p.name for p in main.params]
-    graph_inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
-    for param, onnx_name in zip(main.params, graph_inputs):
-        names[param] = onnx_name
-        views[onnx_name] = spec(onnx_name, param.ty)
-        storage[onnx_name] = onnx_name
-    inputs = graph_inputs[: len(inputs)]
+    def bind(self, var, value) -> None:
+        import tvm
+        from tvm import relax
 
-    body = main.body
-    for block in body.blocks:
-        for binding in block.bindings:
-            var, value = binding.var, binding.value
-            name = f"t{len(names)}_{var.name}"
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-                if value.op.name == "relax.builtin.alloc_tensor":
-                    names[var] = name
-                    views[name] = spec(name, var.ty)
-                    storage[name] = name
-                    continue
-                if value.op.name == "relax.reshape":  # a view: same bytes, new shape
-                    src = arg_view(value.args[0])
-                    names[var] = name
-                    views[name] = spec(name, var.ty)
-                    storage[name] = storage[src]
-                    continue
+        name = f"t{len(self.names)}_{var.name}"
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            if value.op.name == "relax.builtin.alloc_tensor":
+                self.names[var] = self.add(name, var.ty)
+            elif value.op.name == "relax.reshape":  # a view: same bytes, new shape
+                self.names[var] = self.add(name, var.ty, self.storage[self.arg(value.args[0])])
+            else:
                 raise EeccError(f"tvm_import: the lowered stage calls '{value.op.name}', which the eecc "
                                 "driver cannot run; only TIR kernels, reshapes and allocations are supported")
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
-                calls.append((value.op.name_hint, [arg_view(a) for a in value.args]))
-                continue
-            if isinstance(value, tvm.ir.Var):
-                names[var] = names[value]
-                continue
-            if isinstance(value, (relax.Tuple, tvm.ir.Tuple)):
-                names[var] = tuple(arg_view(f) for f in value.fields)
-                continue
-            if isinstance(value, (relax.TupleGetItem, tvm.ir.TupleGetItem)):
-                names[var] = names[value.tuple_value][value.index]
-                continue
+        elif isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar):
+            self.calls.append((value.op.name_hint, [self.arg(a) for a in value.args]))
+        elif isinstance(value, tvm.ir.Var):
+            self.names[var] = self.names[value]
+        elif isinstance(value, (relax.Tuple, tvm.ir.Tuple)):
+            self.names[var] = tuple(self.arg(f) for f in value.fields)
+        elif isinstance(value, (relax.TupleGetItem, tvm.ir.TupleGetItem)):
+            self.names[var] = self.names[value.tuple_value][value.index]
+        else:
             raise EeccError(f"tvm_import: unsupported binding '{var.name} = {type(value).__name__}' "
                             "in the lowered stage")
-    result = body.body
-    if isinstance(result, (relax.Tuple, tvm.ir.Tuple)):
-        out_views = [arg_view(f) for f in result.fields]
-    else:
-        out = names[result] if isinstance(result, tvm.ir.Var) else arg_view(result)
-        out_views = list(out) if isinstance(out, tuple) else [out]
-    outputs = [o.name for o in model.graph.output]
+
+    def results(self, result) -> list[str]:
+        import tvm
+        from tvm import relax
+
+        if isinstance(result, (relax.Tuple, tvm.ir.Tuple)):
+            return [self.arg(f) for f in result.fields]
+        out = self.names[result] if isinstance(result, tvm.ir.Var) else self.arg(result)
+        return list(out) if isinstance(out, tuple) else [out]
+
+
+def _read_main(mod, model: onnx.ModelProto) -> LoweredStage:
+    main, reader = mod["main"], _MainReader()
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    for param, onnx_name in zip(main.params, graph_inputs):
+        reader.names[param] = reader.add(onnx_name, param.ty)
+    inputs = graph_inputs[: len(main.params)]
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            reader.bind(binding.var, binding.value)
+    out_views, outputs = reader.results(main.body.body), [o.name for o in model.graph.output]
     if len(outputs) != len(out_views):
         raise EeccError(f"tvm_import: the stage has {len(outputs)} outputs but TVM produced {len(out_views)}")
     for onnx_name, view in zip(outputs, out_views):
-        if storage[view] in constants or storage[view] in inputs:
+        if reader.storage[view] in reader.constants or reader.storage[view] in inputs:
             raise EeccError(f"tvm_import: output '{onnx_name}' is a constant or a copy of an input; "
                             "the eecc driver needs every output computed by a kernel")
-    return LoweredStage(None, calls, views, storage, constants, inputs, outputs, dict(zip(outputs, out_views)))
+    return LoweredStage(None, reader.calls, reader.views, reader.storage, reader.constants, inputs, outputs,
+                        dict(zip(outputs, out_views)))
 
 
 @dataclass(frozen=True)
