@@ -6,9 +6,13 @@ Run from the repository root:
     python bench/mcu.py [--models kws,resnet] [--samples 200] [--peer-samples 20] [--out bench/results/mcu.json]
     python bench/mcu.py --markdown bench/results/mcu.json [bench/results/mcu_before.json]   # BENCHMARKS.md table
 
-Both stages of each psoc6 cascade are compiled for both cores (as bench/int8.py does). Instructions are
+Every stage of each psoc6 cascade is compiled for both cores (as bench/int8.py does). Instructions are
 per inference (QEMU -icount, SysTick), divided by the stage's MACs. "exact" = share of samples whose every
-int8-derived output (logits, hand-off, exit flag) equals onnxruntime's int8 stage bit for bit.
+int8-derived output (logits, hand-off, exit flag) equals onnxruntime's int8 stage bit for bit, against two
+references: "qdq" = the QDQ graph with ORT_DISABLE_ALL (float convolutions between Q/DQ, sums in float32),
+"ort" = the session eecc's own runtime opens (runtime/cascade.Cascade: default ORT_ENABLE_ALL, which fuses
+the QDQ islands into onnxruntime's integer kernels). Flash: the whole ELF run under QEMU (with the
+semihosting harness) and the stage alone (kernels + weights + driver, bench/mcu_flash.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from eecc.targets.codegen import reference_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import int8 as int8_bench  # noqa: E402  (bench/int8.py: fixture data loading)
+import mcu_flash  # noqa: E402
 import mcu_peer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +68,28 @@ def agreement(got: dict, want: dict, gate: str | None) -> tuple[float, float]:
     return float(exact.mean()), err
 
 
-def eecc_row(model, feed, want, gate, cpu, tmp) -> dict:
+def fused_runs(models: list, runs: list) -> list[dict]:
+    """Outputs of each stage in the onnxruntime session eecc's runtime opens (default optimisation level,
+    i.e. onnxruntime's fused integer kernels), on the same stage inputs as the QDQ reference `runs`."""
+    import onnxruntime as ort
+
+    outs = []
+    for model, (inputs, _) in zip(models, runs):
+        sess = ort.InferenceSession(model.SerializeToString(), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+        outs.append(dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs))))
+    return outs
+
+
+def eecc_row(model, feed, want, gate, cpu, tmp, fused: dict | None = None) -> dict:
     arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp)
     res = emulate_stage(arts, feed, timeout_s=7200)
     exact, err = agreement(res.outputs, want, gate)
-    return {"instructions": res.instructions, "flash_B": arts.flash_bytes, "ram_B": arts.ram_bytes,
-            "stack_used_B": res.stack_used, "exact": exact, "max_abs_err": err, "samples": res.samples}
+    row = {"instructions": res.instructions, "flash_B": arts.flash_bytes, "ram_B": arts.ram_bytes,
+           "stack_used_B": res.stack_used, "exact": exact, "max_abs_err": err, "samples": res.samples,
+           "stage_flash": mcu_flash.stage_flash(tmp, arts.cpu)}
+    if fused is not None:
+        row["exact_ort"] = agreement(res.outputs, fused, gate)[0]
+    return row
 
 
 def peer_row(model, feed, want, gate, cpu, tmp) -> dict:
@@ -86,14 +107,16 @@ def peer_row(model, feed, want, gate, cpu, tmp) -> dict:
 def bench(name: str, args, tmp: Path) -> list[dict]:
     manifest, f_stages, q_stages, x = cascade(name, args.cache_dir, tmp / f"{name}_bundle")
     q_runs = reference_runs(q_stages, x[:args.samples])
+    q_fused = fused_runs(q_stages, q_runs)
     f_runs = reference_runs(f_stages, x[:args.float_samples])
     p_runs = reference_runs(q_stages, x[:args.peer_samples])
     rows = []
     for k, entry in enumerate(manifest["stages"]):
         gate = (entry.get("outputs") or {}).get("confidence")
         for cpu in CPUS:
-            row = {"model": name, "stage": k, "deployed_on": entry["target"], "cpu": cpu, "macs": entry["macs"]}
-            row["int8"] = eecc_row(q_stages[k], *q_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}q")
+            row = {"model": name, "stage": k, "deployed_on": entry["target"], "cpu": cpu, "macs": entry["macs"],
+                   "ort_vs_qdq_exact": agreement(q_fused[k], q_runs[k][1], gate)[0]}
+            row["int8"] = eecc_row(q_stages[k], *q_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}q", q_fused[k])
             if cpu in args.float_cpus.split(","):
                 row["float"] = eecc_row(f_stages[k], *f_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}f")
             if not args.no_peer:
@@ -103,48 +126,53 @@ def bench(name: str, args, tmp: Path) -> list[dict]:
     return rows
 
 
+def cells(r: dict, b: dict | None = None) -> dict[str, str]:
+    """Column -> text of one result row (b: the same stage in an earlier run, for the "before" columns)."""
+    q, f, p, b = r["int8"], r.get("float"), r.get("peer") or {}, b or {}
+    ipm = lambda d, macs=r["macs"]: f"{d['instructions'] / macs:.2f}" if d and "instructions" in d else "-"  # noqa: E731
+    kb = lambda d, k: f"{d[k] / 1024:.1f}" if d and k in d else "-"  # noqa: E731
+    pct = lambda v: f"{100 * v:.0f} %" if v is not None else "-"  # noqa: E731
+    own = lambda d: (d or {}).get("stage_flash", {}).get("stage_B")  # noqa: E731
+    mark = f" (of {b['macs']:,} MACs)" if b and b["macs"] != r["macs"] else ""  # the cascade itself changed
+    return {
+        "model": r["model"], "stage": str(r["stage"]), "core": r["cpu"].replace("cortex-", ""), "MACs": f"{r['macs']:,}",
+        "int8 i/MAC before": ipm(b.get("int8"), b.get("macs")) + mark if b else "-", "int8 i/MAC": ipm(q),
+        f"{PEER_NAME} i/MAC": ipm(p),
+        "fp32 i/MAC before": ipm(b["float"], b["macs"]) + mark if b.get("float") else "-", "fp32 i/MAC": ipm(f),
+        "flash KB int8: stage alone / whole ELF": f"{own(q) / 1024:.1f} / {q['flash_B'] / 1024:.1f}" if own(q) else kb(q, "flash_B"),
+        "flash int8/fp32: stage alone / whole ELF":
+            f"{own(q) / own(f):.2f} / {q['flash_B'] / f['flash_B']:.2f}" if f and own(q) and own(f) else "-",
+        "flash KB peer (whole ELF)": kb(p, "flash_B"), "RAM KB eecc / peer": f"{kb(q, 'ram_B')} / {kb(p, 'ram_B')}",
+        "int8 bit-exact vs ORT QDQ / vs ORT fused (eecc)": f"{pct(q['exact'])} / {pct(q.get('exact_ort'))} of {q['samples']}",
+        "ORT fused = ORT QDQ": pct(r.get("ort_vs_qdq_exact")),
+        "peer bit-exact vs ORT QDQ": f"{pct(p['exact'])} of {p['samples']}" if "exact" in p else "-",
+        "fp32 max abs err vs ORT": f"{f['max_abs_err']:.1e}" if f else "-",
+    }
+
+
+PEER_NAME = mcu_peer.PEER
+
+
 def table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"Cortex-M stages under QEMU: instructions per MAC, eecc int8 vs {mcu_peer.PEER} "
                     f"{mcu_peer.peer_version()} (same gcc flags, same harness)")
-    for col in ("model", "stage", "cpu", "MACs", "eecc int8 i/MAC", "peer i/MAC", "peer/eecc", "eecc fp32 i/MAC",
-                "flash int8/fp32", "flash KB eecc|peer", "RAM KB eecc|peer", "exact eecc|peer", "max|err| fp32"):
-        t.add_column(col, justify="left" if col in ("model", "cpu") else "right")
+    heads = list(cells(rows[0]))
+    for col in heads:
+        t.add_column(col, justify="left" if col in ("model", "core") else "right")
     for r in rows:
-        q, f, p = r["int8"], r.get("float"), r.get("peer") or {}
-        ipm = lambda d: d["instructions"] / r["macs"]  # noqa: E731
-        t.add_row(r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}", f"{ipm(q):.2f}",
-                  f"{ipm(p):.2f}" if "instructions" in p else "-",
-                  f"{p['instructions'] / q['instructions']:.1f}x" if "instructions" in p else "-",
-                  f"{ipm(f):.2f}" if f else "-", f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
-                  f"{q['flash_B'] / 1024:.1f} | " + (f"{p['flash_B'] / 1024:.1f}" if "flash_B" in p else "-"),
-                  f"{q['ram_B'] / 1024:.1f} | " + (f"{p['ram_B'] / 1024:.1f}" if "ram_B" in p else "-"),
-                  f"{100 * q['exact']:.0f}% | " + (f"{100 * p['exact']:.0f}%" if "exact" in p else "-"),
-                  f"{f['max_abs_err']:.1e}" if f else "-")
-    Console(width=200).print(t)
+        t.add_row(*cells(r).values())
+    Console(width=250).print(t)
 
 
 def markdown(result: dict, before: dict | None = None) -> str:
     """The BENCHMARKS.md table from a results file (and the instructions/MAC of an earlier run, if given)."""
     old = {(r["model"], r["stage"], r["cpu"]): r for r in (before or {}).get("rows", [])}
-    head = ["model", "stage", "core", "MACs", "int8 i/MAC before", "int8 i/MAC", f"{result['peer']} i/MAC",
-            "fp32 i/MAC before", "fp32 i/MAC", "flash int8/fp32", "flash KB eecc / peer", "RAM KB eecc / peer",
-            "int8 bit-exact eecc / peer"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        q, f, p, b = r["int8"], r.get("float"), r.get("peer") or {}, old.get((r["model"], r["stage"], r["cpu"]), {})
-        ipm = lambda d, macs=r["macs"]: f"{d['instructions'] / macs:.2f}" if d and "instructions" in d else "-"  # noqa: E731
-        kb = lambda d, k: f"{d[k] / 1024:.1f}" if k in d else "-"  # noqa: E731
-        pct = lambda d: f"{100 * d['exact']:.0f} % of {d['samples']}" if "exact" in d else "-"  # noqa: E731
-        mark = f" (of {b['macs']:,} MACs)" if b and b["macs"] != r["macs"] else ""  # the cascade itself changed
-        lines.append("| " + " | ".join([
-            r["model"], str(r["stage"]), r["cpu"].replace("cortex-", ""), f"{r['macs']:,}",
-            ipm(b.get("int8"), b.get("macs")) + mark, ipm(q), ipm(p), (ipm(b["float"], b["macs"]) + mark) if b.get("float") else "-", ipm(f), f"{q['flash_B'] / f['flash_B']:.2f}" if f else "-",
-            f"{kb(q, 'flash_B')} / {kb(p, 'flash_B')}", f"{kb(q, 'ram_B')} / {kb(p, 'ram_B')}",
-            f"{pct(q)} / {pct(p)}"]) + " |")
-    return "\n".join(lines)
+    rows = [cells(r, old.get((r["model"], r["stage"], r["cpu"]))) for r in result["rows"]]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r.values()) + " |" for r in rows])
 
 
 def main() -> None:
