@@ -14,7 +14,8 @@ below turns one such island into integer arithmetic on the int8 tensors themselv
 TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py)
 in int32 but for one high multiply; no float operation on the Cortex-M0+. The zero point of x is
 folded into the int32 bias (x is padded with zx). On microcontrollers 2-D convolutions become the
-fused kernels of mcu_kernels. A pattern that does not fit (uint8, asymmetric weights, another layout)
+fused kernels of mcu_kernels (depthwise: mcu_depthwise) and the stage input's QuantizeLinear mcu_quantize's
+kernel. A pattern that does not fit (uint8, asymmetric weights, another layout)
 is left as TVM imported it and stays correct.
 """
 

@@ -7,13 +7,14 @@
 
   RQ(acc) = clamp(zo + ((hi32(acc · M0) + 2^(s-1)) >> s), -128, 127)
 
-The accumulator tile is 2 output channels × 2 pixels. With `dsp` (Armv7E-M) the weights sit in flash as
+With `dsp` (Armv7E-M) the accumulator tile is 2 output channels × 2 pixels; the weights sit in flash as
 int8 words whose bytes are ordered (a0, a2, a1, a3), so `SXTB16` and `SXTB16 ROR 8` widen them into the
 int16 pairs (a0, a1), (a2, a3) that `SMLAD` multiplies with two int16 inputs at once (two MACs per
-instruction, CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16 scheme). Without it the same tile runs with plain
-multiplies (Armv6-M, host tests). hi32 is a single `SMMUL` on the M4: the requantisation is int32 but
-for the product's high word. The kernels are TIR PrimFuncs compiled by TVM's LLVM backend like every
-other kernel; `llvm.arm.*` intrinsics are the only target-specific part.
+instruction, CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16 scheme); the words of the two channels alternate,
+so one LDRD fetches both. hi32 plus the rounding constant is one `SMMLA`. Without it (Armv6-M, host
+tests) the tile is 1 channel × 2 pixels of plain multiplies (see the note below). The kernels are TIR
+PrimFuncs compiled by TVM's LLVM backend like every other kernel; `llvm.arm.*` intrinsics are the only
+target-specific part.
 """
 
 from __future__ import annotations
