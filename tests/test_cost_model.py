@@ -84,8 +84,9 @@ def test_convolutions_are_counted_in_the_kernels_the_lowering_chooses():
     m4 = named(graph_features(_model(GRAPH)), "cortex-m4", "int8")  # SMLAD tile + depthwise pairs
     assert m4["tile_body"] == 32 * 4 * 9 + 32 * 8 * 2  # four K per SMLAD body
     assert m4["dwk_step"] == 8 * 8 * 4 * 3 and m4["dwk_out"] == 8 * 64 and m4["dw_macs"] == 0
-    m0 = named(graph_features(_model(GRAPH)), "cortex-m0plus", "int8")  # K < PLAIN_MIN_K: TVM's operators
-    assert m0["tile_body"] == 0 and m0["conv_macs"] == 8 * 64 * 36
+    m0 = named(graph_features(_model(GRAPH)), "cortex-m0plus", "int8")  # the plain tile and depthwise kernel
+    assert m0["tile_body"] == 32 * 8 * 36 + 32 * 16 * 8 and m0["conv_macs"] == m0["pw_macs"] == 0
+    assert m0["dwk_step"] == 8 * 8 * 4 and m0["dwk_tap"] == 8 * 8 * 4 * 9 and m0["dw_macs"] == 0
     wide = named(graph_features(_model(WIDE)), "cortex-m0plus", "int8")  # K = 144: the plain tile
     assert wide["tile_body"] == 32 * 8 * 144 and wide["conv_macs"] == 0
 
@@ -123,7 +124,8 @@ def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, mon
     kernels.write_text(text.replace('"""Hand-scheduled', '"""Reworded: hand-scheduled', 1) + "\n# a comment\n")
     (copy / "gpu_plan.py").write_text((copy / "gpu_plan.py").read_text() + "\nX = 1\n")  # another backend
     assert kernels_id() == before
-    kernels.write_text(text.replace("PLAIN_MIN_K = 100", "PLAIN_MIN_K = 101"))  # a change the counts see
+    assert '"cortex-m85")' in text
+    kernels.write_text(text.replace('"cortex-m85")', '"cortex-m85", "cortex-m3")'))  # a change the counts see
     assert kernels_id() != before
 
 

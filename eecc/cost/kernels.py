@@ -3,8 +3,9 @@ that kernel: the features the cost model prices eecc's own hand-scheduled kernel
 
 The choice is the lowering's own (targets/tvm_import.lower_stage):
   int8   mcu_kernels.kernel_kind(target) ("dsp" on the M4, "plain" on the M0+) and mcu_kernels.fits (2-D,
-         batch 1, no dilation; "plain": groups = 1 and K ≥ PLAIN_MIN_K only): groups = 1 -> the 2×2 tile
-         conv2d, depthwise -> depthwise2d (3-wide filters at stride 1 or 2 on "dsp": _depthwise_dsp);
+         batch 1, no dilation): groups = 1 -> the tile conv2d (2×2 on "dsp", 1×2 on "plain"), depthwise ->
+         mcu_depthwise.depthwise2d (two outputs of a row per step; 3-wide filters at stride 1 or 2 on
+         "dsp": _depthwise_dsp);
   fp32   kernel_kind == "dsp" (an M4F-class core): 2-D groups = 1 convs -> mcu_float.conv2d_f32;
   else   TVM's own operators (priced by the per-op-kind features of eecc/cost/features.py).
 
@@ -14,8 +15,9 @@ rounded up to even, KP = K rounded up to a multiple of 4), from the kernels' TIR
                plain npp·Cout·K (2 MACs)
   tile_acc     accumulator tiles (bias load, loop set-up, requantised stores): npp·O2/2, plain npp·Cout
   tile_col     column elements built (bounds-checked gather): 2·npp·K
-  dwk_step     depthwise steps: scalar kernel Cout·npix (Kh·Kw taps unrolled); dsp3 Cout·Oh·⌈Ow/2⌉·Kh
-  dwk_tap      taps of the scalar kernel: Cout·npix·Kh·Kw
+  dwk_step     depthwise steps: generic kernel Cout·Oh·⌈Ow/2⌉ (Kh·Kw taps unrolled, 2 outputs); dsp3
+               Cout·Oh·⌈Ow/2⌉·Kh
+  dwk_tap      taps of the generic kernel (2 MACs each): Cout·Oh·⌈Ow/2⌉·Kh·Kw
   dwk_out      depthwise outputs (requantised)
   dwk_plane    padded plane filled once + each channel copied in: Hp·Wp + C·H·W
   dwk_ch       channels (per-channel loop set-up, dsp3: tap pairs built)
@@ -80,5 +82,5 @@ def kernel_features(node, kernel: str, cpu: str, fmt: str) -> dict[str, float]:
         pitch = max(wp, 2 * steps + 2)
         return {"dwk_step": c * oh * steps * kh, "dwk_out": c * npix, "dwk_plane": hp * (pitch + pitch % 2) + c * h * wd,
                 "dwk_ch": c}
-    plane = hp * wp + c * h * wd
-    return {"dwk_step": c * npix, "dwk_tap": c * npix * kh * kw, "dwk_out": c * npix, "dwk_plane": plane, "dwk_ch": c}
+    steps, plane = c * oh * -(-ow // 2), hp * wp + c * h * wd  # mcu_depthwise.depthwise2d: output pairs
+    return {"dwk_step": steps, "dwk_tap": steps * kh * kw, "dwk_out": c * npix, "dwk_plane": plane, "dwk_ch": c}
