@@ -13,7 +13,7 @@ from eecc.exits.family import admitted, choose, family, pareto
 from eecc.exits.heads import Design, ExitHead, HeadSpec, design_heads
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.insert_exits import insert_exits
-from eecc.train.modules import HeadModule, export
+from eecc.train.modules import HeadModule, export, predict
 from golden import assert_same_graph, canonical
 from golden import run as golden_run
 
@@ -120,6 +120,7 @@ def test_every_head_onnx_equals_its_torch_logits(which):
     with torch.no_grad():
         ref = module(torch.from_numpy(out[pooled])).numpy()
     np.testing.assert_allclose(out["r.exit0.logits"], ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["r.exit0.logits"], predict(module, out[pooled]), atol=1e-5, rtol=0)  # the trainer's path
     macs = {n.name: ir.get_ann(n, "macs") for n in annotate_cost(graph).nodes if ir.get_ann(n, "role") == "exit"}
     assert sum(macs.values()) == spec.head_macs  # the MAC counter agrees with the design's formula
 

@@ -99,6 +99,28 @@ def test_hand_written_gradients_equal_autograd(width):
         np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("kind", ["flat", "mlp"])
+def test_hand_written_gradients_of_channel_major_heads_equal_autograd(kind):
+    """Flat heads without a conv and MLPs train on the cached [N, C·P] layout with folded standardisation."""
+    spec = HeadSpec("t", (8, 4, 4), (2, 2), None, 5, backbone_macs=0, kind=kind, pool_op="avg",
+                    hidden=6 if kind == "mlp" else None)
+    torch.manual_seed(0)
+    module = HeadModule(spec, RNG.normal(size=8).astype(np.float32), RNG.uniform(0.5, 2.0, 8).astype(np.float32))
+    assert module.channel_major
+    cp = torch.from_numpy(RNG.normal(size=(64, 8, 4)).astype(np.float32) * 2 + 1)  # [N, C, P]
+    y = torch.from_numpy(RNG.integers(0, 5, 64))
+    z = module.forward_standardised((cp.transpose(1, 2) - module.mean) / module.std)  # [N, P, C] reference path
+    want_loss = nn.functional.cross_entropy(z, y)
+    want_loss.backward()
+    want = {k: p.grad.clone() for k, p in module.named_parameters()}
+    with torch.no_grad():
+        np.testing.assert_allclose(module(cp).numpy(), z.detach().numpy(), rtol=1e-5, atol=1e-5)
+    got_loss = loss_and_grads(module, cp.reshape(64, -1), y)
+    assert got_loss == pytest.approx(want_loss.item(), rel=1e-5)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_adam_matches_torch_adam_without_decay_of_the_rate():
     w0 = torch.from_numpy(RNG.normal(size=(4, 3)).astype(np.float32))
     ours, theirs = w0.clone(), w0.clone().requires_grad_()

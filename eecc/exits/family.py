@@ -81,6 +81,24 @@ def pareto(rows: Sequence[tuple[float, int]]) -> list[bool]:
     return [k in front for k in range(len(rows))]
 
 
+def promising(specs: Sequence[HeadSpec], first_accuracy: Sequence[float | None]) -> list[bool]:
+    """Successive halving's rung: which heads train past their first epoch. Per location, those on the
+    Pareto front of (first-epoch validation accuracy, head MACs); None = dropped (never goes on).
+
+    The heads left behind keep their first-epoch weights and may still be searched; measured on the
+    ResNet fixtures (bench/exits.py), the heads the search chose were all on their first-epoch front.
+    """
+    by_tensor: dict[str, list[int]] = {}
+    for k, (spec, acc) in enumerate(zip(specs, first_accuracy)):
+        if acc is not None:
+            by_tensor.setdefault(spec.tensor, []).append(k)
+    out = [False] * len(specs)
+    for ks in by_tensor.values():
+        for k, on in zip(ks, pareto([(first_accuracy[k], specs[k].head_macs) for k in ks])):
+            out[k] = on
+    return out
+
+
 def choose(rows: Sequence[tuple[float, int]], on_front: Sequence[bool]) -> int:
     """Index of the head a location offers the search: the most accurate Pareto head, then the cheapest."""
     return min((k for k in range(len(rows)) if on_front[k]), key=lambda k: (-rows[k][0], rows[k][1]))

@@ -126,6 +126,9 @@ class TrainConfig:
     drop_margin: float = 0.02           # first-epoch accuracy must beat chance by this (or 3σ)
     min_steps: int = 30                 # small data sets get smaller batches so one epoch means something
     threads: int | None = None          # heads trained at once; None: the machine's cores
+    # Successive halving over a location's head designs: after one epoch only the heads on the front of
+    # (first-epoch validation accuracy, head MACs) train on (eecc/exits/family.py `promising`).
+    halving: bool = True
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
     """Train heads `group` (reusing any already stored under their key) and store each one as it is done."""
     import pickle
 
+    from eecc.exits.family import promising
     from eecc.train.fit import fit_heads
 
     done, todo = {}, []
@@ -252,8 +253,15 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
             todo.append(k)
     if todo:
         specs = [job.heads[k] for k in todo]
+
+        def keep(acc: list) -> list[bool]:  # halving decides on the whole group (a location's heads), stored ones too
+            first = {k: None if f.dropped else f.first_epoch_accuracy for k, f in done.items()} | dict(zip(todo, acc))
+            flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group])))
+            return [flags[k] for k in todo]
+
         fits = fit_heads(specs, [job.train.features(s) for s in specs], job.y_train,
-                         [job.val.features(s) for s in specs], job.y_val, job.config)
+                         [job.val.features(s) for s in specs], job.y_val, job.config,
+                         keep=keep if job.config.halving else None)
         job.store.mkdir(parents=True, exist_ok=True)
         for k, fit in zip(todo, fits):
             with replacing(job.store / f"{job.keys[k]}.pkl") as tmp:
@@ -272,10 +280,14 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
     final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
     task = bar("training heads")
     task(0, len(heads))
-    # One task per head, most expensive first, when tasks can run side by side; else one task that
-    # threads over all heads inside fit_heads. A head's weights do not depend on its group.
+    # One task per location (its head designs halve together: TrainConfig.halving), most expensive first,
+    # when tasks can run side by side; else one task that threads over all heads inside fit_heads.
+    # A head's weights depend on the heads of its own location only, never on the grouping.
     if executor.workers > 1:
-        groups = [[k] for k in sorted(range(len(heads)), key=lambda k: -heads[k].head_macs)]
+        by_tensor: dict[str, list[int]] = {}
+        for k, h in enumerate(heads):
+            by_tensor.setdefault(h.tensor, []).append(k)
+        groups = sorted(by_tensor.values(), key=lambda ks: -sum(heads[k].head_macs for k in ks))
         job = replace(job, config=replace(job.config, threads=1))
     else:
         groups = [list(range(len(heads)))]

@@ -74,9 +74,14 @@ def fit_head(spec: HeadSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np
 
 def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train: np.ndarray,
               x_val: Sequence[np.ndarray], y_val: np.ndarray, config: TrainConfig = TrainConfig(), *,
-              on_done: Callable[[int, int], None] | None = None) -> list[FitResult]:
+              on_done: Callable[[int, int], None] | None = None,
+              keep: Callable[[list[float | None]], list[bool]] | None = None) -> list[FitResult]:
     """Train heads[k] on x_train[k] (any float dtype, e.g. fp16 memmaps), most expensive first, in parallel.
 
+    Successive halving (Jamieson & Talwalkar 2016, one rung), when `keep` is given: every head trains one
+    epoch; keep(first-epoch validation accuracy per head, None for a dropped one) says which go on, the
+    others stop there with their first-epoch weights (`FitResult.epochs == 1`). A head's result depends on
+    its spec, its data, the config and (through `keep`) on the heads trained beside it, never on threads.
     `on_done(finished, total)` is called as heads finish (from the calling thread).
     """
     threads = torch.get_num_threads()
@@ -85,16 +90,35 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     trainers = [_Trainer(spec, x, y_train, xv, y_val, config) for spec, x, xv in zip(specs, x_train, x_val)]
     order = sorted(range(len(trainers)), key=lambda k: -trainers[k].cost)
     done: dict[int, FitResult] = {}
+
+    def finished(k: int, result: FitResult | None) -> None:
+        if result is not None:
+            done[k] = result
+            if on_done:
+                on_done(len(done), len(trainers))
+
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="eecc-fit") as pool:
-            futures = {pool.submit(trainers[k].run): k for k in order}
-            for future in as_completed(futures):
-                done[futures[future]] = future.result()
-                if on_done:
-                    on_done(len(done), len(trainers))
+            if keep is None:
+                _each(pool, [trainers[k].run for k in order], order, finished)
+                return [done[k] for k in range(len(trainers))]
+            _each(pool, [trainers[k].first for k in order], order, finished)
+            go_on = keep([None if k in done else trainers[k].first_accuracy for k in range(len(trainers))])
+            for k in range(len(trainers)):
+                if k not in done and not go_on[k]:
+                    finished(k, trainers[k].result())
+            rest = [k for k in order if k not in done]
+            _each(pool, [trainers[k].rest for k in rest], rest, finished)
     finally:
         torch.set_num_threads(threads)
     return [done[k] for k in range(len(trainers))]
+
+
+def _each(pool: ThreadPoolExecutor, calls: list[Callable], keys: list[int], finished) -> None:
+    """Run calls[i]() on the pool; finished(keys[i], its result) as each completes."""
+    futures = {pool.submit(call): k for call, k in zip(calls, keys)}
+    for future in as_completed(futures):
+        finished(futures[future], future.result())
 
 
 class _Trainer:
@@ -110,6 +134,10 @@ class _Trainer:
         self.batch = max(8, min(config.batch_size, math.ceil(len(self.y) / config.min_steps)))
 
     def run(self) -> FitResult:
+        return self.first() or self.rest()
+
+    def first(self) -> FitResult | None:
+        """Set up and train the first epoch; a FitResult only when the head is dropped there."""
         torch.set_num_threads(1)
         cfg, module = self.config, self.module
         # Standardisation only conditions the optimisation (export folds it in): a spread sample is enough.
@@ -117,29 +145,42 @@ class _Trainer:
         with torch.no_grad():
             module.mean.copy_(torch.from_numpy(mean).reshape(module.mean.shape))
             module.std.copy_(torch.from_numpy(std).reshape(module.std.shape))
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
         steps = cfg.epochs * math.ceil(len(self.y) / self.batch)
-        opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
-        limit = drop_threshold(self.y_val, self.spec.num_classes, cfg.drop_margin)
-        best = (math.inf, 0.0, None, None)  # loss, accuracy, state, val logits
-        first_acc, stale, epoch = 0.0, 0, 0
-        for epoch in range(1, cfg.epochs + 1):
-            self._epoch(opt, gen)
-            logits = predict(module, self.x_val)
-            loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(self.y_val)))
-            acc = float((logits.argmax(1) == self.y_val).mean())
-            if epoch == 1:
-                first_acc = acc
-                if acc < limit:  # the NA flow's early termination of weak exits
-                    return FitResult(module, first_acc, acc, loss, epoch, dropped=True)
-            if loss < best[0] - 1e-4:
-                best, stale = (loss, acc, copy.deepcopy(module.state_dict()), logits), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        module.load_state_dict(best[2])
-        return FitResult(module, first_acc, best[1], best[0], epoch, dropped=False, val_logits=best[3])
+        self.opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
+        self.best = (math.inf, 0.0, None, None)  # loss, accuracy, state, val logits
+        self.stale, self.epoch = 0, 0
+        loss, self.first_accuracy = self._train_and_score()
+        if self.first_accuracy < drop_threshold(self.y_val, self.spec.num_classes, cfg.drop_margin):
+            return FitResult(module, self.first_accuracy, self.first_accuracy, loss, 1, dropped=True)  # as NA
+        self._judge(loss, self.first_accuracy)
+        return None
+
+    def rest(self) -> FitResult:
+        """The remaining epochs, with early stopping on the validation loss."""
+        torch.set_num_threads(1)
+        while self.epoch < self.config.epochs and self.stale < self.config.patience:
+            self._judge(*self._train_and_score())
+        return self.result()
+
+    def result(self) -> FitResult:
+        """The best weights so far (by validation loss)."""
+        loss, acc, state, logits = self.best
+        self.module.load_state_dict(state)
+        return FitResult(self.module, self.first_accuracy, acc, loss, self.epoch, dropped=False, val_logits=logits)
+
+    def _train_and_score(self) -> tuple[float, float]:
+        self.epoch += 1
+        self._epoch(self.opt, self.gen)
+        self._logits = predict(self.module, self.x_val)
+        loss = float(nn.functional.cross_entropy(torch.from_numpy(self._logits), torch.from_numpy(self.y_val)))
+        return loss, float((self._logits.argmax(1) == self.y_val).mean())
+
+    def _judge(self, loss: float, acc: float) -> None:
+        if loss < self.best[0] - 1e-4:
+            self.best, self.stale = (loss, acc, copy.deepcopy(self.module.state_dict()), self._logits), 0
+        else:
+            self.stale += 1
 
     def _epoch(self, opt: "_Adam", gen) -> None:
         module = self.module.train()
@@ -150,7 +191,10 @@ class _Trainer:
             opt.step()
 
     def _rows(self, rows: np.ndarray) -> torch.Tensor:
-        """[rows, positions, C] fp32; gathered per batch so that the batch, not the data set, sits in cache."""
+        """[rows, positions, C] fp32 ([rows, C·P] for channel-major heads); gathered per batch so that the
+        batch, not the data set, sits in cache."""
+        if self.module.channel_major:
+            return torch.from_numpy(self.x[rows].reshape(len(rows), -1).astype(np.float32))
         raw = torch.from_numpy(self.x[rows]).reshape(len(rows), self.spec.channels, self.positions)
         return torch.empty(len(rows), self.positions, self.spec.channels).copy_(raw.transpose(1, 2))
 

@@ -32,9 +32,33 @@ class HeadModule(nn.Module):
         fc_in = {"gap": spec.width or c, "flat": (spec.width or c) * spec.positions, "mlp": spec.hidden}[spec.kind]
         self.fc = nn.Linear(fc_in, spec.num_classes)
 
+    @property
+    def channel_major(self) -> bool:
+        """Flat heads without a conv and MLPs read the map as ONNX Flatten lays it out, [N, C·P]: training
+        and prediction hand them that (a reshape of the cached [N, C, ...] features, no transpose)."""
+        return self.spec.kind != "gap" and self.conv is None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_major:
+            return self.forward_flat(x.reshape(x.shape[0], -1))
         x = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)  # [N, positions, C]
         return self.forward_standardised((x - self.mean) / self.std)
+
+    def folded_first(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Channel-major heads: (W', b', μ, 1/σ) of the first layer with the standardisation folded in,
+        μ and 1/σ repeated over positions: W' = W/σ, b' = b − W'μ, so x·W'ᵀ + b' = ((x − μ)/σ)·Wᵀ + b."""
+        first = self.hidden if self.hidden is not None else self.fc
+        p = self.spec.positions
+        mean = self.mean.flatten().repeat_interleave(p)
+        inv = (1.0 / self.std.flatten()).repeat_interleave(p)
+        w = first.weight * inv
+        return w, first.bias - w @ mean, mean, inv
+
+    def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, C·P] channel-major, not standardised (channel-major heads only)."""
+        w, b, _, _ = self.folded_first()
+        h = torch.addmm(b, x, w.t())
+        return h if self.hidden is None else self.fc(torch.relu(h))
 
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, positions, C], already standardised."""
@@ -72,7 +96,9 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
       dW' = dhᵀx − (Σdh)⊗μ;  dW = dW'/σ;  db = Σdh
     (without the conv the same holds with g = mean_p x, z = g·W'ᵀ + b').
     """
-    if module.spec.kind != "gap":  # flat and mlp heads: autograd (one matmul deep, little to gain by hand)
+    if module.channel_major:
+        return _flat_loss_and_grads(module, x, y)
+    if module.spec.kind != "gap":  # flat heads with a conv: autograd
         with torch.enable_grad():
             for p in module.parameters():
                 p.grad = None
@@ -102,6 +128,25 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
     dh = torch.ops.aten.threshold_backward(dpooled.unsqueeze(1).expand(n, positions, -1),
                                            h.reshape(n, positions, -1), 0.0).reshape(n * positions, -1)
     _set_affine_grads(first, dh.t() @ flat, dh.sum(0), mean, inv)
+    return loss
+
+
+def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Channel-major heads on x [N, C·P] (`HeadModule.folded_first`): with h = x·W'ᵀ + b',
+      flat: z = h;  mlp: z = relu(h)·Wfᵀ + bf, dWf = dzᵀ·relu(h), dh = [h > 0]·(dz·Wf);
+      dW' = dhᵀx, db' = Σdh, and back through the fold: dW = (dW' − db'⊗μ)/σ, db = db'."""
+    w, b, mean, inv = module.folded_first()
+    h = torch.addmm(b, x, w.t())
+    if module.hidden is None:
+        loss, dh = _softmax_grad(h, y)
+        _set_affine_grads(module.fc, dh.t() @ x, dh.sum(0), mean, inv)
+        return loss
+    a = torch.relu(h)
+    loss, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y)
+    module.fc.weight.grad = dz.t() @ a
+    module.fc.bias.grad = dz.sum(0)
+    dh = torch.ops.aten.threshold_backward(dz @ module.fc.weight, h, 0.0)
+    _set_affine_grads(module.hidden, dh.t() @ x, dh.sum(0), mean, inv)
     return loss
 
 
@@ -160,6 +205,10 @@ def predict(module: HeadModule, features: np.ndarray, batch: int = 4096) -> np.n
     with torch.no_grad():
         for start in range(0, n, batch):
             x = np.asarray(features[start:start + batch])
+            if module.channel_major:  # [N, C·P] as stored: one pass, the cast
+                out[start:start + len(x)] = module.forward_flat(torch.from_numpy(
+                    x.reshape(len(x), -1).astype(np.float32))).numpy()
+                continue
             x = torch.from_numpy(x if x.flags.writeable else x.copy()).reshape(len(x), c, -1)
             rows = torch.empty(len(x), x.shape[2], c).copy_(x.transpose(1, 2))  # one pass: cast + layout
             out[start:start + len(x)] = module.forward_raw(rows).numpy()
