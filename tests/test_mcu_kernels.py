@@ -196,6 +196,25 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
     assert "smlabt" in dis and "smlatb" in dis  # the stride-1 pair taps
 
 
+@needs_arm
+def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
+    """Armv6-M: the byte-column tile, the two-outputs depthwise kernel, hi32 from 16-bit halves and the
+    soft-float input quantisation, bit for bit against TVM's own integer lowering on the host."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    x = np.random.default_rng(5).standard_normal((40, 6, 11, 10)).astype(np.float32)
+    model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m0plus", out_dir=tmp_path), x[24:]).outputs["y"]
+    assert np.array_equal(got, _host_reference(model, x[24:]))
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
+                         text=True, check=True).stdout
+    kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
+    ours = {name: body for name, body in kernels.items() if name.startswith(("conv2d_int8", "depthwise2d_int8"))}
+    assert any(n.startswith("conv2d") for n in ours) and any(n.startswith("depthwise2d") for n in ours)
+    assert all("muldi3" not in body and "lmul" not in body for body in ours.values())
+
+
 @pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100)])
 def test_input_quantize_kernel_equals_onnxruntime(scale, zero):
     """The magic-add rounding (mcu_quantize) against onnxruntime's QuantizeLinear: exact .5 ties, values
