@@ -4,6 +4,7 @@ agreement with onnxruntime, for eecc's int8 and fp32 builds and for a peer ONNX-
 
 Run from the repository root:
     python bench/mcu.py [--models kws,resnet] [--samples 200] [--peer-samples 20] [--out bench/results/mcu.json]
+    python bench/mcu.py --search --out bench/results/mcu_search.json   # the cascades `eecc search` builds
     python bench/mcu.py --markdown bench/results/mcu.json [bench/results/mcu_before.json]   # BENCHMARKS.md table
 
 Every stage of each psoc6 cascade is compiled for both cores (as bench/int8.py does). Instructions are
@@ -42,14 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CPUS = ("cortex-m4", "cortex-m0plus")
 
 
-def cascade(name: str, cache: Path, out: Path) -> tuple[dict, list, list, np.ndarray]:
-    """(manifest, float stages, int8 stages, test inputs) of the psoc6 int8 cascade of a fixture."""
+def cascade(name: str, cache: Path, out: Path, search: bool = False) -> tuple[dict, list, list, np.ndarray]:
+    """(manifest, float stages, int8 stages, test inputs) of the psoc6 int8 cascade of a fixture
+    (`search`: as `eecc search` places it, which keeps exits where `compile` may not)."""
     if name == "kws":
         path, data = example("kws")
     else:
         path, data = int8_bench.MODELS / f"{name}.onnx", int8_bench.load(name)
     manifest = compile_model(path, data, CompileOptions(target="psoc6", out=out, cache_dir=str(cache), codegen=False,
-                                                        progress=False, quantize="int8"))
+                                                        progress=False, quantize="int8", search=search))
     stages = manifest["stages"]
     return (manifest, [onnx.load(str(out / e["float_file"])) for e in stages],
             [onnx.load(str(out / e["file"])) for e in stages], np.asarray(data["x_test"], dtype=np.float32))
@@ -105,7 +107,7 @@ def peer_row(model, feed, want, gate, cpu, tmp) -> dict:
 
 
 def bench(name: str, args, tmp: Path) -> list[dict]:
-    manifest, f_stages, q_stages, x = cascade(name, args.cache_dir, tmp / f"{name}_bundle")
+    manifest, f_stages, q_stages, x = cascade(name, args.cache_dir, tmp / f"{name}_bundle", args.search)
     q_runs = reference_runs(q_stages, x[:args.samples])
     q_fused = fused_runs(q_stages, q_runs)
     f_runs = reference_runs(f_stages, x[:args.float_samples])
@@ -114,7 +116,7 @@ def bench(name: str, args, tmp: Path) -> list[dict]:
     for k, entry in enumerate(manifest["stages"]):
         gate = (entry.get("outputs") or {}).get("confidence")
         for cpu in CPUS:
-            row = {"model": name, "stage": k, "deployed_on": entry["target"], "cpu": cpu, "macs": entry["macs"],
+            row = {"model": name + (" (search)" if args.search else ""), "stage": k, "deployed_on": entry["target"], "cpu": cpu, "macs": entry["macs"],
                    "ort_vs_qdq_exact": agreement(q_fused[k], q_runs[k][1], gate)[0]}
             row["int8"] = eecc_row(q_stages[k], *q_runs[k], gate, cpu, tmp / f"{name}{k}{cpu}q", q_fused[k])
             if cpu in args.float_cpus.split(","):
@@ -131,7 +133,7 @@ def cells(r: dict, b: dict | None = None) -> dict[str, str]:
     q, f, p, b = r["int8"], r.get("float"), r.get("peer") or {}, b or {}
     ipm = lambda d, macs=r["macs"]: f"{d['instructions'] / macs:.2f}" if d and "instructions" in d else "-"  # noqa: E731
     kb = lambda d, k: f"{d[k] / 1024:.1f}" if d and k in d else "-"  # noqa: E731
-    pct = lambda v: f"{100 * v:.0f} %" if v is not None else "-"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f} %".replace(".0 %", " %")  # noqa: E731 (99.5 % stays 99.5)
     own = lambda d: (d or {}).get("stage_flash", {}).get("stage_B")  # noqa: E731
     mark = f" (of {b['macs']:,} MACs)" if b and b["macs"] != r["macs"] else ""  # the cascade itself changed
     return {
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--peer-samples", type=int, default=20)
     parser.add_argument("--float-cpus", default="cortex-m4", help="fp32 on the M0+ is soft float and slow")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--search", action="store_true", help="the cascades `eecc search` builds (with exits)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".eecc-cache" / "bench-mcu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mcu.json")
     parser.add_argument("--markdown", nargs="+", type=Path, metavar="JSON",
