@@ -120,6 +120,8 @@ def assert_like_for_like(manifest: dict, data: dict, bundle: Path) -> None:
     out = StringIO()
     print_summary(manifest, bundle, Console(file=out, width=1000))
     assert dep["line"] in out.getvalue() and dep["predicted_line"] in out.getvalue()
+    # int8 stages are compared with onnxruntime by their decisions, not by a raw logit error
+    assert "exit decision" in out.getvalue() and "max error vs onnxruntime" not in out.getvalue()
     res = Cascade(bundle).run(data["x_test"])
     run = summarize(manifest, res.logits, res.exit_stage, res.macs, data["y_test"])
     assert run["best_single"] == single and run["accuracy"] == pytest.approx(chosen["accuracy"])

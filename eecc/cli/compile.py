@@ -10,6 +10,7 @@ from rich.console import Console
 from eecc.cli.inspect import console
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
+from eecc.report.units import count, duration, energy
 from eecc.search.intervals import fmt
 
 
@@ -101,15 +102,10 @@ def _print_target_code(stage: dict, console: Console) -> None:
                       + (f", {fallbacks} with a fallback schedule" if fallbacks else ""))
     if emu.get("instructions"):
         console.print(f"    QEMU: {emu['instructions']:,} instructions/inference, {_agreement(emu)}; calibrated "
-                      f"compute {_ms(stage['latency_calibrated_s'])} vs {_ms(stage['latency_estimate_s'])} estimated")
+                      f"compute {duration(stage['latency_calibrated_s'])} vs {duration(stage['latency_estimate_s'])} estimated")
     elif emu.get("emulator") == "opencl":
         console.print(f"    OpenCL ({emu['device']}): max error vs onnxruntime {emu['max_abs_error']:.1e} "
                       "(correctness only, not speed)")
-
-
-def _ms(seconds: float) -> str:
-    """Milliseconds to 3 significant digits; microseconds below 0.1 ms (fast targets)."""
-    return f"{1e6 * seconds:.3g} µs" if seconds < 1e-4 else f"{1e3 * seconds:.3g} ms"
 
 
 def _agreement(emu: dict) -> str:
@@ -139,6 +135,11 @@ def _print_programs(manifest: dict, console: Console) -> None:
                           f"{round(c['exit_agreement'] * n)}/{n}, prediction for {round(c['prediction_agreement'] * n)}/{n}; "
                           f"{c['mean_instructions']:,.0f} instructions/sample"
                           + (f" (the per-stage counts give {implied:,.0f})" if implied else ""))
+            near = [abs(d["onnxruntime_confidence"] - d["threshold"]) for d in c.get("disagreements", [])
+                    if d.get("onnxruntime_confidence") is not None and d.get("threshold") is not None]
+            if near:
+                console.print(f"    the samples that differ have a confidence within {max(near):.3f} of a threshold "
+                              "(the integer kernels round differently from onnxruntime)")
 
 
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
@@ -150,7 +151,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
         how = "predicted by the measured cost model" if (s.get("predicted") or {}).get("instructions") \
             else "estimated from nominal MAC/s"
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
-                      f"exit latency {1e3 * s['exit_latency_s']:.2f} ms, energy {1e3 * s['exit_energy_j']:.3f} mJ ({how})")
+                      f"exit latency {duration(s['exit_latency_s'])}, energy {energy(s['exit_energy_j'])} ({how})")
         _print_target_code(s, console)
     _print_programs(manifest, console)
     heads = (manifest.get("compile") or {}).get("heads") or []
@@ -163,18 +164,18 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                   f"{fmt(m['original_accuracy'], iv.get('original_accuracy'))} %, "
                   f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt, drop "
                   f"{fmt(m['original_accuracy'] - m['accuracy'], iv.get('accuracy_drop'))} pt; [95 % interval])")
-    console.print(f"  mean MACs {fmt(m['mean_macs'], iv.get('mean_macs'), 1.0, 0)} (original {m['original_macs']:,}, "
+    console.print(f"  mean MACs {count(m['mean_macs'], iv.get('mean_macs'))} (original {m['original_macs']:,}, "
                   f"{100 * (m['mean_macs'] / m['original_macs'] - 1):+.1f} %)")
     g = (manifest["placement"]["metrics"].get("search") or {}).get("guarantee")
     if g:
         console.print(f"  guarantee: drop <= {100 * g['max_drop']:.2f} pt on unseen data with probability >= "
                       f"{g['confidence']:g} (bound {100 * g['drop_bound']:.2f} pt from {g['n_test']} validation samples)")
     console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
-    console.print(f"  estimated mean latency {1e3 * m['mean_latency_s']:.2f} ms, "
-                  f"mean energy {1e3 * m['mean_energy_j']:.3f} mJ per sample")
+    console.print(f"  estimated mean latency {duration(m['mean_latency_s'])}, "
+                  f"mean energy {energy(m['mean_energy_j'])} per sample")
     if "mean_latency_calibrated_s" in m:
-        console.print(f"  from emulated instruction counts: mean latency {1e3 * m['mean_latency_calibrated_s']:.2f} ms, "
-                      f"mean energy {1e3 * m['mean_energy_calibrated_j']:.3f} mJ per sample")
+        console.print(f"  from emulated instruction counts: mean latency {duration(m['mean_latency_calibrated_s'])}, "
+                      f"mean energy {energy(m['mean_energy_calibrated_j'])} per sample")
     q = manifest.get("quantization")
     if q:
         recalibrated = (f"; thresholds recalibrated on the int8 stages ({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])}"
@@ -198,7 +199,7 @@ def _print_deployment(manifest: dict, console: Console) -> None:
     for note in ((manifest.get("cost_model") or {}).get("model") or {}).get("notes", []):
         console.print(f"  note: {note}")
     check = (manifest.get("prediction_check") or {}).get("cascade", {})
-    energy = check.get("energy") or {}
-    if energy.get("emulated"):
-        console.print(f"  emulated mean energy {1e3 * energy['emulated']:.3f} mJ vs the search's "
-                      f"{1e3 * energy['search']:.3f} mJ ({100 * (energy['emulated_over_search'] - 1):+.1f} %)")
+    joules = check.get("energy") or {}
+    if joules.get("emulated") and joules.get("search"):
+        console.print(f"  emulated mean energy {energy(joules['emulated'])} vs the search's "
+                      f"{energy(joules['search'])} ({100 * (joules['emulated_over_search'] - 1):+.1f} %)")

@@ -13,6 +13,7 @@ from rich.table import Table
 from eecc.cli.inspect import console as inspect_console
 from eecc.errors import EeccError
 from eecc.progress import progress
+from eecc.report.units import duration, energy
 from eecc.runtime.bundle import BundleError, load_bundle
 
 
@@ -161,12 +162,12 @@ def _print(s: dict) -> None:
         console.print(f"accuracy: {100 * s['accuracy']:.2f} %")
     red = f" ({100 * s['mac_reduction']:.1f} % fewer than the original)" if s["mac_reduction"] is not None else ""
     console.print(f"MACs/sample: mean {s['mean_macs']:,.0f}{red}, worst case {s['worst_case_macs']:,}")
-    console.print(f"estimated latency: mean {1e3 * s['mean_latency_s']:.3g} ms, worst case "
-                  f"{1e3 * s['worst_case_latency_s']:.3g} ms; energy: mean {1e3 * s['mean_energy_j']:.3g} mJ, "
-                  f"worst case {1e3 * s['worst_case_energy_j']:.3g} mJ")
+    console.print(f"estimated latency: mean {duration(s['mean_latency_s'])}, worst case "
+                  f"{duration(s['worst_case_latency_s'])}; energy: mean {energy(s['mean_energy_j'])}, "
+                  f"worst case {energy(s['worst_case_energy_j'])}")
     if "mean_energy_emulated_j" in s:
-        console.print(f"from emulated instruction counts: latency mean {1e3 * s['mean_latency_emulated_s']:.3g} ms, "
-                      f"energy mean {1e3 * s['mean_energy_emulated_j']:.3g} mJ")
+        console.print(f"from emulated instruction counts: latency mean {duration(s['mean_latency_emulated_s'])}, "
+                      f"energy mean {energy(s['mean_energy_emulated_j'])}")
     _print_single(s, console)
     console.print(f"host wall time: {s['host_wall_s']:.3f} s ({s['host_us_per_sample']:.1f} us/sample)")
 
@@ -178,11 +179,11 @@ def _print_single(s: dict, console) -> None:
     if not single or single.get("mean_energy_j") is None:
         return
     emulated = single.get("basis") == "emulated" and "mean_energy_emulated_j" in s
-    energy, latency = ((s["mean_energy_emulated_j"], s["mean_latency_emulated_s"]) if emulated
+    joules, seconds = ((s["mean_energy_emulated_j"], s["mean_latency_emulated_s"]) if emulated
                        else (s["mean_energy_j"], s["mean_latency_s"]))
     what = " ".join(w for w in (single.get("numeric"), "original model") if w)
     console.print(f"{what} alone on {single['processors'][0]} ({'emulated' if emulated else 'predicted'}; accuracy "
                   f"on the compile's test split): accuracy {100 * single['accuracy']:.2f} %, latency "
-                  f"{1e3 * single['mean_latency_s']:.3g} ms, energy {1e3 * single['mean_energy_j']:.3g} mJ per sample; "
-                  f"this bundle ({'emulated' if emulated else 'estimated'}): {energy / single['mean_energy_j']:.2f}x "
-                  f"the energy, {latency / single['mean_latency_s']:.2f}x the latency")
+                  f"{duration(single['mean_latency_s'])}, energy {energy(single['mean_energy_j'])} per sample; "
+                  f"this bundle ({'emulated' if emulated else 'estimated'}): {joules / single['mean_energy_j']:.2f}x "
+                  f"the energy, {seconds / single['mean_latency_s']:.2f}x the latency")

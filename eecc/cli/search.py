@@ -10,6 +10,7 @@ from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.ensemble import DECISIONS
+from eecc.report.units import count, duration, energy
 from eecc.search.intervals import fmt
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
@@ -170,18 +171,18 @@ def print_table(result) -> None:
     table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
                         f"{orig['macs']:,} MACs; objective {result.objective}; test split)")
     cols = ("", "exits", "processors", "thresholds", "test acc [95 %]", "mean MACs [95 %]",
-            *(("mean mJ", "mean ms") if device else ()), "Δ acc pt", "Δ MACs", "oracle MACs", "exit rates", "feasible")
+            *(("mean energy", "mean latency") if device else ()), "Δ acc pt", "Δ MACs", "oracle MACs", "exit rates", "feasible")
     for col in cols:
         table.add_column(col, justify="left" if col in ("", "exits", "processors", "thresholds",
                                                         "exit rates", "feasible") else "right")
     for i, p in enumerate(result.placements):
         j = p.to_json()
-        figures = (f"{1e3 * j['mean_energy_j']:.3f}", f"{1e3 * j['mean_latency_s']:.2f}") if device else ()
+        figures = (energy(j["mean_energy_j"]), duration(j["mean_latency_s"])) if device else ()
         table.add_row(
             "*" if i == result.chosen else "", _exits(p) or "(none: original model)",
             " → ".join(p.processors or ()),
             ", ".join(f"{t:.3f}" for t in p.thresholds), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
-            fmt(j["mean_macs"], j.get("intervals", {}).get("mean_macs"), 1.0, 0), *figures,
+            count(j["mean_macs"], j.get("intervals", {}).get("mean_macs")), *figures,
             f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
             f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",
             " ".join(f"{r:.2f}" for r in j["exit_rates"]),
@@ -189,7 +190,7 @@ def print_table(result) -> None:
     console.print(table)
     if device:
         from eecc.driver.deployment import deployment_record
-        console.print("  " + deployment_record(result.to_json())["line"])
+        console.print("  predicted (cost model): " + deployment_record(result.to_json())["line"])
     for p in result.pruned:
         console.print(f"  pruned before training: {', '.join(p['exits'])} on "
                       f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")

@@ -4,6 +4,8 @@ and the cost model's predictions beside what emulation measured: the manifest's 
 
 from __future__ import annotations
 
+from eecc.report.units import duration, energy
+
 FIELDS = ("exits", "processors", "thresholds", "accuracy", "mean_macs", "mean_latency_s", "worst_case_latency_s",
           "mean_energy_j", "worst_case_energy_j", "cost", "feasible")
 
@@ -29,8 +31,8 @@ def deployment_record(search_json: dict) -> dict:
 def _describe(p: dict) -> str:
     if p.get("mean_energy_j") is None or p.get("mean_latency_s") is None:
         return f"{p['mean_macs']:,.0f} MACs"
-    return (f"{1e3 * p['mean_energy_j']:.3f} mJ, {1e3 * p['mean_latency_s']:.2f} ms mean "
-            f"({1e3 * p['worst_case_latency_s']:.2f} ms worst case)")
+    return (f"{energy(p['mean_energy_j'])}, {duration(p['mean_latency_s'])} mean "
+            f"({duration(p['worst_case_latency_s'])} worst case)")
 
 
 def summary_line(rec: dict) -> str:

@@ -20,6 +20,7 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
+from eecc.report.units import count, duration, energy
 from eecc.search.intervals import fmt
 
 REPORT = "report.html"
@@ -145,13 +146,13 @@ def _summary(manifest: dict, m: dict) -> str:
             ("accuracy [95 % interval]", f"{fmt(acc, iv.get('accuracy'))} % (original "
              f"{fmt(orig_acc, iv.get('original_accuracy'))} %, {100 * (acc - orig_acc):+.2f} pt)"),
             ("accuracy drop [95 % interval]", f"{fmt(orig_acc - acc, iv.get('accuracy_drop'))} pt"),
-            ("mean MACs [95 % interval]", f"{fmt(macs, iv.get('mean_macs'), 1.0, 0)} (original {orig_macs:,}, "
+            ("mean MACs [95 % interval]", f"{count(macs, iv.get('mean_macs'))} (original {orig_macs:,}, "
              f"{100 * (macs / orig_macs - 1):+.1f} %)"),
             ("exit rates", ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m.get("exit_rates", [])))),
-            ("mean latency (est.)", f"{1e3 * m.get('mean_latency_s', 0.0):.3g} ms"),
-            ("mean energy (est.)", f"{1e3 * m.get('mean_energy_j', 0.0):.3g} mJ"),
-            *([("mean latency / energy (emulated)", f"{1e3 * m['mean_latency_calibrated_s']:.3g} ms, "
-                f"{1e3 * m['mean_energy_calibrated_j']:.3g} mJ (QEMU instruction counts at the test exit rates)")]
+            ("mean latency (est.)", duration(m.get("mean_latency_s", 0.0))),
+            ("mean energy (est.)", energy(m.get("mean_energy_j", 0.0))),
+            *([("mean latency / energy (emulated)", f"{duration(m['mean_latency_calibrated_s'])}, "
+                f"{energy(m['mean_energy_calibrated_j'])} (QEMU instruction counts at the test exit rates)")]
               if m.get("mean_energy_calibrated_j") is not None else []),
             ("objective", str(manifest.get("objective", "macs"))),
             ("deployment", (manifest.get("deployment") or {}).get("line", "-")),
@@ -168,7 +169,7 @@ def _stage_table(manifest: dict) -> str:
     for s in manifest.get("stages") or []:
         th = "final" if s.get("threshold") is None else f"{s['threshold']:.3f}"
         rows.append((s["index"], s["file"], s["target"], s["kind"], f"{s['macs']:,}", th,
-                     f"{1e3 * s['exit_latency_s']:.3g} ms", f"{1e3 * s['exit_energy_j']:.3g} mJ"))
+                     duration(s["exit_latency_s"]), energy(s["exit_energy_j"])))
     return _table("Stages", head, rows)
 
 
@@ -185,7 +186,7 @@ def _placements_table(manifest: dict) -> str:
              " → ".join(p.get("processors") or []),
              ", ".join(f"{t:.3f}" for t in p["thresholds"]),
              f"{fmt(p['accuracy'], (p.get('intervals') or {}).get('accuracy'))} %",
-             fmt(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs'), 1.0, 0),
+             count(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs')),
              device(p, "mean_energy_j", 1e3, "mJ"), device(p, "mean_latency_s", 1e3, "ms"), f"{p['oracle_macs']:,.0f}",
              "yes" if p["feasible"] else "no: " + "; ".join(p.get("reasons") or []))
             for i, p in enumerate(placements)]

@@ -1,0 +1,26 @@
+"""Figures as the summaries, tables and report print them: counts with thousands separators, times and
+energies in a unit that keeps fast targets readable (µs and µJ below 0.1 ms and 0.01 mJ, never "0.00 ms")."""
+
+from __future__ import annotations
+
+
+def count(value: float, iv=None) -> str:
+    """'753,856 [719,146, 786,545]': a count (MACs, instructions) with its interval, if any."""
+    text = f"{value:,.0f}"
+    return text if not iv else f"{text} [{iv[0]:,.0f}, {iv[1]:,.0f}]"
+
+
+def duration(seconds: float) -> str:
+    """'1.23 s', '12.69 ms', '5.8 µs'."""
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-4:
+        return f"{1e3 * seconds:.2f} ms"
+    return f"{1e6 * seconds:.1f} µs"
+
+
+def energy(joules: float) -> str:
+    """'0.406 mJ', '3.21 µJ'."""
+    if joules >= 1e-5:
+        return f"{1e3 * joules:.3f} mJ"
+    return f"{1e6 * joules:.2f} µJ"

@@ -1,0 +1,14 @@
+"""How summaries, tables and the report print figures: separators on counts, µs/µJ for fast targets."""
+
+from eecc.report.units import count, duration, energy
+
+
+def test_counts_carry_thousands_separators_with_their_interval():
+    assert count(753856.4, (719146.0, 786545.2)) == "753,856 [719,146, 786,545]"
+    assert count(1608576) == "1,608,576"
+
+
+def test_fast_targets_read_in_microseconds_and_microjoules_never_zero_milliseconds():
+    assert duration(5.8e-6) == "5.8 µs" and duration(6.0e-5) == "60.0 µs"
+    assert duration(0.0126912) == "12.69 ms" and duration(2.5) == "2.50 s"
+    assert energy(4.06e-4) == "0.406 mJ" and energy(3.2e-6) == "3.20 µJ"
