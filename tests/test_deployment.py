@@ -70,6 +70,9 @@ def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_se
     res = assert_routes_as_policy(tmp_path / "b", manifest, x, y)
     assert np.bincount(res.exit_stage, minlength=3)[:2].sum() > 0  # the exits are used
     assert manifest["deployment"]["best_single"]["processors"] == ["m4"]
+    single = manifest["deployment"]["measured"]["best_single"]  # fp32 original alone, counted as the stages were
+    assert (single["numeric"], single["basis"]) == ("fp32", "emulated")
+    assert single["accuracy"] == manifest["placement"]["metrics"]["measured"]["original_accuracy"]
 
 
 @needs_arm

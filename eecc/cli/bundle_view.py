@@ -113,6 +113,9 @@ def print_codegen(stages: list[dict], console: Console) -> None:
             notes.append(f"stage {s['index']} on '{s['target']}': codegen skipped: {cg['skipped']}")
         elif "skipped" in emu:
             notes.append(f"stage {s['index']} on '{s['target']}': not emulated: {emu['skipped']}")
+        if cg.get("program") and cg["program_stages"][0] == s["index"]:
+            notes.append(f"stages {cg['program_stages'][0]}-{cg['program_stages'][-1]} on '{s['target']}' are one "
+                         f"program ({cg['program']}/): its flash and RAM are shown on each of them")
         if emu.get("purpose"):
             notes.append(f"stage {s['index']} on '{s['target']}': {emu['purpose']}")
         ram = "" if cg.get("ram_bytes") is None else f"{cg['ram_bytes']:,} ({cg.get('ram_unplanned_bytes', 0):,})"

@@ -219,9 +219,10 @@ def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test
     single = {}
     if dep["chosen"]["exits"]:  # else the bundle itself is the original alone
         calib = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES)) if options.quantize else None
+        measured = manifest.placement.metrics["measured"]
         single = original_alone(run.plan.graph, dep["best_single"]["processors"][0], platform, test,
-                                int8_calibration=calib, emulate=options.emulate and options.codegen,
-                                fp32_accuracy=manifest.placement.metrics["measured"]["original_accuracy"])
+                                int8_calibration=calib, fp32_accuracy=measured["original_accuracy"],
+                                emulate=measured.get("mean_energy_calibrated_j") is not None)  # as the bundle was
     rec = like_for_like(manifest.to_json(), single)
     basis = "cost model" + ("; accuracy of the float network" if options.quantize else "")
     dep.update(predicted_line=f"search's prediction ({basis}): {dep['line']}", measured=rec, line=rec["line"])
