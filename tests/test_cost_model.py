@@ -19,6 +19,7 @@ from eecc.cost.kernels import conv_kernel
 from eecc.cost.measure import all_cut_stages, dummy_heads, kernels_id
 from eecc.cost.model import fit, load_rows
 from eecc.cost.segments import MEASURED, NOMINAL, DeviceCost, SegmentTable
+from eecc.exits.family import family
 from eecc.exits.run import plan_exits
 from eecc.passes.insert_exits import insert_exits
 from eecc.targets.platform import load_platform
@@ -67,8 +68,8 @@ def test_features_count_each_op_kind_per_sample():
     assert f["pw_macs"] == 16 * 64 * 8               # 1x1
     assert f["gemm_macs"] == 10 * 16
     assert f["mac_out"] == 8 * 64 + 8 * 64 + 16 * 64 + 10
-    assert f["pad_in"] == 8 * 10 * 10 + 8 * 64      # the dw conv's and the 1x1's padded inputs; the first
-    assert f["in_work"] == 4 * 10 * 10               # conv's pad is fused with the input's quantisation
+    assert f["pad_in"] == 4 * 10 * 10 + 8 * 10 * 10 + 8 * 64  # padded inputs (the 1x1 conv: no padding)
+    assert f["in_work"] == 4 * 64                    # the stage input's elements (quantised on entry in int8)
     assert f["pool"] == 16 * 16 * 4 + 16 * 16        # MaxPool: out x window; GAP: its input
     assert f["eltwise"] == 0                         # the Relu is fused into the conv before it
     assert f["io_out"] == 10 and f["kernels"] == 6 and f["const"] == 1  # Flatten is free
@@ -80,15 +81,14 @@ def test_convolutions_are_counted_in_the_kernels_the_lowering_chooses():
     assert m4f["conv_macs"] == m4f["pw_macs"] == 0 and m4f["dw_macs"] == 8 * 64 * 9
     assert m4f["tile_body"] == 32 * 4 * 36 + 32 * 8 * 8  # pixel pairs x channel pairs x K (3x3, then 1x1)
     assert m4f["tile_col"] == 2 * 32 * 36 + 2 * 32 * 8 and m4f["tile_acc"] == 32 * 4 + 32 * 8
-    assert m4f["in_work"] == 4 * 64                  # the tiled kernel reads a quantised copy of the input
     m4 = named(graph_features(_model(GRAPH)), "cortex-m4", "int8")  # SMLAD tile + depthwise pairs
     assert m4["tile_body"] == 32 * 4 * 9 + 32 * 8 * 2  # four K per SMLAD body
     assert m4["dwk_step"] == 8 * 8 * 4 * 3 and m4["dwk_out"] == 8 * 64 and m4["dw_macs"] == 0
     m0 = named(graph_features(_model(GRAPH)), "cortex-m0plus", "int8")  # the plain tile and depthwise kernel
-    assert m0["tile_body"] == 32 * 8 * 36 + 32 * 16 * 8 and m0["conv_macs"] == m0["pw_macs"] == 0
+    assert m0["tile_body"] == 32 * 8 * 9 + 32 * 16 * 2 and m0["conv_macs"] == m0["pw_macs"] == 0  # a word of K
     assert m0["dwk_step"] == 8 * 8 * 4 and m0["dwk_tap"] == 8 * 8 * 4 * 9 and m0["dw_macs"] == 0
     wide = named(graph_features(_model(WIDE)), "cortex-m0plus", "int8")  # K = 144: the plain tile
-    assert wide["tile_body"] == 32 * 8 * 144 and wide["conv_macs"] == 0
+    assert wide["tile_body"] == 32 * 8 * 36 and wide["conv_macs"] == 0
 
 
 def test_kernel_choice_agrees_with_the_lowering():
@@ -144,6 +144,12 @@ def test_stage_features_compose_from_the_all_cuts_table():
     bounds = [None, pick[0].spec.tensor, pick[1].spec.tensor, None]
     for k, stage in enumerate(split):
         np.testing.assert_allclose(table.features(bounds[k], bounds[k + 1]), graph_features(stage))
+    # and with another head design of the family than the blueprint (what the search may build)
+    spec = next(s for s in family(plan.design.heads[2]) if s.kind == "flat" and s.pool_op == "avg")
+    graph = insert_exits(plan.graph, heads=dummy_heads([spec]))
+    stage = make_stages(graph, cuts=[spec.tensor], processors=["a", "b"], thresholds=[0.5])[0]
+    assert spec.design != plan.design.heads[2].design
+    np.testing.assert_allclose(table.features(None, spec.tensor, spec.design), graph_features(stage))
 
 
 def test_fit_recovers_weights_of_exactly_linear_counts_and_holds_models_out():

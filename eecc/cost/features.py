@@ -16,13 +16,14 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   mac_out     output elements of those (bias, activation and requantisation epilogue)
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
+  float_pool  in int8, the pool work of an AveragePool (FLOAT_IN_INT8: the lowering leaves it in float)
+  float_edge  in int8, the elements dequantised into (not for an exit head: the hand-off is dequantised as a
+              stage output anyway) and quantised out of such a float op
   eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations; a Relu
               right after a Conv / Gemm is fused into it and free)
   gate        input elements of Softmax / LogSoftmax / Exp / ReduceMax / TopK (the exit gate, float even in int8)
   io_out      elements of the stage's outputs (int8: dequantised on exit)
-  in_work     elements of the stage input as its quantisation runs (int8): per padded element when TVM fuses
-              it with a conv's pad, per pooled element after a float pooling, else per input element
-              (input_adjust)
+  in_work     elements of the stage's inputs (int8: quantised on entry, by mcu_quantize's kernel)
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
@@ -40,8 +41,11 @@ import onnx_graphsurgeon as gs
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features
 from eecc.model import ir
 
-BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "eltwise", "gate", "io_out",
-        "in_work", "kernels", "const", *KERNEL_FEATURES)
+BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool", "float_edge",
+        "eltwise", "gate", "io_out", "in_work", "kernels", "const", *KERNEL_FEATURES)
+# Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
+# max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
+FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
 FEATURES = tuple(f"{cpu}/{fmt}/{name}" for cpu, fmt in GROUPS for name in BASE)
 _INDEX = {f: i for i, f in enumerate(BASE)}
 B = len(BASE)
@@ -117,6 +121,14 @@ def _op_features(node: gs.Node) -> np.ndarray:
 
 def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     """[B] of one node on (cpu, fmt): its eecc kernel's loop counts, else `ops` (its TVM-operator features)."""
+    if fmt == "int8" and node.op in FLOAT_IN_INT8:
+        f = np.zeros(B)
+        f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
+        # an exit head's pooling reads the hand-off, which the stage dequantises for its output anyway
+        shared = ir.get_ann(node, "role") == "exit"
+        f[_INDEX["float_edge"]] = (0 if shared else _elems(node.inputs[0])) + _elems(node.outputs[0])
+        f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
+        return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
     if kernel == "tvm":
         return ops
@@ -145,37 +157,12 @@ def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] 
             f += node_features(node)
     if with_io:
         f += io_features([_elems(t) for t in graph.inputs], [_elems(t) for t in graph.outputs])
-    if roles is None:
-        f += input_adjust(graph)
-    return f
-
-
-def input_adjust(graph: gs.Graph) -> np.ndarray:
-    """[len(FEATURES)] what reading the stage input adds: in_work, the elements of the input as its
-    quantisation runs (int8): per padded element before a padded TVM conv (TVM fuses it with the pad kernel,
-    so that conv's pad_in is taken back out), per output element of a MaxPool / AveragePool (the float input
-    is pooled first), else once per input element for each op that reads the input (a quantize kernel of
-    its own, or fused into a global pooling's sum)."""
-    names, f = {t.name for t in graph.inputs}, np.zeros(len(FEATURES))
-    for node in graph.nodes:
-        if node.op in FREE or not node.outputs or not any(getattr(t, "name", None) in names for t in node.inputs):
-            continue
-        ops = _op_features(node)
-        for g, (cpu, fmt) in enumerate(GROUPS):
-            col = g * B
-            if node.op == "Conv" and conv_kernel(node, cpu, fmt) == "tvm" and any(
-                    int(p) for p in node.attrs.get("pads", [])):
-                f[col + _INDEX["in_work"]] += ops[_INDEX["pad_in"]]
-                f[col + _INDEX["pad_in"]] -= ops[_INDEX["pad_in"]]
-            elif node.op in POOL:  # pooled in float first, the pooled elements quantised
-                f[col + _INDEX["in_work"]] += _elems(node.outputs[0])
-            else:
-                f[col + _INDEX["in_work"]] += _elems(node.inputs[0])
     return f
 
 
 def io_features(inputs: list[int], outputs: list[int]) -> np.ndarray:
     f = np.zeros(B)
+    f[_INDEX["in_work"]] = float(sum(inputs))
     f[_INDEX["io_out"]] = float(sum(outputs))
     f[_INDEX["const"]] = 1.0
     return np.tile(f, len(GROUPS))

@@ -12,7 +12,7 @@ The choice is the lowering's own (targets/tvm_import.lower_stage):
 Loop counts (per sample; npix = output pixels, npp = ⌈npix/2⌉ pixel pairs, K = Cin·Kh·Kw, O2 = Cout
 rounded up to even, KP = K rounded up to a multiple of 4), from the kernels' TIR loops:
   tile_body    inner-loop bodies: dsp npp·O2/2·KP/4 (4 SMLAD pairs), fp32 npp·O2/2·K (4 FMUL+FADD),
-               plain npp·Cout·K (2 MACs)
+               plain npp·Cout·KP/4 (one weight word, 8 MACs)
   tile_acc     accumulator tiles (bias load, loop set-up, requantised stores): npp·O2/2, plain npp·Cout
   tile_col     column elements built (bounds-checked gather): 2·npp·K
   dwk_step     depthwise steps: generic kernel Cout·Oh·⌈Ow/2⌉ (Kh·Kw taps unrolled, 2 outputs); dsp3
@@ -74,7 +74,7 @@ def kernel_features(node, kernel: str, cpu: str, fmt: str) -> dict[str, float]:
     if kernel == "tile":
         k, npp, o2 = c * kh * kw, -(-npix // 2), o + o % 2
         plain = _kind(cpu) == "plain" and fmt == "int8"
-        body = npp * o * k if plain else npp * o2 // 2 * (-(-k // 4) if fmt == "int8" else k)
+        body = npp * o2 // 2 * k if fmt == "fp32" else npp * (o if plain else o2 // 2) * -(-k // 4)
         return {"tile_body": body, "tile_acc": npp * (o if plain else o2 // 2), "tile_col": 2 * npp * k}
     hp, wp = h + pt + pb, wd + pl + pr
     if kernel == "dw3":  # _depthwise_dsp: output pairs at stride 1, an even-pitch plane

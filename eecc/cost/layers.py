@@ -28,6 +28,7 @@ DEPTHWISE = [(8, 3, 9, 9, 1, 1), (16, 3, 10, 10, 2, 1), (12, 5, 7, 7, 1, 2), (24
 GEMM = [(64, 10), (144, 32), (20, 5), (200, 64)]                                      # in, out
 POOL = [("MaxPool", 16, 8, 8), ("GlobalAveragePool", 32, 5, 5), ("MaxPool", 12, 7, 9)]  # op, C, H, W
 CHAIN = [(8, 16, 3, 5, 16), (4, 8, 3, 1, 8), (1, 8, 3, 3, 10)]       # C, O, k1, k2, L or H=W: conv k2 after conv k1
+AVGPOOL = [(16, 24, 6), (8, 8, 2), (12, 7, 3), (6, 30, 4)]   # C, L (rank 1 if L ≥ 24) or H=W, window: conv then AveragePool
 RESIDUAL = [(8, 8, 8), (16, 6, 6), (32, 4, 3)]                                         # C, H, W: relu(conv3x3(x) + x)
 
 
@@ -75,6 +76,14 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
         m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o,
                                                                  *[n - k2 + 1] * rank]))
         out[f"layer:chain-{c}x{n}-o{o}k{k1}k{k2}r{rank}"] = m
+    for c, n, k in AVGPOOL:  # not lowered to integers: pooled in float between a dequantize and a quantize
+        rank = 1 if n >= 24 else 2
+        m = _conv("avg", c, c, [3] * rank, [n] * rank, 1, 1, 1, rng)
+        m.graph.node[1].CopyFrom(helper.make_node("Relu", ["c"], ["r"]))
+        m.graph.node.append(helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[k] * rank, strides=[k] * rank,
+                                             ceil_mode=1))
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", c, *[-(-n // k)] * rank]))
+        out[f"layer:avgpool-{c}x{n}-k{k}r{rank}"] = m
     for c, h, w in RESIDUAL:
         m = _conv("res", c, c, [3, 3], [h, w], 1, 1, 1, rng)
         m.graph.node[1].CopyFrom(helper.make_node("Add", ["c", "x"], ["s"]))

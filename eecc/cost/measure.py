@@ -107,27 +107,43 @@ def kernels_id() -> str:
 
 
 def dummy_heads(specs, seed: int = 0):
-    """Heads with random weights: cost depends on the head's shapes, not on its values."""
+    """Heads with random weights (any design: gap, flat, mlp): cost depends on the head's shapes, not on its values."""
     from eecc.exits.heads import ExitHead, HeadWeights
 
     rng = np.random.default_rng(seed)
     out = []
     for s in specs:
-        rank = len(s.in_shape) - 1
-        conv = (rng.normal(size=(s.width, s.channels, *[1] * rank)).astype(np.float32) if s.width else None)
-        out.append(ExitHead(s, HeadWeights(
-            fc_w=rng.normal(size=(s.num_classes, s.width or s.channels)).astype(np.float32),
-            fc_b=np.zeros(s.num_classes, np.float32), conv_w=conv,
-            conv_b=np.zeros(s.width, np.float32) if s.width else None)))
+        rank, c = len(s.in_shape) - 1, s.width or s.channels
+        fc_in = {"gap": c, "flat": c * s.positions, "mlp": s.hidden}[s.kind]
+        w = {}  # drawn in this order (conv, then fc) so the blueprint units keep their bytes and cached counts
+        if s.width:
+            w |= {"conv_w": rng.normal(size=(s.width, s.channels, *[1] * rank)), "conv_b": np.zeros(s.width)}
+        w |= {"fc_w": rng.normal(size=(s.num_classes, fc_in)), "fc_b": np.zeros(s.num_classes)}
+        if s.kind == "mlp":
+            w |= {"hid_w": rng.normal(size=(s.hidden, s.channels * s.positions)), "hid_b": np.zeros(s.hidden)}
+        out.append(ExitHead(s, HeadWeights(**{k: v.astype(np.float32) for k, v in w.items()})))
     return out
 
 
-def all_cut_stages(plan, *, metric: str = "max_softmax"):
-    """The plan's graph cut at every designed head: stage k = block(s) up to candidate k + its head + gate."""
+def family_heads(plan, op: str, largest: bool):
+    """Per candidate, the flat linear head with `op` ("avg" / "max") pooling to the largest (else smallest)
+    map of eecc/exits/family.py's family of its blueprint, else the blueprint: heads the search builds too."""
+    from eecc.exits.family import family
+
+    out = []
+    for bp in plan.design.heads:
+        flat = [s for s in family(bp) if s.kind == "flat" and s.pool_op == op and not s.width]
+        out.append((max if largest else min)(flat, key=lambda s: s.positions) if flat else bp)
+    return out
+
+
+def all_cut_stages(plan, *, metric: str = "max_softmax", specs=None):
+    """The plan's graph cut at every designed head (or at `specs`, one head spec per candidate): stage k =
+    block(s) up to candidate k + its head + gate."""
     from eecc.driver.pipeline import make_stages
     from eecc.passes.insert_exits import insert_exits
 
-    heads = dummy_heads(plan.design.heads)
+    heads = dummy_heads(plan.design.heads if specs is None else specs)
     graph = insert_exits(plan.graph, heads=heads)
     cuts = [h.spec.tensor for h in heads]
     return cuts, make_stages(graph, cuts=cuts, processors=[f"p{k}" for k in range(len(cuts) + 1)],
@@ -135,9 +151,10 @@ def all_cut_stages(plan, *, metric: str = "max_softmax"):
 
 
 def units_of(name: str, model_path) -> list[Unit]:
-    """Every piece of the model cut at every candidate (index k), both stages of the cascade with one exit
-    at candidate c (1000 + 10 c + k), and the three of the one cut at the thirds (200 + k): stages of several
-    blocks, where hand-offs are rarer than blocks, must be in the fit too."""
+    """Every piece of the model cut at every candidate (index k; with the family's flat heads, average-pooled
+    to the larger map and max-pooled to the smaller, instead of the blueprints: 300 + k, 400 + k), both stages of the cascade with one exit at candidate
+    c (1000 + 10 c + k), and the three of the one cut at the thirds (200 + k): stages of several blocks, where
+    hand-offs are rarer than blocks, must be in the fit too."""
     from eecc.driver.pipeline import make_stages
     from eecc.exits.run import plan_exits
     from eecc.passes.insert_exits import insert_exits
@@ -152,6 +169,9 @@ def units_of(name: str, model_path) -> list[Unit]:
         split = make_stages(graph, cuts=cuts, processors=[f"p{k}" for k in range(len(cuts) + 1)],
                             thresholds=[0.5] * len(cuts))
         units += [Unit(name, base + k, ir.to_model(s)) for k, s in enumerate(split)]
+    for base, op, largest in ((300, "avg", True), (400, "max", False)):  # heads of the family the search builds
+        _, stages = all_cut_stages(plan, specs=family_heads(plan, op, largest))  # too (last: earlier units keep
+        units += [Unit(name, base + k, ir.to_model(s)) for k, s in enumerate(stages[:-1])]  # their inputs)
     return units
 
 

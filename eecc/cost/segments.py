@@ -2,6 +2,7 @@
 model cut at every candidate (eecc/cost/measure.all_cut_stages), summed per stage, times the fitted weights.
 
   features(stage from cut a to exit b) = Σ_{a<k≤b} backbone_k + head_b + gate_b + io(hand-off a → hand-off b, exit b)
+                                         (head_b: the blueprint, or any design of its family, built on demand)
   features(last stage from cut a)      = Σ_{a<k≤n} backbone_k (incl. the classifier) + io(hand-off a → logits)
   seconds = instructions × CPI / clock_hz   (a fitted processor with a clock), else MACs / macs_per_s (nominal)
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eecc.model import ir
-from eecc.cost.features import FEATURES, graph_features, input_adjust, io_features
+from eecc.cost.features import FEATURES, graph_features, io_features
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
@@ -26,35 +27,58 @@ class SegmentTable:
 
     tensors: list[str]        # candidate tensors (cut k ends piece k)
     backbone: np.ndarray      # [n+1, F] backbone nodes of piece k (piece n: the rest + the classifier)
-    entry: np.ndarray         # [n+1, F] what reading the stage input adds when a stage starts at piece k
     head: np.ndarray          # [n, F] exit head + gate at cut k
     handoff: list[int]        # elements per sample of tensor k
     input_elems: int
     classes: int
+    plan: object = None       # eecc.exits.run.Plan: builds the other head designs' features on demand
+    metric: str = "max_softmax"
+    designs: dict = field(default_factory=dict)  # (tensor, design) -> [F] exit head + gate of that design
 
     @classmethod
     def from_plan(cls, plan, *, metric: str = "max_softmax") -> "SegmentTable":
         from eecc.cost.measure import all_cut_stages
 
         cuts, stages = all_cut_stages(plan, metric=metric)
-        whole = np.stack([graph_features(s, with_io=False) for s in stages])  # input_adjust included
-        entry = np.stack([input_adjust(s) for s in stages])
+        whole = np.stack([graph_features(s, with_io=False) for s in stages])
         head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False) for s in stages[:-1]]
                         + [np.zeros(len(FEATURES))])
-        backbone, head = whole - head - entry, head[:-1]  # everything that is not the exit head or its gate
+        backbone, head = whole - head, head[:-1]  # everything that is not the exit head or its gate
         elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
         inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
-        return cls(cuts, backbone, entry, head, elems, inp, int(plan.num_classes))
+        return cls(cuts, backbone, head, elems, inp, int(plan.num_classes), plan, metric)
 
-    def features(self, start: str | None, end: str | None) -> np.ndarray:
-        """[F] of the stage from cut `start` (None: model input) to the exit at `end` (None: the final)."""
+    def features(self, start: str | None, end: str | None, head: str | None = None) -> np.ndarray:
+        """[F] of the stage from cut `start` (None: model input) to the exit at `end` (None: the final), with
+        the exit head of design `head` (eecc/exits/family.py's HeadSpec.design; None: the blueprint)."""
         a = -1 if start is None else self.tensors.index(start)
         b = len(self.tensors) if end is None else self.tensors.index(end)
-        f = self.backbone[a + 1:b + 1].sum(axis=0) + self.entry[a + 1]  # only the first piece reads the input
+        f = self.backbone[a + 1:b + 1].sum(axis=0)
         inp = self.input_elems if start is None else self.handoff[a]
         if end is None:
             return f + io_features([inp], [self.classes])
-        return f + self.head[b] + io_features([inp], [self.handoff[b], self.classes, 1, 1])
+        return f + self.head_features(b, head) + io_features([inp], [self.handoff[b], self.classes, 1, 1])
+
+    def head_features(self, b: int, design: str | None) -> np.ndarray:
+        """[F] exit head + gate at cut b in `design` (built once with random weights, then cached)."""
+        blueprint = None if self.plan is None else self.plan.design.heads[b]
+        if design is None or blueprint is None or design == blueprint.design:
+            return self.head[b]
+        key = (self.tensors[b], design)
+        if key not in self.designs:
+            from eecc.cost.measure import dummy_heads
+            from eecc.driver.pipeline import make_stages
+            from eecc.exits.family import family
+            from eecc.passes.insert_exits import insert_exits
+
+            spec = next((s for s in family(blueprint) if s.design == design), None)
+            if spec is None:  # not a design of this candidate's family: the blueprint is the best guess
+                return self.head[b]
+            graph = insert_exits(self.plan.graph, heads=dummy_heads([spec]))
+            stage = make_stages(graph, cuts=[spec.tensor], processors=["a", "b"], thresholds=[0.5],
+                                metric=self.metric)[0]
+            self.designs[key] = graph_features(stage, roles={"exit", "gate"}, with_io=False)
+        return self.designs[key]
 
 
 @dataclass
@@ -87,9 +111,11 @@ class DeviceCost:
         cycles = n * CPI[proc.kind]
         return {"source": MEASURED, "instructions": n, "cycles": cycles, "seconds": cycles / proc.clock_hz}
 
-    def seconds(self, proc_name: str, start: str | None, end: str | None, macs: float) -> float:
-        """Seconds of the stage from cut `start` to the exit at `end` (None: the final) on a processor."""
-        features = None if self.table is None else self.table.features(start, end)
+    def seconds(self, proc_name: str, start: str | None, end: str | None, macs: float,
+                head: str | None = None) -> float:
+        """Seconds of the stage from cut `start` to the exit at `end` (None: the final) on a processor, with
+        the exit head of design `head` (None: the blueprint)."""
+        features = None if self.table is None else self.table.features(start, end, head)
         return self.predict(proc_name, features, macs)["seconds"]
 
     def to_json(self) -> dict:
