@@ -21,6 +21,8 @@ from eecc.report.page import render_html
 from eecc.examples import datasets
 from eecc.runtime.cascade import Cascade
 from eecc.runtime.emulate_program import emulate_cascade
+from eecc.targets.codegen import core_runs
+from eecc.targets.platform import load_platform
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
@@ -155,3 +157,12 @@ def test_single_processor_deployment_wins_with_one_plain_line_and_one_stage(cnn,
     run = summarize(manifest, res.logits, res.exit_stage, res.macs, y)
     assert run["best_single"]["processors"] == ["m4"]
     assert run["mean_energy_j"] == pytest.approx(run["best_single"]["mean_energy_j"], rel=1e-6)
+
+
+def test_consecutive_stages_of_one_cortex_m_core_form_one_program_each():
+    """Programs are per core run: the M0+'s two stages are one program, the M4's three another; stages of
+    other processor kinds (Cortex-A, Mali) stay one build each."""
+    entries = [{"target": t} for t in ("m0plus", "m0plus", "m4", "m4", "m4")]
+    assert core_runs(load_platform("psoc6"), entries) == [[0, 1], [2, 3, 4]]
+    entries = [{"target": t} for t in ("cpu", "cpu", "gpu")]
+    assert core_runs(load_platform("rk3588"), entries) == [[0], [1], [2]]
