@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +11,7 @@ import torch
 from onnx import numpy_helper
 
 from eecc.model import ir
-from eecc.exits.family import admitted, choose, family, pareto
+from eecc.exits.family import admitted, choose, family, pareto, promising
 from eecc.exits.heads import Design, ExitHead, HeadSpec, design_heads
 from eecc.passes.annotate_cost import annotate_cost
 from eecc.passes.insert_exits import insert_exits
@@ -143,3 +145,13 @@ def test_pareto_and_choice():
     front = pareto(rows)
     assert front == [True, False, False, True, True]
     assert choose(rows, front) == 3
+
+
+def test_halving_keeps_each_locations_first_epoch_front():
+    fam = family(BLUEPRINT)
+    other = [replace(s, tensor="q") for s in fam[:3]]
+    specs = fam[:4] + other
+    # at r: flat avg2x2 (cheapest) and flat avg2x2 conv4 (more accurate) are the front, the blueprint is
+    # dearer and worse, flat max2x2 ties avg2x2 on MACs but is worse; at q the dropped head never goes on
+    first = [0.70, 0.80, 0.75, 0.90, 0.65, None, 0.6]
+    assert promising(specs, first) == [False, True, False, True, True, False, True]

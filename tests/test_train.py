@@ -150,3 +150,20 @@ def test_heads_trained_together_equal_heads_trained_alone():
             if w is not None:
                 np.testing.assert_array_equal(w, getattr(export(alone.module), name), err_msg=f"{spec.tensor}.{name}")
         np.testing.assert_array_equal(fit.val_logits, predict(alone.module, v[0]))
+
+
+def test_successive_halving_stops_the_heads_keep_turns_down_after_one_epoch():
+    specs = [HeadSpec("a", (8, 8, 8), (2, 2), w, 5, 0) for w in (None, 4, 8)]
+    data, val = _blobs(600, specs[0], 0.5), _blobs(200, specs[0], 0.5)
+    seen = []
+
+    def keep(first):
+        seen.append(list(first))
+        return [True, False, True]
+
+    fits = fit_heads(specs, [data[0]] * 3, data[1], [val[0]] * 3, val[1], TrainConfig(epochs=3, threads=2), keep=keep)
+    assert seen == [[f.first_epoch_accuracy for f in fits]]  # keep sees every head's first-epoch accuracy
+    assert fits[1].epochs == 1 and fits[1].val_accuracy == fits[1].first_epoch_accuracy and not fits[1].dropped
+    assert fits[0].epochs > 1 and fits[2].epochs > 1
+    alone = fit_head(specs[2], data[0], data[1], val[0], val[1], TrainConfig(epochs=3, threads=1))
+    np.testing.assert_array_equal(fits[2].val_logits, alone.val_logits)  # a head that goes on trains as alone

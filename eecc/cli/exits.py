@@ -58,7 +58,7 @@ def run(args) -> int:
     out = console()
     table = Table(title=f"exit candidates of {args.model} ({result.plan.blocks.total_macs:,} MACs)")
     for col in ("#", "location", "shape", "head", "head MACs", "exit cost MACs", "cost %", "val acc", "test acc",
-                "ECE", "status"):
+                "epochs", "ECE", "status"):
         table.add_column(col, justify="left" if col in ("location", "shape", "head", "status") else "right")
     total = result.plan.blocks.total_macs
     ece = result.ece()
@@ -67,7 +67,7 @@ def run(args) -> int:
         status = "dropped" if r.dropped else ("* chosen" if r.chosen else ("pareto" if r.pareto else ""))
         table.add_row(str(loc[r.spec.tensor]), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), r.spec.design,
                       f"{r.spec.head_macs:,}", f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}",
-                      _pct(r.val_accuracy), _pct(r.test_accuracy),
+                      _pct(r.val_accuracy), _pct(r.test_accuracy), str(r.epochs),  # 1: stopped by halving
                       _ece(ece.get(r.spec.tensor)) if r.chosen else "-", status)
     out.print(table)
     for tensor, why in result.plan.design.rejected.items():

@@ -110,7 +110,7 @@ class ExitsRun:
             } for r in self.results],
             "tried": [{"tensor": r.spec.tensor, **r.spec.to_json(), "exit_cost_macs": r.spec.exit_macs,
                        "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "dropped": r.dropped,
-                       "pareto": r.pareto, "chosen": r.chosen} for r in self.tried],
+                       "epochs": r.epochs, "pareto": r.pareto, "chosen": r.chosen} for r in self.tried],
             "final_ece": ece.get("final"),
             "final_test_accuracy": self.final_test_accuracy,
             "output_kind": output_kind(self.plan.graph),
