@@ -19,7 +19,7 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, InProcess
-from eecc.exits.family import expand, mark
+from eecc.exits.family import HALVING_RULE, expand, mark
 from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig, candidate_costs,
                               design_from_blocks)
 from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
@@ -173,7 +173,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             job = _TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
                             [fcache.digest(model_key, prints["train"], prints["val"], labels, json.dumps(asdict(h)),
-                                           repr(replace(config, threads=None))) for h in heads])
+                                           _config_key(replace(config, threads=None))) for h in heads])
             results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar)
             timings["train_s"] = time.perf_counter() - t1
             save_trained(store, results, logits, final_acc, every)
@@ -193,8 +193,13 @@ def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], st
     prints = {name: split.fingerprint() for name, split in splits.items()}
     labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes() for _, split in splits.items()))
     run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
-                            json.dumps([asdict(h) for h in heads]), repr(config))
+                            json.dumps([asdict(h) for h in heads]), _config_key(config))
     return prints, labels, run_key
+
+
+def _config_key(config) -> str:
+    """The training config as it enters cache keys, with the halving rule's version when halving is on."""
+    return repr(config) + (f" halving={HALVING_RULE}" if config.halving else "")
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
@@ -256,7 +261,8 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
 
         def keep(acc: list) -> list[bool]:  # halving decides on the whole group (a location's heads), stored ones too
             first = {k: None if f.dropped else f.first_epoch_accuracy for k, f in done.items()} | dict(zip(todo, acc))
-            flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group])))
+            flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group],
+                                              len(job.y_val))))
             return [flags[k] for k in todo]
 
         fits = fit_heads(specs, [job.train.features(s) for s in specs], job.y_train,
