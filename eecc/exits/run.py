@@ -172,7 +172,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             t1 = time.perf_counter()
             job = _TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
-                            [fcache.digest(model_key, prints["train"], prints["val"], labels, json.dumps(asdict(h)),
+                            [fcache.digest(model_key, prints["train"], prints["val"], labels, _head_key(h, heads, config),
                                            _config_key(replace(config, threads=None))) for h in heads])
             results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar)
             timings["train_s"] = time.perf_counter() - t1
@@ -195,6 +195,13 @@ def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], st
     run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
                             json.dumps([asdict(h) for h in heads]), _config_key(config))
     return prints, labels, run_key
+
+
+def _head_key(head: HeadSpec, heads: Sequence[HeadSpec], config) -> str:
+    """A head's design as it enters its cache key; with halving, whether it trains past one epoch depends
+    on its location's other designs, so they enter too (a blueprint-only run never reuses a family's)."""
+    same = [asdict(h) for h in heads if h.tensor == head.tensor] if config.halving else []
+    return json.dumps(asdict(head)) + (json.dumps(same) if len(same) > 1 else "")
 
 
 def _config_key(config) -> str:
