@@ -159,3 +159,5 @@ def test_halving_keeps_each_locations_first_epoch_front():
     near = first[:2] + [0.79] + first[3:]
     assert promising(specs, near, 100) == [False, True, True, True, True, False, True]
     assert promising(specs, near, 10_000) == [False, True, False, True, True, False, True]
+    # a dearer head gets no slack against a cheaper one: the conv head 0.1 pt behind avg2x2 stops
+    assert promising(specs, first[:3] + [0.799] + first[4:], 100)[3] is False
