@@ -212,3 +212,30 @@ def test_prediction_matches_a_qemu_count_with_the_model_held_out(tmp_path, cpu, 
     arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path)
     counted = emulate_stage(arts, x[:2]).instructions
     assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)
+
+
+def test_placements_price_the_head_design_they_carry():
+    """The search's stage seconds follow the exit's own head design (the bundle builds that head), not the
+    blueprint: the same placement with another design of the family is priced from that design's features."""
+    from eecc.search.placement import ModelCost, enumerate_placements, with_heads
+
+    plan = plan_exits(MODELS / "cnn.onnx")
+    platform = load_platform("psoc6")
+    device = DeviceCost(platform, SegmentTable.from_plan(plan), fmt="int8")
+    blueprint = plan.design.heads[2]
+    spec = next(s for s in family(blueprint) if s.kind == "flat" and s.pool_op == "avg")
+    assert device.measured(platform.processor("m0plus"))
+    placements = [p for p in enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
+                                                  device=device)
+                  if p.exits == (spec.tensor,) and p.processors == ("m0plus", "m4")]
+    assert placements
+    heads = {spec.tensor: [(spec.design, spec.head_macs, 4 * spec.params),
+                           (blueprint.design, blueprint.head_macs, 4 * blueprint.params)]}
+    paired = {p.heads[0]: p for p in with_heads(platform, placements, plan.costs, heads,
+                                                ModelCost.from_blocks(plan.blocks), device=device)}
+    for design in (spec.design, blueprint.design):
+        own = device.seconds("m0plus", None, spec.tensor, paired[design].stage_macs[0], head=design)
+        # a sample leaving at the first exit pays stage 0 on the M0+ alone
+        assert paired[design].exit_latency_s[0] == pytest.approx(own, rel=1e-9)
+    assert paired[spec.design].exit_latency_s[0] != pytest.approx(paired[blueprint.design].exit_latency_s[0],
+                                                                  rel=1e-3)

@@ -77,7 +77,9 @@ def stage_figures(cands: list[CandidateCost], model: ModelCost):
 
 
 def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: ModelCost,
-          max_latency_s: float | None = None, device=None) -> Placement:
+          max_latency_s: float | None = None, device=None, heads: tuple[str, ...] | None = None) -> Placement:
+    """`heads`: the head design at each exit (eecc/exits/family.py's HeadSpec.design), priced by `device`
+    (None: the blueprint heads)."""
     from eecc.targets.platform import estimate_exits
 
     macs, weights, peaks, handoff = stage_figures(cands, model)
@@ -87,7 +89,8 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
         seconds = None
         if device is not None:
             bounds = [None, *(c.tensor for c in cands)]
-            seconds = [device.seconds(p, bounds[k], bounds[k + 1] if k < len(cands) else None, m)
+            seconds = [device.seconds(p, bounds[k], bounds[k + 1] if k < len(cands) else None, m,
+                                      head=heads[k] if heads and k < len(cands) else None)
                        for k, (p, m) in enumerate(zip(procs, macs))]
         est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds)
         lat = tuple(e["latency_s"] for e in est)
@@ -175,7 +178,7 @@ def with_heads(platform, placements: list[Placement], costs: list[CandidateCost]
     least one) of each exit, so the search stays within `max_combos` placements per original one; any
     monotonic exit-cost order already holds for every admitted head. A placement that did not fit, or has
     an exit without a trained head, is passed on as it is (the search prunes it).
-    The stage seconds of a measured cost model still describe the blueprint head (eecc/cost/segments.py).
+    The stage seconds of a measured cost model price each exit's own head design (eecc/cost/segments.py).
     """
     by = {c.tensor: c for c in costs}
     out = []
@@ -187,6 +190,7 @@ def with_heads(platform, placements: list[Placement], costs: list[CandidateCost]
         for combo in product(*(heads[t][:k] for t in p.exits)):
             cands = [replace(by[t], head_macs=int(m), head_weight_bytes=int(w))
                      for t, (_, m, w) in zip(p.exits, combo)]
-            q = place(platform, cands, p.processors, model, max_latency_s, device)
-            out.append(replace(q, heads=tuple(d for d, _, _ in combo)))
+            designs = tuple(d for d, _, _ in combo)
+            q = place(platform, cands, p.processors, model, max_latency_s, device, heads=designs)
+            out.append(replace(q, heads=designs))
     return out
