@@ -47,7 +47,7 @@ def test_table_shows_stages_artifacts_calibration_and_metrics(psoc6, capsys):
     text = capsys.readouterr().out
     for needle in ("stage0.m0plus.onnx", "stage1.m4.onnx", "cortex-m0plus", "0.600", "m0plus/stage0.elf",
                    "m4/stage1.elf", "cal. latency", "instr./inference", "placement: m0plus → m4, cuts at a2",
-                   "measured.accuracy: 0.875", "measured.exit_rates: [0.625, 0.375]"):
+                   "87.50 %", "62.5 %, 37.5 %"):
         assert needle in text, needle
     s0 = manifest["stages"][0]
     assert f"{s0['emulation']['instructions']:,}" in text and f"{s0['codegen']['flash_bytes']:,}" in text
@@ -68,6 +68,27 @@ def test_json_is_one_object_with_the_manifest_summary(psoc6, capsys):
         assert got["latency_calibrated_s"] == entry["latency_calibrated_s"] > got["latency_estimate_s"] > 0
         assert got["emulation"]["max_abs_error"] <= 1e-4
     assert data["placement"]["processors"] == ["m0plus", "m4"] and data["codegen"]["cpi"]
+
+
+def test_placement_figures_are_a_table_in_summary_units_not_raw_keys(tmp_path, capsys):
+    """The search's prediction beside the measured run, rounded as the summaries print them."""
+    platform = two("cortex-m7", "x86")
+    stages = make_stages(model_with_exits(cuts=("a2",)), cuts=["a2"], processors=["a", "b"], thresholds=[0.6],
+                         platform=platform)
+    metrics = {
+        "search": {"accuracy": 0.9094, "ece": [0.048718759794381, 0.0398783116872438], "mean_macs": 737404.2,
+                   "exit_rates": [0.5302083333333333, 0.4697916666666667], "mean_energy_j": 0.0003319,
+                   "thresholds": [0.7616531692259754], "intervals": {"mean_macs": [703953.5775, 771179.065]}},
+        "measured": {"split": "test", "samples": 960, "accuracy": 0.9072916666666667, "mean_latency_s": 0.0100756,
+                     "mean_energy_calibrated_j": 0.0003267542362344444, "agreement_with_search": 0.9479166666666666}}
+    write_bundle(tmp_path / "b", stages,
+                 Manifest.build(stages, platform=platform, thresholds=[0.6], placement_metrics=metrics))
+    assert main(["inspect", str(tmp_path / "b")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("measured on the test split, 960 samples", "90.94 %", "90.73 %", "737,404 [703,954, 771,179]",
+                   "53.0 %, 47.0 %", "0.332 mJ", "10.08 ms", "0.327 mJ", "0.762", "94.79 %", "--json"):
+        assert needle in text, needle
+    assert "search." not in text and "measured." not in text and "0.0398783" not in text
 
 
 def test_bundle_without_target_code_and_skipped_stages_say_so(tmp_path, capsys):

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from eecc.report.metrics_view import print_metrics
 from eecc.errors import EeccError
 from eecc.runtime.bundle import MANIFEST, BundleError, load_bundle
 
@@ -150,22 +151,7 @@ def print_placement(summary: dict, console: Console) -> None:
     if calibrated:
         worst.append(f"calibrated {_si(calibrated, 's')}")
     console.print(f"worst case: {', '.join(worst)}")
-    for key, value in _flatten(placement.get("metrics") or {}):
-        console.print(f"  {key}: {value}")
-
-
-def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
-    rows = []
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, float):
-            rows.append((f"{prefix}{key}", f"{value:.4g}"))
-        elif isinstance(value, list) and len(value) > 8:
-            rows.append((f"{prefix}{key}", f"[{len(value)} values]"))
-        else:
-            rows.append((f"{prefix}{key}", json.dumps(value) if isinstance(value, list) else str(value)))
-    return rows
+    print_metrics(placement.get("metrics") or {}, console)
 
 
 def _int(value) -> str:

@@ -1,0 +1,65 @@
+"""`eecc inspect OUT`: the placement's figures, the search's prediction beside the cascade's measured run.
+
+The manifest keeps every raw figure (`placement.metrics.search`, `.measured`; `eecc inspect OUT --json`);
+the text view prints the ones a user compares, in the units the summaries use (eecc.report.units)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from eecc.report.units import count, duration, energy
+
+
+def _percent(value, iv=None) -> str:
+    """0.9073, [0.8885, 0.9260] -> '90.73 % [88.85, 92.60]'."""
+    text = f"{100 * value:.2f} %"
+    return text if not iv else f"{text} [{100 * iv[0]:.2f}, {100 * iv[1]:.2f}]"
+
+
+def _rows(m: dict) -> dict[str, str]:
+    """One column of the table: figure name -> text, for the figures this metrics dict holds."""
+    iv = m.get("intervals") or {}
+    cells = {}
+    if m.get("accuracy") is not None:
+        cells["accuracy"] = _percent(m["accuracy"], iv.get("accuracy"))
+    if m.get("original_accuracy") is not None:
+        cells["original accuracy"] = _percent(m["original_accuracy"], iv.get("original_accuracy"))
+    if iv.get("accuracy_drop"):
+        cells["accuracy drop (pt)"] = f"[{100 * iv['accuracy_drop'][0]:.2f}, {100 * iv['accuracy_drop'][1]:.2f}]"
+    if m.get("mean_macs") is not None:
+        cells["mean MACs"] = count(m["mean_macs"], iv.get("mean_macs"))
+    if m.get("exit_rates"):
+        cells["exit rates"] = ", ".join(f"{100 * r:.1f} %" for r in m["exit_rates"])
+    for key, name, unit in (("mean_latency_s", "mean latency", duration), ("mean_energy_j", "mean energy", energy),
+                            ("mean_latency_calibrated_s", "mean latency, emulated", duration),
+                            ("mean_energy_calibrated_j", "mean energy, emulated", energy),
+                            ("worst_case_latency_s", "worst-case latency", duration)):
+        if m.get(key) is not None:
+            cells[name] = unit(m[key])
+    if m.get("thresholds"):
+        cells["thresholds"] = ", ".join(f"{t:.3f}" for t in m["thresholds"])
+    if m.get("agreement_with_search") is not None:
+        cells["exit agreement with search"] = _percent(m["agreement_with_search"])
+    return cells
+
+
+def print_metrics(metrics: dict, console: Console) -> None:
+    """A table: one row per figure, a column for the search's prediction and one for the measured run."""
+    columns = [(name, _rows(metrics[key])) for key, name in
+               (("search", "search (predicted)"), ("measured", "measured")) if isinstance(metrics.get(key), dict)]
+    if not columns:
+        return
+    measured = metrics.get("measured") or {}
+    title = "placement figures" + (f" (measured on the {measured['split']} split, {measured['samples']:,} samples)"
+                                   if measured.get("split") and measured.get("samples") else "")
+    table = Table(title=title)
+    table.add_column("figure")
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    order = list(_rows(dict(metrics.get("measured") or {}, **(metrics.get("search") or {}))))
+    names = sorted({n for _, cells in columns for n in cells}, key=order.index)
+    for name in names:
+        table.add_row(name, *(cells.get(name, "") for _, cells in columns))
+    console.print(table)
+    console.print("every raw figure: eecc inspect OUT --json (placement.metrics)")
