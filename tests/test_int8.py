@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.driver.int8 import per_axis_opset
 from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
 from eecc.targets import int8_lowering, quantize, tvm_import
@@ -26,7 +27,7 @@ needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shut
                                reason="arm-none-eabi-gcc / qemu-system-arm not installed")
 
 
-def residual_stage() -> onnx.ModelProto:
+def residual_stage(opset: int = 17) -> onnx.ModelProto:
     """Every lowered pattern once: conv (stride 2, 3x3), depthwise, 1x1, residual Add, max pool, GAP,
     Flatten, Gemm; weights from a fixed seed (numerics only, no accuracy is asserted on it)."""
     rng = np.random.default_rng(0)
@@ -42,7 +43,7 @@ def residual_stage() -> onnx.ModelProto:
              n("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -73,6 +74,21 @@ def test_quantize_stage_makes_int8_qdq_with_per_channel_weights(residual_int8):
     scales = [weights[n.input[1]] for n in model.graph.node
               if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].ndim == 4]
     assert all(s.shape == (8,) for s in scales)  # one scale per output channel
+
+
+def test_opset_11_stage_is_quantised_per_channel_and_runs(residual_int8):
+    """torch.onnx.export(..., opset_version=11) models: per-axis DequantizeLinear needs opset 13, so the
+    stage is upgraded first; onnxruntime must open the result and agree with the opset-17 stage's."""
+    model17, x = residual_int8
+    x_cal = np.random.default_rng(1).standard_normal((256, 3, 16, 16)).astype(np.float32)[:192]
+    with pytest.raises(onnx.checker.ValidationError, match="axis"):  # what onnxruntime's quantiser alone gives
+        onnx.checker.check_model(quantize.quantize_stage(residual_stage(opset=11), {"x": x_cal}))
+    model11 = quantize.quantize_stage(per_axis_opset([residual_stage(opset=11)])[0], {"x": x_cal})
+    onnx.checker.check_model(model11)
+    assert max(o.version for o in model11.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    (_, out11), = reference_runs([model11], x)
+    (_, out17), = reference_runs([model17], x)
+    np.testing.assert_allclose(out11["y"], out17["y"], atol=1e-5)
 
 
 def test_lowering_leaves_no_float_compute_between_quantize_and_dequantize(residual_int8):

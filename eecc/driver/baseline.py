@@ -27,9 +27,10 @@ def original_alone(plan_graph, processor: str, platform: Platform, test, *, int8
     if int8_calibration is not None:
         import onnxruntime as ort
 
+        from eecc.driver.int8 import per_axis_opset
         from eecc.targets.quantize import quantize_stages
 
-        model = quantize_stages([model], int8_calibration)[0]
+        model = quantize_stages(per_axis_opset([model]), int8_calibration)[0]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -17,6 +17,7 @@ from eecc.search.confidence import confidence
 from eecc.search.policy import Objective, SplitScores, evaluate_policy
 from eecc.search.thresholds import retune
 
+PER_AXIS_OPSET = 13  # first opset whose QuantizeLinear/DequantizeLinear take `axis` (per-channel scales)
 FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 activations, MinMax "
           "calibration")
 
@@ -34,7 +35,7 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     o, entries = options.search_options, manifest.stages
     t0 = time.perf_counter()
     calib_x = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
-    quantized = quantize_stages(models, calib_x)
+    quantized = quantize_stages(per_axis_opset(models), calib_x)
     on = splits.val if o.calibrate_on == "val" else splits.train
 
     def scores(stage_models, x, y) -> SplitScores:
@@ -87,3 +88,29 @@ def _swap_files(tmp: Path, entries: list[StageEntry], quantized, thresholds) -> 
         os.replace(tmp / entry.file, tmp / entry.float_file)
         ir.save(m, tmp / entry.file)
         entry.float_threshold, entry.threshold = entry.threshold, None if t is None else float(t)
+
+
+def per_axis_opset(models: list) -> list:
+    """The stages, those of an opset 11/12 model upgraded to opset 13 (onnx.version_converter, node
+    annotations kept by name): the int8 stages' per-channel DequantizeLinear takes `axis`, which opset 11
+    onnxruntime rejects. Raises EeccError naming the op the converter cannot upgrade."""
+    import onnx.version_converter
+
+    out = []
+    for model in models:
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if opset is None or opset >= PER_AXIS_OPSET:
+            out.append(model)
+            continue
+        try:
+            upgraded = onnx.version_converter.convert_version(model, PER_AXIS_OPSET)
+        except Exception as exc:  # the converter names the op it cannot upgrade
+            raise EeccError(f"--quantize int8: the model is opset {opset} and upgrading its stages to "
+                            f"{PER_AXIS_OPSET} failed ({str(exc).strip().splitlines()[0][:160]}); re-export it "
+                            "with opset 13 or newer, or compile without --quantize") from None
+        props = {n.name: list(n.metadata_props) for n in model.graph.node if n.name}
+        for node in upgraded.graph.node:
+            if node.name in props and not node.metadata_props:
+                node.metadata_props.extend(props[node.name])
+        out.append(upgraded)
+    return out
