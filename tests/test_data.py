@@ -54,6 +54,7 @@ def test_uint8_with_scale_and_chunks():
     (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8)), "is uint8; pass --scale"),
     (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
     (lambda d: d.pop("y_val"), "x_val and y_val must be given together"),
+    (lambda d: d.update(y_train=np.full_like(d["y_train"], 2)), "y_train holds only class \\[2\\] of the model's 3"),
 ])
 def test_bad_data_is_a_one_line_error(mutate, message):
     x, y = _xy(100)

@@ -77,6 +77,10 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     if "train" not in checked:
         raise EeccError(f"{origin}: no training data; provide x_train and y_train")
     x, y = checked["train"]
+    present = np.unique(y)
+    if len(present) < 2:  # every head would score 100 % (or chance) and be dropped with a misleading reason
+        raise EeccError(f"{origin}: y_train holds only class {present.tolist()} of the model's {num_classes}; "
+                        "exit heads learn to tell classes apart: give training samples of every class")
     if "val" in checked:
         train = Split("train", x, y, None, scale)
         val = Split("val", *checked["val"], None, scale)
