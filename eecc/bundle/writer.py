@@ -53,13 +53,20 @@ def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequen
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EeccError(f"output '{out}' exists and is not a folder; choose another output path")
-    if out.exists() and not force:
-        raise EeccError(f"output folder '{out}' already exists; pass --force to replace it")
     for path in protect:
         path = Path(path).resolve()
         if path == out.resolve() or out.resolve() in path.parents:
             raise EeccError(f"input '{path}' lies inside output folder '{out}', which would be replaced; "
                             "choose another output folder")
+    # --force replaces a bundle (or an empty folder), never a folder of someone's other files: said
+    # before the --force advice, which could not help here.
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() and not (out / MANIFEST).is_file() else []
+    if held:
+        raise EeccError(f"output folder '{out}' is not an eecc bundle (no {MANIFEST}) and holds {len(held)} "
+                        f"entries ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); --force replaces "
+                        "only bundles: choose another output folder")
+    if out.exists() and not force:
+        raise EeccError(f"output folder '{out}' already exists; pass --force to replace it")
     return out
 
 
