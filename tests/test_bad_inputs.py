@@ -184,7 +184,7 @@ CASES = {
                       ["'f'", "not a folder"]),
     "out-exists-without-force": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "o").mkdir() or "o"), ["--force"]),
     "out-force-not-a-bundle": (lambda d: compile_args(d, cnn(d), npz(d), "--force", out=(d / "o").mkdir() or (
-        d / "o" / "thesis.tex").write_text("x") and "o"), ["'o' is not an eecc bundle", "thesis.tex", "another"]),
+        d / "o" / "thesis.tex").write_text("x") and "o"), ["'o' is not an eecc bundle", "holds 1 entry (thesis.tex)", "another"]),
     "out-not-a-bundle-without-force": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "o").mkdir() or (
         d / "o" / "notes.txt").write_text("x") and "o"), ["not an eecc bundle", "notes.txt"]),
     "out-would-swallow-input": (lambda d: compile_args(d, (d / "o").mkdir() or cnn(d, "o/cnn.onnx"), npz(d),

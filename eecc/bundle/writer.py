@@ -63,7 +63,7 @@ def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequen
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() and not (out / MANIFEST).is_file() else []
     if held:
         raise EeccError(f"output folder '{out}' is not an eecc bundle (no {MANIFEST}) and holds {len(held)} "
-                        f"entries ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); --force replaces "
+                        f"{'entry' if len(held) == 1 else 'entries'} ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); --force replaces "
                         "only bundles: choose another output folder")
     if out.exists() and not force:
         raise EeccError(f"output folder '{out}' already exists; pass --force to replace it")
