@@ -1,6 +1,6 @@
 """How summaries, tables and the report print figures: separators on counts, µs/µJ for fast targets."""
 
-from eecc.report.units import count, duration, energy
+from eecc.report.units import count, duration, energy, things
 
 
 def test_counts_carry_thousands_separators_with_their_interval():
@@ -12,3 +12,7 @@ def test_fast_targets_read_in_microseconds_and_microjoules_never_zero_millisecon
     assert duration(5.8e-6) == "5.8 µs" and duration(6.0e-5) == "60.0 µs"
     assert duration(0.0126912) == "12.69 ms" and duration(2.5) == "2.50 s"
     assert energy(4.06e-4) == "0.406 mJ" and energy(3.2e-6) == "3.20 µJ"
+
+
+def test_one_stage_is_singular():
+    assert things(1, "stage") == "1 stage" and things(3, "stage") == "3 stages" and things(0, "exit") == "0 exits"

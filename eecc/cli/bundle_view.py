@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.report.metrics_view import print_metrics
+from eecc.report.units import things
 from eecc.errors import EeccError
 from eecc.runtime.bundle import MANIFEST, BundleError, load_bundle
 
@@ -80,7 +81,7 @@ def _status_text(status: dict) -> str:
 
 def print_bundle(summary: dict, console: Console) -> None:
     stages = summary["stages"]
-    title = (f"{summary['bundle']}: {len(stages)} stages on '{summary['platform']}'"
+    title = (f"{summary['bundle']}: {things(len(stages), 'stage')} on '{summary['platform']}'"
              + (f" from {summary['model']}" if summary.get("model") else ""))
     table = Table(title=title)
     for col in ("#", "file", "processor", "kind", "MACs", "params", "weight B", "threshold", "est. latency",

@@ -10,7 +10,7 @@ from rich.console import Console
 from eecc.cli.inspect import console
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
-from eecc.report.units import count, duration, energy
+from eecc.report.units import count, duration, energy, things
 from eecc.search.intervals import fmt
 
 
@@ -145,7 +145,7 @@ def _print_programs(manifest: dict, console: Console) -> None:
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
     m = manifest["placement"]["metrics"]["measured"]
     console.print(f"[bold]bundle[/bold] {out}  ({manifest['platform']['name']}, "
-                  f"{len(manifest['stages'])} stages, {manifest['mode']})")
+                  f"{things(len(manifest['stages']), 'stage')}, {manifest['mode']})")
     for s in manifest["stages"]:
         th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
         how = "predicted by the measured cost model" if (s.get("predicted") or {}).get("instructions") \

@@ -131,6 +131,18 @@ class TrainConfig:
     halving: bool = True
 
 
+def chance_level(y: np.ndarray, num_classes: int) -> float:
+    """Accuracy of always answering the most frequent validation class."""
+    return float(np.bincount(y, minlength=num_classes).max() / max(len(y), 1))
+
+
+def drop_threshold(y_val: np.ndarray, num_classes: int, margin: float) -> float:
+    """First-epoch validation accuracy a head must reach to be kept: chance + max(margin, 3σ), σ the binomial
+    standard deviation of an accuracy at chance on len(y_val) samples (above 1.0 on a tiny split)."""
+    chance = chance_level(y_val, num_classes)
+    return chance + max(margin, 3 * math.sqrt(chance * (1 - chance) / max(len(y_val), 1)))
+
+
 @dataclass(frozen=True)
 class Design:
     heads: list[HeadSpec]              # accepted candidates, network order

@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 
 from eecc.model import ir
 from eecc.errors import EeccError
+from eecc.report.units import things
 
 # Shared with the plots so that a stage has one colour everywhere in the report.
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -150,7 +151,7 @@ def bundle_dot(path: str | Path, manifest: dict) -> str:
     labels = [f"stage {s['index']}: {s['target']} ({s['kind']}), {s['macs']:,} MACs" for s in manifest["stages"]]
     platform = (manifest.get("platform") or {}).get("name", "")
     return to_dot(blocks, exits, stage_labels=labels,
-                  title=f"{manifest.get('model') or path.name} on {platform}: {len(labels)} stages")
+                  title=f"{manifest.get('model') or path.name} on {platform}: {things(len(labels), 'stage')}")
 
 
 def render_png(source: str, out: str | Path, *, dpi: int = 110) -> Path:

@@ -10,6 +10,11 @@ def count(value: float, iv=None) -> str:
     return text if not iv else f"{text} [{iv[0]:,.0f}, {iv[1]:,.0f}]"
 
 
+def things(n: int, noun: str) -> str:
+    """'1 stage', '3 stages': a number of things with the noun's plural (regular English plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def duration(seconds: float) -> str:
     """'1.23 s', '12.69 ms', '5.8 µs'."""
     if seconds >= 1.0:

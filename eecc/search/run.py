@@ -11,6 +11,7 @@ from eecc.data.splits import Splits
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
+from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates, with_heads
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.search.types import ExitLogits
@@ -46,6 +47,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
     data = plan.splits(data, scale)
+    check_validation_size(data, plan.num_classes)
     if exits_per_processor is not None and exits_per_processor < 1:
         raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
     device = device_cost(plan, platform, numeric, options.metric)
@@ -89,6 +91,19 @@ def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max
 
     gate = metric if metric in ("max_softmax", "margin", "entropy") else "max_softmax"
     return DeviceCost(platform, SegmentTable.from_plan(plan, metric=gate), fmt=numeric)
+
+
+def check_validation_size(data: Splits, num_classes: int) -> None:
+    """A head is kept only when its first-epoch validation accuracy beats chance by max(margin, 3σ)
+    (eecc/exits/heads.py `drop_threshold`, applied in eecc/train/fit.py); on a validation split so small that this bar is above 100 %, every
+    head would be dropped and the later messages would blame the labels or the placement instead.
+
+    Raises EeccError naming the split's size and the way out."""
+    bar = drop_threshold(data.val.y, num_classes, TrainConfig().drop_margin)
+    if bar > 1.0:
+        raise EeccError(f"the validation split holds {len(data.val)} sample(s): too few to tell an exit head from "
+                        f"chance (chance + 3σ on it is {bar:.0%}, above any accuracy); give more training samples "
+                        "(eecc holds out a stratified share of them) or x_val/y_val")
 
 
 def _check_default_heads(exits: ExitsRun) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eecc.exits.heads import HeadSpec, TrainConfig
+from eecc.exits.heads import HeadSpec, TrainConfig, drop_threshold
 from eecc.train.modules import HeadModule, loss_and_grads, predict
 
 STATS_ROWS = 8192
@@ -55,16 +55,6 @@ def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, 
     std = np.sqrt(np.maximum(sq / n - centred * centred, 0.0))
     mean = centred + (shift.flatten().double().numpy() if shift is not None else 0.0)
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
-
-
-def chance_level(y: np.ndarray, num_classes: int) -> float:
-    """Accuracy of always answering the most frequent validation class."""
-    return float(np.bincount(y, minlength=num_classes).max() / max(len(y), 1))
-
-
-def drop_threshold(y_val: np.ndarray, num_classes: int, margin: float) -> float:
-    chance = chance_level(y_val, num_classes)
-    return chance + max(margin, 3 * math.sqrt(chance * (1 - chance) / max(len(y_val), 1)))
 
 
 def fit_head(spec: HeadSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
