@@ -182,17 +182,23 @@ def depthwise_stage() -> "onnx.ModelProto":
     return model
 
 
-@needs_arm
-def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
+def _depthwise_stage_bit_exact(tmp_path, cpu: str, seed: int) -> str:
+    """Compile the depthwise + pointwise int8 stage for `cpu`, assert its QEMU outputs on 16 samples equal TVM's
+    integer lowering on the host bit for bit, and return the kernels' disassembly."""
     from eecc.runtime.emulate import emulate_stage
     from eecc.targets import cortex_m
 
-    x = np.random.default_rng(4).standard_normal((40, 6, 11, 10)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((40, 6, 11, 10)).astype(np.float32)
     model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
-    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
+    got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x[24:]).outputs["y"]
     assert np.array_equal(got, _host_reference(model, x[24:]))
-    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
-                         text=True, check=True).stdout
+    return subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@needs_arm
+def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
+    dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m4", seed=4)
     assert "smlabt" in dis and "smlatb" in dis  # the stride-1 pair taps
 
 
@@ -200,15 +206,7 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
 def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
     """Armv6-M: the byte-column tile, the two-outputs depthwise kernel, hi32 from 16-bit halves and the
     soft-float input quantisation, bit for bit against TVM's own integer lowering on the host."""
-    from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m
-
-    x = np.random.default_rng(5).standard_normal((40, 6, 11, 10)).astype(np.float32)
-    model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
-    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m0plus", out_dir=tmp_path), x[24:]).outputs["y"]
-    assert np.array_equal(got, _host_reference(model, x[24:]))
-    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
-                         text=True, check=True).stdout
+    dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m0plus", seed=5)
     kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
     ours = {name: body for name, body in kernels.items() if name.startswith(("conv2d_int8", "depthwise2d_int8"))}
     assert any(n.startswith("conv2d") for n in ours) and any(n.startswith("depthwise2d") for n in ours)
