@@ -10,7 +10,9 @@ on its best single processor (psoc6).
 2. Deployments (int8, the default energy objective, --emulate): kws and cnn1d. The chosen cascade's emulated
    mean energy on the test split against the original int8 model alone on each processor (compiled and run
    under QEMU the same way). Targets: ≤ 0.75x (kws) and ≤ 0.5x (1D CNN) of the best single processor at
-   ≤ 1 pt accuracy drop; emulated mean energy within ±10 % of the search's figure.
+   ≤ 1 pt accuracy drop; emulated mean energy within ±10 % of the search's figure. The search runs with the
+   CLI's default limit (1 pt on the validation split, against the int8 original: the search chooses on the
+   int8 model's logits); the table gives the validation drop it held and the test drop with its interval.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rich.table import Table
 
 from eecc.cost.features import graph_features
 from eecc.cost.model import CPI, fit, load_rows
+from eecc.cli.search import DEFAULT_MAX_ACC_DROP
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.examples import datasets, example
 from eecc.search.search import SearchOptions
@@ -93,7 +96,8 @@ def deployment_rows(tmp: Path, exits_per_processor: int | None = None) -> list[d
         path, data = workload(name)
         options = CompileOptions(target="psoc6", out=tmp / f"deploy-{name}", search=True, emulate=True,
                                  quantize="int8", progress=False, cache_dir=str(tmp / "cache"),
-                                 exits_per_processor=exits_per_processor)
+                                 exits_per_processor=exits_per_processor,  # the CLI's default limit, 1 pt
+                                 search_options=SearchOptions(max_accuracy_drop=DEFAULT_MAX_ACC_DROP / 100))
         manifest = compile_model(path, data, options)
         m, single = manifest["placement"]["metrics"]["measured"], single_processor(path, data, platform, tmp)
         best = min((p.name for p in platform.processors), key=lambda p: single[p]["energy_j"])
@@ -106,6 +110,10 @@ def deployment_rows(tmp: Path, exits_per_processor: int | None = None) -> list[d
             "emulated_mean_latency_s": m.get("mean_latency_calibrated_s"),
             "search_mean_energy_j": search.get("mean_energy_j"), "predicted_mean_energy_j": m["mean_energy_j"],
             "single": single, "best_single": best, "deployment_line": manifest["deployment"]["line"],
+            "max_accuracy_drop_pt": DEFAULT_MAX_ACC_DROP, "search_accuracy": search.get("accuracy"),
+            "thresholds": manifest["quantization"].get("thresholds"),
+            "val_drop_pt": 100 * manifest["quantization"]["calibration_split"]["drop"],
+            "test_drop_interval_pt": [100 * v for v in (m.get("intervals") or {}).get("accuracy_drop", [])] or None,
             "stages": [{k: st[k] for k in ("index", "target", "predicted_instructions", "emulated_instructions", "error")}
                        for st in (manifest.get("prediction_check") or {}).get("stages", [])]})
         r = rows[-1]
@@ -129,12 +137,14 @@ def print_tables(summary: dict) -> None:
         console.print(f"within ±15 %: {summary['within_15pct']}/{len(summary['cost_model'])} stages")
     if summary.get("deployments"):
         t = Table(title="psoc6 int8: chosen deployment vs the original on each single processor (emulated)")
-        for col in ("model", "deployment", "acc %", "orig int8 acc %", "mean mJ", "M0+ alone mJ", "M4 alone mJ",
-                    "ratio to best", "target", "vs search"):
+        for col in ("model", "deployment", "acc %", "orig int8 acc %", "val drop pt", "test drop pt [95 %]", "mean mJ",
+                    "M0+ alone mJ", "M4 alone mJ", "ratio to best", "target", "vs search"):
             t.add_column(col, justify="left" if col in ("model", "deployment") else "right")
         for r in summary["deployments"]:
+            iv = r.get("test_drop_interval_pt") or [float("nan")] * 2
             t.add_row(r["model"], " → ".join(r["processors"]), f"{100 * r['accuracy']:.2f}",
-                      f"{100 * r['original_int8_accuracy']:.2f}", f"{1e3 * r['emulated_mean_energy_j']:.3f}",
+                      f"{100 * r['original_int8_accuracy']:.2f}", f"{r['val_drop_pt']:+.2f}",
+                      f"{r['accuracy_drop_pt']:+.2f} [{iv[0]:.2f}, {iv[1]:.2f}]", f"{1e3 * r['emulated_mean_energy_j']:.3f}",
                       f"{1e3 * r['single']['m0plus']['energy_j']:.3f}", f"{1e3 * r['single']['m4']['energy_j']:.3f}",
                       f"{r['energy_ratio']:.2f}x", f"≤ {r['target_ratio']}x",
                       f"{100 * (r['emulated_over_search'] - 1):+.1f} %")

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--emulate", action="store_true",
                    help="run the compiled MCU/Cortex-A stages under QEMU on test samples and calibrate latency")
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="int8 stages (onnxruntime static QDQ, per-channel) with thresholds recalibrated on them; "
+                   help="int8 stages (onnxruntime static QDQ, per-channel); the search runs on the int8 model; "
                         "MCU stages compile to integer kernels")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                    help="after the search, fine-tune backbone + chosen exits jointly for N epochs, then "
@@ -178,8 +178,10 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                       f"mean energy {energy(m['mean_energy_calibrated_j'])} per sample")
     q = manifest.get("quantization")
     if q:
-        recalibrated = (f"; thresholds recalibrated on the int8 stages ({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])}"
-                        f" vs float {', '.join(f'{t:.3f}' for t in q['float_thresholds'])})"
+        how = q.get("thresholds", "searched again on the int8 stages")
+        cal = q.get("calibration_split") or {}
+        recalibrated = (f"; thresholds {how} ({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])}), drop on the "
+                        f"{q['thresholds_calibrated_on']} split {100 * cal.get('drop', 0.0):+.2f} pt vs the int8 original"
                         if q["int8_thresholds"] else "")  # a single-stage bundle has no gate to recalibrate
         console.print(f"  int8 stages: accuracy {100 * q['int8']['accuracy']:.2f} % vs float "
                       f"{100 * q['float']['accuracy']:.2f} %{recalibrated}")

@@ -49,7 +49,7 @@ class CompileOptions:
     emulate: bool = False
     progress: bool = True
     protect: Sequence[str | os.PathLike] = ()
-    quantize: str | None = None  # "int8": onnxruntime QDQ stages, thresholds recalibrated on them
+    quantize: str | None = None  # "int8": onnxruntime QDQ stages; the search runs on the int8 model's logits
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
     executor: object = None  # eecc.driver.executor.Executor for training and scoring (default: in-process)
     finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
@@ -136,7 +136,7 @@ def choose(run: SearchRun, splits: Splits, options: CompileOptions) -> Chosen:
     heads = {h.spec.tensor: h for h in run.exits.heads()}
     (graph,) = pipeline.exits([heads[t] for t in best.exits]).run([run.plan.graph])
     if options.finetune_epochs <= 0:
-        return Chosen(graph, best, run.exits.logits, o.metric)
+        return Chosen(graph, best, run.chosen_logits(), o.metric)
     from eecc.train.finetune import FINETUNED, refit_placement
 
     graph, placement, logits, record = refit_placement(graph, splits, run.exits.logits, best, o,
@@ -189,16 +189,20 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
     if chosen.finetune:  # the fine-tuned model with its exits: the reference of the no-exit invariant
         ir.save(chosen.graph, tmp / chosen.finetune["model"])
 
+    reference = run.logits or run.exits.logits  # the original as the search saw it (int8 after an int8 search)
+
     def verify() -> dict:
-        return verify_bundle(tmp, manifest, test, run.result.original["accuracy"], run.exits.logits.final_macs,
+        return verify_bundle(tmp, manifest, test, run.result.original["accuracy"], reference.final_macs,
                              chosen.placement.test.exit_index,
-                             original_correct=run.exits.logits.final_test_logits.argmax(1) == test[1])
+                             original_correct=reference.final_test_logits.argmax(1) == test[1])
 
     manifest.placement.metrics["measured"] = verify()
     if options.quantize:
         from eecc.driver.int8 import quantize_bundle
 
-        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify, run.result)
+        searched = run.numeric == "int8" and not chosen.finetune  # its thresholds are already int8 ones
+        models = quantize_bundle(tmp, models, manifest, splits, run.exits.logits, options, test, verify, run.result,
+                                 searched_int8=searched)
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
     compare_deployments(manifest, run, splits, test, platform, options)
@@ -224,7 +228,8 @@ def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test
                                 int8_calibration=calib, fp32_accuracy=measured["original_accuracy"],
                                 emulate=measured.get("mean_energy_calibrated_j") is not None)  # as the bundle was
     rec = like_for_like(manifest.to_json(), single)
-    basis = "cost model" + ("; accuracy of the float network" if options.quantize else "")
+    network = "; int8 network" if run.numeric == "int8" else "; accuracy of the float network" if options.quantize else ""
+    basis = "cost model" + network
     dep.update(predicted_line=f"search's prediction ({basis}): {dep['line']}", measured=rec, line=rec["line"])
 
 

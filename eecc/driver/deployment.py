@@ -88,8 +88,25 @@ def like_for_like(manifest: dict, single: dict) -> dict:
            "ratio": {k: (chosen[k] / single[k] if single.get(k) else None)
                      for k in ("mean_energy_j", "mean_latency_s", "mean_macs")},
            "accuracy_delta_pt": 100 * (chosen["accuracy"] - single["accuracy"])}
+    rec.update(_limit_check(manifest) if chosen["exits"] else {})
     rec["line"] = measured_line(rec, dep["objective"])
     return rec
+
+
+def _limit_check(manifest: dict) -> dict:
+    """The test drop's 95 % interval (points) and, when the drop is above the accuracy limit the search held on
+    the validation split, a note saying so (the default mode checks the limit on validation data only)."""
+    m = manifest["placement"]["metrics"]["measured"]
+    interval = (m.get("intervals") or {}).get("accuracy_drop")
+    limit = ((manifest.get("search") or {}).get("options") or {}).get("max_accuracy_drop")
+    out = {"accuracy_drop_interval_pt": None if interval is None else [100 * v for v in interval]}
+    drop = m["original_accuracy"] - m["accuracy"]
+    if limit is not None and drop > limit:
+        guarantee = ((manifest.get("search") or {}).get("options") or {}).get("guarantee")
+        out["limit_note"] = (f"the test drop {100 * drop:.2f} pt is above the {100 * limit:g} pt limit, which held on "
+                             "the validation split" + (f" (--guarantee {guarantee:g})" if guarantee else
+                                                       "; --guarantee P holds it on unseen data with probability P"))
+    return out
 
 
 def measured_line(rec: dict, objective: str) -> str:
@@ -105,7 +122,12 @@ def measured_line(rec: dict, objective: str) -> str:
             f"sample, " + (f"{ratio:.2f}x the {objective} of " if ratio else "against ")
             + f"the {single['numeric']} original model alone on {single['processors'][0]} ({single['basis']}: "
             f"{_describe(single)}); test accuracy {100 * chosen['accuracy']:.2f} % vs {100 * single['accuracy']:.2f} % "
-            f"({rec['accuracy_delta_pt']:+.2f} pt)")
+            f"({rec['accuracy_delta_pt']:+.2f} pt" + _interval(rec.get("accuracy_drop_interval_pt")) + ")"
+            + (f"; {rec['limit_note']}" if rec.get("limit_note") else ""))
+
+
+def _interval(drop_pt) -> str:
+    return "" if drop_pt is None else f", drop 95 % interval [{drop_pt[0]:.2f}, {drop_pt[1]:.2f}] pt"
 
 
 def prediction_check(manifest: dict) -> dict | None:

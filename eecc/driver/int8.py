@@ -23,11 +23,15 @@ FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 
 
 
 def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, options, test,
-                    verify: Callable[[], dict], result=None) -> list:
+                    verify: Callable[[], dict], result=None, *, searched_int8: bool = False) -> list:
     """Replaces the stages in the staging folder `tmp`, records int8 in `manifest` (thresholds, files,
     `quantization`, the measured figures); returns the int8 stage models. `verify()` runs the stage
     files in `tmp` as `manifest` describes them on the test split. `result` (the SearchResult) gives
-    the objective: thresholds are searched again in its unit against its reference."""
+    the objective (unit, reference cost and accuracy, limits).
+
+    `searched_int8`: the search chose the thresholds on the int8 model's logits (eecc/exits/int8.py), so
+    they stay, and are checked on the int8 stages on the calibration split; they are searched again only
+    when the stages break a limit there (or when the search saw float logits, e.g. after fine-tuning)."""
     from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
 
     if options.quantize != "int8":
@@ -51,11 +55,16 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     macs = np.array([e.exit_macs for e in entries], dtype=np.float64)
     reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
-    objective = Objective(reference, float(original.mean()), o.w_eff, o.w_acc, o.max_accuracy_drop,
+    reference_accuracy = float(original.mean()) if result is None else result.original["val_accuracy"]
+    objective = Objective(reference, reference_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
                           o.max_mean_macs if unit == "macs" else None)
     exits = list(range(len(entries) - 1))
-    choice = retune(scores(quantized, on.rows(0, len(on)), on.y), exits, costs, objective, o)
-    th = choice.thresholds
+    calibration = scores(quantized, on.rows(0, len(on)), on.y)
+    kept = evaluate_policy(calibration, exits, tuple(e.threshold for e in entries[:-1]), costs)
+    keep = searched_int8 and bool(objective.feasible(kept.accuracy, kept.mean_macs))
+    choice = None if keep else retune(calibration, exits, costs, objective, o)
+    th = tuple(e.threshold for e in entries[:-1]) if keep else choice.thresholds
+    chosen = kept if keep else choice.selected
     quantized = [set_threshold(m, t) for m, t in zip(quantized[:-1], th)] + [quantized[-1]]
     float_th = [e.threshold for e in entries[:-1]]
     _swap_files(tmp, entries, quantized, th)
@@ -72,12 +81,20 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     manifest.quantization = {
         "scheme": "int8", "format": FORMAT, "calibration_samples": int(len(calib_x)),
         "thresholds_calibrated_on": o.calibrate_on, "float_thresholds": float_th, "int8_thresholds": list(th),
+        "thresholds": ("the search's, chosen on the int8 model" if keep else "searched again on the int8 stages"
+                       + (" (the search's broke a limit on them)" if searched_int8 else "")),
+        "calibration_split": {"accuracy": chosen.accuracy, "reference_accuracy": reference_accuracy,
+                              "drop": reference_accuracy - chosen.accuracy,
+                              "exit_rates": [float(r) for r in chosen.exit_rates],
+                              "feasible": bool(objective.feasible(chosen.accuracy, chosen.mean_macs)),
+                              "violations": objective.violations(chosen.accuracy, chosen.mean_macs)},
         "float": {k: float_measured[k] for k in ("accuracy", "mean_macs", "exit_rates")},
         "int8": {k: measured[k] for k in ("accuracy", "mean_macs", "exit_rates")},
         "int8_with_float_thresholds": {"accuracy": stale.accuracy, "mean_macs": stale.mean_macs,
                                        "exit_rates": [float(r) for r in stale.exit_rates]},
         "int8_final_accuracy": float((on_test.final_pred == on_test.y).mean()),
-        "calibration_cost": choice.cost, "seconds": time.perf_counter() - t0}
+        "calibration_cost": float(objective.cost(chosen.accuracy, chosen.mean_macs)),
+        "seconds": time.perf_counter() - t0}
     return quantized
 
 

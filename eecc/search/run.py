@@ -14,7 +14,7 @@ from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates, with_heads
 from eecc.search.search import SearchOptions, SearchResult, search
-from eecc.search.types import ExitLogits
+from eecc.search.types import ExitLogits, pair_name
 from eecc.targets.platform import Platform
 
 
@@ -29,6 +29,17 @@ class SearchRun:
     timings: dict[str, float] = field(default_factory=dict)
     device: object = None  # eecc.cost.segments.DeviceCost: what each stage costs on each processor
     logits: ExitLogits | None = None  # what the search chose among: rows "<tensor>|<design>" (ExitsRun.pairs)
+    numeric: str = "fp32"  # the numerics of `logits`: "int8" = the int8 model's (eecc/exits/int8.py)
+
+    def chosen_logits(self) -> ExitLogits:
+        """The logits the chosen placement's thresholds were searched on, one row per exit tensor (the
+        chosen head design's): the int8 model's after an int8 search, else the trained heads' float ones."""
+        best = self.result.best
+        if self.numeric == "fp32" or best is None or not best.exits:
+            return self.exits.logits
+        row = {t: k for k, t in enumerate(self.logits.tensors)}
+        names = [pair_name(t, d) for t, d in zip(best.exits, best.heads)] if best.heads else list(best.exits)
+        return self.logits.take([row[n] for n in names], tensors=list(best.exits))
 
 
 def search_model(model, data, platform: Platform, *, options: SearchOptions, full_search: bool = True,
@@ -41,7 +52,10 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     choice (`with_heads` bounds the combinations); `head_set="blueprint"` trains the global-pool head only.
 
     Stage costs come from the measured cost model for `numeric` ("fp32" | "int8") where it covers the
-    processor (eecc/cost), else from nominal MAC/s. Without `full_search` only the default placement
+    processor (eecc/cost), else from nominal MAC/s. With "int8" the thresholds, accuracies and exit rates
+    are those of the int8 model (eecc/exits/int8.py: the heads and backbone quantised as the bundle's
+    stages are), so the search predicts the cascade `--quantize int8` builds and the accuracy limit is
+    on the drop from the int8 original. Without `full_search` only the default placement
     (`default_placement`) and the single-processor baselines are trained and tuned.
     """
     t0 = time.perf_counter()
@@ -76,13 +90,20 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     # on its ordering half only (eecc/search/guarantee.py), so there every trained head enters.
     pareto_only = options.guarantee is None
     pairs = exits.pairs(pareto_only)
+    if numeric == "int8":
+        from eecc.exits.int8 import int8_logits, pair_heads
+
+        pairs = int8_logits(plan, pair_heads(exits, pairs), pairs, data)
+    t3 = time.perf_counter()
     placements = with_heads(platform, placements, plan.costs, searched_heads(exits.tried, pareto_only),
                             ModelCost.from_blocks(plan.blocks), max_latency_s=max_latency_s, device=device)
     result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
-    timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t2}
-    return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs)
+    timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
+               **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
+    return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs,
+                     "int8" if numeric == "int8" else "fp32")
 
 
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):

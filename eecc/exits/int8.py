@@ -1,0 +1,110 @@
+"""The candidate heads' logits in int8: what the search chooses among when the bundle will be int8.
+
+With `--quantize int8` the stages eecc builds are onnxruntime QDQ models (eecc/targets/quantize.py); their
+exits take other samples than the float heads do, so thresholds searched on float logits mispredict the
+built cascade's routing, cost and accuracy. Here the model with a set of candidate heads attached
+(insert_exits) is quantised the same way a stage is (same op set, MinMax on the same first
+CALIBRATION_SAMPLES training rows, float activations), and run under onnxruntime as the bundle's cascade
+runs its stages (graph optimisations on). Every tensor of a stage is calibrated on the same float
+activations as in the whole graph, so a stage's exit logits equal these up to onnxruntime's rounding
+(tests/test_int8_search.py holds them to the built stages).
+
+Several heads of one location cannot share a graph (one exit per tensor), so the heads go in rounds, at most
+one per location each; the final classifier's logits come from the first round.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from eecc.exits.heads import ExitHead
+from eecc.search.types import ExitLogits
+
+BATCH = 256
+
+
+def int8_logits(plan, heads: Sequence[ExitHead], logits: ExitLogits, splits) -> ExitLogits:
+    """`logits` (float, one row per head of `heads`, same order) with every row and the final classifier
+    replaced by the int8 model's, on each split `logits` holds (val, test, and train when present).
+
+    Shapes as ExitLogits: rows [K, N, C], final [N, C]. Raises EeccError when onnxruntime cannot quantise
+    the model (eecc.targets.quantize.quantize_stage)."""
+    from eecc.targets.quantize import CALIBRATION_SAMPLES
+
+    if len(heads) != len(logits.tensors):
+        raise ValueError(f"int8_logits: {len(heads)} heads for {len(logits.tensors)} rows of logits")
+    calib = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
+    named = {"val": splits.val, "test": splits.test}
+    if logits.train_logits is not None:
+        named["train"] = splits.train
+    rows = {name: [None] * len(heads) for name in named}
+    final = {}
+    for group in _rounds(heads) or [[]]:
+        outputs = _run_quantized(plan.graph, [heads[i] for i in group], calib, named)
+        for name, (final_logits, exits) in outputs.items():
+            final.setdefault(name, final_logits)
+            for i, z in zip(group, exits):
+                rows[name][i] = z
+    c = logits.num_classes
+    stacked = {f"{name}_logits": np.stack(r) if r else np.zeros((0, len(named[name]), c), np.float32)
+               for name, r in rows.items()}
+    return ExitLogits(tensors=list(logits.tensors), exit_macs=logits.exit_macs, final_macs=logits.final_macs,
+                      **stacked, **{f"final_{name}_logits": f for name, f in final.items()},
+                      y_val=logits.y_val, y_test=logits.y_test, head_macs=logits.head_macs,
+                      y_train=logits.y_train)
+
+
+def _rounds(heads: Sequence[ExitHead]) -> list[list[int]]:
+    """Head indices in rounds of at most one head per tensor, in order."""
+    rounds: list[list[int]] = []
+    for i, head in enumerate(heads):
+        free = next((r for r in rounds if all(heads[j].spec.tensor != head.spec.tensor for j in r)), None)
+        if free is None:
+            rounds.append([i])
+        else:
+            free.append(i)
+    return rounds
+
+
+def pair_heads(run, logits: ExitLogits) -> list[ExitHead]:
+    """The trained head of each row "<tensor>|<design>" of `logits` (ExitsRun.pairs) from `run.tried`."""
+    from eecc.search.types import pair_name
+
+    by = {pair_name(r.spec.tensor, r.spec.design): r for r in run.tried if not r.dropped}
+    return [ExitHead(by[t].spec, by[t].weights) for t in logits.tensors]
+
+
+def _pad(x: np.ndarray, fixed: int | None) -> np.ndarray:
+    """A last chunk padded with zero rows to a fixed batch (its outputs are cut back to len(x))."""
+    if fixed is None or len(x) == fixed:
+        return x
+    return np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), x.dtype)])
+
+
+def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: dict) -> dict:
+    """{split: (final logits [N, C], [exit logits [N, C] per head])} of the int8 model with `heads`."""
+    import onnxruntime as ort
+
+    from eecc.driver import pipeline
+    from eecc.driver.int8 import per_axis_opset
+    from eecc.model import ir
+    from eecc.passes.insert_exits import logits_name
+    from eecc.targets.quantize import quantize_stage
+
+    (with_heads,) = pipeline.exits(heads).run([graph])
+    model = per_axis_opset([ir.to_model(with_heads)])[0]
+    first = with_heads.inputs[0].name
+    quantized = quantize_stage(model, {first: calib})
+    sess = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [with_heads.outputs[0].name] + [logits_name(h.spec.tensor, i) for i, h in enumerate(heads)]
+    dim = sess.get_inputs()[0].shape[0]
+    fixed = dim if isinstance(dim, int) and dim > 0 else None  # a fixed-batch model runs its own batch
+    out = {}
+    for name, split in named.items():
+        parts = [[z[:len(x)] for z in sess.run(names, {first: _pad(x, fixed)})]
+                 for _, x in split.chunks(fixed or BATCH)]
+        cols = [np.concatenate([p[k] for p in parts]).astype(np.float32) for k in range(len(names))]
+        out[name] = (cols[0], cols[1:])
+    return out
