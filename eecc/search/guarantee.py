@@ -8,7 +8,9 @@ multiple risks with Pareto Testing"):
 1. The validation split is cut at random into an ordering half and a testing half.
 2. On the ordering half, every (placement, threshold combination) of the grid is scored; the ones on
    the Pareto front of (mean MACs, predicted bound on the drop) are ordered from the safest (smallest
-   predicted bound, most MACs) to the cheapest.
+   predicted bound, most MACs) to the cheapest. The grid is fine (GRID_SIZE thresholds per exit, fewer
+   when a placement's combinations would exceed MAX_COMBOS): fixed-sequence testing pays nothing for
+   a longer sequence, and a coarse grid stops short of the cheapest thresholds that would pass.
 3. On the testing half, the null "drop(λ) > α" is tested for each λ in that order at level δ = 1 − P;
    testing stops at the first null that is not rejected. Fixed-sequence testing controls the
    family-wise error at δ (LTT, Prop. 1 with a data-independent order): with probability ≥ 1 − δ no
@@ -16,9 +18,11 @@ multiple risks with Pareto Testing"):
 
 The test for one λ uses the paired outcomes of the original model and the cascade on n samples:
 n10 = original right and cascade wrong, n01 = original wrong and cascade right, so the drop is
-p10 − p01. With Clopper–Pearson bounds (Clopper & Pearson 1934) at δ/2 each (a union bound),
-    drop ≤ U(n10, n, δ/2) − L(n01, n, δ/2)   with probability ≥ 1 − δ,
-and the null is rejected when that upper bound is ≤ α.
+p10 − p01. It is the exact unconditional score test of eecc/search/paired.py (Nam 1997 / Tango 1998
+statistic, p-value maximised over the nuisance p01 in a Berger–Boos confidence set): its size is ≤ δ
+on the whole null. It replaces a union of two Clopper–Pearson bounds (Clopper & Pearson 1934) at δ/2
+each, U(n10) − L(n01), which ignores that most pairs agree and was about 1.5x as wide; that bound is
+kept (`drop_upper_bound`) to predict how the testing half will fare when the sequence is ordered.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import numpy as np
 from scipy.stats import beta
 
 from eecc.errors import EeccError
+from eecc.search.paired import drop_bound, rejects
 from eecc.search.policy import SplitScores, evaluate_policy, position_costs
 from eecc.search.thresholds import NEVER, grid_tables, threshold_grid
 
 ORDER_SHARE = 0.5
+GRID_SIZE = 101       # thresholds per exit (quantiles of its confidences on the ordering half)
 MAX_COMBOS = 200_000  # per placement; a finer grid only lengthens the ordered sequence
 
 
@@ -41,13 +47,15 @@ class Certified:
     placement: int                 # index into the placements given
     thresholds: tuple[float, ...]
     drop_bound: float              # the (1 − δ) upper bound on the drop, fraction, from the testing half
+                                   # (the exact test inverted, eecc.search.paired.drop_bound)
     tested: int                    # hypotheses tested before the first non-rejection (or the end)
     front: int                     # length of the ordered sequence
     n_order: int
     n_test: int
 
     def to_json(self) -> dict:
-        return {"method": "learn-then-test, fixed sequence over a Pareto-ordered grid; Clopper-Pearson",
+        return {"method": "learn-then-test, fixed sequence over a Pareto-ordered grid; "
+                          "exact unconditional paired score test (Nam-Tango statistic, Berger-Boos)",
                 "drop_bound": self.drop_bound, "tested": self.tested, "front": self.front,
                 "n_order": self.n_order, "n_test": self.n_test}
 
@@ -68,11 +76,17 @@ def drop_upper_bound(n10, n01, n: int, delta: float) -> np.ndarray:
     return cp_upper(n10, n, delta / 2) - cp_lower(n01, n, delta / 2)
 
 
+def union_bound_rejects(n10: int, n01: int, n: int, alpha: float, delta: float) -> bool:
+    """The previous per-λ test: reject "drop ≥ alpha" when U(n10) − L(n01) ≤ alpha (kept for comparison)."""
+    return bool(drop_upper_bound(n10, n01, n, delta) <= alpha)
+
+
 def certify(logits, split: SplitScores, placements, *, max_drop: float, confidence: float, seed: int = 0,
-            grid_size: int = 13) -> Certified:
+            grid_size: int = GRID_SIZE, test_drop=rejects) -> Certified:
     """The cheapest (placement, thresholds) whose drop ≤ max_drop holds with probability ≥ confidence.
 
-    placements: list of candidate-index tuples (network order). Raises EeccError when not even the
+    placements: list of candidate-index tuples (network order). test_drop(n10, n01, n, alpha, delta) is
+    the per-λ test (True = "drop ≥ alpha" rejected at level delta). Raises EeccError when not even the
     safest combination is certified (too little validation data for the limit asked).
     """
     if not 0 < confidence < 1:
@@ -89,16 +103,18 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
         idx = placements[p]
         r = evaluate_policy(test, idx, th, position_costs(logits, idx))
         ok = r.prediction == test.y
-        bound = float(drop_upper_bound(np.sum(right & ~ok), np.sum(~right & ok), test.n, delta))
+        n10, n01 = int(np.sum(right & ~ok)), int(np.sum(~right & ok))
         tested += 1
-        if bound > max_drop:
+        if not test_drop(n10, n01, test.n, max_drop, delta):
             break
-        accepted.append((r.mean_macs, p, th, bound))
+        accepted.append((r.mean_macs, p, th, (n10, n01)))
     if not accepted:
         raise EeccError(f"--guarantee {confidence}: not even the safest thresholds keep the drop within "
                         f"{100 * max_drop:.2f} pt with that confidence on {test.n} validation samples; "
                         "give more validation data, a larger --max-acc-drop or a smaller --guarantee")
-    macs, p, th, bound = min(accepted, key=lambda a: a[0])
+    macs, p, th, (n10, n01) = min(accepted, key=lambda a: a[0])
+    bound = drop_bound(n10, n01, test.n, delta, hi=max_drop) if test_drop is rejects else \
+        float(drop_upper_bound(n10, n01, test.n, delta))
     return Certified(p, tuple(float(t) for t in th), bound, tested, len(seq), order.n, test.n)
 
 
