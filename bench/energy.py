@@ -60,8 +60,10 @@ def cost_model_rows(tmp: Path) -> list[dict]:
                                      quantize=None if fmt == "fp32" else "int8", cache_dir=str(tmp / "cache"),
                                      search_options=SearchOptions(objective="macs"))
             manifest = compile_model(path, data, options)
-            for s in manifest["stages"]:
-                features = graph_features(onnx.load(str(out / s.get("float_file", s["file"]))))
+            files = [onnx.load(str(out / s.get("float_file", s["file"]))) for s in manifest["stages"]]
+            first = files[0].graph.input[0].name  # the model's own input (features.in_dense)
+            for s, stage in zip(manifest["stages"], files):
+                features = graph_features(stage, model_input=first)
                 predicted = float(held_out.instructions(features, s["kind"], fmt))
                 counted = s["emulation"]["instructions"]
                 rows.append({"model": name, "format": fmt, "stage": s["index"], "cpu": s["kind"], "macs": s["macs"],

@@ -76,6 +76,29 @@ def test_features_count_each_op_kind_per_sample():
     assert f["tile_body"] == f["dwk_step"] == 0
 
 
+POOL_FIRST = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 8, 8, 8] h) => (float[N, 8, 4, 4] y, float[N, 8, 4, 4] p) <float[8, 8, 1, 1] w> {
+  p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (h)
+  y = Conv (p, w)
+}
+"""
+
+
+def test_int8_stage_inputs_are_quantised_after_the_max_pools_that_read_them():
+    """The quantiser moves a stage's QuantizeLinear past max pooling (they commute), so the pool runs in float
+    and only its output is quantised; a hand-off input counts as in_work, the model's own input as in_dense."""
+    m0 = named(graph_features(_model(POOL_FIRST)), "cortex-m0plus", "int8")
+    assert m0["float_max"] == 8 * 16 * 4 and m0["pool"] == 0      # out x window, in float, not as an int8 pool
+    assert m0["in_dense"] == 8 * 16 and m0["in_work"] == 0        # the pooled elements: a max is seldom 0
+    assert m0["io_out"] == 2 * 8 * 16                             # p is quantised for the conv, so dequantised out
+    fp32 = named(graph_features(_model(POOL_FIRST)), "cortex-m0plus", "fp32")  # nothing converted in fp32
+    assert fp32["pool"] == 8 * 16 * 4 and fp32["in_work"] == 8 * 64 and fp32["float_max"] == fp32["in_dense"] == 0
+    dense = named(graph_features(_model(GRAPH), model_input="x"), "cortex-m4", "int8")
+    assert dense["in_dense"] == 4 * 64 and dense["in_work"] == 0  # the model input: no ReLU zeros
+    assert named(graph_features(_model(GRAPH), model_input="x"), "cortex-m4", "fp32")["in_work"] == 4 * 64
+
+
 def test_convolutions_are_counted_in_the_kernels_the_lowering_chooses():
     m4f = named(graph_features(_model(GRAPH)), "cortex-m4", "fp32")  # groups=1 convs: conv2d_f32's 2x2 tile
     assert m4f["conv_macs"] == m4f["pw_macs"] == 0 and m4f["dw_macs"] == 8 * 64 * 9
@@ -133,9 +156,10 @@ def test_stage_features_compose_from_the_all_cuts_table():
     plan = plan_exits(MODELS / "cnn.onnx")
     table = SegmentTable.from_plan(plan)
     cuts, stages = all_cut_stages(plan)
+    first = plan.graph.inputs[0].name
     for k, stage in enumerate(stages):  # every piece of the all-cuts split
         start, end = (cuts[k - 1] if k else None), (cuts[k] if k < len(cuts) else None)
-        np.testing.assert_allclose(table.features(start, end), graph_features(stage))
+        np.testing.assert_allclose(table.features(start, end), graph_features(stage, model_input=first))
     # and a stage of several blocks, from a real two-exit split
     heads = dummy_heads(plan.design.heads)
     pick = [heads[1], heads[4]]
@@ -143,13 +167,13 @@ def test_stage_features_compose_from_the_all_cuts_table():
     split = make_stages(graph, cuts=[h.spec.tensor for h in pick], processors=["a", "b", "c"], thresholds=[0.5, 0.5])
     bounds = [None, pick[0].spec.tensor, pick[1].spec.tensor, None]
     for k, stage in enumerate(split):
-        np.testing.assert_allclose(table.features(bounds[k], bounds[k + 1]), graph_features(stage))
+        np.testing.assert_allclose(table.features(bounds[k], bounds[k + 1]), graph_features(stage, model_input=first))
     # and with another head design of the family than the blueprint (what the search may build)
     spec = next(s for s in family(plan.design.heads[2]) if s.kind == "flat" and s.pool_op == "avg")
     graph = insert_exits(plan.graph, heads=dummy_heads([spec]))
     stage = make_stages(graph, cuts=[spec.tensor], processors=["a", "b"], thresholds=[0.5])[0]
     assert spec.design != plan.design.heads[2].design
-    np.testing.assert_allclose(table.features(None, spec.tensor, spec.design), graph_features(stage))
+    np.testing.assert_allclose(table.features(None, spec.tensor, spec.design), graph_features(stage, model_input=first))
 
 
 def test_fit_recovers_weights_of_exactly_linear_counts_and_holds_models_out():
@@ -205,12 +229,36 @@ def test_prediction_matches_a_qemu_count_with_the_model_held_out(tmp_path, cpu, 
     graph = insert_exits(plan.graph, heads=[heads[2]])
     stage = make_stages(graph, cuts=[heads[2].spec.tensor], processors=["a", "b"], thresholds=[0.5])[0]
     held_out = fit(load_rows()["rows"], exclude=("cnn",))
-    predicted = held_out.instructions(graph_features(stage), cpu, fmt)
+    predicted = held_out.instructions(graph_features(stage, model_input=plan.graph.inputs[0].name), cpu, fmt)
     x = np.random.default_rng(0).normal(size=(64, *plan.input_shape)).astype(np.float32)
     model = ir.to_model(stage)
     model = quantize_stages([model], x)[0] if fmt == "int8" else model
     arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path)
     counted = emulate_stage(arts, x[:2]).instructions
+    assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)
+
+
+@needs_arm
+def test_a_stage_starting_with_a_float_max_pool_matches_qemu_with_the_model_held_out(tmp_path):
+    """The cnn fixture's piece after its second candidate starts with a max pool on the hand-off (float before the
+    quantisation, soft-float compares and divides on the M0+): predicted without any cnn measurement, within 15 %
+    of the QEMU count (this stage was 52 % under before the entry features)."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.codegen import reference_runs
+    from eecc.targets.quantize import quantize_stages
+    from eecc.model import ir
+
+    plan = plan_exits(MODELS / "cnn.onnx")
+    _, stages = all_cut_stages(plan)
+    features = graph_features(stages[2], model_input=plan.graph.inputs[0].name)
+    assert named(features, "cortex-m0plus", "int8")["float_max"] > 0
+    x = np.random.default_rng(0).normal(size=(64, *plan.input_shape)).astype(np.float32)
+    models = quantize_stages([ir.to_model(s) for s in stages[:3]], x)
+    inputs = reference_runs(models, x[:2])[2][0]
+    arts = cortex_m.compile_stage(models[2], cpu="cortex-m0plus", out_dir=tmp_path)
+    counted = emulate_stage(arts, inputs).instructions
+    predicted = fit(load_rows()["rows"], exclude=("cnn",)).instructions(features, "cortex-m0plus", "int8")
     assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)
 
 
@@ -237,5 +285,6 @@ def test_placements_price_the_head_design_they_carry():
         own = device.seconds("m0plus", None, spec.tensor, paired[design].stage_macs[0], head=design)
         # a sample leaving at the first exit pays stage 0 on the M0+ alone
         assert paired[design].exit_latency_s[0] == pytest.approx(own, rel=1e-9)
+    # the two designs' stages differ (by 0.06 % on the M0+ in int8: far more than the 1e-9 above tells apart)
     assert paired[spec.design].exit_latency_s[0] != pytest.approx(paired[blueprint.design].exit_latency_s[0],
-                                                                  rel=1e-3)
+                                                                  rel=1e-5)

@@ -174,7 +174,9 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
     predicted = [None] * len(stages)
     if device is not None:  # the measured cost model on each stage's own graph (eecc/cost)
         from eecc.cost.features import graph_features
-        predicted = [device.predict(p, graph_features(s), c.macs) for s, p, c in zip(stages, procs, costs)]
+        first = stages[0].inputs[0].name  # the model's own input (quantised in full: no ReLU zeros)
+        predicted = [device.predict(p, graph_features(s, model_input=first), c.macs)
+                     for s, p, c in zip(stages, procs, costs)]
     estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
                                compute_s=None if device is None else [x["seconds"] for x in predicted])
     entries, cumulative, mode = [], 0, ensemble_weights or DEFAULT_WEIGHTS

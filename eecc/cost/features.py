@@ -22,8 +22,16 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations; a Relu
               right after a Conv / Gemm is fused into it and free)
   gate        input elements of Softmax / LogSoftmax / Exp / ReduceMax / TopK (the exit gate, float even in int8)
-  io_out      elements of the stage's outputs (int8: dequantised on exit)
-  in_work     elements of the stage's inputs (int8: quantised on entry, by mcu_quantize's kernel)
+  io_out      elements of the stage's outputs (int8: dequantised on exit: a soft-float multiply on the M0+)
+  in_work     elements of hand-off inputs quantised on entry (mcu_quantize's kernel: a float divide and add,
+              soft-float calls on the M0+, whose divide returns early for a zero: a hand-off is a ReLU output,
+              about half zeros in the measured units)
+  in_dense    elements of the model's own input quantised on entry (no ReLU zeros: every divide runs in full;
+              QEMU: ~380 instructions per __aeabi_fdiv of a non-zero on the M0+, ~30 for a zero)
+  float_max   in int8, MaxPool work (outputs × window) on a stage input before its quantisation: the quantiser
+              moves the stage's QuantizeLinear past max pooling and reshapes (they commute with it), so those
+              pools run in float (soft-float compares on the M0+) and fewer elements are quantised (as in_dense:
+              the max of a window of ReLU outputs is seldom zero)
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
@@ -42,7 +50,7 @@ from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_featu
 from eecc.model import ir
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool", "float_edge",
-        "eltwise", "gate", "io_out", "in_work", "kernels", "const", *KERNEL_FEATURES)
+        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
@@ -53,6 +61,8 @@ QDQ = {"QuantizeLinear", "DequantizeLinear"}
 POOL = {"MaxPool", "AveragePool", "LpPool"}
 GLOBAL = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceL2"}
 GATE = {"Softmax", "LogSoftmax", "Exp", "Log", "ReduceMax", "TopK", "ArgMax"}
+# Ops the quantiser's QuantizeLinear commutes past (onnxruntime's QDQ propagation), in float at a stage's entry
+BEFORE_QUANTIZE = {"MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 FREE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Constant", "Shape", "Concat",
         "Slice", "ConstantOfShape", "Expand", "Transpose", *QDQ}
 
@@ -125,8 +135,7 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
         # an exit head's pooling reads the hand-off, which the stage dequantises for its output anyway
-        shared = ir.get_ann(node, "role") == "exit"
-        f[_INDEX["float_edge"]] = (0 if shared else _elems(node.inputs[0])) + _elems(node.outputs[0])
+        f[_INDEX["float_edge"]] = _float_edge(node)
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
@@ -139,6 +148,13 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     return f
 
 
+def _float_edge(node: gs.Node) -> int:
+    """Elements dequantised into and quantised out of an op the int8 lowering leaves in float (an exit head's
+    pooling reads the hand-off, which the stage dequantises for its output anyway)."""
+    shared = ir.get_ann(node, "role") == "exit"
+    return (0 if shared else _elems(node.inputs[0])) + _elems(node.outputs[0])
+
+
 def node_features(node: gs.Node) -> np.ndarray:
     """[len(FEATURES)] work of one node on every (cpu, format) (const and in_work excluded)."""
     ops = _op_features(node)
@@ -146,9 +162,10 @@ def node_features(node: gs.Node) -> np.ndarray:
 
 
 def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] | None = None,
-                   with_io: bool = True) -> np.ndarray:
+                   with_io: bool = True, model_input: str | None = None) -> np.ndarray:
     """Σ node_features over the graph's nodes (those whose `role` annotation is in `roles`, or all),
-    plus io and const when `with_io`. A ModelProto is read through ir (shapes inferred)."""
+    plus io, const and entry_features when `with_io`; `model_input` names the model's own input (its
+    elements count as in_dense, other inputs are hand-offs). A ModelProto is read through ir (shapes inferred)."""
     if isinstance(graph, onnx.ModelProto):
         graph = ir.from_model(graph, classifier=False)
     f = np.zeros(len(FEATURES))
@@ -156,16 +173,58 @@ def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] 
         if roles is None or ir.get_ann(node, "role") in roles:
             f += node_features(node)
     if with_io:
-        f += io_features([_elems(t) for t in graph.inputs], [_elems(t) for t in graph.outputs])
+        dense = [_elems(t) for t in graph.inputs if t.name == model_input]
+        f += io_features([_elems(t) for t in graph.inputs if t.name != model_input],
+                         [_elems(t) for t in graph.outputs], dense=sum(dense))
+        f += entry_features(graph, model_input=model_input)
     return f
 
 
-def io_features(inputs: list[int], outputs: list[int]) -> np.ndarray:
+def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.ndarray:
+    """[len(FEATURES)] int8 correction of io_features for max pooling / reshapes that read a stage input
+    (BEFORE_QUANTIZE): they run in float before the entry quantisation, which then converts their output;
+    a float hand-off output among them is not dequantised. Zero when the stage starts with anything else."""
+    f, outputs = np.zeros(B), {t.name for t in graph.outputs}
+    todo = [(t, t.name == model_input) for t in graph.inputs]
+    while todo:
+        x, dense = todo.pop()
+        users = list(x.outputs)
+        if len(users) != 1 or users[0].op not in BEFORE_QUANTIZE or not users[0].outputs:
+            continue
+        node, y = users[0], users[0].outputs[0]
+        if node.op == "MaxPool":
+            window = int(np.prod(node.attrs.get("kernel_shape", [1])))
+            f[_INDEX["float_max"]] += _elems(y) * window
+            f[_INDEX["pool"]] -= _elems(y) * window  # node_features priced it as an integer pool
+        elif node.op in FLOAT_IN_INT8:  # already in float: no conversion edges of its own
+            f[_INDEX["float_edge"]] -= _float_edge(node)
+        after = list(y.outputs)
+        quantised = bool(after) and not (len(after) == 1 and after[0].op in BEFORE_QUANTIZE)
+        dense_y = dense or node.op == "MaxPool"  # the max of a window of ReLU outputs is seldom zero
+        f[_INDEX["in_dense" if dense else "in_work"]] -= _elems(x)
+        f[_INDEX["in_dense" if dense_y else "in_work"]] += _elems(y) if after else 0
+        if y.name in outputs and not quantised:  # a float hand-off: not dequantised either
+            f[_INDEX["io_out"]] -= _elems(y)
+        todo.append((y, dense_y))
+    out = np.zeros(len(FEATURES))
+    for fmt_cpu in GROUPS:
+        if fmt_cpu[1] == "int8":
+            out[block(*fmt_cpu)] = f
+    return out
+
+
+def io_features(inputs: list[int], outputs: list[int], *, dense: int = 0) -> np.ndarray:
+    """[len(FEATURES)] of a stage's edges: hand-off input elements, `dense` model-input elements (int8 only: in
+    fp32 nothing is converted, so they stay in_work), output elements, the constant."""
     f = np.zeros(B)
     f[_INDEX["in_work"]] = float(sum(inputs))
     f[_INDEX["io_out"]] = float(sum(outputs))
     f[_INDEX["const"]] = 1.0
-    return np.tile(f, len(GROUPS))
+    out = np.tile(f, len(GROUPS))
+    for cpu, fmt in GROUPS:
+        cols = block(cpu, fmt)
+        out[cols][_INDEX["in_dense" if fmt == "int8" else "in_work"]] += dense
+    return out
 
 
 def block(cpu: str, fmt: str) -> slice:

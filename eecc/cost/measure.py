@@ -193,6 +193,7 @@ def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progres
         x = np.random.default_rng(0).normal(size=(64, *shape)).astype(np.float32)
         models = quantize_stages(floats, x) if fmt == "int8" else floats
         feeds = reference_runs(models, x[:SAMPLES])
+        first = floats[0].graph.input[0].name  # the model's own input: the first unit is the all-cuts stage 0
         for u, m, (inputs, _) in zip(group, models, feeds):
             key = hashlib.sha256(m.SerializeToString()).hexdigest()[:20]
             path = folder / f"{key}.{cpu}.{fmt}.json"
@@ -205,7 +206,7 @@ def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progres
                 path.write_text(json.dumps({"instructions": count, "model": model, "index": u.index}))
             rows.append({"model": model, "index": u.index, "cpu": cpu, "format": fmt,
                          "features": [int(v) if float(v).is_integer() else round(float(v), 3)
-                                      for v in graph_features(u.float_model)], "instructions": int(count)})
+                                      for v in graph_features(u.float_model, model_input=first)], "instructions": int(count)})
             if progress:
                 progress(rows[-1])
     return rows

@@ -4,6 +4,7 @@ model cut at every candidate (eecc/cost/measure.all_cut_stages), summed per stag
   features(stage from cut a to exit b) = Σ_{a<k≤b} backbone_k + head_b + gate_b + io(hand-off a → hand-off b, exit b)
                                          (head_b: the blueprint, or any design of its family, built on demand)
   features(last stage from cut a)      = Σ_{a<k≤n} backbone_k (incl. the classifier) + io(hand-off a → logits)
+  (+ entry(a → b) in int8 where the piece after cut a starts with max pooling: built on demand, features.entry_features)
   seconds = instructions × CPI / clock_hz   (a fitted processor with a clock), else MACs / macs_per_s (nominal)
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eecc.model import ir
-from eecc.cost.features import FEATURES, graph_features, io_features
+from eecc.cost.features import FEATURES, entry_features, graph_features, io_features
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
@@ -34,6 +35,8 @@ class SegmentTable:
     plan: object = None       # eecc.exits.run.Plan: builds the other head designs' features on demand
     metric: str = "max_softmax"
     designs: dict = field(default_factory=dict)  # (tensor, design) -> [F] exit head + gate of that design
+    entry_at: list[bool] = field(default_factory=list)  # piece k starts with ops run before the quantisation
+    entries: dict = field(default_factory=dict)  # (start, end, design) -> [F] entry_features of that stage
 
     @classmethod
     def from_plan(cls, plan, *, metric: str = "max_softmax") -> "SegmentTable":
@@ -46,18 +49,44 @@ class SegmentTable:
         backbone, head = whole - head, head[:-1]  # everything that is not the exit head or its gate
         elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
         inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
-        return cls(cuts, backbone, head, elems, inp, int(plan.num_classes), plan, metric)
+        first = plan.graph.inputs[0].name
+        entry_at = [bool(np.any(entry_features(s, model_input=first))) for s in stages]
+        return cls(cuts, backbone, head, elems, inp, int(plan.num_classes), plan, metric, entry_at=entry_at)
 
     def features(self, start: str | None, end: str | None, head: str | None = None) -> np.ndarray:
         """[F] of the stage from cut `start` (None: model input) to the exit at `end` (None: the final), with
         the exit head of design `head` (eecc/exits/family.py's HeadSpec.design; None: the blueprint)."""
         a = -1 if start is None else self.tensors.index(start)
         b = len(self.tensors) if end is None else self.tensors.index(end)
-        f = self.backbone[a + 1:b + 1].sum(axis=0)
-        inp = self.input_elems if start is None else self.handoff[a]
+        f = self.backbone[a + 1:b + 1].sum(axis=0) + self.entry(start, end, head)
+        ins = {"inputs": [], "dense": self.input_elems} if start is None else {"inputs": [self.handoff[a]]}
         if end is None:
-            return f + io_features([inp], [self.classes])
-        return f + self.head_features(b, head) + io_features([inp], [self.handoff[b], self.classes, 1, 1])
+            return f + io_features(ins["inputs"], [self.classes], dense=ins.get("dense", 0))
+        return (f + self.head_features(b, head)
+                + io_features(ins["inputs"], [self.handoff[b], self.classes, 1, 1], dense=ins.get("dense", 0)))
+
+    def entry(self, start: str | None, end: str | None, design: str | None) -> np.ndarray:
+        """[F] entry_features of the stage from `start` to `end` (zero unless the piece after `start` begins with
+        ops that run before the quantisation; then the stage is built once with random head weights)."""
+        a = -1 if start is None else self.tensors.index(start)
+        if not self.entry_at or not self.entry_at[a + 1] or self.plan is None:
+            return np.zeros(len(FEATURES))
+        key = (start, end, design)
+        if key not in self.entries:
+            from eecc.cost.measure import dummy_heads
+            from eecc.driver.pipeline import make_stages
+            from eecc.exits.family import family
+            from eecc.passes.insert_exits import insert_exits
+
+            specs = {h.tensor: h for h in self.plan.design.heads}
+            if end is not None and design is not None:
+                specs[end] = next((s for s in family(specs[end]) if s.design == design), specs[end])
+            cuts = [t for t in (start, end) if t is not None]
+            graph = insert_exits(self.plan.graph, heads=dummy_heads([specs[t] for t in cuts]))
+            stage = make_stages(graph, cuts=cuts, processors=[f"p{k}" for k in range(len(cuts) + 1)],
+                                thresholds=[0.5] * len(cuts), metric=self.metric)[0 if start is None else 1]
+            self.entries[key] = entry_features(stage, model_input=self.plan.graph.inputs[0].name)
+        return self.entries[key]
 
     def head_features(self, b: int, design: str | None) -> np.ndarray:
         """[F] exit head + gate at cut b in `design` (built once with random weights, then cached)."""
