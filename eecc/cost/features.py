@@ -17,17 +17,19 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
   float_pool  in int8, the pool work of an AveragePool (FLOAT_IN_INT8: the lowering leaves it in float)
-  float_edge  in int8, the elements dequantised into (not for an exit head: the hand-off is dequantised as a
-              stage output anyway) and quantised out of such a float op
+              (its input is dequantised, as io_out, unless it is an exit head reading the hand-off, which the stage
+              dequantises for its output anyway; its output is quantised, as in_dense: an average is seldom zero)
   eltwise     output elements of Add/Sub/Mul/Div/Relu/Clip/... (residual adds, unfused activations; a Relu
               right after a Conv / Gemm is fused into it and free)
   gate        input elements of Softmax / LogSoftmax / Exp / ReduceMax / TopK (the exit gate, float even in int8)
-  io_out      elements of the stage's outputs (int8: dequantised on exit: a soft-float multiply on the M0+)
+  io_out      elements of the stage's outputs (int8: dequantised on exit: a soft-float multiply on the M0+), and
+              in int8 the elements dequantised into an op left in float
   in_work     elements of hand-off inputs quantised on entry (mcu_quantize's kernel: a float divide and add,
               soft-float calls on the M0+, whose divide returns early for a zero: a hand-off is a ReLU output,
               about half zeros in the measured units)
   in_dense    elements of the model's own input quantised on entry (no ReLU zeros: every divide runs in full;
-              QEMU: ~380 instructions per __aeabi_fdiv of a non-zero on the M0+, ~30 for a zero)
+              QEMU: ~380 instructions per __aeabi_fdiv of a non-zero on the M0+, ~30 for a zero), and in int8 the
+              outputs of pools run in float (quantised again)
   float_max   in int8, MaxPool work (outputs × window) on a stage input before its quantisation: the quantiser
               moves the stage's QuantizeLinear past max pooling and reshapes (they commute with it), so those
               pools run in float (soft-float compares on the M0+) and fewer elements are quantised (as in_dense:
@@ -49,7 +51,7 @@ import onnx_graphsurgeon as gs
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features
 from eecc.model import ir
 
-BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool", "float_edge",
+BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool",
         "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
@@ -134,8 +136,7 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     if fmt == "int8" and node.op in FLOAT_IN_INT8:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
-        # an exit head's pooling reads the hand-off, which the stage dequantises for its output anyway
-        f[_INDEX["float_edge"]] = _float_edge(node)
+        f[_INDEX["io_out"]], f[_INDEX["in_dense"]] = _float_edges(node)
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
@@ -148,11 +149,11 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     return f
 
 
-def _float_edge(node: gs.Node) -> int:
-    """Elements dequantised into and quantised out of an op the int8 lowering leaves in float (an exit head's
+def _float_edges(node: gs.Node) -> tuple[int, int]:
+    """(elements dequantised into, quantised out of) an op the int8 lowering leaves in float (an exit head's
     pooling reads the hand-off, which the stage dequantises for its output anyway)."""
     shared = ir.get_ann(node, "role") == "exit"
-    return (0 if shared else _elems(node.inputs[0])) + _elems(node.outputs[0])
+    return (0 if shared else _elems(node.inputs[0])), _elems(node.outputs[0])
 
 
 def node_features(node: gs.Node) -> np.ndarray:
@@ -197,10 +198,12 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
             f[_INDEX["float_max"]] += _elems(y) * window
             f[_INDEX["pool"]] -= _elems(y) * window  # node_features priced it as an integer pool
         elif node.op in FLOAT_IN_INT8:  # already in float: no conversion edges of its own
-            f[_INDEX["float_edge"]] -= _float_edge(node)
+            deq, quant = _float_edges(node)
+            f[_INDEX["io_out"]] -= deq
+            f[_INDEX["in_dense"]] -= quant
         after = list(y.outputs)
         quantised = bool(after) and not (len(after) == 1 and after[0].op in BEFORE_QUANTIZE)
-        dense_y = dense or node.op == "MaxPool"  # the max of a window of ReLU outputs is seldom zero
+        dense_y = dense or node.op in POOL  # the max or mean of a window of ReLU outputs is seldom zero
         f[_INDEX["in_dense" if dense else "in_work"]] -= _elems(x)
         f[_INDEX["in_dense" if dense_y else "in_work"]] += _elems(y) if after else 0
         if y.name in outputs and not quantised:  # a float hand-off: not dequantised either
