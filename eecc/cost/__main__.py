@@ -1,7 +1,9 @@
 """`python -m eecc.cost refit [--cache-dir D] [--out eecc/cost/measured.json]`: measure every fixture model cut at
 every candidate exit, and every single-layer unit of eecc/cost/layers.py, on each Cortex-M kind in fp32 and int8
 with this checkout's kernels, and write the rows the cost model is fitted on (about 620 TVM builds and QEMU
-runs, ~10 min on two cores; cached per kernels hash, so a rerun after no kernel change takes seconds)."""
+runs, ~10 min on two cores; cached per kernels hash, so a rerun after no kernel change takes seconds).
+`python -m eecc.cost held-out [--rows FILE]`: each fixture's units predicted with that fixture held out of the fit:
+units within ±15 % per (cpu, format), all and the stages of several blocks, and the worst."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from eecc.cost.features import FEATURES
 from eecc.cost.layers import layer_models
 from eecc.cost.measure import CPUS, FORMATS, Unit, kernels_id, measure_units, units_of
-from eecc.cost.model import MEASURED
+from eecc.cost.model import MEASURED, held_out, load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +50,32 @@ def refit(cache: Path, out: Path, *, quiet: bool = False) -> dict:
     return doc
 
 
+def held_out_table(path: Path) -> str:
+    """The leave-one-fixture-out table of the rows at `path` (model.held_out), one line per (cpu, format)."""
+    rows = held_out(load_rows(path)["rows"])
+    lines, tol = [f"{'cpu / format':<20} {'all units':>10} {'several blocks':>15}   worst"], 0.15
+    for key in dict.fromkeys((r["cpu"], r["format"]) for r in rows):
+        group = [r for r in rows if (r["cpu"], r["format"]) == key]
+        multi = [r for r in group if r["index"] >= 1000 or 200 <= r["index"] < 300]  # measure.units_of's numbering
+        ok = lambda g: f"{sum(abs(r['error']) <= tol for r in g)}/{len(g)}"  # noqa: E731
+        worst = max(group, key=lambda r: abs(r["error"]))
+        per = ", ".join(f"{m} {ok([r for r in group if r['model'] == m])}" for m in dict.fromkeys(r["model"] for r in group))
+        lines.append(f"{key[0] + ' ' + key[1]:<20} {ok(group):>10} {ok(multi):>15}   {worst['error']:+.1%} "
+                     f"({worst['model']} unit {worst['index']})   {per}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eecc.cost", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("refit",))
+    ap.add_argument("command", choices=("refit", "held-out"))
+    ap.add_argument("--rows", default=str(MEASURED), help="held-out: the rows file (default: the shipped one)")
     ap.add_argument("--cache-dir", default=".eecc-cache", help="where instruction counts are cached")
     ap.add_argument("--out", default=str(MEASURED), help="the rows file (default: the shipped one)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.command == "held-out":
+        print(held_out_table(Path(args.rows)))
+        return 0
     doc = refit(Path(args.cache_dir), Path(args.out), quiet=args.quiet)
     print(f"{len(doc['rows'])} units measured with kernels {doc['kernels']} -> {args.out}")
     return 0

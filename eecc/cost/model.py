@@ -91,6 +91,19 @@ def fit(rows: list[dict], *, exclude: tuple[str, ...] = (), kernels: str = "", s
     return CostModel(weights, kernels, source, rows=n, held_out=tuple(exclude))
 
 
+def held_out(rows: list[dict]) -> list[dict]:
+    """Leave one fixture out: every unit of fixture m predicted by fit(rows, exclude=(m,)) (the layer units are
+    always in). One dict per fixture unit: model, index, cpu, format, instructions, predicted, error (relative)."""
+    out = []
+    for m in sorted({r["model"] for r in rows if not r["model"].startswith("layer:")}):
+        model = fit(rows, exclude=(m,))
+        for r in (r for r in rows if r["model"] == m):
+            p = float(model.instructions(np.asarray(r["features"], dtype=np.float64), r["cpu"], r["format"]))
+            out.append({**{k: r[k] for k in ("model", "index", "cpu", "format", "instructions")},
+                        "predicted": p, "error": p / r["instructions"] - 1})
+    return out
+
+
 def load_rows(path: Path = MEASURED) -> dict:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else {"rows": [], "kernels": ""}
 
