@@ -27,17 +27,31 @@ def _eenn(placements):
     return [p for p in placements if p.exits]
 
 
-def test_enumerates_one_to_p_minus_one_exits_starting_on_the_first_processor():
+def test_enumerates_one_exit_per_processor_on_every_subset_of_the_processors():
     everything = enumerate_placements(_platform(), _cands(), MODEL)
     # first the original model alone on each processor, then the early-exit placements
     assert [(p.exits, p.processors) for p in everything[:3]] == [((), ("p0",)), ((), ("p1",)), ((), ("p2",))]
     assert everything[2].latency_s == pytest.approx(MODEL.total_macs / 1e11)
     pl = _eenn(everything)
-    # 1 exit: 3 candidates x 2 later processors; 2 exits: 3 pairs x 1
-    assert len(pl) == 3 * 2 + 3 and all(p.fits for p in pl)
-    assert all(p.processors[0] == "p0" and len(p.processors) == len(p.exits) + 1 for p in pl)
+    assert all(p.fits and len(p.processors) == len(p.exits) + 1 for p in pl)
+    # at most one exit per processor, in platform order, at most P - 1 exits as in NA; the final stage may
+    # share the last exit's core
+    assert all(len(set(p.processors[:-1])) == len(p.exits) and list(p.processors) == sorted(p.processors)
+               for p in pl)
     assert max(len(p.exits) for p in pl) == 2
-    assert len(_eenn(enumerate_placements(_platform(), _cands(), MODEL, max_exits=1))) == 6
+    shapes = {p.processors for p in pl}
+    # NA's placements (stage 0 on the first processor, one stage per processor) are all there ...
+    assert {("p0", "p1"), ("p0", "p2"), ("p0", "p1", "p2")} <= shapes
+    # ... and so are those on a subset: one exit on the fastest core, the rest of the network after it there
+    assert {("p2", "p2"), ("p1", "p2"), ("p1", "p2", "p2"), ("p0", "p0")} <= shapes
+    one = _eenn(enumerate_placements(_platform(), _cands(), MODEL, max_exits=1))
+    assert {p.processors for p in one} == {(a, b) for a in ("p0", "p1", "p2") for b in ("p0", "p1", "p2") if a <= b}
+    assert len(one) == 6 * 3  # 6 processor pairs x 3 candidates
+    # NA's shape first: where placements cost the same (objective MACs), the search keeps NA's placement
+    assert [p.processors for p in one[:6]] == [("p0", "p1")] * 3 + [("p0", "p2")] * 3
+    # an explicit K = 1 also lets the final stage share a core when every processor has its exit
+    k1 = _eenn(enumerate_placements(_platform(), _cands(), MODEL, exits_per_processor=1))
+    assert ("p0", "p1", "p2", "p2") in {p.processors for p in k1}
 
 
 def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
@@ -47,7 +61,8 @@ def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
 
 
 def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
-    p = _eenn(enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1))[0]
+    p = [p for p in enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1)
+         if p.processors == ("p0", "p1")][0]
     # 2.01 M MAC at 1 G MAC/s, then 32 kB over 8 Mbit/s + 1 ms, then 8 M MAC at 10 G MAC/s
     assert p.latency_s == pytest.approx(2.01e-3 + 0.001 + 32_000 * 8 / 8e6 + 8e-4)
     assert p.exit_latency_s[0] == pytest.approx(2.01e-3)
@@ -58,8 +73,12 @@ def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
         assert p.fits == (p.latency_s <= limit)
         if not p.fits:
             assert "latency" in p.reasons[0]
-    # the deepest cut hands off the smallest tensor: it survives; the earliest does not
-    assert surviving_candidates(pl, _cands()) == ["t1", "t2"]
+    # across processors the deepest cut hands off the smallest tensor: it survives; the earliest does not ...
+    across = [p for p in pl if len(set(p.processors)) == len(p.processors)]
+    assert surviving_candidates(across, _cands()) == ["t1", "t2"]
+    # ... but on one core there is no hand-off, and the earliest cut fits there
+    assert any(p.fits and p.exits == ("t0",) and p.processors == ("p2", "p2") for p in pl)
+    assert surviving_candidates(pl, _cands()) == ["t0", "t1", "t2"]
 
 
 def test_memory_limits_prune_per_processor_or_shared():
@@ -75,10 +94,15 @@ def test_memory_limits_prune_per_processor_or_shared():
     assert all("RAM" in " ".join(p.reasons) for p in enumerate_placements(tight_ram, _cands(), MODEL))
 
 
-def test_builtin_psoc6_has_one_exit_per_candidate():
+def test_builtin_psoc6_offers_one_exit_per_processor_on_either_core_or_both():
     psoc6 = load_platform("psoc6")
     pl = _eenn(enumerate_placements(psoc6, _cands(), MODEL))
-    assert [p.processors for p in pl] == [("m0plus", "m4")] * 3
+    by_cores = {}
+    for p in pl:
+        by_cores[p.processors] = by_cores.get(p.processors, 0) + 1
+    # NA's m0plus -> m4 for each candidate (first), and one exit on either core alone
+    assert by_cores == {("m0plus", "m0plus"): 3, ("m0plus", "m4"): 3, ("m4", "m4"): 3}
+    assert [p.processors for p in pl[:3]] == [("m0plus", "m4")] * 3
 
 
 def test_several_exits_per_processor_run_back_to_back_on_one_core():

@@ -58,7 +58,10 @@ def test_placements_from_a_platform_prune_before_and_report_hardware(lg):
     plat = Platform("two", procs, (Link("slow", "fast", 1e9, 0.0),), 0.5, False)
     costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
              for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
-    pl = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    every = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    # one exit on 'fast' with the rest of the network after it there: no hand-off, every cut fits
+    assert all(p.fits for p in every if p.processors == ("fast", "fast")) and len(every) == 2 + 3 * 4
+    pl = [p for p in every if p.processors != ("fast", "fast") and p.processors != ("slow", "slow")]  # NA's
     # the original model alone on 'slow' runs too long; deep cuts too
     assert [(p.exits, p.fits) for p in pl][:2] == [((), False), ((), True)]
     assert [p.fits for p in pl[2:]] == [True, True, False, False]
@@ -67,6 +70,9 @@ def test_placements_from_a_platform_prune_before_and_report_hardware(lg):
     assert len(res.pruned) == 3 and "latency" in res.pruned[1]["reasons"][0]
     assert res.to_json()["best_single"]["processors"] == ["fast"]
     assert res.best.processors == ("slow", "fast") and res.best.latency_s <= 0.5
+    # the larger space holds NA's placements: its best is no worse (here a deep cut that fits only on 'fast')
+    wider = search(lg, placements=every, options=SearchOptions(objective="macs")).best
+    assert wider.val_cost <= res.best.val_cost and wider.processors == ("fast", "fast")
     with pytest.raises(EeccError, match="worst-case latency"):
         tight = Platform("two", procs, plat.links, 0.001, False)
         search(lg, placements=enumerate_placements(tight, costs, ModelCost(lg.final_macs, 1, 1)))

@@ -3,10 +3,13 @@
 A placement with E exits cuts the backbone at E candidate tensors k1 < ... < kE; stage 0 (input to
 k1, plus head 1) runs on the first processor, where the data arrives, and stage i on a later
 processor, in platform order; the last stage (rest of the backbone and the original classifier)
-runs on the last processor chosen. By default (NA's rule) at most one exit per processor, so
-E <= P - 1; with `exits_per_processor=K` each processor may run up to K exit stages back to back,
-the final stage may share the last exit's processor, and the cascade may start on any processor
-(a one-processor platform gets K = 2).
+runs on the last processor chosen. Each processor runs at most K exit stages back to back
+(`exits_per_processor`), the final stage may share the last exit's processor, and the cascade may start
+on any processor, as the single-processor baselines do. The default is one exit per processor and at
+most P - 1 exits, as in NA: NA's placements (stage 0 on the first processor, one stage per processor)
+and those on a subset of the processors, e.g. one exit on the fastest core with the rest of the network
+after it on that core; a one-processor platform gets K = 2. Where two placements cost the same (the
+MACs objective does not see processors), NA's shape comes first and wins the tie.
 E = 0 on processor P is the original model alone on P: the single-processor baselines, always
 enumerated. Stage seconds come from `device` (eecc.cost.segments.DeviceCost) when given, else from
 the platform's nominal MAC/s.
@@ -126,28 +129,26 @@ def _memory(platform, procs, weights, peaks) -> list[str]:
     return reasons
 
 
-def processor_sequences(names: list[str], exits: int, per_processor: int | None) -> list[tuple[str, ...]]:
-    """Processors of the E+1 stages. NA (per_processor None): distinct, in order, stage 0 on the first.
-    Otherwise non-decreasing in platform order from any processor (the data may go straight to a later
-    one, as for the single-processor baselines), at most K exit stages per processor."""
-    if per_processor is None:
-        return [(names[0], *later) for later in combinations(names[1:], exits)]
+def processor_sequences(names: list[str], exits: int, per_processor: int) -> list[tuple[str, ...]]:
+    """Processors of the E+1 stages: non-decreasing in platform order from any processor (the data may go
+    straight to a later one, as for the single-processor baselines), at most K exit stages per processor;
+    NA's shape (stage 0 on the first processor, one stage per processor) first."""
     out = []
     for seq in combinations_with_replacement(range(len(names)), exits + 1):
         counts = [seq[:exits].count(i) for i in range(len(names))]
         if max(counts, default=0) <= per_processor:
             out.append(tuple(names[i] for i in seq))
-    return out
+    return sorted(out, key=lambda seq: not (seq[0] == names[0] and len(set(seq)) == len(seq)))  # stable
 
 
 def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost, *,
                          max_exits: int | None = None, max_latency_s: float | None = None,
                          exits_per_processor: int | None = None, device=None) -> list[Placement]:
-    """The single-processor baselines, then every placement of 1..E exits (E: P-1 under NA's rule,
-    K·P with exits_per_processor=K; fewer with max_exits), each with its feasibility."""
+    """The single-processor baselines, then every placement of 1..E exits (E = K·P with exits_per_processor
+    = K; by default K = 1 and E = P - 1 as in NA; fewer with max_exits), each with its feasibility."""
     names = [p.name for p in platform.processors]
-    per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else None)
-    most = len(names) - 1 if per is None else per * len(names)
+    per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else 1)
+    most = len(names) - 1 if exits_per_processor is None and len(names) > 1 else per * len(names)
     most = most if max_exits is None else min(max_exits, most)
     out = [place(platform, [], (name,), model, max_latency_s, device) for name in names]
     for e in range(1, min(most, len(costs)) + 1):

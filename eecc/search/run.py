@@ -160,14 +160,20 @@ def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan:
 
 
 def default_placement(placements: list[Placement], plan: Plan) -> Placement:
-    """Without --search: the feasible placement whose stages split the backbone MACs most evenly."""
+    """Without --search: the feasible placement whose stages split the backbone MACs most evenly, of NA's
+    shape where one fits (stage 0 on the first processor, one stage per processor)."""
     total = plan.blocks.total_macs
     cum = {c.tensor: c.backbone_macs for c in plan.costs}
+    first = next(p.processors[0] for p in placements if not p.exits)  # the baselines come in platform order
 
     def unevenness(p: Placement) -> float:
         n = len(p.exits) + 1
         return sum(abs(cum[t] / total - (i + 1) / n) for i, t in enumerate(p.exits))
 
-    fits = [p for p in placements if p.fits and p.exits] or [p for p in placements if p.fits]
+    def na(p: Placement) -> bool:
+        return p.processors[0] == first and len(set(p.processors)) == len(p.processors)
+
+    fits = ([p for p in placements if p.fits and p.exits and na(p)] or [p for p in placements if p.fits and p.exits]
+            or [p for p in placements if p.fits])
     longest = max(len(p.exits) for p in fits)
     return min((p for p in fits if len(p.exits) == longest), key=unevenness)
