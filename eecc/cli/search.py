@@ -39,8 +39,9 @@ def add_search_args(p) -> None:
                    help="what the scalar cost counts: mean energy or latency per sample on the device (measured "
                         "cost model), or MACs; default energy (the platform gives power figures)")
     p.add_argument("--exits-per-processor", type=int, default=None, metavar="K",
-                   help="up to K exits on each processor, stages on one core back to back (default: NA's one "
-                        "exit per processor; two on a one-processor platform)")
+                   help="up to K exits on each processor, stages on one core back to back (default: one exit per "
+                        "processor, at most P-1 exits as in NA, on all the processors or a subset; two on a "
+                        "one-processor platform)")
     p.add_argument("--w-eff", type=float, default=0.9,
                    help="weight of mean cost / the original's cost (in the objective's unit)")
     p.add_argument("--w-acc", type=float, default=0.1, help="weight of the accuracy drop in points")

@@ -53,7 +53,7 @@ class CompileOptions:
     report: bool = False  # OUT/report.html + PNGs (the CLI turns it on; --no-report)
     executor: object = None  # eecc.driver.executor.Executor for training and scoring (default: in-process)
     finetune_epochs: int = 0  # > 0 fine-tunes backbone + chosen exits jointly (eecc/train/finetune.py)
-    exits_per_processor: int | None = None  # None: NA's one exit per processor (two on a one-processor platform)
+    exits_per_processor: int | None = None  # None: one exit per processor, ≤ P-1 exits (two on one processor)
     trainer: str = "default"  # "nachos": the chosen exits learn a confidence the gates compare (eecc/train/nachos.py)
     head_set: str = "family"  # "blueprint": only the global-pool head per location (eecc/exits/family.py)
 
