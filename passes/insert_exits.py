@@ -3,8 +3,8 @@
 Kinds (eecc/exits/heads.py): gap = [Conv1×1 → Relu] → GAP → Flatten → Gemm;
 flat = [Conv1×1 → Relu] → Flatten → Gemm; mlp = Flatten → Gemm → Relu → Gemm.
 
-Also `expose_features(g, heads)`: g + per head the fixed part only, t → [MaxPool] → Cast(fp16) as an extra
-output, for the feature pass that fills the cache. Neither touches the original nodes or output.
+Also `expose_features(g, heads)`: g + per head the fixed part only, t → MaxPool|AveragePool (or Identity) as
+an extra fp32 output, for the feature pass that fills the cache. Neither touches the original nodes or output.
 """
 
 from __future__ import annotations
@@ -100,17 +100,20 @@ def _confidence(b: "_Builder", pooled: gs.Variable, logits: gs.Variable, w: np.n
 
 
 def expose_features(graph: gs.Graph, *, heads: Sequence[HeadSpec]) -> gs.Graph:
-    """Adds output `f"{tensor}.exit{i}.feature"` (fp16, pooled as heads[i] says) per head. Pure.
+    """Adds output `f"{tensor}.exit{i}.feature"` (fp32, pooled as heads[i] says) per head. Pure.
 
     Several heads may share a tensor (the pooled maps of a head family); give each pooled map once.
+    The pool writes the output itself (an unpooled map goes through Identity, to carry the name): the
+    feature pass copies every output it returns, and a Cast per map cost a tenth of the pass.
     """
     graph = graph.copy()
     tensors = _check(graph, heads, "expose_features")
     for i, spec in enumerate(heads):
         b = _Builder(graph, spec, i)
-        x = b.pool(tensors[spec.tensor])
-        graph.outputs.append(b.node("Cast", [x], spec.pooled_shape, "feature", to=int(10),  # FLOAT16
-                                    dtype=np.float16, out_name=feature_name(spec.tensor, i)))
+        name = feature_name(spec.tensor, i)
+        x = tensors[spec.tensor]
+        graph.outputs.append(b.pool(x, out_name=name) if spec.has_pool else
+                             b.node("Identity", [x], spec.pooled_shape, "feature", out_name=name))
     return graph
 
 
@@ -136,13 +139,13 @@ class _Builder:
         self.graph.nodes.append(node)
         return out
 
-    def pool(self, x: gs.Variable) -> gs.Variable:
+    def pool(self, x: gs.Variable, out_name: str | None = None) -> gs.Variable:
         if not self.spec.has_pool:
             return x
         # AveragePool in ceil mode averages a clipped window over its real elements only (count_include_pad=0)
         op = "AveragePool" if self.spec.pool_op == "avg" else "MaxPool"
         return self.node(op, [x], self.spec.pooled_shape, "pool", kernel_shape=list(self.spec.pool),
-                         strides=list(self.spec.pool), ceil_mode=1)
+                         strides=list(self.spec.pool), ceil_mode=1, out_name=out_name)
 
 
 def _check(graph: gs.Graph, specs: Sequence[HeadSpec], who: str) -> dict[str, gs.Variable]:

@@ -45,14 +45,13 @@ net (float[N,1,7,7] x) => (float[N,3] y, float[N,3] "r.exit0.logits") {
 
 AFTER_FEATURES = """
 <ir_version: 8, opset_import: ["" : 17]>
-net (float[N,1,7,7] x) => (float[N,3] y, float16[N,4,4,4] "r.exit0.feature") {
+net (float[N,1,7,7] x) => (float[N,3] y, float[N,4,4,4] "r.exit0.feature") {
   c = Conv <pads=[1,1,1,1]> (x, w)
   r = Relu (c)
   g = GlobalAveragePool (r)
   f = Flatten (g)
   y = Gemm <transB=1> (f, fw, fb)
-  p = MaxPool <kernel_shape=[2,2], strides=[2,2], ceil_mode=1> (r)
-  "r.exit0.feature" = Cast <to=10> (p)
+  "r.exit0.feature" = MaxPool <kernel_shape=[2,2], strides=[2,2], ceil_mode=1> (r)
 }
 """
 
@@ -101,6 +100,22 @@ def test_golden_expose_features():
     onnx.checker.check_model(after, full_check=True)
 
 
+UNPOOLED = HeadSpec("r", (4, 7, 7), (1, 1), None, 3, backbone_macs=0)
+AFTER_FEATURES_UNPOOLED = AFTER_FEATURES.replace(
+    '"r.exit0.feature" = MaxPool <kernel_shape=[2,2], strides=[2,2], ceil_mode=1> (r)',
+    '"r.exit0.feature" = Identity (r)').replace("float[N,4,4,4]", "float[N,4,7,7]")
+
+
+def test_golden_expose_features_unpooled_map():
+    after = ir.to_model(expose_features(_before(), heads=[UNPOOLED]))
+    assert_same_graph(after, _parse(AFTER_FEATURES_UNPOOLED, WEIGHTS))
+    onnx.checker.check_model(after, full_check=True)
+    x = RNG.normal(size=(3, 1, 7, 7)).astype(np.float32)
+    probe = ir.to_model(_before())
+    probe.graph.output.append(onnx.ValueInfoProto(name="r"))
+    np.testing.assert_array_equal(_run(after, x)["r.exit0.feature"], _run(probe, x)["r"])
+
+
 def test_annotations_and_macs_match_annotate_cost():
     graph = insert_exits(_before(), heads=[ExitHead(SPEC, HEAD_W)])
     head_nodes = [n for n in graph.nodes if ir.get_ann(n, "role") == "exit"]
@@ -128,8 +143,8 @@ def test_numerics_original_output_bit_identical_and_head_matches_numpy():
     want = h.mean(axis=(2, 3)) @ HEAD_W.fc_w.T + HEAD_W.fc_b
     np.testing.assert_allclose(outs["r.exit0.logits"], want, rtol=1e-5, atol=1e-5)
     feats = _run(ir.to_model(expose_features(_before(), heads=[SPEC])), x)
-    assert feats["r.exit0.feature"].dtype == np.float16
-    np.testing.assert_array_equal(feats["r.exit0.feature"], p.astype(np.float16))
+    assert feats["r.exit0.feature"].dtype == np.float32
+    np.testing.assert_array_equal(feats["r.exit0.feature"], p)
 
 
 def test_head_without_conv_or_pool_is_blueprint_only():

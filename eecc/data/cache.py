@@ -1,11 +1,17 @@
-"""Feature cache: one onnxruntime pass writes every head's pooled input (fp16) to memory-mapped, chunked files.
+"""Feature cache: one onnxruntime pass writes every head's pooled input (fp32) to chunked .npy files.
 
 Layout: <root>/<model hash>/<split>-<data hash>/{f-<feature hash>.npy, final.npy, progress.json}. Each
 feature file is preallocated [N, *pooled] and filled chunk by chunk; progress.json lists the finished
 chunks per file and is rewritten atomically after the chunk's data is written, so an interrupted run
-resumes at the first unfinished chunk and a warm run computes nothing. Written pages are not msync'ed
-per chunk (that cost an eighth of the pass): the page cache keeps them when the process dies, only a
-power cut mid-pass could leave a chunk marked done that never reached the disk.
+resumes at the first unfinished chunk and a warm run computes nothing. Rows are written with pwrite
+into files opened once per pass (a memmap store faulted every fresh page in: 2-6x slower) and not
+fsync'ed per chunk: the page cache keeps them when the process dies, only a power cut mid-pass could
+leave a chunk marked done that never reached the disk.
+
+Maps are stored as float32, what onnxruntime returns and the heads compute in: fp16 halved the disk but
+cost a Cast per map in the pass and a conversion per training batch (a quarter of the head-training
+CPU on the ResNet fixture, bench/exits.py). `FORMAT` enters the file names and progress keys, so a
+cache written in another format is recomputed, never read as this one.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from eecc.passes.insert_exits import expose_features, feature_name
 FINAL = "final"
 DEFAULT_ROOT = ".eecc-cache"
 CHUNK_BYTES = 64 << 20
+FORMAT = "fp32"  # of the cached maps: in their file names and progress keys
 
 
 def default_root() -> Path:
@@ -56,14 +63,14 @@ def chunk_rows_for(per_sample_bytes: int, budget: int = CHUNK_BYTES) -> int:
 
 @dataclass
 class SplitFeatures:
-    """Read side of one split's cache: features as fp16 memmaps, final logits as fp32."""
+    """Read side of one split's cache: features and final logits as float32 memmaps."""
 
     path: Path
     length: int
 
     def features(self, spec: HeadSpec) -> np.ndarray:
         # copy-on-write: torch wraps it without a copy (it refuses read-only arrays) and the file stays intact
-        return np.load(self.path / _file(spec.feature_key), mmap_mode="c")
+        return np.load(self.path / _file(_stored(spec.feature_key)), mmap_mode="c")
 
     def final_logits(self) -> np.ndarray:
         return np.asarray(np.load(self.path / _file(FINAL), mmap_mode="r"), dtype=np.float32)
@@ -95,7 +102,7 @@ class FeatureCache:
         progress = _read_progress(path)
         wanted = {FINAL: (FINAL, self._final_shape(), np.float32)}
         for i, spec in enumerate(self.heads):
-            wanted[spec.feature_key] = (feature_name(spec.tensor, i), spec.pooled_shape, np.float16)
+            wanted[_stored(spec.feature_key)] = (feature_name(spec.tensor, i), spec.pooled_shape, np.float32)
         todo = [(c, [k for k in wanted if c not in progress.get(k, ())]) for c in range(n_chunks)]
         todo = [(c, keys) for c, keys in todo if keys]
         if on_chunk:
@@ -107,11 +114,13 @@ class FeatureCache:
         outputs = {k: name for k, (name, _, _) in wanted.items()}
         if executor is None or executor.workers == 1:
             job = _ShardJob(self, split, path, outputs, step, rows)
-            for i, (c, keys) in enumerate(todo):
-                _fill_shard(job, [(c, keys)])
+
+            def chunk_done(i: int) -> None:
                 self.computed_chunks += 1
                 if on_chunk:
                     on_chunk(n_chunks - len(todo) + i + 1, n_chunks)
+
+            _fill_shard(job, todo, chunk_done)
         else:
             # Each worker process builds its own session: one intra-op thread each, the workers fill the cores.
             model = ir.to_model(expose_features(self.graph, heads=self.heads)).SerializeToString()
@@ -147,24 +156,56 @@ class _ShardJob:
     threads: int | None = None
 
 
-def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]]) -> int:
-    """Run chunks `shard`, write their rows into the cache files, mark each chunk done; returns the count."""
+def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]],
+                chunk_done: Callable[[int], None] | None = None) -> int:
+    """Run chunks `shard`, write their rows into the cache files, mark each chunk done; returns the count.
+
+    `chunk_done(i)` after the i-th chunk of the shard is marked (in-process runs: progress, interrupts).
+    """
     if isinstance(job.model, FeatureCache):
         sess, final = job.model.session()
     else:
         sess, final = session(onnx.load_from_string(job.model), job.threads)
-    maps: dict[str, np.ndarray] = {}
-    for c, keys in shard:
-        start, stop = c * job.step, min(job.rows, (c + 1) * job.step)
-        names = [final if job.outputs[k] == FINAL else job.outputs[k] for k in keys]
-        outs = sess.run(names, {sess.get_inputs()[0].name: job.split.rows(start, stop)})
-        for key, out in zip(keys, outs):
-            if key not in maps:
-                maps[key] = np.load(job.path / _file(key), mmap_mode="r+")
-            maps[key][start:stop] = out
-        # Written after the rows: a marker never names a chunk whose data is missing.
-        write_json(job.path / f"done-{c}.json", keys)
+    files: dict[str, _RowFile] = {}
+    try:
+        for i, (c, keys) in enumerate(shard):
+            start, stop = c * job.step, min(job.rows, (c + 1) * job.step)
+            names = [final if job.outputs[k] == FINAL else job.outputs[k] for k in keys]
+            outs = sess.run(names, {sess.get_inputs()[0].name: job.split.rows(start, stop)})
+            for key, out in zip(keys, outs):
+                if key not in files:
+                    files[key] = _RowFile(job.path / _file(key))
+                files[key].write(start, out)
+            # Written after the rows: a marker never names a chunk whose data is missing.
+            write_json(job.path / f"done-{c}.json", keys)
+            if chunk_done:
+                chunk_done(i)
+    finally:
+        for f in files.values():
+            f.close()
     return len(shard)
+
+
+class _RowFile:
+    """A preallocated .npy file (`_open`) written by rows with pwrite, opened once for a whole shard."""
+
+    def __init__(self, path: Path):
+        mm = np.load(path, mmap_mode="r")  # only for the header: where the rows start, their size
+        self.offset, self.dtype, self.row_bytes = mm.offset, mm.dtype, mm[0].nbytes if len(mm) else 0
+        del mm
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        if data[0].nbytes != self.row_bytes:
+            raise ValueError(f"cache rows of {data[0].nbytes} bytes for a file of {self.row_bytes}-byte rows")
+        view, at = memoryview(data).cast("B"), self.offset + start * self.row_bytes
+        while view:  # pwrite may write less than asked
+            done = os.pwrite(self.fd, view, at)
+            view, at = view[done:], at + done
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _read_progress(path: Path) -> dict[str, list[int]]:
@@ -195,6 +236,11 @@ def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = No
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess, sess.get_outputs()[0].name
+
+
+def _stored(feature_key: str) -> str:
+    """A map's key in progress.json and its file name: the feature key and the storage format."""
+    return f"{feature_key}|{FORMAT}"
 
 
 def _file(key: str) -> str:

@@ -272,8 +272,11 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
                                               len(job.y_val))))
             return [flags[k] for k in todo]
 
-        fits = fit_heads(specs, [job.train.features(s) for s in specs], job.y_train,
-                         [job.val.features(s) for s in specs], job.y_val, job.config,
+        # One array per pooled map: the designs on it share its statistics (eecc/train/fit.py).
+        train = {s.feature_key: job.train.features(s) for s in specs}
+        val = {s.feature_key: job.val.features(s) for s in specs}
+        fits = fit_heads(specs, [train[s.feature_key] for s in specs], job.y_train,
+                         [val[s.feature_key] for s in specs], job.y_val, job.config,
                          keep=keep if job.config.halving else None)
         job.store.mkdir(parents=True, exist_ok=True)
         for k, fit in zip(todo, fits):

@@ -57,6 +57,13 @@ def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, 
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
+def _sample_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`channel_stats` of every len/STATS_ROWS-th row: the standardisation only conditions the
+    optimisation (export folds it in), a spread sample is enough."""
+    torch.set_num_threads(1)
+    return channel_stats(features[::max(1, len(features) // STATS_ROWS)])
+
+
 def fit_head(spec: HeadSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              config: TrainConfig = TrainConfig()) -> FitResult:
     return fit_heads([spec], [x_train], y_train, [x_val], y_val, config)[0]
@@ -66,7 +73,7 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
               x_val: Sequence[np.ndarray], y_val: np.ndarray, config: TrainConfig = TrainConfig(), *,
               on_done: Callable[[int, int], None] | None = None,
               keep: Callable[[list[float | None]], list[bool]] | None = None) -> list[FitResult]:
-    """Train heads[k] on x_train[k] (any float dtype, e.g. fp16 memmaps), most expensive first, in parallel.
+    """Train heads[k] on x_train[k] (any float dtype; float32 memmaps, as cached, are read without a copy), most expensive first, in parallel.
 
     Successive halving (Jamieson & Talwalkar 2016, one rung), when `keep` is given: every head trains one
     epoch; keep(first-epoch validation accuracy per head, None for a dropped one) says which go on, the
@@ -79,6 +86,10 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     # Initial weights come from the global RNG, so they are drawn here, one seed per head, in order.
     trainers = [_Trainer(spec, x, y_train, xv, y_val, config) for spec, x, xv in zip(specs, x_train, x_val)]
     order = sorted(range(len(trainers)), key=lambda k: -trainers[k].cost)
+    # Heads given the same array (the designs on one pooled map) share its channel statistics.
+    shared: dict[int, list[_Trainer]] = {}
+    for t in trainers:
+        shared.setdefault(id(t.x), []).append(t)
     done: dict[int, FitResult] = {}
 
     def finished(k: int, result: FitResult | None) -> None:
@@ -89,6 +100,9 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
 
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="eecc-fit") as pool:
+            for group, stats in zip(shared.values(), pool.map(_sample_stats, [g[0].x for g in shared.values()])):
+                for t in group:
+                    t.stats = stats
             if keep is None:
                 _each(pool, [trainers[k].run for k in order], order, finished)
                 return [done[k] for k in range(len(trainers))]
@@ -122,6 +136,7 @@ class _Trainer:
         self.positions = int(np.prod(spec.pooled_shape[1:], dtype=np.int64))
         self.cost = spec.head_macs * len(self.y)
         self.batch = max(8, min(config.batch_size, math.ceil(len(self.y) / config.min_steps)))
+        self.stats: tuple[np.ndarray, np.ndarray] | None = None  # channel mean, std: set by fit_heads
 
     def run(self) -> FitResult:
         return self.first() or self.rest()
@@ -130,8 +145,7 @@ class _Trainer:
         """Set up and train the first epoch; a FitResult only when the head is dropped there."""
         torch.set_num_threads(1)
         cfg, module = self.config, self.module
-        # Standardisation only conditions the optimisation (export folds it in): a spread sample is enough.
-        mean, std = channel_stats(self.x[::max(1, len(self.x) // STATS_ROWS)])
+        mean, std = self.stats
         with torch.no_grad():
             module.mean.copy_(torch.from_numpy(mean).reshape(module.mean.shape))
             module.std.copy_(torch.from_numpy(std).reshape(module.std.shape))
@@ -184,7 +198,7 @@ class _Trainer:
         """[rows, positions, C] fp32 ([rows, C·P] for channel-major heads); gathered per batch so that the
         batch, not the data set, sits in cache."""
         if self.module.channel_major:
-            return torch.from_numpy(self.x[rows].reshape(len(rows), -1).astype(np.float32))
+            return torch.from_numpy(np.asarray(self.x[rows], np.float32).reshape(len(rows), -1))  # fp32: no copy
         raw = torch.from_numpy(self.x[rows]).reshape(len(rows), self.spec.channels, self.positions)
         return torch.empty(len(rows), self.positions, self.spec.channels).copy_(raw.transpose(1, 2))
 
