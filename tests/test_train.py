@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -83,9 +85,9 @@ def test_streaming_from_memmap_equals_in_ram(tmp_path):
     np.testing.assert_allclose(std, x.astype(np.float64).std(axis=(0, 2, 3)), rtol=1e-4)
 
 
-@pytest.mark.parametrize("width", [6, None])
-def test_hand_written_gradients_equal_autograd(width):
-    spec = HeadSpec("t", (8, 4, 4), (1, 1), width, 5, backbone_macs=0)
+@pytest.mark.parametrize("kind, width", [("gap", 6), ("gap", None), ("flat", 6)])
+def test_hand_written_gradients_equal_autograd(kind, width):
+    spec = HeadSpec("t", (8, 4, 4), (1, 1), width, 5, backbone_macs=0, kind=kind)
     torch.manual_seed(0)
     module = HeadModule(spec, RNG.normal(size=8).astype(np.float32), RNG.uniform(0.5, 2.0, 8).astype(np.float32))
     x = torch.from_numpy(RNG.normal(size=(64, 16, 8)).astype(np.float32) * 2 + 1)
@@ -167,3 +169,24 @@ def test_successive_halving_stops_the_heads_keep_turns_down_after_one_epoch():
     assert fits[0].epochs > 1 and fits[2].epochs > 1
     alone = fit_head(specs[2], data[0], data[1], val[0], val[1], TrainConfig(epochs=3, threads=1))
     np.testing.assert_array_equal(fits[2].val_logits, alone.val_logits)  # a head that goes on trains as alone
+
+
+def test_the_designs_on_one_map_train_in_lockstep_exactly_as_alone():
+    """Heads given one array share each gathered batch; every kind still trains as it would alone."""
+    base = dict(in_shape=(8, 8, 8), pool=(2, 2), num_classes=5, backbone_macs=0, pool_op="avg")
+    specs = [HeadSpec("m", width=None, kind="flat", **base), HeadSpec("m", width=4, kind="flat", **base),
+             HeadSpec("m", width=6, kind="gap", **base), HeadSpec("m", width=None, kind="mlp", hidden=7, **base)]
+    (x, y), (xv, yv) = _blobs(700, specs[0], 0.3), _blobs(200, specs[0], 0.3)
+    config = TrainConfig(epochs=4, patience=1, threads=2)
+    fits = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, config, keep=lambda first: [True, True, False, True])
+    assert fits[2].epochs == 1
+    for spec, fit in zip(specs, fits):
+        alone = fit_head(spec, x, y, xv, yv, replace(config, threads=1))
+        assert fit.first_epoch_accuracy == alone.first_epoch_accuracy
+        if spec.width == 6:
+            continue  # stopped by `keep` after one epoch; alone it went on
+        assert fit.epochs == alone.epochs
+        for name, w in vars(export(fit.module)).items():
+            if w is not None:
+                np.testing.assert_array_equal(w, getattr(export(alone.module), name), err_msg=f"{spec.kind}.{name}")
+        np.testing.assert_array_equal(fit.val_logits, alone.val_logits)

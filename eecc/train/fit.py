@@ -1,8 +1,9 @@
 """Train exit heads on cached features: Adam with cosine decay, early stopping on validation loss.
 
-Every head trains on its own thread with one torch thread each (heads are small: OpenMP-parallel ops
-on them mostly wait at barriers, and collapse when other processes share the cores). A head's
-result depends only on its spec, its data and the config — never on which heads train beside it.
+The heads of each pooled map train together as one task, tasks on their own threads with one torch
+thread each (heads are small: OpenMP-parallel ops on them mostly wait at barriers, and collapse when
+other processes share the cores). A head's result depends only on its spec, its data and the config
+(and, with halving, its location's first-epoch accuracies) — never on which heads train beside it.
 Each batch's rows are gathered from the (memory-mapped) features when needed, so the training set
 is never loaded whole; the page cache holds what fits.
 """
@@ -14,6 +15,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -73,7 +75,13 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
               x_val: Sequence[np.ndarray], y_val: np.ndarray, config: TrainConfig = TrainConfig(), *,
               on_done: Callable[[int, int], None] | None = None,
               keep: Callable[[list[float | None]], list[bool]] | None = None) -> list[FitResult]:
-    """Train heads[k] on x_train[k] (any float dtype; float32 memmaps, as cached, are read without a copy), most expensive first, in parallel.
+    """Train heads[k] on x_train[k] (any float dtype; float32 memmaps, as cached, are read without a copy).
+
+    Heads given the same x_train array (the designs on one pooled map) train as one task, in lockstep:
+    each batch is gathered once and every head of the map steps on it. Each head draws the same batches
+    it would alone (the permutation depends on the seed and the row count only) and keeps its own
+    weights, optimiser and early stopping, so lockstep changes no result; it halves the batch gathers,
+    the largest cost after the arithmetic (bench/exits.py). Tasks run most expensive first, in parallel.
 
     Successive halving (Jamieson & Talwalkar 2016, one rung), when `keep` is given: every head trains one
     epoch; keep(first-epoch validation accuracy per head, None for a dropped one) says which go on, the
@@ -82,50 +90,89 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     `on_done(finished, total)` is called as heads finish (from the calling thread).
     """
     threads = torch.get_num_threads()
-    workers = max(1, min(len(specs), config.threads or os.cpu_count() or 1))
     # Initial weights come from the global RNG, so they are drawn here, one seed per head, in order.
     trainers = [_Trainer(spec, x, y_train, xv, y_val, config) for spec, x, xv in zip(specs, x_train, x_val)]
-    order = sorted(range(len(trainers)), key=lambda k: -trainers[k].cost)
-    # Heads given the same array (the designs on one pooled map) share its channel statistics.
-    shared: dict[int, list[_Trainer]] = {}
-    for t in trainers:
-        shared.setdefault(id(t.x), []).append(t)
+    by_map: dict[int, list[int]] = {}
+    for k, t in enumerate(trainers):
+        by_map.setdefault(id(t.x), []).append(k)
+    groups = sorted(by_map.values(), key=lambda ks: -sum(trainers[k].cost for k in ks))
+    workers = max(1, min(len(groups), config.threads or os.cpu_count() or 1))
     done: dict[int, FitResult] = {}
 
-    def finished(k: int, result: FitResult | None) -> None:
-        if result is not None:
-            done[k] = result
-            if on_done:
-                on_done(len(done), len(trainers))
+    def finished(pairs: list[tuple[int, FitResult | None]]) -> None:
+        for k, result in pairs:
+            if result is not None:
+                done[k] = result
+                if on_done:
+                    on_done(len(done), len(trainers))
 
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="eecc-fit") as pool:
-            for group, stats in zip(shared.values(), pool.map(_sample_stats, [g[0].x for g in shared.values()])):
+            maps = [[trainers[k] for k in ks] for ks in groups]
+            for group, stats in zip(maps, pool.map(_sample_stats, [g[0].x for g in maps])):
                 for t in group:
-                    t.stats = stats
-            if keep is None:
-                _each(pool, [trainers[k].run for k in order], order, finished)
-                return [done[k] for k in range(len(trainers))]
-            _each(pool, [trainers[k].first for k in order], order, finished)
-            go_on = keep([None if k in done else trainers[k].first_accuracy for k in range(len(trainers))])
-            for k in range(len(trainers)):
-                if k not in done and not go_on[k]:
-                    finished(k, trainers[k].result())
-            rest = [k for k in order if k not in done]
-            _each(pool, [trainers[k].rest for k in rest], rest, finished)
+                    t.stats = stats  # the designs on one map share its channel statistics
+            _each(pool, [partial(_first, [(k, trainers[k]) for k in ks]) for ks in groups], finished)
+            go_on = [k not in done for k in range(len(trainers))]
+            if keep is not None:
+                go_on = keep([None if k in done else trainers[k].first_accuracy for k in range(len(trainers))])
+                finished([(k, trainers[k].result()) for k in range(len(trainers)) if k not in done and not go_on[k]])
+            rest = [[(k, trainers[k]) for k in ks if k not in done] for ks in groups]
+            _each(pool, [partial(_rest, pairs) for pairs in rest if pairs], finished)
     finally:
         torch.set_num_threads(threads)
     return [done[k] for k in range(len(trainers))]
 
 
-def _each(pool: ThreadPoolExecutor, calls: list[Callable], keys: list[int], finished) -> None:
-    """Run calls[i]() on the pool; finished(keys[i], its result) as each completes."""
-    futures = {pool.submit(call): k for call, k in zip(calls, keys)}
-    for future in as_completed(futures):
-        finished(futures[future], future.result())
+def _each(pool: ThreadPoolExecutor, calls: list[Callable], finished) -> None:
+    """Run calls[i]() on the pool; finished(its result) as each completes."""
+    for future in as_completed([pool.submit(call) for call in calls]):
+        finished(future.result())
+
+
+def _first(pairs: list[tuple[int, "_Trainer"]]) -> list[tuple[int, FitResult | None]]:
+    """Set up the heads of one map and train their first epoch together; a FitResult for each dropped one."""
+    torch.set_num_threads(1)
+    for _, t in pairs:
+        t.setup()
+    _epoch([t for _, t in pairs])
+    return [(k, t.after_first(*t.score())) for k, t in pairs]
+
+
+def _rest(pairs: list[tuple[int, "_Trainer"]]) -> list[tuple[int, FitResult]]:
+    """The remaining epochs of the heads of one map, together, each with its own early stopping."""
+    torch.set_num_threads(1)
+    active = [t for _, t in pairs if t.goes_on()]
+    while active:
+        _epoch(active)
+        for t in active:
+            t.judge(*t.score())
+        active = [t for t in active if t.goes_on()]
+    return [(k, t.result()) for k, t in pairs]
+
+
+def _epoch(heads: list["_Trainer"]) -> None:
+    """One epoch of heads that share their training array, batch size and epoch count."""
+    lead = heads[0]
+    for t in heads:
+        t.epoch += 1
+        t.module.train()
+    # Every head's generator draws the same permutation (same seed, rows and epoch): the lead's stands for all.
+    perm = torch.randperm(len(lead.y), generator=lead.gen).numpy()
+    for t in heads[1:]:
+        torch.randperm(len(t.y), generator=t.gen)
+    for i in range(0, len(perm), lead.batch):
+        rows = np.sort(perm[i:i + lead.batch])  # a memmap reads forward; a batch is a set anyway
+        # Gathered per batch so that the batch, not the data set, sits in cache; fp32 as cached: no copy.
+        raw, y = np.asarray(lead.x[rows], np.float32), lead.y[rows]
+        for t in heads:
+            loss_and_grads(t.module, t.layout(raw), y)
+            t.opt.step()
 
 
 class _Trainer:
+    """One head: its module, optimiser and early-stopping state; the epochs run in `_epoch`."""
+
     def __init__(self, spec: HeadSpec, x, y, x_val, y_val, config: TrainConfig):
         torch.manual_seed(config.seed)
         c = spec.channels
@@ -138,12 +185,7 @@ class _Trainer:
         self.batch = max(8, min(config.batch_size, math.ceil(len(self.y) / config.min_steps)))
         self.stats: tuple[np.ndarray, np.ndarray] | None = None  # channel mean, std: set by fit_heads
 
-    def run(self) -> FitResult:
-        return self.first() or self.rest()
-
-    def first(self) -> FitResult | None:
-        """Set up and train the first epoch; a FitResult only when the head is dropped there."""
-        torch.set_num_threads(1)
+    def setup(self) -> None:
         cfg, module = self.config, self.module
         mean, std = self.stats
         with torch.no_grad():
@@ -154,18 +196,17 @@ class _Trainer:
         self.opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
         self.best = (math.inf, 0.0, None, None)  # loss, accuracy, state, val logits
         self.stale, self.epoch = 0, 0
-        loss, self.first_accuracy = self._train_and_score()
-        if self.first_accuracy < drop_threshold(self.y_val, self.spec.num_classes, cfg.drop_margin):
-            return FitResult(module, self.first_accuracy, self.first_accuracy, loss, 1, dropped=True)  # as NA
-        self._judge(loss, self.first_accuracy)
+
+    def after_first(self, loss: float, accuracy: float) -> FitResult | None:
+        """Judge the first epoch; a FitResult only when the head is dropped there."""
+        self.first_accuracy = accuracy
+        if accuracy < drop_threshold(self.y_val, self.spec.num_classes, self.config.drop_margin):
+            return FitResult(self.module, accuracy, accuracy, loss, 1, dropped=True)  # as NA
+        self.judge(loss, accuracy)
         return None
 
-    def rest(self) -> FitResult:
-        """The remaining epochs, with early stopping on the validation loss."""
-        torch.set_num_threads(1)
-        while self.epoch < self.config.epochs and self.stale < self.config.patience:
-            self._judge(*self._train_and_score())
-        return self.result()
+    def goes_on(self) -> bool:
+        return self.epoch < self.config.epochs and self.stale < self.config.patience
 
     def result(self) -> FitResult:
         """The best weights so far (by validation loss)."""
@@ -173,34 +214,25 @@ class _Trainer:
         self.module.load_state_dict(state)
         return FitResult(self.module, self.first_accuracy, acc, loss, self.epoch, dropped=False, val_logits=logits)
 
-    def _train_and_score(self) -> tuple[float, float]:
-        self.epoch += 1
-        self._epoch(self.opt, self.gen)
+    def score(self) -> tuple[float, float]:
+        """Validation loss and accuracy of the current weights."""
         self._logits = predict(self.module, self.x_val)
         loss = float(nn.functional.cross_entropy(torch.from_numpy(self._logits), torch.from_numpy(self.y_val)))
         return loss, float((self._logits.argmax(1) == self.y_val).mean())
 
-    def _judge(self, loss: float, acc: float) -> None:
+    def judge(self, loss: float, acc: float) -> None:
         if loss < self.best[0] - 1e-4:
             self.best, self.stale = (loss, acc, copy.deepcopy(self.module.state_dict()), self._logits), 0
         else:
             self.stale += 1
 
-    def _epoch(self, opt: "_Adam", gen) -> None:
-        module = self.module.train()
-        perm = torch.randperm(len(self.y), generator=gen).numpy()
-        for i in range(0, len(perm), self.batch):
-            rows = np.sort(perm[i:i + self.batch])  # a memmap reads forward; a batch is a set anyway
-            loss_and_grads(module, self._rows(rows), self.y[rows])
-            opt.step()
-
-    def _rows(self, rows: np.ndarray) -> torch.Tensor:
-        """[rows, positions, C] fp32 ([rows, C·P] for channel-major heads); gathered per batch so that the
-        batch, not the data set, sits in cache."""
+    def layout(self, raw: np.ndarray) -> torch.Tensor:
+        """A gathered fp32 batch [rows, C, *pooled] as this head reads it: [rows, C·P] for channel-major
+        heads (a view), else [rows, positions, C]."""
         if self.module.channel_major:
-            return torch.from_numpy(np.asarray(self.x[rows], np.float32).reshape(len(rows), -1))  # fp32: no copy
-        raw = torch.from_numpy(self.x[rows]).reshape(len(rows), self.spec.channels, self.positions)
-        return torch.empty(len(rows), self.positions, self.spec.channels).copy_(raw.transpose(1, 2))
+            return torch.from_numpy(raw.reshape(len(raw), -1))
+        x = torch.from_numpy(raw).reshape(len(raw), self.spec.channels, self.positions)
+        return torch.empty(len(raw), self.positions, self.spec.channels).copy_(x.transpose(1, 2))
 
 
 class _Adam:
