@@ -239,14 +239,22 @@ class _Adam:
     """Adam (L2 weight decay, as torch.optim.Adam) with a cosine learning-rate decay to zero over `steps`.
 
     Written out because the heads have four small tensors: torch.optim's per-step dispatch cost more
-    than the update, and its first construction imports torch._dynamo (seconds of CPU).
+    than the update, and its first construction imports torch._dynamo (seconds of CPU). The parameters
+    become views of one flat buffer, so a step is six elementwise ops on it whatever the head's shape
+    (elementwise: the same numbers as per tensor).
     """
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float, steps: int,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params, self.lr, self.wd, self.steps, self.betas, self.eps = params, lr, weight_decay, steps, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
+        with torch.no_grad():
+            self.flat = torch.cat([p.detach().reshape(-1) for p in params])
+            at = 0
+            for p in params:
+                p.data = self.flat[at:at + p.numel()].view_as(p)
+                at += p.numel()
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
         self.t = 0
 
     @torch.no_grad()
@@ -255,11 +263,12 @@ class _Adam:
         lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.t, self.steps) / self.steps))
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad.add(p, alpha=self.wd) if self.wd else p.grad
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
+        g = torch.cat([p.grad.reshape(-1) for p in self.params])
+        if self.wd:
+            g.add_(self.flat, alpha=self.wd)
+        self.m.lerp_(g, 1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        self.flat.addcdiv_(self.m, self.v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
 
 
 def _tensor(a) -> torch.Tensor:
