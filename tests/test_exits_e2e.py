@@ -62,9 +62,9 @@ def test_trained_heads_in_the_onnx_graph_reproduce_the_cached_logits(first, data
     outs = run(model, {"input": data["x_test"]})
     for k, head in enumerate(res.heads()):
         got = outs[logits_name(head.spec.tensor, k)]
-        want = res.logits.test_logits[k]  # from fp16 cached features: close, not equal
-        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
-        assert (got.argmax(1) == want.argmax(1)).mean() > 0.98
+        want = res.logits.test_logits[k]  # from cached fp32 features (blocked convolutions): float rounding apart
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+        assert (got.argmax(1) == want.argmax(1)).mean() > 0.999
 
 
 def test_second_run_is_served_from_the_cache_and_subsets_work(first, data):

@@ -56,9 +56,9 @@ def test_offered_heads_reach_the_search_and_the_graph(trained):
     outs = run(model, {"input": data["x_test"]})
     for k, head in enumerate(res.heads()):
         got = outs[logits_name(head.spec.tensor, k)]
-        want = lg.test_logits[k]  # from fp16 cached features: close, not equal
-        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
-        assert (got.argmax(1) == want.argmax(1)).mean() > 0.98
+        want = lg.test_logits[k]  # from cached fp32 features (blocked convolutions): float rounding apart
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+        assert (got.argmax(1) == want.argmax(1)).mean() > 0.999
 
 
 def test_the_search_choice_of_design_reaches_heads_logits_and_graph(trained):

@@ -35,7 +35,7 @@ def verify_bundle(path: Path, manifest: Manifest, test, original_accuracy: float
         "exit_rates": [float(r) for r in rates],
         "mean_latency_s": float(sum(r * s["exit_latency_s"] for r, s in zip(rates, stages))),
         "mean_energy_j": float(sum(r * s["exit_energy_j"] for r, s in zip(rates, stages))),
-        # The search scores heads on cached fp16 features; the cascade runs them in fp32 on the real graph.
+        # The search scores heads on cached features (onnxruntime, batched); the cascade runs the real graph.
         "agreement_with_search": float((res.exit_stage == simulated_exits).mean()),
         "host_wall_s": wall,
         **({} if original_correct is None else

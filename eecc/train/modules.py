@@ -199,16 +199,16 @@ def _export_flat(module: HeadModule, mean: torch.Tensor, std: torch.Tensor) -> H
 
 
 def predict(module: HeadModule, features: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Logits [N, classes] float32 for pooled features (any float dtype, e.g. an fp16 memmap)."""
+    """Logits [N, classes] float32 for pooled features (any float dtype, e.g. a cached float32 memmap)."""
     module.eval()
     n, c = len(features), module.spec.channels
     out = np.empty((n, module.spec.num_classes), np.float32)
     with torch.no_grad():
         for start in range(0, n, batch):
             x = np.asarray(features[start:start + batch])
-            if module.channel_major:  # [N, C·P] as stored: one pass, the cast
+            if module.channel_major:  # [N, C·P] as stored (float32 as cached: no copy)
                 out[start:start + len(x)] = module.forward_flat(torch.from_numpy(
-                    x.reshape(len(x), -1).astype(np.float32))).numpy()
+                    np.asarray(x, np.float32).reshape(len(x), -1))).numpy()
                 continue
             x = torch.from_numpy(x if x.flags.writeable else x.copy()).reshape(len(x), c, -1)
             rows = torch.empty(len(x), x.shape[2], c).copy_(x.transpose(1, 2))  # one pass: cast + layout

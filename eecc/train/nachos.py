@@ -203,7 +203,7 @@ def _support_accuracy(module: NachosExits, xs, y: torch.Tensor, support: np.ndar
 
 
 def _layout(x, spec: HeadSpec) -> torch.Tensor:
-    """Cached [N, C, *pooled] (any float dtype, e.g. an fp16 memmap) → fp32 [N, positions, C]."""
+    """Cached [N, C, *pooled] (any float dtype, e.g. a float32 memmap) → fp32 [N, positions, C]."""
     a = np.asarray(x, dtype=np.float32).reshape(len(x), spec.channels, -1)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 2, 1)))
 
