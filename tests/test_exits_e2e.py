@@ -97,3 +97,16 @@ def test_cli_json(first, data, tmp_path, capsys):
     assert out["timings"]["reference_pass_s"] > 0 and out["peak_rss_mb"] > 0
     assert main(["exits", str(MODEL), "--data", str(path), "--candidates", "nope", "--cache-dir", str(cache)]) == 2
     assert "not candidate exits of this model" in capsys.readouterr().err
+
+
+def test_heads_trained_on_another_feature_format_are_retrained_not_reused(first, data, monkeypatch):
+    import eecc.data.cache as fcache
+
+    cache, res = first
+    location = res.results[0].spec.tensor
+    stored = res.artifacts.parent / "heads"
+    before = set(stored.glob("*.pkl"))
+    monkeypatch.setattr(fcache, "FORMAT", "fp16")  # as an earlier eecc cached the maps
+    again = run_exits(MODEL, data, cache_dir=cache, candidates=[location])
+    assert not again.warm
+    assert len(set(stored.glob("*.pkl")) - before) == len([r for r in again.tried if r.spec.tensor == location])

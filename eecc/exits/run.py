@@ -205,8 +205,9 @@ def _head_key(head: HeadSpec, heads: Sequence[HeadSpec], config) -> str:
 
 
 def _config_key(config) -> str:
-    """The training config as it enters cache keys, with the halving rule's version when halving is on."""
-    return repr(config) + (f" halving={HALVING_RULE}" if config.halving else "")
+    """The training config as it enters cache keys, with the halving rule's version when halving is on
+    and the feature cache's storage format (heads trained on fp16 maps are not the fp32 ones)."""
+    return repr(config) + (f" halving={HALVING_RULE}" if config.halving else "") + f" features={fcache.FORMAT}"
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
