@@ -104,7 +104,7 @@ def expose_features(graph: gs.Graph, *, heads: Sequence[HeadSpec]) -> gs.Graph:
 
     Several heads may share a tensor (the pooled maps of a head family); give each pooled map once.
     The pool writes the output itself (an unpooled map goes through Identity, to carry the name): the
-    feature pass copies every output it returns, and a Cast per map cost a tenth of the pass.
+    feature pass keeps fp32 maps, and a Cast per map was 6 % of its onnxruntime time (profiled).
     """
     graph = graph.copy()
     tensors = _check(graph, heads, "expose_features")

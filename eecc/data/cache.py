@@ -10,8 +10,9 @@ leave a chunk marked done that never reached the disk.
 
 Maps are stored as float32, what onnxruntime returns and the heads compute in: fp16 halved the disk but
 cost a Cast per map in the pass and a conversion per training batch (a quarter of the head-training
-CPU on the ResNet fixture, bench/exits.py). `FORMAT` enters the file names and progress keys, so a
-cache written in another format is recomputed, never read as this one.
+CPU on the ResNet fixture of bench/exits.py, cProfile). `FORMAT` enters the file names and progress
+keys (and the trained heads' keys, eecc/exits/run.py), so a cache written in another format is
+recomputed, never read as this one.
 """
 
 from __future__ import annotations

@@ -80,8 +80,9 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     Heads given the same x_train array (the designs on one pooled map) train as one task, in lockstep:
     each batch is gathered once and every head of the map steps on it. Each head draws the same batches
     it would alone (the permutation depends on the seed and the row count only) and keeps its own
-    weights, optimiser and early stopping, so lockstep changes no result; it halves the batch gathers,
-    the largest cost after the arithmetic (bench/exits.py). Tasks run most expensive first, in parallel.
+    weights, optimiser and early stopping, so lockstep changes no result; it cuts the batch gathers, the
+    largest cost after the arithmetic, by a third (122 map-epochs for 186 head-epochs, bench/exits.py).
+    Tasks run most expensive first, in parallel.
 
     Successive halving (Jamieson & Talwalkar 2016, one rung), when `keep` is given: every head trains one
     epoch; keep(first-epoch validation accuracy per head, None for a dropped one) says which go on, the
