@@ -205,8 +205,7 @@ def _head_key(head: HeadSpec, heads: Sequence[HeadSpec], config) -> str:
 
 
 def _config_key(config) -> str:
-    """The training config as it enters cache keys, with the halving rule's version when halving is on
-    and the feature cache's storage format (heads trained on fp16 maps are not the fp32 ones)."""
+    """The training config in cache keys, with the halving rule's version (if on) and the features' format."""
     return repr(config) + (f" halving={HALVING_RULE}" if config.halving else "") + f" features={fcache.FORMAT}"
 
 
@@ -273,10 +272,8 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
                                               len(job.y_val))))
             return [flags[k] for k in todo]
 
-        # One array per pooled map: the designs on it share its statistics (eecc/train/fit.py).
-        train = {s.feature_key: job.train.features(s) for s in specs}
-        val = {s.feature_key: job.val.features(s) for s in specs}
-        fits = fit_heads(specs, [train[s.feature_key] for s in specs], job.y_train,
+        train, val = ({s.feature_key: f.features(s) for s in specs} for f in (job.train, job.val))
+        fits = fit_heads(specs, [train[s.feature_key] for s in specs], job.y_train,  # one array per map: lockstep
                          [val[s.feature_key] for s in specs], job.y_val, job.config,
                          keep=keep if job.config.halving else None)
         job.store.mkdir(parents=True, exist_ok=True)
