@@ -15,7 +15,7 @@ from eecc.driver.pipeline import make_stages
 from eecc.cost import model as cost_model
 from eecc.cost import measure
 from eecc.cost.features import FEATURES, block, graph_features, named
-from eecc.cost.kernels import conv_kernel
+from eecc.cost.kernels import conv_kernel, table_dequantised
 from eecc.cost.measure import all_cut_stages, dummy_heads, kernels_id
 from eecc.cost.model import fit, load_rows
 from eecc.cost.segments import MEASURED, NOMINAL, DeviceCost, SegmentTable
@@ -115,7 +115,8 @@ def test_convolutions_are_counted_in_the_kernels_the_lowering_chooses():
 
 
 def test_kernel_choice_agrees_with_the_lowering():
-    """conv_kernel calls mcu_kernels' own rule; the lowered stage calls exactly those eecc kernels."""
+    """conv_kernel calls mcu_kernels' own rule; the lowered stage calls exactly those eecc kernels, and
+    dequantises by the table exactly the outputs kernels.table_dequantised says (WIDE's 512, not GRAPH's 10)."""
     pytest.importorskip("tvm")
     import tvm
 
@@ -135,6 +136,9 @@ def test_kernel_choice_agrees_with_the_lowering():
             expected = sorted(k[:2] if k.startswith("dw") else k
                               for k in (conv_kernel(n, cpu, "int8") for n in convs) if k != "tvm")
             assert called == expected, (cpu, called, expected)
+            tables = sum(k.startswith("dequantize_int8") for k, _ in stage.calls)
+            outputs = [int(np.prod([d.dim_value for d in o.type.tensor_type.shape.dim][1:])) for o in model.graph.output]
+            assert tables == sum(map(table_dequantised, outputs)), (cpu, tables, outputs)
 
 
 def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):

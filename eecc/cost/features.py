@@ -24,6 +24,8 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   gate        input elements of Softmax / LogSoftmax / Exp / ReduceMax / TopK (the exit gate, float even in int8)
   io_out      elements of the stage's outputs (int8: dequantised on exit: a soft-float multiply on the M0+), and
               in int8 the elements dequantised into an op left in float
+  dequant_table  in int8, those of tensors the lowering dequantises by a 256-entry table instead (a load each:
+              kernels.table_dequantised)
   in_work     elements of hand-off inputs quantised on entry (mcu_quantize's kernel: a float divide and add,
               soft-float calls on the M0+, whose divide returns early for a zero: a hand-off is a ReLU output,
               about half zeros in the measured units)
@@ -48,11 +50,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features
+from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, table_dequantised
 from eecc.model import ir
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool",
-        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", *KERNEL_FEATURES)
+        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", "dequant_table",
+        *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
@@ -136,7 +139,8 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     if fmt == "int8" and node.op in FLOAT_IN_INT8:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
-        f[_INDEX["io_out"]], f[_INDEX["in_dense"]] = _float_edges(node)
+        deq, f[_INDEX["in_dense"]] = _float_edges(node)
+        f[_INDEX[_dequant(deq)]] = deq
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
@@ -154,6 +158,11 @@ def _float_edges(node: gs.Node) -> tuple[int, int]:
     pooling reads the hand-off, which the stage dequantises for its output anyway)."""
     shared = ir.get_ann(node, "role") == "exit"
     return (0 if shared else _elems(node.inputs[0])), _elems(node.outputs[0])
+
+
+def _dequant(n: int) -> str:
+    """The int8 feature that prices dequantising a tensor of n elements."""
+    return "dequant_table" if table_dequantised(n) else "io_out"
 
 
 def node_features(node: gs.Node) -> np.ndarray:
@@ -199,7 +208,7 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
             f[_INDEX["pool"]] -= _elems(y) * window  # node_features priced it as an integer pool
         elif node.op in FLOAT_IN_INT8:  # already in float: no conversion edges of its own
             deq, quant = _float_edges(node)
-            f[_INDEX["io_out"]] -= deq
+            f[_INDEX[_dequant(deq)]] -= deq
             f[_INDEX["in_dense"]] -= quant
         after = list(y.outputs)
         quantised = bool(after) and not (len(after) == 1 and after[0].op in BEFORE_QUANTIZE)
@@ -207,7 +216,7 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
         f[_INDEX["in_dense" if dense else "in_work"]] -= _elems(x)
         f[_INDEX["in_dense" if dense_y else "in_work"]] += _elems(y) if after else 0
         if y.name in outputs and not quantised:  # a float hand-off: not dequantised either
-            f[_INDEX["io_out"]] -= _elems(y)
+            f[_INDEX[_dequant(_elems(y))]] -= _elems(y)
         todo.append((y, dense_y))
     out = np.zeros(len(FEATURES))
     for fmt_cpu in GROUPS:
@@ -218,15 +227,18 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
 
 def io_features(inputs: list[int], outputs: list[int], *, dense: int = 0) -> np.ndarray:
     """[len(FEATURES)] of a stage's edges: hand-off input elements, `dense` model-input elements (int8 only: in
-    fp32 nothing is converted, so they stay in_work), output elements, the constant."""
+    fp32 nothing is converted, so they stay in_work), output elements per output tensor, the constant."""
     f = np.zeros(B)
     f[_INDEX["in_work"]] = float(sum(inputs))
     f[_INDEX["io_out"]] = float(sum(outputs))
     f[_INDEX["const"]] = 1.0
     out = np.tile(f, len(GROUPS))
     for cpu, fmt in GROUPS:
-        cols = block(cpu, fmt)
-        out[cols][_INDEX["in_dense" if fmt == "int8" else "in_work"]] += dense
+        cols = out[block(cpu, fmt)]  # a view
+        cols[_INDEX["in_dense" if fmt == "int8" else "in_work"]] += dense
+        table = sum(n for n in outputs if table_dequantised(n)) if fmt == "int8" else 0
+        cols[_INDEX["io_out"]] -= table
+        cols[_INDEX["dequant_table"]] += table
     return out
 
 

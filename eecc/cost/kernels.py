@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from eecc.targets import cortex_m, mcu_kernels
+from eecc.targets import cortex_m, mcu_kernels, mcu_quantize
 
 GROUPS = (("cortex-m0plus", "fp32"), ("cortex-m4", "fp32"), ("cortex-m0plus", "int8"), ("cortex-m4", "int8"))
 KERNEL_FEATURES = ("tile_body", "tile_acc", "tile_col", "dwk_step", "dwk_tap", "dwk_out",
@@ -39,6 +39,14 @@ KERNEL_FEATURES = ("tile_body", "tile_acc", "tile_col", "dwk_step", "dwk_tap", "
 def _kind(cpu: str) -> str | None:
     # kernel_kind reads only the target's mtriple and mcpu: the backend's own target dict, without TVM
     return mcu_kernels.kernel_kind(SimpleNamespace(attrs=cortex_m.CPUS[cpu]["target"]))
+
+
+def table_dequantised(n: int) -> bool:
+    """Whether the int8 lowering dequantises a tensor of n elements (per sample) with mcu_quantize's 256-entry
+    table (a load per value) rather than TVM's operators (a conversion and a multiply: soft float on the M0+):
+    its dequantize_rule takes tensors of at least mcu_quantize.TABLE_MIN elements; no table before that rule."""
+    least = getattr(mcu_quantize, "TABLE_MIN", None)
+    return least is not None and n >= least
 
 
 def conv_kernel(node, cpu: str, fmt: str) -> str:
