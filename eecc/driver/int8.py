@@ -1,4 +1,5 @@
-"""--quantize int8: the bundle's stages become int8 QDQ stages whose thresholds are searched again on the
+"""--quantize int8: the bundle's stages become int8 QDQ stages; they keep the thresholds the search chose on
+the int8 model when those hold the limits on the int8 stages, else the thresholds are searched again on the
 int8 stages' own confidences; the float stages stay beside them as stage<k>.<proc>.float.onnx."""
 
 from __future__ import annotations
@@ -49,15 +50,9 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
                            pred=np.stack([h.argmax(-1) for h in heads]) if heads else np.zeros((0, n), np.int64),
                            final_pred=final.argmax(-1), y=np.asarray(y, dtype=np.int64))
 
-    unit = "macs" if result is None else result.objective
-    field = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(unit, "exit_macs")
-    costs = np.array([getattr(e, field) for e in entries], dtype=np.float64)  # per position, objective's unit
+    costs, objective = _objective(entries, logits, o, result)
     macs = np.array([e.exit_macs for e in entries], dtype=np.float64)
-    reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
-    original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
-    reference_accuracy = float(original.mean()) if result is None else result.original["val_accuracy"]
-    objective = Objective(reference, reference_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
-                          o.max_mean_macs if unit == "macs" else None)
+    reference_accuracy = objective.original_accuracy
     exits = list(range(len(entries) - 1))
     calibration = scores(quantized, on.rows(0, len(on)), on.y)
     kept = evaluate_policy(calibration, exits, tuple(e.threshold for e in entries[:-1]), costs)
@@ -78,7 +73,31 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     on_test = scores(quantized, *test)
     stale = evaluate_policy(on_test, exits, tuple(float_th), macs)  # int8 stages, float thresholds
     manifest.placement.metrics["measured"] = measured
-    manifest.quantization = {
+    manifest.quantization = _record(
+        calib_x, o, float_th, th, keep, searched_int8, chosen, objective, float_measured, measured, stale, on_test)
+    manifest.quantization["seconds"] = time.perf_counter() - t0
+    return quantized
+
+
+def _objective(entries: list[StageEntry], logits, o, result) -> tuple[np.ndarray, Objective]:
+    """The exit costs per position in the objective's unit and the search's Objective (reference cost and
+    accuracy, weights, limits); `result` None (no search) means MACs against the float original."""
+    unit = "macs" if result is None else result.objective
+    field = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(unit, "exit_macs")
+    costs = np.array([getattr(e, field) for e in entries], dtype=np.float64)
+    reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
+    original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
+    reference_accuracy = float(original.mean()) if result is None else result.original["val_accuracy"]
+    return costs, Objective(reference, reference_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
+                            o.max_mean_macs if unit == "macs" else None)
+
+
+def _record(calib_x, o, float_th, th, keep, searched_int8, chosen, objective, float_measured, measured, stale,
+            on_test) -> dict:
+    """manifest.quantization: the scheme, where the thresholds come from, the calibration split's figures and
+    the test split's (float stages, int8 stages, int8 stages with the float thresholds)."""
+    reference_accuracy = objective.original_accuracy
+    return {
         "scheme": "int8", "format": FORMAT, "calibration_samples": int(len(calib_x)),
         "thresholds_calibrated_on": o.calibrate_on, "float_thresholds": float_th, "int8_thresholds": list(th),
         "thresholds": ("the search's, chosen on the int8 model" if keep else "searched again on the int8 stages"
@@ -93,9 +112,7 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
         "int8_with_float_thresholds": {"accuracy": stale.accuracy, "mean_macs": stale.mean_macs,
                                        "exit_rates": [float(r) for r in stale.exit_rates]},
         "int8_final_accuracy": float((on_test.final_pred == on_test.y).mean()),
-        "calibration_cost": float(objective.cost(chosen.accuracy, chosen.mean_macs)),
-        "seconds": time.perf_counter() - t0}
-    return quantized
+        "calibration_cost": float(objective.cost(chosen.accuracy, chosen.mean_macs))}
 
 
 def _swap_files(tmp: Path, entries: list[StageEntry], quantized, thresholds) -> None:

@@ -62,16 +62,8 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
     data = plan.splits(data, scale)
     check_validation_size(data, plan.num_classes)
-    if exits_per_processor is not None and exits_per_processor < 1:
-        raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
     device = device_cost(plan, platform, numeric, options.metric)
-    placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
-                                      max_latency_s=max_latency_s, exits_per_processor=exits_per_processor,
-                                      device=device)
-    if not any(p.fits for p in placements):
-        why = placements[0].reasons[0] if placements else (
-            f"platform '{platform.name}' has {len(platform.processors)} processor(s); eecc needs at least 2")
-        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor)
     if options.objective is None:
         options = replace(options, objective="energy" if all(p.active_power_w > 0 for p in platform.processors)
                           else "latency")
@@ -104,6 +96,20 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs,
                      "int8" if numeric == "int8" else "fp32")
+
+
+def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor) -> list:
+    """Every placement of the platform (eecc/search/placement.py); EeccError when none fits before training."""
+    if exits_per_processor is not None and exits_per_processor < 1:
+        raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
+    placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
+                                      max_latency_s=max_latency_s, exits_per_processor=exits_per_processor,
+                                      device=device)
+    if not any(p.fits for p in placements):
+        why = placements[0].reasons[0] if placements else (
+            f"platform '{platform.name}' has {len(platform.processors)} processor(s); eecc needs at least 2")
+        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+    return placements
 
 
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):
