@@ -8,15 +8,15 @@ below turns one such island into integer arithmetic on the int8 tensors themselv
   Q(mean(DQ(x)))                   ->  RQ(sum(x:int32) - n·zx)             (global average pooling)
   Q(DQ(a) + DQ(b))                 ->  zo + ((a-za)·Ma + (b-zb)·Mb + ½) >> S   (residual add)
   Q(max_pool(DQ(x))), Q(reshape(DQ(x)))  ->  the same op on x (requantised if the scale changes)
+  max_pool(DQ(x)) (a float result)  ->  DQ(max_pool(x))  (DQ increases for s > 0; -128 pads never win)
 
   RQ(acc) = clamp(zo + (hi32(acc·M0) + 2^(s-1)) >> s, -128, 127),  s_x·s_w/s_o = M0·2^-(32+s)
 
-TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py)
-in int32 but for one high multiply; no float operation on the Cortex-M0+. The zero point of x is
-folded into the int32 bias (x is padded with zx). On microcontrollers 2-D convolutions become the
-fused kernels of mcu_kernels (depthwise: mcu_depthwise) and the stage input's QuantizeLinear mcu_quantize's
-kernel. A pattern that does not fit (uint8, asymmetric weights, another layout)
-is left as TVM imported it and stays correct.
+TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py) in int32
+but for one high multiply. The zero point of x is folded into the int32 bias (x is padded with zx). On
+microcontrollers 2-D convolutions become the fused kernels of mcu_kernels (depthwise: mcu_depthwise), the
+stage input's QuantizeLinear and large DequantizeLinears mcu_quantize's. A pattern that does not fit
+(uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ def lower_int8(mod, *, kernels: str | None = None):
 def has_qdq(model) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
-
-# ---- Relax builders -------------------------------------------------------------------------------
 
 def _const(value, dtype):
     from tvm import relax
@@ -97,14 +95,11 @@ def _ndim(expr) -> int:
     return int(expr.ty.ndim)
 
 
-# ---- patterns ---------------------------------------------------------------------------------------
-
 class _P:
     """The named sub-patterns one rule matches against."""
 
     def __init__(self):
         from tvm.relax.dpl import is_const, is_op, wildcard
-
         self.is_op, self.is_const, self.wildcard = is_op, is_const, wildcard
         self.x, self.sx, self.zx = wildcard(), is_const(), is_const()
         self.dqx = is_op("relax.dequantize")(self.x, self.sx, self.zx)
@@ -119,12 +114,13 @@ class _P:
 
 
 def _rules(kernels: str | None = None, builder=None):
-    from eecc.targets.mcu_quantize import quantize_rule
+    from eecc.targets.mcu_quantize import dequantize_rule, quantize_rule
 
     rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True),
              _matmul_rule(False), _mean_rule(), _add_rule(), _passthrough_rule("relax.nn.max_pool2d"),
-             _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape")]
-    return rules + ([quantize_rule(builder)] if kernels is not None else [])  # what is left: the stage input
+             _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape"), _pool_first_rule()]
+    # what is left on microcontrollers: the stage input's quantize and the outputs' dequantize
+    return rules if kernels is None else rules + [quantize_rule(builder, kernels), dequantize_rule(builder)]
 
 
 def _np(m, pattern) -> np.ndarray:
@@ -298,6 +294,24 @@ def _passthrough_rule(op_name: str):
             return y
         acc = relax.op.subtract(relax.op.astype(y, "int32"), _const(zx, "int32"))
         return _requantize(acc, np.float64(sx) / so, zo, _ndim(call))
+
+    return pattern, rewrite
+
+
+def _pool_first_rule():
+    """A float max pool of a per-tensor int8 DequantizeLinear (an exit head reading the dequantised hand-off)
+    runs on the int8 tensor; only its smaller result is dequantised."""
+    from tvm import relax
+
+    p = _P()
+    pattern = p.is_op("relax.nn.max_pool2d")(p.dqx) | p.is_op("relax.nn.max_pool1d")(p.dqx)
+
+    def rewrite(expr, m):
+        sx, zx = _np(m, p.sx), _np(m, p.zx)
+        if sx.size != 1 or zx.dtype != np.int8 or m[p.x].ty.dtype != "int8" or not float(sx.reshape(())) > 0:
+            return expr
+        pooled = relax.Call(expr.op, [m[p.x], *expr.args[1:]], expr.attrs)
+        return relax.op.dequantize(pooled, m[p.sx], m[p.zx], axis=m[p.dqx].attrs.axis, out_dtype="float32")
 
     return pattern, rewrite
 

@@ -113,6 +113,27 @@ def _host_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
 
 
+def test_float_max_pool_of_a_dequantised_tensor_runs_on_the_int8_tensor():
+    """An exit head's max pool of the dequantised hand-off (no Q after it): pooled in int8, then dequantised,
+    bit for bit with onnxruntime (windows padded or wholly at -128 included)."""
+    import onnxruntime as ort
+
+    n = helper.make_node
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["q"]), n("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             n("MaxPool", ["d"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 4])],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [0.031]),
+                               helper.make_tensor("z", TensorProto.INT8, [], [-100])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    text = int8_lowering.lower_int8(tvm_import.relax_module(model)).script(show_meta=False)
+    assert re.search(r'dtype="int8"\) = R\.nn\.max_pool2d\(', text), text
+    x = np.random.default_rng(2).standard_normal((6, 3, 9, 8)).astype(np.float32)
+    x[0] = -50.0  # every value saturates to -128
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(_host_run(model, x), want)
+
+
 def test_integer_kernels_reproduce_onnxruntime_int8(residual_int8):
     model, x = residual_int8
     want = reference_runs([model], x)[0][1]["y"]

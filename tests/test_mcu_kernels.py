@@ -164,19 +164,20 @@ def test_float_kernel_matches_a_float64_convolution(case, relu):
 
 def depthwise_stage() -> "onnx.ModelProto":
     """Depthwise 3x3 at stride 2 and at stride 1 on an odd width, then a pointwise conv: the M4's
-    pair-tap depthwise kernel in both stride branches and its unstored spare column."""
+    pair-tap depthwise kernel in both stride branches and its unstored spare column; the 270-value output
+    takes mcu_quantize's table dequantisation."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    shapes = {"w1": (6, 1, 3, 3), "b1": (6,), "w2": (6, 1, 3, 3), "b2": (6,), "w3": (5, 6, 1, 1), "b3": (5,)}
+    shapes = {"w1": (6, 1, 3, 3), "b1": (6,), "w2": (6, 1, 3, 3), "b2": (6,), "w3": (9, 6, 1, 1), "b3": (9,)}
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), k) for k, s in shapes.items()]
     n = helper.make_node
     nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], group=6), n("Relu", ["c1"], ["r1"]),
              n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=6), n("Relu", ["c2"], ["r2"]),
              n("Conv", ["r2", "w3", "b3"], ["y"])]
     graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 11, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 6, 5])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 6, 5])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -204,40 +205,68 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
 
 @needs_arm
 def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
-    """Armv6-M: the byte-column tile, the two-outputs depthwise kernel, hi32 from 16-bit halves and the
-    soft-float input quantisation, bit for bit against TVM's own integer lowering on the host."""
+    """Armv6-M: the byte-column tile, the two-outputs depthwise kernel, hi32 from 16-bit halves, the input
+    quantisation by bisection and the table dequantisation, bit for bit against TVM's own integer lowering."""
     dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m0plus", seed=5)
     kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
     ours = {name: body for name, body in kernels.items() if name.startswith(("conv2d_int8", "depthwise2d_int8"))}
     assert any(n.startswith("conv2d") for n in ours) and any(n.startswith("depthwise2d") for n in ours)
     assert all("muldi3" not in body and "lmul" not in body for body in ours.values())
+    # input quantised by bisection (no soft-float division), output dequantised by table (no soft-float multiply)
+    tables = {n: b for n, b in kernels.items() if n.startswith(("quantize_int8", "dequantize_int8"))}
+    assert len(tables) == 2 and not any(re.search(r"aeabi_f|__divsf|__mulsf", b) for b in tables.values())
 
 
-@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100)])
-def test_input_quantize_kernel_equals_onnxruntime(scale, zero):
-    """The magic-add rounding (mcu_quantize) against onnxruntime's QuantizeLinear: exact .5 ties, values
-    around ±2^22 steps, far out of range, ±inf."""
+def _ort_single(op: str, x: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """onnxruntime's QuantizeLinear / DequantizeLinear of x with a per-tensor int8 scale and zero point."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from eecc.targets.mcu_quantize import quantize_kernel
+    kinds = {"QuantizeLinear": (TensorProto.FLOAT, TensorProto.INT8), "DequantizeLinear": (TensorProto.INT8, TensorProto.FLOAT)}
+    src, dst = kinds[op]
+    graph = helper.make_graph([helper.make_node(op, ["x", "s", "z"], ["y"])], "q",
+                              [helper.make_tensor_value_info("x", src, x.shape)], [helper.make_tensor_value_info("y", dst, x.shape)],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
+                               helper.make_tensor("z", TensorProto.INT8, [], [zero])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    onnx.checker.check_model(model)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("kernel", ["magic", "search"])
+@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100)])
+def test_input_quantize_kernels_equal_onnxruntime(kernel, scale, zero):
+    """Both stage-input QuantizeLinear kernels (mcu_quantize: the magic-add rounding with an FPU, the threshold
+    bisection without) against onnxruntime: exact .5 ties, values around ±2^22 steps, far out of range, ±inf,
+    ±0, and every threshold of the bisection table with the float just below it."""
+    from eecc.targets import mcu_quantize as mq
 
     rng = np.random.default_rng(7)
     steps = np.concatenate([np.arange(-300, 300) / 2, rng.standard_normal(3000) * 60, [2.0 ** 22 - 0.5, 2.0 ** 22,
                             2 ** 22 + 1, -2.0 ** 22 + 0.5, -2.0 ** 22, -1.5 * 2 ** 23, -3 * 2 ** 23, 1e30, -1e30]])
-    x = np.concatenate([(steps * scale).astype(np.float32), np.float32([np.inf, -np.inf, 0.0, -0.0])])
+    table = mq.thresholds(scale, zero)
+    edges = mq._unkey(np.concatenate([table[1:], table[1:] - 1]).astype(np.int64))
+    x = np.concatenate([(steps * scale).astype(np.float32), edges, np.float32([np.inf, -np.inf, 0.0, -0.0])])
     x = np.concatenate([x, np.zeros(-len(x) % 8, np.float32)]).reshape(1, -1, 8)
-    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
-    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.INT8, x.shape)],
-                              [helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
-                               helper.make_tensor("z", TensorProto.INT8, [], [zero])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    got = _run_host(quantize_kernel(x.shape, scale, zero), [x], [(x.shape, "int8")])
+    want = _ort_single("QuantizeLinear", x, scale, zero)
+    if kernel == "magic":
+        got = _run_host(mq.quantize_kernel(x.shape, scale, zero), [x], [(x.shape, "int8")])
+    else:
+        got = _run_host(mq.quantize_search_kernel(x.shape), [x, table], [(x.shape, "int8")])
     assert np.array_equal(got, want)
     assert len(np.unique(want)) > 100  # the grid covers the whole int8 range, not only saturation
+    assert np.all(np.diff(table.astype(np.int64)) > 0)  # one step per level: the bisection's precondition
+
+
+@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100), (1e30, -128)])
+def test_dequantize_table_equals_onnxruntime(scale, zero):
+    """mcu_quantize's table DequantizeLinear, every int8 value, bit for bit with onnxruntime (inf included)."""
+    from eecc.targets import mcu_quantize as mq
+
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 4, 64)
+    got = _run_host(mq.dequantize_kernel(x.shape), [x, mq.dequantize_table(scale, zero)], [(x.shape, "float32")])
+    assert np.array_equal(got.view(np.int32), _ort_single("DequantizeLinear", x, scale, zero).view(np.int32))
 
 
 def test_hi32_from_halves_equals_the_64_bit_product():
