@@ -78,9 +78,8 @@ def stage_flash(stage_dir: Path, cpu: str) -> dict:
     """{"stage_B", "kernels_B", "weights_B", "driver_B"}: flash of the stage without the QEMU harness
     (see the module docstring). stage_dir: a cortex_m.compile_stage output directory."""
     stage_dir = Path(stage_dir)
-    objs = [stage_dir / "stage.c", cortex_m.CDRIVER / "runtime_common.c", stage_dir / "kernels.o"]
-    if cpu == "cortex-m0plus":
-        objs.append(cortex_m.CDRIVER / "softfloat_v6m.c")
+    objs = [stage_dir / "stage.c", cortex_m.CDRIVER / "runtime_common.c", stage_dir / "kernels.o",
+            *(cortex_m.CDRIVER / f for f in cortex_m.CPUS[cortex_m.canonical_cpu(cpu)]["support"])]
     with tempfile.TemporaryDirectory(prefix="eecc-flash-") as tmp:
         stub = Path(tmp, "stub.c")
         stub.write_text(STUB)

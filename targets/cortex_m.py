@@ -23,13 +23,13 @@ CPUS = {
         target={"kind": "llvm", "mtriple": "thumbv7em-none-eabi", "mcpu": "cortex-m4", "mfloat-abi": "hard",
                 "vector-width": 32},  # no 128-bit SIMD on Cortex-M; also silences LLVM's warning
         cflags=["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
-        board="mps2-an386",
+        board="mps2-an386", support=[],
     ),
     "cortex-m0plus": dict(
         target={"kind": "llvm", "mtriple": "thumbv6m-none-eabi", "mcpu": "cortex-m0plus", "mfloat-abi": "soft",
                 "vector-width": 32},
         cflags=["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
-        board="mps2-an385",
+        board="mps2-an385", support=["softfloat_v6m.c", "dot_v6m.c"],  # cdriver files every stage links
     ),
 }
 ALIASES = {"cortex-m4f": "cortex-m4", "m4": "cortex-m4", "cortex-m0+": "cortex-m0plus", "m0+": "cortex-m0plus"}
@@ -94,9 +94,7 @@ def compile_stage(model: onnx.ModelProto, *, cpu: str, out_dir: Path, flash_byte
            f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",
            "-Wl,--gc-sections", "--specs=nano.specs", "--specs=nosys.specs",
            str(out_dir / "stage.c"), str(CDRIVER / "runtime_common.c"), str(CDRIVER / "mcu_main.c"),
-           str(out_dir / "kernels.o")]
-    if cpu == "cortex-m0plus":
-        cmd.append(str(CDRIVER / "softfloat_v6m.c"))
+           str(out_dir / "kernels.o"), *(str(CDRIVER / f) for f in spec["support"])]
     cmd += ["-o", str(elf), "-lm", "-lgcc"]
     _run(cmd, "link")
     flash, ram = section_sizes(elf)

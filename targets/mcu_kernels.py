@@ -30,6 +30,7 @@ from eecc.targets.fixed_point import HI_BITS, fixed_point32
 # from 16-bit halves (no 32x32->64 multiply). Measured under QEMU on the M0+ they beat TVM's schedule on
 # every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
 
+V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
@@ -116,12 +117,14 @@ class _Conv(NamedTuple):
     npp: int
 
 
-def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
+def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool,
+           mac: str | None = None):
     """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see _channels), [(shape, dtype)] of
     y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
     are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
     while noalias parameters let LLVM keep the accumulators in registers.
-    x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); per-channel int32 arrays."""
+    x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); per-channel int32 arrays.
+    mac (plain tile only): the C symbol of its inner loop (V6M_DOT, linked on Armv6-M), else a TIR loop."""
     _, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
     pt, pl, pb, pr = pads
@@ -134,7 +137,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
               -(-oh * ow // 2))
-    func, scratch = (_conv2d_dsp if dsp else _conv2d_plain)(g, packed.shape, zx, zo, wide)
+    func, scratch = _conv2d_dsp(g, packed.shape, zx, zo, wide) if dsp else _conv2d_plain(g, packed.shape, zx, zo, wide, mac)
     return func, [packed, _channels(bias, m0, shift, o2)], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
 
 
@@ -198,7 +201,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, wide):
     return kernel, ([kp], "int32")
 
 
-def _conv2d_plain(g: _Conv, wshape, zx, zo, wide):
+def _conv2d_plain(g: _Conv, wshape, zx, zo, wide, mac: str | None):
     """Armv6-M: x + 128 bytes of a pixel pair interleaved [k, pixel], 1 channel x 2 pixels of MULS."""
     from tvm.script import tirx as T
 
@@ -225,12 +228,16 @@ def _conv2d_plain(g: _Conv, wshape, zx, zo, wide):
             for j in range(o):
                 acc[0] = cq[j, 0]
                 acc[1] = cq[j, 0]
-                for i in range(kp // 4):
-                    wv: T.let[T.int32] = wq[j, i]
-                    for t in T.unroll(4):  # byte t of the word, sign-extended: shifts only (Armv6-M)
-                        wt: T.let[T.int32] = T.shift_right(T.shift_left(wv, 24 - 8 * t), 24)
-                        acc[0] = acc[0] + wt * T.Cast("int32", cu[8 * i + 2 * t])
-                        acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
+                if mac is not None:  # Armv6-M: cdriver/dot_v6m.c, both pixels from each widened weight
+                    T.evaluate(T.call_extern("handle", mac, T.address_of(acc[0]), T.address_of(wq[j, 0]),
+                                             T.address_of(cu[0]), kp // 4))
+                else:
+                    for i in range(kp // 4):
+                        wv: T.let[T.int32] = wq[j, i]
+                        for t in T.unroll(4):  # byte t of the word, sign-extended: shifts only (Armv6-M)
+                            wt: T.let[T.int32] = T.shift_right(T.shift_left(wv, 24 - 8 * t), 24)
+                            acc[0] = acc[0] + wt * T.Cast("int32", cu[8 * i + 2 * t])
+                            acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
                 for a in T.unroll(2):
                     if 2 * q + a < npix:
                         yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide, halves=True)
@@ -255,10 +262,11 @@ def relax_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, bui
     x_shape = [int(d) for d in x.ty.shape.values]
     from eecc.targets.mcu_depthwise import depthwise2d
 
-    build = depthwise2d if int(attrs.groups) > 1 else conv2d
+    depthwise = int(attrs.groups) > 1
+    build = depthwise2d if depthwise else conv2d
     func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
-                                    zo=zo, strides=[int(s) for s in attrs.strides],
-                                    pads=[pads[0], pads[1], pads[2], pads[3]], dsp=kernels == "dsp")
+                               zo=zo, strides=[int(s) for s in attrs.strides], pads=[pads[0], pads[1], pads[2], pads[3]],
+                               dsp=kernels == "dsp", **({} if depthwise or kernels == "dsp" else {"mac": V6M_DOT}))
     gv = builder.add_func(func, f"{build.__name__}_int8")
     args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
     call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])

@@ -80,9 +80,8 @@ def compile_program(models: Sequence[onnx.ModelProto], entries: Sequence[dict], 
     cmd = [gcc, *spec["cflags"], "-O2", "-ffunction-sections", "-fdata-sections", "-nostartfiles", "-DEECC_PROGRAM",
            f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",
            "-Wl,--gc-sections", "--specs=nano.specs", "--specs=nosys.specs", str(out_dir / "program.c"),
-           *(str(CDRIVER / f) for f in ("program_run.c", "runtime_common.c", "mcu_main.c")), *map(str, objects)]
-    if cpu == "cortex-m0plus":
-        cmd.append(str(CDRIVER / "softfloat_v6m.c"))
+           *(str(CDRIVER / f) for f in ("program_run.c", "runtime_common.c", "mcu_main.c", *spec["support"])),
+           *map(str, objects)]
     _run([*cmd, "-o", str(elf), "-lm", "-lgcc"], "link")
     flash, ram = section_sizes(elf)
     arenas = [max([s.arena_bytes for s in stages[p::2]], default=0) for p in (0, 1)]

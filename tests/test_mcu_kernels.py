@@ -164,19 +164,19 @@ def test_float_kernel_matches_a_float64_convolution(case, relu):
 
 def depthwise_stage() -> "onnx.ModelProto":
     """Depthwise 3x3 at stride 2 and at stride 1 on an odd width, then a pointwise conv: the M4's
-    pair-tap depthwise kernel in both stride branches and its unstored spare column; the 270-value output
-    takes mcu_quantize's table dequantisation."""
+    pair-tap depthwise kernel in both stride branches and its unstored spare column; the pointwise K = 10
+    is three weight words (dot_v6m.c's odd entry); the 270-value output takes mcu_quantize's table dequantisation."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    shapes = {"w1": (6, 1, 3, 3), "b1": (6,), "w2": (6, 1, 3, 3), "b2": (6,), "w3": (9, 6, 1, 1), "b3": (9,)}
+    shapes = {"w1": (10, 1, 3, 3), "b1": (10,), "w2": (10, 1, 3, 3), "b2": (10,), "w3": (9, 10, 1, 1), "b3": (9,)}
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), k) for k, s in shapes.items()]
     n = helper.make_node
-    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], group=6), n("Relu", ["c1"], ["r1"]),
-             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=6), n("Relu", ["c2"], ["r2"]),
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], group=10), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=10), n("Relu", ["c2"], ["r2"]),
              n("Conv", ["r2", "w3", "b3"], ["y"])]
-    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 11, 10])],
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10, 11, 10])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 6, 5])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
@@ -189,7 +189,7 @@ def _depthwise_stage_bit_exact(tmp_path, cpu: str, seed: int) -> str:
     from eecc.runtime.emulate import emulate_stage
     from eecc.targets import cortex_m
 
-    x = np.random.default_rng(seed).standard_normal((40, 6, 11, 10)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((40, 10, 11, 10)).astype(np.float32)
     model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
     got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x[24:]).outputs["y"]
     assert np.array_equal(got, _host_reference(model, x[24:]))
@@ -205,13 +205,17 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
 
 @needs_arm
 def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
-    """Armv6-M: the byte-column tile, the two-outputs depthwise kernel, hi32 from 16-bit halves, the input
-    quantisation by bisection and the table dequantisation, bit for bit against TVM's own integer lowering."""
+    """Armv6-M: the byte-column tile with dot_v6m.c's inner loop, the two-outputs depthwise kernel, hi32 from
+    16-bit halves, the input quantisation by bisection and the table dequantisation, bit for bit against TVM's
+    own integer lowering."""
     dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m0plus", seed=5)
     kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
     ours = {name: body for name, body in kernels.items() if name.startswith(("conv2d_int8", "depthwise2d_int8"))}
     assert any(n.startswith("conv2d") for n in ours) and any(n.startswith("depthwise2d") for n in ours)
     assert all("muldi3" not in body and "lmul" not in body for body in ours.values())
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "kernels.o")], capture_output=True,
+                               text=True, check=True).stdout
+    assert mcu_kernels.V6M_DOT in undefined  # the tile's inner loop is cdriver/dot_v6m.c
     # input quantised by bisection (no soft-float division), output dequantised by table (no soft-float multiply)
     tables = {n: b for n, b in kernels.items() if n.startswith(("quantize_int8", "dequantize_int8"))}
     assert len(tables) == 2 and not any(re.search(r"aeabi_f|__divsf|__mulsf", b) for b in tables.values())
