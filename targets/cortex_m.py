@@ -29,7 +29,7 @@ CPUS = {
         target={"kind": "llvm", "mtriple": "thumbv6m-none-eabi", "mcpu": "cortex-m0plus", "mfloat-abi": "soft",
                 "vector-width": 32},
         cflags=["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
-        board="mps2-an385", support=["softfloat_v6m.c", "dot_v6m.c"],  # cdriver files every stage links
+        board="mps2-an385", support=["softfloat_v6m.c", "dot_v6m.c", "rq_tie.c"],  # cdriver files every stage links
     ),
 }
 ALIASES = {"cortex-m4f": "cortex-m4", "m4": "cortex-m4", "cortex-m0+": "cortex-m0plus", "m0+": "cortex-m0plus"}

@@ -14,8 +14,8 @@ below turns one such island into integer arithmetic on the int8 tensors themselv
 
 TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py) in int32
 but for one high multiply. The zero point of x is folded into the int32 bias (x is padded with zx). On
-microcontrollers 2-D convolutions become the fused kernels of mcu_kernels (depthwise: mcu_depthwise), the
-stage input's QuantizeLinear and large DequantizeLinears mcu_quantize's. A pattern that does not fit
+microcontrollers 2-D convolutions become the fused kernels of mcu_kernels (depthwise: mcu_depthwise; their RQ
+equals onnxruntime's float32 requantisation bit for bit, fixed_point.TIE_WINDOW), the stage input's QuantizeLinear and large DequantizeLinears mcu_quantize's. A pattern that does not fit
 (uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.fixed_point import HI_BITS, ROUND_BITS, fixed_point, fixed_point32  # noqa: F401 (re-exported)
+from eecc.targets.fixed_point import HI_BITS, ROUND_BITS, fixed_point, fixed_point32, mlas_scale  # noqa: F401
 
 
 def lower_int8(mod, *, kernels: str | None = None):
@@ -177,7 +177,8 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
         spatial = len(pads) // 2
         folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
         if kernels is not None and two_d and mcu_kernels.fits(call, weights, kernels):
-            return mcu_kernels.relax_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, builder)
+            return mcu_kernels.relax_call(m[p.x], weights, folded, mlas_scale(sx, scales, so), zx, zo, attrs, pads,
+                                          kernels, builder)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
         x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]
         op = relax.op.nn.conv2d if two_d else relax.op.nn.conv1d

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.mcu_kernels import _channels, _rq
+from eecc.targets.mcu_kernels import _rq, requant_table
 
 
-def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool):
+def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool,
+                tie: str | None = None):
     """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
     one filter per channel). Each channel plane is first copied into a zx-padded scratch plane of x + 128
     bytes, so the tap loop has no bounds checks; the taps are unrolled, two outputs at a time. With `dsp`
@@ -21,13 +22,13 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
     sh, sw = strides
     pt, pl, pb, pr = pads
     hp, wp = h + pt + pb, wd + pl + pr
-    wide = bool(np.any(np.asarray(shift) < 1))
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     if dsp and kw == 3 and sw in (1, 2):
-        return _depthwise_dsp(x_shape, w, bias=bias, m0=m0, shift=shift, zx=zx, zo=zo, strides=strides, pads=pads)
+        return _depthwise_dsp(x_shape, w, bias=bias, scale=scale, zx=zx, zo=zo, strides=strides, pads=pads)
     # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
     bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(c, -1).sum(axis=1)
-    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), _channels(bias, m0, shift, c)]
+    table, window = requant_table(bias, scale, w, c)
+    consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), table]
     owh, taps = -(-ow // 2), kh * kw  # two outputs of a row per step share each tap weight
     words = -(-(hp * wp + 2 * sw + kw) // 4)  # the spare second output of an odd row reads past the plane
 
@@ -52,14 +53,14 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, st
                         wt: T.let[T.int32] = tw[ky * kw + kx]
                         acc[0] = acc[0] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + 2 * j * sw + kx])
                         acc[1] = acc[1] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + (2 * j + 1) * sw + kx])
-                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide, halves=not dsp)
+                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window, halves=not dsp, tie=tie, ties=dsp)
                 if 2 * j + 1 < ow:
-                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide, halves=not dsp)
+                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window, halves=not dsp, tie=tie, ties=dsp)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([taps], "int32"), ([words], "int32")]
 
 
-def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
+def _depthwise_dsp(x_shape, w, *, bias, scale, zx, zo, strides, pads):
     """Depthwise 3-wide filters on Armv7E-M. The zx-padded int16 plane has an even row pitch, so every
     even column starts an aligned int32 pair (x0, x1). With A = (x0, x1), B = (x2, x3) of one filter row:
 
@@ -78,8 +79,8 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
     owp = -(-ow // 2) if sw == 1 else ow  # output steps: pairs at stride 1
     pitch = max(wp, 2 * owp + 2 if sw == 1 else 2 * ow + 2)
     pitch += pitch % 2
-    wide = bool(np.any(np.asarray(shift) < 1))
-    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), _channels(bias, m0, shift, c)]
+    table, window = requant_table(bias, scale, w, c)
+    consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), table]
     smlad, smlatb, smlabt = "llvm.arm.smlad", "llvm.arm.smlatb", "llvm.arm.smlabt"
 
     @T.prim_func(private=True, check_well_formed=False)
@@ -110,11 +111,11 @@ def _depthwise_dsp(x_shape, w, *, bias, m0, shift, zx, zo, strides, pads):
                         acc[1] = T.call_llvm_pure_intrin("int32", smlad, tw[2 * ky + 1], pb_,
                                                          T.call_llvm_pure_intrin("int32", smlabt, tw[2 * ky], pa, acc[1]))
                 if sw == 1:
-                    y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, wide)
+                    y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window)
                     if 2 * j + 1 < ow:
-                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, wide)
+                        y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window)
                 else:
-                    y[0, ch, r, j] = _rq(T, acc[0], cq, ch, zo, wide)
+                    y[0, ch, r, j] = _rq(T, acc[0], cq, ch, zo, window)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([kh * 2], "int32"),
                             ([hp * pitch // 2], "int32")]

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eecc.targets.fixed_point import HI_BITS, fixed_point32
+from eecc.targets.fixed_point import HI_BITS, fixed_point32, tie_constants
 
 # Armv6-M (eight low registers, no DSP, LDRSB only with a register offset): the plain kernels keep the
 # column / plane as x + 128 bytes (LDRB with an immediate offset) and the bias takes -128·Σw; hi32 comes
@@ -31,6 +31,7 @@ from eecc.targets.fixed_point import HI_BITS, fixed_point32
 # every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
 
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
+RQ_TIE = "eecc_rq_tie"  # cdriver/rq_tie.c: RQ next to a tie (Armv6-M)
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
@@ -43,41 +44,78 @@ def kernel_kind(target) -> str | None:
     return "dsp" if mcpu in DSP_CPUS else "plain"
 
 
-def _rq(T, acc, cq, i, zo, wide: bool, halves: bool = False):
+def _rq(T, acc, cq, i, zo, window, halves: bool = False, arm: bool = True, tie: str | None = None,
+        ties: bool = True):
     """TIR expression of RQ (see module docstring) on int32 `acc` with the constants of channel i (see
-    _channels); `wide`: some s ≤ 0, so the int64 single-rounding form (see int8_lowering.fixed_point32);
-    `halves`: hi32 from 16-bit halves (_hi32_halves: Armv6-M has no 32x32->64 multiply)."""
-    m0, s = cq[i, 1], cq[i, 3]
-    if wide:
-        n = T.Cast("int64", s + HI_BITS)
-        y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", m0) + T.shift_left(T.int64(1), n - 1), n)
+    requant_table). With an FPU (`halves` False) onnxruntime's own rne(fl32(fl32(acc)·S)): VCVT, VMUL, VCVTR
+    (`arm` False: nearbyint, for host tests). Armv6-M (`halves`): the product from 16-bit halves
+    (_mul_halves), rounded half up, and _tie's float result only within `window` of a tie (`tie`: the C
+    function that computes it, RQ_TIE, else the same in TIR; `ties` False: no such check, half up everywhere);
+    `window` None (some S ≥ 1/2): TFLite's int64 single rounding there."""
+    if not halves:
+        f = T.Cast("float32", acc) * T.reinterpret("float32", cq[i, 2])
+        q = T.reinterpret("int32", T.call_llvm_pure_intrin("float32", "llvm.arm.vcvtr", f)) if arm else \
+            T.Cast("int32", T.nearbyint(f))
+        q = T.max(T.min(q, T.int32(1 << 20)), T.int32(-(1 << 20))) if window is None else q  # |v| ≥ 2^31 - 128
+        return T.Cast("int8", T.max(T.min(q + T.int32(zo), T.int32(127)), T.int32(-128)))
+    if window is None:
+        n = T.Cast("int64", cq[i, 3] + HI_BITS)
+        y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", cq[i, 1]) + T.shift_left(T.int64(1), n - 1), n)
         y = T.Cast("int32", T.max(T.min(y64, T.int64(1 << 20)), T.int64(-(1 << 20)))) + T.int32(zo)
-    else:  # hi32 + rounding constant: one SMMLA on the M4
-        hi = _hi32_halves(T, acc, m0) if halves else T.Cast("int32", T.shift_right(
-            T.Cast("int64", acc) * T.Cast("int64", m0), T.int64(HI_BITS)))
-        y = T.shift_right(hi + cq[i, 2], s) + T.int32(zo)
-    return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
+        return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
+    from tvm import tirx
+
+    q, t = _mul_halves(T, acc, cq[i, 1])  # t & 0xFFFF: lo32's high half + 2^15, 0 at the tie
+    near = (-(-window >> 16)) + 1  # the window in units of 2^16, +1 for the low half
+    k = q - 1 + T.bitwise_and(T.shift_right(t, 15), 1)  # floor: q less the rounding bit
+    exact = T.call_pure_extern("int32", tie, acc, cq[i, 2], k) if tie else _tie(T, acc, cq[i, 2], k)
+    q = T.if_then_else(T.bitwise_and(t + near, 0xFFFF) <= 2 * near, exact, q) if ties else q
+    return T.Cast("int8", T.max(T.min(q + T.int32(zo), T.int32(127)), T.int32(-128)))
 
 
-def _hi32_halves(T, a, m):
-    """floor(a·m / 2^32) for int32 a and 0 ≤ m < 2^31 with 32-bit multiplies only (libgcc's __muldi3 call
-    otherwise). a = ah·2^16 + al, m = mh·2^16 + ml (al, ml unsigned 16-bit); every partial product fits
-    int32 (|ah·ml| ≤ 2^15·(2^16-1)) or uint32 (al·ml), and
-    a·m = ah·mh·2^32 + (ah·ml + al·mh)·2^16 + al·ml, so hi = ah·mh + (hl >> 16) + (lh >> 16) + (t >> 16)
-    with t = (ll >> 16) + (hl & 0xFFFF) + (lh & 0xFFFF) < 3·2^16 (tests: test_hi32_halves)."""
+def _tie(T, acc, scale_bits, k):
+    """Next to the tie k + 1/2, onnxruntime's rne(fl32(fl32(acc)·S)) (S = the float32 with `scale_bits`):
+    k or k + 1 by where 2·fl (exact) lies against 2k + 1, the even one on it; floats compared as ordered ints."""
+    def key(f):
+        b = T.reinterpret("int32", f)
+        return T.bitwise_xor(b, T.bitwise_and(T.shift_right(b, 31), T.int32(0x7FFFFFFF)))
+
+    a = key(T.Cast("float32", acc) * T.reinterpret("float32", scale_bits) * T.float32(2))
+    b = key(T.Cast("float32", k * 2 + 1))
+    return k + T.Cast("int32", a > b) + T.if_then_else(a == b, T.bitwise_and(k, 1), T.int32(0))
+
+
+def _mul_halves(T, a, m):
+    """(floor(a·m / 2^32 + 1/2), t) for int32 a and 0 ≤ m < 2^31 with 32-bit
+    multiplies only (libgcc's __muldi3 call otherwise). a = ah·2^16 + al, m = mh·2^16 + ml (al, ml unsigned
+    16-bit); every partial product fits int32 (|ah·ml| ≤ 2^15·(2^16-1)) or uint32 (al·ml), and
+    a·m = ah·mh·2^32 + (ah·ml + al·mh)·2^16 + al·ml: hi = ah·mh + (hl >> 16) + (lh >> 16) + (t >> 16) with
+    t = (ll >> 16) + (hl & 0xFFFF) + (lh & 0xFFFF) + 2^15 < 4·2^16, whose low half is lo32's high half + 2^15
+    (mod 2^16; tests: test_mul_halves_equals_the_64_bit_product)."""
     ah, al = T.shift_right(a, 16), T.bitwise_and(a, 0xFFFF)
     mh, ml = T.shift_right(m, 16), T.bitwise_and(m, 0xFFFF)
     hl, lh = ah * ml, al * mh
     ll = T.Cast("int32", T.shift_right(T.Cast("uint32", al) * T.Cast("uint32", ml), T.uint32(16)))
-    t = ll + T.bitwise_and(hl, 0xFFFF) + T.bitwise_and(lh, 0xFFFF)
-    return ah * mh + T.shift_right(hl, 16) + T.shift_right(lh, 16) + T.shift_right(t, 16)
+    t = ll + T.bitwise_and(hl, 0xFFFF) + T.bitwise_and(lh, 0xFFFF) + T.int32(1 << 15)
+    q = ah * mh + T.shift_right(hl, 16) + T.shift_right(lh, 16) + T.shift_right(t, 16)
+    return q, t
 
 
-def _channels(bias, m0, shift, n: int) -> np.ndarray:
-    """[n, 4] int32 per output channel: (bias, M0, 2^(s-1) (0 where s < 1), s); spare channels get s = 1."""
-    shift = _pad_to(shift, n, 1)
-    rnd = np.where(shift >= 1, np.left_shift(1, np.maximum(shift, 1) - 1), 0).astype(np.int32)
-    return np.ascontiguousarray(np.stack([_pad_to(bias, n), _pad_to(m0, n), rnd, shift], axis=1))
+def requant_table(bias, scale, w: np.ndarray, n: int) -> tuple[np.ndarray, int | None]:
+    """([n, 4] int32 per output channel, window) for _rq: (bias, M = round(S·2^32), float32 bits of S, 0) and
+    the near-tie window of fixed_point.tie_constants; where some S ≥ 1/2, (bias, M0, bits of S, s) of TFLite's
+    M0·2^-(32+s) and None. Spare channels get zero weights and S's bits 0 (their outputs are never stored)."""
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    bias = np.asarray(bias, np.int64).reshape(-1)
+    bound = np.abs(bias) + 384 * np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    exact = tie_constants(scale, bound)
+    bits = _pad_to(scale.view(np.int32), n)
+    if exact is None:
+        m0, shift = fixed_point32(scale.astype(np.float64))
+        cols = [_pad_to(bias, n), _pad_to(m0, n), bits, _pad_to(shift, n, 1)]
+        return np.ascontiguousarray(np.stack(cols, axis=1)), None
+    m, window = exact
+    return np.ascontiguousarray(np.stack([_pad_to(bias, n), _pad_to(m, n), bits, np.zeros(n, np.int32)], axis=1)), window
 
 
 def pack_weights(w: np.ndarray, dsp: bool) -> tuple[np.ndarray, int, int]:
@@ -117,14 +155,16 @@ class _Conv(NamedTuple):
     npp: int
 
 
-def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides, pads, dsp: bool,
+def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool,
            mac: str | None = None):
-    """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see _channels), [(shape, dtype)] of
+    """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see requant_table), [(shape, dtype)] of
     y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
     are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
     while noalias parameters let LLVM keep the accumulators in registers.
-    x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); per-channel int32 arrays.
-    mac (plain tile only): the C symbol of its inner loop (V6M_DOT, linked on Armv6-M), else a TIR loop."""
+    x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); bias int32 and scale float32
+    (fixed_point.mlas_scale) per output channel.
+    mac (plain tile only): the C symbol of its inner loop (V6M_DOT, linked on Armv6-M), else a TIR loop; with
+    it the near-tie requantisation calls RQ_TIE too."""
     _, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
     pt, pl, pb, pr = pads
@@ -133,12 +173,13 @@ def conv2d(x_shape, w: np.ndarray, *, bias, m0, shift, zx: int, zo: int, strides
     if not dsp:  # words of four int8 weights; the column holds x + 128, so the bias takes -128·Σw
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
-    wide = bool(np.any(np.asarray(shift) < 1))
+    table, window = requant_table(bias, scale, w, o2)
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
               -(-oh * ow // 2))
-    func, scratch = _conv2d_dsp(g, packed.shape, zx, zo, wide) if dsp else _conv2d_plain(g, packed.shape, zx, zo, wide, mac)
-    return func, [packed, _channels(bias, m0, shift, o2)], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
+    func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window) if dsp
+                     else _conv2d_plain(g, packed.shape, zx, zo, window, mac))
+    return func, [packed, table], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
 
 
 def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
@@ -150,7 +191,7 @@ def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
         x[0, ci, T.max(T.min(y0 + ky - g.pt, g.h - 1), 0), T.max(T.min(x0 + kx - g.pl, g.wd - 1), 0)], T.int8(zx))
 
 
-def _conv2d_dsp(g: _Conv, wshape, zx, zo, wide):
+def _conv2d_dsp(g: _Conv, wshape, zx, zo, window):
     """Armv7E-M: int16 columns of a pixel pair, 2 channels x 2 pixels of SMLAD (see module docstring)."""
     from tvm.script import tirx as T
 
@@ -196,16 +237,17 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, wide):
                     acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
                 for a in T.unroll(4):
                     if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
-                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, wide)
+                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, window)
 
     return kernel, ([kp], "int32")
 
 
-def _conv2d_plain(g: _Conv, wshape, zx, zo, wide, mac: str | None):
+def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None):
     """Armv6-M: x + 128 bytes of a pixel pair interleaved [k, pixel], 1 channel x 2 pixels of MULS."""
     from tvm.script import tirx as T
 
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
+    tie = RQ_TIE if mac else None  # linked beside dot_v6m.c
 
     @T.macro
     def col_u8(cu, x, y0, x0, p):
@@ -240,7 +282,7 @@ def _conv2d_plain(g: _Conv, wshape, zx, zo, wide, mac: str | None):
                             acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
                 for a in T.unroll(2):
                     if 2 * q + a < npix:
-                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, wide, halves=True)
+                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, window, halves=True, tie=tie)
 
     return kernel, ([kp // 2], "int32")
 
@@ -254,19 +296,19 @@ def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
     return groups == 1 or (groups == x_shape[1] == weights.shape[0] and weights.shape[1] == 1)
 
 
-def relax_call(x, weights, folded, multiplier, zx, zo, attrs, pads, kernels, builder):
-    """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside)."""
+def relax_call(x, weights, folded, scale, zx, zo, attrs, pads, kernels, builder):
+    """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside); `scale`:
+    fixed_point.mlas_scale per output channel."""
     from tvm import relax
 
-    m0, shift = fixed_point32(multiplier)
     x_shape = [int(d) for d in x.ty.shape.values]
     from eecc.targets.mcu_depthwise import depthwise2d
 
     depthwise = int(attrs.groups) > 1
     build = depthwise2d if depthwise else conv2d
-    func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), m0=m0, shift=shift, zx=zx,
+    func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), scale=scale, zx=zx,
                                zo=zo, strides=[int(s) for s in attrs.strides], pads=[pads[0], pads[1], pads[2], pads[3]],
-                               dsp=kernels == "dsp", **({} if depthwise or kernels == "dsp" else {"mac": V6M_DOT}))
+                               dsp=kernels == "dsp", **({} if kernels == "dsp" else {"tie": RQ_TIE} if depthwise else {"mac": V6M_DOT}))
     gv = builder.add_func(func, f"{build.__name__}_int8")
     args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
     call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from eecc.targets import int8_lowering, mcu_depthwise, mcu_kernels, quantize, tvm_import
+from eecc.targets.fixed_point import mlas_scale
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                reason="arm-none-eabi-gcc / qemu-system-arm not installed")
 
 
-def reference(x, w, bias, m0, shift, zx, zo, strides, pads, groups=1) -> np.ndarray:
-    """int8 conv, zero point zx outside the image, then RQ = clamp(zo + round(acc·M0·2^-(32+s)))."""
+def reference(x, w, bias, scale, zx, zo, strides, pads, groups=1) -> np.ndarray:
+    """int8 conv, zero point zx outside the image, then onnxruntime's requantisation rne(fl32(fl32(acc)·S))
+    (MlasRequantizeOutput), or TFLite's clamp(zo + round(acc·M0·2^-(32+s))) where some S ≥ 1/2."""
     _, c, _, _ = x.shape
     o, ci, kh, kw = w.shape
     xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=zx)
@@ -30,9 +32,18 @@ def reference(x, w, bias, m0, shift, zx, zo, strides, pads, groups=1) -> np.ndar
                 for kx in range(kw):
                     win = xp[0, ic, ky:ky + strides[0] * oh:strides[0], kx:kx + strides[1] * ow:strides[1]]
                     acc[oc] += int(w[oc, j if groups == 1 else 0, ky, kx]) * win
+    scale = np.asarray(scale, np.float32)
+    if scale.max() < 0.5:
+        return np.clip(mlas_requantize(acc, scale[:, None, None]) + zo, -128, 127).astype(np.int8)[None]
+    m0, shift = int8_lowering.fixed_point32(scale.astype(np.float64))
     n = np.asarray(shift, np.int64)[:, None, None] + 32
     y = (acc * np.asarray(m0, np.int64)[:, None, None] + (np.int64(1) << (n - 1))) >> n
     return np.clip(y + zo, -128, 127).astype(np.int8)[None]
+
+
+def mlas_requantize(acc, scale) -> np.ndarray:
+    """onnxruntime's rne(fl32(fl32(acc)·S)) before the zero point (MlasRequantizeOutput; np.rint: half to even)."""
+    return np.rint((np.asarray(acc).astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)).astype(np.int64)
 
 
 def _run_host(func, args, outs) -> np.ndarray:
@@ -54,19 +65,19 @@ CASES = [  # (C, H, W, O, KH, KW, strides, pads (top, left, bottom, right), grou
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("scale", [2e-3, 0.6])  # 0.6 ≥ 1/4: the int64 requantisation branch
+@pytest.mark.parametrize("scale", [2e-3, 2.0])
 def test_plain_kernels_match_the_integer_reference(case, scale):
     c, h, wd, o, kh, kw, strides, pads, groups = case
     rng = np.random.default_rng(hash(case) % 2 ** 32)
     x = rng.integers(-128, 128, (1, c, h, wd)).astype(np.int8)
     w = rng.integers(-128, 128, (o, c // groups, kh, kw)).astype(np.int8)
     bias = rng.integers(-5000, 5000, o).astype(np.int32)
-    m0, shift = int8_lowering.fixed_point32(rng.uniform(0.2, 1.0, o) * scale / (kh * kw * c // groups) ** 0.5)
+    s = (rng.uniform(0.2, 1.0, o) * scale / (kh * kw * c // groups) ** 0.5).astype(np.float32)
+    s[0] = 0.75 if scale > 1 else s[0]  # one S ≥ 1/2: the layer's int64 form
     build = mcu_depthwise.depthwise2d if groups > 1 else mcu_kernels.conv2d
-    func, consts, outs = build(x.shape, w, bias=bias, m0=m0, shift=shift, zx=-3, zo=5, strides=strides,
-                               pads=pads, dsp=False)
+    func, consts, outs = build(x.shape, w, bias=bias, scale=s, zx=-3, zo=5, strides=strides, pads=pads, dsp=False)
     got = _run_host(func, [x, *consts], outs)
-    want = reference(x, w, bias, m0, shift, -3, 5, strides, pads, groups)
+    want = reference(x, w, bias, s, -3, 5, strides, pads, groups)
     assert got.shape == want.shape and np.array_equal(got, want)
     assert 0 < np.mean(np.abs(want.astype(int)) < 127)  # not everything saturated
 
@@ -273,22 +284,28 @@ def test_dequantize_table_equals_onnxruntime(scale, zero):
     assert np.array_equal(got.view(np.int32), _ort_single("DequantizeLinear", x, scale, zero).view(np.int32))
 
 
-def test_hi32_from_halves_equals_the_64_bit_product():
-    """Armv6-M's requantisation (mcu_kernels._hi32_halves) against floor(a·m / 2^32) in int64, extremes included."""
+def test_mul_halves_equals_the_64_bit_product():
+    """Armv6-M's requantisation product (mcu_kernels._mul_halves) against int64: the rounded high word
+    floor(a·m / 2^32 + 1/2) and the low word's high half + 2^15 (mod 2^16: 0 at the tie), extremes included."""
     import tvm
     from tvm.script import tirx as T
 
     rng = np.random.default_rng(3)
-    a = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 5000), [-2 ** 31, 2 ** 31 - 1, -1, 0, 1, -65536, 65535]])
-    m = np.concatenate([rng.integers(0, 2 ** 31, 5000), [2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1, 1, 0x40000000, 65535, 65536]])
+    a = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 5000), [-2 ** 31, 2 ** 31 - 1, -1, 0, 1, -65536, 65535, 2]])
+    m = np.concatenate([rng.integers(0, 2 ** 31, 5000), [2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1, 1, 0x40000000, 65535,
+                                                          65536, 2 ** 31 - 1]])
     n = len(a)
 
     @T.prim_func(private=True, check_well_formed=False)
-    def hi(av: T.Buffer((n,), "int32"), mv: T.Buffer((n,), "int32"), out: T.Buffer((n,), "int32")):
+    def halves(av: T.Buffer((n,), "int32"), mv: T.Buffer((n,), "int32"), out: T.Buffer((2, n), "int32")):
         for i in range(n):
-            out[i] = mcu_kernels._hi32_halves(T, av[i], mv[i])
+            q, d = mcu_kernels._mul_halves(T, av[i], mv[i])
+            out[0, i] = q
+            out[1, i] = d
 
-    lib = tvm.tirx.build(hi.with_attr("global_symbol", "k"), target="llvm")
-    got = tvm.runtime.tensor(np.zeros(n, np.int32))
+    lib = tvm.tirx.build(halves.with_attr("global_symbol", "k"), target="llvm")
+    got = tvm.runtime.tensor(np.zeros((2, n), np.int32))
     lib["k"](tvm.runtime.tensor(a.astype(np.int32)), tvm.runtime.tensor(m.astype(np.int32)), got)
-    assert np.array_equal(got.numpy(), (a.astype(np.int64) * m.astype(np.int64)) >> 32)
+    p = a.astype(np.int64) * m.astype(np.int64)
+    assert np.array_equal(got.numpy()[0], (p + (1 << 31)) >> 32)
+    assert np.array_equal(got.numpy()[1] & 0xFFFF, (((p & 0xFFFFFFFF) >> 16) + (1 << 15)) & 0xFFFF)
