@@ -141,6 +141,35 @@ def test_kernel_choice_agrees_with_the_lowering():
             assert tables == sum(map(table_dequantised, outputs)), (cpu, tables, outputs)
 
 
+CONV1D = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 4, 20] x) => (float[N, 6, 10] y) <float[8, 4, 5] w1, float[8] b1, float[6, 8, 3] w2> {
+  a = Conv <pads = [2, 2]> (x, w1, b1)
+  b = Relu (a)
+  y = Conv <pads = [1, 1], strides = [2]> (b, w2)
+}
+"""
+
+
+def test_1d_convolutions_take_the_float_tile_on_the_m4f():
+    """An M4F-class core runs NCW convs with conv2d_f32 as H = 1 planes (TVM's conv1d spilled at 6.6-8.2
+    instructions per MAC): the lowering calls it for both convs, the features count both as that tile."""
+    pytest.importorskip("tvm")
+    import tvm
+
+    from eecc.targets import cortex_m, tvm_import
+
+    model = _model(CONV1D)
+    for cpu, tiles in (("cortex-m4", 2), ("cortex-m0plus", 0)):
+        stage = tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS[cpu]["target"]))
+        assert sum(k.startswith("conv2d_f32") for k, _ in stage.calls) == tiles, (cpu, stage.calls)
+    m4f = named(graph_features(model), "cortex-m4", "fp32")
+    assert m4f["conv_macs"] == 0 and m4f["tile_body"] == 10 * 4 * 20 + 5 * 3 * 24  # pairs x channel pairs x K
+    assert m4f["tile_col"] == 2 * 10 * 20 + 2 * 5 * 24 and m4f["tile_acc"] == 10 * 4 + 5 * 3
+    m0 = named(graph_features(model), "cortex-m0plus", "fp32")
+    assert m0["conv_macs"] == 8 * 20 * 4 * 5 + 6 * 10 * 8 * 3 and m0["tile_body"] == 0
+
+
 def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):
     copy = tmp_path / "targets"
     shutil.copytree(measure.TARGETS, copy, ignore=shutil.ignore_patterns("__pycache__", "platforms"))

@@ -6,7 +6,7 @@ The choice is the lowering's own (targets/tvm_import.lower_stage):
          batch 1, no dilation): groups = 1 -> the tile conv2d (2×2 on "dsp", 1×2 on "plain"), depthwise ->
          mcu_depthwise.depthwise2d (two outputs of a row per step; 3-wide filters at stride 1 or 2 on
          "dsp": _depthwise_dsp);
-  fp32   kernel_kind == "dsp" (an M4F-class core): 2-D groups = 1 convs -> mcu_float.conv2d_f32;
+  fp32   kernel_kind == "dsp" (an M4F-class core): groups = 1 convs, 2-D and 1-D (as H = 1) -> mcu_float.conv2d_f32;
   else   TVM's own operators (priced by the per-op-kind features of eecc/cost/features.py).
 
 Loop counts (per sample; npix = output pixels, npp = ⌈npix/2⌉ pixel pairs, K = Cin·Kh·Kw, O2 = Cout
@@ -52,14 +52,14 @@ def table_dequantised(n: int) -> bool:
 def conv_kernel(node, cpu: str, fmt: str) -> str:
     """"tile", "dw", "dw3" (eecc's kernels) or "tvm" (TVM's operators) for an ONNX Conv node."""
     w, x = node.inputs[1].shape, node.inputs[0].shape
-    if not w or not x or len(w) != 4 or any(not isinstance(d, (int, np.integer)) for d in [*w, *x[1:]]):
-        return "tvm"  # 1-D convs (and unknown shapes): TVM's conv1d
+    if not w or not x or len(w) not in (3, 4) or any(not isinstance(d, (int, np.integer)) for d in [*w, *x[1:]]):
+        return "tvm"  # unknown shapes
     group = int(node.attrs.get("group", 1))
-    dilation = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+    dilation = [int(d) for d in node.attrs.get("dilations", [1] * (len(w) - 2))]
     kind = _kind(cpu)
     if fmt == "fp32":
-        return "tile" if kind == "dsp" and group == 1 and dilation == [1, 1] else "tvm"
-    if kind is None:
+        return "tile" if kind == "dsp" and group == 1 and set(dilation) == {1} else "tvm"
+    if kind is None or len(w) != 4:  # int8 1-D convs: TVM's conv1d
         return "tvm"
     call = SimpleNamespace(attrs=SimpleNamespace(groups=group, dilation=dilation),
                            args=[SimpleNamespace(ty=SimpleNamespace(shape=SimpleNamespace(values=[1, *x[1:]])))])
@@ -72,11 +72,19 @@ def conv_kernel(node, cpu: str, fmt: str) -> str:
 
 
 def kernel_features(node, kernel: str, cpu: str, fmt: str) -> dict[str, float]:
-    """{KERNEL_FEATURES name: count} of one Conv lowered to `kernel` (conv_kernel) on (cpu, fmt)."""
-    c, h, wd = (int(d) for d in node.inputs[0].shape[1:])
-    o, _, kh, kw = (int(d) for d in node.inputs[1].shape)
-    sh, sw = (int(s) for s in node.attrs.get("strides", [1, 1]))
-    pt, pl, pb, pr = (int(p) for p in node.attrs.get("pads", [0, 0, 0, 0]))
+    """{KERNEL_FEATURES name: count} of one Conv lowered to `kernel` (conv_kernel) on (cpu, fmt); a 1-D conv
+    counts as the H = 1 conv the lowering runs."""
+    one_d = len(node.inputs[1].shape) == 3
+
+    def as_2d(dims):  # NCW / OIW / (s,) as the H = 1 NCHW / OIHW / (1, s)
+        dims = [int(d) for d in dims]
+        return [*dims[:-1], 1, dims[-1]] if one_d else dims
+
+    c, h, wd = as_2d(node.inputs[0].shape[1:])
+    o, _, kh, kw = as_2d(node.inputs[1].shape)
+    sh, sw = as_2d(node.attrs.get("strides", [1] * (1 if one_d else 2)))
+    pads = [int(p) for p in node.attrs.get("pads", [0] * (2 if one_d else 4))]
+    pt, pl, pb, pr = (0, pads[0], 0, pads[1]) if one_d else pads
     oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     npix = oh * ow
     if kernel == "tile":
