@@ -29,7 +29,7 @@ from eecc.targets.fixed_point import HI_BITS, ROUND_BITS, fixed_point, fixed_poi
 def lower_int8(mod, *, kernels: str | None = None):
     """A new IRModule whose `main` computes every matched QDQ island in integers.
 
-    kernels: None = TVM's own operators for everything; "plain" / "dsp" = 2-D convolutions become the
+    kernels: None = TVM's own operators for everything; "plain" / "dsp" = convolutions become the
     hand-scheduled TIR kernels of mcu_kernels (padding and requantisation fused; "dsp" uses the
     Armv7E-M dual-MAC instructions, so it only builds for Cortex-M4/M7/M33 targets)."""
     import tvm
@@ -42,8 +42,8 @@ def lower_int8(mod, *, kernels: str | None = None):
     for pattern, rewriter in _rules(kernels, builder):
         func = rewrite_call(pattern, rewriter, func)
     out = tvm.IRModule({gv: f for gv, f in builder.get().functions.items() if gv.name_hint != "main"})
-    out["main"] = func
-    return relax.transform.DeadCodeElimination(["main"])(out)
+    out["main"] = func  # a reshape pair around mcu_kernels' H = 1 view of a 1-D conv: TVM would copy it
+    return relax.transform.RemoveRedundantReshape()(relax.transform.DeadCodeElimination(["main"])(out))
 
 
 def has_qdq(model) -> bool:
@@ -176,7 +176,7 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
         pads = [int(v) for v in attrs.padding]
         spatial = len(pads) // 2
         folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
-        if kernels is not None and two_d and mcu_kernels.fits(call, weights, kernels):
+        if kernels is not None and mcu_kernels.fits(call, weights, kernels):
             return mcu_kernels.relax_call(m[p.x], weights, folded, acc_scale / so, zx, zo, attrs, pads, kernels, builder)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]
         x = relax.op.nn.pad(m[p.x], width, pad_value=float(zx)) if any(pads) else m[p.x]

@@ -162,26 +162,6 @@ def test_float_kernel_matches_a_float64_convolution(case, relu):
     assert np.abs(got[0] - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("c, o, k, n, stride, pads", [(1, 16, 5, 24, 1, (2, 2)), (6, 5, 3, 11, 2, (1, 0))])
-def test_float_kernel_runs_a_1d_convolution_on_its_3d_buffers(c, o, k, n, stride, pads):
-    """A 1-D conv (NCW, odd O and odd lengths included) runs the 2-D kernel as an H = 1 plane; its buffers stay
-    [1, C, L] and [1, O, L_out]."""
-    from eecc.targets import mcu_float
-
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((1, c, n)).astype(np.float32)
-    w = rng.standard_normal((o, c, k)).astype(np.float32)
-    bias = rng.standard_normal(o).astype(np.float32)
-    func, consts, outs = mcu_float.conv2d_f32(x.shape, w, strides=(1, stride), pads=(0, pads[0], 0, pads[1]),
-                                              bias=bias, relu=True)
-    got = _run_host(func, [x, *consts], outs)
-    xp = np.pad(x[0].astype(np.float64), ((0, 0), pads))
-    lout = (xp.shape[1] - k) // stride + 1
-    want = bias[:, None] + sum(w[:, :, t].astype(np.float64) @ xp[:, t:t + stride * lout:stride] for t in range(k))
-    assert got.shape == (1, o, lout)
-    assert np.abs(got[0] - np.maximum(want, 0)).max() <= 1e-4 * max(1.0, np.abs(want).max())
-
-
 def depthwise_stage() -> "onnx.ModelProto":
     """Depthwise 3x3 at stride 2 and at stride 1 on an odd width, then a pointwise conv: the M4's
     pair-tap depthwise kernel in both stride branches and its unstored spare column; the pointwise K = 10
