@@ -12,11 +12,10 @@ below turns one such island into integer arithmetic on the int8 tensors themselv
 
   RQ(acc) = clamp(zo + (hi32(acc·M0) + 2^(s-1)) >> s, -128, 127),  s_x·s_w/s_o = M0·2^-(32+s)
 
-TFLite's single-rounding requantisation (one multiplier and shift per output channel, fixed_point.py) in int32
-but for one high multiply. The zero point of x is folded into the int32 bias (x is padded with zx). On
-microcontrollers 2-D convolutions become the fused kernels of mcu_kernels (depthwise: mcu_depthwise; their RQ
-equals onnxruntime's float32 requantisation bit for bit, fixed_point.TIE_WINDOW), the stage input's QuantizeLinear and large DequantizeLinears mcu_quantize's. A pattern that does not fit
-(uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
+TFLite's single-rounding requantisation (a multiplier and shift per output channel, fixed_point.py), zx folded
+into the int32 bias (x padded with zx). On microcontrollers convolutions become mcu_kernels' fused kernels, which
+requantise as onnxruntime does (fixed_point.mlas_scale), stage-edge (de)quantisations mcu_quantize's. A pattern that
+does not fit (uint8, asymmetric weights, another layout) is left as TVM imported it and stays correct.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from eecc.targets.fixed_point import HI_BITS, ROUND_BITS, fixed_point, fixed_poi
 def lower_int8(mod, *, kernels: str | None = None):
     """A new IRModule whose `main` computes every matched QDQ island in integers.
 
-    kernels: None = TVM's own operators for everything; "plain" / "dsp" = 2-D convolutions become the
+    kernels: None = TVM's own operators for everything; "plain" / "dsp" = convolutions become the
     hand-scheduled TIR kernels of mcu_kernels (padding and requantisation fused; "dsp" uses the
     Armv7E-M dual-MAC instructions, so it only builds for Cortex-M4/M7/M33 targets)."""
     import tvm
@@ -42,8 +41,8 @@ def lower_int8(mod, *, kernels: str | None = None):
     for pattern, rewriter in _rules(kernels, builder):
         func = rewrite_call(pattern, rewriter, func)
     out = tvm.IRModule({gv: f for gv, f in builder.get().functions.items() if gv.name_hint != "main"})
-    out["main"] = func
-    return relax.transform.DeadCodeElimination(["main"])(out)
+    out["main"] = func  # a reshape pair around mcu_kernels' H = 1 view of a 1-D conv: TVM would copy it
+    return relax.transform.RemoveRedundantReshape()(relax.transform.DeadCodeElimination(["main"])(out))
 
 
 def has_qdq(model) -> bool:
@@ -176,7 +175,7 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
         pads = [int(v) for v in attrs.padding]
         spatial = len(pads) // 2
         folded = _bias(m, bias, acc_scale, cout) - zx * weights.astype(np.int64).reshape(cout, -1).sum(axis=1)
-        if kernels is not None and two_d and mcu_kernels.fits(call, weights, kernels):
+        if kernels is not None and mcu_kernels.fits(call, weights, kernels):
             return mcu_kernels.relax_call(m[p.x], weights, folded, mlas_scale(sx, scales, so), zx, zo, attrs, pads,
                                           kernels, builder)
         width = [0, 0, 0, 0] + [v for i in range(spatial) for v in (pads[i], pads[i + spatial])]

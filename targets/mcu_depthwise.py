@@ -9,8 +9,7 @@ import numpy as np
 from eecc.targets.mcu_kernels import _rq, requant_table
 
 
-def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool,
-                tie: str | None = None):
+def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool):
     """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
     one filter per channel). Each channel plane is first copied into a zx-padded scratch plane of x + 128
     bytes, so the tap loop has no bounds checks; the taps are unrolled, two outputs at a time. With `dsp`
@@ -53,9 +52,9 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, stride
                         wt: T.let[T.int32] = tw[ky * kw + kx]
                         acc[0] = acc[0] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + 2 * j * sw + kx])
                         acc[1] = acc[1] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + (2 * j + 1) * sw + kx])
-                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window, halves=not dsp, tie=tie, ties=dsp)
+                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window, halves=not dsp, ties=dsp)
                 if 2 * j + 1 < ow:
-                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window, halves=not dsp, tie=tie, ties=dsp)
+                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window, halves=not dsp, ties=dsp)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([taps], "int32"), ([words], "int32")]
 

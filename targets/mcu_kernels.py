@@ -288,7 +288,7 @@ def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None):
 
 
 def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
-    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1."""
+    """mcu_kernels covers groups=1 and depthwise (multiplier 1), batch 1, dilation 1, 2-D and 1-D (as H = 1)."""
     attrs = call.attrs
     groups, x_shape = int(attrs.groups), [int(d) for d in call.args[0].ty.shape.values]
     if x_shape[0] != 1 or any(int(d) != 1 for d in attrs.dilation):
@@ -298,21 +298,27 @@ def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:
 
 def relax_call(x, weights, folded, scale, zx, zo, attrs, pads, kernels, builder):
     """relax.call_tir of a fused int8 kernel (conv or depthwise + requantisation, padding inside); `scale`:
-    fixed_point.mlas_scale per output channel."""
+    fixed_point.mlas_scale per output channel. A 1-D conv (NCW, pads (left, right)) runs as the 2-D one on an
+    H = 1 view of the same bytes (relax reshapes: views)."""
     from tvm import relax
 
-    x_shape = [int(d) for d in x.ty.shape.values]
+    x_shape, strides = [int(d) for d in x.ty.shape.values], [int(s) for s in attrs.strides]
+    one_d = len(x_shape) == 3
+    if one_d:
+        x_shape, weights, strides = [*x_shape[:2], 1, x_shape[2]], weights[:, :, None, :], [1, strides[0]]
+        pads, x = [0, pads[0], 0, pads[1]], relax.op.reshape(x, x_shape)
     from eecc.targets.mcu_depthwise import depthwise2d
 
     depthwise = int(attrs.groups) > 1
     build = depthwise2d if depthwise else conv2d
     func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), scale=scale, zx=zx,
-                               zo=zo, strides=[int(s) for s in attrs.strides], pads=[pads[0], pads[1], pads[2], pads[3]],
-                               dsp=kernels == "dsp", **({} if kernels == "dsp" else {"tie": RQ_TIE} if depthwise else {"mac": V6M_DOT}))
+                               zo=zo, strides=strides, pads=[pads[0], pads[1], pads[2], pads[3]],
+                               dsp=kernels == "dsp", **({} if depthwise or kernels == "dsp" else {"mac": V6M_DOT}))
     gv = builder.add_func(func, f"{build.__name__}_int8")
     args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
     call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])
-    return relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
+    y = relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
+    return relax.op.reshape(y, [d for i, d in enumerate(outs[0][0]) if not (one_d and i == 2)]) if one_d else y
 
 
 def _ror8(T, v):

@@ -50,6 +50,16 @@ g (float[N, 16, 8, 8] x) => (float[N, 8, 8, 8] y) <float[8, 16, 3, 3] w1> {
 """
 
 
+CONV1D = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 4, 20] x) => (float[N, 6, 10] y) <float[8, 4, 5] w1, float[8] b1, float[6, 8, 3] w2> {
+  a = Conv <pads = [2, 2]> (x, w1, b1)
+  b = Relu (a)
+  y = Conv <pads = [1, 1], strides = [2]> (b, w2)
+}
+"""
+
+
 def _model(text: str) -> onnx.ModelProto:
     model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
@@ -124,7 +134,7 @@ def test_kernel_choice_agrees_with_the_lowering():
     from eecc.targets import cortex_m, tvm_import
     from eecc.targets.quantize import quantize_stages
 
-    for text in (GRAPH, WIDE):
+    for text in (GRAPH, WIDE, CONV1D):  # CONV1D: 1-D convs as H = 1 tiles
         model = _model(text)
         shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
         int8 = quantize_stages([model], np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32))[0]
@@ -139,6 +149,29 @@ def test_kernel_choice_agrees_with_the_lowering():
             tables = sum(k.startswith("dequantize_int8") for k, _ in stage.calls)
             outputs = [int(np.prod([d.dim_value for d in o.type.tensor_type.shape.dim][1:])) for o in model.graph.output]
             assert tables == sum(map(table_dequantised, outputs)), (cpu, tables, outputs)
+
+
+def test_1d_convolutions_are_counted_as_the_h1_tiles_they_run():
+    """An M4F-class core runs NCW convs with conv2d_f32 as H = 1 planes (TVM's conv1d spilled at 6.6-8.2
+    instructions per MAC); the int8 lowering gives them mcu_kernels' tiles (test_kernel_choice_agrees_with_the_lowering)."""
+    pytest.importorskip("tvm")
+    import tvm
+
+    from eecc.targets import cortex_m, tvm_import
+
+    model = _model(CONV1D)
+    for cpu, tiles in (("cortex-m4", 2), ("cortex-m0plus", 0)):
+        stage = tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS[cpu]["target"]))
+        assert sum(k.startswith("conv2d_f32") for k, _ in stage.calls) == tiles, (cpu, stage.calls)
+    m4f = named(graph_features(model), "cortex-m4", "fp32")
+    assert m4f["conv_macs"] == 0 and m4f["tile_body"] == 10 * 4 * 20 + 5 * 3 * 24  # pairs x channel pairs x K
+    assert m4f["tile_col"] == 2 * 10 * 20 + 2 * 5 * 24 and m4f["tile_acc"] == 10 * 4 + 5 * 3
+    m0 = named(graph_features(model), "cortex-m0plus", "fp32")
+    assert m0["conv_macs"] == 8 * 20 * 4 * 5 + 6 * 10 * 8 * 3 and m0["tile_body"] == 0
+    m4 = named(graph_features(model), "cortex-m4", "int8")  # SMLAD bodies: ⌈K/4⌉ per pixel pair, channel pair
+    assert m4["tile_body"] == 10 * 4 * 5 + 5 * 3 * 6 and m4["conv_macs"] == 0
+    m0 = named(graph_features(model), "cortex-m0plus", "int8")  # the plain tile: one channel at a time
+    assert m0["tile_body"] == 10 * 8 * 5 + 5 * 6 * 6 and m0["tile_acc"] == 10 * 8 + 5 * 6
 
 
 def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):

@@ -2,11 +2,11 @@
 that kernel: the features the cost model prices eecc's own hand-scheduled kernels by.
 
 The choice is the lowering's own (targets/tvm_import.lower_stage):
-  int8   mcu_kernels.kernel_kind(target) ("dsp" on the M4, "plain" on the M0+) and mcu_kernels.fits (2-D,
-         batch 1, no dilation): groups = 1 -> the tile conv2d (2×2 on "dsp", 1×2 on "plain"), depthwise ->
+  int8   mcu_kernels.kernel_kind(target) ("dsp" on the M4, "plain" on the M0+) and mcu_kernels.fits (2-D
+         and 1-D as H = 1, batch 1, no dilation): groups = 1 -> the tile conv2d (2×2 on "dsp", 1×2 on "plain"), depthwise ->
          mcu_depthwise.depthwise2d (two outputs of a row per step; 3-wide filters at stride 1 or 2 on
          "dsp": _depthwise_dsp);
-  fp32   kernel_kind == "dsp" (an M4F-class core): 2-D groups = 1 convs -> mcu_float.conv2d_f32;
+  fp32   kernel_kind == "dsp" (an M4F-class core): groups = 1 convs, 2-D and 1-D (as H = 1) -> mcu_float.conv2d_f32;
   else   TVM's own operators (priced by the per-op-kind features of eecc/cost/features.py).
 
 Loop counts (per sample; npix = output pixels, npp = ⌈npix/2⌉ pixel pairs, K = Cin·Kh·Kw, O2 = Cout
@@ -49,34 +49,45 @@ def table_dequantised(n: int) -> bool:
     return least is not None and n >= least
 
 
+def _geometry(node) -> tuple[int, ...]:
+    """(C, H, W, O, KH, KW, SH, SW, pad top, left, bottom, right) of a Conv; a 1-D conv (NCW) as the H = 1 conv
+    the lowering runs (mcu_float.conv2d_f32, mcu_kernels.relax_call)."""
+    w = [int(d) for d in node.inputs[1].shape]
+    one_d = len(w) == 3
+    c, *spatial = (int(d) for d in node.inputs[0].shape[1:])
+    strides = [int(s) for s in node.attrs.get("strides", [1] * (len(w) - 2))]
+    pads = [int(p) for p in node.attrs.get("pads", [0] * 2 * (len(w) - 2))]
+    if one_d:
+        return (c, 1, spatial[0], w[0], 1, w[2], 1, strides[0], 0, pads[0], 0, pads[1])
+    return (c, *spatial, w[0], w[2], w[3], *strides, *pads)
+
+
 def conv_kernel(node, cpu: str, fmt: str) -> str:
     """"tile", "dw", "dw3" (eecc's kernels) or "tvm" (TVM's operators) for an ONNX Conv node."""
     w, x = node.inputs[1].shape, node.inputs[0].shape
-    if not w or not x or len(w) != 4 or any(not isinstance(d, (int, np.integer)) for d in [*w, *x[1:]]):
-        return "tvm"  # 1-D convs (and unknown shapes): TVM's conv1d
+    if not w or not x or len(w) not in (3, 4) or any(not isinstance(d, (int, np.integer)) for d in [*w, *x[1:]]):
+        return "tvm"  # unknown shapes
     group = int(node.attrs.get("group", 1))
-    dilation = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+    dilation = [int(d) for d in node.attrs.get("dilations", [1] * (len(w) - 2))]
     kind = _kind(cpu)
     if fmt == "fp32":
-        return "tile" if kind == "dsp" and group == 1 and dilation == [1, 1] else "tvm"
+        return "tile" if kind == "dsp" and group == 1 and set(dilation) == {1} else "tvm"
     if kind is None:
         return "tvm"
+    c, h, wd, o, kh, kw, _, sw, *_ = _geometry(node)
     call = SimpleNamespace(attrs=SimpleNamespace(groups=group, dilation=dilation),
-                           args=[SimpleNamespace(ty=SimpleNamespace(shape=SimpleNamespace(values=[1, *x[1:]])))])
-    if not mcu_kernels.fits(call, np.empty([int(d) for d in w], np.int8), kind):
+                           args=[SimpleNamespace(ty=SimpleNamespace(shape=SimpleNamespace(values=[1, c, h, wd])))])
+    if not mcu_kernels.fits(call, np.empty([o, int(w[1]), kh, kw], np.int8), kind):
         return "tvm"
     if group == 1:
         return "tile"
-    sw = int(node.attrs.get("strides", [1, 1])[1])
-    return "dw3" if kind == "dsp" and int(w[3]) == 3 and sw in (1, 2) else "dw"  # mcu_kernels.depthwise2d
+    return "dw3" if kind == "dsp" and kw == 3 and sw in (1, 2) else "dw"  # mcu_kernels.depthwise2d
 
 
 def kernel_features(node, kernel: str, cpu: str, fmt: str) -> dict[str, float]:
-    """{KERNEL_FEATURES name: count} of one Conv lowered to `kernel` (conv_kernel) on (cpu, fmt)."""
-    c, h, wd = (int(d) for d in node.inputs[0].shape[1:])
-    o, _, kh, kw = (int(d) for d in node.inputs[1].shape)
-    sh, sw = (int(s) for s in node.attrs.get("strides", [1, 1]))
-    pt, pl, pb, pr = (int(p) for p in node.attrs.get("pads", [0, 0, 0, 0]))
+    """{KERNEL_FEATURES name: count} of one Conv lowered to `kernel` (conv_kernel) on (cpu, fmt); a 1-D conv
+    counts as the H = 1 conv the lowering runs."""
+    c, h, wd, o, kh, kw, sh, sw, pt, pl, pb, pr = _geometry(node)
     oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
     npix = oh * ow
     if kernel == "tile":
