@@ -147,7 +147,7 @@ def deployment_row(name: str, target: float, path: Path, data: dict, single: dic
 
 
 def print_tables(summary: dict) -> None:
-    console = Console(width=170)
+    console = Console(width=200)
     if summary.get("cost_model"):
         t = Table(title="cost model vs QEMU, each fixture held out of the fit (psoc6 stages)")
         for col in ("model", "format", "stage", "cpu", "MACs", "emulated instr.", "predicted", "error"):
