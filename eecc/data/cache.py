@@ -157,9 +157,11 @@ class FeatureCache:
         if lanes == 1:
             _fill_shard(job, todo, chunk_done, sess=self.session(0))
             return
+        sessions = [self.session(k) for k in range(lanes)]  # built here: the lanes only run them
+
         def lane(k: int) -> None:
             try:
-                _fill_shard(job, todo[k::lanes], chunk_done, self.session(k), stop)
+                _fill_shard(job, todo[k::lanes], chunk_done, sessions[k], stop)
             except BaseException:
                 stop.set()  # the other lanes end after their current chunk
                 raise
