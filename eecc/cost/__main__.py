@@ -1,7 +1,9 @@
 """`python -m eecc.cost refit [--cache-dir D] [--out eecc/cost/measured.json]`: measure every fixture model cut at
 every candidate exit, and every single-layer unit of eecc/cost/layers.py, on each Cortex-M kind in fp32 and int8
-with this checkout's kernels, and write the rows the cost model is fitted on (about 620 TVM builds and QEMU
-runs, ~10 min on two cores; cached per kernels hash, so a rerun after no kernel change takes seconds).
+with this checkout's kernels, and write the rows the cost model is fitted on (about 970 TVM builds and QEMU
+runs, 45-75 min on one core; `--jobs N` measures N (model, cpu, format) groups at once in worker processes, same
+rows in the same order; counts are cached per kernels hash, so a rerun after no kernel change only quantises
+and runs onnxruntime: ~8 min).
 `python -m eecc.cost held-out [--rows FILE]`: each fixture's units predicted with that fixture held out of the fit:
 units within ±15 % per (cpu, format), all and the stages of several blocks, and the worst."""
 
@@ -9,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 from eecc.cost.features import FEATURES
 from eecc.cost.layers import layer_models
-from eecc.cost.measure import CPUS, FORMATS, Unit, kernels_id, measure_units, units_of
+from eecc.cost.measure import Unit, kernels_id, measure_all, units_of
 from eecc.cost.model import MEASURED, held_out, load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,20 +28,12 @@ def fixture_models() -> dict[str, Path]:
     return models
 
 
-def refit(cache: Path, out: Path, *, quiet: bool = False) -> dict:
-    t0 = time.perf_counter()
-    units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
-    units += [Unit(name, 0, model) for name, model in layer_models().items()]
-    rows = []
-
-    def show(r):
-        if not quiet:
-            print(f"{r['model']:>7} unit {r['index']:>2} {r['cpu']:>13} {r['format']}: {r['instructions']:>11,} "
-                  f"instructions ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-
-    for fmt in FORMATS:
-        for cpu in CPUS:
-            rows += measure_units(units, cpu, fmt, cache, progress=show)
+def refit(cache: Path, out: Path, *, jobs: int = 1, quiet: bool = False, units: list[Unit] | None = None) -> dict:
+    """Measure `units` (default: every fixture cut and single-layer unit) and write the rows file `out`."""
+    if units is None:
+        units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
+        units += [Unit(name, 0, model) for name, model in layer_models().items()]
+    rows = measure_all(units, cache, jobs=jobs, quiet=quiet)
     doc = {"kernels": kernels_id(), "features": list(FEATURES), "samples_per_unit": 2,
            "command": "python -m eecc.cost refit", "rows": rows}
     rows_text = ",\n".join(json.dumps(r, separators=(",", ":")) for r in rows)  # one unit per line
@@ -71,12 +63,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=str(MEASURED), help="held-out: the rows file (default: the shipped one)")
     ap.add_argument("--cache-dir", default=".eecc-cache", help="where instruction counts are cached")
     ap.add_argument("--out", default=str(MEASURED), help="the rows file (default: the shipped one)")
+    ap.add_argument("--jobs", type=int, default=1, help="refit: (model, cpu, format) groups measured at once")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.command == "held-out":
         print(held_out_table(Path(args.rows)))
         return 0
-    doc = refit(Path(args.cache_dir), Path(args.out), quiet=args.quiet)
+    doc = refit(Path(args.cache_dir), Path(args.out), jobs=args.jobs, quiet=args.quiet)
     print(f"{len(doc['rows'])} units measured with kernels {doc['kernels']} -> {args.out}")
     return 0
 

@@ -16,8 +16,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import multiprocessing
+import os
 import re
+import sys
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,10 +208,42 @@ def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progres
                 with tempfile.TemporaryDirectory(prefix="eecc-cost-") as tmp:
                     arts = cortex_m.compile_stage(m, cpu=cpu, out_dir=Path(tmp))
                     count = emulate_stage(arts, inputs).instructions
-                path.write_text(json.dumps({"instructions": count, "model": model, "index": u.index}))
+                tmp_path = path.with_suffix(f".{os.getpid()}.tmp")  # whole or absent for a parallel refit's readers
+                tmp_path.write_text(json.dumps({"instructions": count, "model": model, "index": u.index}))
+                os.replace(tmp_path, path)
             rows.append({"model": model, "index": u.index, "cpu": cpu, "format": fmt,
                          "features": [int(v) if float(v).is_integer() else round(float(v), 3)
                                       for v in graph_features(u.float_model, model_input=first)], "instructions": int(count)})
             if progress:
                 progress(rows[-1])
     return rows
+
+
+def _show(quiet: bool, t0: float):
+    def show(r):
+        if not quiet:
+            print(f"{r['model']:>7} unit {r['index']:>2} {r['cpu']:>13} {r['format']}: {r['instructions']:>11,} "
+                  f"instructions ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return show
+
+
+def _measure_group(units: list[Unit], cpu: str, fmt: str, cache: Path, quiet: bool, t0: float) -> list[dict]:
+    """One (model, cpu, format) group's rows: a worker process's job (module level, so it pickles)."""
+    return measure_units(units, cpu, fmt, cache, progress=_show(quiet, t0))
+
+
+def measure_all(units: list[Unit], cache: Path, *, jobs: int = 1, quiet: bool = False) -> list[dict]:
+    """measure_units over every format, cpu and model group, in that order; with jobs > 1 the groups run in
+    `jobs` spawned processes (largest first, so no long group starts last) and the rows are put back in the
+    serial order. Groups are independent: measure_units quantises and seeds each model's units on their own."""
+    t0, groups = time.time(), {}
+    for u in units:
+        groups.setdefault(u.model, []).append(u)
+    keys = [(fmt, cpu, model) for fmt in FORMATS for cpu in CPUS for model in groups]
+    if jobs <= 1:
+        return [r for f, c, m in keys for r in _measure_group(groups[m], c, f, cache, quiet, t0)]
+    # spawn, not fork: the parent has onnxruntime's thread pools running (units_of), which a fork can deadlock
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        order = sorted(keys, key=lambda k: -len(groups[k[2]]))
+        futures = {k: pool.submit(_measure_group, groups[k[2]], k[1], k[0], cache, quiet, t0) for k in order}
+        return [r for k in keys for r in futures[k].result()]
