@@ -32,16 +32,19 @@ def confidence_name(tensor: str, i: int) -> str:
 
 
 def insert_exits(graph: gs.Graph, *, heads: Sequence[ExitHead],
-                 confidences: Sequence[tuple[np.ndarray, float]] | None = None) -> gs.Graph:
+                 confidences: Sequence[tuple[np.ndarray, float]] | None = None,
+                 shared_tensors: bool = False) -> gs.Graph:
     """Requires static shapes at each head's tensor; exit i is heads[i]. Does not mutate its input.
 
     Adds one extra graph output per head, `f"{tensor}.exit{i}.logits"` [N, classes], after the original
     outputs; head nodes carry annotations `exit` = i, `role` = "exit" and `macs` (README convention).
     With `confidences` (NACHOS, one (w [C+1], b) per head, standardisation folded in) each head also
     emits `f"{tensor}.exit{i}.confidence"` [N] = Sigmoid(w · [GAP(pooled), max softmax(logits)] + b).
+    A deployed model has one exit per tensor; `shared_tensors` lets several heads read one tensor (every
+    name still carries its own i): the int8 search runs all candidate heads of a location in one graph.
     """
     graph = graph.copy()
-    tensors = _check(graph, [h.spec for h in heads], "insert_exits")
+    tensors = _check(graph, [h.spec for h in heads], "insert_exits", shared=shared_tensors)
     if confidences is not None and len(confidences) != len(heads):
         raise EeccError(f"insert_exits: {len(confidences)} confidence branches for {len(heads)} heads; "
                         "give one (weights, bias) per head")
@@ -148,12 +151,13 @@ class _Builder:
                          strides=list(self.spec.pool), ceil_mode=1, out_name=out_name)
 
 
-def _check(graph: gs.Graph, specs: Sequence[HeadSpec], who: str) -> dict[str, gs.Variable]:
+def _check(graph: gs.Graph, specs: Sequence[HeadSpec], who: str, shared: bool = True) -> dict[str, gs.Variable]:
     tensors = graph.tensors()
     names = [s.tensor for s in specs]
     # Several pooled maps of one tensor may be cached (head family); a deployed model has one exit per tensor.
-    if who == "insert_exits" and len(set(names)) != len(names):
-        raise EeccError(f"{who}: more than one head on the same tensor in {names}; give one head per tensor")
+    if not shared and len(set(names)) != len(names):
+        raise EeccError(f"{who}: more than one head on the same tensor in {names}; give one head per tensor "
+                        "(shared_tensors=True is for evaluating candidate heads, not for a deployed model)")
     for spec in specs:
         var = tensors.get(spec.tensor)
         if var is None or isinstance(var, gs.Constant):

@@ -59,7 +59,10 @@ def test_warm_cache_computes_nothing_and_subsets_reuse_it(tmp_path, plan):
     assert (again.computed_chunks, subset.computed_chunks, other.computed_chunks) == (0, 0, 4)
 
 
-def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, plan):
+@pytest.mark.parametrize("threads", [1, None])
+def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, plan, threads):
+    """threads=1: one session, chunks in order; None: lanes of one session each (FeatureCache._fill_lanes),
+    which stop after their current chunk when one of them is interrupted."""
     class Interrupt(Exception):
         pass
 
@@ -67,14 +70,15 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, plan)
         if done == 2:
             raise Interrupt
 
-    first = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16)
+    first = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16, threads=threads)
     with pytest.raises(Interrupt):
         first.fill(_split(), on_chunk=stop_after_two)
-    assert first.computed_chunks == 2
-    resumed = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16)
+    assert first.computed_chunks == 2 if threads == 1 else 2 <= first.computed_chunks < 4
+    resumed = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16, threads=threads)
     feats = resumed.fill(_split())
-    assert resumed.computed_chunks == 2  # 50 rows in chunks of 16: 4 chunks, 2 already done
-    clean = FeatureCache(tmp_path / "b", plan.graph, plan.design.heads, chunk_rows=16).fill(_split())
+    # 50 rows in chunks of 16: 4 chunks, the finished ones not redone
+    assert resumed.computed_chunks == 4 - first.computed_chunks
+    clean = FeatureCache(tmp_path / "b", plan.graph, plan.design.heads, chunk_rows=16, threads=threads).fill(_split())
     for spec in plan.design.heads:
         np.testing.assert_array_equal(np.asarray(feats.features(spec)), np.asarray(clean.features(spec)))
     np.testing.assert_array_equal(feats.final_logits(), clean.final_logits())

@@ -11,6 +11,7 @@ from scipy.stats import binom
 from eecc.errors import EeccError
 from eecc.search.guarantee import certify, cp_lower, cp_upper, drop_upper_bound, union_bound_rejects
 from eecc.search.intervals import policy_intervals
+from eecc.search.placement import Placement
 from eecc.search.policy import evaluate_policy, make_split, position_costs
 from eecc.search.search import SearchOptions, search
 from eecc.search.synthetic import synthetic_logits
@@ -107,3 +108,25 @@ def test_every_placement_reports_intervals():
         iv = p["intervals"]
         assert iv["accuracy"][0] <= p["accuracy"] <= iv["accuracy"][1]
         assert iv["mean_macs"][0] <= p["mean_macs"] <= iv["mean_macs"][1]
+
+
+def _placement(exits, processors, energy):
+    return Placement(exits=tuple(exits), processors=tuple(processors), stage_macs=(0,) * len(processors),
+                     exit_latency_s=tuple(energy), exit_energy_j=tuple(energy), reasons=())
+
+
+def test_guarantee_chooses_in_the_objective_unit():
+    """Energy objective: one exit on the same candidate, on a costly first core ("a → b") or on the cheap
+    one ("b → b", listed second): same MACs, same certified risk, so only the device's joules tell them apart,
+    and the certified choice must be the cheaper, with its energy at the certified thresholds. The sequence's
+    "never exit" opens on the cheapest single processor, not the first one."""
+    lg = synthetic_logits(k=K, n_val=3000, n_test=3000, seed=1)
+    placements = [_placement([], ["a"], [4.0]), _placement([], ["b"], [2.0]),
+                  _placement(["block1.out"], ["a", "b"], [1.5, 3.5]), _placement(["block1.out"], ["b", "b"], [0.5, 2.2])]
+    res = search(lg, placements=placements, strict=False,
+                 options=SearchOptions(max_accuracy_drop=0.01, guarantee=0.95, objective="energy"))
+    best = res.best
+    assert best.processors == ("b", "b") and best.method == "ltt"
+    energy = np.asarray([0.5, 2.2])[best.test.exit_index].mean()
+    assert best.extra["mean_energy_j"] == pytest.approx(energy) and best.extra["mean_cost"] == pytest.approx(energy)
+    assert 0.5 < energy < 2.0  # samples leave early: cheaper than b alone

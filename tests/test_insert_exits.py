@@ -169,3 +169,42 @@ def test_rejects_unknown_tensor_shape_mismatch_and_bad_weights():
     bad = HeadWeights(fc_w=HEAD_W.fc_w, fc_b=HEAD_W.fc_b, conv_w=np.zeros((2, 4, 1, 1)), conv_b=np.zeros(2))
     with pytest.raises(EeccError, match="conv_w has shape"):
         insert_exits(_before(), heads=[ExitHead(SPEC, bad)])
+
+
+# Two heads on one tensor (shared_tensors=True, the int8 search's evaluation graph): SPEC's head as exit 0 and a
+# blueprint head (GAP → Flatten → Gemm) as exit 1, each wired to r and to its own output.
+AFTER_SHARED = AFTER.replace('(float[N,3] y, float[N,3] "r.exit0.logits")',
+                             '(float[N,3] y, float[N,3] "r.exit0.logits", float[N,3] "r.exit1.logits")').replace(
+    '  "r.exit0.logits" = Gemm <transB=1> (hf, hw, hb)\n',
+    '  "r.exit0.logits" = Gemm <transB=1> (hf, hw, hb)\n  bg = GlobalAveragePool (r)\n'
+    '  bf = Flatten <axis=1> (bg)\n  "r.exit1.logits" = Gemm <transB=1> (bf, bw, bb)\n')
+BLUEPRINT_W = HeadWeights(fc_w=RNG.normal(size=(3, 4)), fc_b=RNG.normal(size=3))
+SHARED_HEADS = [ExitHead(SPEC, HEAD_W), ExitHead(UNPOOLED, BLUEPRINT_W)]
+
+
+def test_golden_two_heads_on_one_tensor_only_when_asked():
+    graph = _before()
+    before_text = canonical(ir.to_model(graph))
+    with pytest.raises(EeccError, match="more than one head on the same tensor"):
+        insert_exits(graph, heads=SHARED_HEADS)  # a deployed model keeps one exit per tensor
+    after = ir.to_model(insert_exits(graph, heads=SHARED_HEADS, shared_tensors=True))
+    assert_same_graph(after, _parse(AFTER_SHARED, WEIGHTS | HEAD_INITS | {"bw": BLUEPRINT_W.fc_w,
+                                                                          "bb": BLUEPRINT_W.fc_b}))
+    assert canonical(ir.to_model(graph)) == before_text, "insert_exits mutated its input"
+    onnx.checker.check_model(after, full_check=True)
+    exits = {ir.get_ann(n, "exit") for n in insert_exits(graph, heads=SHARED_HEADS, shared_tensors=True).nodes
+             if ir.get_ann(n, "role") == "exit"}
+    assert exits == {0, 1}
+
+
+def test_numerics_two_heads_on_one_tensor_equal_each_head_alone():
+    x = RNG.normal(size=(4, 1, 7, 7)).astype(np.float32)
+    both = _run(ir.to_model(insert_exits(_before(), heads=SHARED_HEADS, shared_tensors=True)), x)
+    alone0 = _run(ir.to_model(insert_exits(_before(), heads=SHARED_HEADS[:1])), x)
+    np.testing.assert_array_equal(both["y"], alone0["y"])
+    np.testing.assert_array_equal(both["r.exit0.logits"], alone0["r.exit0.logits"])
+    probe = ir.to_model(_before())
+    probe.graph.output.append(onnx.ValueInfoProto(name="r"))
+    r = _run(probe, x)["r"]
+    want = r.mean(axis=(2, 3)) @ BLUEPRINT_W.fc_w.T + BLUEPRINT_W.fc_b
+    np.testing.assert_allclose(both["r.exit1.logits"], want, rtol=1e-5, atol=1e-5)

@@ -14,8 +14,11 @@ import pytest
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.driver.deployment import _limit_check
 from eecc.examples import datasets
+from eecc.exits import int8
+from eecc.exits.run import plan_exits, run_exits
 from eecc.runtime.cascade import Cascade
 from eecc.search.search import SearchOptions
+from eecc.targets import quantize
 from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -67,3 +70,36 @@ def test_a_test_drop_above_the_validated_limit_is_said_with_its_interval():
     assert "--guarantee" in rec["limit_note"]
     manifest["placement"]["metrics"]["measured"]["accuracy"] = 0.97
     assert "limit_note" not in _limit_check(manifest)  # 0.47 pt: within the limit, nothing to say
+
+
+def test_one_quantised_pass_serves_every_candidate_head(tmp_path, monkeypatch):
+    """cnn1d, every trained head of every location: the int8 model is quantised once with all heads attached
+    (several on one tensor), and each head's int8 logits, and the final classifier's, are bit for bit those of
+    graphs holding at most one head per tensor (the rounds this replaced: one quantised backbone per round)."""
+    path = MODELS / "cnn1d.onnx"
+    if not path.exists():
+        pytest.skip("fixture cnn1d not generated (python tests/fixtures/make_fixtures.py)")
+    plan = plan_exits(path)
+    splits = plan.splits(datasets.load(json.loads((MODELS / "cnn1d.json").read_text())["dataset"]))
+    exits = run_exits(plan, splits, cache_dir=tmp_path)
+    pairs = exits.pairs(pareto_only=False)
+    heads = int8.pair_heads(exits, pairs)
+    tensors = [h.spec.tensor for h in heads]
+    assert max(tensors.count(t) for t in tensors) >= 3  # several designs per location: the case at stake
+    real, calls = quantize.quantize_stage, []
+    monkeypatch.setattr(quantize, "quantize_stage", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = int8.int8_logits(plan, heads, pairs, splits)
+    assert len(calls) == 1
+    calib = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
+    rounds: list[list[int]] = []  # round r holds the r-th head of every location
+    for i, t in enumerate(tensors):
+        r = tensors[:i].count(t)
+        rounds += [[]] * (r + 1 - len(rounds))
+        rounds[r] = rounds[r] + [i]
+    for group in rounds:
+        alone = int8._run_quantized(plan.graph, [heads[i] for i in group], calib,
+                                    {"val": splits.val, "test": splits.test})
+        for split, (final, rows) in alone.items():
+            np.testing.assert_array_equal(getattr(got, f"final_{split}_logits"), final)
+            for i, z in zip(group, rows):
+                np.testing.assert_array_equal(getattr(got, f"{split}_logits")[i], z)

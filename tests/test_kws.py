@@ -136,14 +136,15 @@ def test_example_model_reaches_its_recorded_accuracy_on_unseen_voices():
     assert path.stat().st_size < 1 << 20
     assert sorted(data) == sorted(f"{p}_{s}" for s in kws.SPLITS for p in "xy")
     meta = info("kws")
-    assert len(data["y_test"]) == meta["data"]["samples"]["test"]
+    assert {s: len(data[f"y_{s}"]) for s in kws.SPLITS} == meta["data"]["samples"]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    logits = sess.run(["logits"], {"input": data["x_test"]})[0]
-    acc = float((logits.argmax(1) == data["y_test"]).mean())
     # same espeak-ng version: identical audio, so only last-bit float differences between CPUs can
     # flip a borderline sample; another espeak-ng version speaks slightly differently
     tol = 0.01 if meta["data"]["espeak_ng_version"] == kws.espeak_version() else 0.05
-    assert acc == pytest.approx(meta["test_accuracy"], abs=tol)
+    for split in ("val", "test"):
+        logits = sess.run(["logits"], {"input": data[f"x_{split}"]})[0]
+        acc = float((logits.argmax(1) == data[f"y_{split}"]).mean())
+        assert acc == pytest.approx(meta[f"{split}_accuracy"], abs=tol)
     assert acc > 0.5  # 12 classes: chance is 1/12

@@ -95,9 +95,11 @@ def analysis() -> Pipeline:
                      Step("fuse_blocks", _each(fuse_blocks), ("macs",))))
 
 
-def exits(heads: Sequence[ExitHead], confidences: Sequence | None = None) -> Pipeline:
-    """insert_exits: the chosen heads (and NACHOS' confidence branches) become extra graph outputs."""
-    return Pipeline((Step("insert_exits", _each(lambda g: insert_exits(g, heads=heads, confidences=confidences)),
+def exits(heads: Sequence[ExitHead], confidences: Sequence | None = None, shared_tensors: bool = False) -> Pipeline:
+    """insert_exits: the chosen heads (and NACHOS' confidence branches) become extra graph outputs;
+    `shared_tensors`: several candidate heads on one tensor (the int8 search's evaluation graph)."""
+    return Pipeline((Step("insert_exits", _each(lambda g: insert_exits(g, heads=heads, confidences=confidences,
+                                                                       shared_tensors=shared_tensors)),
                           ("macs",)),))
 
 

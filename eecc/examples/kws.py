@@ -43,8 +43,12 @@ VARIANTS = (
     "pedro quincy rob robert robosoft robosoft2 robosoft3 robosoft4 robosoft5 robosoft6 robosoft7 "
     "robosoft8 sandro shelby steph steph2 steph3 travis victor whisper whisperf zac").split()
 SPLITS = ("train", "val", "test")
-# Clips per class and split in the default data set (12 classes -> 3600 / 600 / 960 clips).
-DEFAULT_SIZES = {"train": 300, "val": 50, "test": 80}
+# Clips per class and split in the default data set (12 classes -> 3600 / 2400 / 960 clips). Validation is where
+# eecc chooses heads, placements and thresholds: on 600 clips a 1 pt limit rested on about six samples that the
+# cascade gets wrong and the model right, and the chosen cascade lost 1.35 pt on test after 0.33 pt on validation.
+# The model never sees validation (tests/fixtures/make_kws.py trains on train only), so it can grow freely; each
+# clip is a pure function of (seed, split, class, index), so the first 50 per class are the old 600.
+DEFAULT_SIZES = {"train": 300, "val": 200, "test": 80}
 NOISES = ("white", "pink", "brown", "hum")
 
 

@@ -9,8 +9,10 @@ runs its stages (graph optimisations on). Every tensor of a stage is calibrated 
 activations as in the whole graph, so a stage's exit logits equal these up to onnxruntime's rounding
 (tests/test_int8_search.py holds them to the built stages).
 
-Several heads of one location cannot share a graph (one exit per tensor), so the heads go in rounds, at most
-one per location each; the final classifier's logits come from the first round.
+All candidate heads go into ONE graph (several heads on one tensor, `insert_exits(shared_tensors=True)`), so
+the backbone is quantised and run once whatever the number of heads per location. A tensor's quantisation
+parameters come from its own activations only (MinMax per tensor), so a head's int8 logits do not depend on
+which other heads share the graph (tests/test_int8_search.py holds them to one head per graph).
 """
 
 from __future__ import annotations
@@ -39,14 +41,9 @@ def int8_logits(plan, heads: Sequence[ExitHead], logits: ExitLogits, splits) -> 
     named = {"val": splits.val, "test": splits.test}
     if logits.train_logits is not None:
         named["train"] = splits.train
-    rows = {name: [None] * len(heads) for name in named}
-    final = {}
-    for group in _rounds(heads) or [[]]:
-        outputs = _run_quantized(plan.graph, [heads[i] for i in group], calib, named)
-        for name, (final_logits, exits) in outputs.items():
-            final.setdefault(name, final_logits)
-            for i, z in zip(group, exits):
-                rows[name][i] = z
+    outputs = _run_quantized(plan.graph, heads, calib, named)
+    rows = {name: exits for name, (_, exits) in outputs.items()}
+    final = {name: final_logits for name, (final_logits, _) in outputs.items()}
     c = logits.num_classes
     stacked = {f"{name}_logits": np.stack(r) if r else np.zeros((0, len(named[name]), c), np.float32)
                for name, r in rows.items()}
@@ -54,18 +51,6 @@ def int8_logits(plan, heads: Sequence[ExitHead], logits: ExitLogits, splits) -> 
                       **stacked, **{f"final_{name}_logits": f for name, f in final.items()},
                       y_val=logits.y_val, y_test=logits.y_test, head_macs=logits.head_macs,
                       y_train=logits.y_train)
-
-
-def _rounds(heads: Sequence[ExitHead]) -> list[list[int]]:
-    """Head indices in rounds of at most one head per tensor, in order."""
-    rounds: list[list[int]] = []
-    for i, head in enumerate(heads):
-        free = next((r for r in rounds if all(heads[j].spec.tensor != head.spec.tensor for j in r)), None)
-        if free is None:
-            rounds.append([i])
-        else:
-            free.append(i)
-    return rounds
 
 
 def pair_heads(run, logits: ExitLogits) -> list[ExitHead]:
@@ -93,7 +78,7 @@ def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: d
     from eecc.passes.insert_exits import logits_name
     from eecc.targets.quantize import quantize_stage
 
-    (with_heads,) = pipeline.exits(heads).run([graph])
+    (with_heads,) = pipeline.exits(heads, shared_tensors=True).run([graph])
     model = per_axis_opset([ir.to_model(with_heads)])[0]
     first = with_heads.inputs[0].name
     quantized = quantize_stage(model, {first: calib})

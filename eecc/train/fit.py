@@ -165,9 +165,14 @@ def _epoch(heads: list["_Trainer"]) -> None:
     for i in range(0, len(perm), lead.batch):
         rows = np.sort(perm[i:i + lead.batch])  # a memmap reads forward; a batch is a set anyway
         # Gathered per batch so that the batch, not the data set, sits in cache; fp32 as cached: no copy.
-        raw, y = np.asarray(lead.x[rows], np.float32), lead.y[rows]
+        # np.take: 1.4-2.6x faster than fancy indexing on a memmap (measured on the cached maps).
+        raw, y = np.asarray(np.take(lead.x, rows, axis=0), np.float32), lead.y[torch.from_numpy(rows)]
+        views: dict[bool, torch.Tensor] = {}  # the batch in each layout, made once for the heads that read it
         for t in heads:
-            loss_and_grads(t.module, t.layout(raw), y)
+            major = t.module.channel_major
+            if major not in views:
+                views[major] = t.layout(raw)
+            loss_and_grads(t.module, views[major], y, loss=False)
             t.opt.step()
 
 
@@ -239,10 +244,10 @@ class _Trainer:
 class _Adam:
     """Adam (L2 weight decay, as torch.optim.Adam) with a cosine learning-rate decay to zero over `steps`.
 
-    Written out because the heads have four small tensors: torch.optim's per-step dispatch cost more
-    than the update, and its first construction imports torch._dynamo (seconds of CPU). The parameters
-    become views of one flat buffer, so a step is six elementwise ops on it whatever the head's shape
-    (elementwise: the same numbers as per tensor).
+    Written out because the heads have four small tensors: torch.optim's per-step bookkeeping cost more
+    than the update, and its first construction imports torch._dynamo (seconds of CPU). The step is
+    torch's fused CPU kernel (`torch.optim.Adam(fused=True)`'s, one call for all of a head's tensors:
+    4x cheaper than six elementwise ops on them). The parameters become views of one flat buffer.
     """
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float, steps: int,
@@ -250,12 +255,16 @@ class _Adam:
         self.params, self.lr, self.wd, self.steps, self.betas, self.eps = params, lr, weight_decay, steps, betas, eps
         with torch.no_grad():
             self.flat = torch.cat([p.detach().reshape(-1) for p in params])
+            self.m = torch.zeros_like(self.flat)
+            self.v = torch.zeros_like(self.flat)
+            self._views = [[], [], []]
             at = 0
             for p in params:
                 p.data = self.flat[at:at + p.numel()].view_as(p)
+                for views, buf in zip(self._views, (self.flat, self.m, self.v)):
+                    views.append(buf[at:at + p.numel()].view_as(p))
                 at += p.numel()
-        self.m = torch.zeros_like(self.flat)
-        self.v = torch.zeros_like(self.flat)
+        self._t = [torch.zeros((), dtype=torch.float32) for _ in params]  # the kernel's step counters
         self.t = 0
 
     @torch.no_grad()
@@ -263,13 +272,10 @@ class _Adam:
         b1, b2 = self.betas
         lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.t, self.steps) / self.steps))
         self.t += 1
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        g = torch.cat([p.grad.reshape(-1) for p in self.params])
-        if self.wd:
-            g.add_(self.flat, alpha=self.wd)
-        self.m.lerp_(g, 1 - b1)
-        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        self.flat.addcdiv_(self.m, self.v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
+        torch._foreach_add_(self._t, 1)
+        params, m, v = self._views
+        torch._fused_adam_(params, [p.grad for p in self.params], m, v, [], self._t, lr=lr, beta1=b1, beta2=b2,
+                           weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False)
 
 
 def _tensor(a) -> torch.Tensor:

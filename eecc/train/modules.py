@@ -90,8 +90,9 @@ class HeadModule(nn.Module):
 
 
 @torch.no_grad()
-def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Cross-entropy of `forward_raw(x)` against y; writes the parameters' .grad by hand.
+def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss: bool = True) -> float | None:
+    """Cross-entropy of `forward_raw(x)` against y (None when `loss` is False: training does not read it);
+    writes the parameters' .grad by hand.
 
     The head is four ops deep, so autograd's per-node bookkeeping cost more than the arithmetic on
     all but the widest heads. Gradients equal autograd's (tests/test_train.py checks it):
@@ -102,7 +103,7 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
     g = relu(h) flattened channel-major and dh = [h > 0]·(dz·Wf) unflattened, no 1/P).
     """
     if module.channel_major:
-        return _flat_loss_and_grads(module, x, y)
+        return _flat_loss_and_grads(module, x, y, loss)
     n, positions, c = x.shape
     inv = 1.0 / module.std.reshape(1, c)
     mean = module.mean.reshape(c)
@@ -111,15 +112,15 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
     b = first.bias - w @ mean
     if module.conv is None:
         pooled = x.mean(dim=1)
-        loss, dz = _softmax_grad(torch.addmm(b, pooled, w.t()), y)
+        value, dz = _softmax_grad(torch.addmm(b, pooled, w.t()), y, loss)
         _set_affine_grads(first, dz.t() @ pooled, dz.sum(0), mean, inv)
-        return loss
+        return value
     flat = x.reshape(n * positions, c)
     h = torch.addmm(b, flat, w.t())
     a = torch.relu(h).reshape(n, positions, -1)
     # gap: the mean over positions; flat: every position, channel-major as ONNX Flatten lays it out
     g = a.mean(dim=1) if module.spec.kind == "gap" else a.transpose(1, 2).reshape(n, -1)
-    loss, dz = _softmax_grad(torch.addmm(module.fc.bias, g, module.fc.weight.t()), y)
+    value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, module.fc.weight.t()), y, loss)
     module.fc.weight.grad = dz.t() @ g
     module.fc.bias.grad = dz.sum(0)
     dg = dz @ module.fc.weight
@@ -129,37 +130,37 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> floa
         da = dg.reshape(n, -1, positions).transpose(1, 2).contiguous()  # threshold_backward: 3x slower strided
     dh = torch.ops.aten.threshold_backward(da, h.reshape(n, positions, -1), 0.0).reshape(n * positions, -1)
     _set_affine_grads(first, dh.t() @ flat, dh.sum(0), mean, inv)
-    return loss
+    return value
 
 
-def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> float:
+def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, loss: bool) -> float | None:
     """Channel-major heads on x [N, C·P] (`HeadModule.folded_first`): with h = x·W'ᵀ + b',
       flat: z = h;  mlp: z = relu(h)·Wfᵀ + bf, dWf = dzᵀ·relu(h), dh = [h > 0]·(dz·Wf);
       dW' = dhᵀx, db' = Σdh, and back through the fold: dW = (dW' − db'⊗μ)/σ, db = db'."""
     w, b, mean, inv = module.folded_first()
     h = torch.addmm(b, x, w.t())
     if module.hidden is None:
-        loss, dh = _softmax_grad(h, y)
+        value, dh = _softmax_grad(h, y, loss)
         _set_affine_grads(module.fc, dh.t() @ x, dh.sum(0), mean, inv)
-        return loss
+        return value
     a = torch.relu(h)
-    loss, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y)
+    value, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y, loss)
     module.fc.weight.grad = dz.t() @ a
     module.fc.bias.grad = dz.sum(0)
     dh = torch.ops.aten.threshold_backward(dz @ module.fc.weight, h, 0.0)
     _set_affine_grads(module.hidden, dh.t() @ x, dh.sum(0), mean, inv)
-    return loss
+    return value
 
 
-def _softmax_grad(z: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """Mean cross-entropy and its gradient; spelled out because log_softmax is slow on 10-wide rows."""
+def _softmax_grad(z: torch.Tensor, y: torch.Tensor, loss: bool = True) -> tuple[float | None, torch.Tensor]:
+    """Mean cross-entropy (if `loss`) and its gradient; spelled out because log_softmax is slow on 10-wide rows."""
     z = z - z.amax(dim=1, keepdim=True)
     e = z.exp()
     total = e.sum(dim=1, keepdim=True)
-    loss = float((total.log() - z.gather(1, y.unsqueeze(1))).mean())
+    value = float((total.log() - z.gather(1, y.unsqueeze(1))).mean()) if loss else None
     dz = e.div_(total)
     dz[torch.arange(len(y)), y] -= 1.0
-    return loss, dz.div_(len(y))
+    return value, dz.div_(len(y))
 
 
 def _set_affine_grads(layer: nn.Linear, dw_folded: torch.Tensor, db: torch.Tensor, mean: torch.Tensor,
