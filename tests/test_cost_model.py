@@ -151,29 +151,6 @@ def test_kernel_choice_agrees_with_the_lowering():
             assert tables == sum(map(table_dequantised, outputs)), (cpu, tables, outputs)
 
 
-def test_1d_convolutions_are_counted_as_the_h1_tiles_they_run():
-    """An M4F-class core runs NCW convs with conv2d_f32 as H = 1 planes (TVM's conv1d spilled at 6.6-8.2
-    instructions per MAC); the int8 lowering gives them mcu_kernels' tiles (test_kernel_choice_agrees_with_the_lowering)."""
-    pytest.importorskip("tvm")
-    import tvm
-
-    from eecc.targets import cortex_m, tvm_import
-
-    model = _model(CONV1D)
-    for cpu, tiles in (("cortex-m4", 2), ("cortex-m0plus", 0)):
-        stage = tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS[cpu]["target"]))
-        assert sum(k.startswith("conv2d_f32") for k, _ in stage.calls) == tiles, (cpu, stage.calls)
-    m4f = named(graph_features(model), "cortex-m4", "fp32")
-    assert m4f["conv_macs"] == 0 and m4f["tile_body"] == 10 * 4 * 20 + 5 * 3 * 24  # pairs x channel pairs x K
-    assert m4f["tile_col"] == 2 * 10 * 20 + 2 * 5 * 24 and m4f["tile_acc"] == 10 * 4 + 5 * 3
-    m0 = named(graph_features(model), "cortex-m0plus", "fp32")
-    assert m0["conv_macs"] == 8 * 20 * 4 * 5 + 6 * 10 * 8 * 3 and m0["tile_body"] == 0
-    m4 = named(graph_features(model), "cortex-m4", "int8")  # SMLAD bodies: ⌈K/4⌉ per pixel pair, channel pair
-    assert m4["tile_body"] == 10 * 4 * 5 + 5 * 3 * 6 and m4["conv_macs"] == 0
-    m0 = named(graph_features(model), "cortex-m0plus", "int8")  # the plain tile: one channel at a time
-    assert m0["tile_body"] == 10 * 8 * 5 + 5 * 6 * 6 and m0["tile_acc"] == 10 * 8 + 5 * 6
-
-
 def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):
     copy = tmp_path / "targets"
     shutil.copytree(measure.TARGETS, copy, ignore=shutil.ignore_patterns("__pycache__", "platforms"))

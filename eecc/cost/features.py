@@ -16,6 +16,10 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   mac_out     output elements of those (bias, activation and requantisation epilogue)
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
+  pool_div    in int8, output elements of a 1-D AveragePool (left in float): TVM's avg_pool1d divides each output by
+              its window count (a soft-float __aeabi_fdiv on the M0+: 46.7k instructions for the 128 outputs of cnn1d
+              unit 302, bench/mcu_profile.py), its 2-D pools do not (7.1k for cnn unit 300's 256). In fp32 the pool
+              weight prices it: only two layer units have a 1-D average pool, too few to tell it from their conv
   float_pool  in int8, the pool work of an AveragePool (FLOAT_IN_INT8: the lowering leaves it in float)
               (its input is dequantised, as io_out, unless it is an exit head reading the hand-off, which the stage
               dequantises for its output anyway; its output is quantised, as in_dense: an average is seldom zero)
@@ -54,7 +58,7 @@ from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_featu
 from eecc.model import ir
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool",
-        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", "dequant_table",
+        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", "dequant_table", "pool_div",
         *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
@@ -139,6 +143,7 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     if fmt == "int8" and node.op in FLOAT_IN_INT8:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
+        f[_INDEX["pool_div"]] = _elems(node.outputs[0]) if len(node.attrs.get("kernel_shape", [])) == 1 else 0
         deq, f[_INDEX["in_dense"]] = _float_edges(node)
         f[_INDEX[_dequant(deq)]] = deq
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
