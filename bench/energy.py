@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.cost.features import graph_features
+from eecc.cost.measure import kernels_id
 from eecc.cost.model import CPI, fit, load_rows
 from eecc.cli.search import DEFAULT_MAX_ACC_DROP
 from eecc.driver.compile import CompileOptions, compile_model
@@ -71,7 +72,8 @@ def cost_model_rows(tmp: Path) -> list[dict]:
                 counted = s["emulation"]["instructions"]
                 rows.append({"model": name, "format": fmt, "stage": s["index"], "cpu": s["kind"], "macs": s["macs"],
                              "emulated_instructions": counted, "predicted_instructions": predicted,
-                             "error": predicted / counted - 1})
+                             "error": predicted / counted - 1, "kernels": kernels_id(),  # bench/energy_reprice.py
+                             "features": [round(float(v), 3) for v in features]})
     return rows
 
 
