@@ -130,3 +130,52 @@ def test_guarantee_chooses_in_the_objective_unit():
     energy = np.asarray([0.5, 2.2])[best.test.exit_index].mean()
     assert best.extra["mean_energy_j"] == pytest.approx(energy) and best.extra["mean_cost"] == pytest.approx(energy)
     assert 0.5 < energy < 2.0  # samples leave early: cheaper than b alone
+
+
+def _priced_placements(lg, seed):
+    """1-3 exits of 5 candidates, each twice: with its MACs and with a random price per stage (as a
+    processor assignment would give), so the bound's order differs from the list's."""
+    rng = np.random.default_rng(seed)
+    placements, costs = [()], [np.asarray([float(lg.final_macs)])]
+    for e in (1, 2, 3):
+        for c in combinations(range(5), e):
+            macs = position_costs(lg, c)
+            stage = np.diff(np.concatenate([[0.0], macs])) * rng.uniform(0.5, 2.0, e + 1)
+            placements += [c, c]
+            costs += [macs, np.cumsum(stage)]
+    return placements, costs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_branch_and_bound_chooses_as_scoring_every_grid(seed):
+    """certify visits placements by a lower bound on their predicted certified cost and stops early; it must
+    end where scoring every placement's grid ends (same placement, thresholds, bound, sequence), scoring
+    fewer grids, and the bound must hold for every placement (LB ≤ the cheapest predicted-passing cost)."""
+    from eecc.search.guarantee import ORDER_SHARE, GRID_SIZE, _Table, _rows
+
+    lg = synthetic_logits(k=5, n_val=2000, n_test=10, seed=seed)
+    val = make_split(lg, "val")
+    placements, costs = _priced_placements(lg, seed)
+    kw = dict(max_drop=0.01, confidence=0.9, seed=seed, costs=costs, grid_size=41)
+    fast = certify(lg, val, placements, **kw)
+    full = certify(lg, val, placements, prune=False, **kw)
+    assert (fast.placement, fast.thresholds, fast.drop_bound, fast.tested, fast.front) == \
+        (full.placement, full.thresholds, full.drop_bound, full.tested, full.front)
+    assert full.scored == len(placements) == fast.placements and 1 <= fast.scored < 0.75 * len(placements)
+    perm = np.random.default_rng(seed).permutation(val.n)
+    order = _rows(val, perm[:int(round(ORDER_SHARE * val.n))])
+    table = _Table(order, val.n - order.n, 0.1, 0.01)
+    assert table.k_star >= 1
+    for idx, c in zip(placements, costs):
+        _, bound, mean = table.points(idx, c, 41)
+        pc = mean[bound <= 0.01].min() if (bound <= 0.01).any() else np.inf
+        assert table.lower_bound(idx, c) <= pc * (1 + 1e-12)
+
+
+def test_branch_and_bound_scores_no_grid_when_nothing_can_pass():
+    """A limit no combination can be predicted to pass (0.05 pt on 500 testing samples): k* is empty, no
+    grid is scored, and the sequence is "never exit" alone."""
+    lg = synthetic_logits(k=5, n_val=1000, n_test=10, seed=4)
+    placements, costs = _priced_placements(lg, 4)
+    with pytest.raises(EeccError, match="not even the safest"):
+        certify(lg, make_split(lg, "val"), placements, max_drop=0.0005, confidence=0.9, costs=costs)

@@ -6,16 +6,41 @@ as in Pareto Testing (Laufer-Goldshtein, Fisch, Barzilay, Jaakkola, ICLR 2023, "
 multiple risks with Pareto Testing"):
 
 1. The validation split is cut at random into an ordering half and a testing half.
-2. On the ordering half, every (placement, threshold combination) of the grid is scored; the ones on
-   the Pareto front of (mean cost, predicted bound on the drop) are ordered from the safest (smallest
-   predicted bound, most cost) to the cheapest. Cost is the search's objective (MACs, or the device's
-   joules or seconds per exit position: two placements with the same exits on other processors differ). The grid is fine (GRID_SIZE thresholds per exit, fewer
-   when a placement's combinations would exceed MAX_COMBOS): fixed-sequence testing pays nothing for
-   a longer sequence, and a coarse grid stops short of the cheapest thresholds that would pass.
+2. On the ordering half, every threshold combination of a placement's grid is scored: its mean cost and
+   the bound it is predicted to get on the testing half (`_Table`). Cost is the search's objective (MACs,
+   or the device's joules or seconds per exit position: two placements with the same exits on other
+   processors differ). The grid is fine (GRID_SIZE thresholds per exit, fewer when a placement's
+   combinations would exceed MAX_COMBOS): fixed-sequence testing pays nothing for a longer sequence, and a
+   coarse grid stops short of the cheapest thresholds that would pass. ONE placement is chosen on the
+   ordering half: the one whose cheapest combination predicted to pass (predicted bound ≤ α) costs least,
+   its "predicted certified cost" PC(p) (ties: the first placement). Its combinations on the Pareto front of
+   (mean cost, predicted bound) are the sequence, from the safest to the cheapest, opened by "never exit"
+   on the cheapest single processor.
 3. On the testing half, the null "drop(λ) > α" is tested for each λ in that order at level δ = 1 − P;
    testing stops at the first null that is not rejected. Fixed-sequence testing controls the
-   family-wise error at δ (LTT, Prop. 1 with a data-independent order): with probability ≥ 1 − δ no
-   accepted λ has a true drop > α, so any of them may be chosen. The cheapest is.
+   family-wise error at δ (LTT, Prop. 1 with a data-independent order: the placement and the order come
+   from the ordering half only): with probability ≥ 1 − δ no accepted λ has a true drop > α, so any of
+   them may be chosen. The cheapest on the testing half is.
+
+Choosing the placement by branch and bound, exactly. Scoring every grid of every placement costs
+placements x grid cells (kws with --exits-per-processor 2: 4002 placements, 4.1e8 cells, ~11 GB when held
+at once). The placements are instead visited in order of a lower bound LB(p) ≤ PC(p) that needs no grid,
+their grids scored one at a time (memory: one grid), and the visit stops at the first LB(p) above the best
+PC found; the chosen placement is the same as scoring all (`prune=False`), ties included (the visit goes on
+through LB = best, and the argmin is over (PC, index)). The bound, with n the ordering half's size, n_r / n_w
+its samples the original model gets right / wrong, s = n_test / n and U, L the one-sided Clopper–Pearson
+bounds at δ/2 of `drop_upper_bound`:
+  - A combination's predicted bound is U(s·n10) − L(s·min(n01, n10)) ≥ U(s·n10) − L(s·min(n_w, n10)) =: w(n10),
+    as n01 ≤ n_w and L increases. So predicted bound ≤ α implies n10 ≤ k* := max{k ≤ n_r : w(k) ≤ α}
+    (no combination passes at all when that set is empty: then every PC is infinite and no grid is scored).
+  - For any thresholds, a sample the original gets right costs at least r_i (the cheapest position of the
+    placement whose prediction is right, the final classifier included) unless it is one of the n10 samples
+    it gets wrong, which cost at least c_min (the cheapest position); every other sample costs at least
+    c_min. With n10 ≤ k*, the mean cost is at least (Σ_right r_i − (the k* largest r_i − c_min) + n_w·c_min)/n
+    = LB(p): the best case puts the k* samples that save most at the cheapest position.
+  A bound from the default mode's thresholds (its best cost per placement) does not hold here: it is
+  chosen on all validation data, on a coarser grid and a weighted objective, so a certified point can be
+  cheaper on the ordering half than that figure.
 
 The test for one λ uses the paired outcomes of the original model and the cascade on n samples:
 n10 = original right and cascade wrong, n01 = original wrong and cascade right, so the drop is
@@ -53,12 +78,16 @@ class Certified:
     front: int                     # length of the ordered sequence
     n_order: int
     n_test: int
+    scored: int = 0                # placements whose grid was scored on the ordering half (branch and bound)
+    placements: int = 0            # placements given
 
     def to_json(self) -> dict:
-        return {"method": "learn-then-test, fixed sequence over a Pareto-ordered grid; "
-                          "exact unconditional paired score test (Nam-Tango statistic, Berger-Boos)",
+        return {"method": "learn-then-test, fixed sequence over the Pareto-ordered grid of the placement "
+                          "chosen on the ordering half (branch and bound); exact unconditional paired score "
+                          "test (Nam-Tango statistic, Berger-Boos)",
                 "drop_bound": self.drop_bound, "tested": self.tested, "front": self.front,
-                "n_order": self.n_order, "n_test": self.n_test}
+                "n_order": self.n_order, "n_test": self.n_test, "placements_scored": self.scored,
+                "placements": self.placements}
 
 
 def cp_upper(k, n: int, delta: float) -> np.ndarray:
@@ -83,14 +112,15 @@ def union_bound_rejects(n10: int, n01: int, n: int, alpha: float, delta: float) 
 
 
 def certify(logits, split: SplitScores, placements, *, max_drop: float, confidence: float, seed: int = 0,
-            grid_size: int = GRID_SIZE, test_drop=rejects, costs=None) -> Certified:
+            grid_size: int = GRID_SIZE, test_drop=rejects, costs=None, prune: bool = True) -> Certified:
     """The cheapest (placement, thresholds) whose drop ≤ max_drop holds with probability ≥ confidence.
 
     placements: list of candidate-index tuples (network order). costs: per placement, the [E+1] cost of
     leaving at each position in the objective's unit (default: MACs, `position_costs`); the cheapest means
     least mean cost on the testing half. test_drop(n10, n01, n, alpha, delta) is
-    the per-λ test (True = "drop ≥ alpha" rejected at level delta). Raises EeccError when not even the
-    safest combination is certified (too little validation data for the limit asked).
+    the per-λ test (True = "drop ≥ alpha" rejected at level delta). prune=False scores every placement's
+    grid (the same choice; for tests). Raises EeccError when not even the safest combination is certified
+    (too little validation data for the limit asked).
     """
     if not 0 < confidence < 1:
         raise EeccError(f"--guarantee {confidence} must be a probability in (0, 1), e.g. 0.95")
@@ -100,12 +130,13 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
     cut = int(round(ORDER_SHARE * split.n))
     order, test = _rows(split, perm[:cut]), _rows(split, perm[cut:])
     costs = costs or [position_costs(logits, list(idx)) for idx in placements]
-    seq = _pareto_sequence(order, placements, costs, grid_size, test.n, delta)
+    table = _Table(order, test.n, delta, max_drop)
+    chosen, scored = _choose(order, placements, costs, grid_size, table, prune)
+    seq = _sequence(placements, costs, chosen, table)
     right = test.final_pred == test.y
     accepted, tested = [], 0
     for _, p, th in seq:
-        idx = placements[p]
-        r = evaluate_policy(test, idx, th, np.asarray(costs[p]))
+        r = evaluate_policy(test, placements[p], th, np.asarray(costs[p]))
         ok = r.prediction == test.y
         n10, n01 = int(np.sum(right & ~ok)), int(np.sum(~right & ok))
         tested += 1
@@ -119,7 +150,8 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
     _, p, th, (n10, n01) = min(accepted, key=lambda a: a[0])
     bound = drop_bound(n10, n01, test.n, delta, hi=max_drop) if test_drop is rejects else \
         float(drop_upper_bound(n10, n01, test.n, delta))
-    return Certified(p, tuple(float(t) for t in th), bound, tested, len(seq), order.n, test.n)
+    return Certified(p, tuple(float(t) for t in th), bound, tested, len(seq), order.n, test.n, scored,
+                     len(placements))
 
 
 def _rows(split: SplitScores, rows: np.ndarray) -> SplitScores:
@@ -127,54 +159,102 @@ def _rows(split: SplitScores, rows: np.ndarray) -> SplitScores:
                  y=split.y[rows])
 
 
-def _pareto_sequence(order: SplitScores, placements, costs, grid_size: int, n_test: int, delta: float) -> list:
-    """[(predicted bound, placement, thresholds)] on the ordering half's Pareto front, safest first.
+class _Table:
+    """The ordering half's predicted bounds as a table over its integer counts, and the branch and bound's k*.
 
-    Ordered by the bound each combination is predicted to get on the testing half (its paired counts
-    scaled to that size), not by its raw drop: a combination that exits many samples has a wide bound,
-    and failing it early ends the sequence. The prediction credits no net gain (n01 is capped at n10):
-    an exit that beat the original model on the ordering half was almost always lucky, and a lucky
-    combination put early fails on the testing half.
+    A combination with n10 / n01 flips on the ordering half is predicted to get U(s·n10) − L(s·min(n01, n10))
+    on the testing half (s = n_test / n): its paired counts scaled to that size. The prediction credits
+    no net gain (n01 is capped at n10): an exit that beat the original model on the ordering half was
+    almost always lucky, and a lucky combination put early fails on the testing half. A combination that
+    exits many samples has a wide bound, and failing it early ends the sequence.
     """
-    bounds, means, owner, cells, grids_of = [], [], [], [], []
-    right = order.final_pred == order.y
-    for p, idx in enumerate(placements):
-        idx = list(idx)
+
+    def __init__(self, order: SplitScores, n_test: int, delta: float, alpha: float):
+        self.order, self.alpha = order, alpha
+        self.right = order.final_pred == order.y
+        n_r, n_w = int(self.right.sum()), int((~self.right).sum())
+        k = np.arange(order.n + 1) * (n_test / max(order.n, 1))
+        self.upper, self.lower = cp_upper(k, n_test, delta / 2), cp_lower(k, n_test, delta / 2)
+        w = self.upper[:n_r + 1] - self.lower[np.minimum(np.arange(n_r + 1), n_w)]
+        ok = np.flatnonzero(w <= alpha)
+        self.k_star = int(ok.max()) if ok.size else -1  # most ordering-half flips a passing combination has
+
+    def bound(self, n10: np.ndarray, n01: np.ndarray) -> np.ndarray:
+        return self.upper[n10] - self.lower[np.minimum(n01, n10)]
+
+    def lower_bound(self, idx, cost: np.ndarray) -> float:
+        """LB(p) ≤ PC(p) of the module docstring, from the samples alone (no grid); inf when nothing passes."""
+        if self.k_star < 0:
+            return float("inf")
+        o, cost = self.order, np.asarray(cost, dtype=np.float64)
+        ok = np.vstack([o.pred[list(idx)] == o.y, np.ones((1, o.n), dtype=bool)])  # [E+1, n]: right there
+        r = np.where(ok, cost[:, None], np.inf).min(axis=0)[self.right]  # the cheapest right position
+        c_min = float(cost.min())
+        save = np.sort(r - c_min)[::-1][:self.k_star]
+        return float((r.sum() - save.sum() + (o.n - r.size) * c_min) / max(o.n, 1))
+
+    def points(self, idx, cost, grid_size: int):
+        """(grids, predicted bound, mean cost) of every combination of the placement's grid, flat, C order."""
+        idx, o = list(idx), self.order
         size = grid_size
         while size > 2 and size ** len(idx) > MAX_COMBOS:
             size -= 1
-        grids = [threshold_grid(order.conf[k], size) for k in idx]
-        costs_p = np.asarray(costs[p])
-        _, mean = grid_tables(order, idx, grids, costs_p)
-        n10 = right.sum() * (1 - grid_tables(_rows(order, np.flatnonzero(right)), idx, grids, costs_p)[0])
-        n01 = (~right).sum() * grid_tables(_rows(order, np.flatnonzero(~right)), idx, grids, costs_p)[0]
-        scale = n_test / max(order.n, 1)
-        bounds.append(drop_upper_bound(n10 * scale, np.minimum(n01, n10) * scale, n_test, delta).ravel())
-        means.append(mean.ravel())
-        owner.append(np.full(mean.size, p))
-        cells.append(np.arange(mean.size))
-        grids_of.append(grids)
-    bound, mean, owner, cell = (np.concatenate(a) for a in (bounds, means, owner, cells))
-    # A 2-D sweep, not search/pareto.py's sorting: the grid of every placement can hold 10^5 points.
+        grids = [threshold_grid(o.conf[k], size) for k in idx]
+        cost = np.asarray(cost, dtype=np.float64)
+        _, mean = grid_tables(o, idx, grids, cost)
+        n10, n01 = (self._count(np.flatnonzero(rows), idx, grids, cost) for rows in (self.right, ~self.right))
+        return grids, self.bound(int(self.right.sum()) - n10, n01).ravel(), mean.ravel()
+
+    def _count(self, rows, idx, grids, cost) -> np.ndarray:
+        """Per combination: how many of `rows` the cascade gets right (integers)."""
+        return np.rint(grid_tables(_rows(self.order, rows), idx, grids, cost)[0] * rows.size).astype(np.int64)
+
+
+def _choose(order: SplitScores, placements, costs, grid_size: int, table: _Table, prune: bool):
+    """(chosen placement, its (grids, bound, mean) points) and how many grids were scored: the least PC(p),
+    visited by LB(p) and stopped at the first LB above the best PC (module docstring). None: none passes."""
+    lbs = [table.lower_bound(idx, c) for idx, c in zip(placements, costs)] if prune else [0.0] * len(placements)
+    best, chosen, scored = (np.inf, len(placements)), None, 0
+    for p in sorted(range(len(placements)), key=lambda p: (lbs[p], p)):
+        if lbs[p] > best[0] + 1e-9 * abs(best[0]):  # slack: LB and PC are summed in other orders
+            break
+        if lbs[p] == np.inf:
+            continue
+        pts = table.points(placements[p], costs[p], grid_size)
+        scored += 1
+        passing = pts[2][pts[1] <= table.alpha]
+        pc = float(passing.min()) if passing.size else np.inf
+        if (pc, p) < best:
+            best, chosen = (pc, p), (p, pts)
+    return (chosen if best[0] < np.inf else None), scored
+
+
+def _sequence(placements, costs, chosen, table: _Table) -> list:
+    """[(predicted bound, placement, thresholds)]: "never exit" on the placement whose heads cost least
+    (drop identically 0), then the chosen placement's Pareto front, safest first.
+
+    The opener: a cheaper combination with an equal predicted bound would otherwise take its place and
+    may fail. A 2-D sweep, not search/pareto.py's sorting: a grid can hold 10^5 points."""
+    never = min(range(len(placements)), key=lambda p: costs[p][-1])
+    out = [(float(table.bound(np.array(0), np.array(0))), never, (NEVER,) * len(placements[never]))]
+    if chosen is None:
+        return out
+    p, (grids, bound, mean) = chosen
     front, best = [], np.inf
     for i in np.lexsort((bound, mean)):  # cheapest first; a point stays if safer than every cheaper one
         if bound[i] < best - 1e-12:
             front.append(i)
             best = bound[i]
-    # The sequence opens with "never exit" (drop identically 0) on the placement whose heads cost least:
-    # a cheaper combination with an equal predicted bound would otherwise take its place and may fail.
-    never = min(range(len(placements)), key=lambda p: costs[p][-1])
-    out = [(float(drop_upper_bound(0, 0, n_test, delta)), never, (NEVER,) * len(placements[never]))]
     for i in sorted(front, key=lambda i: (bound[i], -mean[i])):
-        grids = grids_of[owner[i]]
-        at = np.unravel_index(cell[i], [len(g) for g in grids])
-        out.append((float(bound[i]), int(owner[i]), tuple(float(g[j]) for g, j in zip(grids, at))))
+        at = np.unravel_index(i, [len(g) for g in grids])
+        out.append((float(bound[i]), p, tuple(float(g[j]) for g, j in zip(grids, at))))
     return out
 
 
 def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
                       options) -> int | None:
-    """`search` with --guarantee: certify over every scored placement, rewrite the winner; its index.
+    """`search` with --guarantee: certify over the scored placements (`certify` chooses one of them on its
+    ordering half), rewrite the winner; its index.
 
     The winner's thresholds, test figures and intervals are replaced by the certified ones and
     `extra["guarantee"]` records the bound; the other placements keep their uncertified thresholds.
