@@ -13,7 +13,7 @@ from torch import nn
 from eecc.model import ir
 from eecc.exits.heads import ExitHead, HeadSpec
 from eecc.passes.insert_exits import insert_exits, logits_name
-from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads
+from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads, predict_many
 from eecc.train.modules import HeadModule, export, loss_and_grads, predict
 from golden import parse, run
 from test_heads import SMALL
@@ -190,3 +190,20 @@ def test_the_designs_on_one_map_train_in_lockstep_exactly_as_alone():
             if w is not None:
                 np.testing.assert_array_equal(w, getattr(export(alone.module), name), err_msg=f"{spec.kind}.{name}")
         np.testing.assert_array_equal(fit.val_logits, alone.val_logits)
+
+
+def test_predicting_many_heads_on_threads_equals_predicting_each():
+    """Test-split logits come from predict_many: the same logits as `predict` per head, whatever the
+    worker count, and the caller's torch thread count is left as it was."""
+    base = dict(in_shape=(8, 8, 8), pool=(2, 2), num_classes=5, backbone_macs=0, pool_op="avg")
+    specs = [HeadSpec("m", width=None, kind="flat", **base), HeadSpec("m", width=4, kind="flat", **base),
+             HeadSpec("m", width=6, kind="gap", **base), HeadSpec("m", width=None, kind="mlp", hidden=7, **base)]
+    (x, y), (xv, yv) = _blobs(300, specs[0], 0.5), _blobs(100, specs[0], 0.5)
+    fits = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, TrainConfig(epochs=1, threads=1))
+    threads = torch.get_num_threads()
+    one, two = (predict_many([f.module for f in fits], [xv] * 4, workers=w) for w in (1, 3))
+    assert torch.get_num_threads() == threads
+    for f, a, b in zip(fits, one, two):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, predict(f.module, xv))
+        np.testing.assert_array_equal(a, f.val_logits)  # the logits training scored the head by

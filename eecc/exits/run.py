@@ -285,7 +285,8 @@ def _fit_group(job: _TrainJob, group: list[int]) -> list:
 
 
 def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, bar):
-    from eecc.train.modules import export, predict
+    from eecc.train.fit import predict_many
+    from eecc.train.modules import export
 
     y_val = splits.val.y
     has_test = splits.test is not None
@@ -310,20 +311,22 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
         for k, fit in zip(group, out):
             fits[k] = fit
     task(len(heads), len(heads))
-    results, val_logits, test_logits = [], {}, {}
+    alive = [k for k in range(len(heads)) if not fits[k].dropped]
+    if has_test:  # on all cores, one torch thread per head (eecc.train.fit.predict_many)
+        test_logits = dict(zip(alive, predict_many([fits[k].module for k in alive],
+                                                   [feats["test"].features(heads[k]) for k in alive])))
+    else:
+        test_logits = {k: np.zeros((0, plan.num_classes), np.float32) for k in alive}
+    results, val_logits = [], {}
     for k, (spec, fit) in enumerate(zip(heads, fits)):
         test_acc, weights = None, None
         if not fit.dropped:
             weights = export(fit.module)
             val_logits[k] = fit.val_logits
             if has_test:
-                test_logits[k] = predict(fit.module, feats["test"].features(spec))
                 test_acc = float((test_logits[k].argmax(1) == y_test).mean())
-            else:
-                test_logits[k] = np.zeros((0, plan.num_classes), np.float32)
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
-    alive = [k for k in range(len(results)) if not results[k].dropped]
     every = stack_logits(plan, [results[k].spec for k in alive], [val_logits[k] for k in alive],
                     [test_logits[k] for k in alive], final_val, final_test, y_val, y_test)
     every.tensors = [pair_name(results[k].spec.tensor, results[k].spec.design) for k in alive]

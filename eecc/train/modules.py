@@ -70,8 +70,11 @@ class HeadModule(nn.Module):
             x = torch.relu(self.conv(x))
         if self.spec.kind == "gap":
             return self.fc(x.mean(dim=1))
+        if self.hidden is None:  # flat: [N, P·W] as laid out, against the fc columns in that order
+            return nn.functional.linear(x.reshape(x.shape[0], -1), position_major(self.fc.weight, x.shape[1]),
+                                        self.fc.bias)
         flat = x.transpose(1, 2).reshape(x.shape[0], -1)  # channel-major, as ONNX Flatten
-        return self.fc(flat if self.hidden is None else torch.relu(self.hidden(flat)))
+        return self.fc(torch.relu(self.hidden(flat)))
 
     def forward_raw(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, positions, C], not standardised: the standardisation is folded into the first layer.
@@ -100,7 +103,8 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
       dz = (softmax z − onehot y)/N;  dWf = dzᵀg;  dh = [h > 0]·(dz·Wf)/P
       dW' = dhᵀx − (Σdh)⊗μ;  dW = dW'/σ;  db = Σdh
     (without the conv the same holds with g = mean_p x, z = g·W'ᵀ + b'; a flat head with a conv has
-    g = relu(h) flattened channel-major and dh = [h > 0]·(dz·Wf) unflattened, no 1/P).
+    g = relu(h) flattened position-major against Wf's columns in that order (`position_major`) and
+    dh = [h > 0]·(dz·Wf) unflattened, no 1/P).
     """
     if module.channel_major:
         return _flat_loss_and_grads(module, x, y, loss)
@@ -118,19 +122,32 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
     flat = x.reshape(n * positions, c)
     h = torch.addmm(b, flat, w.t())
     a = torch.relu(h).reshape(n, positions, -1)
-    # gap: the mean over positions; flat: every position, channel-major as ONNX Flatten lays it out
-    g = a.mean(dim=1) if module.spec.kind == "gap" else a.transpose(1, 2).reshape(n, -1)
-    value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, module.fc.weight.t()), y, loss)
-    module.fc.weight.grad = dz.t() @ g
+    gap = module.spec.kind == "gap"
+    # gap: the mean over positions; flat: every position, [N, P·W] as computed (a view), against the fc's
+    # columns permuted to that order: transposing a [W, P] block per sample instead cost two copies of the batch
+    g = a.mean(dim=1) if gap else a.reshape(n, -1)
+    fc_w = module.fc.weight if gap else position_major(module.fc.weight, positions)
+    value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, fc_w.t()), y, loss)
+    module.fc.weight.grad = dz.t() @ g if gap else channel_major(dz.t() @ g, positions)
     module.fc.bias.grad = dz.sum(0)
-    dg = dz @ module.fc.weight
-    if module.spec.kind == "gap":  # the broadcast over positions stays a stride-0 view, read without a copy
+    dg = dz @ fc_w
+    if gap:  # the broadcast over positions stays a stride-0 view, read without a copy
         da = dg.div_(positions).unsqueeze(1).expand(n, positions, -1)
     else:
-        da = dg.reshape(n, -1, positions).transpose(1, 2).contiguous()  # threshold_backward: 3x slower strided
+        da = dg.reshape(n, positions, -1)
     dh = torch.ops.aten.threshold_backward(da, h.reshape(n, positions, -1), 0.0).reshape(n * positions, -1)
     _set_affine_grads(first, dh.t() @ flat, dh.sum(0), mean, inv)
     return value
+
+
+def position_major(w: torch.Tensor, positions: int) -> torch.Tensor:
+    """Columns of w [K, W·P] (channel-major: column c·P + p, as ONNX Flatten) reordered to p·W + c."""
+    return w.reshape(len(w), -1, positions).transpose(1, 2).reshape(len(w), -1)
+
+
+def channel_major(w: torch.Tensor, positions: int) -> torch.Tensor:
+    """The inverse of `position_major`: w [K, P·W] → [K, W·P]."""
+    return w.reshape(len(w), positions, -1).transpose(1, 2).reshape(len(w), -1)
 
 
 def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, loss: bool) -> float | None:
