@@ -58,3 +58,29 @@ def tie_constants(scale, acc_bound) -> tuple[np.ndarray, int] | None:
     err = np.abs(m - s * 2.0 ** 32)  # exact: s·2^32 and m are float64 values with ≤ 53 bits
     reach = np.minimum(np.asarray(acc_bound, np.float64).reshape(-1), 512 / s)  # beyond: saturated both ways
     return m.astype(np.int32), int(min(TIE_WINDOW + np.ceil((reach * err).max()) + 1, 2 ** 31 - 1))
+
+
+def split_constants(bias, scale, w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mh, ml + 2^16·r) int32 per channel for mul_split: S's 24-bit mantissa = mh·2^12 + ml and
+    S = (mh·2^12 + ml)·2^-(28+r), r ≥ 1; None unless every S is a normal float32 in [2^-36, 2^-5) and every
+    accumulator bias + Σ w·u (u = x + 128 in [0, 255], the Armv6-M kernels' bytes) stays below 2^19."""
+    s = np.asarray(scale, np.float32).reshape(-1)
+    w64 = w.astype(np.int64).reshape(w.shape[0], -1)
+    b, wa = np.asarray(bias, np.int64).reshape(-1), np.abs(w64).sum(axis=1)
+    bound = np.minimum(np.abs(b) + 255 * wa, np.abs(b + 128 * w64.sum(axis=1)) + 128 * wa)  # x in [-128, 127]
+    bits = s.view(np.int32).astype(np.int64)
+    r = 122 - ((bits >> 23) & 0xFF)  # S = m24·2^(exponent field - 150)
+    if np.any(bound >= 2 ** 19) or np.any(s <= 0) or np.any(r < 1) or np.any(r > 31):
+        return None
+    m24 = (bits & 0x7FFFFF) | 0x800000
+    return (m24 >> 12).astype(np.int32), ((m24 & 0xFFF) + (r << 16)).astype(np.int32)
+
+
+def mul_split(T, a, mh, c3):
+    """TIR (floor(v + 1/2), t) with t & 0xFFFF = (floor(v·2^16) + 2^15) mod 2^16 (0 at the tie), as
+    mcu_kernels._mul_halves gives them, for v = a·S exactly with split_constants' mh and c3 = ml + 2^16·r and
+    |a| < 2^19, in two 32-bit multiplies: X = a·mh + floor(a·ml / 2^12) = floor(a·S·2^(16+r)) (no int32
+    overflow: |a|·2^12 < 2^31), floor(v·2^16) = X >> r."""
+    x = a * mh + T.shift_right(a * T.bitwise_and(c3, 0xFFFF), 12)
+    t = T.shift_right(x, T.shift_right(c3, 16)) + T.int32(1 << 15)
+    return T.shift_right(t, 16), t

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.mcu_kernels import _rq, requant_table
+from eecc.targets.mcu_kernels import _rq, requant_table, split_table
 
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool):
@@ -26,7 +26,7 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, stride
         return _depthwise_dsp(x_shape, w, bias=bias, scale=scale, zx=zx, zo=zo, strides=strides, pads=pads)
     # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
     bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(c, -1).sum(axis=1)
-    table, window = requant_table(bias, scale, w, c)
+    table, window, split = requant_table(bias, scale, w, c) + (False,) if dsp else split_table(bias, scale, w, c)
     consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), table]
     owh, taps = -(-ow // 2), kh * kw  # two outputs of a row per step share each tap weight
     words = -(-(hp * wp + 2 * sw + kw) // 4)  # the spare second output of an odd row reads past the plane
@@ -52,9 +52,9 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, stride
                         wt: T.let[T.int32] = tw[ky * kw + kx]
                         acc[0] = acc[0] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + 2 * j * sw + kx])
                         acc[1] = acc[1] + wt * T.Cast("int32", pu[(r * sh + ky) * wp + (2 * j + 1) * sw + kx])
-                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window, halves=not dsp, ties=dsp)
+                y[0, ch, r, 2 * j] = _rq(T, acc[0], cq, ch, zo, window, halves=not dsp, ties=dsp, split=split)
                 if 2 * j + 1 < ow:
-                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window, halves=not dsp, ties=dsp)
+                    y[0, ch, r, 2 * j + 1] = _rq(T, acc[1], cq, ch, zo, window, halves=not dsp, ties=dsp, split=split)
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([taps], "int32"), ([words], "int32")]
 

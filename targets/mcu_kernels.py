@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eecc.targets.fixed_point import HI_BITS, fixed_point32, tie_constants
+from eecc.targets.fixed_point import HI_BITS, fixed_point32, mul_split, split_constants, tie_constants
 
 # Armv6-M (eight low registers, no DSP, LDRSB only with a register offset): the plain kernels keep the
 # column / plane as x + 128 bytes (LDRB with an immediate offset) and the bias takes -128·Σw; hi32 comes
@@ -45,13 +45,14 @@ def kernel_kind(target) -> str | None:
 
 
 def _rq(T, acc, cq, i, zo, window, halves: bool = False, arm: bool = True, tie: str | None = None,
-        ties: bool = True):
+        ties: bool = True, split: bool = False):
     """TIR expression of RQ (see module docstring) on int32 `acc` with the constants of channel i (see
     requant_table). With an FPU (`halves` False) onnxruntime's own rne(fl32(fl32(acc)·S)): VCVT, VMUL, VCVTR
     (`arm` False: nearbyint, for host tests). Armv6-M (`halves`): the product from 16-bit halves
     (_mul_halves), rounded half up, and _tie's float result only within `window` of a tie (`tie`: the C
     function that computes it, RQ_TIE, else the same in TIR; `ties` False: no such check, half up everywhere);
-    `window` None (some S ≥ 1/2): TFLite's int64 single rounding there."""
+    `window` None (some S ≥ 1/2): TFLite's int64 single rounding there. `split` (a split_table): the same
+    product from two 32-bit multiplies (fixed_point.mul_split) instead of four."""
     if not halves:
         f = T.Cast("float32", acc) * T.reinterpret("float32", cq[i, 2])
         q = T.reinterpret("int32", T.call_llvm_pure_intrin("float32", "llvm.arm.vcvtr", f)) if arm else \
@@ -65,7 +66,8 @@ def _rq(T, acc, cq, i, zo, window, halves: bool = False, arm: bool = True, tie: 
         return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
     from tvm import tirx
 
-    q, t = _mul_halves(T, acc, cq[i, 1])  # t & 0xFFFF: lo32's high half + 2^15, 0 at the tie
+    # t & 0xFFFF: the fraction's high half + 2^15, 0 at the tie
+    q, t = mul_split(T, acc, cq[i, 1], cq[i, 3]) if split else _mul_halves(T, acc, cq[i, 1])
     near = (-(-window >> 16)) + 1  # the window in units of 2^16, +1 for the low half
     k = q - 1 + T.bitwise_and(T.shift_right(t, 15), 1)  # floor: q less the rounding bit
     exact = T.call_pure_extern("int32", tie, acc, cq[i, 2], k) if tie else _tie(T, acc, cq[i, 2], k)
@@ -99,6 +101,19 @@ def _mul_halves(T, a, m):
     t = ll + T.bitwise_and(hl, 0xFFFF) + T.bitwise_and(lh, 0xFFFF) + T.int32(1 << 15)
     q = ah * mh + T.shift_right(hl, 16) + T.shift_right(lh, 16) + T.shift_right(t, 16)
     return q, t
+
+
+def split_table(bias, scale, w: np.ndarray, n: int) -> tuple[np.ndarray, int | None, bool]:
+    """(table, window, split) for the Armv6-M kernels (accumulators bias + Σ w·(x + 128), x + 128 in [0, 255]):
+    requant_table's, with M and the spare column replaced by fixed_point.split_constants (mh, ml + 2^16·r) and
+    split True where every channel allows them; else requant_table's and False."""
+    table, window = requant_table(bias, scale, w, n)
+    consts = None if window is None else split_constants(bias, scale, w)
+    if consts is None:
+        return table, window, False
+    table = table.copy()
+    table[:, 1], table[:, 3] = _pad_to(consts[0], n), _pad_to(consts[1], n)
+    return table, window, True
 
 
 def requant_table(bias, scale, w: np.ndarray, n: int) -> tuple[np.ndarray, int | None]:
@@ -173,12 +188,12 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
     if not dsp:  # words of four int8 weights; the column holds x + 128, so the bias takes -128·Σw
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
-    table, window = requant_table(bias, scale, w, o2)
+    table, window, split = requant_table(bias, scale, w, o2) + (False,) if dsp else split_table(bias, scale, w, o2)
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
               -(-oh * ow // 2))
     func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window) if dsp
-                     else _conv2d_plain(g, packed.shape, zx, zo, window, mac))
+                     else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split))
     return func, [packed, table], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
 
 
@@ -242,7 +257,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window):
     return kernel, ([kp], "int32")
 
 
-def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None):
+def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None, split: bool = False):
     """Armv6-M: x + 128 bytes of a pixel pair interleaved [k, pixel], 1 channel x 2 pixels of MULS."""
     from tvm.script import tirx as T
 
@@ -282,7 +297,7 @@ def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None):
                             acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
                 for a in T.unroll(2):
                     if 2 * q + a < npix:
-                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, window, halves=True, tie=tie)
+                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, window, halves=True, tie=tie, split=split)
 
     return kernel, ([kp // 2], "int32")
 

@@ -309,3 +309,42 @@ def test_mul_halves_equals_the_64_bit_product():
     p = a.astype(np.int64) * m.astype(np.int64)
     assert np.array_equal(got.numpy()[0], (p + (1 << 31)) >> 32)
     assert np.array_equal(got.numpy()[1] & 0xFFFF, (((p & 0xFFFFFFFF) >> 16) + (1 << 15)) & 0xFFFF)
+
+
+def test_mul_split_equals_the_exact_product():
+    """Armv6-M's two-multiply requantisation product (fixed_point.mul_split) against int64 on the exact
+    v = a·S: floor(v + 1/2) and (floor(v·2^16) + 2^15) mod 2^16, over |a| < 2^19 and S in [2^-36, 2^-5);
+    split_constants refuses S ≥ 2^-5 and accumulators that may reach 2^19."""
+    import tvm
+    from tvm.script import tirx as T
+
+    from eecc.targets import fixed_point
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    s = (rng.uniform(1, 2, n) * 2.0 ** rng.integers(-36, -5, n)).astype(np.float32)
+    s[:3] = [2.0 ** -36, np.nextafter(np.float32(2.0 ** -5), np.float32(0)), 2.0 ** -6]
+    a = rng.integers(-2 ** 19 + 1, 2 ** 19, n)
+    a[3:9] = [2 ** 19 - 1, -2 ** 19 + 1, 0, 1, -1, 2 ** 18]
+    mh, c3 = fixed_point.split_constants(np.zeros(n), s, np.zeros((n, 1), np.int8))
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def split(av: T.Buffer((n,), "int32"), mv: T.Buffer((n,), "int32"), cv: T.Buffer((n,), "int32"),
+              out: T.Buffer((2, n), "int32")):
+        for i in range(n):
+            q, t = fixed_point.mul_split(T, av[i], mv[i], cv[i])
+            out[0, i] = q
+            out[1, i] = t
+
+    lib = tvm.tirx.build(split.with_attr("global_symbol", "k"), target="llvm")
+    got = tvm.runtime.tensor(np.zeros((2, n), np.int32))
+    lib["k"](*(tvm.runtime.tensor(v.astype(np.int32)) for v in (a, mh, c3)), got)
+    bits = s.view(np.int32).astype(np.int64)
+    m24, e = (bits & 0x7FFFFF) | 0x800000, 150 - ((bits >> 23) & 0xFF)  # S = m24·2^-e
+    p = a.astype(np.int64) * m24  # v = p·2^-e, |p| < 2^43
+    assert np.array_equal(got.numpy()[0], (p + (np.int64(1) << (e - 1))) >> e)
+    assert np.array_equal(got.numpy()[1] & 0xFFFF, ((p >> (e - 16)) + (1 << 15)) & 0xFFFF)
+    w = np.ones((1, 1), np.int8)
+    assert fixed_point.split_constants(np.zeros(1), np.float32([2.0 ** -5]), w) is None
+    assert fixed_point.split_constants(np.array([2 ** 19 - 255]), np.float32([2.0 ** -8]), w) is None
+    assert fixed_point.split_constants(np.array([2 ** 19 - 256]), np.float32([2.0 ** -8]), w) is not None

@@ -32,10 +32,11 @@ def _near_tie(scale: np.float32, start: int, count: int) -> int | None:
     return int(acc[hit][0]) if hit.any() else None
 
 
-def tie_channels() -> tuple[np.ndarray, np.ndarray]:
+def tie_channels(split: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(S float32, accumulator at x = zero point) per channel: the 256 inputs of a channel give 256
     consecutive accumulators around it. Exact ties (k even and odd), near ties at several magnitudes of S,
-    and one past 2^24."""
+    and one past 2^24. `split`: only channels that the Armv6-M kernels requantise with two multiplies
+    (fixed_point.split_constants: S < 2^-5, |acc| < 2^19), the exact ties at S = 2^-6."""
     scales, centres = [np.float32(2.0 ** -5), np.float32(2.0 ** -12)], [0, 50 * 4096 + 2048]
     rng = np.random.default_rng(0)
     for lo, hi, start in [(2.0 ** -9, 2.0 ** -7, 2 ** 12), (2.0 ** -14, 2.0 ** -12, 2 ** 18), (2.0 ** -8, 2.0 ** -6, 2 ** 11),
@@ -47,14 +48,16 @@ def tie_channels() -> tuple[np.ndarray, np.ndarray]:
                 scales.append(s)
                 centres.append(a)
                 break
+    if split:
+        scales, centres = [np.float32(2.0 ** -6), *scales[1:5]], [0, *centres[1:5]]
     return np.array(scales, np.float32), np.array(centres, np.int64)
 
 
-def tie_stage(depthwise: bool) -> tuple[onnx.ModelProto, np.ndarray]:
+def tie_stage(depthwise: bool, split: bool = False) -> tuple[onnx.ModelProto, np.ndarray]:
     """(QDQ stage, its float input [2, C, 16, 16]): a 1x1 conv of one input channel (weight 1), or a 3x3
     depthwise conv with only the centre tap 1, with the bias that centres each channel on tie_channels();
     every int8 input value occurs once per channel. Output Q(S0, Z0) then DequantizeLinear."""
-    scales, centres = tie_channels()
+    scales, centres = tie_channels(split)
     c = len(scales)
     w = np.zeros((c, 1, 3, 3), np.int8) if depthwise else np.ones((c, 1, 1, 1), np.int8)
     if depthwise:
@@ -87,11 +90,11 @@ def _ort_fused(model, x) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
-def _want(depthwise: bool):
+def _want(depthwise: bool, split: bool = False):
     """(stage, input, onnxruntime's fused output, the TFLite fixed-point output): the fused output is first
     checked against the MLAS formula on the known accumulators, so the reference is the fused kernel."""
-    model, x = tie_stage(depthwise)
-    scales, centres = tie_channels()
+    model, x = tie_stage(depthwise, split)
+    scales, centres = tie_channels(split)
     acc = np.rint(x / SX).astype(np.int64) + centres[None, :, None, None]  # (x - zx)·1 + bias, one tap
     want = _ort_fused(model, x)
     formula = (np.clip(mlas(acc, scales[None, :, None, None]) + ZO, -128, 127) - ZO) * SO
@@ -108,24 +111,29 @@ def test_tie_channels_cover_exact_near_and_large_accumulators():
     assert np.all(mlas(centres[2:], scales[2:]) != np.floor(exact[2:] + 0.5))
 
 
-@pytest.mark.parametrize("halves", [False, True])  # float (the M4 has VCVTR; nearbyint here) and Armv6-M halves
-def test_requantisation_equals_onnxruntime_at_ties(halves):
+# float (the M4 has VCVTR; nearbyint here), Armv6-M 16-bit halves, Armv6-M two multiplies (split)
+@pytest.mark.parametrize("halves,split", [(False, False), (True, False), (True, True)])
+def test_requantisation_equals_onnxruntime_at_ties(halves, split):
     """mcu_kernels._rq on the host (LLVM x86) against onnxruntime's QLinearConv for every accumulator of
     the tie stage."""
     import tvm
     from tvm.script import tirx as T
 
-    model, x, want = _want(depthwise=False)
-    scales, centres = tie_channels()
+    model, x, want = _want(depthwise=False, split=split)
+    scales, centres = tie_channels(split)
     c = len(scales)
     acc = (np.rint(x / SX).astype(np.int64) + centres[None, :, None, None]).transpose(1, 0, 2, 3).reshape(c, -1)
-    table, window = mcu_kernels.requant_table(centres, scales, np.ones((c, 1), np.int8), c)
+    if split:  # the Armv6-M kernels' bias: acc = bias + w·(x + 128)
+        table, window, used = mcu_kernels.split_table(centres - 128, scales, np.ones((c, 1), np.int8), c)
+        assert used
+    else:
+        table, window = mcu_kernels.requant_table(centres, scales, np.ones((c, 1), np.int8), c)
     n = acc.shape[1]
 
     @T.prim_func(private=True, check_well_formed=False)
     def rq(a: T.Buffer((c, n), "int32"), cq: T.Buffer((c, 4), "int32"), y: T.Buffer((c, n), "int8")):
         for ch, i in T.grid(c, n):
-            y[ch, i] = mcu_kernels._rq(T, a[ch, i], cq, ch, ZO, window, halves=halves, arm=False)
+            y[ch, i] = mcu_kernels._rq(T, a[ch, i], cq, ch, ZO, window, halves=halves, arm=False, split=split)
 
     lib = tvm.tirx.build(rq.with_attr("global_symbol", "k"), target="llvm")
     got = tvm.runtime.tensor(np.zeros((c, n), np.int8))
@@ -135,14 +143,19 @@ def test_requantisation_equals_onnxruntime_at_ties(halves):
 
 
 @needs_arm
-@pytest.mark.parametrize("cpu,depthwise", [("cortex-m4", False), ("cortex-m4", True), ("cortex-m0plus", False)])
-def test_mcu_stage_equals_onnxruntime_at_ties(cpu, depthwise, tmp_path):
+@pytest.mark.parametrize("cpu,depthwise,split", [("cortex-m4", False, False), ("cortex-m4", True, False),
+                                                 ("cortex-m0plus", False, False), ("cortex-m0plus", False, True)])
+def test_mcu_stage_equals_onnxruntime_at_ties(cpu, depthwise, split, tmp_path):
     """The compiled stage under QEMU (M4: SMLAD conv / pair-tap depthwise, float requantisation; M0+: byte
-    tile, 16-bit halves + the near-tie call), bit for bit with onnxruntime's fused int8 kernels. (The M0+
-    depthwise kernel rounds half up without the check: it cost 19 instructions per output there.)"""
+    tile, 16-bit halves (`split`: two multiplies, fixed_point.mul_split) + the near-tie call), bit for bit
+    with onnxruntime's fused int8 kernels. (The M0+ depthwise kernel rounds half up without the check: it
+    cost 19 instructions per output there.)"""
     from eecc.runtime.emulate import emulate_stage
     from eecc.targets import cortex_m
 
-    model, x, want = _want(depthwise)
+    model, x, want = _want(depthwise, split)
+    scales, centres = tie_channels(split)
+    c = len(scales)  # the path the kernel takes (bias + w·(x + 128), bias = centre - zx - 128 here)
+    assert mcu_kernels.split_table(centres - ZX - 128, scales, np.ones((c, 1), np.int8), c)[2] == split
     got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x).outputs["y"]
     assert np.array_equal(got.view(np.int32), want.view(np.int32))
