@@ -11,10 +11,11 @@ With `dsp` (Armv7E-M) the accumulator tile is 2 output channels × 2 pixels; the
 int8 words whose bytes are ordered (a0, a2, a1, a3), so `SXTB16` and `SXTB16 ROR 8` widen them into the
 int16 pairs (a0, a1), (a2, a3) that `SMLAD` multiplies with two int16 inputs at once (two MACs per
 instruction, CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16 scheme); the words of the two channels alternate,
-so one LDRD fetches both. hi32 plus the rounding constant is one `SMMLA`. Without it (Armv6-M, host
-tests) the tile is 1 channel × 2 pixels of plain multiplies (see the note below). The kernels are TIR
-PrimFuncs compiled by TVM's LLVM backend like every other kernel; `llvm.arm.*` intrinsics are the only
-target-specific part.
+so one LDRD fetches both. Without it (Armv6-M, host tests) the tile is 1 channel × 2 pixels of plain
+multiplies (see the note below). The kernels are TIR PrimFuncs compiled by TVM's LLVM backend like every
+other kernel (`llvm.arm.*` intrinsics the only target-specific part), but for the tiles' inner loops on
+the microcontrollers: hand-scheduled C/asm in cdriver (dot_dsp.c, dot_v6m.c) that the TIR calls, where
+LLVM's register allocation spilled the tile.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from eecc.targets.fixed_point import HI_BITS, fixed_point32, mul_split, split_co
 # every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
 
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
+DSP_DOT = "eecc_dot2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile's inner loop, linked with every Armv7E-M stage
+MACS = {"dsp": DSP_DOT, "plain": V6M_DOT}
 RQ_TIE = "eecc_rq_tie"  # cdriver/rq_tie.c: RQ next to a tie (Armv6-M)
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
@@ -178,8 +181,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
     while noalias parameters let LLVM keep the accumulators in registers.
     x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); bias int32 and scale float32
     (fixed_point.mlas_scale) per output channel.
-    mac (plain tile only): the C symbol of its inner loop (V6M_DOT, linked on Armv6-M), else a TIR loop; with
-    it the near-tie requantisation calls RQ_TIE too."""
+    mac: the C symbol of the tile's inner loop (MACS: DSP_DOT, linked on Armv7E-M, required with `dsp`;
+    V6M_DOT on Armv6-M, else a TIR loop for host tests, and then the near-tie requantisation calls RQ_TIE)."""
     _, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
     pt, pl, pb, pr = pads
@@ -192,7 +195,7 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
               -(-oh * ow // 2))
-    func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window) if dsp
+    func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window, mac) if dsp
                      else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split))
     return func, [packed, table], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
 
@@ -206,12 +209,11 @@ def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
         x[0, ci, T.max(T.min(y0 + ky - g.pt, g.h - 1), 0), T.max(T.min(x0 + kx - g.pl, g.wd - 1), 0)], T.int8(zx))
 
 
-def _conv2d_dsp(g: _Conv, wshape, zx, zo, window):
+def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     """Armv7E-M: int16 columns of a pixel pair, 2 channels x 2 pixels of SMLAD (see module docstring)."""
     from tvm.script import tirx as T
 
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
-    smlad, sxtb16 = "llvm.arm.smlad", "llvm.arm.sxtb16"
 
     @T.macro
     def col_fill(col16, x, y0, x0, base):
@@ -235,21 +237,9 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window):
                 acc[1] = cq[2 * j, 0]
                 acc[2] = cq[2 * j + 1, 0]
                 acc[3] = cq[2 * j + 1, 0]
-                for i in range(kp // 4):
-                    wa: T.let[T.int32] = wq[j, 2 * i]
-                    wb: T.let[T.int32] = wq[j, 2 * i + 1]
-                    a0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wa)
-                    a1: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, _ror8(T, wa))
-                    b0: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, wb)
-                    b1: T.let[T.int32] = T.call_llvm_pure_intrin("int32", sxtb16, _ror8(T, wb))
-                    c00: T.let[T.int32] = col[2 * i]
-                    c01: T.let[T.int32] = col[2 * i + 1]
-                    c10: T.let[T.int32] = col[kp // 2 + 2 * i]
-                    c11: T.let[T.int32] = col[kp // 2 + 2 * i + 1]
-                    acc[0] = T.call_llvm_pure_intrin("int32", smlad, a1, c01, T.call_llvm_pure_intrin("int32", smlad, a0, c00, acc[0]))
-                    acc[1] = T.call_llvm_pure_intrin("int32", smlad, a1, c11, T.call_llvm_pure_intrin("int32", smlad, a0, c10, acc[1]))
-                    acc[2] = T.call_llvm_pure_intrin("int32", smlad, b1, c01, T.call_llvm_pure_intrin("int32", smlad, b0, c00, acc[2]))
-                    acc[3] = T.call_llvm_pure_intrin("int32", smlad, b1, c11, T.call_llvm_pure_intrin("int32", smlad, b0, c10, acc[3]))
+                # cdriver/dot_dsp.c: the tile in registers (LLVM's schedule spilled the column words)
+                T.evaluate(T.call_extern("handle", mac, T.address_of(acc[0]), T.address_of(wq[j, 0]),
+                                         T.address_of(col[0]), kp // 4))
                 for a in T.unroll(4):
                     if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
                         yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, window)
@@ -328,17 +318,12 @@ def relax_call(x, weights, folded, scale, zx, zo, attrs, pads, kernels, builder)
     build = depthwise2d if depthwise else conv2d
     func, consts, outs = build(x_shape, weights, bias=folded.astype(np.int32), scale=scale, zx=zx,
                                zo=zo, strides=strides, pads=[pads[0], pads[1], pads[2], pads[3]],
-                               dsp=kernels == "dsp", **({} if depthwise or kernels == "dsp" else {"mac": V6M_DOT}))
+                               dsp=kernels == "dsp", **({} if depthwise else {"mac": MACS[kernels]}))
     gv = builder.add_func(func, f"{build.__name__}_int8")
     args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
     call = relax.call_tir(gv, args, [relax.TensorType(shape, dtype) for shape, dtype in outs])
     y = relax.TupleGetItem(call, 0)  # the others are the kernel's scratch (see mcu_kernels.conv2d)
     return relax.op.reshape(y, [d for i, d in enumerate(outs[0][0]) if not (one_d and i == 2)]) if one_d else y
-
-
-def _ror8(T, v):
-    u = T.Cast("uint32", v)
-    return T.Cast("int32", T.bitwise_or(T.shift_right(u, T.uint32(8)), T.shift_left(u, T.uint32(24))))
 
 
 def _pad_to(values, n: int, fill: int = 0) -> np.ndarray:
