@@ -156,12 +156,14 @@ def test_branch_and_bound_chooses_as_scoring_every_grid(seed):
     lg = synthetic_logits(k=5, n_val=2000, n_test=10, seed=seed)
     val = make_split(lg, "val")
     placements, costs = _priced_placements(lg, seed)
-    kw = dict(max_drop=0.01, confidence=0.9, seed=seed, costs=costs, grid_size=41)
+    kw = dict(max_drop=0.01, confidence=0.9, seed=seed, costs=costs, grid_size=41, joint_limit=None)
     fast = certify(lg, val, placements, **kw)
     full = certify(lg, val, placements, prune=False, **kw)
     assert (fast.placement, fast.thresholds, fast.drop_bound, fast.tested, fast.front) == \
         (full.placement, full.thresholds, full.drop_bound, full.tested, full.front)
     assert full.scored == len(placements) == fast.placements and 1 <= fast.scored < 0.75 * len(placements)
+    joint = certify(lg, val, placements, **{**kw, "joint_limit": 10 ** 9})  # below the limit: one joint front
+    assert joint.scored == len(placements) and joint.drop_bound <= 0.01
     perm = np.random.default_rng(seed).permutation(val.n)
     order = _rows(val, perm[:int(round(ORDER_SHARE * val.n))])
     table = _Table(order, val.n - order.n, 0.1, 0.01)
