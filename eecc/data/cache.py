@@ -22,6 +22,7 @@ import json
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -289,3 +290,19 @@ def _read_json(path: Path):
 def write_json(path: Path, value) -> None:
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(value))
+
+
+def reference_pass(graph: gs.Graph, splits, chunk_rows: int, threads, bar) -> float:
+    """Wall time (s) of the plain model over train + val (`splits`: eecc.data.splits.Splits), in chunks of
+    `chunk_rows`, with the feature pass's runtime settings; `bar` is an eecc.progress bar factory."""
+    sess, out = session(graph, threads)
+    name = sess.get_inputs()[0].name
+    task = bar("reference pass")
+    total = sum(-(-len(s) // chunk_rows) for s in (splits.train, splits.val))
+    done, t0 = 0, time.perf_counter()
+    for split in (splits.train, splits.val):
+        for _, x in split.chunks(chunk_rows):
+            sess.run([out], {name: x})
+            done += 1
+            task(done, total)
+    return time.perf_counter() - t0

@@ -178,7 +178,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             timings["train_s"] = time.perf_counter() - t1
             save_trained(store, results, logits, final_acc, every)
         if reference_pass:
-            timings["reference_pass_s"] = _reference_pass(plan.graph, splits, chunk_rows, threads, bar)
+            timings["reference_pass_s"] = fcache.reference_pass(plan.graph, splits, chunk_rows, threads, bar)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     offered = [results[k] for k in mark(results)]
     return ExitsRun(plan, offered, logits, timings, round(peak, 1), warm=done is not None,
@@ -214,7 +214,7 @@ def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: i
     """Seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the yardstick)."""
     splits = plan.splits(data, scale, seed)
     with show_progress(False) as bar:
-        return _reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
+        return fcache.reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
 
 
 def _chunk_rows(plan: Plan) -> int:
@@ -336,17 +336,3 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
     final_acc = float((final_test.argmax(1) == y_test).mean()) if has_test else None
     return results, logits, final_acc, every
 
-
-def _reference_pass(graph: gs.Graph, splits: Splits, chunk_rows: int, threads, bar) -> float:
-    """Wall time of the plain model over train + val, same runtime settings as the feature pass."""
-    sess, out = fcache.session(graph, threads)
-    name = sess.get_inputs()[0].name
-    task = bar("reference pass")
-    total = sum(-(-len(s) // chunk_rows) for s in (splits.train, splits.val))
-    done, t0 = 0, time.perf_counter()
-    for split in (splits.train, splits.val):
-        for _, x in split.chunks(chunk_rows):
-            sess.run([out], {name: x})
-            done += 1
-            task(done, total)
-    return time.perf_counter() - t0
