@@ -67,7 +67,6 @@ def _rq(T, acc, cq, i, zo, window, halves: bool = False, arm: bool = True, tie: 
         y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", cq[i, 1]) + T.shift_left(T.int64(1), n - 1), n)
         y = T.Cast("int32", T.max(T.min(y64, T.int64(1 << 20)), T.int64(-(1 << 20)))) + T.int32(zo)
         return T.Cast("int8", T.max(T.min(y, T.int32(127)), T.int32(-128)))
-    from tvm import tirx
 
     # t & 0xFFFF: the fraction's high half + 2^15, 0 at the tie
     q, t = mul_split(T, acc, cq[i, 1], cq[i, 3]) if split else _mul_halves(T, acc, cq[i, 1])
