@@ -11,6 +11,7 @@ import onnx_graphsurgeon as gs
 from eecc.errors import EeccError
 from eecc.model import ir
 from eecc.passes.expand_sum import expand_sum
+from eecc.passes.fold_batchnorm import fold_batchnorm
 from eecc.passes.fold_constants import fold_constants
 from eecc.passes.inline_functions import inline_functions
 from eecc.passes.normalize_float import normalize_float
@@ -19,9 +20,9 @@ from eecc.passes.remove_dropout import remove_dropout
 from eecc.passes.unfix_batch import unfix_batch
 
 # Opset first: the other passes assume opset >= 11; the input shape is fixed before folding so that
-# shapes are static. normalize_output (a gs pass) follows in the analysis pipeline (eecc/driver/pipeline.py).
+# shapes are static; BatchNormalization folds last, when constant subgraphs are initializers. normalize_output (a gs pass) follows in the analysis pipeline (eecc/driver/pipeline.py).
 BEFORE_SHAPE = (normalize_opset, inline_functions)
-AFTER_SHAPE = (normalize_float, remove_dropout, expand_sum, unfix_batch, fold_constants)
+AFTER_SHAPE = (normalize_float, remove_dropout, expand_sum, unfix_batch, fold_constants, fold_batchnorm)
 NORMALIZED_KEY = "pkg.eecc.normalized"
 QUANTISED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul"}
