@@ -230,6 +230,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, digits, cache, tm
     assert code == 2, f"exit code {code}; stderr:\n{err}"
     assert len(lines) == 1, f"want one line on stderr, got {len(lines)}:\n{err}"
     assert "Traceback" not in err and err.startswith("eecc")
+    assert not err.startswith(f"eecc {argv[0]}: error: {argv[0]}:"), f"the prefix is doubled: {err}"
     for word in words:
         assert word in err, f"{word!r} not in the message: {err}"
     assert out == "", f"stdout should be empty on error, got {out[:200]!r}"

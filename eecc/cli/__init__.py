@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
+import threading
 
 from eecc import __version__
 from eecc.errors import EeccError
@@ -31,21 +34,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` and staging folder cleans up as on Ctrl-C
+    (Python's default SIGTERM action ends the process without unwinding: it left `.OUT.*.partial/` behind)."""
+
+
+def _on_sigterm(pid: int):
+    """A SIGTERM handler raising Terminated in process `pid`; a worker forked from it that inherited the
+    handler dies of the signal instead, as the pool stopping it expects."""
+
+    def handler(signum, frame):
+        if os.getpid() == pid:
+            raise Terminated
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    return handler
+
+
+def one_line(command: str, exc: EeccError) -> str:
+    """`eecc compile: error: <message>`, without the message's own `compile: ` (raised by the library code
+    that the subcommand calls, where it names the caller): one prefix, not two."""
+    message, name = str(exc), command.removeprefix("eecc ")
+    return f"{command}: error: {message.removeprefix(f'{name}: ') if name != 'eecc' else message}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     command = "eecc"
+    main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid())) if main_thread else None
     try:
         args = parser.parse_args(argv)
         command = f"eecc {args.command}"
         return int(args.func(args) or 0)
     except EeccError as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
+        print(one_line(command, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if main_thread and previous is not None:  # main() also runs inside other programs (the tests)
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

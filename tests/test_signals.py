@@ -1,0 +1,41 @@
+"""A compile stopped by a signal (Ctrl-C's SIGINT, or SIGTERM from `kill`, a job scheduler or a container
+stop) while it writes its bundle says so in one line and leaves no bundle and no staging folder behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eecc.examples import datasets
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"),
+                                                (signal.SIGINT, 130, "interrupted")])
+def test_signal_during_bundle_writing_leaves_nothing(signum, code, word, tmp_path):
+    datasets.save_npz(datasets.load("digits"), tmp_path / "d.npz")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EECC_CACHE_DIR": str(tmp_path / "cache")}
+    # TVM codegen runs inside the staging folder and takes seconds: the signal arrives while it exists
+    proc = subprocess.Popen([sys.executable, "-m", "eecc", "compile", str(CNN), "--data", "d.npz", "-o", "out",
+                             "--quiet", "--cache-dir", str(tmp_path / "cache")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not list(tmp_path.glob(".out.*.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    staged = list(tmp_path.glob(".out.*.partial"))
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    assert staged, f"the compile ended (rc {proc.returncode}) before it staged a bundle:\n{err[-2000:]}"
+    assert proc.returncode == code, err[-2000:]
+    assert err.strip().splitlines() == [f"eecc compile: {word}"], err[-2000:]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "cache")
+    assert left == before, f"left behind: {sorted(set(left) - set(before))}"
