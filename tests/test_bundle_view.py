@@ -78,15 +78,20 @@ def test_placement_figures_are_a_table_in_summary_units_not_raw_keys(tmp_path, c
     metrics = {
         "search": {"accuracy": 0.9094, "ece": [0.048718759794381, 0.0398783116872438], "mean_macs": 737404.2,
                    "exit_rates": [0.5302083333333333, 0.4697916666666667], "mean_energy_j": 0.0003319,
-                   "thresholds": [0.7616531692259754], "intervals": {"mean_macs": [703953.5775, 771179.065]}},
+                   "thresholds": [0.7616531692259754], "intervals": {"mean_macs": [703953.5775, 771179.065],
+                                                                     "accuracy_drop": [-0.0031, 0.0152]}},
         "measured": {"split": "test", "samples": 960, "accuracy": 0.9072916666666667, "mean_latency_s": 0.0100756,
+                     "original_accuracy": 0.9115, "intervals": {"accuracy_drop": [-0.0021, 0.0115]},
                      "mean_energy_calibrated_j": 0.0003267542362344444, "agreement_with_search": 0.9479166666666666}}
     write_bundle(tmp_path / "b", stages,
                  Manifest.build(stages, platform=platform, thresholds=[0.6], placement_metrics=metrics))
+    written = json.loads((tmp_path / "b" / "manifest.json").read_text())  # compile adds the search's reference
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps({**written, "original": {"accuracy": 0.9156}}))
     assert main(["inspect", str(tmp_path / "b")]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for needle in ("measured on the test split, 960 samples", "90.94 %", "90.73 %", "737,404 [703,954, 771,179]",
-                   "53.0 %, 47.0 %", "0.332 mJ", "10.08 ms", "0.327 mJ", "0.762", "94.79 %", "--json"):
+                   "53.0 %, 47.0 %", "0.332 mJ", "10.08 ms", "0.327 mJ", "0.762", "94.79 %", "--json",
+                   "accuracy drop (pt) │ 0.62 [-0.31, 1.52] │ 0.42 [-0.21, 1.15]"):  # point [low, high], each column
         assert needle in text, needle
     assert "search." not in text and "measured." not in text and "0.0398783" not in text
 

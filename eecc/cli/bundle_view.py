@@ -56,6 +56,7 @@ def bundle_summary(path: Path) -> dict[str, Any]:
         "input": manifest.get("input"),
         "num_classes": manifest.get("num_classes"),
         "original_macs": manifest.get("original_macs"),
+        "original": manifest.get("original"),
         "confidence_metric": manifest.get("confidence_metric"),
         "stages": [{**{k: s.get(k) for k in STAGE_KEYS}, "status": stage_status(s)} for s in manifest["stages"]],
         "placement": manifest.get("placement"),
@@ -152,7 +153,7 @@ def print_placement(summary: dict, console: Console) -> None:
     if calibrated:
         worst.append(f"calibrated {_si(calibrated, 's')}")
     console.print(f"worst case: {', '.join(worst)}")
-    print_metrics(placement.get("metrics") or {}, console)
+    print_metrics(placement.get("metrics") or {}, console, (summary.get("original") or {}).get("accuracy"))
 
 
 def _int(value) -> str:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.report.units import count, duration, energy
+from eecc.search.intervals import fmt
 
 
 def _percent(value, iv=None) -> str:
@@ -25,7 +26,9 @@ def _rows(m: dict) -> dict[str, str]:
         cells["accuracy"] = _percent(m["accuracy"], iv.get("accuracy"))
     if m.get("original_accuracy") is not None:
         cells["original accuracy"] = _percent(m["original_accuracy"], iv.get("original_accuracy"))
-    if iv.get("accuracy_drop"):
+    if m.get("accuracy") is not None and m.get("original_accuracy") is not None:  # point [low, high]
+        cells["accuracy drop (pt)"] = fmt(m["original_accuracy"] - m["accuracy"], iv.get("accuracy_drop"))
+    elif iv.get("accuracy_drop"):  # an older manifest without the original's accuracy: the interval alone
         cells["accuracy drop (pt)"] = f"[{100 * iv['accuracy_drop'][0]:.2f}, {100 * iv['accuracy_drop'][1]:.2f}]"
     if m.get("mean_macs") is not None:
         cells["mean MACs"] = count(m["mean_macs"], iv.get("mean_macs"))
@@ -44,10 +47,16 @@ def _rows(m: dict) -> dict[str, str]:
     return cells
 
 
-def print_metrics(metrics: dict, console: Console) -> None:
-    """A table: one row per figure, a column for the search's prediction and one for the measured run."""
-    columns = [(name, _rows(metrics[key])) for key, name in
-               (("search", "search (predicted)"), ("measured", "measured")) if isinstance(metrics.get(key), dict)]
+def print_metrics(metrics: dict, console: Console, original_accuracy: float | None = None) -> None:
+    """A table: one row per figure, a column for the search's prediction and one for the measured run.
+
+    `original_accuracy` is the search's reference (the manifest's `original.accuracy`): its column's figures
+    leave it out, and the accuracy drop is printed as a point value with its interval."""
+    search = metrics.get("search")
+    if isinstance(search, dict) and search.get("original_accuracy") is None and original_accuracy is not None:
+        search = {**search, "original_accuracy": original_accuracy}
+    columns = [(name, _rows(m)) for m, name in
+               ((search, "search (predicted)"), (metrics.get("measured"), "measured")) if isinstance(m, dict)]
     if not columns:
         return
     measured = metrics.get("measured") or {}
@@ -57,7 +66,7 @@ def print_metrics(metrics: dict, console: Console) -> None:
     table.add_column("figure")
     for name, _ in columns:
         table.add_column(name, justify="right")
-    order = list(_rows(dict(metrics.get("measured") or {}, **(metrics.get("search") or {}))))
+    order = list(_rows(dict(metrics.get("measured") or {}, **(search or {}))))
     names = sorted({n for _, cells in columns for n in cells}, key=order.index)
     for name in names:
         table.add_row(name, *(cells.get(name, "") for _, cells in columns))
