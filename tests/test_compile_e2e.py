@@ -21,6 +21,7 @@ import pytest
 
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.report.page import FIGURES, stage_costs_caption
 from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
 from bundle_policy import assert_routes_as_policy
@@ -75,6 +76,13 @@ def test_bundle_is_complete_and_numbers_are_measured(compiled):
     stage0 = onnx.load(str(options.out / manifest["stages"][0]["file"]))
     designs = {p.value for n in stage0.graph.node for p in n.metadata_props if p.key == "pkg.eecc.head"}
     assert designs == {json.dumps(head["design"])}
+
+
+def test_report_caption_names_the_measured_cost_model(compiled):
+    """psoc6 stages are priced by the measured cost model, and the report's stage-cost caption says so."""
+    manifest = compiled[-1]
+    caption = stage_costs_caption(manifest, dict((n, c) for n, _, c in FIGURES)["stage_costs"])
+    assert "measured cost model" in caption and "on m0plus, m4" in caption and "nominal" not in caption
 
 
 def test_no_exit_thresholds_reproduce_the_original_model(compiled, tmp_path):

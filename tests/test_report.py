@@ -65,6 +65,9 @@ def test_compile_writes_a_self_contained_report_with_pngs_beside_it(bundle):
     assert all(b.startswith(PNG_MAGIC) for b in inlined)
     # Self-contained: nothing to fetch (no external src, href, stylesheet or script).
     assert not re.search(r'(src|href)="(?!data:)', html)
+    # The cost model covers no processor of rk3588-cuda: the stage-cost caption says what was used instead
+    used = ", ".join(dict.fromkeys(s["target"] for s in manifest["stages"]))
+    assert f"from the platform&#x27;s nominal MAC/s on {used}" in html and "measured cost model" not in html
 
 
 def test_quiet_compile_prints_no_progress(bundle):

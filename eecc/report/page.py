@@ -32,9 +32,10 @@ FIGURES = (  # file stem, title, caption
     ("exit_rates", "Exit rates per stage",
      "Share of test samples that leave at each stage: the search's simulation on cached logits and the "
      "written cascade run with onnxruntime."),
-    ("stage_costs", "Latency and energy per stage",
-     "Per sample leaving at each stage, from the platform's MAC/s, power and link figures (calibrated from "
-     "emulation where the bundle was compiled with --emulate); the dashed line is the mean over the test split."),
+    ("stage_costs", "Latency and energy per stage",  # the caption names the cost source: stage_costs_caption
+     "Per sample leaving at each stage: compute seconds {source}, energy from the platform's power figures, "
+     "hand-offs from its link figures (calibrated from emulation where the bundle was compiled with --emulate); "
+     "the dashed line is the mean over the test split."),
     ("threshold_maps", "Threshold grid",
      "Accuracy and mean MACs of the chosen exits over the search's threshold grid (13 quantiles per exit), "
      "evaluated on the test split; the star is the chosen thresholds."),
@@ -42,6 +43,21 @@ FIGURES = (  # file stem, title, caption
      "Backbone blocks in network order, grouped by the stage (processor) that runs them; candidate exit "
      "points and the chosen exit heads."),
 )
+
+
+def stage_costs_caption(manifest: dict, caption: str) -> str:
+    """`caption` with {source}: where the stages' seconds came from, per processor, as the manifest's
+    `cost_model.processors` records it (the measured cost model, or the platform's nominal MAC/s)."""
+    from eecc.cost.segments import MEASURED
+
+    sources = (manifest.get("cost_model") or {}).get("processors") or {}
+    used = list(dict.fromkeys(s.get("target") for s in manifest.get("stages") or []))
+    fitted = [p for p in used if sources.get(p) == MEASURED]
+    nominal = [p for p in used if p not in fitted]
+    parts = ([f"predicted by the measured cost model (TVM-compiled kernels counted under QEMU, fitted per "
+              f"processor) at the processor's clock on {', '.join(fitted)}"] if fitted else []) + \
+        ([f"from the platform's nominal MAC/s on {', '.join(nominal)}"] if nominal else [])
+    return caption.format(source=" and ".join(parts) or "from the platform's nominal MAC/s")
 
 
 def threshold_maps(logits, exits: Sequence[str], thresholds: Sequence[float], *, metric: str,
@@ -108,7 +124,7 @@ def write_report(bundle: str | Path, manifest: dict | None = None, *, progress: 
                     continue
                 fig.savefig(png, dpi=110)
                 report_plots.plt.close(fig)
-            sections.append((title, caption, png))
+            sections.append((title, stage_costs_caption(manifest, caption) if name == "stage_costs" else caption, png))
             task.advance(note=name)
     out = bundle / REPORT
     with replacing(out) as tmp:
