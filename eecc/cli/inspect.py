@@ -17,7 +17,7 @@ from eecc.passes.fuse_blocks import BlockGraph
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="show blocks, costs and candidate exits of a model (or a bundle)")
     p.add_argument("path", help="an ONNX model, or a bundle directory written by `eecc compile`")
-    p.add_argument("--input-shape", type=parse_shape, default=None,
+    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--png", default=None, metavar="FILE",

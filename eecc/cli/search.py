@@ -53,7 +53,7 @@ def add_search_args(p) -> None:
                         ">= P (e.g. 0.95; Learn then Test on the validation split)")
     p.add_argument("--max-macs", default=None, metavar="MACS|PCT%",
                    help="hard limit on mean MACs per sample: a number, or a share of the original ('60%%')")
-    p.add_argument("--max-latency-ms", type=float, default=None,
+    p.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
                    help="worst-case latency limit; default: the platform's max_latency_s")
     p.add_argument("--calibrate-on", choices=("val", "train"), default="val",
                    help="'train' when there is no validation data (optimistic: a warning is given)")
@@ -69,10 +69,12 @@ def add_search_args(p) -> None:
     p.add_argument("--pareto", action="store_true", help="also run NSGA-II and output the Pareto set")
     p.add_argument("--max-exits", type=int, default=None,
                    help="with --pareto: most exits per solution (may exceed processors - 1)")
-    p.add_argument("--scale", type=float, default=None, help="multiply uint8 inputs by this")
-    p.add_argument("--input-shape", type=parse_shape, default=None,
+    p.add_argument("--scale", type=float, default=None, metavar="S",
+                   help="uint8 data: x is read as S * x (e.g. 0.00392156862745098 for 1/255; no zero point)")
+    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="per-sample input shape without the batch dim, for models with symbolic dims")
-    p.add_argument("--cache-dir", default=None, help="feature/training cache directory")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="feature/training cache directory (default $EECC_CACHE_DIR, else .eecc-cache)")
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",
                    help="family: several head designs per exit location, the search chooses among the Pareto-optimal "
                         "ones; blueprint: only the global-pool head (trains about 8x fewer heads)")
