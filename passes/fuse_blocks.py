@@ -220,10 +220,18 @@ def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -
                         f"shape {list(per_sample_shape(out))}), not class scores; eecc needs a classifier whose "
                         "output is [N, classes]")
     spatial = [i for i, (closer, _) in enumerate(members) if _spatial_extent(closer.outputs[0]) > 1]
+    if not spatial and all(len(per_sample_shape(t) or ()) <= 1 for _, nodes in members for n in nodes
+                           for t in n.outputs if not _is_integer(t)):
+        # an MLP: its exit heads would be linear layers on [N, F] vectors, which no head design, feature cache
+        # or stage builder here handles (README, Models eecc accepts)
+        raise EeccError(f"fuse_blocks: every tensor on the way to '{out.name}' is a feature vector [N, F], as in an "
+                        "MLP of Gemm/MatMul layers; eecc attaches exits only to feature maps ((C, L), (C, H, W)) "
+                        "or token tensors, so MLPs are not supported: give a convolutional, sequence or "
+                        "transformer classifier")
     if not spatial:
         raise EeccError(f"fuse_blocks: no tensor with spatial extent > 1 lies on every path to '{out.name}' "
-                        "(a model without feature maps, e.g. an MLP, or one whose branches only merge at the "
-                        "end); eecc places exits on feature maps of convolutional or sequence backbones")
+                        "(the backbone's branches only merge at the end); eecc places exits on feature maps "
+                        "that every path passes through, so there is no place for an exit in this model")
     last = spatial[-1]
     classes = (per_sample_shape(out) or (0,))[-1]
     if last > 0 and _is_conv_classifier(members[last][1], classes):

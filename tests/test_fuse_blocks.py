@@ -230,7 +230,26 @@ g (float[N, 16] input) => (float[N, 3] logits) <float[8, 16] a, float[8, 8] b, f
     logits = Gemm<transB = 1>(r2, c)
 }
 """)
-    with pytest.raises(EeccError, match="no tensor with spatial extent > 1 .* an MLP"):
+    with pytest.raises(EeccError, match=r"feature vector \[N, F\], as in an MLP .* MLPs are not supported"):
+        _fused(model)
+
+
+def test_branches_that_merge_only_after_pooling_leave_no_exit_and_say_so():
+    """Not an MLP: the feature maps exist, but no map lies on every path to the output."""
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 3] logits) <float[4, 1, 3, 3] w0, float[4, 1, 3, 3] w1, float[3, 4] c>
+{
+    a = Conv<pads = [1, 1, 1, 1]>(input, w0)
+    b = Conv<pads = [1, 1, 1, 1]>(input, w1)
+    pa = GlobalAveragePool(a)
+    pb = GlobalAveragePool(b)
+    s = Add(pa, pb)
+    f = Flatten(s)
+    logits = Gemm<transB = 1>(f, c)
+}
+""")
+    with pytest.raises(EeccError, match="branches only merge at the end.*no place for an exit"):
         _fused(model)
 
 
