@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from eecc.exits.heads import HeadSpec, TrainConfig, drop_threshold
-from eecc.train.modules import HeadModule, loss_and_grads, predict
+from eecc.train.modules import HeadModule, loss_and_grads, one_hot, predict
 
 STATS_ROWS = 8192
 
@@ -188,12 +188,15 @@ def _epoch(heads: list["_Trainer"]) -> None:
         # np.take: 1.4-2.6x faster than fancy indexing on a memmap (measured on the cached maps).
         raw, y = np.asarray(np.take(lead.x, rows, axis=0), np.float32), lead.y[torch.from_numpy(rows)]
         views: dict[bool, torch.Tensor] = {}  # the batch in each layout, made once for the heads that read it
+        targets: dict[int, torch.Tensor] = {}  # and its labels one-hot
         for t in heads:
-            major = t.module.channel_major
+            major, classes = t.module.channel_major, t.spec.num_classes
             if major not in views:
                 views[major] = t.layout(raw)
-            loss_and_grads(t.module, views[major], y, loss=False)
-            t.opt.step()
+            if classes not in targets:
+                targets[classes] = one_hot(y, classes)
+            loss_and_grads(t.module, views[major], y, loss=False, onehot=targets[classes])
+        _Adam.step_all([t.opt for t in heads])
 
 
 class _Trainer:
@@ -287,15 +290,35 @@ class _Adam:
         self._t = [torch.zeros((), dtype=torch.float32) for _ in params]  # the kernel's step counters
         self.t = 0
 
-    @torch.no_grad()
     def step(self) -> None:
-        b1, b2 = self.betas
+        _Adam.step_all([self])
+
+    def _rate(self) -> tuple:
+        """What one fused kernel call needs to be the same for every optimiser it steps."""
         lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.t, self.steps) / self.steps))
-        self.t += 1
-        torch._foreach_add_(self._t, 1)
-        params, m, v = self._views
-        torch._fused_adam_(params, [p.grad for p in self.params], m, v, [], self._t, lr=lr, beta1=b1, beta2=b2,
-                           weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False)
+        return lr, self.wd, self.betas, self.eps
+
+    @staticmethod
+    @torch.no_grad()
+    def step_all(opts: Sequence["_Adam"]) -> None:
+        """`step()` of every optimiser in `opts`, those of equal rate in one fused kernel call: the kernel
+        updates each tensor on its own (elementwise, with the tensor's own step count), so the result is
+        the same bits as one call per optimiser, with a tenth of the dispatches for a map's heads."""
+        by_rate: dict[tuple, list[_Adam]] = {}
+        for opt in opts:
+            by_rate.setdefault(opt._rate(), []).append(opt)
+        for (lr, wd, (b1, b2), eps), same in by_rate.items():
+            params, grads, m, v, t = [], [], [], [], []
+            for opt in same:
+                opt.t += 1
+                params += opt._views[0]
+                grads += [p.grad for p in opt.params]
+                m += opt._views[1]
+                v += opt._views[2]
+                t += opt._t
+            torch._foreach_add_(t, 1)
+            torch._fused_adam_(params, grads, m, v, [], t, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
+                               amsgrad=False, maximize=False)
 
 
 def _tensor(a) -> torch.Tensor:

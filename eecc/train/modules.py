@@ -93,9 +93,11 @@ class HeadModule(nn.Module):
 
 
 @torch.no_grad()
-def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss: bool = True) -> float | None:
+def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss: bool = True,
+                   onehot: torch.Tensor | None = None) -> float | None:
     """Cross-entropy of `forward_raw(x)` against y (None when `loss` is False: training does not read it);
-    writes the parameters' .grad by hand.
+    writes the parameters' .grad by hand. `onehot`: y as float one-hot rows [N, classes], when the caller
+    has it (built once per batch for all the heads that step on it, `one_hot`).
 
     The head is four ops deep, so autograd's per-node bookkeeping cost more than the arithmetic on
     all but the widest heads. Gradients equal autograd's (tests/test_train.py checks it):
@@ -107,7 +109,7 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
     dh = [h > 0]·(dz·Wf) unflattened, no 1/P).
     """
     if module.channel_major:
-        return _flat_loss_and_grads(module, x, y, loss)
+        return _flat_loss_and_grads(module, x, y, loss, onehot)
     n, positions, c = x.shape
     inv = 1.0 / module.std.reshape(1, c)
     mean = module.mean.reshape(c)
@@ -116,18 +118,18 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
     b = first.bias - w @ mean
     if module.conv is None:
         pooled = x.mean(dim=1)
-        value, dz = _softmax_grad(torch.addmm(b, pooled, w.t()), y, loss)
+        value, dz = _softmax_grad(torch.addmm(b, pooled, w.t()), y, loss, onehot)
         _set_affine_grads(first, dz.t() @ pooled, dz.sum(0), mean, inv)
         return value
     flat = x.reshape(n * positions, c)
     h = torch.addmm(b, flat, w.t())
-    a = torch.relu(h).reshape(n, positions, -1)
+    a = h.relu_().reshape(n, positions, -1)  # in place: [a > 0] is [h > 0], the mask below reads a
     gap = module.spec.kind == "gap"
     # gap: the mean over positions; flat: every position, [N, P·W] as computed (a view), against the fc's
     # columns permuted to that order: transposing a [W, P] block per sample instead cost two copies of the batch
     g = a.mean(dim=1) if gap else a.reshape(n, -1)
     fc_w = module.fc.weight if gap else position_major(module.fc.weight, positions)
-    value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, fc_w.t()), y, loss)
+    value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, fc_w.t()), y, loss, onehot)
     module.fc.weight.grad = dz.t() @ g if gap else channel_major(dz.t() @ g, positions)
     module.fc.bias.grad = dz.sum(0)
     dg = dz @ fc_w
@@ -135,7 +137,7 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
         da = dg.div_(positions).unsqueeze(1).expand(n, positions, -1)
     else:
         da = dg.reshape(n, positions, -1)
-    dh = torch.ops.aten.threshold_backward(da, h.reshape(n, positions, -1), 0.0).reshape(n * positions, -1)
+    dh = torch.ops.aten.threshold_backward(da, a, 0.0).reshape(n * positions, -1)
     _set_affine_grads(first, dh.t() @ flat, dh.sum(0), mean, inv)
     return value
 
@@ -150,33 +152,44 @@ def channel_major(w: torch.Tensor, positions: int) -> torch.Tensor:
     return w.reshape(len(w), positions, -1).transpose(1, 2).reshape(len(w), -1)
 
 
-def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, loss: bool) -> float | None:
+def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, loss: bool,
+                         onehot: torch.Tensor | None = None) -> float | None:
     """Channel-major heads on x [N, C·P] (`HeadModule.folded_first`): with h = x·W'ᵀ + b',
       flat: z = h;  mlp: z = relu(h)·Wfᵀ + bf, dWf = dzᵀ·relu(h), dh = [h > 0]·(dz·Wf);
       dW' = dhᵀx, db' = Σdh, and back through the fold: dW = (dW' − db'⊗μ)/σ, db = db'."""
     w, b, mean, inv = module.folded_first()
     h = torch.addmm(b, x, w.t())
     if module.hidden is None:
-        value, dh = _softmax_grad(h, y, loss)
+        value, dh = _softmax_grad(h, y, loss, onehot)
         _set_affine_grads(module.fc, dh.t() @ x, dh.sum(0), mean, inv)
         return value
-    a = torch.relu(h)
-    value, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y, loss)
+    a = h.relu_()  # in place: [a > 0] is [h > 0]
+    value, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y, loss, onehot)
     module.fc.weight.grad = dz.t() @ a
     module.fc.bias.grad = dz.sum(0)
-    dh = torch.ops.aten.threshold_backward(dz @ module.fc.weight, h, 0.0)
+    dh = torch.ops.aten.threshold_backward(dz @ module.fc.weight, a, 0.0)
     _set_affine_grads(module.hidden, dh.t() @ x, dh.sum(0), mean, inv)
     return value
 
 
-def _softmax_grad(z: torch.Tensor, y: torch.Tensor, loss: bool = True) -> tuple[float | None, torch.Tensor]:
-    """Mean cross-entropy (if `loss`) and its gradient; spelled out because log_softmax is slow on 10-wide rows."""
+def one_hot(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """y [N] int64 → float32 [N, classes] rows of 0 and 1 (`_softmax_grad`'s subtrahend)."""
+    return torch.zeros(len(y), classes).scatter_(1, y.unsqueeze(1), 1.0)
+
+
+def _softmax_grad(z: torch.Tensor, y: torch.Tensor, loss: bool = True,
+                  onehot: torch.Tensor | None = None) -> tuple[float | None, torch.Tensor]:
+    """Mean cross-entropy (if `loss`) and its gradient; spelled out because log_softmax is slow on 10-wide rows.
+    Subtracting `onehot` (0 off the label: x − 0 = x exactly) gives the same bits as subtracting 1 at the labels."""
     z = z - z.amax(dim=1, keepdim=True)
     e = z.exp()
     total = e.sum(dim=1, keepdim=True)
     value = float((total.log() - z.gather(1, y.unsqueeze(1))).mean()) if loss else None
     dz = e.div_(total)
-    dz[torch.arange(len(y)), y] -= 1.0
+    if onehot is None:
+        dz[torch.arange(len(y)), y] -= 1.0
+    else:
+        dz.sub_(onehot)
     return value, dz.div_(len(y))
 
 
