@@ -14,7 +14,7 @@ from eecc.model import ir
 from eecc.exits.heads import ExitHead, HeadSpec
 from eecc.passes.insert_exits import insert_exits, logits_name
 from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads, predict_many
-from eecc.train.modules import HeadModule, export, loss_and_grads, predict
+from eecc.train.modules import HeadModule, export, loss_and_grads, one_hot, predict
 from golden import parse, run
 from test_heads import SMALL
 from test_insert_exits import _maxpool_ceil
@@ -99,6 +99,25 @@ def test_hand_written_gradients_equal_autograd(kind, width):
     assert got_loss == pytest.approx(want_loss.item(), rel=1e-5)
     for name, p in module.named_parameters():
         np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("kind, width, hidden", [("gap", 6, None), ("gap", None, None), ("flat", 6, None),
+                                                  ("flat", None, None), ("mlp", None, 7)])
+def test_one_hot_labels_give_the_same_gradient_bits(kind, width, hidden):
+    """Training hands every head the batch's labels one-hot (built once for all the heads that step on it):
+    each gradient has the same bits as with 1 subtracted at the labels by index."""
+    spec = HeadSpec("t", (8, 4, 4), (1, 1), width, 5, backbone_macs=0, kind=kind, hidden=hidden)
+    torch.manual_seed(0)
+    module = HeadModule(spec, RNG.normal(size=8).astype(np.float32), RNG.uniform(0.5, 2.0, 8).astype(np.float32))
+    x = torch.from_numpy(RNG.normal(size=(64, 16, 8)).astype(np.float32) * 2 + 1)
+    if module.channel_major:
+        x = x.transpose(1, 2).reshape(64, -1).contiguous()
+    y = torch.from_numpy(RNG.integers(0, 5, 64))
+    by_index = loss_and_grads(module, x, y)
+    want = {k: p.grad.clone() for k, p in module.named_parameters()}
+    assert loss_and_grads(module, x, y, onehot=one_hot(y, 5)) == by_index
+    for name, p in module.named_parameters():
+        assert torch.equal(p.grad, want[name]), name
 
 
 @pytest.mark.parametrize("kind", ["flat", "mlp"])
