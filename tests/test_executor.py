@@ -7,6 +7,7 @@ import io
 import json
 import operator
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from eecc.examples import datasets
 from eecc.cli import main
 from eecc.errors import EeccError
-from eecc.driver.executor import Executor, InProcess, ProcessPool, chunks, make_executor
+from eecc.driver.executor import Executor, Forked, InProcess, ProcessPool, chunks, make_executor
 from eecc.exits.run import run_exits
 from eecc.search.search import SearchOptions, search
 
@@ -103,6 +104,45 @@ def test_map_keeps_order_and_passes_shared():
     with ProcessPool(2) as pool:
         assert pool.map(operator.add, list(range(7)), shared=1) == list(range(1, 8))
     assert chunks(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]] and chunks([1], 4) == [[1]]
+
+
+def _where(parent: int, item: int) -> tuple[int, bool, int]:
+    import torch
+
+    if item == 5 and os.getpid() != parent:
+        os._exit(1)  # a worker dies on item 5: its task runs again in the parent
+    return item, os.getpid() != parent, torch.get_num_threads()
+
+
+def test_forked_workers_keep_order_run_torch_on_one_thread_and_leave_a_dead_workers_tasks_here():
+    got = Forked(2).map(_where, list(range(6)), shared=os.getpid())
+    assert [item for item, _, _ in got] == list(range(6))
+    assert not got[5][1]  # item 5 ran here, after its worker died
+    assert any(forked for _, forked, _ in got) and all(threads == 1 for _, forked, threads in got if forked)
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def test_local_head_training_forks_a_worker_per_core_and_gets_the_one_thread_result(tmp_path):
+    """With the local executor on several cores heads train in forked processes (one location per task);
+    the heads have the same bits as trained by one thread in this process (TrainConfig.threads=1)."""
+    from dataclasses import replace
+
+    data = datasets.load("digits")
+    before = _children_cpu()
+    forked = run_exits(MODEL, data, cache_dir=tmp_path / "forked", config=_config())
+    assert _children_cpu() > before or (os.cpu_count() or 1) == 1
+    here = run_exits(MODEL, data, cache_dir=tmp_path / "here", config=replace(_config(), threads=1))
+    assert len(forked.tried) == len(here.tried) > 1
+    for a, b in zip(forked.tried, here.tried):
+        assert (a.spec, a.epochs, a.dropped, a.val_accuracy) == (b.spec, b.epochs, b.dropped, b.val_accuracy)
+        for name, w in (vars(a.weights) if a.weights is not None else {}).items():
+            if w is not None:
+                np.testing.assert_array_equal(w, getattr(b.weights, name), err_msg=f"{a.spec.design}.{name}")
+    np.testing.assert_array_equal(forked.logits.val_logits, here.logits.val_logits)
 
 
 def test_bad_executor_options_are_user_errors():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -18,7 +19,7 @@ from eecc.data.splits import Splits, normalise
 from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
-from eecc.driver.executor import Executor, InProcess
+from eecc.driver.executor import Executor, Forked, InProcess
 from eecc.exits.family import HALVING_RULE, expand, mark
 from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig, candidate_costs,
                               design_from_blocks)
@@ -296,12 +297,16 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
     task = bar("training heads")
     task(0, len(heads))
     # One task per location (its head designs halve together: TrainConfig.halving), most expensive first,
-    # when tasks can run side by side; else one task that threads over all heads inside fit_heads.
-    # A head's weights depend on the heads of its own location only, never on the grouping.
+    # on the executor's workers, or (local executor) on one forked process per core: threads of one
+    # process serialise on the GIL (`Forked`). One task that threads over all heads inside fit_heads when
+    # there is one core or one location. A head's weights depend on its own location's heads only.
+    by_tensor: dict[str, list[int]] = {}
+    for k, h in enumerate(heads):
+        by_tensor.setdefault(h.tensor, []).append(k)
+    cores = min(len(by_tensor), job.config.threads or os.cpu_count() or 1)
+    if isinstance(executor, InProcess) and cores > 1:
+        executor = Forked(cores)
     if executor.workers > 1:
-        by_tensor: dict[str, list[int]] = {}
-        for k, h in enumerate(heads):
-            by_tensor.setdefault(h.tensor, []).append(k)
         groups = sorted(by_tensor.values(), key=lambda ks: -sum(heads[k].head_macs for k in ks))
         job = replace(job, config=replace(job.config, threads=1))
     else:
