@@ -5,9 +5,15 @@ per sample (batch dimension excluded):
   Conv           Cout·Hout·Wout·(Cin/groups)·Kh·Kw  = prod(out[1:]) · prod(W[1:])
   ConvTranspose  Cin·Hin·Win·(Cout/groups)·Kh·Kw    = prod(in[1:]) · prod(W[1:])
   Gemm / MatMul  prod(out[1:]) · K
+  RNN/GRU/LSTM   seq_length · (prod(W) + prod(R))     = seq_length · directions · gates · H · (I + H)
+                 (ONNX operator spec: per time step and direction, every gate multiplies the input by its
+                 W_g [H, I] and the hidden state by its R_g [H, H]; W [directions, gates·H, I] and
+                 R [directions, gates·H, H] hold them all; gates: RNN 1, GRU 3 (z, r, h), LSTM 4 (i, o, f, c);
+                 LSTM peepholes and the gates' nonlinearities are other ops)
 Everything else (bias adds, BatchNormalization, activations, pooling, reductions) is counted as
 "other ops": one per output element, times the window size for pooling and reductions, plus one per
-output element for the bias of Conv/Gemm. The two are never mixed.
+output element for the bias of Conv/Gemm. The two are never mixed. An omitted optional output (name '',
+e.g. a GRU's unused sequence output Y) is skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from eecc.errors import EeccError
 from eecc.model.ir import get_ann, per_sample_shape, set_ann
 
 MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+RECURRENT_OPS = {"RNN", "GRU", "LSTM"}
 WINDOW_OPS = {"MaxPool", "AveragePool", "LpPool"}
 GLOBAL_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"}
 SHAPE_ONLY_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose",
@@ -41,7 +48,7 @@ def annotate_cost(graph: gs.Graph) -> gs.Graph:
         set_ann(node, "other_ops", int(other))
         set_ann(node, "params", int(sum(w.size for w in weights)))
         set_ann(node, "weight_bytes", int(sum(w.nbytes for w in weights)))
-        set_ann(node, "activation_bytes", int(sum(_bytes(o) for o in node.outputs)))
+        set_ann(node, "activation_bytes", int(sum(_bytes(o) for o in _outputs(node))))
     return graph
 
 
@@ -88,7 +95,25 @@ def _weight_shape(node: gs.Node, index: int) -> tuple[int, ...]:
     return tuple(tensor.shape)
 
 
+def _outputs(node: gs.Node) -> list[gs.Tensor]:
+    """The node's outputs that exist (an omitted optional output is a tensor named '')."""
+    return [o for o in node.outputs if o.name]
+
+
+def recurrent_macs(node: gs.Node) -> int:
+    """MACs per sample of an RNN / GRU / LSTM node (module docstring); X is [seq, batch, I] (layout 0) or
+    [batch, seq, I] (layout 1). Raises EeccError when the sequence length is not static."""
+    x = node.inputs[0]
+    seq = (x.shape or [None, None])[1 if int(node.attrs.get("layout", 0)) else 0]
+    if not isinstance(seq, (int, np.integer)):
+        raise EeccError(f"annotate_cost: node '{node.name}' ({node.op}) has input '{x.name}' with a dynamic "
+                        f"sequence length (shape {x.shape}); export with a static input shape or pass --input-shape")
+    return int(seq) * (math.prod(_weight_shape(node, 1)) + math.prod(_weight_shape(node, 2)))
+
+
 def _macs(node: gs.Node) -> int:
+    if node.op in RECURRENT_OPS:
+        return recurrent_macs(node)
     if node.op not in MAC_OPS:
         return 0
     out = _shape(node, node.outputs[0], "output")
@@ -103,9 +128,9 @@ def _macs(node: gs.Node) -> int:
 
 
 def _other_ops(node: gs.Node) -> int:
-    if node.op in SHAPE_ONLY_OPS or not node.outputs:
+    if node.op in SHAPE_ONLY_OPS or not _outputs(node):
         return 0
-    out_elems = math.prod(_shape(node, node.outputs[0], "output"))
+    out_elems = math.prod(_shape(node, _outputs(node)[0], "output"))
     if node.op in MAC_OPS:
         return out_elems if len(node.inputs) > 2 else 0
     if node.op in WINDOW_OPS:

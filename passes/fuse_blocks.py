@@ -10,7 +10,9 @@ block whose output still has spatial extent > 1 (pooling of any kind, reshapes, 
 activations and dropout, a final Softmax), plus a 1×1 conv classifier that maps that block's input
 to the classes. Candidate exit points are the outputs of backbone blocks that are feature maps
 ((C, L) or (C, H, W) with extent > 1), except the head's own input (an exit there would duplicate
-the final classifier). Rank-2 and head-internal tensors are never candidates.
+the final classifier) and any block whose prefix already holds ≥ 99 % of the model's MACs (an exit there
+could save at most 1 % and costs its own head: e.g. the block before a no-op Unsqueeze/Squeeze that a
+dynamo export puts in front of the head). Rank-2 and head-internal tensors are never candidates.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from eecc.model.ir import get_ann, per_sample_shape, set_ann
 POST_OPS = {"BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid",
             "Tanh", "Elu", "Selu", "Gelu", "Mish", "Softplus", "Dropout", "Identity", "Mul", "Add", "Div", "Sub"}
 SOURCE, SINK = "<input>", "<output>"
+# An exit whose prefix holds this share of the model's MACs or more is not offered (module docstring).
+MAX_PREFIX_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
     members = _segments(graph, flow, doms)
     members = _fuse_post_ops(members)
     head_start = _head_start(members, graph)
+    total_macs = sum(get_ann(n, "macs", 0) for n in graph.nodes)
     cumulative_macs = 0
     for index, (closer, nodes) in enumerate(members):
         role = "head" if index >= head_start else "backbone"
@@ -89,7 +94,7 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
         # One output only: a Split that dominates the output hands on more than its first output. No MACs
         # yet (e.g. a Keras export's input Transpose): an exit there would classify the raw input.
         set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1 and len(closer.outputs) == 1
-                and cumulative_macs > 0
+                and 0 < cumulative_macs < MAX_PREFIX_SHARE * total_macs
                 and len(per_sample_shape(closer.outputs[0]) or ()) in (2, 3)
                 and _spatial_extent(closer.outputs[0]) > 1)
     return graph

@@ -7,6 +7,7 @@ and Cortex-M latency recalibrated from emulated instruction counts.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ GPU_KINDS = ("mali", "cuda")
 MCU_KINDS = ("cortex-m0plus", "cortex-m4")
 NOT_REQUESTED = "not requested (eecc compile --emulate runs the stages under QEMU on test samples)"
 CORTEX_A_CPU = "cortex-a76"  # rk3588's big cores; QEMU also runs the A55's ARMv8.2-A code as A76
+NO_CODEGEN = "compile with --no-codegen to write the bundle without target code (onnxruntime runs it)"
 
 
 def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, platform: Platform | str,
@@ -54,28 +56,29 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
         x = np.asarray(emulate_inputs)[:max(1, emulate_samples)]
         feeds, samples = reference_runs(stage_models, x), len(x)
     updates, programs, targets = [], [], [e["target"] for e in entries]
-    for run in core_runs(platform, entries):
-        if len(run) > 1:  # consecutive stages of one Cortex-M core: one program, back to back
-            from eecc.targets.program_codegen import compile_core_run
+    with _advise_no_codegen():
+        for run in core_runs(platform, entries):
+            if len(run) > 1:  # consecutive stages of one Cortex-M core: one program, back to back
+                from eecc.targets.program_codegen import compile_core_run
 
-            stage_updates, program = compile_core_run(stage_models, entries, run, platform, out_dir, feeds,
-                                                      None if emulate_inputs is None else np.asarray(emulate_inputs))
-            updates += stage_updates
-            programs += [program] if program else []
-            continue
-        k = run[0]
-        model, entry, proc = stage_models[k], entries[k], platform.processor(entries[k]["target"])
-        # Several stages on one processor that are not one program (other backends) get one folder each.
-        folder = proc.name if targets.count(proc.name) == 1 else f"{proc.name}.stage{k}"
-        update = _compile_one(model, proc, out_dir, k, folder)
-        if "skipped" in update["codegen"]:
-            update["emulation"] = {"skipped": "stage not compiled"}
-        elif feeds is None:
-            update["emulation"] = {"skipped": NOT_REQUESTED}
-        else:
-            update["emulation"] = _emulate(out_dir / folder, proc, entry, k, *feeds[k], int8=is_int8(model))
-        update.update(calibrate(entry, proc, update["emulation"]))
-        updates.append(update)
+                stage_updates, program = compile_core_run(stage_models, entries, run, platform, out_dir, feeds,
+                                                          None if emulate_inputs is None else np.asarray(emulate_inputs))
+                updates += stage_updates
+                programs += [program] if program else []
+                continue
+            k = run[0]
+            model, entry, proc = stage_models[k], entries[k], platform.processor(entries[k]["target"])
+            # Several stages on one processor that are not one program (other backends) get one folder each.
+            folder = proc.name if targets.count(proc.name) == 1 else f"{proc.name}.stage{k}"
+            update = _compile_one(model, proc, out_dir, k, folder)
+            if "skipped" in update["codegen"]:
+                update["emulation"] = {"skipped": "stage not compiled"}
+            elif feeds is None:
+                update["emulation"] = {"skipped": NOT_REQUESTED}
+            else:
+                update["emulation"] = _emulate(out_dir / folder, proc, entry, k, *feeds[k], int8=is_int8(model))
+            update.update(calibrate(entry, proc, update["emulation"]))
+            updates.append(update)
     check_shared_memory(platform, entries, updates)
     updates = _with_exit_estimates(platform, entries, updates)
     return {"stages": updates,
@@ -83,6 +86,17 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
                         "worst_case_latency_calibrated_s": updates[-1]["exit_latency_calibrated_s"],
                         "emulate_samples": samples, **({"programs": programs} if programs else {}),
                         "total_s": round(time.perf_counter() - start, 3)}}
+
+
+@contextlib.contextmanager
+def _advise_no_codegen():
+    """TVM's frontend refusing an op (tvm_import's error) leaves the model fine: name --no-codegen as a way out."""
+    try:
+        yield
+    except EeccError as exc:
+        if not str(exc).startswith("tvm_import:"):
+            raise
+        raise EeccError(f"{exc}, or {NO_CODEGEN}") from exc
 
 
 def apply_updates(manifest: dict, result: dict) -> dict:
@@ -167,8 +181,7 @@ def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int,
     except Exception as exc:  # TVM raises bare errors (assertions in schedules) for what it cannot compile
         detail = (str(exc).strip().splitlines() or [""])[-1][:160]
         raise EeccError(f"codegen: TVM failed on stage {k} for '{proc.name}' ({proc.kind}): "
-                        f"{type(exc).__name__} {detail}; compile with --no-codegen to write the bundle "
-                        "without target code") from exc
+                        f"{type(exc).__name__} {detail}; {NO_CODEGEN}") from exc
 
 
 def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str) -> dict:

@@ -64,3 +64,30 @@ def test_numerics_unchanged():
     after = ir.to_model(annotate_cost(ir.from_model(before)))
     x = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(run(after, {"input": x})["logits"], run(before, {"input": x})["logits"])
+
+
+
+# Recurrent ops: a GRU with its sequence output Y omitted (''), a bidirectional LSTM.
+RNN = """
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N, 6, 4] input) => (float[1, N, 3] yh, float[2, N, 5] h)
+  <float[1, 9, 4] gw, float[1, 9, 3] gr, float[2, 20, 4] lw, float[2, 20, 5] lr>
+{
+    t = Transpose<perm = [1, 0, 2]>(input)
+    , yh = GRU<hidden_size = 3>(t, gw, gr)
+    ly, h, c = LSTM<hidden_size = 5, direction = "bidirectional">(t, lw, lr)
+}
+"""
+# seq_length · directions · gates · H · (I + H): GRU 3 gates, LSTM 4 (ONNX operator spec); other ops are the
+# first present output's elements. (activation_bytes is left out: it counts 0 for tensors whose batch is not axis 0)
+EXPECTED_RNN = {
+    "Transpose": (0, 0, 0, 0),
+    "GRU": (6 * 1 * 3 * 3 * (4 + 3), 3, 9 * 4 + 9 * 3, 4 * 63),
+    "LSTM": (6 * 2 * 4 * 5 * (4 + 5), 6 * 2 * 5, 2 * 20 * 4 + 2 * 20 * 5, 4 * 360),
+}
+
+
+def test_recurrent_macs_match_hand_counts_and_an_omitted_output_is_skipped():
+    after = annotate_cost(ir.from_model(parse(RNN), classifier=False))
+    got = {n.op: tuple(ir.get_ann(n, k) for k in ("macs", "other_ops", "params", "weight_bytes")) for n in after.nodes}
+    assert got == EXPECTED_RNN

@@ -13,6 +13,8 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   pw_macs     Conv with groups = 1 and a 1×1 kernel
   dw_macs     Conv with groups > 1 (depthwise / grouped)
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
+              RNN, GRU, LSTM                                  annotate_cost.recurrent_macs (TVM cannot import them:
+                                                              a guess for --no-codegen, never measured)
   mac_out     output elements of those (bias, activation and requantisation epilogue)
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
@@ -56,6 +58,7 @@ import onnx_graphsurgeon as gs
 
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, table_dequantised
 from eecc.model import ir
+from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool",
         "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", "dequant_table", "pool_div",
@@ -113,12 +116,16 @@ def _fused(node: gs.Node) -> bool:
 def _op_features(node: gs.Node) -> np.ndarray:
     """[B] per-op-kind work of one node lowered with TVM's operators (kernels and const excluded)."""
     f = np.zeros(B)
-    op, out = node.op, (node.outputs[0] if node.outputs else None)
+    named = [o for o in node.outputs if o.name]  # an omitted optional output is named ''
+    op, out = node.op, (named[0] if named else None)
     if op in FREE or out is None or _fused(node):
         return f
     n_out = _elems(out)
     if op == "Conv":
         f += _conv(node, n_out)
+    elif op in RECURRENT_OPS:  # its matrix-vector products, priced as Gemm work: no measured unit has a recurrent op
+        f[_INDEX["gemm_macs"]] += recurrent_macs(node)
+        f[_INDEX["mac_out"]] += n_out
     elif op in ("Gemm", "MatMul"):
         a = node.inputs[0]
         k = int(a.shape[-1]) if a.shape else 0
