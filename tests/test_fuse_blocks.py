@@ -272,4 +272,6 @@ g (float[N, 1, 8, 8] input) => (float[N, 3] logits)
 """)
     bg = read_blocks(_fused(model)[1])
     assert bg.head.input == "p" and bg.head.ops == ("Reshape", "Gemm", "HardSwish", "Gemm")
-    assert [b.output for b in bg.candidates()] == ["r0", "r1"]
+    # r1 is a feature map, but its prefix holds 11,520 of the 11,634 MACs (99.0 %): an exit there saves < 1 %
+    assert [b.output for b in bg.candidates()] == ["r0"]
+    assert [b.output for b in bg.blocks] == ["r0", "r1", "p"]
