@@ -13,6 +13,8 @@ to the classes. Candidate exit points are the outputs of backbone blocks that ar
 the final classifier) and any block whose prefix already holds ≥ 99 % of the model's MACs (an exit there
 could save at most 1 % and costs its own head: e.g. the block before a no-op Unsqueeze/Squeeze that a
 dynamo export puts in front of the head). Rank-2 and head-internal tensors are never candidates.
+An MLP (every tensor a vector [N, F]) has no maps: its head is its last layer with MACs (the classifier
+Gemm/MatMul and what follows), and its candidates are the hidden vectors before the classifier's input.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
     doms = _articulation_nodes(flow)
     members = _segments(graph, flow, doms)
     members = _fuse_post_ops(members)
-    head_start = _head_start(members, graph)
+    vector = _is_mlp(members)
+    head_start = _mlp_head_start(members, graph) if vector else _head_start(members, graph)
     total_macs = sum(get_ann(n, "macs", 0) for n in graph.nodes)
     cumulative_macs = 0
     for index, (closer, nodes) in enumerate(members):
@@ -94,10 +97,14 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
         # One output only: a Split that dominates the output hands on more than its first output. No MACs
         # yet (e.g. a Keras export's input Transpose): an exit there would classify the raw input.
         set_ann(closer, "candidate_exit", role == "backbone" and index < head_start - 1 and len(closer.outputs) == 1
-                and 0 < cumulative_macs < MAX_PREFIX_SHARE * total_macs
-                and len(per_sample_shape(closer.outputs[0]) or ()) in (2, 3)
-                and _spatial_extent(closer.outputs[0]) > 1)
+                and 0 < cumulative_macs < MAX_PREFIX_SHARE * total_macs and _exit_shape(closer.outputs[0], vector))
     return graph
+
+
+def _exit_shape(tensor: gs.Tensor, vector: bool) -> bool:
+    """Whether an exit head can read `tensor`: a hidden vector (F,) of an MLP, else a (C, L) or (C, H, W) map."""
+    rank = len(per_sample_shape(tensor) or ())
+    return rank == 1 and not _is_integer(tensor) if vector else rank in (2, 3) and _spatial_extent(tensor) > 1
 
 
 def read_blocks(graph: gs.Graph) -> BlockGraph:
@@ -225,14 +232,6 @@ def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -
                         f"shape {list(per_sample_shape(out))}), not class scores; eecc needs a classifier whose "
                         "output is [N, classes]")
     spatial = [i for i, (closer, _) in enumerate(members) if _spatial_extent(closer.outputs[0]) > 1]
-    if not spatial and all(len(per_sample_shape(t) or ()) <= 1 for _, nodes in members for n in nodes
-                           for t in n.outputs if not _is_integer(t)):
-        # an MLP: its exit heads would be linear layers on [N, F] vectors, which no head design, feature cache
-        # or stage builder here handles (README, Models eecc accepts)
-        raise EeccError(f"fuse_blocks: every tensor on the way to '{out.name}' is a feature vector [N, F], as in an "
-                        "MLP of Gemm/MatMul layers; eecc attaches exits only to feature maps ((C, L), (C, H, W)) "
-                        "or token tensors, so MLPs are not supported: give a convolutional, sequence or "
-                        "transformer classifier")
     if not spatial:
         raise EeccError(f"fuse_blocks: no tensor with spatial extent > 1 lies on every path to '{out.name}' "
                         "(the backbone's branches only merge at the end); eecc places exits on feature maps "
@@ -245,6 +244,23 @@ def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -
         raise EeccError("fuse_blocks: no candidate exit point before the classifier head; the backbone needs "
                         "at least two blocks that every input-to-output path passes through")
     return last + 1
+
+
+def _is_mlp(members: list[tuple[gs.Node, list[gs.Node]]]) -> bool:
+    """Every float tensor a node computes is a vector [N, F] (or a scalar per sample): an MLP, whatever its input."""
+    return all(len(per_sample_shape(t) or ()) <= 1 for _, nodes in members for n in nodes for t in n.outputs
+               if not _is_integer(t))
+
+
+def _mlp_head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -> int:
+    """An MLP's head is its last layer with MACs (the classifier Gemm/MatMul) and what follows it (Softmax, …);
+    exits read the hidden vectors before it, except the classifier's own input."""
+    layers = [i for i, (_, nodes) in enumerate(members) if sum(get_ann(n, "macs", 0) for n in nodes) > 0]
+    if len(layers) < 3:
+        raise EeccError(f"fuse_blocks: this MLP has {len(layers)} layer(s) with weights (Gemm/MatMul) on the way to "
+                        f"'{graph.outputs[0].name}'; an exit needs a hidden layer before the classifier's own input, "
+                        "so eecc needs at least two hidden layers")
+    return layers[-1]
 
 
 def _spatial_extent(tensor: gs.Tensor) -> int:

@@ -85,8 +85,11 @@ def _confidence(b: "_Builder", pooled: gs.Variable, logits: gs.Variable, w: np.n
     if w.shape[1] != c + 1:
         raise EeccError(f"insert_exits: confidence weights for '{spec.tensor}' have {w.shape[1]} inputs, want "
                         f"{c + 1} (channels + max softmax); retrain the NACHOS exits for this head design")
-    gap = b.node("GlobalAveragePool", [pooled], (c, *[1] * rank), "conf_gap")
-    feat = b.node("Flatten", [gap], (c,), "conf_flatten", axis=1)
+    if rank:
+        gap = b.node("GlobalAveragePool", [pooled], (c, *[1] * rank), "conf_gap")
+        feat = b.node("Flatten", [gap], (c,), "conf_flatten", axis=1)
+    else:  # an MLP's hidden vector: one position, whose mean is the vector itself
+        feat = pooled
     probs = b.node("Softmax", [logits], (spec.num_classes,), "conf_probs", axis=1)
     if (b.graph.opset or 13) >= 18:  # ReduceMax takes its axes as an input from opset 18
         top = b.node("ReduceMax", [probs, b.const("conf_axes", np.array([1], np.int64), np.int64)], (1,),

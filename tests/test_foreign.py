@@ -1,9 +1,10 @@
-"""Trained foreign-style classifiers (Softmax output, all-float16, fixed batch 1 with a multi-FC head) go
-through exits, compile and run; every confidence comes from the model's own probabilities."""
+"""Trained foreign-style classifiers (Softmax output, all-float16, fixed batch 1 with a multi-FC head, an MLP)
+go through exits, compile and run; every confidence comes from the model's own probabilities."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,3 +110,22 @@ def test_dropped_heads_are_named_as_the_cause_and_the_advice_leads_to_a_true_err
     assert main([*argv, "--search"]) == 2
     err = capsys.readouterr().err
     assert "every exit head of every placement was dropped" in err and "memory" not in err
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+def test_an_mlp_gets_exits_after_its_hidden_layers_built_and_run_as_deployed(foreign, capsys, tmp_path):
+    """Exits on the hidden vectors of a trained MLP: searched, compiled with TVM for the M4F and run under QEMU."""
+    paths, cache = foreign
+    exits = _json(capsys, ["exits", str(paths["mlp"]), "--data", str(paths["data"]), "--json", "--quiet",
+                           "--cache-dir", str(cache)])
+    hidden = [c for c in exits["candidates"] if not c["dropped"]]
+    assert len({c["tensor"] for c in hidden}) == 2 and max(c["test_accuracy"] for c in hidden) > 0.85
+    out = tmp_path / "mlp"
+    manifest = _json(capsys, ["compile", str(paths["mlp"]), "--data", str(paths["data"]), "--search", "--emulate",
+                              "-o", str(out), "--no-report", "--quiet", "--json", "--cache-dir", str(cache)])
+    assert len(manifest["stages"]) >= 2 and manifest["placement"]["cuts"][0] in {c["tensor"] for c in hidden}
+    (program,) = manifest["codegen"]["programs"]  # every stage on the M4F, one program
+    assert program["cascade"]["exit_agreement"] == program["cascade"]["prediction_agreement"] == 1.0
+    ran = _json(capsys, ["run", str(out), "--data", str(paths["data"]), "--json", "--quiet"])
+    assert ran["accuracy"] > 0.9 and ran["mean_macs"] < 0.5 * manifest["original_macs"]

@@ -218,19 +218,47 @@ def test_analyse_matches_manual_pipeline():
     assert _table(bg) == RESIDUAL_BLOCKS
 
 
-def test_an_mlp_is_refused_with_the_true_reason():
-    model = parse("""
+MLP = """
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 16] input) => (float[N, 3] logits) <float[8, 16] a, float[8, 8] b, float[3, 8] c>
+g (float[N, 1, 4, 4] input) => (float[N, 3] probs) <float[8, 16] a, float[8, 8] b, float[8, 8] c, float[3, 8] d>
 {
-    h = Gemm<transB = 1>(input, a)
+    x = Flatten(input)
+    h = Gemm<transB = 1>(x, a)
     r = Relu(h)
     h2 = Gemm<transB = 1>(r, b)
     r2 = Relu(h2)
-    logits = Gemm<transB = 1>(r2, c)
+    h3 = Gemm<transB = 1>(r2, c)
+    r3 = Tanh(h3)
+    logits = Gemm<transB = 1>(r3, d)
+    probs = Softmax<axis = 1>(logits)
+}
+"""
+
+
+def test_an_mlp_gets_exits_on_its_hidden_vectors():
+    """No maps: the head is the classifier layer and what follows; every hidden vector before its input is a
+    candidate, the flattened input (no MACs yet) is not."""
+    graph, after = _fused(parse(MLP))
+    bg = read_blocks(after)
+    assert _table(bg) == [(("Flatten",), "x", False), (("Gemm", "Relu"), "r", True), (("Gemm", "Relu"), "r2", True),
+                          (("Gemm", "Tanh"), "r3", False)]
+    assert bg.head.ops == ("Gemm", "Softmax") and bg.head.input == "r3" and bg.head.macs == 24
+    assert [b.cumulative_macs for b in bg.candidates()] == [128, 192]
+    np.testing.assert_array_equal(run(ir.to_model(after), {"input": np.ones((2, 1, 4, 4), np.float32)})["probs"],
+                                  run(parse(MLP), {"input": np.ones((2, 1, 4, 4), np.float32)})["probs"])
+
+
+def test_an_mlp_without_a_hidden_layer_before_the_classifier_input_is_refused_with_the_reason():
+    model = parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 16] input) => (float[N, 3] logits) <float[8, 16] a, float[3, 8] c>
+{
+    h = Gemm<transB = 1>(input, a)
+    r = Relu(h)
+    logits = Gemm<transB = 1>(r, c)
 }
 """)
-    with pytest.raises(EeccError, match=r"feature vector \[N, F\], as in an MLP .* MLPs are not supported"):
+    with pytest.raises(EeccError, match="MLP has 2 layer.*at least two hidden layers"):
         _fused(model)
 
 

@@ -161,3 +161,55 @@ def test_halving_keeps_each_locations_first_epoch_front():
     assert promising(specs, near, 10_000) == [False, True, False, True, True, False, True]
     # a dearer head gets no slack against a cheaper one: the conv head 0.1 pt behind avg2x2 stops
     assert promising(specs, first[:3] + [0.799] + first[4:], 100)[3] is False
+
+
+# An MLP's hidden vector r [N, 5]: nothing to pool, so its family is the linear head and the two-layer MLP.
+BEFORE_VECTOR = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[N,6] x) => (float[N,3] y) {
+  h = Gemm <transB=1> (x, a)
+  r = Relu (h)
+  h2 = Gemm <transB=1> (r, b)
+  r2 = Relu (h2)
+  y = Gemm <transB=1> (r2, d)
+}
+"""
+AFTER_VECTOR = {
+    "flat": BEFORE_VECTOR.replace("float[N,3] y)", 'float[N,3] y, float[N,3] "r.exit0.logits")').replace(
+        "  y = Gemm", '  hf = Flatten <axis=1> (r)\n  "r.exit0.logits" = Gemm <transB=1> (hf, hw, hb)\n  y = Gemm'),
+    "mlp": BEFORE_VECTOR.replace("float[N,3] y)", 'float[N,3] y, float[N,3] "r.exit0.logits")').replace(
+        "  y = Gemm", '  hf = Flatten <axis=1> (r)\n  hh = Gemm <transB=1> (hf, uw, ub)\n  hr = Relu (hh)\n'
+                      '  "r.exit0.logits" = Gemm <transB=1> (hr, hw, hb)\n  y = Gemm'),
+}
+VECTOR_WEIGHTS = {"a": RNG.normal(size=(5, 6)), "b": RNG.normal(size=(5, 5)), "d": RNG.normal(size=(3, 5))}
+VECTOR = design_heads([("r", (5,), 30)], num_classes=3, final_macs=30 + 25 + 15, budget=1.0).heads[0]
+
+
+def test_an_mlp_hidden_vector_gets_the_linear_head_and_the_two_layer_mlp():
+    fam = family(VECTOR)
+    assert [s.design for s in fam] == ["flat vector", "mlp vector h32"]
+    assert [s.head_macs for s in fam] == [3 * 5, 32 * 5 + 3 * 32] and fam[0].params == 3 * 6
+    assert fam[0].feature_key == fam[1].feature_key  # one cached feature: the vector itself
+    small = design_heads([("r", (64,), 1920)], num_classes=2, final_macs=6144)  # 2 % of 6,144 MACs: 122
+    assert small.heads == [] and "bare Gemm head (128 MACs) exceeds the budget of 122 MACs" in small.rejected["r"]
+
+
+@pytest.mark.parametrize("kind", ["flat", "mlp"])
+def test_golden_and_numerics_of_heads_on_a_vector(kind):
+    spec = next(s for s in family(VECTOR) if s.kind == kind)
+    module = _trained_like(spec)
+    w = export(module)
+    graph = ir.from_model(_model(BEFORE_VECTOR, VECTOR_WEIGHTS))
+    before = canonical(ir.to_model(graph))
+    exits = insert_exits(graph, heads=[ExitHead(spec, w)])
+    macs = [ir.get_ann(n, "macs") for n in annotate_cost(exits).nodes if ir.get_ann(n, "role") == "exit"]
+    assert sum(macs) == spec.head_macs  # the MAC counter agrees with the design's formula
+    after = ir.to_model(exits)
+    inits = {"hw": w.fc_w, "hb": w.fc_b} | ({"uw": w.hid_w, "ub": w.hid_b} if kind == "mlp" else {})
+    assert_same_graph(after, _model(AFTER_VECTOR[kind], VECTOR_WEIGHTS | inits))
+    assert canonical(ir.to_model(graph)) == before
+    after.graph.output.append(onnx.ValueInfoProto(name="r"))
+    out = golden_run(after, {"x": RNG.normal(size=(6, 6)).astype(np.float32)})
+    with torch.no_grad():
+        np.testing.assert_allclose(out["r.exit0.logits"], module(torch.from_numpy(out["r"])).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["r.exit0.logits"], predict(module, out["r"]), atol=1e-5, rtol=0)  # the trainer's path

@@ -34,8 +34,10 @@ def test_initial_head_pools_to_small_map_and_keeps_width_capped():
     series = initial_head("t", (16, 100), num_classes=2, backbone_macs=0)
     assert series.pool == (13,) and series.pooled_shape == (16, 8)
     assert series.head_macs == 16 * 16 * 8 + 2 * 16
-    with pytest.raises(EeccError, match="need \\(C, L\\) or \\(C, H, W\\)"):
-        initial_head("t", (10,), num_classes=2, backbone_macs=0)
+    vector = initial_head("t", (10,), num_classes=2, backbone_macs=0)  # an MLP's hidden vector: a Gemm on it
+    assert (vector.kind, vector.pool, vector.width, vector.head_macs) == ("flat", (), None, 20)
+    with pytest.raises(EeccError, match="need \\(F,\\) vectors, \\(C, L\\) or \\(C, H, W\\)"):
+        initial_head("t", (2, 3, 4, 5), num_classes=2, backbone_macs=0)
 
 
 def test_budget_pools_more_then_drops_conv_then_rejects():

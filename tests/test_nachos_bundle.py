@@ -209,3 +209,34 @@ def test_trainer_nachos_refuses_clashing_options(tmp_path, clash, kw):
                              search_options=so, **kw)
     with pytest.raises(EeccError, match=clash):
         compile_model(MODELS / "cnn.onnx", {}, options)
+
+
+def test_confidence_branch_on_an_mlp_hidden_vector_reads_the_vector_itself():
+    """One position: no GlobalAveragePool (it would reject [N, F]); golden graph, and ONNX = torch ≤ 1e-5."""
+    from test_head_family import AFTER_VECTOR, BEFORE_VECTOR, VECTOR, VECTOR_WEIGHTS, _model
+
+    rng = np.random.default_rng(0)
+    module = NachosExits([VECTOR], [(rng.normal(size=VECTOR.channels), rng.uniform(0.5, 2.0, size=VECTOR.channels))])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p))
+    module.eval()
+    heads, ((qw, qb),) = export_nachos(module)
+    graph = insert_exits(ir.from_model(_model(BEFORE_VECTOR, VECTOR_WEIGHTS)), heads=heads, confidences=[(qw, qb)])
+    conf = CONF_NODES.replace("  cg = GlobalAveragePool (p)\n  cf = Flatten <axis=1> (cg)\n", "").replace(
+        "(cf, ct)", "(r, ct)").replace("LOGITS", '"r.exit0.logits"').replace("CONF", '"r.exit0.confidence"')
+    text = AFTER_VECTOR["flat"].replace('float[N,3] "r.exit0.logits")',
+                                        'float[N,3] "r.exit0.logits", float[N] "r.exit0.confidence")')
+    want = _model(text.replace("\n}\n", conf + "}\n"), {**VECTOR_WEIGHTS, "hw": heads[0].weights.fc_w,
+                                                        "hb": heads[0].weights.fc_b, "qw": qw.reshape(1, -1),
+                                                        "qb": np.array([qb])})
+    want.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "qshape"))
+    after = ir.to_model(graph)
+    assert_same_graph(after, want)
+    after.graph.output.append(onnx.ValueInfoProto(name="r"))
+    outs = golden_run(after, {"x": rng.normal(size=(32, 6)).astype(np.float32)})
+    with torch.no_grad():
+        z, c = module([torch.from_numpy(outs["r"][:, None, :].copy())])  # [N, positions = 1, F]
+    np.testing.assert_allclose(outs["r.exit0.logits"], z[0].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(outs["r.exit0.confidence"], c[0].numpy(), atol=1e-5, rtol=0)

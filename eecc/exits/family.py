@@ -3,7 +3,8 @@
 Per candidate (beside the blueprint that `heads.design_heads` shapes), on maps pooled to S×S (S per
 spatial dim for 1D; S ∈ FLAT_SIZES) by average or max pooling:
   flat linear heads (every pool op and size), flat heads with a 1×1 conv first (average pooling,
-  width ≤ CONV_WIDTH), and a two-layer MLP (average pooling to 2, hidden width MLP_HIDDEN).
+  width ≤ CONV_WIDTH), and a two-layer MLP (average pooling to 2, hidden width MLP_HIDDEN). On an MLP's
+  hidden vector nothing pools: the linear head and the two-layer MLP.
 Admission: head MACs ≤ the budget, and the NACHOS monotonic exit-cost rule for any choice of heads:
 every head at candidate i costs no more to exit with than the cheapest admitted head at i+1 (the
 last candidate: than the full model). The blueprint is always kept: `design_heads` already shaped
@@ -39,7 +40,8 @@ def family(blueprint: HeadSpec) -> list[HeadSpec]:
     for size in FLAT_SIZES:
         for op in ("avg", "max"):
             out.append(_pooled_to(blueprint, size, op))
-        out.append(replace(_pooled_to(blueprint, size, "avg"), width=min(blueprint.channels, CONV_WIDTH)))
+        if len(blueprint.in_shape) > 1:  # a 1×1 conv needs a map; on an MLP's vector it is just another Gemm
+            out.append(replace(_pooled_to(blueprint, size, "avg"), width=min(blueprint.channels, CONV_WIDTH)))
     out.append(replace(_pooled_to(blueprint, FLAT_SIZES[0], "avg"), kind="mlp", hidden=MLP_HIDDEN))
     seen, unique = set(), []
     for spec in out:

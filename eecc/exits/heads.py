@@ -8,6 +8,8 @@ MACs follow the README convention (Conv and Gemm only, per sample), P = prod(poo
   gap   width·C·P [conv] + classes·(width or C)
   flat  width·C·P [conv] + classes·(width or C)·P
   mlp   hidden·C·P + classes·hidden
+On an MLP's hidden vector (F,) there is nothing to pool (P = 1): the blueprint is `flat` without conv,
+a Gemm on the vector like the model's own classifier, and `mlp` the two-layer head on it.
 The family tried per candidate is in eecc/exits/family.py; the rules below shape the blueprint.
 Rules, after NACHOS Algorithm 1: a head costs at most `budget`·total MACs, and
 exit_macs(i) = backbone_macs(i) + head_macs(i) never exceeds exit_macs(i+1) nor the full model's
@@ -35,7 +37,7 @@ class HeadSpec:
     """The design of one candidate's head; everything the feature pass and the trainer need."""
 
     tensor: str
-    in_shape: tuple[int, ...]          # per sample: (C, H, W) or (C, L)
+    in_shape: tuple[int, ...]          # per sample: (C, H, W), (C, L), or (F,) (an MLP's hidden vector)
     pool: tuple[int, ...]              # MaxPool kernel = stride per spatial dim (ceil mode); 1 = none
     width: int | None                  # channels of the 1×1 conv; None = no conv
     num_classes: int
@@ -93,7 +95,9 @@ class HeadSpec:
 
     @property
     def design(self) -> str:
-        """Short label, e.g. 'gap max4x4 conv64', 'flat avg2x2', 'mlp avg2x2 h32'."""
+        """Short label, e.g. 'gap max4x4 conv64', 'flat avg2x2', 'mlp avg2x2 h32'; on a vector 'flat vector'."""
+        if not self.pool:  # an MLP's hidden vector: nothing pooled
+            return f"{self.kind} vector{f' h{self.hidden}' if self.kind == 'mlp' else ''}"
         size = "x".join(map(str, self.pooled_shape[1:]))
         extra = f" conv{self.width}" if self.width else (f" h{self.hidden}" if self.kind == "mlp" else "")
         return f"{self.kind} {self.pool_kind if self.has_pool else 'none'}{size}{extra}"
@@ -154,9 +158,11 @@ class Design:
 def initial_head(tensor: str, shape: Sequence[int], *, num_classes: int, backbone_macs: int,
                  max_width: int = MAX_WIDTH) -> HeadSpec:
     shape = tuple(int(d) for d in shape)
+    if len(shape) == 1:  # an MLP's hidden vector: a Gemm on it, as the model's own classifier
+        return HeadSpec(tensor, shape, (), None, int(num_classes), int(backbone_macs), kind="flat")
     if len(shape) not in (2, 3):
         raise EeccError(f"design_heads: candidate '{tensor}' has per-sample shape {list(shape)}; exit heads "
-                        "need (C, L) or (C, H, W) feature maps: exclude it from the candidates")
+                        "need (F,) vectors, (C, L) or (C, H, W) feature maps: exclude it from the candidates")
     target = POOLED_SIZE[len(shape) - 1]
     pool = tuple(max(1, math.ceil(d / target)) for d in shape[1:])
     return HeadSpec(tensor, shape, pool, min(shape[0], max_width), int(num_classes), int(backbone_macs))
