@@ -129,3 +129,30 @@ def test_an_mlp_gets_exits_after_its_hidden_layers_built_and_run_as_deployed(for
     assert program["cascade"]["exit_agreement"] == program["cascade"]["prediction_agreement"] == 1.0
     ran = _json(capsys, ["run", str(out), "--data", str(paths["data"]), "--json", "--quiet"])
     assert ran["accuracy"] > 0.9 and ran["mean_macs"] < 0.5 * manifest["original_macs"]
+
+
+def test_a_narrow_mlp_is_built_alone_and_the_summary_says_no_exit_head_fits(foreign, capsys, tmp_path):
+    """64-16-16-10: a linear head (160 MACs) exceeds 2 % of 1,440 MACs, so only the original model is searched."""
+    import onnx
+
+    from golden import parse
+
+    paths, cache = foreign
+    onnx.save(parse("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 8, 8] input) => (float[N, 10] logits) <float[16, 64] a, float[16, 16] b, float[10, 16] c>
+{
+    x = Flatten(input)
+    h = Gemm<transB = 1>(x, a)
+    r = Relu(h)
+    h2 = Gemm<transB = 1>(r, b)
+    r2 = Relu(h2)
+    logits = Gemm<transB = 1>(r2, c)
+}
+"""), str(tmp_path / "narrow.onnx"))
+    capsys.readouterr()
+    assert main(["compile", str(tmp_path / "narrow.onnx"), "--data", str(paths["data"]), "--search", "--no-codegen",
+                 "--no-report", "--quiet", "-o", str(tmp_path / "out"), "--cache-dir", str(cache)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no early-exit network beats the original model" in out
+    assert "warning: no exit head fits this model (r: even a bare Gemm head (160 MACs) exceeds the budget of 28 MACs" in out

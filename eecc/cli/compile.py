@@ -196,6 +196,8 @@ def _print_deployment(manifest: dict, console: Console) -> None:
     if not dep:
         return
     console.print(f"[bold]{dep['line']}[/bold]")
+    for warning in (manifest.get("search") or {}).get("warnings") or []:
+        console.print(f"  warning: {warning}")
     if dep.get("predicted_line") and not dep["single_processor_wins"]:  # one plain line when the original wins
         console.print(f"  {dep['predicted_line']}")
     for note in ((manifest.get("cost_model") or {}).get("model") or {}).get("notes", []):

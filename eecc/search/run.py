@@ -90,6 +90,9 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     placements = with_heads(platform, placements, plan.costs, searched_heads(exits.tried, pareto_only),
                             ModelCost.from_blocks(plan.blocks), max_latency_s=max_latency_s, device=device)
     result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
+    if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
+        result.warnings.append("no exit head fits this model (" + "; ".join(
+            f"{t}: {why}" for t, why in plan.design.rejected.items()) + ")")
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
