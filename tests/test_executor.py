@@ -183,7 +183,7 @@ def test_ray_gives_the_in_process_result(ray_runtime, local, npz, tmp_path):
 @needs_ray
 def test_ray_retries_a_killed_worker_and_finishes_with_the_same_result(ray_runtime, local, tmp_path):
     marker = tmp_path / "killed"
-    ex = KillOnce(make_executor("ray"), marker, "_fit_group")
+    ex = KillOnce(make_executor("ray"), marker, "fit_group")
     run = run_exits(MODEL, datasets.load("digits"), cache_dir=tmp_path, executor=ex, config=_config())
     assert marker.exists()
     _same_heads(run, local[2])

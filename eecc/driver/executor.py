@@ -75,8 +75,13 @@ class Forked(Executor):
 
 
 def _one_torch_thread() -> None:
+    """A forked worker's start: torch on one thread, and the process's own stdout/stderr back (a progress
+    display may have wrapped them in proxies whose lock another thread of the parent held at the fork)."""
+    import sys
+
     import torch
 
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     torch.set_num_threads(1)
 
 

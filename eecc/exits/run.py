@@ -17,13 +17,13 @@ from eecc.data import cache as fcache
 from eecc.model import ir
 from eecc.data.splits import Splits, normalise
 from eecc.errors import EeccError
-from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, Forked, InProcess
 from eecc.exits.family import HALVING_RULE, expand, mark
 from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig, candidate_costs,
                               design_from_blocks)
 from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
+from eecc.exits.train_task import TrainJob, fit_group, import_aside
 from eecc.driver.pipeline import analyse
 from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits, pair_name
@@ -163,6 +163,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             timings["features_s"] = time.perf_counter() - t0
         else:
             maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
+            import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
             fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows,
                                      threads=threads)
             feats = {}
@@ -171,7 +172,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
                 feats[name] = fc.fill(split, fingerprint=prints[name], on_chunk=task, executor=executor)
             timings["features_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            job = _TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
+            job = TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
                             [fcache.digest(model_key, prints["train"], prints["val"], labels, _head_key(h, heads, config),
                                            _config_key(replace(config, threads=None))) for h in heads])
@@ -237,55 +238,7 @@ def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
     return [h for h in heads if h.tensor in wanted]
 
 
-@dataclass
-class _TrainJob:
-    """What every head-training task reads: features by cache path, labels, config, where heads are kept."""
-
-    heads: list[HeadSpec]
-    train: fcache.SplitFeatures
-    val: fcache.SplitFeatures
-    y_train: np.ndarray
-    y_val: np.ndarray
-    config: TrainConfig
-    store: Path
-    keys: list[str]
-
-
-def _fit_group(job: _TrainJob, group: list[int]) -> list:
-    """Train heads `group` (reusing any already stored under their key) and store each one as it is done."""
-    import pickle
-
-    from eecc.exits.family import promising
-    from eecc.train.fit import fit_heads
-
-    done, todo = {}, []
-    for k in group:
-        try:
-            done[k] = pickle.loads((job.store / f"{job.keys[k]}.pkl").read_bytes())
-        except (OSError, EOFError, pickle.UnpicklingError):
-            todo.append(k)
-    if todo:
-        specs = [job.heads[k] for k in todo]
-
-        def keep(acc: list) -> list[bool]:  # halving decides on the whole group (a location's heads), stored ones too
-            first = {k: None if f.dropped else f.first_epoch_accuracy for k, f in done.items()} | dict(zip(todo, acc))
-            flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group],
-                                              len(job.y_val))))
-            return [flags[k] for k in todo]
-
-        train, val = ({s.feature_key: f.features(s) for s in specs} for f in (job.train, job.val))
-        fits = fit_heads(specs, [train[s.feature_key] for s in specs], job.y_train,  # one array per map: lockstep
-                         [val[s.feature_key] for s in specs], job.y_val, job.config,
-                         keep=keep if job.config.halving else None)
-        job.store.mkdir(parents=True, exist_ok=True)
-        for k, fit in zip(todo, fits):
-            with replacing(job.store / f"{job.keys[k]}.pkl") as tmp:
-                tmp.write_bytes(pickle.dumps(fit))
-            done[k] = fit
-    return [done[k] for k in group]
-
-
-def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, bar):
+def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, bar):
     from eecc.train.fit import predict_many
     from eecc.train.modules import export
 
@@ -312,7 +265,7 @@ def _train_all(plan, heads, splits, feats, job: _TrainJob, executor: Executor, b
     else:
         groups = [list(range(len(heads)))]
     fits = [None] * len(heads)
-    for group, out in zip(groups, executor.map(_fit_group, groups, shared=job)):
+    for group, out in zip(groups, executor.map(fit_group, groups, shared=job)):
         for k, fit in zip(group, out):
             fits[k] = fit
     task(len(heads), len(heads))

@@ -1,0 +1,76 @@
+"""The head-training task that run_exits hands its executor (one per location, or one for all heads), what it
+reads, and a side-thread import that warms torch for it while the feature pass runs."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eecc.data import cache as fcache
+from eecc.exits.heads import HeadSpec, TrainConfig
+from eecc.files import replacing
+
+
+def import_aside(module: str) -> None:
+    """Import `module` on a daemon thread: torch's import then overlaps the feature pass instead of delaying
+    the head training. A failure (torch missing) is left to the training's own import, which reports it."""
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported where the module is needed
+            pass
+
+    threading.Thread(target=load, name="eecc-import", daemon=True).start()
+
+
+@dataclass
+class TrainJob:
+    """What every head-training task reads: features by cache path, labels, config, where heads are kept."""
+
+    heads: list[HeadSpec]
+    train: fcache.SplitFeatures
+    val: fcache.SplitFeatures
+    y_train: np.ndarray
+    y_val: np.ndarray
+    config: TrainConfig
+    store: Path
+    keys: list[str]
+
+
+def fit_group(job: TrainJob, group: list[int]) -> list:
+    """Train heads `group` (reusing any already stored under their key) and store each one as it is done."""
+    import pickle
+
+    from eecc.exits.family import promising
+    from eecc.train.fit import fit_heads
+
+    done, todo = {}, []
+    for k in group:
+        try:
+            done[k] = pickle.loads((job.store / f"{job.keys[k]}.pkl").read_bytes())
+        except (OSError, EOFError, pickle.UnpicklingError):
+            todo.append(k)
+    if todo:
+        specs = [job.heads[k] for k in todo]
+
+        def keep(acc: list) -> list[bool]:  # halving decides on the whole group (a location's heads), stored ones too
+            first = {k: None if f.dropped else f.first_epoch_accuracy for k, f in done.items()} | dict(zip(todo, acc))
+            flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group],
+                                              len(job.y_val))))
+            return [flags[k] for k in todo]
+
+        train, val = ({s.feature_key: f.features(s) for s in specs} for f in (job.train, job.val))
+        fits = fit_heads(specs, [train[s.feature_key] for s in specs], job.y_train,  # one array per map: lockstep
+                         [val[s.feature_key] for s in specs], job.y_val, job.config,
+                         keep=keep if job.config.halving else None)
+        job.store.mkdir(parents=True, exist_ok=True)
+        for k, fit in zip(todo, fits):
+            with replacing(job.store / f"{job.keys[k]}.pkl") as tmp:
+                tmp.write_bytes(pickle.dumps(fit))
+            done[k] = fit
+    return [done[k] for k in group]
