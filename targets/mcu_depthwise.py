@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.mcu_kernels import _rq, requant_table, split_table
+from eecc.targets.mcu_kernels import _rq, fpu_table, split_table
 
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool):
@@ -26,14 +26,14 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, stride
         return _depthwise_dsp(x_shape, w, bias=bias, scale=scale, zx=zx, zo=zo, strides=strides, pads=pads)
     # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
     bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(c, -1).sum(axis=1)
-    table, window, split = requant_table(bias, scale, w, c) + (False,) if dsp else split_table(bias, scale, w, c)
+    table, window, split = fpu_table(bias, scale, w, c) + (False,) if dsp else split_table(bias, scale, w, c)
     consts = [np.ascontiguousarray(w.reshape(c, kh * kw)), table]
     owh, taps = -(-ow // 2), kh * kw  # two outputs of a row per step share each tap weight
     words = -(-(hp * wp + 2 * sw + kw) // 4)  # the spare second output of an odd row reads past the plane
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, taps), "int8"),
-               cq: T.Buffer((c, 4), "int32"), y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"),
+               cq: T.Buffer(table.shape, "int32"), y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"),
                tw: T.Buffer((taps,), "int32"), plane: T.Buffer((words,), "int32")):
         T.func_attr({"tirx.noalias": True})
         pu = T.decl_buffer((4 * words,), "uint8", data=plane.data)
@@ -78,13 +78,13 @@ def _depthwise_dsp(x_shape, w, *, bias, scale, zx, zo, strides, pads):
     owp = -(-ow // 2) if sw == 1 else ow  # output steps: pairs at stride 1
     pitch = max(wp, 2 * owp + 2 if sw == 1 else 2 * ow + 2)
     pitch += pitch % 2
-    table, window = requant_table(bias, scale, w, c)
+    table, window = fpu_table(bias, scale, w, c)
     consts = [np.ascontiguousarray(w.reshape(c, kh * 3)), table]
     smlad, smlatb, smlabt = "llvm.arm.smlad", "llvm.arm.smlatb", "llvm.arm.smlabt"
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, kh * 3), "int8"),
-               cq: T.Buffer((c, 4), "int32"),
+               cq: T.Buffer((c, 2), "int32"),
                y: T.Buffer((1, c, oh, ow), "int8"), acc: T.Buffer((2,), "int32"), tw: T.Buffer((kh * 2,), "int32"),
                pairs: T.Buffer((hp * pitch // 2,), "int32")):
         T.func_attr({"tirx.noalias": True})

@@ -126,12 +126,13 @@ def test_requantisation_equals_onnxruntime_at_ties(halves, split):
     if split:  # the Armv6-M kernels' bias: acc = bias + w·(x + 128)
         table, window, used = mcu_kernels.split_table(centres - 128, scales, np.ones((c, 1), np.int8), c)
         assert used
-    else:
-        table, window = mcu_kernels.requant_table(centres, scales, np.ones((c, 1), np.int8), c)
+    else:  # what an FPU kernel gets (halves False: bias, S) or the Armv6-M one (halves: all four columns)
+        tables = mcu_kernels.requant_table if halves else mcu_kernels.fpu_table
+        table, window = tables(centres, scales, np.ones((c, 1), np.int8), c)
     n = acc.shape[1]
 
     @T.prim_func(private=True, check_well_formed=False)
-    def rq(a: T.Buffer((c, n), "int32"), cq: T.Buffer((c, 4), "int32"), y: T.Buffer((c, n), "int8")):
+    def rq(a: T.Buffer((c, n), "int32"), cq: T.Buffer(table.shape, "int32"), y: T.Buffer((c, n), "int8")):
         for ch, i in T.grid(c, n):
             y[ch, i] = mcu_kernels._rq(T, a[ch, i], cq, ch, ZO, window, halves=halves, arm=False, split=split)
 
