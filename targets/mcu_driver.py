@@ -58,9 +58,13 @@ def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol:
             return inputs[buf]
         return f"{arena} + {plan.offsets[buf]}"
 
-    tensors = []
-    for i, (name, spec) in enumerate(stage.views.items()):
-        out.append(f"static int64_t {prefix}shape_{i}[] = {{{', '.join(str(d) for d in spec.shape) or '1'}}};")
+    tensors, shapes = [], {}  # one array per distinct shape: the kernels never write them
+    for name, spec in stage.views.items():
+        dims = ", ".join(str(d) for d in spec.shape) or "1"
+        if dims not in shapes:
+            shapes[dims] = i = len(shapes)
+            out.append(f"static int64_t {prefix}shape_{i}[] = {{{dims}}};")
+        i = shapes[dims]
         code, bits = DLPACK.get(spec.dtype, (None, None))
         if code is None:
             raise EeccError(f"cortex_m: tensor '{name}' has dtype {spec.dtype}, which the eecc driver does not support")
