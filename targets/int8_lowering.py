@@ -119,7 +119,7 @@ def _rules(kernels: str | None = None, builder=None):
              _matmul_rule(False), _mean_rule(), _add_rule(), _passthrough_rule("relax.nn.max_pool2d"),
              _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape"), _pool_first_rule()]
     # what is left on microcontrollers: the stage input's quantize and the outputs' dequantize
-    return rules if kernels is None else rules + [quantize_rule(builder, kernels), dequantize_rule(builder)]
+    return rules if kernels is None else rules + [quantize_rule(builder, kernels), dequantize_rule(builder, kernels)]
 
 
 def _np(m, pattern) -> np.ndarray:

@@ -61,7 +61,8 @@ def _rq(T, acc, cq, i, zo, window, halves: bool = False, arm: bool = True, tie: 
         q = T.reinterpret("int32", T.call_llvm_pure_intrin("float32", "llvm.arm.vcvtr", f)) if arm else \
             T.Cast("int32", T.nearbyint(f))
         q = T.max(T.min(q, T.int32(1 << 20)), T.int32(-(1 << 20))) if window is None else q  # |v| ≥ 2^31 - 128
-        return T.Cast("int8", T.max(T.min(q + T.int32(zo), T.int32(127)), T.int32(-128)))
+        zo = T.int32(zo) if isinstance(zo, int) else zo  # a constant, or the dsp conv's table entry
+        return T.Cast("int8", T.max(T.min(q + zo, T.int32(127)), T.int32(-128)))
     if window is None:
         n = T.Cast("int64", cq[i, 3] + HI_BITS)
         y64 = T.shift_right(T.Cast("int64", acc) * T.Cast("int64", cq[i, 1]) + T.shift_left(T.int64(1), n - 1), n)
@@ -198,6 +199,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
     table, window, split = fpu_table(bias, scale, w, o2) + (False,) if dsp else split_table(bias, scale, w, o2)
+    if dsp:  # zo as a last row, not a constant in the code: convs of one geometry and zx share one kernel
+        table = np.concatenate([table, np.array([[zo, 0]], np.int32)])
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
               -(-oh * ow // 2))
@@ -227,9 +230,11 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
             col16[base + (ci * kh + ky) * kw + kx] = T.Cast("int16", _window(T, x, g, zx, y0, x0, ci, ky, kx))
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2, 2), "int32"),
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2 + 1, 2), "int32"),
                y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"), col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
+        zov: T.let[T.int32] = cq[o2, 0]  # the table's last row (zx stays a constant: as a register it
+        # cost the padding selects of a many-tap column fill ~600 B of code)
         col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
         for e in range(kp - k):
             col16[k + e] = T.int16(0)
@@ -248,7 +253,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
                                          T.address_of(col[0]), kp // 4))
                 for a in T.unroll(4):
                     if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
-                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zo, window)
+                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zov, window)
 
     return kernel, ([kp], "int32")
 

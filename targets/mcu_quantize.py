@@ -25,7 +25,9 @@ kernel (onnxruntime's result for NaN depends on its SIMD path).
 Dequantize (dequantize_kernel): y = float32(x - z) · s rounds one product of two float32 values, the
 same as onnxruntime and TVM, so a 256-entry table of those products (indexed by the byte x) gives the same
 bits: a load instead of a conversion and a multiply (soft float on the M0+). Only tensors of at least
-TABLE_MIN elements take it, where the table is no larger than the float tensor it fills.
+TABLE_MIN elements take it, where the table is no larger than the float tensor it fills. With an FPU
+(dequantize_fpu_kernel) the conversion and the multiply are two instructions, and the 1 KB table would be
+a large share of a small stage's flash: y is computed, the same single rounding.
 """
 
 from __future__ import annotations
@@ -139,6 +141,24 @@ def dequantize_kernel(shape):
     return kernel
 
 
+def dequantize_fpu_kernel(shape, scale: float, zero: int):
+    """PrimFunc(x int8[shape], y float32[shape]): y = float32(x - z) · s (VCVT, VMUL: no table)."""
+    from tvm.script import tirx as T
+
+    n, dims = int(np.prod(shape)), tuple(int(d) for d in shape)
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(x: T.Buffer(dims, "int8"), y: T.Buffer(dims, "float32")):
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})
+        with T.sblock("dequantize"):
+            xf = T.decl_buffer((n,), "int8", data=x.data)
+            yf = T.decl_buffer((n,), "float32", data=y.data)
+            for i in range(n):
+                yf[i] = T.Cast("float32", T.Cast("int32", xf[i]) - T.int32(zero)) * T.float32(scale)
+
+    return kernel
+
+
 def _scalar(m, s, z):
     scale, zero = m[s].value.numpy(), m[z].value.numpy()
     if scale.size != 1 or zero.size != 1 or zero.dtype != np.int8:
@@ -170,9 +190,9 @@ def quantize_rule(builder, kernels: str | None = None):
     return pattern, rewrite
 
 
-def dequantize_rule(builder):
+def dequantize_rule(builder, kernels: str | None = None):
     """(pattern, rewriter) turning a per-tensor int8 -> float32 relax.dequantize of ≥ TABLE_MIN elements
-    into dequantize_kernel."""
+    into dequantize_kernel, or on cores with an FPU (kernels "dsp") into dequantize_fpu_kernel."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -186,6 +206,9 @@ def dequantize_rule(builder):
         shape = [int(d) for d in m[x].ty.shape.values]
         if int(np.prod(shape)) < TABLE_MIN:
             return expr
+        if kernels == "dsp":
+            gv = builder.add_func(dequantize_fpu_kernel(shape, *sz), "dequantize_fpu")
+            return relax.call_tir(gv, [m[x]], relax.TensorType(shape, "float32"))
         gv = builder.add_func(dequantize_kernel(shape), "dequantize_int8")
         table = relax.const(dequantize_table(*sz), "float32")
         return relax.call_tir(gv, [m[x], table], relax.TensorType(shape, "float32"))

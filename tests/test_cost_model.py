@@ -148,7 +148,7 @@ def test_kernel_choice_agrees_with_the_lowering():
             assert called == expected, (cpu, called, expected)
             tables = sum(k.startswith("dequantize_int8") for k, _ in stage.calls)
             outputs = [int(np.prod([d.dim_value for d in o.type.tensor_type.shape.dim][1:])) for o in model.graph.output]
-            assert tables == sum(map(table_dequantised, outputs)), (cpu, tables, outputs)
+            assert tables == sum(table_dequantised(n, cpu) for n in outputs), (cpu, tables, outputs)
 
 
 def test_kernels_id_ignores_docstrings_comments_and_other_backends(tmp_path, monkeypatch):

@@ -281,13 +281,18 @@ def test_input_quantize_kernels_equal_onnxruntime(kernel, scale, zero):
     assert np.all(np.diff(table.astype(np.int64)) > 0)  # one step per level: the bisection's precondition
 
 
+@pytest.mark.parametrize("kernel", ["table", "fpu"])
 @pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100), (1e30, -128)])
-def test_dequantize_table_equals_onnxruntime(scale, zero):
-    """mcu_quantize's table DequantizeLinear, every int8 value, bit for bit with onnxruntime (inf included)."""
+def test_dequantize_equals_onnxruntime(scale, zero, kernel):
+    """mcu_quantize's DequantizeLinear, by table (cores without an FPU) and computed (FPU), every int8 value,
+    bit for bit with onnxruntime (inf included)."""
     from eecc.targets import mcu_quantize as mq
 
     x = np.arange(-128, 128, dtype=np.int8).reshape(1, 4, 64)
-    got = _run_host(mq.dequantize_kernel(x.shape), [x, mq.dequantize_table(scale, zero)], [(x.shape, "float32")])
+    if kernel == "table":
+        got = _run_host(mq.dequantize_kernel(x.shape), [x, mq.dequantize_table(scale, zero)], [(x.shape, "float32")])
+    else:
+        got = _run_host(mq.dequantize_fpu_kernel(x.shape, scale, zero), [x], [(x.shape, "float32")])
     assert np.array_equal(got.view(np.int32), _ort_single("DequantizeLinear", x, scale, zero).view(np.int32))
 
 

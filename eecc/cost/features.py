@@ -152,7 +152,7 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
         f[_INDEX["pool_div"]] = _elems(node.outputs[0]) if len(node.attrs.get("kernel_shape", [])) == 1 else 0
         deq, f[_INDEX["in_dense"]] = _float_edges(node)
-        f[_INDEX[_dequant(deq)]] = deq
+        f[_INDEX[_dequant(deq, cpu)]] = deq
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
@@ -172,9 +172,9 @@ def _float_edges(node: gs.Node) -> tuple[int, int]:
     return (0 if shared else _elems(node.inputs[0])), _elems(node.outputs[0])
 
 
-def _dequant(n: int) -> str:
-    """The int8 feature that prices dequantising a tensor of n elements."""
-    return "dequant_table" if table_dequantised(n) else "io_out"
+def _dequant(n: int, cpu: str) -> str:
+    """The int8 feature that prices dequantising a tensor of n elements on `cpu`."""
+    return "dequant_table" if table_dequantised(n, cpu) else "io_out"
 
 
 def node_features(node: gs.Node) -> np.ndarray:
@@ -206,7 +206,7 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
     """[len(FEATURES)] int8 correction of io_features for max pooling / reshapes that read a stage input
     (BEFORE_QUANTIZE): they run in float before the entry quantisation, which then converts their output;
     a float hand-off output among them is not dequantised. Zero when the stage starts with anything else."""
-    f, outputs = np.zeros(B), {t.name for t in graph.outputs}
+    f, outputs, deqs = np.zeros(B), {t.name for t in graph.outputs}, []  # deqs: elements not dequantised
     todo = [(t, t.name == model_input) for t in graph.inputs]
     while todo:
         x, dense = todo.pop()
@@ -220,7 +220,7 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
             f[_INDEX["pool"]] -= _elems(y) * window  # node_features priced it as an integer pool
         elif node.op in FLOAT_IN_INT8:  # already in float: no conversion edges of its own
             deq, quant = _float_edges(node)
-            f[_INDEX[_dequant(deq)]] -= deq
+            deqs.append(deq)
             f[_INDEX["in_dense"]] -= quant
         after = list(y.outputs)
         quantised = bool(after) and not (len(after) == 1 and after[0].op in BEFORE_QUANTIZE)
@@ -228,12 +228,15 @@ def entry_features(graph: gs.Graph, *, model_input: str | None = None) -> np.nda
         f[_INDEX["in_dense" if dense else "in_work"]] -= _elems(x)
         f[_INDEX["in_dense" if dense_y else "in_work"]] += _elems(y) if after else 0
         if y.name in outputs and not quantised:  # a float hand-off: not dequantised either
-            f[_INDEX[_dequant(_elems(y))]] -= _elems(y)
+            deqs.append(_elems(y))
         todo.append((y, dense_y))
     out = np.zeros(len(FEATURES))
-    for fmt_cpu in GROUPS:
-        if fmt_cpu[1] == "int8":
-            out[block(*fmt_cpu)] = f
+    for cpu, fmt in GROUPS:
+        if fmt == "int8":
+            cols = out[block(cpu, fmt)]  # a view
+            cols += f
+            for n in deqs:
+                cols[_INDEX[_dequant(n, cpu)]] -= n
     return out
 
 
@@ -248,7 +251,7 @@ def io_features(inputs: list[int], outputs: list[int], *, dense: int = 0) -> np.
     for cpu, fmt in GROUPS:
         cols = out[block(cpu, fmt)]  # a view
         cols[_INDEX["in_dense" if fmt == "int8" else "in_work"]] += dense
-        table = sum(n for n in outputs if table_dequantised(n)) if fmt == "int8" else 0
+        table = sum(n for n in outputs if table_dequantised(n, cpu)) if fmt == "int8" else 0
         cols[_INDEX["io_out"]] -= table
         cols[_INDEX["dequant_table"]] += table
     return out
