@@ -16,6 +16,11 @@ multiplies (see the note below). The kernels are TIR PrimFuncs compiled by TVM's
 other kernel (`llvm.arm.*` intrinsics the only target-specific part), but for the tiles' inner loops on
 the microcontrollers: hand-scheduled C/asm in cdriver (dot_dsp.c, dot_v6m.c) that the TIR calls, where
 LLVM's register allocation spilled the tile.
+
+Per-channel constants: an [O, 4] int32 table on Armv6-M (requant_table, split_table); with an FPU only the
+two columns the float requantisation reads, [O, 2] (fpu_table: bias, bits of S), and the DSP conv's table
+carries zo in one more row, so convs of one geometry and input zero point are one PrimFunc (Relax's
+BlockBuilder.add_func returns the existing function for a structurally equal one): one kernel in flash.
 """
 
 from __future__ import annotations
