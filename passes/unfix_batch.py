@@ -1,12 +1,14 @@
-"""unfix_batch(m) -> m': a batch of 1 written into the model becomes a free batch dimension.
+"""unfix_batch(m) -> m': a batch size B written into the model becomes a free batch dimension.
 
-  input float[1, C, H, W]                      ->  input float[N, C, H, W]   (outputs likewise)
-  y = Reshape(x, [1, -1])   with x: [1, C, H, W] ->  y = Reshape(x, [-1, C·H·W])
-  y = Reshape(x, [1, 0, 4]) with x: [1, 8, 2, 2] ->  y = Reshape(x, [-1, 8, 4])
-Exports traced at batch 1 (`x.view(1, -1)`, classic zoo files) run only at batch 1; eecc's feature
-pass and cascade run batches. A Reshape is rewritten when its target shape is a constant whose first
-entry is 1 and its data input carries the batch (depends on the graph input). Value-info entries are
-dropped (they held the old batch of 1; shape inference recomputes them). Does not mutate its input.
+  input float[B, C, H, W]                      ->  input float[N, C, H, W]   (outputs of batch B likewise)
+  y = Reshape(x, [B, -1])   with x: [B, C, H, W] ->  y = Reshape(x, [-1, C·H·W])
+  y = Reshape(x, [B, 0, 4]) with x: [B, 8, 2, 2] ->  y = Reshape(x, [-1, 8, 4])
+Exports traced at a fixed batch (`x.view(1, -1)`, classic zoo files, torch.onnx.export without
+dynamic_axes at the batch of its example input) run only at that batch; eecc's feature pass and cascade
+run batches. B is the first graph input's leading dim when it is a number. A Reshape is rewritten when
+its target shape is a constant whose first entry is B and its data input carries the batch (depends on
+the graph input). Value-info entries are dropped (they held the old batch; shape inference recomputes
+them). Does not mutate its input.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ def unfix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     shapes = _static_shapes(out)
     consts = _constants(g)
     batched = _depends_on_input(g)
+    fixed = _fixed_batch(g)
+    if fixed is None:
+        return out
     changed = False
     for node in g.node:
         if node.op_type != "Reshape" or node.domain or len(node.input) < 2 or node.input[0] not in batched:
             continue
         target = consts.get(node.input[1])
         src = shapes.get(node.input[0])
-        if target is None or target.ndim != 1 or len(target) < 2 or target[0] != 1 or src is None:
+        if target is None or target.ndim != 1 or len(target) < 2 or target[0] != fixed or src is None:
             continue
         new = _batch_free(target, src)
         if new is None:
@@ -46,7 +51,7 @@ def unfix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
         if vi.name in {i.name for i in g.initializer} or not dims:
             continue
-        if dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+        if dims[0].HasField("dim_value") and dims[0].dim_value == fixed:
             dims[0].Clear()
             dims[0].dim_param = BATCH
             changed = True
@@ -54,6 +59,16 @@ def unfix_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         del g.value_info[:]
         _drop_unused_constants(g)
     return out
+
+
+def _fixed_batch(g: onnx.GraphProto) -> int | None:
+    """The first graph input's leading dim when it is a number, else None (the batch is already free)."""
+    inits = {t.name for t in g.initializer}
+    inp = next((i for i in g.input if i.name not in inits), None)
+    if inp is None or not inp.type.HasField("tensor_type") or not inp.type.tensor_type.shape.dim:
+        return None
+    dim = inp.type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value >= 1 else None
 
 
 def _drop_unused_constants(g: onnx.GraphProto) -> None:
@@ -67,7 +82,7 @@ def _drop_unused_constants(g: onnx.GraphProto) -> None:
 
 
 def _batch_free(target: np.ndarray, src: tuple[int, ...]) -> np.ndarray | None:
-    """[1, *rest] -> [-1, *rest'] where rest' resolves 0 (copy) and -1 from the static source shape."""
+    """[B, *rest] -> [-1, *rest'] where rest' resolves 0 (copy) and -1 from the static source shape."""
     rest = [int(src[i + 1]) if d == 0 and i + 1 < len(src) else int(d) for i, d in enumerate(target[1:])]
     if -1 in rest:
         known = math.prod(d for d in rest if d != -1)

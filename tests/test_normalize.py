@@ -207,11 +207,14 @@ def test_expand_sum():
     _check(expand_sum, parse(SUM_BEFORE), parse(SUM_AFTER), {"x": _x(2, 2, 4, 4)})
 
 
-def test_unfix_batch_frees_the_batch_and_runs_at_batch_4():
-    before, after = parse(BATCH1_BEFORE), unfix_batch(parse(BATCH1_BEFORE))
-    _check(unfix_batch, before, parse(BATCH1_AFTER), {"x": _x(1, 2, 4, 4)})
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_unfix_batch_frees_the_batch_and_runs_at_batch_4(fixed):
+    """A batch of 1 (classic zoo files) or of the example input's size (torch export without dynamic_axes)."""
+    text = BATCH1_BEFORE.replace("[1, ", f"[{fixed}, ").replace("{1, -1}", f"{{{fixed}, -1}}")
+    before, after = parse(text), unfix_batch(parse(text))
+    _check(unfix_batch, before, parse(BATCH1_AFTER), {"x": _x(fixed, 2, 4, 4)})
     x = _x(4, 2, 4, 4)
-    rows = np.concatenate([run(before, {"x": x[i:i + 1]})["y"] for i in range(4)])
+    rows = np.concatenate([run(before, {"x": x[i:i + fixed]})["y"] for i in range(0, 4, fixed)])
     np.testing.assert_allclose(run(after, {"x": x})["y"], rows, rtol=1e-5, atol=1e-5)
 
 
