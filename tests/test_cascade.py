@@ -95,6 +95,7 @@ def test_single_file_if_model_matches_the_cascade(mixed):
     b = load_bundle(mixed)
     assert b.single_file is not None and b.single_file.is_file()
     sess = ort.InferenceSession(str(b.single_file), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [1, 1, 8, 8]  # declares the batch of 1 it runs (If needs one condition)
     ref = Cascade(mixed).run(X[:24])
     for i in range(24):
         logits, stage = sess.run(["logits", "exit_stage"], {"x": X[i:i + 1]})

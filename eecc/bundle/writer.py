@@ -94,8 +94,9 @@ def open_bundle(out: str | os.PathLike, *, force: bool = False,
 def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
     """One model for batch 1: stage k runs inside the else-branch of an `If` on exit{k-1}.exit.
 
-    Outputs `logits` [1, C] and `exit_stage` [1] (int64). Stage k's tensors keep their names; a name
-    already used by an earlier stage (a copied constant) gets the suffix `.s<k>`.
+    Input: stage 0's, with its batch dim declared 1 (an `If` condition must hold one element, so onnxruntime
+    refuses any larger batch). Outputs `logits` [1, C] and `exit_stage` [1] (int64). Stage k's tensors keep
+    their names; a name already used by an earlier stage (a copied constant) gets the suffix `.s<k>`.
     """
     first = stages[0]
     used = {v.name for v in first.graph.input}
@@ -126,11 +127,22 @@ def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
         return nodes, inits
 
     nodes, inits = body(0, ("logits", "exit_stage"))
-    graph = onnx.helper.make_graph(nodes, "eecc.cascade", list(first.graph.input), outs, initializer=inits)
+    graph = onnx.helper.make_graph(nodes, "eecc.cascade", [_batch_one(v) for v in first.graph.input], outs,
+                                   initializer=inits)
     model = onnx.helper.make_model(graph, opset_imports=list(first.opset_import), ir_version=first.ir_version)
     model.producer_name = "eecc"
     onnx.checker.check_model(model)
     return model
+
+
+def _batch_one(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(value)
+    dims = out.type.tensor_type.shape.dim
+    if dims:
+        dims[0].Clear()
+        dims[0].dim_value = 1
+    return out
 
 
 def _rename_clashes(model: onnx.ModelProto, used: set[str]) -> None:
