@@ -132,6 +132,19 @@ def test_guarantee_chooses_in_the_objective_unit():
     assert 0.5 < energy < 2.0  # samples leave early: cheaper than b alone
 
 
+def test_guarantee_falls_back_to_the_original_when_nothing_is_certified():
+    """1 pt on 20 testing samples cannot be shown even for "never exit"; with a single-processor placement
+    scored (the original model alone: no drop by construction) that one is built, with the reason, instead of
+    refusing. Without one (MAC-only search above) the refusal stands."""
+    small = synthetic_logits(k=K, n_val=40, n_test=40, seed=1)
+    placements = [_placement([], ["a"], [4.0]), _placement([], ["b"], [2.0]),
+                  _placement(["block1.out"], ["b", "b"], [0.5, 2.2])]
+    res = search(small, placements=placements, strict=False,
+                 options=SearchOptions(max_accuracy_drop=0.01, guarantee=0.95, objective="energy"))
+    assert res.best.indices == () and res.best.processors == ("b",)  # the cheaper processor alone
+    assert any("not even the safest" in w and "original model alone" in w for w in res.warnings)
+
+
 def _priced_placements(lg, seed):
     """1-3 exits of 5 candidates, each twice: with its MACs and with a random price per stage (as a
     processor assignment would give), so the bound's order differs from the list's."""

@@ -72,6 +72,10 @@ MAX_COMBOS = 200_000  # per placement; a finer grid only lengthens the ordered s
 JOINT_LIMIT = 2_000_000  # combinations of all placements together up to which they share one front (64 MB)
 
 
+class NotCertified(EeccError):
+    """No threshold combination, not even "never exit", passes the test (too little validation data)."""
+
+
 @dataclass
 class Certified:
     placement: int                 # index into the placements given
@@ -125,8 +129,8 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
     least mean cost on the testing half. test_drop(n10, n01, n, alpha, delta) is
     the per-λ test (True = "drop ≥ alpha" rejected at level delta). Up to `joint_limit` combinations in all
     (None: never) every placement's points share one Pareto front; above it one placement is chosen by branch
-    and bound (module docstring); prune=False scores every grid there (the same choice; for tests). Raises EeccError when not even the safest combination is certified
-    (too little validation data for the limit asked).
+    and bound (module docstring); prune=False scores every grid there (the same choice; for tests). Raises NotCertified (an
+    EeccError) when not even the safest combination is certified (too little validation data for the limit).
     """
     if not 0 < confidence < 1:
         raise EeccError(f"--guarantee {confidence} must be a probability in (0, 1), e.g. 0.95")
@@ -155,7 +159,7 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
             break
         accepted.append((r.mean_macs, p, th, (n10, n01)))  # mean_macs: in the unit of `costs`
     if not accepted:
-        raise EeccError(f"--guarantee {confidence}: not even the safest thresholds keep the drop within "
+        raise NotCertified(f"--guarantee {confidence}: not even the safest thresholds keep the drop within "
                         f"{100 * max_drop:.2f} pt with that confidence on {test.n} validation samples; "
                         "give more validation data, a larger --max-acc-drop or a smaller --guarantee")
     _, p, th, (n10, n01) = min(accepted, key=lambda a: a[0])
@@ -272,9 +276,13 @@ def _sequence(placements, costs, parts, table: _Table) -> list:
 
 
 def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
-                      options) -> int | None:
+                      options, notes: list[str] | None = None) -> int | None:
     """`search` with --guarantee: certify over the scored placements (`certify` chooses one of them on its
     ordering half), rewrite the winner; its index.
+
+    When nothing with exits can be certified (NotCertified) but a placement without exits was scored, that
+    one is chosen (the original model has no drop by construction, so it needs no certificate) and the
+    reason is appended to `notes`; without such a placement NotCertified propagates.
 
     The winner's thresholds, test figures and intervals are replaced by the certified ones and
     `extra["guarantee"]` records the bound; the other placements keep their uncertified thresholds.
@@ -288,8 +296,16 @@ def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScor
         raise EeccError("--guarantee certifies thresholds on held-out validation data with single-exit "
                         "decisions: drop --calibrate-on train / --decision ensemble, or drop --guarantee")
     units = [_unit_costs(logits, r) for r in results]
-    cert = certify(logits, calib, [r.indices for r in results], max_drop=o.max_accuracy_drop,
-                   confidence=o.guarantee, seed=o.seed, costs=units)
+    try:
+        cert = certify(logits, calib, [r.indices for r in results], max_drop=o.max_accuracy_drop,
+                       confidence=o.guarantee, seed=o.seed, costs=units)
+    except NotCertified as exc:
+        alone = [i for i, r in enumerate(results) if not r.indices and r.feasible]
+        if not alone:
+            raise
+        if notes is not None:
+            notes.append(f"{exc}; built the original model alone (no exits, so no drop)")
+        return min(alone, key=lambda i: results[i].val_cost)
     best, unit = results[cert.placement], units[cert.placement]
     macs = position_costs(logits, best.indices)
     sel = evaluate_policy(calib, best.indices, cert.thresholds, unit)  # in the objective's unit, as search's

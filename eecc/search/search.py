@@ -142,7 +142,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     chosen = min(feasible, key=lambda i: results[i].val_cost) if feasible else None
     if o.guarantee is not None and results:
         from eecc.search.guarantee import guaranteed_choice
-        chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o)
+        chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o, notes)
     right = test.final_pred == test.y
     singles = [i for i, r in enumerate(results) if not r.indices and r.processors]
     res = SearchResult(
