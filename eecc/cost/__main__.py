@@ -13,18 +13,22 @@ import argparse
 import json
 from pathlib import Path
 
+import onnx
+
 from eecc.cost.features import FEATURES
-from eecc.cost.layers import layer_models
+from eecc.cost.layers import layer_models, mlp_fixture
 from eecc.cost.measure import Unit, kernels_id, measure_all, units_of
 from eecc.cost.model import MEASURED, held_out, load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fixture_models() -> dict[str, Path]:
-    """The models the shipped table is measured on: the fixture zoo (TorchScript exports) and the kws example."""
+def fixture_models() -> dict[str, Path | onnx.ModelProto]:
+    """The models the shipped table is measured on: the fixture zoo (TorchScript exports), the kws example and
+    the digits MLP's shape (layers.mlp_fixture: built, not stored)."""
     models = {n: ROOT / "tests" / "fixtures" / "models" / f"{n}.onnx" for n in ("cnn", "cnn1d", "dscnn", "resnet")}
     models["kws"] = ROOT / "eecc" / "examples" / "kws.onnx"
+    models["mlp"] = mlp_fixture()
     return models
 
 

@@ -15,6 +15,16 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
               RNN, GRU, LSTM                                  annotate_cost.recurrent_macs (TVM cannot import them:
                                                               a guess for --no-codegen, never measured)
+  gemm_loop   MACs of the Gemm / MatMul whose reduction loop (K) TVM's matmul keeps as a loop: K > 32 (LLVM unrolls
+              shorter ones fully; on the M4F a 32x32 layer runs at 4.5 instructions per MAC, a 64x64 one at 5.3)
+  gemm_rem    of those, MACs of the ones whose K - 1 (the loop after the peeled first MAC) has no divisor in 3..50
+              (K = 48, 128, 200): LLVM unrolls it with exit tests in the body (M4F: 5.7 instructions per MAC at 128x64,
+              5.3 at 100x100)
+  gemm_wide   MACs of the Gemm / MatMul with N >= 86 outputs: the weights are read down a column of the [K, N] matrix
+              and an unrolled body's loads at j·4N bytes leave VLDR's ±1020-byte offset (an address add per MAC)
+  gemm_dense  in fp32 on a core without an FPU (soft float), MACs of the Gemm / MatMul that read the model's own
+              input (through reshapes): no ReLU zeros, so every soft-float multiply and add runs in full (M0+, QEMU:
+              ~203 instructions per MAC on a dense input, ~165 on a hidden layer of the digits MLP, about half zeros)
   mac_out     output elements of those (bias, activation and requantisation epilogue)
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
@@ -56,16 +66,22 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, table_dequantised
+from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float, table_dequantised
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
-BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "mac_out", "pad_in", "pool", "float_pool",
-        "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max", "dequant_table", "pool_div",
+BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_wide", "gemm_dense", "mac_out",
+        "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
+        "dequant_table", "pool_div",
         *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
+# TVM's matmul (fp32, and int8 through int8_lowering): a reduction loop over K per output, unrolled fully by LLVM up
+# to K = 32 (seen in the M4F disassembly: 32 VMULs in a row), else by a divisor of its trip count K - 1, else (K - 1
+# prime) with exit tests; weights read down a column, 4N bytes apart (VLDR reaches ±1020 bytes: 3 steps of N <= 85)
+UNROLLED_K, WIDE_N = 32, 86
+RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 FEATURES = tuple(f"{cpu}/{fmt}/{name}" for cpu, fmt in GROUPS for name in BASE)
 _INDEX = {f: i for i, f in enumerate(BASE)}
 B = len(BASE)
@@ -106,6 +122,28 @@ def _conv(node: gs.Node, n_out: int) -> np.ndarray:
     return f
 
 
+def _gemm(node: gs.Node, n_out: int, model_input: str | None) -> np.ndarray:
+    """[B] of a Gemm / MatMul: its MACs (n_out·K), those in a kept reduction loop, in one unrolled with exit tests,
+    those reading a wide weight matrix or the model input `model_input` (module docstring), its output elements."""
+    f, a = np.zeros(B), node.inputs[0]
+    k = int(a.shape[-1]) if a.shape else 0
+    if node.op == "Gemm" and int(node.attrs.get("transA", 0)):
+        k = int(a.shape[0])
+    shape = getattr(node.outputs[0], "shape", None) or [0]
+    n, macs = (int(shape[-1]) if isinstance(shape[-1], (int, np.integer)) else 0), n_out * k
+    f[_INDEX["gemm_macs"]] += macs
+    if k > UNROLLED_K:
+        f[_INDEX["gemm_loop"]] += macs
+        f[_INDEX["gemm_rem"]] += macs if not any((k - 1) % d == 0 for d in range(3, 51)) else 0
+    f[_INDEX["gemm_wide"]] += macs if n >= WIDE_N else 0
+    x = a
+    while x.inputs and x.inputs[0].op in RESHAPES:  # the model input flattened / reshaped for the first layer
+        x = x.inputs[0].inputs[0]
+    f[_INDEX["gemm_dense"]] += macs if model_input is not None and not x.inputs and x.name == model_input else 0
+    f[_INDEX["mac_out"]] += n_out
+    return f
+
+
 def _fused(node: gs.Node) -> bool:
     """A Relu right after a Conv / Gemm: every lowering folds it into that kernel's epilogue (TVM's operator
     fusion, conv2d_f32's relu, the int8 requantisation's clamp), so it costs no pass of its own."""
@@ -113,8 +151,9 @@ def _fused(node: gs.Node) -> bool:
     return node.op == "Relu" and len(producers) == 1 and producers[0].op in ("Conv", "Gemm", "MatMul")
 
 
-def _op_features(node: gs.Node) -> np.ndarray:
-    """[B] per-op-kind work of one node lowered with TVM's operators (kernels and const excluded)."""
+def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
+    """[B] per-op-kind work of one node lowered with TVM's operators (kernels and const excluded); `model_input`:
+    the model's own input tensor's name (Gemms reading it: gemm_dense)."""
     f = np.zeros(B)
     named = [o for o in node.outputs if o.name]  # an omitted optional output is named ''
     op, out = node.op, (named[0] if named else None)
@@ -127,12 +166,7 @@ def _op_features(node: gs.Node) -> np.ndarray:
         f[_INDEX["gemm_macs"]] += recurrent_macs(node)
         f[_INDEX["mac_out"]] += n_out
     elif op in ("Gemm", "MatMul"):
-        a = node.inputs[0]
-        k = int(a.shape[-1]) if a.shape else 0
-        if op == "Gemm" and int(node.attrs.get("transA", 0)):
-            k = int(a.shape[0])
-        f[_INDEX["gemm_macs"]] += n_out * k
-        f[_INDEX["mac_out"]] += n_out
+        f += _gemm(node, n_out, model_input)
     elif op in POOL:
         f[_INDEX["pool"]] += n_out * int(np.prod(node.attrs.get("kernel_shape", [1])))
     elif op in GLOBAL:
@@ -156,6 +190,9 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
+    if kernel == "tvm" and ops[_INDEX["gemm_dense"]] and not (fmt == "fp32" and soft_float(cpu)):
+        ops = ops.copy()
+        ops[_INDEX["gemm_dense"]] = 0  # integer or FPU arithmetic: its cost does not depend on the values
     if kernel == "tvm":
         return ops
     f = np.zeros(B)
@@ -177,9 +214,10 @@ def _dequant(n: int, cpu: str) -> str:
     return "dequant_table" if table_dequantised(n, cpu) else "io_out"
 
 
-def node_features(node: gs.Node) -> np.ndarray:
-    """[len(FEATURES)] work of one node on every (cpu, format) (const and in_work excluded)."""
-    ops = _op_features(node)
+def node_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
+    """[len(FEATURES)] work of one node on every (cpu, format) (const and in_work excluded); `model_input` as in
+    graph_features."""
+    ops = _op_features(node, model_input)
     return np.concatenate([_block(node, cpu, fmt, ops) for cpu, fmt in GROUPS])
 
 
@@ -187,13 +225,14 @@ def graph_features(graph: gs.Graph | onnx.ModelProto, *, roles: set[str | None] 
                    with_io: bool = True, model_input: str | None = None) -> np.ndarray:
     """Σ node_features over the graph's nodes (those whose `role` annotation is in `roles`, or all),
     plus io, const and entry_features when `with_io`; `model_input` names the model's own input (its
-    elements count as in_dense, other inputs are hand-offs). A ModelProto is read through ir (shapes inferred)."""
+    elements count as in_dense and the Gemms reading it as gemm_dense; other inputs are hand-offs). A ModelProto
+    is read through ir (shapes inferred)."""
     if isinstance(graph, onnx.ModelProto):
         graph = ir.from_model(graph, classifier=False)
     f = np.zeros(len(FEATURES))
     for node in graph.nodes:
         if roles is None or ir.get_ann(node, "role") in roles:
-            f += node_features(node)
+            f += node_features(node, model_input)
     if with_io:
         dense = [_elems(t) for t in graph.inputs if t.name == model_input]
         f += io_features([_elems(t) for t in graph.inputs if t.name != model_input],

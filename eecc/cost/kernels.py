@@ -50,6 +50,12 @@ def table_dequantised(n: int, cpu: str) -> bool:
     return least is not None and n >= least and _kind(cpu) == "plain"
 
 
+def soft_float(cpu: str) -> bool:
+    """Whether `cpu` has no FPU (its fp32 arithmetic is libgcc's soft-float calls, whose cost depends on the values):
+    the cores eecc's int8 kernels treat as "plain" (the M0+)."""
+    return _kind(cpu) == "plain"
+
+
 def _geometry(node) -> tuple[int, ...]:
     """(C, H, W, O, KH, KW, SH, SW, pad top, left, bottom, right) of a Conv; a 1-D conv (NCW) as the H = 1 conv
     the lowering runs (mcu_float.conv2d_f32, mcu_kernels.relax_call)."""

@@ -34,6 +34,16 @@ RESIDUAL = [(8, 8, 8), (16, 6, 6), (32, 4, 3)]                                  
 # fixtures have 10-12 classes except cnn1d's 2, so without these the fit cannot tell a gate's per-class cost from the
 # per-inference constant (held out, one fixture's small pieces took the other's balance: up to +39 %).
 GATES = [2, 5, 20, 40]                                                                 # classes, from 16 features
+# Dense layers as MLPs run them: the fixtures' Gemms are 10-12-class heads, priced at ~4.3 instructions per MAC on
+# the M4F while a 128x128 layer runs at 6.2 (TVM's matmul loop; features.py gemm_loop / gemm_rem / gemm_wide).
+# Widths of digits-sized MLPs, reductions K whose loop LLVM unrolls fully (K <= 32), by a divisor of K - 1 (64, 100,
+# 256) or with exit tests (K - 1 prime: 48, 128, 200); with and without bias and ReLU; as the exporters write them:
+# TorchScript's Flatten + Gemm(transB), dynamo's Reshape + Gemm(transB), MatMul + Add.
+DENSE = [(64, 128, 1, 1, "flatten"), (128, 128, 1, 1, "gemm"), (128, 10, 1, 0, "gemm"), (64, 256, 1, 1, "reshape"),
+         (256, 256, 1, 1, "gemm"), (256, 10, 1, 0, "matmul"), (48, 96, 0, 1, "gemm"), (200, 100, 1, 1, "matmul"),
+         (100, 64, 1, 0, "gemm"), (32, 200, 1, 1, "gemm"), (144, 48, 0, 0, "matmul"), (96, 160, 1, 1, "reshape")]
+MLP2 = [(64, 128, 10), (256, 64, 32), (100, 200, 12)]          # K, hidden, N: Gemm-ReLU-Gemm (an [N, F] hand-off)
+MLP = (64, 256, 256, 256, 10)  # the digits MLP of tests/fixtures/make_foreign.py: a held-out fixture (mlp_fixture)
 
 
 def _model(name: str, in_shape: list[int], nodes, inits, out_shape: list[int]) -> onnx.ModelProto:
@@ -95,7 +105,57 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
         out[f"layer:residual-{c}x{h}x{w}"] = m
     for classes in GATES:
         out[f"layer:gate-16-o{classes}"] = _gate(classes, rng)
+    for k, o, bias, relu, style in DENSE:
+        out[f"layer:dense-{k}-o{o}{'b' if bias else ''}{'r' if relu else ''}-{style}"] = _dense(k, o, bias, relu, style,
+                                                                                               rng)
+    for k, h, o in MLP2:
+        m = _dense(k, h, 1, 1, "gemm", rng)
+        second = _dense(h, o, 1, 0, "gemm", rng).graph
+        m.graph.node[-1].output[0] = "h"
+        m.graph.node.append(helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], transB=1))
+        m.graph.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(t), f"{t.name}2")
+                                    for t in second.initializer])
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o]))
+        out[f"layer:mlp2-{k}-h{h}-o{o}"] = m
     return out
+
+
+def _dense(k: int, o: int, bias: int, relu: int, style: str, rng) -> onnx.ModelProto:
+    """x [N, k] (or [N, 1, 8, 8] for k = 64 flattened / reshaped) -> dense layer -> [N, o]; style: "gemm",
+    "flatten" / "reshape" (Flatten / Reshape to [-1, k] first, as TorchScript / dynamo export), "matmul" (MatMul
+    with a [k, o] weight, then Add of the bias)."""
+    w = rng.normal(0, 1 / np.sqrt(k), (o, k)).astype(np.float32)
+    inits, nodes, x = {"b": rng.normal(0, 0.1, o).astype(np.float32)} if bias else {}, [], "x"
+    if style in ("flatten", "reshape"):
+        nodes.append(helper.make_node("Flatten", ["x"], ["f"]) if style == "flatten"
+                     else helper.make_node("Reshape", ["x", "shape"], ["f"]))
+        inits |= {"shape": np.array([-1, k], np.int64)} if style == "reshape" else {}
+        x = "f"
+    last = "y" if not relu else "z"
+    if style == "matmul":
+        inits["w"] = np.ascontiguousarray(w.T)
+        nodes.append(helper.make_node("MatMul", [x, "w"], ["m" if bias else last]))
+        nodes += [helper.make_node("Add", ["m", "b"], [last])] if bias else []
+    else:
+        inits["w"] = w
+        nodes.append(helper.make_node("Gemm", [x, "w", *(["b"] if bias else [])], [last], transB=1))
+    nodes += [helper.make_node("Relu", ["z"], ["y"])] if relu else []
+    in_shape = [1, 8, 8] if style in ("flatten", "reshape") and k == 64 else [k]
+    return _model("dense", in_shape, nodes, inits, [o])
+
+
+def mlp_fixture(seed: int = 0) -> onnx.ModelProto:
+    """The digits MLP's shape (MLP: Flatten, Gemm-ReLU layers, a Gemm classifier, as TorchScript exports it) with
+    seeded random weights: a fixture of the held-out set (`python -m eecc.cost held-out`), cut at its candidates."""
+    rng, nodes, inits, x = np.random.default_rng(seed), [helper.make_node("Flatten", ["x"], ["h0"])], {}, "h0"
+    for i, (k, o) in enumerate(zip(MLP[:-1], MLP[1:])):
+        inits |= {f"w{i}": rng.normal(0, 1 / np.sqrt(k), (o, k)).astype(np.float32),
+                  f"b{i}": rng.normal(0, 0.1, o).astype(np.float32)}
+        last = i == len(MLP) - 2
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], ["y" if last else f"g{i}"], transB=1))
+        nodes += [] if last else [helper.make_node("Relu", [f"g{i}"], [f"h{i + 1}"])]
+        x = f"h{i + 1}"
+    return _model("mlp", [1, 8, 8], nodes, inits, [MLP[-1]])
 
 
 def _gate(classes: int, rng) -> onnx.ModelProto:

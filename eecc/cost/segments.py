@@ -43,13 +43,14 @@ class SegmentTable:
         from eecc.cost.measure import all_cut_stages
 
         cuts, stages = all_cut_stages(plan, metric=metric)
-        whole = np.stack([graph_features(s, with_io=False) for s in stages])
-        head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False) for s in stages[:-1]]
+        first = plan.graph.inputs[0].name
+        whole = np.stack([graph_features(s, with_io=False, model_input=first) for s in stages])
+        head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False, model_input=first)
+                         for s in stages[:-1]]
                         + [np.zeros(len(FEATURES))])
         backbone, head = whole - head, head[:-1]  # everything that is not the exit head or its gate
         elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
         inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
-        first = plan.graph.inputs[0].name
         entry_at = [bool(np.any(entry_features(s, model_input=first))) for s in stages]
         return cls(cuts, backbone, head, elems, inp, int(plan.num_classes), plan, metric, entry_at=entry_at)
 
@@ -106,7 +107,8 @@ class SegmentTable:
             graph = insert_exits(self.plan.graph, heads=dummy_heads([spec]))
             stage = make_stages(graph, cuts=[spec.tensor], processors=["a", "b"], thresholds=[0.5],
                                 metric=self.metric)[0]
-            self.designs[key] = graph_features(stage, roles={"exit", "gate"}, with_io=False)
+            self.designs[key] = graph_features(stage, roles={"exit", "gate"}, with_io=False,
+                                               model_input=self.plan.graph.inputs[0].name)
         return self.designs[key]
 
 
