@@ -23,10 +23,11 @@ def test_json_contract(tmp_path):
     proc = eecc("inspect", path, "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {"model", "total_macs", "total_params", "blocks", "head", "output_kind", "normalized"}
+    assert set(data) == {"model", "total_macs", "total_params", "blocks", "head", "output_kind", "normalized",
+                         "head_budget", "head_budget_advice"}
     assert set(data["head"]) == {"ops", "input", "macs"}
     keys = {"index", "ops", "output", "shape", "macs", "cumulative_macs", "params", "activation_bytes",
-            "candidate_exit"}
+            "candidate_exit", "head_fits", "no_head"}
     assert all(set(b) == keys for b in data["blocks"])
     cum = [b["cumulative_macs"] for b in data["blocks"]]
     assert cum == sorted(cum) and cum[-1] == data["total_macs"]

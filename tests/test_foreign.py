@@ -156,3 +156,44 @@ g (float[N, 1, 8, 8] input) => (float[N, 10] logits) <float[16, 64] a, float[16,
     out = " ".join(capsys.readouterr().out.split())
     assert "no early-exit network beats the original model" in out
     assert "warning: no exit head fits this model (r: even a bare Gemm head (160 MACs) exceeds the budget of 28 MACs" in out
+
+
+def test_the_head_budget_warning_names_an_option_that_gives_the_narrow_mlp_an_exit(foreign, capsys, tmp_path):
+    """nu7's trained 64-128-128-128-10 MLP: a linear head (1,280 MACs) is 3.03 % of its MACs, above the default 2 %
+    budget. inspect says no head fits, exits refuses in one line, compile warns; each names --head-budget, and
+    the advised value gives compile an exit."""
+    import re
+
+    paths, cache = foreign
+    model, data = str(paths["mlp_narrow"]), str(paths["data"])
+    summary = _json(capsys, ["inspect", model, "--json"])
+    candidates = [b for b in summary["blocks"] if b["candidate_exit"]]
+    assert len(candidates) == 2 and not any(b["head_fits"] for b in candidates)
+    assert all("exceeds the budget of 844 MACs" in b["no_head"] for b in candidates)
+    assert main(["inspect", model]) == 0
+    table = capsys.readouterr().out
+    assert " yes " not in table and "no head" in table and "--head-budget 3.1%" in table
+    assert main(["exits", model, "--data", data, "--quiet", "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "head budget of 844 MACs (2.0% of 42,240)" in err and "--head-budget 3.1%" in err
+    argv = ["compile", model, "--data", data, "--search", "--no-codegen", "--no-report", "--quiet",
+            "--cache-dir", str(cache)]
+    assert main([*argv, "-o", str(tmp_path / "none")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    advised = re.search(r"warning: no exit head fits this model .*; pass --head-budget (\S+) to admit a head", out)
+    assert advised and advised.group(1) == "3.1%"
+    manifest = _json(capsys, [*argv, "-o", str(tmp_path / "exit"), "--json", "--head-budget", advised.group(1)])
+    assert len(manifest["stages"]) == 2 and manifest["placement"]["cuts"][0] == candidates[0]["output"]
+    fits = _json(capsys, ["inspect", model, "--json", "--head-budget", "0.031"])
+    assert all(b["head_fits"] for b in fits["blocks"] if b["candidate_exit"]) and fits["head_budget_advice"] is None
+
+
+@pytest.mark.parametrize("value", ["2x", "0", "150%", "-0.1"])
+def test_a_bad_head_budget_is_one_line_naming_the_option(capsys, value):
+    for command in (["inspect", "m.onnx"], ["exits", "m.onnx", "--data", "d.npz"],
+                    ["compile", "m.onnx", "--data", "d.npz"], ["search", "m.onnx", "--target", "psoc6", "--data", "d.npz"]):
+        with pytest.raises(SystemExit) as exc:  # argparse usage errors exit through OneLineParser
+            main([*command, "--head-budget", value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--head-budget" in err and "fraction such as 0.05" in err

@@ -52,7 +52,7 @@ def run(args) -> int:
 
     model, data = _inputs(args)
     out = Path(args.out) if args.out else Path("out") / Path(model).stem
-    plan = plan_exits(model, input_shape=args.input_shape)
+    plan = plan_exits(model, input_shape=args.input_shape, budget=args.head_budget)
     options = CompileOptions(
         target=args.target, out=out, search=args.search,
         search_options=search_options(args, plan.blocks.total_macs), max_latency_s=latency_limit(args),
@@ -61,7 +61,7 @@ def run(args) -> int:
         progress=not (args.json or args.quiet), report=not args.no_report,
         quantize=args.quantize, finetune_epochs=args.finetune_epochs,
         exits_per_processor=args.exits_per_processor,
-        trainer=args.trainer, head_set=args.heads)
+        trainer=args.trainer, head_set=args.heads, head_budget=args.head_budget)
     with executor_from_args(args) as options.executor:
         manifest = compile_model(model, data, options)
     if args.json:

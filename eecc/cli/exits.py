@@ -10,7 +10,7 @@ from eecc.errors import EeccError
 
 
 def register(subparsers) -> None:
-    from eecc.cli.inspect import parse_shape
+    from eecc.cli.inspect import add_head_budget_arg, parse_shape
     from eecc.cli.search import add_executor_args
 
     p = subparsers.add_parser("exits", help="train all candidate exit heads (frozen backbone) and score them")
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=float, default=None, help="factor for uint8 inputs, e.g. 0.00392156862745098")
     p.add_argument("--input-shape", type=parse_shape, default=None,
                    help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
-    p.add_argument("--budget", type=float, default=0.02, help="max MACs of one head, as a fraction of the model's")
+    add_head_budget_arg(p, "--budget")  # --budget: its name before compile and search took it too
     p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
     p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 5)")
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from eecc.exits.run import run_exits
+    from eecc.exits.run import plan_exits, run_exits
     from eecc.exits.heads import TrainConfig
 
     if args.epochs is not None and args.epochs < 1:
@@ -45,9 +45,11 @@ def run(args) -> int:
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
     from eecc.cli.search import executor_from_args
 
+    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget)
+    check_heads(plan)
     with executor_from_args(args) as executor:
-        result = run_exits(args.model, args.data, input_shape=args.input_shape, candidates=candidates,
-                           budget=args.budget, scale=args.scale, cache_dir=args.cache_dir, config=config,
+        result = run_exits(plan, args.data, input_shape=args.input_shape, candidates=candidates,
+                           scale=args.scale, cache_dir=args.cache_dir, config=config,
                            reference_pass=args.reference_pass, progress=not args.quiet, executor=executor,
                            head_set=args.heads)
     if args.json:
@@ -79,6 +81,23 @@ def run(args) -> int:
               f"training {t['train_s']:.1f} s{ref}{' (cached)' if result.warm else ''}; "
               f"peak RSS {result.peak_rss_mb:.0f} MB; results in {result.artifacts}")
     return 0
+
+
+def check_heads(plan) -> None:
+    """Nothing to train is a user error (one line, exit code 2), not an empty table: say why and the way out."""
+    design = plan.design
+    if design.heads:
+        return
+    if not design.rejected:
+        raise EeccError("the model has no candidate exit: no block output before the classifier is a feature map "
+                        "or hidden vector that every path passes through (see eecc inspect)")
+    advice = design.budget_advice()
+    if advice:
+        raise EeccError(f"no exit head fits the head budget of {design.budget_macs:,} MACs ({design.budget:.1%} of "
+                        f"{design.final_macs:,}) at any of the {len(design.rejected)} candidate exit(s); {advice}")
+    first, why = next(iter(design.rejected.items()))
+    raise EeccError(f"no exit head fits this model at any of its {len(design.rejected)} candidate exit(s) "
+                    f"({first}: {why}); a larger --head-budget would not change that")
 
 
 def _ece(value) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,10 +20,29 @@ def register(subparsers) -> None:
     p.add_argument("path", help="an ONNX model, or a bundle directory written by `eecc compile`")
     p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
+    add_head_budget_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--png", default=None, metavar="FILE",
                    help="also draw the block graph (a bundle: partitioned into stages) to FILE with graphviz")
     p.set_defaults(func=run)
+
+
+def add_head_budget_arg(p, *aliases: str) -> None:
+    """`--head-budget`, shared by inspect, exits, search and compile (eecc/exits/heads.py)."""
+    from eecc.exits.heads import DEFAULT_BUDGET
+
+    p.add_argument("--head-budget", *aliases, dest="head_budget", type=_head_budget, default=DEFAULT_BUDGET,
+                   metavar="F|P%", help="most MACs one exit head may cost, as a fraction (0.05) or percentage (5%%) "
+                                        f"of the model's (default {DEFAULT_BUDGET:g})")
+
+
+def _head_budget(text: str) -> float:
+    from eecc.exits.heads import parse_head_budget
+
+    try:
+        return parse_head_budget(text)
+    except EeccError as exc:  # argparse reports it as a usage error: one line naming the option, exit code 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_shape(text: str) -> list[int]:
@@ -43,14 +63,17 @@ def run(args) -> int:
         return _inspect_bundle(path, args)
     from eecc.driver.pipeline import analyse
 
+    from eecc.exits.heads import design_from_blocks
+
     graph, blocks = analyse(path, input_shape=args.input_shape)
+    design = design_from_blocks(blocks, budget=args.head_budget)  # which candidates a head fits
     if getattr(args, "png", None):
         write_png(args, lambda: model_dot(graph, title=f"{path.name}: {len(blocks.blocks)} blocks, "
                                                         f"{len(blocks.candidates())} candidate exits"))
     if args.json:
-        print(json.dumps(model_summary(path.name, blocks)))
+        print(json.dumps(model_summary(path.name, blocks, design)))
     else:
-        print_blocks(path.name, blocks, console())
+        print_blocks(path.name, blocks, console(), design)
     return 0
 
 
@@ -76,15 +99,23 @@ def console(width: int = 160) -> Console:
     return plain if plain.is_terminal else Console(width=width)
 
 
-def model_summary(name: str, bg: BlockGraph) -> dict:
+def model_summary(name: str, bg: BlockGraph, design=None) -> dict:
+    """The JSON of `eecc inspect MODEL`; with `design` (eecc/exits/heads.py) each candidate says whether an exit
+    head fits it (`head_fits`) or why not (`no_head`), and the head budget and any advice are given."""
+    rejected = design.rejected if design is not None else {}
+    budget = {} if design is None else {
+        "head_budget": {"fraction": design.budget, "macs": design.budget_macs},
+        "head_budget_advice": design.budget_advice()}
     return {
         "model": name,
         "total_macs": bg.total_macs,
         "total_params": bg.total_params,
         "blocks": [{"index": b.index, "ops": list(b.ops), "output": b.output, "shape": list(b.shape),
                     "macs": b.macs, "cumulative_macs": b.cumulative_macs, "params": b.params,
-                    "activation_bytes": b.activation_bytes, "candidate_exit": b.candidate_exit}
+                    "activation_bytes": b.activation_bytes, "candidate_exit": b.candidate_exit,
+                    "head_fits": b.candidate_exit and b.output not in rejected, "no_head": rejected.get(b.output)}
                    for b in bg.blocks] + [_head_row(bg)],
+        **budget,
         "head": {"ops": list(bg.head.ops), "input": bg.head.input, "macs": bg.head.macs},
         "output_kind": bg.head.output_kind,
         "normalized": list(bg.head.normalized),
@@ -96,18 +127,29 @@ def _head_row(bg: BlockGraph) -> dict:
     h = bg.head
     return {"index": len(bg.blocks), "ops": list(h.ops), "output": h.output, "shape": [h.num_classes],
             "macs": h.macs, "cumulative_macs": bg.total_macs, "params": bg.total_params - sum(
-                b.params for b in bg.blocks), "activation_bytes": 4 * h.num_classes, "candidate_exit": False}
+                b.params for b in bg.blocks), "activation_bytes": 4 * h.num_classes, "candidate_exit": False,
+            "head_fits": False, "no_head": None}
 
 
-def print_blocks(name: str, bg: BlockGraph, console: Console) -> None:
-    table = Table(title=f"{name}: {len(bg.blocks)} backbone blocks, {len(bg.candidates())} candidate exits")
+def print_blocks(name: str, bg: BlockGraph, console: Console, design=None) -> None:
+    """The block table; `exit?` is yes where an exit head fits, `no head` where the candidate gets none (why below)."""
+    summary = model_summary(name, bg, design)
+    fits = sum(row["head_fits"] for row in summary["blocks"]) if design is not None else len(bg.candidates())
+    table = Table(title=f"{name}: {len(bg.blocks)} backbone blocks, {len(bg.candidates())} candidate exits"
+                        + (f", {fits} with a head within the budget" if design is not None else ""))
     for col in ("#", "ops", "output", "shape", "MACs", "cum. %", "params", "act. bytes", "exit?"):
         table.add_column(col, justify="right" if col not in ("ops", "output") else "left")
-    for row in model_summary(name, bg)["blocks"]:
+    for row in summary["blocks"]:
+        exit_ = ("yes" if row["head_fits"] or design is None else "no head") if row["candidate_exit"] else ""
         table.add_row(str(row["index"]), _short_ops(row["ops"]), row["output"], "×".join(map(str, row["shape"])),
                       f"{row['macs']:,}", f"{100 * row['cumulative_macs'] / max(bg.total_macs, 1):.1f}",
-                      f"{row['params']:,}", f"{row['activation_bytes']:,}", "yes" if row["candidate_exit"] else "")
+                      f"{row['params']:,}", f"{row['activation_bytes']:,}", exit_)
     console.print(table)
+    for tensor, why in (design.rejected if design is not None else {}).items():
+        console.print(f"no head at {tensor}: {why}")
+    if design is not None and design.budget_advice():
+        console.print(f"head budget {design.budget_macs:,} MACs ({design.budget:.1%} of the model's): "
+                      f"{design.budget_advice()}")
     console.print(f"head blueprint: {' → '.join(bg.head.ops)} on '{bg.head.input}' "
                   f"({bg.head.macs:,} MACs, {bg.head.num_classes} classes)")
     console.print(f"total: {bg.total_macs:,} MACs, {bg.total_params:,} params")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from eecc.cli.inspect import console as inspect_console, parse_shape
+from eecc.cli.inspect import add_head_budget_arg, console as inspect_console, parse_shape
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
@@ -78,6 +78,7 @@ def add_search_args(p) -> None:
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",
                    help="family: several head designs per exit location, the search chooses among the Pareto-optimal "
                         "ones; blueprint: only the global-pool head (trains about 8x fewer heads)")
+    add_head_budget_arg(p)
     add_executor_args(p)
 
 
@@ -141,7 +142,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     platform = load_platform(args.target)
-    plan = plan_exits(args.model, input_shape=args.input_shape)
+    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget)
     options = search_options(args, plan.blocks.total_macs)
     with executor_from_args(args) as executor:
         sr = search_model(plan, args.data, platform, options=options, max_latency_s=latency_limit(args),

@@ -24,6 +24,7 @@ from eecc.data.splits import Splits
 from eecc.driver import pipeline
 from eecc.driver.deployment import deployment_record, prediction_check
 from eecc.errors import EeccError
+from eecc.exits.heads import DEFAULT_BUDGET
 from eecc.exits.run import plan_exits
 from eecc.model import ir
 from eecc.report.page import REPORT, threshold_maps, write_report
@@ -56,6 +57,7 @@ class CompileOptions:
     exits_per_processor: int | None = None  # None: one exit per processor, ≤ P-1 exits (two on one processor)
     trainer: str = "default"  # "nachos": the chosen exits learn a confidence the gates compare (eecc/train/nachos.py)
     head_set: str = "family"  # "blueprint": only the global-pool head per location (eecc/exits/family.py)
+    head_budget: float = DEFAULT_BUDGET  # most MACs of one exit head, a share of the model's (eecc/exits/heads.py)
 
 
 @dataclass
@@ -77,7 +79,8 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     check_options(options)
     check_output(options.out, force=options.force, protect=protect)  # a bad -o fails before any training
     platform = load_platform(options.target)
-    plan = plan_exits(model, input_shape=options.input_shape)  # ir.load ─▶ annotate_cost ─▶ fuse_blocks ─▶ heads
+    plan = plan_exits(model, input_shape=options.input_shape,  # ir.load ─▶ annotate_cost ─▶ fuse_blocks ─▶ heads
+                      budget=options.head_budget)
     splits = plan.splits(data, options.scale)                  # the data, validated against the model
     test = _test_split(splits)                                 # before any training: fail early
     run = search_model(plan, splits, platform, options=options.search_options, full_search=options.search,

@@ -20,7 +20,7 @@ candidate whose bare Gemm still breaks it is rejected.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -153,6 +153,38 @@ class Design:
     rejected: dict[str, str]           # tensor → why no head fits there
     budget_macs: int
     final_macs: int
+    over_budget: dict[str, int] = field(default_factory=dict)  # tensor → MACs of its bare Gemm head > the budget
+    budget: float = DEFAULT_BUDGET     # the head budget as a fraction of final_macs
+
+    def budget_advice(self) -> str | None:
+        """`pass --head-budget P%` for the smallest budget (0.1 % steps, rounded up) that admits the cheapest bare head
+        the budget rejected, with why; None when the budget rejected none (a larger one would change nothing)."""
+        if not self.over_budget:
+            return None
+        tensor, macs = min(self.over_budget.items(), key=lambda kv: kv[1])
+        tenths = math.ceil(1000 * macs / self.final_macs - 1e-9)
+        while int(tenths / 1000 * self.final_macs) < macs:  # int() as design_heads rounds the budget down
+            tenths += 1
+        return (f"pass --head-budget {tenths / 10:g}% to admit a head at '{tensor}' (its bare Gemm head costs "
+                f"{macs:,} MACs, {100 * macs / self.final_macs:.2f} % of the model's {self.final_macs:,})")
+
+
+def check_head_budget(budget: float) -> float:
+    """`budget` if it is a share of the model's MACs in (0, 1]; else EeccError saying how to write one."""
+    if not 0 < budget <= 1:
+        raise EeccError(f"head budget {budget:g} must be a share of the model's MACs in (0, 1]: give a fraction "
+                        "such as 0.05 or a percentage such as 5%")
+    return budget
+
+
+def parse_head_budget(text: str) -> float:
+    """`--head-budget`: a fraction ('0.05') or a percentage ('5%') of the model's MACs, in (0, 1]."""
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise EeccError(f"'{text}' is not a number; give a fraction such as 0.05 or a percentage "
+                        "such as 5%") from None
+    return check_head_budget(value)
 
 
 def initial_head(tensor: str, shape: Sequence[int], *, num_classes: int, backbone_macs: int,
@@ -171,16 +203,16 @@ def initial_head(tensor: str, shape: Sequence[int], *, num_classes: int, backbon
 def design_heads(candidates: Sequence[tuple[str, Sequence[int], int]], *, num_classes: int,
                  final_macs: int, budget: float = DEFAULT_BUDGET, max_width: int = MAX_WIDTH) -> Design:
     """candidates: (tensor, per-sample shape, cumulative backbone MACs) in network order."""
-    if not 0 < budget <= 1:
-        raise EeccError(f"design_heads: head budget {budget} must be a fraction of the model's MACs in (0, 1]; "
-                        "e.g. 0.02 for 2 %")
+    check_head_budget(budget)
     budget_macs = int(budget * final_macs)
     rejected: dict[str, str] = {}
+    over_budget: dict[str, int] = {}
     specs: list[HeadSpec | None] = []
     for tensor, shape, macs in candidates:
         spec = _shrink_until(initial_head(tensor, shape, num_classes=num_classes, backbone_macs=macs,
                                           max_width=max_width), lambda s: s.head_macs <= budget_macs)
         if spec is None:
+            over_budget[tensor] = num_classes * shape[0]
             rejected[tensor] = (f"even a bare Gemm head ({num_classes * shape[0]} MACs) exceeds the budget "
                                 f"of {budget_macs} MACs ({budget:.1%} of {final_macs})")
         specs.append(spec)
@@ -195,7 +227,7 @@ def design_heads(candidates: Sequence[tuple[str, Sequence[int], int]], *, num_cl
         else:
             limit = spec.exit_macs
         specs[i] = spec
-    return Design([s for s in specs if s is not None], rejected, budget_macs, int(final_macs))
+    return Design([s for s in specs if s is not None], rejected, budget_macs, int(final_macs), over_budget, budget)
 
 
 def design_from_blocks(block_graph, *, budget: float = DEFAULT_BUDGET, max_width: int = MAX_WIDTH) -> Design:

@@ -91,14 +91,20 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
                             ModelCost.from_blocks(plan.blocks), max_latency_s=max_latency_s, device=device)
     result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
     if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
-        result.warnings.append("no exit head fits this model (" + "; ".join(
-            f"{t}: {why}" for t, why in plan.design.rejected.items()) + ")")
+        result.warnings.append(no_head_warning(plan.design))
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs,
                      "int8" if numeric == "int8" else "fp32")
+
+
+def no_head_warning(design) -> str:
+    """Why no candidate got a head, and the --head-budget that admits one where the budget was the reason."""
+    advice = design.budget_advice()
+    return ("no exit head fits this model (" + "; ".join(f"{t}: {why}" for t, why in design.rejected.items()) + ")"
+            + (f"; {advice}" if advice else ""))
 
 
 def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor) -> list:
