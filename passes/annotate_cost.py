@@ -69,16 +69,23 @@ def _constant_inputs(node: gs.Node) -> list[np.ndarray]:
     return values
 
 
+def _sample_shape(tensor: gs.Variable) -> tuple[int, ...] | None:
+    """The shape without the batch dim, wherever the batch is: a tensor whose batch moved off axis 0 (attention's
+    permute(2, 0, 3, 1, 4), an RNN's seq-first X [seq, N, I] and Y [seq, dirs, N, H]) has it as its one
+    symbolic dim. None where the shape is unknown."""
+    shape = per_sample_shape(tensor)
+    symbolic = [i for i, d in enumerate(tensor.shape or ()) if not isinstance(d, (int, np.integer))]
+    if shape is None and len(symbolic) == 1:
+        shape = tuple(int(d) for i, d in enumerate(tensor.shape) if i != symbolic[0])
+    return shape
+
+
 def _shape(node: gs.Node, tensor: gs.Tensor, what: str) -> tuple[int, ...]:
     if isinstance(tensor, gs.Constant):
         return tuple(tensor.shape)
-    shape = per_sample_shape(tensor)
-    symbolic = [i for i, d in enumerate(tensor.shape or ()) if not isinstance(d, (int, np.integer))]
     if tensor.shape is not None and len(tensor.shape) == 0:
         return ()  # a scalar (e.g. attention's 1/sqrt(d) computed from a shape): no batch dim
-    if shape is None and len(symbolic) == 1:
-        # The batch moved off axis 0 (attention's permute(2, 0, 3, 1, 4)): the one symbolic dim is it.
-        shape = tuple(int(d) for i, d in enumerate(tensor.shape) if i != symbolic[0])
+    shape = _sample_shape(tensor)
     if shape is None:
         raise EeccError(f"annotate_cost: node '{node.name}' ({node.op}) has {what} '{tensor.name}' with unknown "
                         f"shape {tensor.shape}; export with a static input shape or pass --input-shape")
@@ -141,7 +148,7 @@ def _other_ops(node: gs.Node) -> int:
 
 
 def _bytes(tensor: gs.Tensor) -> int:
-    shape = per_sample_shape(tensor) if isinstance(tensor, gs.Variable) else None
+    shape = _sample_shape(tensor) if isinstance(tensor, gs.Variable) else None
     if shape is None or tensor.dtype is None:
         return 0
     return math.prod(shape) * np.dtype(tensor.dtype).itemsize

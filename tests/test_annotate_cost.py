@@ -79,15 +79,17 @@ g (float[N, 6, 4] input) => (float[1, N, 3] yh, float[2, N, 5] h)
 }
 """
 # seq_length · directions · gates · H · (I + H): GRU 3 gates, LSTM 4 (ONNX operator spec); other ops are the
-# first present output's elements. (activation_bytes is left out: it counts 0 for tensors whose batch is not axis 0)
+# first present output's elements. activation_bytes: every output that exists, per sample, wherever its batch is
+# (seq-first X [6, N, 4], Y [6, 2, N, 5], Y_h [1, N, 3], Y_c [2, N, 5]).
 EXPECTED_RNN = {
-    "Transpose": (0, 0, 0, 0),
-    "GRU": (6 * 1 * 3 * 3 * (4 + 3), 3, 9 * 4 + 9 * 3, 4 * 63),
-    "LSTM": (6 * 2 * 4 * 5 * (4 + 5), 6 * 2 * 5, 2 * 20 * 4 + 2 * 20 * 5, 4 * 360),
+    "Transpose": (0, 0, 0, 0, 4 * 6 * 4),
+    "GRU": (6 * 1 * 3 * 3 * (4 + 3), 3, 9 * 4 + 9 * 3, 4 * 63, 4 * 1 * 3),
+    "LSTM": (6 * 2 * 4 * 5 * (4 + 5), 6 * 2 * 5, 2 * 20 * 4 + 2 * 20 * 5, 4 * 360, 4 * (6 * 2 * 5 + 2 * 5 + 2 * 5)),
 }
 
 
 def test_recurrent_macs_match_hand_counts_and_an_omitted_output_is_skipped():
     after = annotate_cost(ir.from_model(parse(RNN), classifier=False))
-    got = {n.op: tuple(ir.get_ann(n, k) for k in ("macs", "other_ops", "params", "weight_bytes")) for n in after.nodes}
+    keys = ("macs", "other_ops", "params", "weight_bytes", "activation_bytes")
+    got = {n.op: tuple(ir.get_ann(n, k) for k in keys) for n in after.nodes}
     assert got == EXPECTED_RNN

@@ -175,7 +175,7 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
     if device is not None:  # the measured cost model on each stage's own graph (eecc/cost)
         from eecc.cost.features import graph_features
         first = stages[0].inputs[0].name  # the model's own input (quantised in full: no ReLU zeros)
-        predicted = [device.predict(p, graph_features(s, model_input=first), c.macs)
+        predicted = [_labelled(device.predict(p, graph_features(s, model_input=first), c.macs), s)
                      for s, p, c in zip(stages, procs, costs)]
     estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
                                compute_s=None if device is None else [x["seconds"] for x in predicted])
@@ -195,6 +195,17 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
             ensemble_weights={"mode": mode, "weights": [float(w) for w in weights_of(k + 1, mode)]}
             if ensemble else None, predicted=predicted[k] or None))
     return entries
+
+
+def _labelled(predicted: dict, stage: gs.Graph) -> dict:
+    """A cost-model prediction for a stage holding ops that no measured unit holds (a GRU) is an estimate: its
+    `source` says so and `unmeasured_ops` names them."""
+    from eecc.cost.segments import ESTIMATED, MEASURED, unmeasured_ops
+
+    ops = unmeasured_ops(stage)
+    if not ops or predicted["source"] != MEASURED:
+        return predicted
+    return {**predicted, "source": ESTIMATED, "unmeasured_ops": ops}
 
 
 def versions() -> dict[str, str | None]:

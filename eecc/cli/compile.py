@@ -142,14 +142,22 @@ def _print_programs(manifest: dict, console: Console) -> None:
                               "(the integer kernels round differently from onnxruntime)")
 
 
+def stage_source(stage: dict) -> str:
+    """Where a stage's latency and energy came from, as the summary and `eecc inspect OUT` say it."""
+    pred = stage.get("predicted") or {}
+    if pred.get("unmeasured_ops"):
+        return (f"estimated: {', '.join(pred['unmeasured_ops'])} never measured, priced as Gemm work by the "
+                "cost model")
+    return "predicted by the measured cost model" if pred.get("instructions") else "estimated from nominal MAC/s"
+
+
 def print_summary(manifest: dict, out: Path, console: Console) -> None:
     m = manifest["placement"]["metrics"]["measured"]
     console.print(f"[bold]bundle[/bold] {out}  ({manifest['platform']['name']}, "
                   f"{things(len(manifest['stages']), 'stage')}, {manifest['mode']})")
     for s in manifest["stages"]:
         th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
-        how = "predicted by the measured cost model" if (s.get("predicted") or {}).get("instructions") \
-            else "estimated from nominal MAC/s"
+        how = stage_source(s)
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
                       f"exit latency {duration(s['exit_latency_s'])}, energy {energy(s['exit_energy_j'])} ({how})")
         _print_target_code(s, console)

@@ -19,7 +19,8 @@ def deployment_record(search_json: dict) -> dict:
     unit = search_json.get("objective", "macs")
     chosen, single = _figures(search_json.get("chosen")), _figures(search_json.get("best_single"))
     rec = {"objective": unit, "split": "test", "chosen": chosen, "best_single": single,
-           "single_processor_wins": bool(chosen is not None and not chosen["exits"])}
+           "single_processor_wins": bool(chosen is not None and not chosen["exits"]),
+           "no_candidate": search_json.get("no_candidate")}
     if chosen is not None and single is not None:
         rec["ratio"] = {k: (chosen[k] / single[k] if single.get(k) else None)
                         for k in ("mean_energy_j", "mean_latency_s", "mean_macs")}
@@ -43,9 +44,8 @@ def summary_line(rec: dict) -> str:
     if single is None:
         return f"chosen: exits {', '.join(chosen['exits'])}: {_describe(chosen)} per sample"
     if rec["single_processor_wins"]:
-        return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
-                f"(objective: {rec['objective']}); built the single-processor bundle: {_describe(chosen)} per sample, "
-                f"accuracy {100 * chosen['accuracy']:.2f} %")
+        return (f"{_no_exit(rec, chosen, rec['objective'])}; built the single-processor bundle: {_describe(chosen)} "
+                f"per sample, accuracy {100 * chosen['accuracy']:.2f} %")
     key = {"energy": "mean_energy_j", "latency": "mean_latency_s"}.get(rec["objective"], "mean_macs")
     ratio = rec["ratio"].get(key)
     where = " → ".join(chosen["processors"])
@@ -53,6 +53,14 @@ def summary_line(rec: dict) -> str:
             f"{ratio:.2f}x the {rec['objective']} of the original model alone on {single['processors'][0]} "
             f"({_describe(single)}); accuracy {100 * chosen['accuracy']:.2f} % vs "
             f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)")
+
+
+def _no_exit(rec: dict, chosen: dict, objective: str) -> str:
+    """Why the bundle is the original model alone: nothing to compare (no candidate exit), or it won."""
+    if rec.get("no_candidate"):
+        return f"no candidate exit: {rec['no_candidate']}; the original model alone on {chosen['processors'][0]}"
+    return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
+            f"(objective: {objective})")
 
 
 def bundle_figures(manifest: dict) -> dict:
@@ -85,6 +93,7 @@ def like_for_like(manifest: dict, single: dict) -> dict:
         single = {**single, "basis": "emulated"}
     single["mean_macs"] = manifest.get("original_macs")
     rec = {"chosen": chosen, "best_single": single, "single_processor_wins": not chosen["exits"],
+           "no_candidate": dep.get("no_candidate"),
            "ratio": {k: (chosen[k] / single[k] if single.get(k) else None)
                      for k in ("mean_energy_j", "mean_latency_s", "mean_macs")},
            "accuracy_delta_pt": 100 * (chosen["accuracy"] - single["accuracy"])}
@@ -113,9 +122,8 @@ def measured_line(rec: dict, objective: str) -> str:
     chosen, single = rec["chosen"], rec["best_single"]
     fmt = f"{chosen['numeric']}, {chosen['basis']}"
     if rec["single_processor_wins"]:
-        return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
-                f"(objective: {objective}); built the single-processor bundle ({fmt}): {_describe(chosen)} per "
-                f"sample, accuracy {100 * chosen['accuracy']:.2f} %")
+        return (f"{_no_exit(rec, chosen, objective)}; built the single-processor bundle ({fmt}): {_describe(chosen)} "
+                f"per sample, accuracy {100 * chosen['accuracy']:.2f} %")
     key = {"energy": "mean_energy_j", "latency": "mean_latency_s"}.get(objective, "mean_macs")
     ratio = rec["ratio"].get(key)
     return (f"chosen early-exit network on {' → '.join(chosen['processors'])} ({fmt}): {_describe(chosen)} per "

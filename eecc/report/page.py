@@ -57,7 +57,11 @@ def stage_costs_caption(manifest: dict, caption: str) -> str:
     parts = ([f"predicted by the measured cost model (TVM-compiled kernels counted under QEMU, fitted per "
               f"processor) at the processor's clock on {', '.join(fitted)}"] if fitted else []) + \
         ([f"from the platform's nominal MAC/s on {', '.join(nominal)}"] if nominal else [])
-    return caption.format(source=" and ".join(parts) or "from the platform's nominal MAC/s")
+    estimated = [f"stage {s['index']}'s {', '.join(s['predicted']['unmeasured_ops'])}" for s in manifest.get("stages") or []
+                 if (s.get("predicted") or {}).get("unmeasured_ops")]
+    never = (f"; {' and '.join(estimated)} never measured: those stages' figures are estimates (the cost model "
+             "prices such ops as Gemm work)") if estimated else ""
+    return caption.format(source=" and ".join(parts) + never if parts else "from the platform's nominal MAC/s")
 
 
 def threshold_maps(logits, exits: Sequence[str], thresholds: Sequence[float], *, metric: str,

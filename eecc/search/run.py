@@ -92,6 +92,8 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
     if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
         result.warnings.append(no_head_warning(plan.design))
+    result.no_candidate = no_candidate_reason(plan, exits, result)
+    _warn_unmeasured(plan, platform, device, result)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
@@ -105,6 +107,36 @@ def no_head_warning(design) -> str:
     advice = design.budget_advice()
     return ("no exit head fits this model (" + "; ".join(f"{t}: {why}" for t, why in design.rejected.items()) + ")"
             + (f"; {advice}" if advice else ""))
+
+
+def _warn_unmeasured(plan: Plan, platform: Platform, device, result: SearchResult) -> None:
+    """Ops no measured unit holds (a GRU) make the cost model's figure an estimate: say so where it priced them."""
+    from eecc.cost.segments import unmeasured_ops
+
+    ops = unmeasured_ops(plan.graph)
+    if ops and any(device.measured(p) for p in platform.processors):
+        result.warnings.append(f"the cost model never measured {', '.join(ops)} (TVM cannot import it): the latency "
+                               "and energy of stages holding it are estimates (priced as Gemm work)")
+
+
+def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> str | None:
+    """Why no placement with an exit was compared with the original model (None when one was): the model has no
+    candidate exit, no head fits the head budget, every head was dropped, or the platform limits pruned them."""
+    if any(p.exits for p in result.placements):
+        return None
+    if not plan.blocks.candidates():
+        return ("the model has no tensor before its classifier's input that an exit head can read (a feature map "
+                "or an MLP's hidden vector, batch first, on every path to the output; eecc inspect lists the blocks)")
+    design = plan.design
+    if not design.heads and design.budget_advice():
+        return (f"no exit head fits the head budget of {design.budget_macs:,} MACs ({design.budget:.1%} of the "
+                f"model's); {design.budget_advice()}")
+    if not design.heads:
+        return "no exit head fits this model (" + "; ".join(f"{t}: {w}" for t, w in design.rejected.items()) + ")"
+    if exits.results and all(r.dropped for r in exits.results):
+        return "every exit head was dropped: none beat chance on the validation split after one epoch"
+    reasons = [r for p in result.pruned if p["exits"] for r in p["reasons"]]
+    return "every placement with an exit was pruned" + (f" ({reasons[0]})" if reasons else "")
 
 
 def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor) -> list:

@@ -100,6 +100,7 @@ class SearchResult:
     infeasible: str | None = None  # when nothing is feasible: the binding constraint, one line
     objective: str = "macs"
     single: int | None = None  # the best single-processor deployment (no exit), when placements had processors
+    no_candidate: str | None = None  # no placement with an exit was scored: why (eecc/search/run.py), else None
 
     @property
     def best(self) -> PlacementResult | None:
@@ -111,7 +112,7 @@ class SearchResult:
                 "placements": [p.to_json() for p in self.placements], "pruned": self.pruned,
                 "pareto": self.pareto, "baselines": self.baselines, "timings": self.timings,
                 "warnings": self.warnings, "options": self.options, "infeasible": self.infeasible,
-                "objective": self.objective,
+                "objective": self.objective, "no_candidate": self.no_candidate,
                 "best_single": None if self.single is None else {"index": self.single,
                                                                   **self.placements[self.single].to_json()}}
 

@@ -1,0 +1,88 @@
+"""A trained GRU over the rows of 8x8 digits (the new-user trial's model, TorchScript export at opset 14): its
+seq-first tensors have activation bytes, its stage cost is labelled an estimate (no measured unit holds a GRU),
+and with no candidate exit the summary says so instead of "no early-exit network beats the original model"."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from eecc.cli import main
+
+SEQ, FEATURES, HIDDEN = 8, 8, 32
+
+
+@pytest.fixture(scope="module")
+def gru(tmp_path_factory):
+    """(model path, data path): GRU(8 -> 32, batch_first) over the 8 rows, its last output -> Linear(32, 10)."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+    from eecc.examples import datasets
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.fc = nn.GRU(FEATURES, HIDDEN, batch_first=True), nn.Linear(HIDDEN, 10)
+
+        def forward(self, x):
+            out, _ = self.gru(x)
+            return self.fc(out[:, -1])
+
+    out = tmp_path_factory.mktemp("gru")
+    data = {k: v.reshape(-1, SEQ, FEATURES) if k.startswith("x_") else v for k, v in datasets.load("digits").items()}
+    np.savez(out / "digits_seq.npz", **data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net: threads only spin on 2 shared cores
+    try:
+        torch.manual_seed(0)
+        net, (x, y) = Net(), (torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(8):
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+            for i in range(0, len(x) - 31, 32):
+                opt.zero_grad()
+                F.cross_entropy(net(x[order[i:i + 32]]), y[order[i:i + 32]]).backward()
+                opt.step()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), (torch.zeros(2, SEQ, FEATURES),), str(out / "gru.onnx"), dynamo=False,
+                              opset_version=14, input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
+    finally:
+        torch.set_num_threads(threads)
+    return out / "gru.onnx", out / "digits_seq.npz"
+
+
+def test_seq_first_tensors_have_their_activation_bytes(gru, capsys):
+    """The GRU reads X [seq, N, I] and writes Y [seq, directions, N, H]: the batch is not axis 0 (was 0 bytes)."""
+    capsys.readouterr()
+    assert main(["inspect", str(gru[0]), "--json"]) == 0
+    blocks = json.loads(capsys.readouterr().out)["blocks"]
+    gru_block = next(b for b in blocks if "GRU" in b["ops"])
+    assert gru_block["activation_bytes"] == SEQ * 1 * HIDDEN * 4  # Y [seq, 1, N, H]; Y_h is unused ('')
+    assert gru_block["macs"] == SEQ * 3 * HIDDEN * (FEATURES + HIDDEN)
+    assert blocks[0]["ops"][-1] == "Transpose" and blocks[0]["activation_bytes"] == SEQ * FEATURES * 4  # X [seq, N, I]
+    assert all(b["activation_bytes"] > 0 for b in blocks)
+
+def test_gru_stage_is_estimated_and_no_candidate_exit_is_said(gru, capsys, tmp_path):
+    model, data = map(str, gru)
+    argv = ["compile", model, "--data", data, "--no-codegen", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    assert main([*argv, "-o", str(tmp_path / "b")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(estimated: GRU never measured, priced as Gemm work by the cost model)" in out
+    assert "predicted by the measured cost model" not in out
+    assert "no candidate exit: the model has no tensor before its classifier's input that an exit head can read" in out
+    assert "no early-exit network beats" not in out
+    assert "warning: the cost model never measured GRU" in out
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    (stage,) = manifest["stages"]
+    assert stage["predicted"]["unmeasured_ops"] == ["GRU"] and stage["predicted"]["source"].startswith("estimated")
+    assert manifest["deployment"]["no_candidate"] and manifest["deployment"]["line"].startswith("no candidate exit")
+    report = (tmp_path / "b" / "report.html").read_text()
+    assert "GRU never measured: those stages&#x27; figures are estimates" in report
