@@ -24,6 +24,10 @@ class Processor:
     active_power_w: float
     idle_power_w: float
     clock_hz: float | None = None  # core clock; turns emulated instruction counts into seconds
+    # A GPU driven from the host pays per kernel and per byte besides its MACs (eecc/cost/segments.py
+    # `overhead_s`); 0 for cores that run a stage as one program.
+    launch_s: float = 0.0              # seconds per kernel launch (enqueue + dispatch)
+    transfer_s_per_byte: float = 0.0   # seconds per byte of a stage's inputs and outputs moved to/from it
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
     if not isinstance(doc, dict):
         raise EeccError(f"{origin}: {where[:-1]} must be a table with name, kind, macs_per_s, ...")
     fields = {"name", "kind", "macs_per_s", "ram_bytes", "storage_bytes", "active_power_w", "idle_power_w",
-              "clock_hz", "note"}
+              "clock_hz", "launch_s", "transfer_s_per_byte", "note"}
     _no_unknown(doc, fields, origin, where)
     kind = _field(doc, "kind", str, origin, where)
     if kind not in KINDS:
@@ -160,7 +164,8 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
         storage_bytes=int(_positive(doc, "storage_bytes", origin, where, integer=True)),
         active_power_w=_positive(doc, "active_power_w", origin, where),
         idle_power_w=_positive(doc, "idle_power_w", origin, where, zero_ok=True),
-        clock_hz=_positive(doc, "clock_hz", origin, where) if "clock_hz" in doc else None)
+        clock_hz=_positive(doc, "clock_hz", origin, where) if "clock_hz" in doc else None,
+        **{k: _positive(doc, k, origin, where, zero_ok=True) for k in ("launch_s", "transfer_s_per_byte") if k in doc})
 
 
 def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:

@@ -170,3 +170,17 @@ def test_consecutive_stages_of_one_cortex_m_core_form_one_program_each():
     assert core_runs(load_platform("psoc6"), entries) == [[0, 1], [2, 3, 4]]
     entries = [{"target": t} for t in ("cpu", "cpu", "gpu")]
     assert core_runs(load_platform("rk3588"), entries) == [[0], [1], [2]]
+
+
+def test_a_small_cnn_goes_to_the_rk3588_cpu_once_gpu_launches_are_priced(cnn, tmp_path):
+    """The digits CNN (452k MACs, batch 1): at nominal MAC/s alone the Mali won every placement (a 6-kernel stage
+    in 0.3 µs); with 20 µs per kernel launch (targets/platforms/rk3588.toml) the A76 cluster is cheaper."""
+    path, data = cnn
+    options = CompileOptions(target="rk3588", out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
+                             codegen=False, search=True)
+    manifest = compile_model(path, data, options)
+    dep = manifest["deployment"]
+    assert {s["target"] for s in manifest["stages"]} == {"cpu"} and dep["best_single"]["processors"] == ["cpu"]
+    gpu = next(p for p in manifest["search"]["placements"] if not p["exits"] and p["processors"] == ["gpu"])
+    cpu = next(p for p in manifest["search"]["placements"] if not p["exits"] and p["processors"] == ["cpu"])
+    assert gpu["mean_latency_s"] > 20e-6 * 4 > cpu["mean_latency_s"] and gpu["mean_energy_j"] > cpu["mean_energy_j"]

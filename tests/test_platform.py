@@ -120,3 +120,26 @@ def test_clock_hz_is_optional_and_set_on_the_builtins():
     assert parse_platform(text).processor("big").clock_hz == 64e6
     with pytest.raises(EeccError, match=r"'processors\[1\]\.clock_hz' must be a number > 0"):
         parse_platform(USER.replace("idle_power_w = 0.002", "idle_power_w = 0.002\nclock_hz = 0"))
+
+
+def test_gpu_launch_and_transfer_overheads_are_optional_validated_and_priced():
+    """A host-driven GPU pays launch_s per kernel and transfer_s_per_byte per byte of its stage's edges."""
+    from pathlib import Path
+
+    from eecc.cost.features import named
+    from eecc.cost.segments import DeviceCost, SegmentTable
+    from eecc.exits.run import plan_exits
+
+    cpu, gpu = load_platform("rk3588").processors
+    assert (cpu.launch_s, cpu.transfer_s_per_byte) == (0.0, 0.0) and (gpu.launch_s, gpu.transfer_s_per_byte) == (20e-6, 8e-11)
+    assert parse_platform(USER).processor("big").launch_s == 0.0
+    with pytest.raises(EeccError, match=r"'processors\[1\]\.launch_s' must be a number >= 0"):
+        parse_platform(USER.replace("idle_power_w = 0.002", "idle_power_w = 0.002\nlaunch_s = -1e-6"))
+    plan = plan_exits(Path(__file__).parent / "fixtures" / "models" / "cnn.onnx")
+    device = DeviceCost(load_platform("rk3588"), SegmentTable.from_plan(plan))
+    f = named(device.table.features(None, None), "cortex-m4", "fp32")
+    macs = plan.blocks.total_macs
+    overhead = 20e-6 * f["kernels"] + 8e-11 * 4 * (8 * 8 + 10)  # the 1x8x8 input and the 10 logits
+    assert f["kernels"] >= 4 and f["in_work"] == 64 and f["io_out"] == 10
+    assert device.seconds("gpu", None, None, macs) == pytest.approx(macs / 40e9 + overhead)
+    assert device.seconds("cpu", None, None, macs) == pytest.approx(macs / 20e9)

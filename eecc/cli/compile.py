@@ -148,7 +148,10 @@ def stage_source(stage: dict) -> str:
     if pred.get("unmeasured_ops"):
         return (f"estimated: {', '.join(pred['unmeasured_ops'])} never measured, priced as Gemm work by the "
                 "cost model")
-    return "predicted by the measured cost model" if pred.get("instructions") else "estimated from nominal MAC/s"
+    if pred.get("instructions"):
+        return "predicted by the measured cost model"
+    extra = pred.get("overhead_s")
+    return "estimated from nominal MAC/s" + (f" + {duration(extra)} of kernel launches and transfers" if extra else "")
 
 
 def print_summary(manifest: dict, out: Path, console: Console) -> None:

@@ -40,6 +40,10 @@ def _print(platform: Platform, console: Console) -> None:
         table.add_row(str(i), p.name, p.kind, f"{p.macs_per_s:.3g}", _bytes(p.ram_bytes), _bytes(p.storage_bytes),
                       f"{p.active_power_w:.4g}", f"{p.idle_power_w:.4g}")
     console.print(table)
+    for p in platform.processors:
+        if p.launch_s or p.transfer_s_per_byte:
+            console.print(f"  {p.name}: {p.launch_s * 1e6:g} µs per kernel launch, {p.transfer_s_per_byte * 1e9:g} ns "
+                          "per byte of stage input and output moved")
     for link in platform.links:
         console.print(f"  link {link.src} -> {link.dst}: {link.bandwidth_bps / 1e6:,.1f} Mbit/s, "
                       f"{link.latency_s * 1e3:g} ms latency")

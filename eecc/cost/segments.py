@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eecc.model import ir
-from eecc.cost.features import FEATURES, entry_features, graph_features, io_features
+from eecc.cost.features import FEATURES, entry_features, graph_features, io_features, named
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
@@ -29,6 +29,18 @@ def unmeasured_ops(graph) -> list[str]:
     """The op types of `graph` (gs.Graph or onnx.GraphProto) that no measured unit of the cost model holds."""
     ops = {n.op for n in graph.nodes} if hasattr(graph, "nodes") else {n.op_type for n in graph.node}
     return [op for op in UNMEASURED_OPS if op in ops]
+
+
+def overhead_s(proc, features: np.ndarray | None) -> float:
+    """Seconds a processor driven from the host (a GPU) adds to a stage beyond its MACs:
+        launch_s · kernels + transfer_s_per_byte · 4 · (input + output elements)
+    with kernels = the stage's compute nodes (a ReLU fused into the conv before it is none: as TVM fuses them)
+    and its edge elements, read from the fp32 Cortex-M4 block of its features (eecc/cost/features.py); 4 bytes
+    per element (the stages handed to a GPU are float). 0 without the platform figures or features."""
+    if features is None or not (proc.launch_s or proc.transfer_s_per_byte):
+        return 0.0
+    f = named(features, "cortex-m4", "fp32")
+    return proc.launch_s * f["kernels"] + proc.transfer_s_per_byte * 4.0 * (f["in_work"] + f["io_out"])
 
 
 @dataclass
@@ -145,8 +157,9 @@ class DeviceCost:
         """{"source", "instructions", "cycles", "seconds"} of a stage with these features on a processor."""
         proc = self.platform.processor(proc_name)
         if features is None or not self.measured(proc):
+            extra = overhead_s(proc, features)
             return {"source": NOMINAL, "instructions": None, "cycles": None,
-                    "seconds": float(macs) / proc.macs_per_s}
+                    "seconds": float(macs) / proc.macs_per_s + extra, **({"overhead_s": extra} if extra else {})}
         n = float(self.model.instructions(features, proc.kind, self.fmt))
         cycles = n * CPI[proc.kind]
         return {"source": MEASURED, "instructions": n, "cycles": cycles, "seconds": cycles / proc.clock_hz}
