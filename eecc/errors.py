@@ -10,6 +10,10 @@ class EeccError(Exception):
     """A problem with the user's input that names what is wrong and how to fix it."""
 
 
+class EeccWarning(UserWarning):
+    """A note on the user's input that does not stop the run; the CLI prints it as one line on stderr."""
+
+
 class MissingExtra(EeccError, ImportError):
     """An optional dependency is not installed. Also an ImportError, so code that probes for optional
     modules (multiprocessing's preload, `except ImportError`) treats it as the missing module it is."""

@@ -46,10 +46,14 @@ def test_uint8_with_scale_and_chunks():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(x_train=d["x_train"][:, :, :3]), "samples shaped \\[1, 3, 4\\] but the model wants"),
-    (lambda d: d.update(x_train=d["x_train"].astype(np.float64)), "dtype float64"),
+    (lambda d: d.update(x_train=d["x_train"].astype(np.int64)), "dtype int64; store float32"),
+    (lambda d: d.update(x_train=np.full(d["x_train"].shape, 1e300)), "NaN or infinite values \\(first at sample 0\\)"),
     (lambda d: d["x_train"].__setitem__((5, 0, 0, 0), np.nan), "NaN or infinite values \\(first at sample 5\\)"),
     (lambda d: d["y_train"].__setitem__(3, 7), "label 7 outside the model's 3 classes"),
-    (lambda d: d.update(y_train=d["y_train"].astype(np.float32)), "labels must be integers"),
+    (lambda d: d.update(y_train=d["y_train"].astype(np.float32)),
+     "labels must be integers \\(class indices\\): they are whole numbers: store y_train.astype\\(np.int64\\)"),
+    (lambda d: d.update(y_train=d["y_train"] + 0.5),
+     "labels must be integers \\(class indices\\): map them to class indices 0..K-1"),
     (lambda d: d.update(x_val=d["x_val"][:0], y_val=d["y_val"][:0]), "x_val is empty"),
     (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8)), "is uint8; pass --scale"),
     (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
@@ -63,6 +67,28 @@ def test_bad_data_is_a_one_line_error(mutate, message):
     with pytest.raises(EeccError, match=message) as info:
         make_splits(**data, input_shape=SHAPE, num_classes=3)
     assert "\n" not in str(info.value)
+
+
+def test_float64_data_is_read_as_float32_with_a_one_line_warning(tmp_path, capsys):
+    """numpy's default float (sklearn, pandas) is float64; the model computes in float32, so eecc converts."""
+    from pathlib import Path
+
+    from eecc.errors import EeccWarning
+    from eecc.examples import datasets
+
+    x, y = _xy(100)
+    with pytest.warns(EeccWarning, match="x_train has dtype float64; read as float32"):
+        s = make_splits(x.astype(np.float64), y, input_shape=SHAPE, num_classes=3)
+    np.testing.assert_array_equal(s.train.rows(0, len(s.train)), x[s.train.index])
+    digits = datasets.load("digits")
+    np.savez(tmp_path / "d.npz", **{k: v.astype(np.float64) if k.startswith("x_") else v for k, v in digits.items()})
+    model = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+    capsys.readouterr()
+    assert main(["exits", str(model), "--data", str(tmp_path / "d.npz"), "--heads", "blueprint", "--epochs", "1",
+                 "--quiet", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split(":")[0] for ln in err] == ["eecc exits"] * len(err) and len(err) == len(digits) // 2
+    assert "eecc exits: warning: " in err[0] and "x_train has dtype float64; read as float32" in err[0]
 
 
 def test_npz_members_are_memory_mapped_and_fingerprints_match(tmp_path):

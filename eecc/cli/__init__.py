@@ -9,9 +9,10 @@ import pkgutil
 import signal
 import sys
 import threading
+import warnings
 
 from eecc import __version__
-from eecc.errors import EeccError
+from eecc.errors import EeccError, EeccWarning
 
 # Listed so that `eecc --help` shows the main flow first; other modules are appended in name order.
 ORDER = ["compile", "inspect", "exits", "search", "run", "targets", "report"]
@@ -59,6 +60,19 @@ def one_line(command: str, exc: EeccError) -> str:
     return f"{command}: error: {message.removeprefix(f'{name}: ') if name != 'eecc' else message}"
 
 
+def _one_line_warnings(command: str):
+    """warnings.showwarning that prints an EeccWarning as `eecc <command>: warning: <message>`, one line."""
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EeccWarning):
+            print(f"{command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     command = "eecc"
@@ -67,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = f"eecc {args.command}"
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(command)
+            return int(args.func(args) or 0)
     except EeccError as exc:
         print(one_line(command, exc), file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from eecc.errors import EeccError
+from eecc.errors import EeccError, EeccWarning
 
 SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{a}_{s}" for s in SPLITS for a in "xy")  # x_train, y_train, x_val, ...
@@ -164,6 +165,13 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
     if x.dtype == np.uint8 and scale is None:
         raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
                         "or store float32")
+    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
+        # numpy's default float is float64 (sklearn, pandas): the model computes in float32, so nothing it could
+        # use is lost; values beyond float32's range become inf and are refused below.
+        warnings.warn(f"{where} has dtype {x.dtype}; read as float32, the model's input type (store "
+                      "x.astype(np.float32) to skip the conversion and its in-memory copy)", EeccWarning, stacklevel=2)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below with the sample named
+            x = x.astype(np.float32)
     if x.dtype not in (np.float32, np.uint8):
         raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
     if tuple(x.shape[1:]) != input_shape:
@@ -187,7 +195,10 @@ def _check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, ori
         raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
                         f"sample of x_{name})")
     if not np.issubdtype(y.dtype, np.integer):
-        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices)")
+        whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+        hint = (f"they are whole numbers: store y_{name}.astype(np.int64)" if whole else
+                f"map them to class indices 0..K-1 and store those as int64 (y_{name}.astype(np.int64))")
+        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices): {hint}")
     if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
         bad = int(y.min() if y.min() < 0 else y.max())
         raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
