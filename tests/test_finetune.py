@@ -180,3 +180,28 @@ def test_no_exit_thresholds_reproduce_the_finetuned_model(tuned, tmp_path):
     np.testing.assert_allclose(res.logits, finetuned, atol=1e-5, rtol=0)
     assert np.abs(finetuned - original).max() > 1e-3  # the invariant is about the fine-tuned weights
     assert json.loads((options.out / "manifest.json").read_text())["finetune"]["model"] == "finetuned.onnx"
+
+
+def test_read_only_rows_from_a_memory_mapped_npz_raise_no_torch_warning(tmp_path):
+    """`compile --finetune-epochs N --quiet` printed torch's "The given NumPy array is not writable" UserWarning:
+    an uncompressed .npz is memory-mapped read-only. torch warns once per process, so a fresh one checks it."""
+    import subprocess
+    import sys
+
+    data = datasets.load("digits")
+    np.savez(tmp_path / "d.npz", x_train=data["x_train"][:64], y_train=data["y_train"][:64],  # with x_val: the
+             x_val=data["x_val"][:20], y_val=data["y_val"][:20])  # train rows are slices of the memmap, not copies
+    script = f"""
+import warnings
+from eecc.data.splits import load_npz
+from eecc.model import ir
+from eecc.train.finetune import finetune_graph
+warnings.simplefilter("always")
+split = load_npz({str(tmp_path / "d.npz")!r}, input_shape=(1, 8, 8), num_classes=10).train
+assert not split.rows(0, 8).flags.writeable  # what the compile step hands finetune_graph
+finetune_graph(ir.load({str(MODELS / "cnn.onnx")!r}), split.rows, split.y, epochs=1, batch_size=32)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert "not writable" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr

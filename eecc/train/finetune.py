@@ -121,7 +121,10 @@ def finetune_graph(graph: gs.Graph, x: Callable[[int, int], np.ndarray] | np.nda
         total, count = 0.0, 0
         for start in rng.permutation(starts):
             stop = min(int(start) + batch_size, len(y))
-            xb = torch.from_numpy(np.ascontiguousarray(rows(int(start), stop), dtype=np.float32))
+            batch = np.ascontiguousarray(rows(int(start), stop), dtype=np.float32)
+            # A memory-mapped x (an .npz opened read-only) gives read-only rows; torch warns on those on stderr,
+            # even under --quiet, though it never writes to an input: give it a copy of such a batch instead.
+            xb = torch.from_numpy(batch if batch.flags.writeable else batch.copy())
             yb = torch.from_numpy(y[start:stop])
             loss = sum(F.cross_entropy(o, yb) for o in module(xb))
             opt.zero_grad()
