@@ -69,6 +69,7 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     """Validate numpy arrays; without x_val, hold out a stratified `val_fraction` of the training set."""
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    _warn_other_float({name: x for name, (x, _) in arrays.items()}, origin)
     for name, (x, y) in arrays.items():
         if x is None and y is None:
             continue
@@ -151,10 +152,28 @@ def _check_keys(data: dict, origin: str) -> None:
         raise EeccError(f"{origin} has unexpected arrays {unknown}; allowed are {', '.join(KEYS)}")
 
 
+def _dtype(x) -> np.dtype:
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _other_float(x) -> bool:
+    return np.issubdtype(_dtype(x), np.floating) and _dtype(x) != np.float32
+
+
+def _warn_other_float(arrays: dict, origin: str) -> None:
+    """One warning for every x that is float but not float32. numpy's default float is float64 (sklearn, pandas);
+    the model computes in float32, so the conversion loses nothing the model could use."""
+    names = [f"x_{name} ({_dtype(x)})" for name, x in arrays.items() if x is not None and _other_float(x)]
+    if names:
+        warnings.warn(f"{origin}: {', '.join(names)} read as float32, the model's input type (store "
+                      "x.astype(np.float32) to skip the conversion and its in-memory copy)", EeccWarning, stacklevel=3)
+
+
 def check_arrays(name: str, x, y, input_shape: Sequence[int], num_classes: int | None, scale: float | None,
                  origin: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The data checks of `compile`, for one split; `y` may be None (`eecc run` without labels) and
     `num_classes` None (label range unknown). Returns x and int64 y; raises EeccError (one line)."""
+    _warn_other_float({name: x}, origin)
     return _check(name, x, y, tuple(input_shape), num_classes, scale, origin)
 
 
@@ -165,12 +184,8 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
     if x.dtype == np.uint8 and scale is None:
         raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
                         "or store float32")
-    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
-        # numpy's default float is float64 (sklearn, pandas): the model computes in float32, so nothing it could
-        # use is lost; values beyond float32's range become inf and are refused below.
-        warnings.warn(f"{where} has dtype {x.dtype}; read as float32, the model's input type (store "
-                      "x.astype(np.float32) to skip the conversion and its in-memory copy)", EeccWarning, stacklevel=2)
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below with the sample named
+    if _other_float(x):  # read as float32 (`_warn_other_float`); beyond float32's range: inf, refused below
+        with np.errstate(over="ignore"):
             x = x.astype(np.float32)
     if x.dtype not in (np.float32, np.uint8):
         raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
