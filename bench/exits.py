@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "model": Path(args.model).name, "data": args.data, "train_samples": len(data["y_train"]),
         "head_set": args.heads, "heads_trained": len(cold.tried), "candidates_with_heads": len(cold.results),
-        "head_epochs": sum(r.epochs for r in cold.tried),  # successive halving stops most heads after one
+        "head_epochs": sum(r.epochs for r in cold.tried),  # successive halving stops most heads at its rung
         "val_samples": len(data["y_val"]), "test_samples": len(data["y_test"]),
         **cold.to_json(),
         "ratio_features_train_to_reference": (t["features_s"] + t["train_s"]) / t["reference_pass_s"],
@@ -74,7 +74,7 @@ def _table(record: dict, cold, data: str, heads: str):
     t = record
     last = [c for c in cold.results if not c.dropped][-1]
     rows = [("heads trained (candidates)", f"{len(cold.tried)} ({len(cold.results)})", heads),
-            ("head epochs (halving)", str(t["head_epochs"]), ""),
+            ("head epochs (halving)", f"{t['head_epochs']:.1f}", "heads stopped at the rung count its fraction"),
             ("features_s", f"{cold.timings['features_s']:.2f}", ""),
             ("train_s", f"{cold.timings['train_s']:.2f}", ""),
             ("reference_pass_s (mean of before / after)", f"{cold.timings['reference_pass_s']:.2f}",

@@ -173,21 +173,49 @@ def test_heads_trained_together_equal_heads_trained_alone():
         np.testing.assert_array_equal(fit.val_logits, predict(alone.module, v[0]))
 
 
-def test_successive_halving_stops_the_heads_keep_turns_down_after_one_epoch():
+def test_successive_halving_stops_the_heads_keep_turns_down_at_each_rung():
+    """Rung 0 sits after a quarter of the first epoch's batches (TrainConfig.rung), rung 1 at the epoch's end:
+    keep sees each head's validation accuracy there; a head turned down keeps those weights, one that goes
+    on trains exactly as alone."""
     specs = [HeadSpec("a", (8, 8, 8), (2, 2), w, 5, 0) for w in (None, 4, 8)]
-    data, val = _blobs(600, specs[0], 0.5), _blobs(200, specs[0], 0.5)
+    data, val = _blobs(600, specs[0], 1.0), _blobs(200, specs[0], 1.0)
     seen = []
 
-    def keep(first):
-        seen.append(list(first))
-        return [True, False, True]
+    def keep(acc, rung):
+        seen.append((list(acc), rung))
+        return [True, False, True] if rung == 0 else [True, False, False]
 
-    fits = fit_heads(specs, [data[0]] * 3, data[1], [val[0]] * 3, val[1], TrainConfig(epochs=3, threads=2), keep=keep)
-    assert seen == [[f.first_epoch_accuracy for f in fits]]  # keep sees every head's first-epoch accuracy
-    assert fits[1].epochs == 1 and fits[1].val_accuracy == fits[1].first_epoch_accuracy and not fits[1].dropped
-    assert fits[0].epochs > 1 and fits[2].epochs > 1
-    alone = fit_head(specs[2], data[0], data[1], val[0], val[1], TrainConfig(epochs=3, threads=1))
-    np.testing.assert_array_equal(fits[2].val_logits, alone.val_logits)  # a head that goes on trains as alone
+    config = TrainConfig(epochs=3, threads=2)
+    assert config.rung == 0.25
+    fits = fit_heads(specs, [data[0]] * 3, data[1], [val[0]] * 3, val[1], config, keep=keep)
+    assert seen == [([f.rung_accuracy for f in fits], 0),  # every head's accuracy at the rung
+                    ([fits[0].first_epoch_accuracy, None, fits[2].first_epoch_accuracy], 1)]  # those left
+    assert fits[1].epochs == 8 / 30  # 600 rows in 30 batches of 20 (min_steps): the rung after ceil(30/4)
+    assert fits[1].val_accuracy == fits[1].first_epoch_accuracy == fits[1].rung_accuracy and not fits[1].dropped
+    assert fits[2].epochs == 1 and fits[2].val_accuracy == fits[2].first_epoch_accuracy and not fits[2].dropped
+    assert fits[0].epochs > 1
+    alone = [fit_head(spec, data[0], data[1], val[0], val[1], TrainConfig(epochs=3, threads=1)) for spec in specs]
+    assert fits[2].first_epoch_accuracy == alone[2].first_epoch_accuracy < alone[2].val_accuracy  # stopped at 1
+    np.testing.assert_array_equal(fits[0].val_logits, alone[0].val_logits)  # the rungs left it as alone
+    for name, w in vars(export(fits[0].module)).items():
+        if w is not None:
+            np.testing.assert_array_equal(w, getattr(export(alone[0].module), name), err_msg=name)
+    # The rung's weights are those of the first batches: a head turned down there is less trained than alone.
+    assert fits[1].val_accuracy < alone[1].first_epoch_accuracy
+
+
+def test_a_rung_at_one_epoch_stops_heads_after_their_first_epoch():
+    """rung=1.0: one rung, where keep judges the first epoch's accuracies; heads turned down keep their
+    first-epoch weights."""
+    specs = [HeadSpec("a", (8, 8, 8), (2, 2), w, 5, 0) for w in (None, 4)]
+    data, val = _blobs(600, specs[0], 0.5), _blobs(200, specs[0], 0.5)
+    config = TrainConfig(epochs=3, threads=1, rung=1.0)
+    seen = []
+    fits = fit_heads(specs, [data[0]] * 2, data[1], [val[0]] * 2, val[1], config,
+                     keep=lambda first, rung: seen.append((list(first), rung)) or [True, False])
+    alone = fit_head(specs[1], data[0], data[1], val[0], val[1], config)
+    assert seen == [([f.first_epoch_accuracy for f in fits], 0)] and fits[1].epochs == 1 and alone.epochs > 1
+    assert fits[1].val_accuracy == fits[1].first_epoch_accuracy == alone.first_epoch_accuracy  # its first epoch
 
 
 def test_the_designs_on_one_map_train_in_lockstep_exactly_as_alone():
@@ -197,13 +225,13 @@ def test_the_designs_on_one_map_train_in_lockstep_exactly_as_alone():
              HeadSpec("m", width=6, kind="gap", **base), HeadSpec("m", width=None, kind="mlp", hidden=7, **base)]
     (x, y), (xv, yv) = _blobs(700, specs[0], 0.3), _blobs(200, specs[0], 0.3)
     config = TrainConfig(epochs=4, patience=1, threads=2)
-    fits = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, config, keep=lambda first: [True, True, False, True])
-    assert fits[2].epochs == 1
+    fits = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, config, keep=lambda first, rung: [True, True, False, True])
+    assert fits[2].epochs < 1
     for spec, fit in zip(specs, fits):
         alone = fit_head(spec, x, y, xv, yv, replace(config, threads=1))
-        assert fit.first_epoch_accuracy == alone.first_epoch_accuracy
         if spec.width == 6:
-            continue  # stopped by `keep` after one epoch; alone it went on
+            continue  # stopped by `keep` at the rung; alone it went on
+        assert fit.first_epoch_accuracy == alone.first_epoch_accuracy
         assert fit.epochs == alone.epochs
         for name, w in vars(export(fit.module)).items():
             if w is not None:

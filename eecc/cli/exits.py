@@ -69,7 +69,7 @@ def run(args) -> int:
         status = "dropped" if r.dropped else ("* chosen" if r.chosen else ("pareto" if r.pareto else ""))
         table.add_row(str(loc[r.spec.tensor]), r.spec.tensor, "x".join(map(str, r.spec.in_shape)), r.spec.design,
                       f"{r.spec.head_macs:,}", f"{r.spec.exit_macs:,}", f"{100 * r.spec.exit_macs / total:.1f}",
-                      _pct(r.val_accuracy), _pct(r.test_accuracy), str(r.epochs),  # 1: stopped by halving
+                      _pct(r.val_accuracy), _pct(r.test_accuracy), f"{r.epochs:.3g}",  # < 1: stopped at halving's rung
                       _ece(ece.get(r.spec.tensor)) if r.chosen else "-", status)
     out.print(table)
     for tensor, why in result.plan.design.rejected.items():

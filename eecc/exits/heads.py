@@ -130,9 +130,14 @@ class TrainConfig:
     drop_margin: float = 0.02           # first-epoch accuracy must beat chance by this (or 3σ)
     min_steps: int = 30                 # small data sets get smaller batches so one epoch means something
     threads: int | None = None          # heads trained at once; None: the machine's cores
-    # Successive halving over a location's head designs: after one epoch only the heads on the front of
-    # (first-epoch validation accuracy, head MACs) train on (eecc/exits/family.py `promising`).
+    # Successive halving over a location's head designs (Jamieson & Talwalkar 2016, one rung): at the rung
+    # only the heads on the front of (validation accuracy there, head MACs) train on (eecc/exits/family.py
+    # `promising`); the others keep their weights from the rung.
     halving: bool = True
+    # Where the rung is: after this fraction of the first epoch's batches (the cheap first rung of successive
+    # halving / Hyperband, Li et al. 2018: a fixed subsample, here the epoch's first batches). 1.0 = after one
+    # epoch. A head that goes on finishes its epoch on the same batches: it trains as it would without a rung.
+    rung: float = 0.25
 
 
 def chance_level(y: np.ndarray, num_classes: int) -> float:

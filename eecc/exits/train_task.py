@@ -58,8 +58,8 @@ def fit_group(job: TrainJob, group: list[int]) -> list:
     if todo:
         specs = [job.heads[k] for k in todo]
 
-        def keep(acc: list) -> list[bool]:  # halving decides on the whole group (a location's heads), stored ones too
-            first = {k: None if f.dropped else f.first_epoch_accuracy for k, f in done.items()} | dict(zip(todo, acc))
+        def keep(acc: list, rung: int) -> list[bool]:  # halving decides on a location's heads, stored ones too
+            first = {k: _judged(f, rung) for k, f in done.items()} | dict(zip(todo, acc))
             flags = dict(zip(group, promising([job.heads[k] for k in group], [first[k] for k in group],
                                               len(job.y_val))))
             return [flags[k] for k in todo]
@@ -74,3 +74,11 @@ def fit_group(job: TrainJob, group: list[int]) -> list:
                 tmp.write_bytes(pickle.dumps(fit))
             done[k] = fit
     return [done[k] for k in group]
+
+
+def _judged(fit, rung: int) -> float | None:
+    """The accuracy that halving's rung `rung` judged for a stored head (eecc.train.fit.fit_heads), None when
+    the head had finished before it."""
+    if rung == 0:
+        return fit.rung_accuracy
+    return None if fit.dropped or fit.epochs < 1 else fit.first_epoch_accuracy

@@ -180,7 +180,8 @@ def _check_default_heads(exits: ExitsRun) -> None:
     if dropped:
         r = dropped[0]
         raise EeccError(f"the default placement's exit at '{r.spec.tensor}' was dropped: its head reached "
-                        f"{r.first_epoch_accuracy:.1%} validation accuracy after one epoch, no better than chance; "
+                        f"{r.first_epoch_accuracy:.1%} validation accuracy when judged (after one epoch, or at "
+                        "halving's rung), no better than chance; "
                         "run compile with --search to consider other exit placements")
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from eecc.exits.heads import HeadSpec, TrainConfig, drop_threshold
+from eecc.train.adam import Adam as _Adam
 from eecc.train.modules import HeadModule, loss_and_grads, one_hot, predict
 
 STATS_ROWS = 8192
@@ -34,9 +35,10 @@ class FitResult:
     first_epoch_accuracy: float
     val_accuracy: float
     val_loss: float
-    epochs: int
+    epochs: float                         # epochs the kept weights trained; a fraction when stopped at the rung
     dropped: bool
     val_logits: np.ndarray | None = None  # of the kept (best) weights
+    rung_accuracy: float | None = None    # validation accuracy that halving's rung judged (None: dropped there)
 
 
 def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +76,7 @@ def fit_head(spec: HeadSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np
 def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train: np.ndarray,
               x_val: Sequence[np.ndarray], y_val: np.ndarray, config: TrainConfig = TrainConfig(), *,
               on_done: Callable[[int, int], None] | None = None,
-              keep: Callable[[list[float | None]], list[bool]] | None = None) -> list[FitResult]:
+              keep: Callable[[list[float | None], int], list[bool]] | None = None) -> list[FitResult]:
     """Train heads[k] on x_train[k] (any float dtype; float32 memmaps, as cached, are read without a copy).
 
     Heads given the same x_train array (the designs on one pooled map) train as one task, in lockstep:
@@ -84,10 +86,16 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     largest cost after the arithmetic, by a third (122 map-epochs for 186 head-epochs, bench/exits.py).
     Tasks run most expensive first, in parallel.
 
-    Successive halving (Jamieson & Talwalkar 2016, one rung), when `keep` is given: every head trains one
-    epoch; keep(first-epoch validation accuracy per head, None for a dropped one) says which go on, the
-    others stop there with their first-epoch weights (`FitResult.epochs == 1`). A head's result depends on
-    its spec, its data, the config and (through `keep`) on the heads trained beside it, never on threads.
+    Successive halving (Jamieson & Talwalkar 2016), when `keep` is given: every head trains the first
+    `config.rung` of its first epoch's batches (a fixed subsample of the rows: the cheap first rung of
+    Hyperband, Li et al. 2018); keep(validation accuracy there per head, None for one already finished, 0)
+    says which go on, the others stop there with the rung's weights (`FitResult.epochs == config.rung`,
+    rounded up to whole batches; dropped when below the NA drop threshold). The heads that go on finish the
+    epoch on the same batches, so they train exactly as without a rung, and meet a second rung there:
+    keep(first-epoch accuracies, 1); the heads it turns down keep their first-epoch weights (epochs == 1).
+    With `rung` 1.0 the only rung is after one epoch (keep(…, 0) on first-epoch accuracies).
+    A head's result depends on its spec, its data, the config and (through `keep`) on the heads trained
+    beside it, never on threads.
     `on_done(finished, total)` is called as heads finish (from the calling thread).
     """
     threads = torch.get_num_threads()
@@ -113,13 +121,13 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
             for group, stats in zip(maps, pool.map(_sample_stats, [g[0].x for g in maps])):
                 for t in group:
                     t.stats = stats  # the designs on one map share its channel statistics
-            _each(pool, [partial(_first, [(k, trainers[k]) for k in ks]) for ks in groups], finished)
-            go_on = [k not in done for k in range(len(trainers))]
+            _each(pool, [partial(_first, [(k, trainers[k]) for k in ks], keep is not None) for ks in groups], finished)
             if keep is not None:
-                go_on = keep([None if k in done else trainers[k].first_accuracy for k in range(len(trainers))])
-                finished([(k, trainers[k].result()) for k in range(len(trainers)) if k not in done and not go_on[k]])
-            rest = [[(k, trainers[k]) for k in ks if k not in done] for ks in groups]
-            _each(pool, [partial(_rest, pairs) for pairs in rest if pairs], finished)
+                _halve(keep, 0, [t.rung_accuracy for t in trainers], trainers, done, finished)
+                if any(t.cut is not None for t in trainers):  # the rung was inside the first epoch: end it
+                    _each(pool, [partial(_end_first, pairs) for pairs in _left(groups, trainers, done)], finished)
+                    _halve(keep, 1, [t.first_accuracy for t in trainers], trainers, done, finished)
+            _each(pool, [partial(_rest, pairs) for pairs in _left(groups, trainers, done)], finished)
     finally:
         torch.set_num_threads(threads)
     return [done[k] for k in range(len(trainers))]
@@ -151,12 +159,41 @@ def _each(pool: ThreadPoolExecutor, calls: list[Callable], finished) -> None:
         finished(future.result())
 
 
-def _first(pairs: list[tuple[int, "_Trainer"]]) -> list[tuple[int, FitResult | None]]:
-    """Set up the heads of one map and train their first epoch together; a FitResult for each dropped one."""
+def _halve(keep, rung: int, accuracy: list, trainers: list["_Trainer"], done: dict, finished) -> None:
+    """Halving's rung `rung` (0: `config.rung` into the first epoch, 1: its end): keep(accuracy there per head,
+    None for heads already finished; rung) says which go on; the others finish with their weights there."""
+    go_on = keep([None if k in done else a for k, a in enumerate(accuracy)], rung)
+    stopped = [k for k in range(len(trainers)) if k not in done and not go_on[k]]
+    finished([(k, trainers[k].stop_at_rung() if rung == 0 else trainers[k].result()) for k in stopped])
+
+
+def _left(groups: list[list[int]], trainers: list["_Trainer"], done: dict) -> list[list[tuple[int, "_Trainer"]]]:
+    """Per map, the heads still training."""
+    pairs = [[(k, trainers[k]) for k in ks if k not in done] for ks in groups]
+    return [p for p in pairs if p]
+
+
+def _first(pairs: list[tuple[int, "_Trainer"]], rung: bool = False) -> list[tuple[int, FitResult | None]]:
+    """Set up the heads of one map and train them together up to halving's rung (`rung`: `config.rung` of
+    the first epoch, else the whole epoch); a FitResult for each one dropped at the end of its first epoch."""
     torch.set_num_threads(1)
-    for _, t in pairs:
-        t.setup()
-    _epoch([t for _, t in pairs])
+    heads = [t for _, t in pairs]
+    for t in heads:
+        t.setup(rung)
+    _epoch(heads, 0, heads[0].cut)
+    if heads[0].cut is not None:  # the rung is inside the epoch: scored there, the epoch ends in `_rest`
+        for t in heads:
+            t.rung_score = t.score()
+            t.rung_accuracy = t.rung_score[1]
+        return [(k, None) for k, _ in pairs]
+    return [(k, t.after_first(*t.score())) for k, t in pairs]
+
+
+def _end_first(pairs: list[tuple[int, "_Trainer"]]) -> list[tuple[int, FitResult | None]]:
+    """The first epoch's batches after the rung, for the heads of one map; a FitResult for each one dropped."""
+    torch.set_num_threads(1)
+    heads = [t for _, t in pairs]
+    _epoch(heads, heads[0].cut)
     return [(k, t.after_first(*t.score())) for k, t in pairs]
 
 
@@ -172,17 +209,22 @@ def _rest(pairs: list[tuple[int, "_Trainer"]]) -> list[tuple[int, FitResult]]:
     return [(k, t.result()) for k, t in pairs]
 
 
-def _epoch(heads: list["_Trainer"]) -> None:
-    """One epoch of heads that share their training array, batch size and epoch count."""
+def _epoch(heads: list["_Trainer"], start: int = 0, stop: int | None = None) -> None:
+    """Batches [start, stop) (default: all) of one epoch of heads that share their training array, batch size
+    and epoch count; start 0 begins a new epoch (draws its permutation)."""
     lead = heads[0]
+    if start == 0:
+        # Every head's generator draws the same permutation (same seed, rows and epoch): the lead's stands for all.
+        perm = torch.randperm(len(lead.y), generator=lead.gen).numpy()
+        for t in heads[1:]:
+            torch.randperm(len(t.y), generator=t.gen)
+        for t in heads:
+            t.epoch, t.perm = t.epoch + 1, perm
     for t in heads:
-        t.epoch += 1
         t.module.train()
-    # Every head's generator draws the same permutation (same seed, rows and epoch): the lead's stands for all.
-    perm = torch.randperm(len(lead.y), generator=lead.gen).numpy()
-    for t in heads[1:]:
-        torch.randperm(len(t.y), generator=t.gen)
-    for i in range(0, len(perm), lead.batch):
+    perm = lead.perm
+    end = len(perm) if stop is None else min(len(perm), stop * lead.batch)
+    for i in range(start * lead.batch, end, lead.batch):
         rows = np.sort(perm[i:i + lead.batch])  # a memmap reads forward; a batch is a set anyway
         # Gathered per batch so that the batch, not the data set, sits in cache; fp32 as cached: no copy.
         # np.take: 1.4-2.6x faster than fancy indexing on a memmap (measured on the cached maps).
@@ -214,25 +256,47 @@ class _Trainer:
         self.batch = max(8, min(config.batch_size, math.ceil(len(self.y) / config.min_steps)))
         self.stats: tuple[np.ndarray, np.ndarray] | None = None  # channel mean, std: set by fit_heads
 
-    def setup(self) -> None:
+    def setup(self, rung: bool = False) -> None:
+        """Standardisation, generator, optimiser; `cut`: the batches before halving's rung when `rung` puts
+        it inside the first epoch (`config.rung` < 1), else None."""
         cfg, module = self.config, self.module
         mean, std = self.stats
         with torch.no_grad():
             module.mean.copy_(torch.from_numpy(mean).reshape(module.mean.shape))
             module.std.copy_(torch.from_numpy(std).reshape(module.std.shape))
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        steps = cfg.epochs * math.ceil(len(self.y) / self.batch)
+        per_epoch = math.ceil(len(self.y) / self.batch)
+        steps = cfg.epochs * per_epoch
+        cut = max(1, math.ceil(cfg.rung * per_epoch))
+        self.cut = cut if rung and cut < per_epoch else None
+        self.rung_fraction = cut / per_epoch
         self.opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
         self.best = (math.inf, 0.0, None, None)  # loss, accuracy, state, val logits
-        self.stale, self.epoch = 0, 0
+        self.stale, self.epoch, self.rung_accuracy = 0, 0, None
 
     def after_first(self, loss: float, accuracy: float) -> FitResult | None:
         """Judge the first epoch; a FitResult only when the head is dropped there."""
         self.first_accuracy = accuracy
+        if self.cut is None:
+            self.rung_accuracy = accuracy
         if accuracy < drop_threshold(self.y_val, self.spec.num_classes, self.config.drop_margin):
-            return FitResult(self.module, accuracy, accuracy, loss, 1, dropped=True)  # as NA
+            return FitResult(self.module, accuracy, accuracy, loss, 1, dropped=True,  # as NA
+                             rung_accuracy=None if self.cut is None else self.rung_accuracy)
         self.judge(loss, accuracy)
         return None
+
+    def stop_at_rung(self) -> FitResult:
+        """The result of a head that halving stops at the rung: its weights there (dropped when below the NA
+        drop threshold)."""
+        if self.cut is None:
+            return self.result()  # the rung was at the end of the first epoch, judged by `after_first`
+        loss, accuracy = self.rung_score
+        self.first_accuracy = accuracy
+        self.judge(loss, accuracy)
+        out = self.result()
+        out.epochs = self.rung_fraction
+        out.dropped = accuracy < drop_threshold(self.y_val, self.spec.num_classes, self.config.drop_margin)
+        return out
 
     def goes_on(self) -> bool:
         return self.epoch < self.config.epochs and self.stale < self.config.patience
@@ -241,7 +305,8 @@ class _Trainer:
         """The best weights so far (by validation loss)."""
         loss, acc, state, logits = self.best
         self.module.load_state_dict(state)
-        return FitResult(self.module, self.first_accuracy, acc, loss, self.epoch, dropped=False, val_logits=logits)
+        return FitResult(self.module, self.first_accuracy, acc, loss, self.epoch, dropped=False, val_logits=logits,
+                         rung_accuracy=self.rung_accuracy)
 
     def score(self) -> tuple[float, float]:
         """Validation loss and accuracy of the current weights."""
@@ -262,63 +327,6 @@ class _Trainer:
             return torch.from_numpy(raw.reshape(len(raw), -1))
         x = torch.from_numpy(raw).reshape(len(raw), self.spec.channels, self.positions)
         return torch.empty(len(raw), self.positions, self.spec.channels).copy_(x.transpose(1, 2))
-
-
-class _Adam:
-    """Adam (L2 weight decay, as torch.optim.Adam) with a cosine learning-rate decay to zero over `steps`.
-
-    Written out because the heads have four small tensors: torch.optim's per-step bookkeeping cost more
-    than the update, and its first construction imports torch._dynamo (seconds of CPU). The step is
-    torch's fused CPU kernel (`torch.optim.Adam(fused=True)`'s, one call for all of a head's tensors:
-    4x cheaper than six elementwise ops on them). The parameters become views of one flat buffer.
-    """
-
-    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float, steps: int,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.wd, self.steps, self.betas, self.eps = params, lr, weight_decay, steps, betas, eps
-        with torch.no_grad():
-            self.flat = torch.cat([p.detach().reshape(-1) for p in params])
-            self.m = torch.zeros_like(self.flat)
-            self.v = torch.zeros_like(self.flat)
-            self._views = [[], [], []]
-            at = 0
-            for p in params:
-                p.data = self.flat[at:at + p.numel()].view_as(p)
-                for views, buf in zip(self._views, (self.flat, self.m, self.v)):
-                    views.append(buf[at:at + p.numel()].view_as(p))
-                at += p.numel()
-        self._t = [torch.zeros((), dtype=torch.float32) for _ in params]  # the kernel's step counters
-        self.t = 0
-
-    def step(self) -> None:
-        _Adam.step_all([self])
-
-    def _rate(self) -> tuple:
-        """What one fused kernel call needs to be the same for every optimiser it steps."""
-        lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.t, self.steps) / self.steps))
-        return lr, self.wd, self.betas, self.eps
-
-    @staticmethod
-    @torch.no_grad()
-    def step_all(opts: Sequence["_Adam"]) -> None:
-        """`step()` of every optimiser in `opts`, those of equal rate in one fused kernel call: the kernel
-        updates each tensor on its own (elementwise, with the tensor's own step count), so the result is
-        the same bits as one call per optimiser, with a tenth of the dispatches for a map's heads."""
-        by_rate: dict[tuple, list[_Adam]] = {}
-        for opt in opts:
-            by_rate.setdefault(opt._rate(), []).append(opt)
-        for (lr, wd, (b1, b2), eps), same in by_rate.items():
-            params, grads, m, v, t = [], [], [], [], []
-            for opt in same:
-                opt.t += 1
-                params += opt._views[0]
-                grads += [p.grad for p in opt.params]
-                m += opt._views[1]
-                v += opt._views[2]
-                t += opt._t
-            torch._foreach_add_(t, 1)
-            torch._fused_adam_(params, grads, m, v, [], t, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
-                               amsgrad=False, maximize=False)
 
 
 def _tensor(a) -> torch.Tensor:
