@@ -23,7 +23,7 @@ from typing import Sequence
 from eecc.exits.heads import Design, HeadSpec
 
 FLAT_SIZES = (2, 4)
-HALVING_RULE = "front, twins within one standard error"  # in the cache keys of heads trained with halving
+HALVING_RULE = "front, twins within one standard error; rungs at TrainConfig.rung and one epoch"  # in cache keys
 CONV_WIDTH = 32
 MLP_HIDDEN = 32
 KINDS = ("gap", "flat", "mlp")
