@@ -85,12 +85,12 @@ def pareto(rows: Sequence[tuple[float, int]]) -> list[bool]:
 
 
 def promising(specs: Sequence[HeadSpec], first_accuracy: Sequence[float | None], n_val: int) -> list[bool]:
-    """Successive halving's rung: which heads train past their first epoch. Per location, the front of
-    (first-epoch validation accuracy, head MACs): a head stops when a cheaper head of its location was
-    more accurate, or a head of equal MACs (average vs max pooling twins) more accurate by over one
-    standard error of its first-epoch accuracy (sqrt(a(1-a)/n_val): 0.5 pt at a = 0.87 on 5000 samples);
-    None = dropped (never goes on). The heads left behind keep their first-epoch weights and may still be
-    searched. Measured (bench/exits.py, strong ResNet): the plain front lost the pooling twin that the
+    """Successive halving's rungs (eecc.train.fit.fit_heads: after `TrainConfig.rung` of the first epoch, then
+    at its end): which heads train on. Per location, the front of (validation accuracy at the rung, head
+    MACs): a head stops when a cheaper head of its location was more accurate, or a head of equal MACs
+    (average vs max pooling twins) more accurate by over one standard error of its accuracy
+    (sqrt(a(1-a)/n_val): 0.5 pt at a = 0.87 on 5000 samples); None = not judged (dropped or stopped
+    before). The heads left behind keep their weights from the rung and may still be searched. Measured (bench/exits.py, strong ResNet): the plain front lost the pooling twin that the
     guarantee mode chose; a one-error slack against cheaper heads too let the dearest late heads, all
     within noise of each other, train on (train time x3).
     """
