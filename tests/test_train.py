@@ -13,7 +13,7 @@ from torch import nn
 from eecc.model import ir
 from eecc.exits.heads import ExitHead, HeadSpec
 from eecc.passes.insert_exits import insert_exits, logits_name
-from eecc.train.fit import TrainConfig, _Adam, channel_stats, fit_head, fit_heads, predict_many
+from eecc.train.fit import FitResult, TrainConfig, _Adam, channel_stats, fit_head, fit_heads, predict_many
 from eecc.train.modules import HeadModule, export, loss_and_grads, one_hot, predict
 from golden import parse, run
 from test_heads import SMALL
@@ -185,7 +185,7 @@ def test_successive_halving_stops_the_heads_keep_turns_down_at_each_rung():
         seen.append((list(acc), rung))
         return [True, False, True] if rung == 0 else [True, False, False]
 
-    config = TrainConfig(epochs=3, threads=2)
+    config = TrainConfig(epochs=3, threads=2, rung_rows=0)  # 600 rows: below the default minimum for a rung
     assert config.rung == 0.25
     fits = fit_heads(specs, [data[0]] * 3, data[1], [val[0]] * 3, val[1], config, keep=keep)
     assert seen == [([f.rung_accuracy for f in fits], 0),  # every head's accuracy at the rung
@@ -194,7 +194,7 @@ def test_successive_halving_stops_the_heads_keep_turns_down_at_each_rung():
     assert fits[1].val_accuracy == fits[1].first_epoch_accuracy == fits[1].rung_accuracy and not fits[1].dropped
     assert fits[2].epochs == 1 and fits[2].val_accuracy == fits[2].first_epoch_accuracy and not fits[2].dropped
     assert fits[0].epochs > 1
-    alone = [fit_head(spec, data[0], data[1], val[0], val[1], TrainConfig(epochs=3, threads=1)) for spec in specs]
+    alone = [fit_head(spec, data[0], data[1], val[0], val[1], replace(config, threads=1)) for spec in specs]
     assert fits[2].first_epoch_accuracy == alone[2].first_epoch_accuracy < alone[2].val_accuracy  # stopped at 1
     np.testing.assert_array_equal(fits[0].val_logits, alone[0].val_logits)  # the rungs left it as alone
     for name, w in vars(export(fits[0].module)).items():
@@ -204,12 +204,13 @@ def test_successive_halving_stops_the_heads_keep_turns_down_at_each_rung():
     assert fits[1].val_accuracy < alone[1].first_epoch_accuracy
 
 
-def test_a_rung_at_one_epoch_stops_heads_after_their_first_epoch():
-    """rung=1.0: one rung, where keep judges the first epoch's accuracies; heads turned down keep their
-    first-epoch weights."""
+@pytest.mark.parametrize("rung", [{"rung": 1.0}, {}])
+def test_a_rung_at_one_epoch_stops_heads_after_their_first_epoch(rung):
+    """rung=1.0, or fewer training rows than `rung_rows` (600 < 8192): one rung, where keep judges the first
+    epoch's accuracies; heads turned down keep their first-epoch weights."""
     specs = [HeadSpec("a", (8, 8, 8), (2, 2), w, 5, 0) for w in (None, 4)]
     data, val = _blobs(600, specs[0], 0.5), _blobs(200, specs[0], 0.5)
-    config = TrainConfig(epochs=3, threads=1, rung=1.0)
+    config = TrainConfig(epochs=3, threads=1, **rung)
     seen = []
     fits = fit_heads(specs, [data[0]] * 2, data[1], [val[0]] * 2, val[1], config,
                      keep=lambda first, rung: seen.append((list(first), rung)) or [True, False])
@@ -224,7 +225,7 @@ def test_the_designs_on_one_map_train_in_lockstep_exactly_as_alone():
     specs = [HeadSpec("m", width=None, kind="flat", **base), HeadSpec("m", width=4, kind="flat", **base),
              HeadSpec("m", width=6, kind="gap", **base), HeadSpec("m", width=None, kind="mlp", hidden=7, **base)]
     (x, y), (xv, yv) = _blobs(700, specs[0], 0.3), _blobs(200, specs[0], 0.3)
-    config = TrainConfig(epochs=4, patience=1, threads=2)
+    config = TrainConfig(epochs=4, patience=1, threads=2, rung_rows=0)
     fits = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, config, keep=lambda first, rung: [True, True, False, True])
     assert fits[2].epochs < 1
     for spec, fit in zip(specs, fits):
@@ -254,3 +255,18 @@ def test_predicting_many_heads_on_threads_equals_predicting_each():
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, predict(f.module, xv))
         np.testing.assert_array_equal(a, f.val_logits)  # the logits training scored the head by
+
+
+def test_stored_heads_enter_each_rung_with_the_accuracy_it_judged():
+    """A location whose heads are partly stored (a run cut short) halves on what each rung saw: the stored
+    heads' accuracy at rung 0, their first-epoch accuracy at rung 1 unless they had stopped or dropped before."""
+    from eecc.exits.train_task import _judged
+
+    module = HeadModule(HeadSpec("a", (4, 2, 2), (1, 1), None, 3, 0), np.zeros(4, np.float32), np.ones(4, np.float32))
+    at_rung = FitResult(module, 0.7, 0.7, 1.0, 0.25, False, rung_accuracy=0.7)
+    at_epoch = FitResult(module, 0.8, 0.8, 1.0, 1, False, rung_accuracy=0.6)
+    trained = FitResult(module, 0.85, 0.9, 1.0, 5, False, rung_accuracy=0.65)
+    dropped = FitResult(module, 0.3, 0.3, 1.0, 1, True, rung_accuracy=0.32)
+    heads = (at_rung, at_epoch, trained, dropped)
+    assert [_judged(f, 0) for f in heads] == [0.7, 0.6, 0.65, 0.32]
+    assert [_judged(f, 1) for f in heads] == [None, 0.8, 0.85, None]

@@ -87,8 +87,8 @@ def fit_heads(specs: Sequence[HeadSpec], x_train: Sequence[np.ndarray], y_train:
     Tasks run most expensive first, in parallel.
 
     Successive halving (Jamieson & Talwalkar 2016), when `keep` is given: every head trains the first
-    `config.rung` of its first epoch's batches (a fixed subsample of the rows: the cheap first rung of
-    Hyperband, Li et al. 2018); keep(validation accuracy there per head, None for one already finished, 0)
+    `config.rung` of its first epoch's batches, at least `config.rung_rows` rows (a fixed subsample of the
+    rows: the cheap first rung of Hyperband, Li et al. 2018); keep(validation accuracy there per head, None for one already finished, 0)
     says which go on, the others stop there with the rung's weights (`FitResult.epochs == config.rung`,
     rounded up to whole batches; dropped when below the NA drop threshold). The heads that go on finish the
     epoch on the same batches, so they train exactly as without a rung, and meet a second rung there:
@@ -267,7 +267,7 @@ class _Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         per_epoch = math.ceil(len(self.y) / self.batch)
         steps = cfg.epochs * per_epoch
-        cut = max(1, math.ceil(cfg.rung * per_epoch))
+        cut = max(1, math.ceil(cfg.rung * per_epoch), math.ceil(cfg.rung_rows / self.batch))
         self.cut = cut if rung and cut < per_epoch else None
         self.rung_fraction = cut / per_epoch
         self.opt = _Adam(list(module.parameters()), cfg.lr, cfg.weight_decay, steps)
