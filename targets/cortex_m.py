@@ -23,7 +23,7 @@ CPUS = {
         target={"kind": "llvm", "mtriple": "thumbv7em-none-eabi", "mcpu": "cortex-m4", "mfloat-abi": "hard",
                 "vector-width": 32},  # no 128-bit SIMD on Cortex-M; also silences LLVM's warning
         cflags=["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
-        board="mps2-an386", support=["dot_dsp.c"],  # cdriver files every stage links
+        board="mps2-an386", support=["dot_dsp.c", "ops_fpu.c"],  # cdriver files every stage links
     ),
     "cortex-m0plus": dict(
         target={"kind": "llvm", "mtriple": "thumbv6m-none-eabi", "mcpu": "cortex-m0plus", "mfloat-abi": "soft",

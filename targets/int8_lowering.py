@@ -113,13 +113,16 @@ class _P:
 
 
 def _rules(kernels: str | None = None, builder=None):
+    from eecc.targets.mcu_pool import pool_rule
     from eecc.targets.mcu_quantize import dequantize_rule, quantize_rule
 
     rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True),
              _matmul_rule(False), _mean_rule(), _add_rule(), _passthrough_rule("relax.nn.max_pool2d"),
              _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape"), _pool_first_rule()]
     # what is left on microcontrollers: the stage input's quantize and the outputs' dequantize
-    return rules if kernels is None else rules + [quantize_rule(builder, kernels), dequantize_rule(builder, kernels)]
+    mcu = [quantize_rule(builder, kernels), dequantize_rule(builder, kernels)]
+    mcu += [pool_rule(builder)] if kernels == "dsp" else []  # last: after the rules that make int8 pools
+    return rules if kernels is None else rules + mcu
 
 
 def _np(m, pattern) -> np.ndarray:

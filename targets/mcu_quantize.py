@@ -5,7 +5,7 @@ Quantize (onnxruntime's MLAS: divide, clamp, round):
   y = clamp(round_half_even(x / s) + z, -128, 127)
 
 TVM lowers round() to newlib's nearbyintf (~30 instructions on the M4F, hundreds in soft float). With an
-FPU (quantize_kernel), v = x / s is the same float32 division, then t = v + M with M = 1.5·2^23: for
+FPU (cdriver/ops_fpu.c eecc_quantize_s8), v = x / s is the same float32 division, then t = v + M with M = 1.5·2^23: for
 |v| < 2^22, t lies in [2^23, 2^24) where floats are the integers, so the one IEEE round-to-nearest-even of
 that addition rounds v half to even (M is even) and the bit pattern of t is bits(M) + round(v). Larger |v|
 saturate the same way: positive t keep their order as int32 bit patterns (v ≥ 2^22 gives ≥ 2^22 > 127,
@@ -26,8 +26,10 @@ Dequantize (dequantize_kernel): y = float32(x - z) · s rounds one product of tw
 same as onnxruntime and TVM, so a 256-entry table of those products (indexed by the byte x) gives the same
 bits: a load instead of a conversion and a multiply (soft float on the M0+). Only tensors of at least
 TABLE_MIN elements take it, where the table is no larger than the float tensor it fills. With an FPU
-(dequantize_fpu_kernel) the conversion and the multiply are two instructions, and the 1 KB table would be
-a large share of a small stage's flash: y is computed, the same single rounding.
+(ops_fpu.c's eecc_dequantize_s8) the conversion and the multiply are two instructions, and the 1 KB table would be
+a large share of a small stage's flash: y is computed, the same single rounding. Both FPU loops are C, not
+TIR: LLVM unrolled the TIR loops (kws search stage 0: 400 + 476 B of code), gcc -O2 keeps them rolled and
+one copy serves every call of a stage.
 """
 
 from __future__ import annotations
@@ -37,26 +39,6 @@ import numpy as np
 MAGIC = 12582912.0  # 1.5 · 2^23
 MAGIC_BITS = 0x4B400000
 TABLE_MIN = 256  # elements; smaller dequantisations stay TVM's (fused into the kernel before them)
-
-
-def quantize_kernel(shape, scale: float, zero: int):
-    """PrimFunc(x float32[shape], y int8[shape]) computing the module docstring's y with one float add."""
-    from tvm.script import tirx as T
-
-    n, dims = int(np.prod(shape)), tuple(int(d) for d in shape)
-    offset = MAGIC_BITS - int(zero)
-
-    @T.prim_func(private=True, s_tir=True)
-    def kernel(x: T.Buffer(dims, "float32"), y: T.Buffer(dims, "int8")):
-        T.func_attr({"tirx.noalias": True, "op_pattern": 8})  # opaque: never fused with TVM operators
-        with T.sblock("quantize"):  # one opaque block: the form Relax's pattern analysis expects
-            xf = T.decl_buffer((n,), "float32", data=x.data)
-            yf = T.decl_buffer((n,), "int8", data=y.data)
-            for i in range(n):
-                bits: T.let[T.int32] = T.reinterpret("int32", xf[i] / T.float32(scale) + T.float32(MAGIC))
-                yf[i] = T.Cast("int8", T.max(T.min(T.max(bits, 0) - offset, 127), -128))
-
-    return kernel
 
 
 def _key(bits: np.ndarray) -> np.ndarray:
@@ -141,22 +123,28 @@ def dequantize_kernel(shape):
     return kernel
 
 
-def dequantize_fpu_kernel(shape, scale: float, zero: int):
-    """PrimFunc(x int8[shape], y float32[shape]): y = float32(x - z) · s (VCVT, VMUL: no table)."""
+def extern_kernel(shape, in_dtype: str, out_dtype: str, symbol: str, *scalars: int):
+    """PrimFunc(x in_dtype[shape], y out_dtype[shape]) = the cdriver/ops_fpu.c call symbol(x, y, n, *scalars):
+    the element loop stays rolled, one copy per stage (Armv7E-M with an FPU only)."""
     from tvm.script import tirx as T
 
     n, dims = int(np.prod(shape)), tuple(int(d) for d in shape)
+    args = [T.int32(int(v)) for v in scalars]
 
     @T.prim_func(private=True, s_tir=True)
-    def kernel(x: T.Buffer(dims, "int8"), y: T.Buffer(dims, "float32")):
+    def kernel(x: T.Buffer(dims, in_dtype), y: T.Buffer(dims, out_dtype)):
         T.func_attr({"tirx.noalias": True, "op_pattern": 8})
-        with T.sblock("dequantize"):
-            xf = T.decl_buffer((n,), "int8", data=x.data)
-            yf = T.decl_buffer((n,), "float32", data=y.data)
-            for i in range(n):
-                yf[i] = T.Cast("float32", T.Cast("int32", xf[i]) - T.int32(zero)) * T.float32(scale)
+        with T.sblock("extern"):
+            xf = T.decl_buffer((n,), in_dtype, data=x.data)
+            yf = T.decl_buffer((n,), out_dtype, data=y.data)
+            T.evaluate(T.call_extern("int32", symbol, T.address_of(xf[0]), T.address_of(yf[0]), n, *args))
 
     return kernel
+
+
+def f32_bits(value: float) -> int:
+    """The float32 bit pattern of value as a signed int32 (how ops_fpu.c receives a scale)."""
+    return int(np.float32(value).view(np.int32))
 
 
 def _scalar(m, s, z):
@@ -167,8 +155,8 @@ def _scalar(m, s, z):
 
 
 def quantize_rule(builder, kernels: str | None = None):
-    """(pattern, rewriter) turning a per-tensor float32 -> int8 relax.quantize into quantize_kernel, or on
-    cores without an FPU (kernels "plain") into quantize_search_kernel."""
+    """(pattern, rewriter) turning a per-tensor float32 -> int8 relax.quantize into extern_kernel's call of
+    eecc_quantize_s8, or on cores without an FPU (kernels "plain") into quantize_search_kernel."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -184,7 +172,8 @@ def quantize_rule(builder, kernels: str | None = None):
             gv = builder.add_func(quantize_search_kernel(shape), "quantize_int8")
             table = relax.const(thresholds(*sz), "int32")
             return relax.call_tir(gv, [m[x], table], relax.TensorType(shape, "int8"))
-        gv = builder.add_func(quantize_kernel(shape, *sz), "quantize_int8")
+        gv = builder.add_func(extern_kernel(shape, "float32", "int8", "eecc_quantize_s8", f32_bits(sz[0]),
+                                            MAGIC_BITS - sz[1]), "quantize_int8")
         return relax.call_tir(gv, [m[x]], relax.TensorType(shape, "int8"))
 
     return pattern, rewrite
@@ -192,7 +181,7 @@ def quantize_rule(builder, kernels: str | None = None):
 
 def dequantize_rule(builder, kernels: str | None = None):
     """(pattern, rewriter) turning a per-tensor int8 -> float32 relax.dequantize of ≥ TABLE_MIN elements
-    into dequantize_kernel, or on cores with an FPU (kernels "dsp") into dequantize_fpu_kernel."""
+    into dequantize_kernel, or on cores with an FPU (kernels "dsp") into extern_kernel's call of eecc_dequantize_s8."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -207,7 +196,8 @@ def dequantize_rule(builder, kernels: str | None = None):
         if int(np.prod(shape)) < TABLE_MIN:
             return expr
         if kernels == "dsp":
-            gv = builder.add_func(dequantize_fpu_kernel(shape, *sz), "dequantize_fpu")
+            gv = builder.add_func(extern_kernel(shape, "int8", "float32", "eecc_dequantize_s8", sz[1],
+                                                f32_bits(sz[0])), "dequantize_fpu")
             return relax.call_tir(gv, [m[x]], relax.TensorType(shape, "float32"))
         gv = builder.add_func(dequantize_kernel(shape), "dequantize_int8")
         table = relax.const(dequantize_table(*sz), "float32")

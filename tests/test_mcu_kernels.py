@@ -12,6 +12,7 @@ import pytest
 
 from eecc.targets import int8_lowering, mcu_depthwise, mcu_kernels, quantize, tvm_import
 from eecc.targets.fixed_point import mlas_scale
+from test_mcu_ops_fpu import ops_fpu, ptr
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                reason="arm-none-eabi-gcc / qemu-system-arm not installed")
@@ -124,7 +125,10 @@ def _host_reference(model, x) -> np.ndarray:
     mod = int8_lowering.lower_int8(tvm_import.relax_module(model))
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target)),
                               tvm.cpu())
-    return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
+    runs = [vm["main"](tvm.runtime.tensor(x[i:i + 1])) for i in range(len(x))]
+    if isinstance(runs[0], tvm.runtime.Tensor):
+        return np.concatenate([r.numpy() for r in runs])
+    return [np.concatenate([r[k].numpy() for r in runs]) for k in range(len(runs[0]))]  # one per output
 
 
 @needs_arm
@@ -183,7 +187,8 @@ def test_float_kernel_matches_a_float64_convolution(case, relu):
 def depthwise_stage() -> "onnx.ModelProto":
     """Depthwise 3x3 at stride 2 and at stride 1 on an odd width, then a pointwise conv: the M4's
     pair-tap depthwise kernel in both stride branches and its unstored spare column; the pointwise K = 10
-    is three weight words (dot_v6m.c's odd entry); the 270-value output takes mcu_quantize's table dequantisation."""
+    is three weight words (dot_v6m.c's odd entry); the 270-value output takes mcu_quantize's table dequantisation.
+    A second output max-pools the int8 plane (padded, a clipped ceil-mode window: mcu_pool on the M4)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -193,9 +198,11 @@ def depthwise_stage() -> "onnx.ModelProto":
     n = helper.make_node
     nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], group=10), n("Relu", ["c1"], ["r1"]),
              n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=10), n("Relu", ["c2"], ["r2"]),
-             n("Conv", ["r2", "w3", "b3"], ["y"])]
+             n("Conv", ["r2", "w3", "b3"], ["y"]),
+             n("MaxPool", ["r2"], ["p"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 0, 0], ceil_mode=1)]
     graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10, 11, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 6, 5])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 6, 5]),
+                               helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 10, 3, 3])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -209,8 +216,9 @@ def _depthwise_stage_bit_exact(tmp_path, cpu: str, seed: int) -> str:
 
     x = np.random.default_rng(seed).standard_normal((40, 10, 11, 10)).astype(np.float32)
     model = quantize.quantize_stage(depthwise_stage(), {"x": x[:24]})
-    got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x[24:]).outputs["y"]
-    assert np.array_equal(got, _host_reference(model, x[24:]))
+    got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x[24:]).outputs
+    want = _host_reference(model, x[24:])
+    assert np.array_equal(got["y"], want[0]) and np.array_equal(got["p"], want[1])
     return subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
                           text=True, check=True).stdout
 
@@ -219,6 +227,10 @@ def _depthwise_stage_bit_exact(tmp_path, cpu: str, seed: int) -> str:
 def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
     dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m4", seed=4)
     assert "smlabt" in dis and "smlatb" in dis  # the stride-1 pair taps
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "kernels.o")], capture_output=True,
+                               text=True, check=True).stdout.split()
+    # input quantise, output dequantise and the int8 max pool are cdriver/ops_fpu.c's rolled loops
+    assert {"eecc_quantize_s8", "eecc_dequantize_s8", "eecc_maxpool_s8"} <= set(undefined)
 
 
 @needs_arm
@@ -272,8 +284,9 @@ def test_input_quantize_kernels_equal_onnxruntime(kernel, scale, zero):
     x = np.concatenate([(steps * scale).astype(np.float32), edges, np.float32([np.inf, -np.inf, 0.0, -0.0])])
     x = np.concatenate([x, np.zeros(-len(x) % 8, np.float32)]).reshape(1, -1, 8)
     want = _ort_single("QuantizeLinear", x, scale, zero)
-    if kernel == "magic":
-        got = _run_host(mq.quantize_kernel(x.shape, scale, zero), [x], [(x.shape, "int8")])
+    if kernel == "magic":  # the M4's cdriver/ops_fpu.c, built for this host
+        got = np.zeros(x.shape, np.int8)
+        ops_fpu().eecc_quantize_s8(ptr(x), ptr(got), x.size, mq.f32_bits(scale), mq.MAGIC_BITS - zero)
     else:
         got = _run_host(mq.quantize_search_kernel(x.shape), [x, table], [(x.shape, "int8")])
     assert np.array_equal(got, want)
@@ -291,8 +304,9 @@ def test_dequantize_equals_onnxruntime(scale, zero, kernel):
     x = np.arange(-128, 128, dtype=np.int8).reshape(1, 4, 64)
     if kernel == "table":
         got = _run_host(mq.dequantize_kernel(x.shape), [x, mq.dequantize_table(scale, zero)], [(x.shape, "float32")])
-    else:
-        got = _run_host(mq.dequantize_fpu_kernel(x.shape, scale, zero), [x], [(x.shape, "float32")])
+    else:  # the M4's cdriver/ops_fpu.c, built for this host
+        got = np.zeros(x.shape, np.float32)
+        ops_fpu().eecc_dequantize_s8(ptr(x), ptr(got), x.size, zero, mq.f32_bits(scale))
     assert np.array_equal(got.view(np.int32), _ort_single("DequantizeLinear", x, scale, zero).view(np.int32))
 
 
