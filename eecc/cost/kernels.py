@@ -44,7 +44,7 @@ def _kind(cpu: str) -> str | None:
 def table_dequantised(n: int, cpu: str) -> bool:
     """Whether the int8 lowering dequantises a tensor of n elements (per sample) on `cpu` with mcu_quantize's
     256-entry table (a load per value) rather than a conversion and a multiply (TVM's operators, soft float on
-    the M0+; mcu_quantize's FPU kernel on the M4): its dequantize_rule takes tensors of at least
+    the M0+; cdriver/ops_fpu.c's conversion loop on the M4): its dequantize_rule takes tensors of at least
     mcu_quantize.TABLE_MIN elements on cores without an FPU ("plain" kernels); no table before that rule."""
     least = getattr(mcu_quantize, "TABLE_MIN", None)
     return least is not None and n >= least and _kind(cpu) == "plain"
