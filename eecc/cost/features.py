@@ -16,12 +16,15 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
               RNN, GRU, LSTM                                  annotate_cost.recurrent_macs (TVM cannot import them:
                                                               a guess for --no-codegen, never measured)
   gemm_loop   MACs of the Gemm / MatMul whose reduction loop (K) TVM's matmul keeps as a loop: K > 32 (LLVM unrolls
-              shorter ones fully; on the M4F a 32x32 layer runs at 4.5 instructions per MAC, a 64x64 one at 5.3)
-  gemm_rem    of those, MACs of the ones whose K - 1 (the loop after the peeled first MAC) has no divisor in 3..50
-              (K = 48, 128, 200): LLVM unrolls it with exit tests in the body (M4F: 5.7 instructions per MAC at 128x64,
-              5.3 at 100x100)
-  gemm_wide   MACs of the Gemm / MatMul with N >= 86 outputs: the weights are read down a column of the [K, N] matrix
-              and an unrolled body's loads at j·4N bytes leave VLDR's ±1020-byte offset (an address add per MAC)
+              shorter ones fully; on the M4F a 32x32 layer runs at 4.5 instructions per MAC, a 64x64 one at 5.3);
+              in int8 K > 48 (a shorter body: K = 48 is unrolled fully)
+  gemm_rem    of those, MACs of the ones whose K - 1 (the loop after the peeled first MAC) has no divisor in 3..32
+              (K = 48, 128, 200): LLVM unrolls it 4 times with exit tests in the body (_unroll; M4F: 5.7 instructions
+              per MAC at 128x64, 5.3 at 100x100)
+  gemm_far    of those, MACs × the share of an unrolled body's weight loads that VLDR cannot reach from one base: the
+              weights are read down a column of the [K, N] matrix, 4N bytes apart, and VLDR's offset reaches 1020
+              bytes, so 1 + 1020 // 4N of the U copies share a base and each other one costs an address add (M4F
+              100x64: 7 of 11)
   gemm_dense  in fp32 on a core without an FPU (soft float), MACs of the Gemm / MatMul that read the model's own
               input (through reshapes): no ReLU zeros, so every soft-float multiply and add runs in full (M0+, QEMU:
               ~203 instructions per MAC on a dense input, ~165 on a hidden layer of the digits MLP, about half zeros)
@@ -70,7 +73,7 @@ from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_featu
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
-BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_wide", "gemm_dense", "mac_out",
+BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_far", "gemm_dense", "mac_out",
         "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
         "dequant_table", "pool_div",
         *KERNEL_FEATURES)
@@ -78,9 +81,10 @@ BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem",
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
 # TVM's matmul (fp32, and int8 through int8_lowering): a reduction loop over K per output, unrolled fully by LLVM up
-# to K = 32 (seen in the M4F disassembly: 32 VMULs in a row), else by a divisor of its trip count K - 1, else (K - 1
-# prime) with exit tests; weights read down a column, 4N bytes apart (VLDR reaches ±1020 bytes: 3 steps of N <= 85)
-UNROLLED_K, WIDE_N = 32, 86
+# to K = 32 (seen in the M4F disassembly: 32 VMULs in a row), else _unroll's way; weights read down a column, 4N
+# bytes apart, VLDR's immediate offset reaching 1020 bytes
+UNROLLED_K, VLDR_REACH = 32, 1020
+UNROLLED_K_INT8 = 48  # int8 (LDRSB, LDRSB, MLA per MAC): K = 48 fully unrolled, K = 64 a loop of 21 (M4 disassembly)
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 FEATURES = tuple(f"{cpu}/{fmt}/{name}" for cpu, fmt in GROUPS for name in BASE)
 _INDEX = {f: i for i, f in enumerate(BASE)}
@@ -122,20 +126,27 @@ def _conv(node: gs.Node, n_out: int) -> np.ndarray:
     return f
 
 
+def _reduction(node: gs.Node) -> int:
+    """K of a Gemm / MatMul (0 when unknown)."""
+    a = node.inputs[0]
+    if not a.shape:
+        return 0
+    k = a.shape[0] if node.op == "Gemm" and int(node.attrs.get("transA", 0)) else a.shape[-1]
+    return int(k) if isinstance(k, (int, np.integer)) else 0
+
+
 def _gemm(node: gs.Node, n_out: int, model_input: str | None) -> np.ndarray:
     """[B] of a Gemm / MatMul: its MACs (n_out·K), those in a kept reduction loop, in one unrolled with exit tests,
     those reading a wide weight matrix or the model input `model_input` (module docstring), its output elements."""
-    f, a = np.zeros(B), node.inputs[0]
-    k = int(a.shape[-1]) if a.shape else 0
-    if node.op == "Gemm" and int(node.attrs.get("transA", 0)):
-        k = int(a.shape[0])
+    f, a, k = np.zeros(B), node.inputs[0], _reduction(node)
     shape = getattr(node.outputs[0], "shape", None) or [0]
     n, macs = (int(shape[-1]) if isinstance(shape[-1], (int, np.integer)) else 0), n_out * k
     f[_INDEX["gemm_macs"]] += macs
     if k > UNROLLED_K:
+        copies, exit_tests = _unroll(k)
         f[_INDEX["gemm_loop"]] += macs
-        f[_INDEX["gemm_rem"]] += macs if not any((k - 1) % d == 0 for d in range(3, 51)) else 0
-    f[_INDEX["gemm_wide"]] += macs if n >= WIDE_N else 0
+        f[_INDEX["gemm_rem"]] += macs if exit_tests else 0
+        f[_INDEX["gemm_far"]] += macs * max(0, copies - (1 + VLDR_REACH // (4 * n))) / copies if n else 0
     x = a
     while x.inputs and x.inputs[0].op in RESHAPES:  # the model input flattened / reshaped for the first layer
         x = x.inputs[0].inputs[0]
@@ -144,11 +155,31 @@ def _gemm(node: gs.Node, n_out: int, model_input: str | None) -> np.ndarray:
     return f
 
 
+def _unroll(k: int) -> tuple[int, bool]:
+    """(copies U of the body, exit tests in it) of the loop LLVM makes of TVM's matmul reduction over K: its trip
+    count K - 1 (the first MAC is peeled) split by its largest divisor up to 32 (M4F disassembly: U = 21 at K = 64,
+    11 at 100, 13 at 144, 17 at 256), else (K - 1 prime: 48, 128, 200) 4 copies with exit tests."""
+    divisors = [d for d in range(3, 33) if (k - 1) % d == 0]
+    return (max(divisors), False) if divisors else (4, True)
+
+
 def _fused(node: gs.Node) -> bool:
-    """A Relu right after a Conv / Gemm: every lowering folds it into that kernel's epilogue (TVM's operator
-    fusion, conv2d_f32's relu, the int8 requantisation's clamp), so it costs no pass of its own."""
+    """A Relu right after a Conv / Gemm / MatMul (or a MatMul's bias Add): every lowering folds it into that
+    kernel's epilogue (TVM's operator fusion, conv2d_f32's relu, the int8 requantisation's clamp), so it costs no
+    pass of its own."""
     producers = node.inputs[0].inputs if node.inputs else []
-    return node.op == "Relu" and len(producers) == 1 and producers[0].op in ("Conv", "Gemm", "MatMul")
+    return node.op == "Relu" and len(producers) == 1 and (producers[0].op in ("Conv", "Gemm", "MatMul")
+                                                          or _bias_add(producers[0]))
+
+
+def _bias_add(node: gs.Node) -> bool:
+    """An Add of a constant to a MatMul's output that nothing else reads (Linear as MatMul + Add): TVM fuses it
+    into the matmul in fp32; in int8 the quantiser keeps it an integer Add of its own."""
+    if node.op != "Add" or len(node.inputs) != 2:
+        return False
+    made = [t for t in node.inputs if t.inputs]
+    return len(made) == 1 and made[0].inputs[0].op == "MatMul" and len(made[0].outputs) == 1 \
+        and any(isinstance(t, gs.Constant) for t in node.inputs)
 
 
 def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
@@ -189,10 +220,15 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f[_INDEX[_dequant(deq, cpu)]] = deq
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f
+    if fmt == "fp32" and _bias_add(node):
+        return np.zeros(B)  # fused into the matmul before it
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
     if kernel == "tvm" and ops[_INDEX["gemm_dense"]] and not (fmt == "fp32" and soft_float(cpu)):
         ops = ops.copy()
         ops[_INDEX["gemm_dense"]] = 0  # integer or FPU arithmetic: its cost does not depend on the values
+    if fmt == "int8" and node.op in ("Gemm", "MatMul") and _reduction(node) <= UNROLLED_K_INT8:
+        ops = ops.copy()  # the int8 body is shorter: LLVM unrolls longer reductions fully
+        ops[[_INDEX["gemm_loop"], _INDEX["gemm_rem"], _INDEX["gemm_far"]]] = 0
     if kernel == "tvm":
         return ops
     f = np.zeros(B)

@@ -35,7 +35,7 @@ RESIDUAL = [(8, 8, 8), (16, 6, 6), (32, 4, 3)]                                  
 # per-inference constant (held out, one fixture's small pieces took the other's balance: up to +39 %).
 GATES = [2, 5, 20, 40]                                                                 # classes, from 16 features
 # Dense layers as MLPs run them: the fixtures' Gemms are 10-12-class heads, priced at ~4.3 instructions per MAC on
-# the M4F while a 128x128 layer runs at 6.2 (TVM's matmul loop; features.py gemm_loop / gemm_rem / gemm_wide).
+# the M4F while a 128x128 layer runs at 6.2 (TVM's matmul loop; features.py gemm_loop / gemm_rem / gemm_far).
 # Widths of digits-sized MLPs, reductions K whose loop LLVM unrolls fully (K <= 32), by a divisor of K - 1 (64, 100,
 # 256) or with exit tests (K - 1 prime: 48, 128, 200); with and without bias and ReLU; as the exporters write them:
 # TorchScript's Flatten + Gemm(transB), dynamo's Reshape + Gemm(transB), MatMul + Add.
