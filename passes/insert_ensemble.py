@@ -8,7 +8,8 @@ and its decision output (exit{k}.logits, or the original output on the last stag
 so that insert_gates takes the confidence on the ensemble, exactly as eecc/search/ensemble.py does on
 cached logits. One stacked tensor instead of one input per member keeps every stage at two inputs
 and never makes a graph input double as an output. Stage 0's ensemble is its own logits (weight 1), so
-only the members output is added there. Does not mutate its input.
+only the members output is added there; a lone stage (no exit chosen) is returned as it is. Does not
+mutate its input.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def insert_ensemble(stage: gs.Graph, *, index: int, mode: str = DEFAULT_WEIGHTS)
     exit_name = f"exit{index}.logits"
     found = [o for o in g.outputs if o.name == exit_name]
     last = not found
+    if last and index == 0 and len(g.outputs) == 1:  # a lone stage (no exit chosen): its ensemble is itself
+        return g
     if last and (index < 1 or len(g.outputs) != 1):
         raise EeccError(f"insert_ensemble: stage '{g.name}' has no '{exit_name}' output and is not a last stage "
                         "with one output; apply it to the stages of split_by_target with their index")

@@ -13,6 +13,7 @@ import pytest
 
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
+from eecc.report import graph_picture
 from eecc.runtime.cascade import Cascade
 from eecc.search.confidence import confidence
 from eecc.exits.ensemble import ensemble_weights
@@ -90,6 +91,13 @@ def test_cascade_routes_exactly_as_the_ensemble_policy(compiled):
     assert not np.allclose(res.logits[at1], members[1][at1], atol=1e-3)
     measured = manifest["placement"]["metrics"]["measured"]
     assert measured["accuracy"] == pytest.approx(float((res.predictions == y).mean()))
+
+
+def test_the_report_draws_the_bundle_whose_stages_take_the_members(compiled):
+    """The report's block picture reads every stage back, the ensemble stages with their two inputs."""
+    data, options, manifest = compiled
+    dot = graph_picture.bundle_dot(options.out, manifest)
+    assert all(f"stage {s['index']}: {s['target']}" in dot for s in manifest["stages"])
 
 
 def test_thresholds_above_one_give_the_ensemble_of_all_exits(compiled, tmp_path):

@@ -13,6 +13,7 @@ from eecc.model import ir
 from eecc.cli import main
 from eecc.exits.run import plan_exits, run_exits
 from eecc.passes.insert_exits import insert_exits, logits_name
+from eecc.search.search import SearchOptions, search
 from eecc.search.types import ExitLogits
 from golden import run
 
@@ -54,6 +55,22 @@ def test_exit_logits_are_what_the_search_needs(first, data):
         assert np.isclose((lg.val_logits[k].argmax(1) == lg.y_val).mean(), r.val_accuracy)
     plain = run(ir.to_model(res.plan.graph), {"input": data["x_test"]})["logits"]
     np.testing.assert_allclose(lg.final_test_logits, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_train_logits_are_recorded_so_thresholds_can_be_calibrated_on_train(first, data):
+    """--calibrate-on train (no validation split) searches on the heads' logits on the training split."""
+    _, res = first
+    lg = ExitLogits.load(res.artifacts / "logits.npz")
+    assert lg.train_logits.shape == (len(lg.tensors), len(data["y_train"]), 10)
+    assert np.array_equal(lg.y_train, data["y_train"])
+    plain = run(ir.to_model(res.plan.graph), {"input": data["x_train"]})["logits"]
+    np.testing.assert_allclose(lg.final_train_logits, plain, rtol=1e-4, atol=1e-4)
+    outs = run(ir.to_model(insert_exits(res.plan.graph, heads=res.heads())), {"input": data["x_train"]})
+    for k, head in enumerate(res.heads()):
+        assert (outs[logits_name(head.spec.tensor, k)].argmax(1) == lg.train_logits[k].argmax(1)).mean() > 0.999
+    with pytest.warns(UserWarning, match="optimistic"):
+        result = search(lg, options=SearchOptions(calibrate_on="train"))
+    assert result.original["val_accuracy"] == pytest.approx(float((plain.argmax(1) == data["y_train"]).mean()))
 
 
 def test_trained_heads_in_the_onnx_graph_reproduce_the_cached_logits(first, data):

@@ -131,3 +131,10 @@ def test_rejects_a_wrong_index_and_non_logits():
         insert_ensemble(stages[1], index=0)
     with pytest.raises(EeccError, match="no 'exit1.logits' output"):
         insert_ensemble(stages[0], index=1)
+
+
+def test_a_lone_stage_is_its_own_ensemble():
+    """No exit chosen (the original model alone won): the one stage is left as it is, not refused."""
+    (lone,) = split(model_with_exits(cuts=(), heads={}), processors=("cpu",), cuts=())
+    before = canonical(ir.to_model(lone))
+    assert canonical(ir.to_model(insert_ensemble(lone, index=0))) == before

@@ -158,6 +158,8 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         prints, labels, run_key = _run_keys(model_key, splits, heads, config)
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
         done = load_trained(store, heads) if (store / "report.json").exists() else None
+        if done is not None and done[1].train_logits is None:  # a store from before train logits were kept
+            done = None
         if done is not None:
             results, logits, final_acc = done
             timings["features_s"] = time.perf_counter() - t0
@@ -275,6 +277,10 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
                                                    [feats["test"].features(heads[k]) for k in alive])))
     else:
         test_logits = {k: np.zeros((0, plan.num_classes), np.float32) for k in alive}
+    # Train-split logits too, so --calibrate-on train (no validation set) can search thresholds on them.
+    train = (predict_many([fits[k].module for k in alive], [feats["train"].features(heads[k]) for k in alive]),
+             feats["train"].final_logits(), splits.train.y)
+    train_logits = dict(zip(alive, train[0]))
     results, val_logits = [], {}
     for k, (spec, fit) in enumerate(zip(heads, fits)):
         test_acc, weights = None, None
@@ -286,11 +292,13 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
     every = stack_logits(plan, [results[k].spec for k in alive], [val_logits[k] for k in alive],
-                    [test_logits[k] for k in alive], final_val, final_test, y_val, y_test)
+                    [test_logits[k] for k in alive], final_val, final_test, y_val, y_test,
+                    train=([train_logits[k] for k in alive], *train[1:]))
     every.tensors = [pair_name(results[k].spec.tensor, results[k].spec.design) for k in alive]
     offered = [k for k in mark(results) if not results[k].dropped]  # one head per location for the search
     logits = stack_logits(plan, [results[k].spec for k in offered], [val_logits[k] for k in offered],
-                     [test_logits[k] for k in offered], final_val, final_test, y_val, y_test)
+                     [test_logits[k] for k in offered], final_val, final_test, y_val, y_test,
+                     train=([train_logits[k] for k in offered], *train[1:]))
     final_acc = float((final_test.argmax(1) == y_test).mean()) if has_test else None
     return results, logits, final_acc, every
 

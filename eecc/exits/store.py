@@ -29,15 +29,20 @@ class CandidateResult:
     chosen: bool = False            # the head its candidate offers the search
 
 
-def stack_logits(plan, kept, val_logits, test_logits, final_val, final_test, y_val, y_test) -> ExitLogits:
+def stack_logits(plan, kept, val_logits, test_logits, final_val, final_test, y_val, y_test,
+                 train=None) -> ExitLogits:
+    """`train`: optional (per-head train logits, final train logits [N_train, C], y_train [N_train])."""
     c = plan.num_classes
+    heads, final_train, y_train = train if train is not None else (None, None, None)
     logits = ExitLogits(
         tensors=[s.tensor for s in kept], exit_macs=np.array([s.exit_macs for s in kept], np.int64),
         final_macs=int(plan.blocks.total_macs),
         val_logits=np.stack(val_logits) if kept else np.zeros((0, len(y_val), c), np.float32),
         test_logits=np.stack(test_logits) if kept else np.zeros((0, len(y_test), c), np.float32),
         final_val_logits=final_val, final_test_logits=final_test, y_val=y_val, y_test=y_test,
-        head_macs=np.array([s.head_macs for s in kept], np.int64))
+        head_macs=np.array([s.head_macs for s in kept], np.int64),
+        train_logits=None if heads is None else (np.stack(heads) if kept else np.zeros((0, len(y_train), c), np.float32)),
+        final_train_logits=final_train, y_train=y_train)
     return logits
 
 

@@ -127,7 +127,8 @@ def _checked(model: onnx.ModelProto, origin: str, classifier: bool) -> onnx.Mode
         raise EeccError(f"{origin}: fails onnx.checker ({first}); re-export the model") from None
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
+    # Stages eecc wrote may take more (an ensemble stage's earlier members after its data input).
+    if len(inputs) != 1 and (classifier or not inputs):
         names = ", ".join(i.name for i in inputs) or "none"
         raise EeccError(f"{origin}: has {len(inputs)} graph inputs ({names}); eecc needs a "
                         "single-input classifier: fold the other inputs into constants before export")
