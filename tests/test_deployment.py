@@ -184,3 +184,41 @@ def test_a_small_cnn_goes_to_the_rk3588_cpu_once_gpu_launches_are_priced(cnn, tm
     gpu = next(p for p in manifest["search"]["placements"] if not p["exits"] and p["processors"] == ["gpu"])
     cpu = next(p for p in manifest["search"]["placements"] if not p["exits"] and p["processors"] == ["cpu"])
     assert gpu["mean_latency_s"] > 20e-6 * 4 > cpu["mean_latency_s"] and gpu["mean_energy_j"] > cpu["mean_energy_j"]
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                    reason="needs gcc-aarch64-linux-gnu and qemu-user")
+def test_the_original_alone_on_a_cortex_a_is_counted_under_qemu_like_the_bundle_stages(cnn):
+    """rk3588 --emulate counts the cascade's Cortex-A stages under qemu-aarch64; the original alone must be counted
+    the same way (it was left at nominal MAC/s, so an emulated cascade at 0.26x read as 1.96x the original)."""
+    from eecc.driver.baseline import original_alone
+    from eecc.model import ir
+
+    path, data = cnn
+    test = (data["x_test"][:50], data["y_test"][:50])
+    single = original_alone(ir.load(path), "cpu", load_platform("rk3588"), test, int8_calibration=None,
+                            emulate=True, fp32_accuracy=0.9, samples=2)
+    assert "skipped" not in single and single["instructions"] > 0 and single["samples"] == 2
+    assert single["mean_energy_j"] == single["worst_case_energy_j"] > 0
+
+
+def test_an_emulated_cascade_gets_no_ratio_against_an_original_that_was_not_emulated():
+    """When the original alone could not be counted (here: its processor has no emulator), the emulated cascade
+    is not divided by the cost model's figure for the original: the line says the original was not emulated."""
+    from eecc.driver.deployment import like_for_like
+
+    stage = {"target": "cpu", "exit_latency_calibrated_s": 4e-4, "exit_energy_calibrated_j": 2e-3}
+    manifest = {"stages": [stage, stage], "quantization": None, "original_macs": 693344,
+                "placement": {"cuts": [3], "metrics": {"measured": {
+                    "accuracy": 0.869, "original_accuracy": 0.861, "mean_macs": 177918, "mean_latency_calibrated_s": 6.8e-5,
+                    "mean_energy_calibrated_j": 3.4e-4}}},
+                "deployment": {"objective": "energy", "best_single": {
+                    "processors": ["cpu"], "mean_latency_s": 3.47e-5, "worst_case_latency_s": 3.47e-5,
+                    "mean_energy_j": 1.73e-4, "worst_case_energy_j": 1.73e-4}}}
+    single = {"processors": ["cpu"], "exits": [], "numeric": "fp32", "accuracy": 0.861,
+              "skipped": "no emulator counts mali here"}
+    rec = like_for_like(manifest, single)
+    assert (rec["chosen"]["basis"], rec["best_single"]["basis"]) == ("emulated", "predicted") and rec["mixed_basis"]
+    assert rec["ratio"]["mean_energy_j"] is None and rec["ratio"]["mean_latency_s"] is None
+    assert not rec["single_processor_wins"] and "x the energy" not in rec["line"]
+    assert "the original was not emulated (no emulator counts mali here)" in rec["line"]

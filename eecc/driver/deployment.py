@@ -96,7 +96,11 @@ def like_for_like(manifest: dict, single: dict) -> dict:
            "no_candidate": dep.get("no_candidate"),
            "ratio": {k: (chosen[k] / single[k] if single.get(k) else None)
                      for k in ("mean_energy_j", "mean_latency_s", "mean_macs")},
+           # an emulated cascade against a cost-model original is no comparison: no ratio, and the line says why
+           "mixed_basis": (chosen["basis"] == "emulated" and single["basis"] == "predicted") or None,
            "accuracy_delta_pt": 100 * (chosen["accuracy"] - single["accuracy"])}
+    if rec["mixed_basis"]:
+        rec["ratio"].update(mean_energy_j=None, mean_latency_s=None)
     rec.update(_limit_check(manifest) if chosen["exits"] else {})
     rec["line"] = measured_line(rec, dep["objective"])
     return rec
@@ -131,6 +135,8 @@ def measured_line(rec: dict, objective: str) -> str:
             + f"the {single['numeric']} original model alone on {single['processors'][0]} ({single['basis']}: "
             f"{_describe(single)}); test accuracy {100 * chosen['accuracy']:.2f} % vs {100 * single['accuracy']:.2f} % "
             f"({rec['accuracy_delta_pt']:+.2f} pt" + _interval(rec.get("accuracy_drop_interval_pt")) + ")"
+            + (f"; the original was not emulated ({single.get('skipped') or 'not counted'}), so no ratio: compare "
+               "the search's prediction below" if rec.get("mixed_basis") else "")
             + (f"; {rec['limit_note']}" if rec.get("limit_note") else ""))
 
 
