@@ -210,8 +210,8 @@ def test_an_emulated_cascade_gets_no_ratio_against_an_original_that_was_not_emul
     stage = {"target": "cpu", "exit_latency_calibrated_s": 4e-4, "exit_energy_calibrated_j": 2e-3}
     manifest = {"stages": [stage, stage], "quantization": None, "original_macs": 693344,
                 "placement": {"cuts": [3], "metrics": {"measured": {
-                    "accuracy": 0.869, "original_accuracy": 0.861, "mean_macs": 177918, "mean_latency_calibrated_s": 6.8e-5,
-                    "mean_energy_calibrated_j": 3.4e-4}}},
+                    "accuracy": 0.869, "original_accuracy": 0.861, "mean_macs": 177918,
+                    "mean_latency_calibrated_s": 6.8e-5, "mean_energy_calibrated_j": 3.4e-4}}},
                 "deployment": {"objective": "energy", "best_single": {
                     "processors": ["cpu"], "mean_latency_s": 3.47e-5, "worst_case_latency_s": 3.47e-5,
                     "mean_energy_j": 1.73e-4, "worst_case_energy_j": 1.73e-4}}}
