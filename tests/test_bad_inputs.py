@@ -187,6 +187,8 @@ CASES = {
                                      ["latency", "relax"]),
     "out-is-a-file": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "f").write_text("x") and "f"),
                       ["'f'", "not a folder"]),
+    "out-under-a-file": (lambda d: compile_args(d, cnn(d), npz(d), out=npz(d, "x.npz") + "/out"),
+                         ["x.npz', which is a file", "choose an output path under a folder"]),
     "out-exists-without-force": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "o").mkdir() or "o"), ["--force"]),
     "out-force-not-a-bundle": (lambda d: compile_args(d, cnn(d), npz(d), "--force", out=(d / "o").mkdir() or (
         d / "o" / "thesis.tex").write_text("x") and "o"), ["'o' is not an eecc bundle", "holds 1 entry (thesis.tex)", "another"]),

@@ -53,6 +53,13 @@ def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequen
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EeccError(f"output '{out}' exists and is not a folder; choose another output path")
+    # the nearest existing ancestor must be a folder we may write in, or making the folder fails late
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise EeccError(f"output '{out}' lies under '{above}', which is a file, not a folder; "
+                        "choose an output path under a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise EeccError(f"output '{out}' cannot be created: '{above}' is not writable; choose another output path")
     for path in protect:
         path = Path(path).resolve()
         if path == out.resolve() or out.resolve() in path.parents:
@@ -75,8 +82,11 @@ def open_bundle(out: str | os.PathLike, *, force: bool = False,
                 protect: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yields an empty staging folder beside `out`; on success it replaces `out`, on error it vanishes."""
     out = check_output(out, force=force, protect=protect)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:  # e.g. a pseudo file system that accepts no folders (/proc)
+        raise EeccError(f"output '{out}' cannot be created ({exc.strerror}); choose another output path") from None
     try:
         yield tmp
         if out.exists():
