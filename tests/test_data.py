@@ -69,6 +69,16 @@ def test_bad_data_is_a_one_line_error(mutate, message):
     assert "\n" not in str(info.value)
 
 
+def test_scale_on_float_data_is_refused_and_the_advice_works():
+    """--scale is for uint8 codes; on float32 it silently rescaled (nu8: 86.1 -> 78.0 % with --scale 0.5)."""
+    x, y = _xy(100)
+    with pytest.raises(EeccError, match="applies to uint8 data only; drop --scale") as info:
+        make_splits(x, y, x[:10], y[:10], input_shape=SHAPE, num_classes=3, scale=0.5)
+    assert "\n" not in str(info.value)
+    s = make_splits(x, y, x[:10], y[:10], input_shape=SHAPE, num_classes=3)  # the advice: drop --scale
+    np.testing.assert_array_equal(s.train.x, x)
+
+
 def test_float64_data_is_read_as_float32_with_a_one_line_warning(tmp_path, capsys):
     """numpy's default float (sklearn, pandas) is float64; the model computes in float32, so eecc converts."""
     from pathlib import Path

@@ -90,3 +90,14 @@ def test_run_example_checks_the_example_data_against_the_bundle(scaled, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "example kws: x_test" in err and "[1, 8, 8]" in err
+
+
+def test_float_data_scaled_as_at_compile_time_is_not_scaled_again(scaled, tmp_path, capsys):
+    """The advice above ("store the data as float32 scaled as at compile time") must give compile's accuracy:
+    the bundle's scale is for uint8 codes only, and --scale on float data is refused at compile time."""
+    data = dict(np.load(scaled / "u8.npz"))
+    data = {k: (v.astype(np.float32) * np.float32(SCALE) if k.startswith("x_") else v) for k, v in data.items()}
+    np.savez(tmp_path / "f32.npz", **data)
+    code, out, _ = _run(capsys, scaled / "b", tmp_path / "f32.npz", "--json")
+    measured = json.loads((scaled / "b" / "manifest.json").read_text())["placement"]["metrics"]["measured"]
+    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(measured["accuracy"])

@@ -144,7 +144,8 @@ def _check(bundle, x: np.ndarray, y: np.ndarray | None, origin: str, split: str)
                         "recompile it with --scale, or store the data as float32 scaled as at compile time")
     shape = bundle.manifest["input"].get("shape") or []
     want = shape[1:] if all(isinstance(d, int) for d in shape[1:]) else list(x.shape[1:])  # symbolic: no check
-    return check_arrays(split, x, y, want, bundle.manifest.get("num_classes"), bundle.input_scale, origin)
+    scale = bundle.input_scale if x.dtype == np.uint8 else None  # float data: already scaled, as advised above
+    return check_arrays(split, x, y, want, bundle.manifest.get("num_classes"), scale, origin)
 
 
 def _print(s: dict) -> None:

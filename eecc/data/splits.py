@@ -184,6 +184,9 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
     if x.dtype == np.uint8 and scale is None:
         raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
                         "or store float32")
+    if scale is not None and x.dtype != np.uint8:  # S · x is for uint8 codes; on floats it silently rescales
+        raise EeccError(f"{where} is {x.dtype}, but --scale applies to uint8 data only; drop --scale (float data "
+                        "is used as it is)")
     if _other_float(x):  # read as float32 (`_warn_other_float`); beyond float32's range: inf, refused below
         with np.errstate(over="ignore"):
             x = x.astype(np.float32)
