@@ -57,6 +57,7 @@ def test_uint8_with_scale_and_chunks():
     (lambda d: d.update(x_val=d["x_val"][:0], y_val=d["y_val"][:0]), "x_val is empty"),
     (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8)), "is uint8; pass --scale"),
     (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
+    (lambda d: d.update(y_train=np.eye(3, dtype=np.float32)[d["y_train"]]), "for one-hot rows store y_train.argmax\\(1\\)"),
     (lambda d: d.pop("y_val"), "x_val and y_val must be given together"),
     (lambda d: d.update(y_train=np.full_like(d["y_train"], 2)), "y_train holds only class \\[2\\] of the model's 3"),
 ])
@@ -157,3 +158,10 @@ def test_one_normaliser_rejects_unknown_keys_in_one_line(tmp_path):
         compile_model(cnn, {"x_train": x, "y_train": y, "x_tset": x},
                       CompileOptions(target="psoc6", out=tmp_path / "out", codegen=False, progress=False))
     assert not (tmp_path / "out").exists()
+
+
+def test_one_hot_labels_advice_works():
+    """The advice of the one-hot error (store y.argmax(1)) gives labels eecc takes, equal to the class indices."""
+    x, y = _xy(100)
+    s = make_splits(x, np.eye(3, dtype=np.float32)[y].argmax(1), x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    np.testing.assert_array_equal(s.train.y, y)

@@ -209,6 +209,9 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
 
 
 def _check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, origin: str) -> np.ndarray:
+    if y.ndim == 2 and len(y) == n and y.shape[1] > 1:  # one-hot (or per-class score) rows, as Keras writes them
+        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
+                        f"sample of x_{name}); for one-hot rows store y_{name}.argmax(1)")
     if y.ndim != 1 or len(y) != n:
         raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
                         f"sample of x_{name})")
