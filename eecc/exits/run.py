@@ -240,17 +240,8 @@ def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
     return [h for h in heads if h.tensor in wanted]
 
 
-def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, bar):
-    from eecc.train.fit import predict_many
-    from eecc.train.modules import export
-
-    y_val = splits.val.y
-    has_test = splits.test is not None
-    y_test = splits.test.y if has_test else np.zeros(0, np.int64)
-    final_val = feats["val"].final_logits()
-    final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
-    task = bar("training heads")
-    task(0, len(heads))
+def _fit_all(heads, job: TrainJob, executor: Executor) -> list:
+    """Every head's FitResult, in `heads` order."""
     # One task per location (its head designs halve together: TrainConfig.halving), most expensive first,
     # on the executor's workers, or (local executor) on one forked process per core: threads of one
     # process serialise on the GIL (`Forked`). One task that threads over all heads inside fit_heads when
@@ -270,6 +261,21 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
     for group, out in zip(groups, executor.map(fit_group, groups, shared=job)):
         for k, fit in zip(group, out):
             fits[k] = fit
+    return fits
+
+
+def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, bar):
+    from eecc.train.fit import predict_many
+    from eecc.train.modules import export
+
+    y_val = splits.val.y
+    has_test = splits.test is not None
+    y_test = splits.test.y if has_test else np.zeros(0, np.int64)
+    final_val = feats["val"].final_logits()
+    final_test = feats["test"].final_logits() if has_test else np.zeros((0, plan.num_classes), np.float32)
+    task = bar("training heads")
+    task(0, len(heads))
+    fits = _fit_all(heads, job, executor)
     task(len(heads), len(heads))
     alive = [k for k in range(len(heads)) if not fits[k].dropped]
     if has_test:  # on all cores, one torch thread per head (eecc.train.fit.predict_many)
@@ -291,14 +297,15 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
                 test_acc = float((test_logits[k].argmax(1) == y_test).mean())
         results.append(CandidateResult(spec, weights, fit.val_accuracy, test_acc, fit.first_epoch_accuracy,
                                        fit.epochs, fit.dropped))
-    every = stack_logits(plan, [results[k].spec for k in alive], [val_logits[k] for k in alive],
-                    [test_logits[k] for k in alive], final_val, final_test, y_val, y_test,
-                    train=([train_logits[k] for k in alive], *train[1:]))
+
+    def stack(ks):
+        return stack_logits(plan, [results[k].spec for k in ks], [val_logits[k] for k in ks],
+                            [test_logits[k] for k in ks], final_val, final_test, y_val, y_test,
+                            train=([train_logits[k] for k in ks], *train[1:]))
+
+    every = stack(alive)
     every.tensors = [pair_name(results[k].spec.tensor, results[k].spec.design) for k in alive]
-    offered = [k for k in mark(results) if not results[k].dropped]  # one head per location for the search
-    logits = stack_logits(plan, [results[k].spec for k in offered], [val_logits[k] for k in offered],
-                     [test_logits[k] for k in offered], final_val, final_test, y_val, y_test,
-                     train=([train_logits[k] for k in offered], *train[1:]))
+    logits = stack([k for k in mark(results) if not results[k].dropped])  # one head per location for the search
     final_acc = float((final_test.argmax(1) == y_test).mean()) if has_test else None
     return results, logits, final_acc, every
 
