@@ -57,20 +57,46 @@ def test_exit_logits_are_what_the_search_needs(first, data):
     np.testing.assert_allclose(lg.final_test_logits, plain, rtol=1e-4, atol=1e-4)
 
 
-def test_train_logits_are_recorded_so_thresholds_can_be_calibrated_on_train(first, data):
-    """--calibrate-on train (no validation split) searches on the heads' logits on the training split."""
-    _, res = first
-    lg = ExitLogits.load(res.artifacts / "logits.npz")
+def test_train_logits_are_computed_only_when_asked_and_then_kept(first, data):
+    """--calibrate-on train (no validation split) searches on the heads' logits on the training split: a heads
+    pass over every training row, so run_exits computes them only when asked, from the heads as trained."""
+    cache, res = first
+    assert res.logits.train_logits is None and res.tried_logits().train_logits is None  # not asked: not computed
+    assert res.logits.final_train_logits is None and res.logits.y_train is None
+    stored = sorted((res.artifacts.parent / "heads").glob("*.pkl"))
+    written = [p.stat().st_mtime_ns for p in stored]
+    asked = run_exits(MODEL, data, cache_dir=cache, train_logits=True)
+    assert not asked.warm  # the cached run had none: they are computed now...
+    assert [p.stat().st_mtime_ns for p in sorted((res.artifacts.parent / "heads").glob("*.pkl"))] == written
+    np.testing.assert_array_equal(asked.logits.val_logits, res.logits.val_logits)  # ...from the same heads
+    lg = ExitLogits.load(asked.artifacts / "logits.npz")
     assert lg.train_logits.shape == (len(lg.tensors), len(data["y_train"]), 10)
     assert np.array_equal(lg.y_train, data["y_train"])
     plain = run(ir.to_model(res.plan.graph), {"input": data["x_train"]})["logits"]
     np.testing.assert_allclose(lg.final_train_logits, plain, rtol=1e-4, atol=1e-4)
-    outs = run(ir.to_model(insert_exits(res.plan.graph, heads=res.heads())), {"input": data["x_train"]})
-    for k, head in enumerate(res.heads()):
-        assert (outs[logits_name(head.spec.tensor, k)].argmax(1) == lg.train_logits[k].argmax(1)).mean() > 0.999
+    outs = run(ir.to_model(insert_exits(res.plan.graph, heads=asked.heads())), {"input": data["x_train"]})
+    for k, head in enumerate(asked.heads()):
+        got = outs[logits_name(head.spec.tensor, k)]  # from cached fp32 features: float rounding apart
+        np.testing.assert_allclose(got, lg.train_logits[k], rtol=1e-3, atol=1e-3)
+        assert (got.argmax(1) == lg.train_logits[k].argmax(1)).mean() > 0.999
+    every = asked.tried_logits()
+    assert every.train_logits.shape == (len(every.tensors), len(data["y_train"]), 10)
+    again = run_exits(MODEL, data, cache_dir=cache, train_logits=True)  # kept with the run
+    assert again.warm and again.timings["train_s"] == 0
+    np.testing.assert_array_equal(again.logits.train_logits, lg.train_logits)
     with pytest.warns(UserWarning, match="optimistic"):
         result = search(lg, options=SearchOptions(calibrate_on="train"))
     assert result.original["val_accuracy"] == pytest.approx(float((plain.argmax(1) == data["y_train"]).mean()))
+
+
+def test_search_cli_calibrates_on_train(data, tmp_path, capsys):
+    """`eecc search --calibrate-on train` asks run_exits for the train logits (refused without them)."""
+    path = datasets.save_npz(data, tmp_path / "digits.npz")
+    argv = ["search", str(MODEL), "--target", "psoc6", "--data", str(path), "--cache-dir", str(tmp_path), "--quiet"]
+    with pytest.warns(UserWarning, match="optimistic"):
+        assert main([*argv, "--calibrate-on", "train", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"] is not None
 
 
 def test_trained_heads_in_the_onnx_graph_reproduce_the_cached_logits(first, data):

@@ -130,7 +130,8 @@ def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float
 def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidates: Sequence[str] | None = None,
               budget: float = DEFAULT_BUDGET, scale: float | None = None, cache_dir: str | Path | None = None,
               config=None, reference_pass: bool = False, progress: bool = False,
-              threads: int | None = None, executor: Executor | None = None, head_set: str = "family") -> ExitsRun:
+              threads: int | None = None, executor: Executor | None = None, head_set: str = "family",
+              train_logits: bool = False) -> ExitsRun:
     """Train the candidate heads (all, or only `candidates`) and return their logits for the search.
 
     `data`: an .npz path, a dict of x_/y_ arrays, or `Splits`. Results are cached under `cache_dir`
@@ -139,6 +140,9 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     under its own key (model, data, spec, config), so a run cut short redoes only unfinished heads.
     `head_set`: "family" trains every admitted head design per candidate and offers the search the best
     (eecc/exits/family.py); "blueprint" only the blueprint head.
+    `train_logits`: also give every kept head's logits on the training split (`ExitLogits.train_logits`, for
+    --calibrate-on train): one more heads pass over the training rows, so only on demand. They are kept with
+    the run: a cached run without them computes them (heads reloaded, not retrained) on the first call asking.
     """
     config = config or TrainConfig()
     executor = executor or InProcess()
@@ -149,44 +153,48 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     heads = _select(plan, candidates)
     if head_set == "family":
         heads = expand(plan.design, heads)
-    timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None}
+    timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None,  # wall
+                                        "features_cpu_s": 0.0, "train_cpu_s": 0.0, "reference_pass_cpu_s": None}
     root = Path(cache_dir) if cache_dir else fcache.default_root()
     chunk_rows = _chunk_rows(plan)
     with show_progress(progress) as bar:
-        t0 = time.perf_counter()
+        clock = _Clock()
         model_key = fcache.model_digest(plan.graph)
         prints, labels, run_key = _run_keys(model_key, splits, heads, config)
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
         done = load_trained(store, heads) if (store / "report.json").exists() else None
-        if done is not None and done[1].train_logits is None:  # a store from before train logits were kept
-            done = None
+        if done is not None and train_logits and done[1].train_logits is None:
+            done = None  # the heads come back from their own cache below; only the train logits are computed
         if done is not None:
             results, logits, final_acc = done
-            timings["features_s"] = time.perf_counter() - t0
+            clock.lap(timings, "features")
         else:
-            maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
-            import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
-            fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows,
-                                     threads=threads)
-            feats = {}
-            for name, split in splits.items():
-                task = bar(f"features {name}")
-                feats[name] = fc.fill(split, fingerprint=prints[name], on_chunk=task, executor=executor)
-            timings["features_s"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
+            feats = _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads, executor, bar)
+            clock.lap(timings, "features")
             job = TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
                             [fcache.digest(model_key, prints["train"], prints["val"], labels, _head_key(h, heads, config),
                                            _config_key(replace(config, threads=None))) for h in heads])
-            results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar)
-            timings["train_s"] = time.perf_counter() - t1
+            results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar,
+                                                           train_logits)
+            clock.lap(timings, "train")
             save_trained(store, results, logits, final_acc, every)
         if reference_pass:
-            timings["reference_pass_s"] = fcache.reference_pass(plan.graph, splits, chunk_rows, threads, bar)
+            timings["reference_pass_s"], timings["reference_pass_cpu_s"] = fcache.reference_pass(
+                plan.graph, splits, chunk_rows, threads, bar)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     offered = [results[k] for k in mark(results)]
     return ExitsRun(plan, offered, logits, timings, round(peak, 1), warm=done is not None,
                     final_test_accuracy=final_acc, artifacts=store, tried=results)
+
+
+def _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads, executor, bar) -> dict:
+    """Every split's cached features (eecc.data.cache.SplitFeatures by split name), computed where missing."""
+    maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
+    import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
+    fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows, threads=threads)
+    return {name: fc.fill(split, fingerprint=prints[name], on_chunk=bar(f"features {name}"), executor=executor)
+            for name, split in splits.items()}
 
 
 def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str, str]:
@@ -214,11 +222,25 @@ def _config_key(config) -> str:
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
-                        threads: int | None = None) -> float:
-    """Seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the yardstick)."""
+                        threads: int | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the
+    yardstick; CPU: eecc.data.cache.cpu_seconds)."""
     splits = plan.splits(data, scale, seed)
     with show_progress(False) as bar:
         return fcache.reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
+
+
+class _Clock:
+    """Wall and CPU seconds (eecc.data.cache.cpu_seconds: the forked head trainers too) of consecutive steps."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), fcache.cpu_seconds()
+
+    def lap(self, timings: dict, step: str) -> None:
+        """Record `<step>_s` and `<step>_cpu_s` since the last lap (or the start), and start the next step."""
+        wall, cpu = time.perf_counter(), fcache.cpu_seconds()
+        timings[f"{step}_s"], timings[f"{step}_cpu_s"] = wall - self.wall, cpu - self.cpu
+        self.wall, self.cpu = wall, cpu
 
 
 def _chunk_rows(plan: Plan) -> int:
@@ -264,7 +286,7 @@ def _fit_all(heads, job: TrainJob, executor: Executor) -> list:
     return fits
 
 
-def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, bar):
+def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, bar, want_train: bool):
     from eecc.train.fit import predict_many
     from eecc.train.modules import export
 
@@ -283,10 +305,11 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
                                                    [feats["test"].features(heads[k]) for k in alive])))
     else:
         test_logits = {k: np.zeros((0, plan.num_classes), np.float32) for k in alive}
-    # Train-split logits too, so --calibrate-on train (no validation set) can search thresholds on them.
-    train = (predict_many([fits[k].module for k in alive], [feats["train"].features(heads[k]) for k in alive]),
-             feats["train"].final_logits(), splits.train.y)
-    train_logits = dict(zip(alive, train[0]))
+    train = None  # train-split logits only when asked: --calibrate-on train searches thresholds on them
+    if want_train:
+        train = (dict(zip(alive, predict_many([fits[k].module for k in alive],
+                                              [feats["train"].features(heads[k]) for k in alive]))),
+                 feats["train"].final_logits(), splits.train.y)
     results, val_logits = [], {}
     for k, (spec, fit) in enumerate(zip(heads, fits)):
         test_acc, weights = None, None
@@ -301,7 +324,7 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
     def stack(ks):
         return stack_logits(plan, [results[k].spec for k in ks], [val_logits[k] for k in ks],
                             [test_logits[k] for k in ks], final_val, final_test, y_val, y_test,
-                            train=([train_logits[k] for k in ks], *train[1:]))
+                            train=None if train is None else ([train[0][k] for k in ks], *train[1:]))
 
     every = stack(alive)
     every.tensors = [pair_name(results[k].spec.tensor, results[k].spec.design) for k in alive]

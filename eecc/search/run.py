@@ -74,7 +74,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor,
-                      head_set=head_set)
+                      head_set=head_set, train_logits=options.calibrate_on == "train")
     if not full_search:
         _check_default_heads(exits)
     t2 = time.perf_counter()
