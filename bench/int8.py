@@ -19,7 +19,7 @@ import onnx
 from eecc.examples import datasets
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.runtime.emulate import emulate_stage
-from eecc.targets import cortex_m, int8_lowering
+from eecc.targets import cortex_m, int8_parity
 from eecc.targets.codegen import reference_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def measure_stage(name, k, entry, f_model, q_model, x, cpu, float_samples, tmp) 
         row.update({f"{tag}_instructions": res.instructions, f"{tag}_flash_B": arts.flash_bytes,
                     f"{tag}_weights_B": constant_bytes(out), f"{tag}_ram_B": arts.ram_bytes})
         if tag == "int8":
-            parity = int8_lowering.compare_int8(res.outputs, q_want, entry, where=f"{name} stage {k}")
+            parity = int8_parity.compare_int8(res.outputs, q_want, entry, where=f"{name} stage {k}")
             row.update(parity_samples=len(x), class_parity=parity["class_parity"],
                        exit_flag_agreement=parity.get("exit_flag_agreement"))
     row["instructions_ratio"] = row["float_instructions"] / max(row["int8_instructions"], 1)

@@ -254,7 +254,7 @@ def emulation_record(result, want: dict, entry: dict, *, where: str, emulator: s
     head = {"emulator": emulator, "samples": result.samples, "instructions": result.instructions or None,
             "stack_bytes": getattr(result, "stack_used", 0) or None}
     if int8:  # Integer requantisation may land one step away from onnxruntime's float rounding
-        from eecc.targets.int8_lowering import compare_int8
+        from eecc.targets.int8_parity import compare_int8
 
         return {**head, **compare_int8(result.outputs, want, entry, where=where),
                 "emulate_s": round(time.perf_counter() - start, 3)}

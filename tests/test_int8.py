@@ -19,7 +19,7 @@ from eecc.driver.compile import CompileOptions, compile_model
 from eecc.driver.int8 import per_axis_opset
 from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
-from eecc.targets import int8_lowering, quantize, tvm_import
+from eecc.targets import int8_lowering, int8_parity, quantize, tvm_import
 from eecc.targets.codegen import reference_runs
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -139,7 +139,7 @@ def test_integer_kernels_reproduce_onnxruntime_int8(residual_int8):
     want = reference_runs([model], x)[0][1]["y"]
     got = _host_run(model, x)
     scale = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "y_scale"][0]
-    assert (got.argmax(1) == want.argmax(1)).mean() >= int8_lowering.PARITY
+    assert (got.argmax(1) == want.argmax(1)).mean() >= int8_parity.PARITY
     steps = np.abs(got - want) / scale
     assert steps.max() <= 1.0 + 1e-4 and (steps < 1e-4).mean() >= 0.99  # at most one step, rarely
 
@@ -188,8 +188,8 @@ def test_int8_stage_under_qemu_matches_onnxruntime_and_has_integer_kernels(cnn_i
     inputs, want = reference_runs([model], data["x_test"][:48])[0]
     arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path)
     got = emulate_stage(arts, inputs)
-    result = int8_lowering.compare_int8(got.outputs, want, entry, where="stage 0")
-    assert result["class_parity"] >= int8_lowering.PARITY and result["exit_flag_agreement"] >= 0.99
+    result = int8_parity.compare_int8(got.outputs, want, entry, where="stage 0")
+    assert result["class_parity"] >= int8_parity.PARITY and result["exit_flag_agreement"] >= 0.99
     if cpu == "cortex-m0plus":  # the integer kernels call no soft-float helper
         dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "kernels.o")], capture_output=True,
                              text=True, check=True).stdout

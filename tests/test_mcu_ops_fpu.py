@@ -50,6 +50,9 @@ POOLS = [  # (C, H, W, kernel, strides, pads (top, left, bottom, right), ceil_mo
     (2, 7, 8, (3, 3), (2, 2), (1, 1, 1, 1), 0),
     (4, 6, 5, (2, 3), (1, 2), (0, 1, 1, 0), 1),
     (1, 1, 9, (1, 4), (1, 3), (0, 2, 0, 2), 0),  # a 1-D pool as H = 1
+    (2, 5, 3, (2, 2), (1, 1), (0, 0, 0, 0), 0),  # W < 4: the column maxima byte by byte
+    (1, 3, 4, (3, 4), (3, 4), (0, 0, 0, 0), 0),  # W = 4: one word per row, the whole map in one window
+    (2, 6, 13, (3, 5), (2, 3), (1, 2, 1, 2), 1),  # W = 13: a word pair, then a pair whose words overlap
 ]
 
 
