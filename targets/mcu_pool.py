@@ -4,7 +4,8 @@ TVM's topi max pool is correct but LLVM unrolls its window loops into straight c
 geometry (kws search stage 0: 1,264 B for a 13 x 3 window, 6 % of the int8 stage's flash). The rule
 replaces an int8 relax.nn.max_pool2d (NCHW, batch 1, dilation 1) by a PrimFunc that calls
 eecc_maxpool_s8(x, y, C, H, W, OH, OW, KH, KW, SH, SW, PT, PL): the geometry is arguments, so every pool
-of a stage shares the loop. Output shape, padding and ceil_mode come from Relax's own shape inference
+of a stage shares the loop (separable: the window rows' column maxima 4 int8 lanes per SSUB8 + SEL, then the
+window columns). Output shape, padding and ceil_mode come from Relax's own shape inference
 (the call's type), so the result is TVM's: max over the window taps inside the image (TVM pads with
 -128, the int8 minimum, which never wins).
 """
