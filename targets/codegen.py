@@ -22,8 +22,11 @@ from eecc.targets.platform import Platform, Processor, estimate_exits, load_plat
 # Cycles per instruction. 1.0 is the optimistic bound: both cores issue most ALU ops in one cycle, but
 # loads/stores and taken branches take 2 (M0+) or 1-3 (M4) cycles and VFMA takes 3 on the M4F, so real
 # CPI is higher (roughly 1.2-1.5 for such loops, not measured here) and calibrated latency is a floor.
-# The Cortex-A76 is out of order and issues up to 4 instructions per cycle; 0.5 (2 per cycle) is a stated
-# estimate for these kernel loops (not measured here; no A76 was at hand).
+# The Cortex-A76 is out of order: it decodes up to 4 instructions per cycle and dispatches up to 8 micro-ops (Arm,
+# Cortex-A76 launch material, 2018; AnandTech "Arm's Cortex-A76 CPU Unveiled", 2018), so 0.25 is its issue bound.
+# CPI 0.5 (2 per cycle) is an ASSUMPTION for TVM's kernel loops (no A76 was at hand to measure it). This is the one
+# place it is stated: `--emulate` calibrates Cortex-A stages with it and the cost model (eecc/cost/aarch64.py) prices
+# them with it, so a Cortex-A figure is instructions x CPI / clock_hz, not measured time.
 CPI = {"cortex-m0plus": 1.0, "cortex-m4": 1.0, "cortex-a": 0.5}
 TOLERANCE = 1e-4
 TOOLS = {"cortex-m0plus": ("arm-none-eabi-gcc", "arm-none-eabi-size"),

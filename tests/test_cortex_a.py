@@ -37,3 +37,17 @@ def test_multi_output_stage_on_cortex_a55(tmp_path):
     got, want = emulate_stage(arts, x).outputs, reference(model, x)
     np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-4, rtol=0)
     np.testing.assert_array_equal(got["exit"].reshape(-1), want["exit"].reshape(-1))
+
+
+def test_a_kernel_that_allocates_twice_gets_the_workspace_the_allocator_takes(tmp_path):
+    """A 3x3 depthwise conv on 8x9x9 allocates a padded input (3,872 B) and an intermediate (2,592 B): TVM's TIR
+    total (6,464 B) left no room for the driver's 64-byte rounding of each (6,528 B), and the stage failed under
+    QEMU with "kernel workspace exhausted"."""
+    from eecc.cost.layers import layer_models
+
+    model = layer_models()["layer:dw-8x9x9-k3s1"]
+    arts = cortex_a.compile_stage(model, cpu="cortex-a76", out_dir=tmp_path)
+    x = np.random.default_rng(6).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    result = emulate_stage(arts, x)
+    np.testing.assert_allclose(result.outputs["y"], reference(model, x)["y"], atol=1e-4, rtol=0)
+    assert arts.workspace_bytes == result.workspace_peak == 3904 + 2624

@@ -249,13 +249,13 @@ def test_device_cost_uses_the_model_where_it_covers_the_processor_else_nominal_m
 
 def test_stale_measurements_are_flagged(tmp_path):
     data = load_rows()
-    path = tmp_path / "measured.json"
+    path, none = tmp_path / "measured.json", tmp_path / "no_cortex_a.json"
     path.write_text(json.dumps({**data, "kernels": "0000"}))
-    model = cost_model.load_default(path)
+    model = cost_model.load_default(path, none)
     assert model.stale and "python -m eecc.cost refit" in model.notes[0] and model.to_json()["stale"]
     # rows from these very kernels are not stale
     path.write_text(json.dumps({**data, "kernels": kernels_id()}))
-    assert not cost_model.load_default(path).stale
+    assert not cost_model.load_default(path, none).stale
 
 
 @needs_arm

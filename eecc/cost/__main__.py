@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import onnx
 
 from eecc.cost.features import FEATURES
 from eecc.cost.layers import layer_models, mlp_fixture
-from eecc.cost.measure import Unit, kernels_id, measure_all, units_of
+from eecc.cost import aarch64
+from eecc.cost.measure import Unit, _show, kernels_id, measure_all, units_of
 from eecc.cost.model import MEASURED, held_out, load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +34,21 @@ def fixture_models() -> dict[str, Path | onnx.ModelProto]:
     return models
 
 
+def all_units() -> list[Unit]:
+    """Every fixture cut and single-layer unit."""
+    units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
+    return units + [Unit(name, 0, model) for name, model in layer_models().items()]
+
+
+def refit_cortex_a(cache: Path, out: Path, *, quiet: bool = False, units: list[Unit] | None = None) -> dict:
+    """Measure `units` (default: all_units) on the A76 in fp32 and int8 and write the Cortex-A rows file `out`."""
+    rows = aarch64.measure(all_units() if units is None else units, cache, progress=_show(quiet, time.time()))
+    return aarch64.write_rows(rows, out)
+
+
 def refit(cache: Path, out: Path, *, jobs: int = 1, quiet: bool = False, units: list[Unit] | None = None) -> dict:
-    """Measure `units` (default: every fixture cut and single-layer unit) and write the rows file `out`."""
-    if units is None:
-        units = [u for name, path in fixture_models().items() for u in units_of(name, path)]
-        units += [Unit(name, 0, model) for name, model in layer_models().items()]
-    rows = measure_all(units, cache, jobs=jobs, quiet=quiet)
+    """Measure `units` (default: all_units) on the Cortex-M kinds and write the rows file `out`."""
+    rows = measure_all(all_units() if units is None else units, cache, jobs=jobs, quiet=quiet)
     doc = {"kernels": kernels_id(), "features": list(FEATURES), "samples_per_unit": 2,
            "command": "python -m eecc.cost refit", "rows": rows}
     rows_text = ",\n".join(json.dumps(r, separators=(",", ":")) for r in rows)  # one unit per line
@@ -46,9 +57,9 @@ def refit(cache: Path, out: Path, *, jobs: int = 1, quiet: bool = False, units: 
     return doc
 
 
-def held_out_table(path: Path) -> str:
-    """The leave-one-fixture-out table of the rows at `path` (model.held_out), one line per (cpu, format)."""
-    rows = held_out(load_rows(path)["rows"])
+def held_out_table(rows: list[dict]) -> str:
+    """The leave-one-fixture-out table of `rows` (model.held_out), one line per (cpu, format)."""
+    rows = held_out(rows)
     lines, tol = [f"{'cpu / format':<20} {'all units':>10} {'several blocks':>15}   worst"], 0.15
     for key in dict.fromkeys((r["cpu"], r["format"]) for r in rows):
         group = [r for r in rows if (r["cpu"], r["format"]) == key]
@@ -64,17 +75,26 @@ def held_out_table(path: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eecc.cost", description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("refit", "held-out"))
-    ap.add_argument("--rows", default=str(MEASURED), help="held-out: the rows file (default: the shipped one)")
+    ap.add_argument("--group", choices=("cortex-m", "cortex-a"), default="cortex-m",
+                    help="the Cortex-M rows (measured.json) or the Cortex-A rows (measured_cortex_a.json)")
+    ap.add_argument("--rows", default=None, help="held-out: the rows file (default: the group's shipped one)")
     ap.add_argument("--cache-dir", default=".eecc-cache", help="where instruction counts are cached")
-    ap.add_argument("--out", default=str(MEASURED), help="the rows file (default: the shipped one)")
+    ap.add_argument("--out", default=None, help="the rows file (default: the group's shipped one)")
     ap.add_argument("--jobs", type=int, default=1, help="refit: (model, cpu, format) groups measured at once")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    a = args.group == "cortex-a"
+    shipped = aarch64.MEASURED_A if a else MEASURED
     if args.command == "held-out":
-        print(held_out_table(Path(args.rows)))
+        path = Path(args.rows or shipped)
+        print(held_out_table(aarch64.load_rows(path)[0] if a else load_rows(path)["rows"]))
         return 0
-    doc = refit(Path(args.cache_dir), Path(args.out), jobs=args.jobs, quiet=args.quiet)
-    print(f"{len(doc['rows'])} units measured with kernels {doc['kernels']} -> {args.out}")
+    out = Path(args.out or shipped)
+    if a:
+        doc = refit_cortex_a(Path(args.cache_dir), out, quiet=args.quiet)
+    else:
+        doc = refit(Path(args.cache_dir), out, jobs=args.jobs, quiet=args.quiet)
+    print(f"{len(doc['rows'])} units measured with kernels {doc['kernels']} -> {out}")
     return 0
 
 

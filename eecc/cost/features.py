@@ -57,6 +57,7 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
               the max of a window of ReLU outputs is seldom zero)
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
+  neon_macs, loop_macs, gemm_relu: the Cortex-A blocks only (vectorised and looped MACs: eecc/cost/aarch64.py)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
 Exit-head ops are priced as the same ops of the backbone (an exit head's 1×1 conv runs the same kernel).
 QuantizeLinear / DequantizeLinear of a QDQ stage are skipped: the int8 lowering folds them into the
@@ -75,7 +76,7 @@ from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_far", "gemm_dense", "mac_out",
         "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
-        "dequant_table", "pool_div",
+        "dequant_table", "pool_div", "neon_macs", "loop_macs", "gemm_relu",
         *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
@@ -86,6 +87,7 @@ FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
 UNROLLED_K, VLDR_REACH = 32, 1020
 UNROLLED_K_INT8 = 48  # int8 (LDRSB, LDRSB, MLA per MAC): K = 48 fully unrolled, K = 64 a loop of 21 (M4 disassembly)
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+A_KIND = "cortex-a"  # TVM's operators only, some of their loops vectorised: eecc/cost/aarch64.py
 FEATURES = tuple(f"{cpu}/{fmt}/{name}" for cpu, fmt in GROUPS for name in BASE)
 _INDEX = {f: i for i, f in enumerate(BASE)}
 B = len(BASE)
@@ -230,6 +232,9 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         ops = ops.copy()  # the int8 body is shorter: LLVM unrolls longer reductions fully
         ops[[_INDEX["gemm_loop"], _INDEX["gemm_rem"], _INDEX["gemm_far"]]] = 0
     if kernel == "tvm":
+        if cpu == A_KIND:  # TVM's operators, some loops vectorised
+            from eecc.cost.aarch64 import node_block
+            return node_block(node, fmt, ops)
         return ops
     f = np.zeros(B)
     for name, value in kernel_features(node, kernel, cpu, fmt).items():

@@ -31,13 +31,19 @@ import numpy as np
 
 from eecc.targets import cortex_m, mcu_kernels, mcu_quantize
 
-GROUPS = (("cortex-m0plus", "fp32"), ("cortex-m4", "fp32"), ("cortex-m0plus", "int8"), ("cortex-m4", "int8"))
+# (cpu, format) blocks of the feature vector: the Cortex-M kinds, then the Cortex-A (eecc/cost/aarch64.py: TVM's
+# operators only, rows in their own file), last, so that the Cortex-M blocks keep their columns
+GROUPS = (("cortex-m0plus", "fp32"), ("cortex-m4", "fp32"), ("cortex-m0plus", "int8"), ("cortex-m4", "int8"),
+          ("cortex-a", "fp32"), ("cortex-a", "int8"))
 KERNEL_FEATURES = ("tile_body", "tile_acc", "tile_col", "dwk_step", "dwk_tap", "dwk_out",
                    "dwk_plane", "dwk_ch")
 
 
 def _kind(cpu: str) -> str | None:
-    # kernel_kind reads only the target's mtriple and mcpu: the backend's own target dict, without TVM
+    # kernel_kind reads only the target's mtriple and mcpu: the backend's own target dict, without TVM; a core that
+    # is not a microcontroller (the Cortex-A) gets TVM's own operators
+    if cpu not in cortex_m.CPUS:
+        return None
     return mcu_kernels.kernel_kind(SimpleNamespace(attrs=cortex_m.CPUS[cpu]["target"]))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from eecc.model import ir
-from eecc.cost.features import graph_features
+from eecc.cost.features import block, graph_features
 
 CPUS = ("cortex-m0plus", "cortex-m4")
 FORMATS = ("fp32", "int8")
@@ -82,25 +82,26 @@ def _c_source(path: Path) -> str:
     return " ".join(text.split())
 
 
-def kernels_files() -> list[Path]:
-    """The eecc/targets files a Cortex-M count depends on: the modules reached from ROOTS (less NOT_KERNELS)
-    and the C driver files (less NOT_LINKED)."""
-    todo, seen = list(ROOTS), set()
+def kernels_files(roots=ROOTS, not_kernels=NOT_KERNELS, linked=None) -> list[Path]:
+    """The eecc/targets files a Cortex-M count depends on: the modules reached from `roots` (less `not_kernels`)
+    and the C driver files (less NOT_LINKED; or only those named in `linked`)."""
+    todo, seen = list(roots), set()
     while todo:
         name = todo.pop()
-        if name in seen or name in NOT_KERNELS or not (TARGETS / f"{name}.py").is_file():
+        if name in seen or name in not_kernels or not (TARGETS / f"{name}.py").is_file():
             continue
         seen.add(name)
         todo += sorted(_python_source(TARGETS / f"{name}.py")[1])
-    c_files = [p for p in sorted((TARGETS / "cdriver").iterdir()) if p.is_file() and p.name not in NOT_LINKED]
+    c_files = [p for p in sorted((TARGETS / "cdriver").iterdir()) if p.is_file()
+               and (p.name in linked if linked is not None else p.name not in NOT_LINKED)]
     return [TARGETS / f"{n}.py" for n in sorted(seen)] + c_files
 
 
-def kernels_id() -> str:
-    """Hash of the code that turns a stage into counted Cortex-M instructions (kernels_files, normalised:
-    docstrings, comments, formatting and import lines do not count) + the TVM version."""
+def kernels_id(files: list[Path] | None = None) -> str:
+    """Hash of the code that turns a stage into counted Cortex-M instructions (kernels_files, or `files`;
+    normalised: docstrings, comments, formatting and import lines do not count) + the TVM version."""
     h = hashlib.sha256()
-    for path in kernels_files():
+    for path in kernels_files() if files is None else files:
         h.update(path.relative_to(TARGETS).as_posix().encode())
         h.update((_python_source(path)[0] if path.suffix == ".py" else _c_source(path)).encode())
     try:
@@ -181,13 +182,20 @@ def units_of(name: str, model_path) -> list[Unit]:
 
 
 def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progress=None) -> list[dict]:
-    """One row per unit: {"model", "index", "cpu", "format", "features", "instructions"} (cached)."""
-    from eecc.targets import cortex_m
+    """One row per unit: {"model", "index", "cpu", "format", "features", "instructions"} (cached). `cpu` a
+    Cortex-M kind, or aarch64.KIND ("cortex-a": built by targets/cortex_a.py for the A76, counted under qemu-aarch64,
+    cached apart under its own kernels id, features its own block only)."""
+    from eecc.cost import aarch64
+    from eecc.targets import cortex_a, cortex_m
     from eecc.targets.codegen import reference_runs
     from eecc.targets.quantize import quantize_stages
     from eecc.runtime.emulate import emulate_stage
 
-    folder = Path(cache) / "cost" / kernels_id()
+    a = cpu == aarch64.KIND
+    folder = Path(cache) / "cost" / (f"{aarch64.KIND}-{fmt}-{aarch64.kernels_id(fmt)}" if a else kernels_id())
+    compile_stage = (lambda m, out_dir: cortex_a.compile_stage(m, cpu=aarch64.CPU, out_dir=out_dir)) if a else \
+        (lambda m, out_dir: cortex_m.compile_stage(m, cpu=cpu, out_dir=out_dir))
+    columns = block(cpu, fmt) if a else slice(None)
     folder.mkdir(parents=True, exist_ok=True)
     rows, by_model = [], {}
     for u in units:
@@ -206,14 +214,15 @@ def measure_units(units: list[Unit], cpu: str, fmt: str, cache: Path, *, progres
                 count = json.loads(path.read_text())["instructions"]
             else:
                 with tempfile.TemporaryDirectory(prefix="eecc-cost-") as tmp:
-                    arts = cortex_m.compile_stage(m, cpu=cpu, out_dir=Path(tmp))
+                    arts = compile_stage(m, Path(tmp))
                     count = emulate_stage(arts, inputs).instructions
                 tmp_path = path.with_suffix(f".{os.getpid()}.tmp")  # whole or absent for a parallel refit's readers
                 tmp_path.write_text(json.dumps({"instructions": count, "model": model, "index": u.index}))
                 os.replace(tmp_path, path)
             rows.append({"model": model, "index": u.index, "cpu": cpu, "format": fmt,
                          "features": [int(v) if float(v).is_integer() else round(float(v), 3)
-                                      for v in graph_features(u.float_model, model_input=first)], "instructions": int(count)})
+                                      for v in graph_features(u.float_model, model_input=first)[columns]],
+                         "instructions": int(count)})
             if progress:
                 progress(rows[-1])
     return rows

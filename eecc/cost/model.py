@@ -1,15 +1,16 @@
-"""The fitted cost model: instructions of a segment on a Cortex-M kind in fp32 or int8, from measured units.
+"""The fitted cost model: instructions of a segment on a Cortex-M kind or the Cortex-A (eecc/cost/aarch64.py) in
+fp32 or int8, from measured units.
 
   instructions(segment) ≈ w[cpu, format] · features(segment)          (eecc/cost/features.py)
-  cycles = instructions × CPI,  seconds = cycles / clock_hz           (CPI: targets/codegen.py, 1.0)
+  cycles = instructions × CPI,  seconds = cycles / clock_hz           (CPI: targets/codegen.py, stated there)
 
 w is fitted by non-negative least squares on relative error (each measured unit's row divided by its own
 count, so a 50k-instruction unit weighs as much as a 20M one) over units measured by eecc/cost/measure.py:
 every fixture model cut at every candidate exit, with its head and gate, compiled with TVM and counted
-under QEMU. The measurements ship in `eecc/cost/measured.json` (with the hash of the kernels they came
-from); `python -m eecc.cost refit` measures again with the kernels of this checkout. Without a fit for a
-processor kind (Cortex-A, GPUs, a kind with no backend) the platform's nominal MAC/s is used instead and
-labelled so.
+under QEMU. The measurements ship in `eecc/cost/measured.json` (Cortex-M) and `eecc/cost/measured_cortex_a.json`
+(Cortex-A), each with the hash of the code they came from; `python -m eecc.cost refit [--group cortex-a]` measures
+again with this checkout's. Without a fit for a processor kind (GPUs, a kind with no backend) the platform's
+nominal MAC/s is used instead and labelled so.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from eecc.cost import aarch64
 from eecc.cost.features import BASE, FEATURES, block
+from eecc.targets.codegen import CPI
 
 MEASURED = Path(__file__).with_name("measured.json")
-# Instructions per cycle are not measured: QEMU counts instructions. CPI 1.0 is the optimistic bound
-# (both cores issue most ALU ops in one cycle; loads, taken branches and VFMA take 2-3), so cycles and
-# energy derived here are floors, the same assumption as targets/codegen.py's calibration.
-CPI = {"cortex-m0plus": 1.0, "cortex-m4": 1.0}
+# Instructions per cycle are not measured (QEMU counts instructions): the one stated figure per kind is
+# targets/codegen.py's CPI, which `--emulate` calibrates with too, so the search and the emulated figures agree.
 # Single-layer units (eecc/cost/layers.py) in the fit weigh this much of a fixture stage: they give each kernel
 # variant data, but are many small one-kernel graphs (per-call overheads dominate) and the fixture-like stages
 # are what is predicted. Chosen by the leave-one-fixture-out check (closing note of the cost model).
@@ -105,26 +106,47 @@ def held_out(rows: list[dict]) -> list[dict]:
 
 
 def load_rows(path: Path = MEASURED) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else {"rows": [], "kernels": ""}
+    """The rows file at `path`, each row's features put by name into this checkout's FEATURES (columns added since
+    it was written are 0: a group added later, e.g. the Cortex-A's, leaves the Cortex-M rows valid); no rows when it
+    names features this checkout does not compute."""
+    if not Path(path).is_file():
+        return {"rows": [], "kernels": ""}
+    data = json.loads(Path(path).read_text())
+    names = data.get("features", list(FEATURES))
+    if names != list(FEATURES):
+        if not set(names) <= set(FEATURES):
+            return {**data, "rows": []}
+        at = {n: i for i, n in enumerate(FEATURES)}
+        cols = [at[n] for n in names]
+        for r in data["rows"]:
+            r["features"], values = [0.0] * len(FEATURES), r["features"]
+            for c, v in zip(cols, values):
+                r["features"][c] = v
+        data["features"] = list(FEATURES)
+    return data
 
 
 @lru_cache(maxsize=1)
 def default_model() -> CostModel | None:
     """The model fitted on the shipped measurements (load_default), once per process."""
-    return load_default(MEASURED)
+    return load_default(MEASURED, aarch64.MEASURED_A)
 
 
-def load_default(path: Path) -> CostModel | None:
-    """The model fitted on the measurements at `path`; None when there are none (or of other features).
-    Marked stale, with a note, when this checkout's kernels differ from those measured."""
+def load_default(path: Path, a_path: Path = aarch64.MEASURED_A) -> CostModel | None:
+    """The model fitted on the Cortex-M measurements at `path` and the Cortex-A ones at `a_path`; None when `path`
+    holds none (or of other features). Marked stale, with a note, when this checkout's code differs from the code
+    either group was measured with."""
     data = load_rows(path)
     if not data["rows"] or list(data.get("features", FEATURES)) != list(FEATURES):
         return None
-    model = fit(data["rows"], kernels=data["kernels"], source=Path(path).name)
+    a_rows, a_notes = aarch64.load_rows(a_path)
+    model = fit(data["rows"] + a_rows, kernels=data["kernels"],
+                source=" + ".join([Path(path).name] + ([Path(a_path).name] if a_rows else [])))
     from eecc.cost.measure import kernels_id
 
-    model.stale = kernels_id() != data["kernels"]
-    if model.stale:  # recorded in every manifest and printed by `compile`, not a warning on stderr
+    model.stale = kernels_id() != data["kernels"] or bool(a_notes)
+    if kernels_id() != data["kernels"]:  # recorded in every manifest and printed by `compile`, not on stderr
         model.notes.append("cost model: the shipped measurements came from other kernels than this checkout's "
                            "(eecc/targets changed); predictions may be off: run `python -m eecc.cost refit`")
+    model.notes += a_notes
     return model

@@ -1,0 +1,108 @@
+"""The Cortex-A (rk3588 CPU) group of the cost model: its own block of features, code hash and rows file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc.cost import aarch64
+from eecc.cost import model as cost_model
+from eecc.cost.features import BASE, FEATURES, KERNEL_FEATURES, block, graph_features, named
+from eecc.cost.measure import all_cut_stages, kernels_id
+from eecc.cost.model import fit, load_rows
+from eecc.exits.run import plan_exits
+
+from tests.test_cost_model import MODELS, _model
+
+DSCONV = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 16, 9, 9] x) => (float[N, 64, 9, 9] y) <float[16, 1, 3, 3] wd, float[16, 1, 3, 3] ws, float[48, 16, 1, 1] wp,
+                                                   float[64, 48, 1, 1] wq> {
+  a = Conv <group = 16, pads = [1, 1, 1, 1]> (x, wd)
+  b = Conv <group = 16, pads = [1, 1, 1, 1], strides = [2, 2]> (a, ws)
+  c = Conv (a, wp)
+  y = Conv (c, wq)
+}
+"""
+POINTWISE64 = """
+< ir_version: 8, opset_import: ["" : 17] >
+g (float[N, 64, 9, 9] x) => (float[N, 8, 9, 9] y) <float[8, 64, 1, 1] w> {
+  y = Conv (x, w)
+}
+"""
+
+
+def test_the_cortex_a_code_hash_leaves_out_the_microcontroller_kernels():
+    files = {p.name for p in aarch64.code_files("int8")}
+    assert {"cortex_a.py", "tvm_import.py", "int8_lowering.py", "runtime_common.c", "host_main.c"} <= files
+    # eecc's microcontroller kernels and their C loops never run on the A76: changing them leaves the fit alone
+    assert not files & {"mcu_kernels.py", "mcu_depthwise.py", "mcu_float.py", "mcu_pool.py", "ops_fpu.c", "dot_dsp.c"}
+    assert "int8_lowering.py" not in {p.name for p in aarch64.code_files("fp32")}
+    assert len({aarch64.kernels_id("fp32"), aarch64.kernels_id("int8"), kernels_id()}) == 3
+
+
+def test_the_cortex_a_block_prices_every_node_by_tvm_operator_features():
+    """No eecc kernel on the A76: the fixture stages' Cortex-A blocks have no kernel loop counts, and their MACs
+    are all there (conv, pointwise, depthwise, Gemm, vectorised or in a kept reduction loop)."""
+    plan = plan_exits(MODELS / "dscnn.onnx")
+    _, stages = all_cut_stages(plan)
+    for stage in stages:
+        f = graph_features(stage, model_input=plan.graph.inputs[0].name)
+        for fmt in ("fp32", "int8"):
+            a, m4 = named(f, aarch64.KIND, fmt), named(f, "cortex-m0plus", "fp32")  # the M0+ in fp32: TVM too
+            assert all(a[k] == 0 for k in KERNEL_FEATURES)
+            macs = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "neon_macs", "loop_macs")
+            assert sum(a[k] for k in macs) == pytest.approx(sum(m4[k] for k in macs))
+
+
+def test_vectorised_and_looped_macs_follow_the_aarch64_loop_rules():
+    """A reduction of up to 24 MACs (3x3 depthwise, a 1x1 conv over 16 channels) unrolls and the output row is
+    vectorised 4 at a time at stride 1 (8 of 9 columns), at stride 2 it stays scalar; a 1x1 conv over 48 channels
+    unrolls (pw_macs), over 64 the reduction stays a loop (loop_macs); no pad copy without padding."""
+    f = named(graph_features(_model(DSCONV)), aarch64.KIND, "fp32")
+    dw, pw16, pw48 = 16 * 81 * 9, 48 * 81 * 16, 64 * 81 * 48
+    assert f["neon_macs"] == pytest.approx((dw + pw16) * 8 / 9) and f["loop_macs"] == 0
+    assert f["dw_macs"] == pytest.approx(dw / 9 + 16 * 25 * 9) and f["pw_macs"] == pytest.approx(pw16 / 9 + pw48)
+    assert named(graph_features(_model(POINTWISE64)), aarch64.KIND, "fp32")["loop_macs"] == 8 * 81 * 64
+    assert f["pad_in"] == 2 * 16 * 11 * 11  # the two padded depthwise convs only
+
+
+def test_rows_written_before_a_feature_was_added_are_read_by_name(tmp_path):
+    """measured.json keeps its own feature list: read into this checkout's FEATURES by name, it fits the same."""
+    data = load_rows()
+    old = [f for f in FEATURES if not f.startswith(aarch64.KIND) and not f.endswith(("neon_macs", "loop_macs",
+                                                                                       "gemm_relu"))]
+    at = [FEATURES.index(n) for n in old]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**data, "features": old, "rows": [{**r, "features": [r["features"][i] for i in at]}
+                                                                  for r in data["rows"]]}))
+    again = load_rows(path)
+    assert again["features"] == list(FEATURES) and [r["features"] for r in again["rows"]] == \
+        [r["features"] for r in data["rows"]]
+    path.write_text(json.dumps({**data, "features": old + ["cortex-m4/fp32/unknown"]}))
+    assert load_rows(path)["rows"] == []
+
+
+def test_cortex_a_rows_live_in_their_own_file_with_a_code_hash_per_format(tmp_path):
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.5, 3, len(BASE))
+    rows = [{"model": f"m{i % 3}", "index": i, "cpu": aarch64.KIND, "format": fmt,
+             "features": (v := rng.uniform(0, 1e4, len(BASE))).tolist(), "instructions": float(v @ true)}
+            for i in range(40) for fmt in ("fp32", "int8")]
+    path = tmp_path / "measured_cortex_a.json"
+    aarch64.write_rows(rows, path)
+    read, notes = aarch64.load_rows(path)
+    assert not notes and len(read) == 80 and {len(r["features"]) for r in read} == {len(FEATURES)}
+    model = fit(read)
+    for fmt in ("fp32", "int8"):
+        np.testing.assert_allclose(model.weights[(aarch64.KIND, fmt)][block(aarch64.KIND, fmt)], true, rtol=1e-6)
+    # measured with other code in int8: a note naming the refit, the M rows untouched
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "kernels": {**doc["kernels"], "int8": "0000"}}))
+    both = cost_model.load_default(cost_model.MEASURED, path)
+    assert both.stale and both.covers(aarch64.KIND, "fp32") and both.covers("cortex-m4", "int8")
+    assert [n for n in both.notes if "Cortex-A int8" in n and "refit --group cortex-a" in n]
+    assert not cost_model.load_default(cost_model.MEASURED, tmp_path / "none.json").covers(aarch64.KIND, "fp32")
