@@ -1,6 +1,7 @@
 """cdriver/ops_fpu.c (the M4's rolled int8 element loops: input quantise, output dequantise, max pool) built for
-this host and checked against onnxruntime; the quantise / dequantise checks are in test_mcu_kernels (beside
-the Armv6-M kernels they share a test with), the QEMU stage check in test_mcu_kernels' depthwise stage."""
+this host (portable C in place of the DSP instructions) and checked against onnxruntime; the quantise / dequantise
+checks are in test_mcu_kernels (beside the Armv6-M kernels they share a test with). The DSP paths run under QEMU
+here (pool_stage) and in test_mcu_kernels' depthwise stage."""
 
 from __future__ import annotations
 
@@ -76,3 +77,43 @@ def test_int8_max_pool_equals_onnxruntime(case):
     got = np.zeros(want.shape, np.int8)
     ops_fpu().eecc_maxpool_s8(ptr(x), ptr(got), c, h, w, want.shape[2], want.shape[3], *k, *st, pads[0], pads[1])
     assert np.array_equal(got, want)
+
+
+def pool_stage():
+    """Conv 1x1 + Relu on a 9 x 13 map, the plane dequantised (351 values: eecc_dequantize_s8's 4-value words
+    and a 3-value tail) and max-pooled 3 x 5 at strides 2, 3 with padding, ceil mode (W = 13: column_max4's
+    word pair, then a pair whose words overlap)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 5], strides=[2, 3], pads=[1, 2, 1, 2],
+                              ceil_mode=1)]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 9, 13])],
+                              [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 3, 9, 13]),
+                               helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3, 5, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+def test_m4_simd_pool_and_dequantise_equal_onnxruntime(tmp_path):
+    """ops_fpu.c's DSP paths (SSUB8/SEL max pool, SXTAB16 dequantisation) in an int8 M4 stage under QEMU,
+    bit for bit with onnxruntime's int8 stage (its fused integer kernels, as eecc's runtime opens it)."""
+    import onnxruntime as ort
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m, quantize
+
+    x = np.random.default_rng(6).standard_normal((28, 2, 9, 13)).astype(np.float32)
+    model = quantize.quantize_stage(pool_stage(), {"x": x[:16]})
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), {"x": x[16:]}).outputs
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = [np.concatenate([sess.run(None, {"x": x[i:i + 1]})[k] for i in range(16, 28)]) for k in range(2)]
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "kernels.o")], capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert {"eecc_dequantize_s8", "eecc_maxpool_s8"} <= set(undefined)
+    assert np.array_equal(got["r"], want[0]) and np.array_equal(got["p"], want[1])
