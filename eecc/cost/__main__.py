@@ -41,8 +41,11 @@ def all_units() -> list[Unit]:
 
 
 def refit_cortex_a(cache: Path, out: Path, *, quiet: bool = False, units: list[Unit] | None = None) -> dict:
-    """Measure `units` (default: all_units) on the A76 in fp32 and int8 and write the Cortex-A rows file `out`."""
-    rows = aarch64.measure(all_units() if units is None else units, cache, progress=_show(quiet, time.time()))
+    """Measure `units` (default: all_units and aarch64.layer_models) on the A76 in fp32 and int8 and write the
+    Cortex-A rows file `out`."""
+    if units is None:
+        units = all_units() + [Unit(name, 0, model) for name, model in aarch64.layer_models().items()]
+    rows = aarch64.measure(units, cache, progress=_show(quiet, time.time()))
     return aarch64.write_rows(rows, out)
 
 

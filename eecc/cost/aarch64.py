@@ -116,9 +116,10 @@ def node_block(node, fmt: str, ops: np.ndarray) -> np.ndarray:
     for name in ("conv_macs", "pw_macs", "dw_macs", "gemm_macs"):
         f[INDEX["neon_macs"]] += f[INDEX[name]] * share
         f[INDEX[name]] *= 1 - share
-    if _reduction_loop(node):
+    if k := _reduction_loop(node):
         for name in ("pw_macs", "gemm_macs"):
             f[INDEX["loop_macs"]] += f[INDEX[name]]
+            f[INDEX["loop_iters"]] += f[INDEX[name]] / _unroll(k)
             f[INDEX[name]] = 0
     if fmt == "int8" and node.op in ("Gemm", "MatMul"):
         after = [n for t in node.outputs for n in t.outputs]
@@ -127,13 +128,21 @@ def node_block(node, fmt: str, ops: np.ndarray) -> np.ndarray:
     return f
 
 
-def _reduction_loop(node) -> bool:
-    """Whether LLVM keeps the reduction of a 1×1 Conv / Gemm / MatMul a loop on AArch64 (K > LOOP_K; A76
-    disassembly of a 1×1 conv: K = 48 unrolled fully, ~2.6 instructions per MAC; K = 64 the first MAC peeled and 63
-    in a loop unrolled by 3, ~4.2). A k×k conv keeps its Cin loop, but k·k MACs per trip amortise it (conv_macs)."""
+def _reduction_loop(node) -> int:
+    """K of a 1×1 Conv / Gemm / MatMul whose reduction LLVM keeps a loop on AArch64 (K > LOOP_K; A76 disassembly of
+    a 1×1 conv: K = 48 unrolled fully, ~2.6 instructions per MAC; K = 64 the first MAC peeled and 63 in a loop
+    unrolled by 3, ~4.2), else 0. A k×k conv keeps its Cin loop, but k·k MACs per trip amortise it (conv_macs)."""
     if node.op == "Conv" and node.inputs[1].shape and int(np.prod(node.inputs[1].shape[2:])) == 1:
-        return int(node.inputs[1].shape[1]) > LOOP_K
-    return node.op in ("Gemm", "MatMul") and _reduction(node) > LOOP_K
+        k = int(node.inputs[1].shape[1])
+    else:
+        k = _reduction(node) if node.op in ("Gemm", "MatMul") else 0
+    return k if k > LOOP_K else 0
+
+
+def _unroll(k: int) -> int:
+    """Copies of the body in the loop over K - 1 (the first MAC peeled): its largest divisor up to 5, else 4 (with
+    exit tests). The dense units: 4.0-4.2 instructions per MAC at K = 64, 100 (by 3), 3.4-3.5 at 96, 256 (by 5)."""
+    return max([d for d in range(2, 6) if (k - 1) % d == 0], default=4)
 
 
 def _neon_share(node) -> float:
@@ -152,3 +161,26 @@ def _neon_share(node) -> float:
     shape = getattr(node.outputs[0], "shape", None) or [0]
     w = int(shape[-1]) if isinstance(shape[-1], (int, np.integer)) else 0
     return (w // 4 * 4) / w if ok and w >= 4 else 0.0
+
+
+# Layers shaped like the fixtures' (depthwise-separable blocks on 25x5, 14x14, 7x7 maps, pointwise convs either side of
+# LOOP_K, dense layers by K - 1's divisors): measured on the A76 only, so a fixture held out of the fit still has its
+# layer kinds in it (the Cortex-M fit has its own units in eecc/cost/layers.py).
+CONVS = [(48, 25, 5, 48, 3, 1, 48), (64, 14, 14, 64, 3, 1, 64), (32, 7, 7, 32, 3, 1, 32), (96, 5, 5, 96, 3, 1, 96),
+         (64, 14, 14, 64, 3, 2, 64), (32, 10, 10, 32, 3, 2, 32), (48, 25, 5, 48, 1, 1, 1), (32, 25, 5, 32, 1, 1, 1),
+         (64, 14, 14, 64, 1, 1, 1), (64, 7, 7, 64, 1, 1, 1), (96, 5, 5, 64, 1, 1, 1), (40, 6, 6, 40, 1, 1, 1),
+         (128, 4, 4, 64, 1, 1, 1), (1, 28, 28, 16, 3, 2, 1), (16, 14, 14, 32, 3, 1, 1), (32, 7, 7, 64, 3, 2, 1)]
+DENSE = [(48, 64, 1, 0), (64, 64, 1, 1), (96, 32, 1, 0), (100, 100, 1, 1), (144, 10, 1, 0), (256, 64, 1, 1),
+         (128, 32, 1, 0), (200, 10, 1, 0)]                                                 # K, out, bias, relu
+
+
+def layer_models(seed: int = 1) -> dict:
+    """{"layer:a-<spec>": float model} of the Cortex-A-only layer units (deterministic)."""
+    from eecc.cost.layers import _conv, _dense
+
+    rng, out = np.random.default_rng(seed), {}
+    for c, h, w, o, k, s, g in CONVS:
+        out[f"layer:a-conv-{c}x{h}x{w}-o{o}k{k}s{s}g{g}"] = _conv("a", c, o, [k, k], [h, w], s, k // 2, g, rng)
+    for k, o, bias, relu in DENSE:
+        out[f"layer:a-dense-{k}-o{o}{'b' if bias else ''}{'r' if relu else ''}"] = _dense(k, o, bias, relu, "gemm", rng)
+    return out
