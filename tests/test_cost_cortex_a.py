@@ -123,9 +123,9 @@ def test_cortex_a_rows_live_in_their_own_file_with_a_code_hash_per_format(tmp_pa
 
 def test_the_shipped_cortex_a_rows_fit_their_held_out_units():
     """Leave one fixture out (`python -m eecc.cost held-out --group cortex-a`): the share of each fixture's units within
-    ±15 % that the README reports, per format, from rows measured with this checkout's Cortex-A code."""
-    rows, notes = aarch64.load_rows()
-    assert rows and not notes, notes
+    ±15 % that the README reports, per format (the shipped rows; whether this checkout's Cortex-A code made them is
+    the stale flag's business, as for the Cortex-M rows: test_cortex_a_rows_live_in_their_own_file...)."""
+    rows, _ = aarch64.load_rows()
     for fmt, least in WITHIN.items():
         out = [r for r in cost_model.held_out(rows) if r["format"] == fmt]
         within = sum(abs(r["error"]) <= 0.15 for r in out)
