@@ -57,7 +57,7 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
               the max of a window of ReLU outputs is seldom zero)
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
-  neon_macs, loop_macs, loop_iters, gemm_relu: the Cortex-A blocks only (eecc/cost/aarch64.py)
+  neon_macs, loop_macs, loop_iters, gemm_relu, sdot_macs: the Cortex-A blocks only (eecc/cost/aarch64.py)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
 Exit-head ops are priced as the same ops of the backbone (an exit head's 1×1 conv runs the same kernel).
 QuantizeLinear / DequantizeLinear of a QDQ stage are skipped: the int8 lowering folds them into the
@@ -76,7 +76,7 @@ from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_far", "gemm_dense", "mac_out",
         "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
-        "dequant_table", "pool_div", "neon_macs", "loop_macs", "loop_iters", "gemm_relu",
+        "dequant_table", "pool_div", "neon_macs", "loop_macs", "loop_iters", "gemm_relu", "sdot_macs",
         *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
