@@ -79,6 +79,7 @@ def fuse_blocks(graph: gs.Graph) -> gs.Graph:
     if any(get_ann(n, "macs") is None for n in graph.nodes):
         raise EeccError("fuse_blocks: run annotate_cost first (nodes carry no 'macs' annotation)")
     graph.toposort()
+    _check_scores(graph.outputs[0])
     flow = _dataflow(graph)
     doms = _articulation_nodes(flow)
     members = _segments(graph, flow, doms)
@@ -220,6 +221,16 @@ def _fuse_post_ops(members: list[tuple[gs.Node, list[gs.Node]]]) -> list[tuple[g
         else:
             fused.append((closer, nodes))
     return fused
+
+
+def _check_scores(out: gs.Tensor) -> None:
+    """One value per sample is a regression (or a lone binary logit), not scores of at least two classes."""
+    shape = per_sample_shape(out)
+    if shape is not None and int(np.prod(shape, dtype=np.int64)) == 1:
+        raise EeccError(f"fuse_blocks: no classifier head: the output '{out.name}' holds one value per sample "
+                        f"(per-sample shape {list(shape)}), a regression or a single logit, not scores of two or "
+                        "more classes; eecc needs a classifier whose output is [N, classes] (a binary one: export "
+                        "both logits, e.g. torch.cat([-z, z], 1))")
 
 
 def _head_start(members: list[tuple[gs.Node, list[gs.Node]]], graph: gs.Graph) -> int:

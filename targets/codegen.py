@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
+from eecc import signals
 from eecc.errors import EeccError
 from eecc.targets.platform import Platform, Processor, estimate_exits, load_platform
 
@@ -182,6 +183,7 @@ def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int,
     except EeccError:
         raise
     except Exception as exc:  # TVM raises bare errors (assertions in schedules) for what it cannot compile
+        signals.reraise()  # a Ctrl-C inside TVM's Python callbacks comes out as a bare RuntimeError
         detail = (str(exc).strip().splitlines() or [""])[-1][:160]
         raise EeccError(f"codegen: TVM failed on stage {k} for '{proc.name}' ({proc.kind}): "
                         f"{type(exc).__name__} {detail}; {NO_CODEGEN}") from exc

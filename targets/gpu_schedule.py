@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eecc import signals
 from eecc.errors import EeccError
 
 # The order of relax.backend.gpu_generic.legalize_passes (TVM 0.27): specialised rules first, Fallback last.
@@ -70,6 +71,7 @@ def schedule_kernel(func, target, name: str, rules: tuple[str, ...] = RULES):
             _check_lowers(out, target)
             return out, KernelSchedule(name, rule, failed)
         except Exception as exc:  # noqa: BLE001 -- dlight raises bare AssertionError/TVMError on patterns it misreads
+            signals.reraise()  # not a rule that failed: a Ctrl-C that TVM turned into an error
             failed[rule] = _one_line(exc)
     try:
         out = serial(func)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eecc import signals
 from eecc.errors import EeccError
 from eecc.targets.codegen import (EMULATORS, NOT_REQUESTED, calibrate, emulation_record, is_int8, reference_runs,
                                   skip_reason)
@@ -43,6 +44,7 @@ def compile_core_run(models, entries: list[dict], run: list[int], platform: Plat
     except EeccError:
         raise
     except Exception as exc:  # TVM raises bare errors for what it cannot compile
+        signals.reraise()  # a Ctrl-C inside TVM's Python callbacks comes out as a bare RuntimeError
         raise EeccError(f"codegen: TVM failed on stages {run[0]}-{run[-1]} for '{proc.name}' ({proc.kind}): "
                         f"{type(exc).__name__} {str(exc).strip()[-160:]}; compile with --no-codegen") from exc
     shared = [arts.files[0], arts.files[1], arts.manifest]

@@ -189,6 +189,35 @@ def test_memory_checks_name_the_stage(ram, storage, message):
         split(graph, processors=("a", "b"), cuts=("r1",), platform=platform)
 
 
+def test_int8_stage_costs_are_the_int8_builds_sizes():
+    c0, c1, c2 = (stage_cost(s, "int8") for s in split(model_with_exits()))
+    assert c0.weight_bytes == 36 + 20 + 4 * 5                        # w1, h0w int8; h0b int32
+    assert c2.weight_bytes == 288 + 40 + 4 * 5 and c2.params == 288 + 40 + 5
+    # edges (input, hand-off, logits) are float32 plus their int8 copy, 5 B per value; the rest 1 B:
+    # stage 0 at r1: c1 (256) + r1 (5·256); stage 1 at the Add: r1 (5·256) + r2 (256) + a2 (5·256)
+    assert (c0.peak_activation_bytes, c1.peak_activation_bytes) == (256 + 5 * 256, 5 * 256 + 256 + 5 * 256)
+    assert c0.handoff_bytes == c1.handoff_bytes == 4 * 256 and c0.input_bytes == 4 * 64  # what crosses: float
+    with pytest.raises(ValueError, match="numeric"):
+        stage_cost(split(model_with_exits())[0], "int4")
+
+
+@pytest.mark.parametrize("ram, numeric, message", [
+    (1600, "fp32", r"stage 0 on 'a': peak activation memory is 2048 bytes but its RAM holds 1600; .*"
+                   r"or compile with --quantize int8 \(the int8 stages fit\)$"),
+    (1600, "int8", None),                                           # 1536 B in int8: it fits
+    (1000, "int8", r"stage 0 on 'a': peak activation memory \(int8\) is 1536 bytes but its RAM holds 1000; "
+                   r"cut elsewhere or use a processor with more RAM \(or a smaller input resolution\)$"),
+])
+def test_memory_check_sizes_the_stages_in_the_numerics_they_are_built_in(ram, numeric, message):
+    platform = parse_platform(TINY.replace("RAM", str(ram)).replace("STORAGE", "1000000"))
+    graph = assign_targets(model_with_exits(cuts=("r1",)), cuts=["r1"], processors=["a", "b"], platform=platform)
+    if message is None:
+        assert len(split_by_target(graph, platform=platform, numeric=numeric)) == 2
+    else:
+        with pytest.raises(EeccError, match=message):
+            split_by_target(graph, platform=platform, numeric=numeric)
+
+
 def test_shared_storage_must_hold_all_stages():
     text = "shared_memory = true\n" + TINY.replace("RAM", "1000000").replace("STORAGE", "2000")
     with pytest.raises(EeccError, match="weights need .* together"):

@@ -107,6 +107,35 @@ def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def without_data(d: Path) -> str:
+    """cnn.onnx saved with its weights in 'cnn.onnx.data', copied without that file (nu8: a dynamo export moved
+    without its .onnx.data was called truncated or foreign)."""
+    onnx.save(onnx.load(str(CNN)), str(d / "cnn.onnx"), save_as_external_data=True, location="cnn.onnx.data",
+              size_threshold=0)
+    (d / "moved").mkdir()
+    (d / "cnn.onnx").rename(d / "moved" / "cnn.onnx")
+    return "moved/cnn.onnx"
+
+
+def one_value(both_logits: bool = False) -> onnx.ModelProto:
+    """cnn.onnx with a one-unit last Gemm: [N, 1], a regressor (nu8: taken for a "1 classes" classifier);
+    `both_logits`: the advised fix, its output z exported as both logits, Concat(-z, z) = [N, 2]."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(CNN))
+    gemm = [n for n in m.graph.node if n.op_type == "Gemm"][-1]
+    for init in m.graph.initializer:
+        if init.name in gemm.input[1:]:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:1], init.name))
+    out = m.graph.output[0]
+    out.type.tensor_type.shape.dim[1].dim_value = 2 if both_logits else 1
+    if both_logits:
+        gemm.output[0] = "z"
+        m.graph.node.extend([helper.make_node("Neg", ["z"], ["minus_z"]),
+                             helper.make_node("Concat", ["minus_z", "z"], [out.name], axis=1)])
+    return m
+
+
 def symbolic_hw() -> onnx.ModelProto:
     m = onnx.load(str(CNN))
     dims = m.graph.input[0].type.tensor_type.shape.dim
@@ -132,6 +161,11 @@ CASES = {
     "model-two-outputs": (lambda d: compile_args(d, model(d, tiny(outputs=2)), npz(d)), ["2 graph outputs"]),
     "model-no-classifier": (lambda d: compile_args(d, model(d, tiny(head=False)), npz(d)),
                             ["no classifier head", "class scores"]),
+    "model-external-data-missing": (lambda d: compile_args(d, without_data(d), npz(d)),
+                                    ["moved/cnn.onnx", "external data file 'cnn.onnx.data'", "missing",
+                                     "copy it beside the model"]),
+    "model-one-output-value": (lambda d: compile_args(d, model(d, one_value()), npz(d)),
+                               ["no classifier head", "one value per sample", "[N, classes]", "both logits"]),
     "model-old-opset": (lambda d: compile_args(d, model(d, tiny(opset=5)), npz(d)), ["opset 5", "opset_version"]),
     "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)), ["--input-shape"]),
     "input-shape-wrong-rank": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "1,8"), ["input"]),
@@ -181,10 +215,10 @@ CASES = {
                                ["colour"]),
     "latency-nothing-can-meet": (lambda d: compile_args(d, cnn(d), npz(d), target=toml(d, "max_latency_s = 1e-9\n"
                                                                                        + PLATFORM)),
-                                 ["latency", "relax"]),
+                                 ["latency limit", "pass --max-latency-ms"]),
     # CLI options
     "max-latency-option-too-small": (lambda d: compile_args(d, cnn(d), npz(d), "--max-latency-ms", "1e-9"),
-                                     ["latency", "relax"]),
+                                     ["latency limit", "pass --max-latency-ms"]),
     "out-is-a-file": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "f").write_text("x") and "f"),
                       ["'f'", "not a folder"]),
     "out-under-a-file": (lambda d: compile_args(d, cnn(d), npz(d), out=npz(d, "x.npz") + "/out"),
@@ -253,3 +287,23 @@ def test_real_entry_point_prints_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "nothere.onnx" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_missing_external_data_advice_works(tmp_path, capsys):
+    """The advice for a model moved without its external data file, followed: copied beside it, it loads."""
+    model = tmp_path / without_data(tmp_path)
+    assert main(["inspect", str(model)]) == 2
+    assert "external data file 'cnn.onnx.data', which is missing" in capsys.readouterr().err
+    shutil.copy(tmp_path / "cnn.onnx.data", model.parent)
+    assert main(["inspect", str(model)]) == 0
+    assert "cnn.onnx" in capsys.readouterr().out
+
+
+def test_one_value_output_advice_works(tmp_path, capsys):
+    """A one-value output is refused; exported as both logits, as the message advises, it is a 2-class model."""
+    model(tmp_path, one_value(), "z.onnx")
+    model(tmp_path, one_value(both_logits=True), "zz.onnx")
+    assert main(["inspect", str(tmp_path / "z.onnx")]) == 2
+    assert "one value per sample" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "zz.onnx")]) == 0
+    assert "2 classes" in capsys.readouterr().out

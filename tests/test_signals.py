@@ -39,3 +39,33 @@ def test_signal_during_bundle_writing_leaves_nothing(signum, code, word, tmp_pat
     assert err.strip().splitlines() == [f"eecc compile: {word}"], err[-2000:]
     left = sorted(p.name for p in tmp_path.iterdir() if p.name != "cache")
     assert left == before, f"left behind: {sorted(set(left) - set(before))}"
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sig")
+    datasets.save_npz(datasets.load("digits"), root / "d.npz")
+    return root
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.3])
+def test_ctrl_c_during_tvm_code_generation_is_an_interrupt(delay_s, digits_folder, tmp_path):
+    """nu8: SIGINT while TVM rewrites a stage (its Python callbacks run inside C++) came out as "codegen: TVM
+    failed ... RuntimeError; compile with --no-codegen", exit code 2: TVM's FFI turns the KeyboardInterrupt
+    into a bare RuntimeError. The signal is sent once the codegen folder exists in the staging folder."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "eecc", "compile", str(CNN), "--data", str(digits_folder / "d.npz"),
+                             "-o", "out", "--quiet", "--no-report", "--cache-dir", str(digits_folder / "cache")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.is_dir() for stage in tmp_path.glob(".out.*.partial") for p in stage.iterdir()):
+            break
+        time.sleep(0.01)
+    codegen = proc.poll() is None
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert codegen, f"the compile ended (rc {proc.returncode}) before code generation began:\n{err[-2000:]}"
+    assert proc.returncode == 130 and err.strip().splitlines() == ["eecc compile: interrupted"], err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a bundle or staging folder was left behind"

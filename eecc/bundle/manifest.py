@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from eecc import __version__
 from eecc.passes.split_by_target import stage_cost
 from eecc.runtime.bundle import FORMAT, VERSION
+from eecc.search.confidence import exit_rule
 from eecc.targets.platform import Platform, estimate_exits
 
 SCHEMA_VERSION = VERSION
@@ -151,7 +152,8 @@ class Manifest:
                # ensemble: stage k's exit logits are sum_i w_i z_i over exits 0..k (w = the stage's weights)
                "decision": self.decision, "platform": self.platform, "energy_model": self.energy_model,
                "cost_model": self.cost_model,
-               "stages": [s.to_json() for s in self.stages],
+               "stages": [{**s.to_json(), **({"gate": exit_rule(self.confidence_metric, s.threshold)}
+                                             if s.threshold is not None else {})} for s in self.stages],
                "placement": {"processors": p.processors, "cuts": p.cuts, "thresholds": p.thresholds,
                              "worst_case_macs": p.worst_case_macs, "worst_case_latency_s": p.worst_case_latency_s,
                              "worst_case_energy_j": p.worst_case_energy_j, "metrics": p.metrics},

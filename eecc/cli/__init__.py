@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import signal
 import sys
 import threading
 import warnings
 
-from eecc import __version__
+from eecc import __version__, signals
 from eecc.errors import EeccError, EeccWarning
 
 # Listed so that `eecc --help` shows the main flow first; other modules are appended in name order.
@@ -33,24 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         importlib.import_module(f"eecc.cli.{name}").register(subparsers)
     return parser
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every `finally` and staging folder cleans up as on Ctrl-C
-    (Python's default SIGTERM action ends the process without unwinding: it left `.OUT.*.partial/` behind)."""
-
-
-def _on_sigterm(pid: int):
-    """A SIGTERM handler raising Terminated in process `pid`; a worker forked from it that inherited the
-    handler dies of the signal instead, as the pool stopping it expects."""
-
-    def handler(signum, frame):
-        if os.getpid() == pid:
-            raise Terminated
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    return handler
 
 
 def one_line(command: str, exc: EeccError) -> str:
@@ -77,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     command = "eecc"
     main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
-    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid())) if main_thread else None
+    previous = signals.install() if main_thread else {}
     try:
         args = parser.parse_args(argv)
         command = f"eecc {args.command}"
@@ -85,17 +66,26 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warnings(command)
             return int(args.func(args) or 0)
     except EeccError as exc:
+        if signals.arrived() is not None:  # a library turned the signal's exception into an error
+            return _stopped(command, signals.arrived())
         print(one_line(command, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"{command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return _stopped(command, signal.SIGINT)
+    except signals.Terminated:
+        return _stopped(command, signal.SIGTERM)
+    except Exception:
+        if signals.arrived() is not None:
+            return _stopped(command, signals.arrived())
+        raise
     finally:
-        if main_thread and previous is not None:  # main() also runs inside other programs (the tests)
-            signal.signal(signal.SIGTERM, previous)
+        signals.restore(previous)  # main() also runs inside other programs (the tests)
+
+
+def _stopped(command: str, signum: int) -> int:
+    """`interrupted` (SIGINT, exit code 130) or `terminated` (SIGTERM, 143), the shell's codes for them."""
+    print(f"{command}: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

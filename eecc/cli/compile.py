@@ -11,6 +11,7 @@ from eecc.cli.inspect import console
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
 from eecc.report.units import count, duration, energy, things
+from eecc.search.confidence import exit_rule
 from eecc.search.intervals import fmt
 
 
@@ -159,7 +160,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     console.print(f"[bold]bundle[/bold] {out}  ({manifest['platform']['name']}, "
                   f"{things(len(manifest['stages']), 'stage')}, {manifest['mode']})")
     for s in manifest["stages"]:
-        th = "final classifier" if s["threshold"] is None else f"exit if {manifest['confidence_metric']} ≥ {s['threshold']:.3f}"
+        th = "final classifier" if s["threshold"] is None else exit_rule(manifest["confidence_metric"], s["threshold"])
         how = stage_source(s)
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
                       f"exit latency {duration(s['exit_latency_s'])}, energy {energy(s['exit_energy_j'])} ({how})")

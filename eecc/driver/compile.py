@@ -152,7 +152,7 @@ def lower(chosen: Chosen, platform: Platform, options: CompileOptions) -> list[g
     p, o = chosen.placement, options.search_options
     return pipeline.stages(cuts=p.exits, processors=p.processors, thresholds=p.thresholds, metric=chosen.metric,
                            platform=platform, decision=o.decision, ensemble_weights=o.ensemble_weights,
-                           exit_graph=chosen.graph).run([chosen.graph])
+                           exit_graph=chosen.graph, numeric=options.quantize or "fp32").run([chosen.graph])
 
 
 def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options: CompileOptions,

@@ -105,12 +105,13 @@ def exits(heads: Sequence[ExitHead], confidences: Sequence | None = None, shared
 
 def stages(*, cuts: Sequence[str], processors: Sequence[str], thresholds: Sequence[float],
            metric: str = "max_softmax", platform: Platform | None = None, decision: str = "single",
-           ensemble_weights: str = "desc", exit_graph: gs.Graph | None = None) -> Pipeline:
+           ensemble_weights: str = "desc", exit_graph: gs.Graph | None = None, numeric: str = "fp32") -> Pipeline:
     """assign_targets ─▶ split_by_target ─▶ [insert_ensemble | attach_confidence] ─▶ insert_gates.
 
     Gates go on every stage but the last. decision "ensemble": stage k decides on the AEP ensemble of
     exits 0..k; metric "learned" (NACHOS): `exit_graph` (the graph with the confidence branches) gives
-    each stage its exit's learned confidence back before its gate compares it with the threshold.
+    each stage its exit's learned confidence back before its gate compares it with the threshold. `numeric`:
+    the format the stages will be built in ("int8" with --quantize int8), which the split's memory check sizes.
     """
     if len(thresholds) != len(cuts):
         raise EeccError(f"{len(cuts)} exits need {len(cuts)} thresholds, got {len(thresholds)}")
@@ -120,7 +121,8 @@ def stages(*, cuts: Sequence[str], processors: Sequence[str], thresholds: Sequen
     # brings each back into its stage), so "every node has a stage" is checked from the split on.
     steps = [Step("assign_targets", _each(lambda g: assign_targets(g, cuts=cuts, processors=processors,
                                                                       platform=platform)), ("macs",)),
-             Step("split_by_target", lambda gs_: split_by_target(gs_[0], platform=platform), ("stage", "target"))]
+             Step("split_by_target", lambda gs_: split_by_target(gs_[0], platform=platform, numeric=numeric),
+                  ("stage", "target"))]
     if decision == "ensemble":
         steps.append(Step("insert_ensemble", lambda st: [insert_ensemble(s, index=k, mode=ensemble_weights)
                                                          for k, s in enumerate(st)], ("stage",)))

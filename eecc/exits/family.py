@@ -141,11 +141,13 @@ def mark(results: Sequence) -> list[int]:
     return chosen
 
 
-def searched_heads(results: Sequence, pareto_only: bool = True) -> dict[str, list[tuple[str, int, int]]]:
-    """tensor → [(design, head MACs, head weight bytes)] of its trained Pareto (or all trained) heads (`mark`),
-    most accurate first (ties: the cheapest): the search's choices per location (eecc.search.placement.with_heads)."""
+def searched_heads(results: Sequence, pareto_only: bool = True,
+                   numeric: str = "fp32") -> dict[str, list[tuple[str, int, int]]]:
+    """tensor → [(design, head MACs, head weight bytes in `numeric`)] of its trained Pareto (or all trained) heads
+    (`mark`), most accurate first (ties: the cheapest): the search's choices per location
+    (eecc.search.placement.with_heads)."""
     out: dict[str, list] = {}
     for r in sorted((r for r in results if (r.pareto or not pareto_only) and not r.dropped),
                     key=lambda r: (-r.val_accuracy, r.spec.head_macs)):
-        out.setdefault(r.spec.tensor, []).append((r.spec.design, r.spec.head_macs, 4 * r.spec.params))
+        out.setdefault(r.spec.tensor, []).append((r.spec.design, r.spec.head_macs, r.spec.weight_bytes(numeric)))
     return out

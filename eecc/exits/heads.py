@@ -82,6 +82,13 @@ class HeadSpec:
         conv = self.width * (self.channels + 1) if self.width else 0
         return conv + self.num_classes * ((self.width or self.channels) * (p if self.kind == "flat" else 1) + 1)
 
+    def weight_bytes(self, numeric: str = "fp32") -> int:
+        """Stored weights: 4 B per parameter in fp32; in int8 (--quantize int8) the matrices 1 B per value and
+        the biases (one per class and per conv channel or hidden unit) int32, 4 B."""
+        if numeric == "fp32":
+            return 4 * self.params
+        return self.params + 3 * (self.num_classes + (self.hidden if self.kind == "mlp" else self.width or 0))
+
     @property
     def pool_kind(self) -> str:
         """The fixed pooling actually applied: no pooling is the same map whatever `pool_op` says."""
@@ -258,7 +265,7 @@ def candidate_costs(block_graph, heads: Sequence[HeadSpec]) -> list:
             handoff_bytes=4 * int(np.prod(spec.in_shape, dtype=np.int64)),
             weight_bytes_before=4 * int(sum(b.params for b in upto)),
             peak_activation_bytes_before=int(max(b.activation_bytes for b in upto)),
-            head_weight_bytes=4 * spec.params,
+            head_weight_bytes=spec.weight_bytes(),
         ))
     return costs
 

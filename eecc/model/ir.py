@@ -46,13 +46,36 @@ def read(path: str | os.PathLike) -> onnx.ModelProto:
     if path.is_dir():
         raise EeccError(f"'{path}' is a directory, not an ONNX model file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-ish or ValueError
         raise EeccError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}); "
                         "it may be truncated or another format: re-export it with torch.onnx.export") from None
+    _load_external_data(model, path)
     if not model.graph.node:
         raise EeccError(f"'{path}' contains no ONNX graph nodes; it is not a model exported to ONNX")
     return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """The weights kept in files beside the model (torch.onnx.export's dynamo exporter writes `<model>.data`),
+    read into `model`; EeccError naming the data file when it is missing or unreadable."""
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    files = list(dict.fromkeys(ExternalDataInfo(t).location for t in tensors if uses_external_data(t)))
+    missing = [f for f in files if not (path.parent / f).is_file()]
+    if missing:
+        raise EeccError(f"'{path}' keeps its weights in the external data file '{missing[0]}', which is missing "
+                        f"({path.parent / missing[0]} does not exist); copy it beside the model, or re-export with "
+                        "the weights inside (torch.onnx.export(..., external_data=False))")
+    if not files:
+        return
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # a short or foreign data file: onnx raises ValueError / ValidationError
+        raise EeccError(f"'{path}': its external data file {', '.join(repr(f) for f in files)} is unreadable "
+                        f"({type(exc).__name__}); copy it again from the export, or re-export with the weights "
+                        "inside (torch.onnx.export(..., external_data=False))") from None
 
 
 def from_model(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,

@@ -21,6 +21,7 @@ from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
 from eecc.report.units import count, duration, energy
+from eecc.search.confidence import exit_rule, metric_meaning
 from eecc.search.intervals import fmt
 
 REPORT = "report.html"
@@ -179,15 +180,15 @@ def _summary(manifest: dict, m: dict) -> str:
             *([("deployment (search's prediction)", manifest["deployment"]["predicted_line"])]
               if (manifest.get("deployment") or {}).get("predicted_line") else []),
             ("search mode", str(manifest.get("mode", "?"))),
-            ("confidence metric", str(manifest.get("confidence_metric", "?")))]
+            ("confidence metric", metric_meaning(str(manifest.get("confidence_metric", "?"))))]
     return "<table class=\"kv\">" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def _stage_table(manifest: dict) -> str:
-    head = ("stage", "file", "processor", "kind", "MACs", "threshold", "exit latency", "exit energy")
+    head = ("stage", "file", "processor", "kind", "MACs", "exit gate", "exit latency", "exit energy")
     rows = []
     for s in manifest.get("stages") or []:
-        th = "final" if s.get("threshold") is None else f"{s['threshold']:.3f}"
+        th = "final" if s.get("threshold") is None else exit_rule(manifest.get("confidence_metric"), s["threshold"])
         rows.append((s["index"], s["file"], s["target"], s["kind"], f"{s['macs']:,}", th,
                      duration(s["exit_latency_s"]), energy(s["exit_energy_j"])))
     return _table("Stages", head, rows)

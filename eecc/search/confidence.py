@@ -20,6 +20,24 @@ DEFAULT_METRIC = "max_softmax"
 LEARNED = "learned"
 
 
+def exit_rule(metric: str, threshold: float) -> str:
+    """The gate in words, e.g. "exit if max_softmax ≥ 0.580". The entropy metric is the confidence 1 - H/log C, so
+    its rule names the normalised entropy it bounds: "exit if normalised entropy H/log C ≤ 0.456 (1 - H/log C ≥
+    0.544)", not "entropy ≥ 0.544", which reads backwards (nu8)."""
+    if metric == "entropy":
+        return f"exit if normalised entropy H/log C ≤ {1 - threshold:.3f} (1 - H/log C ≥ {threshold:.3f})"
+    return f"exit if {'learned confidence' if metric == LEARNED else metric} ≥ {threshold:.3f}"
+
+
+def metric_meaning(metric: str) -> str:
+    """What the gates compare with their thresholds, in one phrase (report and inspect)."""
+    return {"max_softmax": "max_softmax: the largest softmax probability",
+            "margin": "margin: top-1 minus top-2 softmax probability",
+            "entropy": "entropy: 1 - H/log C, one minus the normalised entropy of the softmax (1 = one-hot, "
+                       "0 = uniform; a sample exits when its entropy is low)",
+            LEARNED: "learned: each exit's own learned confidence (NACHOS)"}.get(metric, str(metric))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)

@@ -46,6 +46,9 @@ class Placement:
     exit_energy_j: tuple[float, ...]
     reasons: tuple[str, ...]          # why it cannot run; empty = fits
     heads: tuple[str, ...] = ()       # head design per exit (`with_heads`); empty: the one head per location
+    # per broken limit: (limit, need, have); limit "latency" (s), "storage:<processor>", "ram:<processor>",
+    # "shared storage" or "shared ram" (bytes)
+    needs: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -86,7 +89,7 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
     from eecc.targets.platform import estimate_exits
 
     macs, weights, peaks, handoff = stage_figures(cands, model)
-    reasons = []
+    reasons, needs = [], []
     links_ok = all(a == b or platform.link(a, b) is not None for a, b in zip(procs, procs[1:]))
     if links_ok:
         seconds = None
@@ -104,29 +107,37 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
     limit = platform.max_latency_s if max_latency_s is None else max_latency_s
     if limit is not None and lat[-1] > limit:
         reasons.append(f"worst-case latency {lat[-1] * 1e3:.3g} ms > max {limit * 1e3:.3g} ms")
-    reasons += _memory(platform, procs, weights, peaks)
+        needs.append(("latency", lat[-1], limit))
+    for reason, need in _memory(platform, procs, weights, peaks):
+        reasons.append(reason)
+        needs.append(need)
     return Placement(tuple(c.tensor for c in cands), procs, tuple(int(m) for m in macs), lat, energy,
-                     tuple(reasons))
+                     tuple(reasons), needs=tuple(needs))
 
 
-def _memory(platform, procs, weights, peaks) -> list[str]:
-    by_name, reasons = {p.name: p for p in platform.processors}, []
+def _memory(platform, procs, weights, peaks) -> list[tuple[str, tuple[str, int, int]]]:
+    """(reason, (limit, need, have)) per memory the placement overflows."""
+    by_name, out = {p.name: p for p in platform.processors}, []
     if platform.shared_memory:
         used = [by_name[p] for p in procs]
         storage, ram = min(p.storage_bytes for p in used), min(p.ram_bytes for p in used)
         if sum(weights) > storage:
-            reasons.append(f"weights {sum(weights)} B > shared storage {storage} B")
+            out.append((f"weights {sum(weights)} B > shared storage {storage} B",
+                        ("shared storage", sum(weights), storage)))
         if max(peaks) > ram:
-            reasons.append(f"activations {max(peaks)} B > shared RAM {ram} B")
-        return reasons
+            out.append((f"activations {max(peaks)} B > shared RAM {ram} B", ("shared ram", max(peaks), ram)))
+        return out
     for name in dict.fromkeys(procs):  # stages on one processor share its memories
         w = sum(x for p, x in zip(procs, weights) if p == name)
         a = max(x for p, x in zip(procs, peaks) if p == name)
-        if w > by_name[name].storage_bytes:
-            reasons.append(f"stage on '{name}': weights {w} B > storage {by_name[name].storage_bytes} B")
-        if a > by_name[name].ram_bytes:
-            reasons.append(f"stage on '{name}': activations {a} B > RAM {by_name[name].ram_bytes} B")
-    return reasons
+        proc = by_name[name]
+        if w > proc.storage_bytes:
+            out.append((f"stage on '{name}': weights {w} B > storage {proc.storage_bytes} B",
+                        (f"storage:{name}", w, proc.storage_bytes)))
+        if a > proc.ram_bytes:
+            out.append((f"stage on '{name}': activations {a} B > RAM {proc.ram_bytes} B",
+                        (f"ram:{name}", a, proc.ram_bytes)))
+    return out
 
 
 def processor_sequences(names: list[str], exits: int, per_processor: int) -> list[tuple[str, ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,7 @@ from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
+from eecc.search.memory import memory_costs
 from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates, with_heads
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.search.types import ExitLogits, pair_name
@@ -63,7 +65,9 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     data = plan.splits(data, scale)
     check_validation_size(data, plan.num_classes)
     device = device_cost(plan, platform, numeric, options.metric)
-    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor)
+    fmt = "int8" if numeric == "int8" else "fp32"
+    costs, model_cost = memory_costs(plan, fmt)  # weights and activations sized as the bundle is built
+    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt)
     if options.objective is None:
         options = replace(options, objective="energy" if all(p.active_power_w > 0 for p in platform.processors)
                           else "latency")
@@ -87,8 +91,8 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
 
         pairs = int8_logits(plan, pair_heads(exits, pairs), pairs, data)
     t3 = time.perf_counter()
-    placements = with_heads(platform, placements, plan.costs, searched_heads(exits.tried, pareto_only),
-                            ModelCost.from_blocks(plan.blocks), max_latency_s=max_latency_s, device=device)
+    placements = with_heads(platform, placements, costs, searched_heads(exits.tried, pareto_only, fmt), model_cost,
+                            max_latency_s=max_latency_s, device=device)
     result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
     if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
         result.warnings.append(no_head_warning(plan.design))
@@ -139,17 +143,64 @@ def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> st
     return "every placement with an exit was pruned" + (f" ({reasons[0]})" if reasons else "")
 
 
-def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor) -> list:
-    """Every placement of the platform (eecc/search/placement.py); EeccError when none fits before training."""
+def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor,
+                         fmt: str) -> list:
+    """Every placement of the platform (eecc/search/placement.py), its memory sized as `fmt` (eecc/search/memory.py);
+    EeccError when none fits before training."""
     if exits_per_processor is not None and exits_per_processor < 1:
         raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
-    placements = enumerate_placements(platform, plan.costs, ModelCost.from_blocks(plan.blocks),
-                                      max_latency_s=max_latency_s, exits_per_processor=exits_per_processor,
-                                      device=device)
+
+    def enumerate_as(numeric: str) -> list[Placement]:
+        return enumerate_placements(platform, *memory_costs(plan, numeric), max_latency_s=max_latency_s,
+                                    exits_per_processor=exits_per_processor, device=device)
+
+    placements = enumerate_as(fmt)
     if not any(p.fits for p in placements):
-        why = placements[0].reasons[0] if placements else f"platform '{platform.name}' has no processor"
-        raise EeccError(f"no feasible placement before training ({why}); relax the platform limits")
+        int8_fits = fmt == "fp32" and any(p.fits for p in enumerate_as("int8"))
+        raise EeccError(no_fit_message(placements, platform, max_latency_s, int8_fits))
     return placements
+
+
+def no_fit_message(placements: list[Placement], platform: Platform, max_latency_s: float | None,
+                   int8_fits: bool = False) -> str:
+    """Which limit leaves no placement, and the smallest value of it that works: what the placement closest to
+    fitting needs (the fastest one that fits memory; else the one with the smallest overflow)."""
+    if not placements:
+        return f"platform '{platform.name}' has no processor; describe at least one under [[processors]]"
+    if not any(p.needs for p in placements):
+        return f"no feasible placement before training ({placements[0].reasons[0]}); add the missing [[links]]"
+    timed = [p for p in placements if p.needs and all(k == "latency" for k, _, _ in p.needs)]
+    if timed:
+        best = min(timed, key=lambda p: p.latency_s)
+        limit, ms = best.needs[0][2] * 1e3, best.latency_s * 1e3
+        source = "--max-latency-ms" if max_latency_s is not None else f"platform '{platform.name}''s max_latency_s"
+        return (f"no feasible placement before training: every placement takes longer than the worst-case latency "
+                f"limit ({source}: {limit:.3g} ms); the fastest, {_described(best)}, takes {ms:.4g} ms: pass "
+                f"--max-latency-ms {_round_up(ms):g} or more"
+                + ("" if max_latency_s is not None else " (it replaces the platform's limit)"))
+    best = min((p for p in placements if p.needs), key=lambda p: max(n / h for k, n, h in p.needs if k != "latency"))
+    over = [f"{_memory_name(k)} needs {int(n):,} B but holds {int(h):,} B" for k, n, h in best.needs if k != "latency"]
+    return (f"no feasible placement before training: the smallest, {_described(best)}, overflows memory ("
+            + "; ".join(over) + "): use a platform with at least that much (storage_bytes, ram_bytes in its TOML)"
+            + (", or compile with --quantize int8 (int8 weights and activations fit)" if int8_fits else ""))
+
+
+def _described(p: Placement) -> str:
+    if not p.exits:
+        return f"the original model alone on '{p.processors[0]}'"
+    return f"{len(p.exits)} exit(s) on {' → '.join(p.processors)}"
+
+
+def _memory_name(limit: str) -> str:
+    kind, _, proc = limit.partition(":")
+    return {"storage": f"storage on '{proc}'", "ram": f"RAM on '{proc}'", "shared storage": "the shared storage",
+            "shared ram": "the shared RAM"}[kind]
+
+
+def _round_up(x: float, digits: int = 3) -> float:
+    """The next `digits`-significant-digit value above x: a limit that x meets with margin for float rounding."""
+    step = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{(math.floor(x / step) + 1) * step:.{digits}g}")
 
 
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):

@@ -1,0 +1,84 @@
+"""A platform or option limit that leaves no placement is refused in one line that names the limit, the smallest
+value that works and the way out, and following that advice builds a bundle (nu8: an int8 model refused on
+fp32 sizes; "--max-latency-ms ...; relax the platform limits")."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from eecc.cli import main
+from eecc.examples import datasets
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+
+# psoc6's M4F alone with 128 KiB of flash: the fixture's fp32 weights (142,056 B) do not fit, its int8 program does
+ONE_M4 = """name = "m4flash128k"
+[[processors]]
+name = "m4"
+kind = "cortex-m4"
+macs_per_s = 75e6
+ram_bytes = RAM
+storage_bytes = 131072
+active_power_w = 0.03196
+idle_power_w = 0.001
+clock_hz = 150e6
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    root = tmp_path_factory.mktemp("limits")
+    datasets.save_npz(datasets.load("digits"), root / "d.npz")
+    return root
+
+
+def cli(folder: Path, capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["compile", str(CNN), "--data", str(folder / "d.npz"), "--quiet", "--no-report",
+                 "--cache-dir", str(folder / "cache"), *argv])
+    return code, capsys.readouterr().err
+
+
+def test_fp32_weights_over_flash_advise_int8_whose_built_program_fits(folder, capsys):
+    (folder / "m4.toml").write_text(ONE_M4.replace("RAM", "1048576"))
+    code, err = cli(folder, capsys, "--target", str(folder / "m4.toml"), "--search", "--no-codegen",
+                    "-o", str(folder / "fp32"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert ("storage on 'm4' needs 142,056 B but holds 131,072 B" in err and "storage_bytes" in err
+            and "or compile with --quantize int8" in err), err
+    assert not (folder / "fp32").exists()
+    # the advice, followed: the int8 search keeps the placements and TVM builds a program that fits the flash
+    code, err = cli(folder, capsys, "--target", str(folder / "m4.toml"), "--search", "--quantize", "int8",
+                    "-o", str(folder / "int8"))
+    assert code == 0, err
+    manifest = json.loads((folder / "int8" / "manifest.json").read_text())
+    (program,) = manifest["codegen"]["programs"]
+    assert program["flash_bytes"] <= 131072 and program["ram_bytes"] <= 1048576
+    assert any(s["exits"] for s in manifest["search"]["placements"])  # exits fit as int8, not only the original
+
+
+@pytest.mark.parametrize("limit", ["option", "platform"])
+def test_impossible_latency_names_the_smallest_limit_that_works(limit, folder, capsys):
+    if limit == "option":
+        target, extra, source = "psoc6", ["--max-latency-ms", "0.0001"], "--max-latency-ms: 0.0001 ms"
+    else:
+        (folder / "slow.toml").write_text("max_latency_s = 1e-7\n" + ONE_M4.replace("RAM", "1048576")
+                                          .replace("131072", "1048576"))
+        target, extra, source = str(folder / "slow.toml"), [], "platform 'm4flash128k''s max_latency_s: 0.0001 ms"
+    code, err = cli(folder, capsys, "--target", target, "--no-codegen", "-o", str(folder / "lat"), *extra)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"worst-case latency limit ({source})" in err and "relax the platform limits" not in err, err
+    advised = re.search(r"pass --max-latency-ms ([0-9.e+-]+) or more", err)
+    assert advised, err
+    code, err = cli(folder, capsys, "--target", target, "--no-codegen", "-o", str(folder / f"lat_{limit}"),
+                    "--max-latency-ms", advised.group(1))
+    assert code == 0, err
+    manifest = json.loads((folder / f"lat_{limit}" / "manifest.json").read_text())
+    worst = manifest["placement"]["metrics"]["search"]["latency_s"]
+    assert worst * 1e3 <= float(advised.group(1))
