@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 _arrived: list[int] = []  # signal numbers received by this process during the current command
 
@@ -47,6 +50,32 @@ def reraise() -> None:
         raise KeyboardInterrupt
     if signum == signal.SIGTERM:
         raise Terminated
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait while the block runs and are delivered, to the handlers they had, when it ends:
+    a folder created or moved inside is created or moved whole, and the signal's exception comes after, where
+    the caller's cleanup sees it (open the caller's `try` before the block). Python-level, because the kernel
+    hands a process's signal to any thread that does not block it (onnxruntime's, torch's): a thread's
+    pthread_sigmask would not hold it. Outside the main thread (where handlers cannot be set) nothing waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT,
+                                                                                          signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(caught):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # the CLI's: records it and raises KeyboardInterrupt / Terminated
+            elif handler in (signal.SIG_DFL, None):
+                os.kill(os.getpid(), signum)  # the default action, now that it is back
 
 
 def _handler(pid: int):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,3 +70,42 @@ def test_ctrl_c_during_tvm_code_generation_is_an_interrupt(delay_s, digits_folde
     assert codegen, f"the compile ended (rc {proc.returncode}) before code generation began:\n{err[-2000:]}"
     assert proc.returncode == 130 and err.strip().splitlines() == ["eecc compile: interrupted"], err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a bundle or staging folder was left behind"
+
+
+@pytest.mark.parametrize("window", ["staging folder made", "old bundle swapped out"])
+def test_sigterm_while_the_bundle_folder_is_made_or_moved_leaves_nothing_half_done(window, tmp_path, monkeypatch):
+    """The window behind one failure of test_signal_during_bundle_writing_leaves_nothing[SIGTERM] under load (a
+    .partial left): that test signals as soon as the staging folder appears, and a SIGTERM right after mkdtemp,
+    before the cleanup's `try`, left it behind; one between the two moves of a --force swap lost the old bundle.
+    A real SIGTERM to this process, through the CLI's handler, sent at exactly that point."""
+    from eecc import signals
+    from eecc.bundle import writer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    real_mkdtemp, real_replace = tempfile.mkdtemp, os.replace
+
+    def mkdtemp(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        if window == "staging folder made" and kwargs.get("suffix") == ".partial":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if window == "old bundle swapped out" and Path(dst).name == "bundle":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(writer.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(writer.os, "replace", replace)
+    previous = signals.install()
+    try:
+        with pytest.raises(signals.Terminated):
+            with writer.open_bundle(out, force=True) as staging:
+                (staging / "manifest.json").write_text("new")
+    finally:
+        signals.restore(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "a staging or .old folder was left behind"
+    # the signal came before anything was written (the old bundle stays) or after the swap began (the new one is whole)
+    assert (out / "manifest.json").read_text() == ("old" if window == "staging folder made" else "new")

@@ -16,3 +16,9 @@ def test_fast_targets_read_in_microseconds_and_microjoules_never_zero_millisecon
 
 def test_one_stage_is_singular():
     assert things(1, "stage") == "1 stage" and things(3, "stage") == "3 stages" and things(0, "exit") == "0 exits"
+
+
+def test_gpu_figures_read_in_nanoseconds_never_zero_microseconds():
+    """nu8: rk3588-cuda printed "0.0 µs mean (0.1 µs worst case)"."""
+    assert duration(3.72e-8) == "37.2 ns" and duration(1.2e-7) == "120 ns" and duration(9.99e-7) == "999 ns"
+    assert duration(1e-6) == "1.0 µs" and energy(5.12e-8) == "0.05 µJ" and energy(5.12e-9) == "5.12 nJ"

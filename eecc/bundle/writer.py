@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from eecc import signals
 from eecc.bundle.manifest import Manifest
 from eecc.errors import EeccError
 from eecc.model import ir
@@ -80,25 +81,37 @@ def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequen
 @contextmanager
 def open_bundle(out: str | os.PathLike, *, force: bool = False,
                 protect: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
-    """Yields an empty staging folder beside `out`; on success it replaces `out`, on error it vanishes."""
+    """Yields an empty staging folder beside `out`; on success it replaces `out`, on error it vanishes.
+
+    Ctrl-C or SIGTERM wait while the staging folder is created and while it is moved into place (an old bundle
+    swapped out first), then arrive inside the cleanup: a signal right after mkdtemp left `.OUT.*.partial/`
+    behind, one between the two moves would have lost the old bundle."""
     out = check_output(out, force=force, protect=protect)
+    tmp = None
+    try:
+        with signals.held():
+            tmp = _staging_folder(out)
+        yield tmp
+        with signals.held():
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                os.replace(out, old / "bundle")
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _staging_folder(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as exc:  # e.g. a pseudo file system that accepts no folders (/proc)
         raise EeccError(f"output '{out}' cannot be created ({exc.strerror}); choose another output path") from None
-    try:
-        yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "bundle")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:

@@ -1,5 +1,6 @@
 """Figures as the summaries, tables and report print them: counts with thousands separators, times and
-energies in a unit that keeps fast targets readable (µs and µJ below 0.1 ms and 0.01 mJ, never "0.00 ms")."""
+energies in a unit that keeps fast targets readable (µs and µJ below 0.1 ms and 0.01 mJ, ns and nJ below 1 µs
+and 0.01 µJ: never "0.00 ms" or "0.0 µs")."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ def things(n: int, noun: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    """'1.23 s', '12.69 ms', '5.8 µs'."""
+    """'1.23 s', '12.69 ms', '5.8 µs', '37.2 ns' (a GPU's nominal figures: never "0.0 µs")."""
     if seconds >= 1.0:
         return f"{seconds:.2f} s"
     if seconds >= 1e-4:
         return f"{1e3 * seconds:.2f} ms"
-    return f"{1e6 * seconds:.1f} µs"
+    if seconds >= 1e-6 or seconds <= 0:
+        return f"{1e6 * seconds:.1f} µs"
+    return f"{1e9 * seconds:.3g} ns"
 
 
 def energy(joules: float) -> str:
-    """'0.406 mJ', '3.21 µJ'."""
+    """'0.406 mJ', '3.21 µJ', '51.2 nJ'."""
     if joules >= 1e-5:
         return f"{1e3 * joules:.3f} mJ"
-    return f"{1e6 * joules:.2f} µJ"
+    if joules >= 1e-8 or joules <= 0:
+        return f"{1e6 * joules:.2f} µJ"
+    return f"{1e9 * joules:.3g} nJ"

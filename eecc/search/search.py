@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 
@@ -130,8 +129,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     t_start = time.perf_counter()
     notes = []
     calib, test = _scores(logits, o, confidences)
-    if o.calibrate_on == "train":
-        warnings.warn(CALIBRATION_WARNING, stacklevel=2)
+    if o.calibrate_on == "train":  # a note in the result, printed once by the CLI (a warnings.warn doubled it)
         notes.append(CALIBRATION_WARNING)
     unit, ref, objective, test_obj = _objectives(logits, placements, calib, test, o)
     todo, pruned = _todo(logits, placements, o, unit)
