@@ -82,3 +82,22 @@ def test_impossible_latency_names_the_smallest_limit_that_works(limit, folder, c
     manifest = json.loads((folder / f"lat_{limit}" / "manifest.json").read_text())
     worst = manifest["placement"]["metrics"]["search"]["latency_s"]
     assert worst * 1e3 <= float(advised.group(1))
+
+
+def test_int8_memory_figures_of_the_search(folder):
+    """The search sizes int8 placements as the int8 build stores them (eecc/search/memory.py)."""
+    from eecc.exits.run import plan_exits
+    from eecc.search.memory import memory_costs
+
+    plan = plan_exits(CNN)
+    c32, m32 = memory_costs(plan, "fp32")
+    c8, m8 = memory_costs(plan, "int8")
+    assert c32 == list(plan.costs)
+    # 35,514 parameters, 170 of them biases: 4 B each in fp32; in int8 1 B per weight, 4 B per bias (int32)
+    assert (m32.weight_bytes, m8.weight_bytes) == (4 * 35514, 35514 - 170 + 4 * 170)
+    assert m8.peak_activation_bytes == m32.peak_activation_bytes // 4
+    for a, b in zip(c32, c8):
+        assert b.handoff_bytes == a.handoff_bytes  # the hand-off crosses as float32
+        assert b.peak_activation_bytes_before == a.peak_activation_bytes_before // 4 + a.handoff_bytes
+        assert a.weight_bytes_before // 4 < b.weight_bytes_before < a.weight_bytes_before // 3
+        assert b.head_weight_bytes < a.head_weight_bytes // 3

@@ -3,7 +3,8 @@ builds it.
 
   fp32: weights 4 B per parameter, activations 4 B per element (the analysis graph is float32)
   int8: Conv/Gemm/MatMul weights 1 B, biases and other float constants 4 B (int32; split_by_target's
-        int8_weight_bytes), activations 1 B per element; hand-offs stay float32 (stage edges are float)
+        int8_weight_bytes), activations 1 B per element; hand-offs stay float32 (stage edges are float), so a
+        stage that ends in one holds that float32 buffer beside its int8 activations
 
 The same sizes as the pre-build check after the search (passes/split_by_target.py, stage_cost), so a
 placement the search keeps is not refused there for the format alone.
@@ -35,7 +36,8 @@ def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
     for c in plan.costs:
         upto = index[c.tensor] + 1
         costs.append(replace(c, weight_bytes_before=sum(weights[:upto]),
-                             peak_activation_bytes_before=max(b.activation_bytes for b in blocks.blocks[:upto]) // 4,
+                             peak_activation_bytes_before=max(b.activation_bytes for b in blocks.blocks[:upto]) // 4
+                             + c.handoff_bytes,
                              head_weight_bytes=heads[c.tensor].weight_bytes(numeric)))
     model = ModelCost(int(blocks.total_macs), int8_weight_bytes(plan.graph.nodes),
                       max(b.activation_bytes for b in blocks.blocks) // 4)
