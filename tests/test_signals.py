@@ -4,6 +4,7 @@ stop) while it writes its bundle says so in one line and leaves no bundle and no
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,11 @@ def test_ctrl_c_during_tvm_code_generation_is_an_interrupt(delay_s, digits_folde
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert codegen, f"the compile ended (rc {proc.returncode}) before code generation began:\n{err[-2000:]}"
-    assert proc.returncode == 130 and err.strip().splitlines() == ["eecc compile: interrupted"], err[-2000:]
+    # TVM's C++ may log "BlockBuilder destroyed with remaining blocks!" as the interrupted build unwinds: its own
+    # stderr line, not eecc's; eecc's output is the one line
+    tvm_log = re.compile(r"\[\d\d:\d\d:\d\d\] /\S+\.cc:\d+: Warning:")
+    ours = [line for line in err.strip().splitlines() if not tvm_log.match(line)]
+    assert proc.returncode == 130 and ours == ["eecc compile: interrupted"], err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a bundle or staging folder was left behind"
 
 
