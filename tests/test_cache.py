@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -15,6 +17,7 @@ from test_heads import SMALL
 from test_insert_exits import _maxpool_ceil
 
 RNG = np.random.default_rng(1)
+RESNET = Path(__file__).parent / "fixtures" / "models" / "resnet.onnx"
 X = RNG.random((50, 1, 16, 16)).astype(np.float32)
 Y = np.arange(50) % 10
 
@@ -96,3 +99,41 @@ def test_a_cache_in_another_storage_format_is_recomputed_not_read(tmp_path, plan
     clean = FeatureCache(tmp_path / "clean", plan.graph, plan.design.heads, chunk_rows=16).fill(_split())
     for spec in plan.design.heads:
         np.testing.assert_array_equal(feats.features(spec), clean.features(spec))
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_runs_of_a_few_rows_fill_the_cache_with_the_same_bits(tmp_path, plan, threads):
+    """run_rows: onnxruntime runs of at most that many rows of a chunk (cache_io.Runner); the cache is the
+    same, bit for bit, as with one run per chunk, remainders included (50 rows, chunks of 16, runs of 5)."""
+    whole = FeatureCache(tmp_path / "a", plan.graph, plan.design.heads, chunk_rows=16, threads=threads).fill(_split())
+    runs = FeatureCache(tmp_path / "b", plan.graph, plan.design.heads, chunk_rows=16, threads=threads, run_rows=5)
+    feats = runs.fill(_split())
+    for spec in plan.design.heads:
+        np.testing.assert_array_equal(feats.features(spec), whole.features(spec))
+    np.testing.assert_array_equal(feats.final_logits(), whole.final_logits())
+
+
+@pytest.mark.skipif(not RESNET.exists(), reason="fixture models not generated (tests/fixtures/make_fixtures.py)")
+def test_the_resnet_feature_graph_gives_the_same_bits_in_runs_of_a_few_rows():
+    """What bench/exits.py caches (all 30 pooled maps of the ResNet fixture, in runs of RUN_BYTES' 116 rows):
+    each run writes its rows of the chunk's buffers in place, and a new input rebinds every run."""
+    from eecc.data.cache import RUN_BYTES, session
+    from eecc.data.cache_io import Runner
+    from eecc.exits.family import expand
+    from eecc.exits.run import _chunk_rows
+    from eecc.passes.insert_exits import expose_features, feature_name
+
+    resnet = plan_exits(RESNET)
+    maps = list({h.feature_key: h for h in expand(resnet.design, resnet.design.heads)}.values())
+    sess, final = session(expose_features(resnet.graph, heads=maps), 1)
+    names = [final, *(feature_name(s.tensor, i) for i, s in enumerate(maps))]
+    rows = _chunk_rows(resnet, RUN_BYTES)
+    assert len(maps) == 30 and rows == 116
+    x = np.random.default_rng(3).random((600, 1, 28, 28), dtype=np.float32)
+    runner = Runner(sess, rows)
+    for chunk in (x[:300], x[300:600], x[:50]):  # a new input for the same bindings, then a shorter chunk
+        want = [out.copy() for out in Runner(sess).run(names, chunk)]
+        got = runner.run(names, chunk)
+        assert [start for start, _ in runner.parts] == list(range(0, len(chunk), rows))
+        for name, g, w in zip(names, got, want):
+            np.testing.assert_array_equal(g, w, err_msg=name)

@@ -192,7 +192,8 @@ def _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads,
     """Every split's cached features (eecc.data.cache.SplitFeatures by split name), computed where missing."""
     maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
     import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
-    fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows, threads=threads)
+    fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows, threads=threads,
+                             run_rows=_chunk_rows(plan, fcache.RUN_BYTES))
     return {name: fc.fill(split, fingerprint=prints[name], on_chunk=bar(f"features {name}"), executor=executor)
             for name, split in splits.items()}
 
@@ -243,9 +244,10 @@ class _Clock:
         self.wall, self.cpu = wall, cpu
 
 
-def _chunk_rows(plan: Plan) -> int:
+def _chunk_rows(plan: Plan, budget: int = fcache.CHUNK_BYTES) -> int:
+    """Rows whose activations (every block's, and the input) take about `budget` bytes."""
     per_sample = sum(b.activation_bytes for b in plan.blocks.blocks) + 4 * int(np.prod(plan.input_shape))
-    return fcache.chunk_rows_for(per_sample)
+    return fcache.chunk_rows_for(per_sample, budget)
 
 
 def _select(plan: Plan, candidates: Sequence[str] | None) -> list[HeadSpec]:
