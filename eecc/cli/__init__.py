@@ -55,6 +55,15 @@ def _one_line_warnings(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # the stop signal delivered once more while its cleanup or `restore` ran: already
+        return 128 + signal.SIGINT  # reported; without this Python re-raises SIGINT at exit (rc -2, not 130)
+    except signals.Terminated:
+        return 128 + signal.SIGTERM
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     command = "eecc"
     main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
