@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from eecc.runtime.bundle import Bundle, StageSpec, load_bundle
+from eecc.runtime.sessions import session_options
 
 
 @dataclass
@@ -32,11 +33,7 @@ class Cascade:
     def __init__(self, bundle: Bundle | str | os.PathLike, *, providers: Sequence[str] | None = None,
                  threads: int | None = None, optimize: bool = True):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        if not optimize:  # tests compare against references with the runtime's fusions off
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts = session_options(threads, optimize=optimize)  # optimize False: tests compare with fusions off
         providers = list(providers or ["CPUExecutionProvider"])
         self.sessions = [ort.InferenceSession(str(s.path), opts, providers=providers) for s in self.bundle.stages]
         self._chunk = [_fixed_batch(sess) for sess in self.sessions]

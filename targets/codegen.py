@@ -140,9 +140,9 @@ def core_runs(platform: Platform, entries: list[dict]) -> list[list[int]]:
 def reference_runs(models: Sequence[onnx.ModelProto], x: np.ndarray) -> list[tuple[dict, dict]]:
     """(inputs, outputs) of every stage under onnxruntime, each stage fed by the tensors of the ones before."""
     import onnxruntime as ort
+    from eecc.runtime.sessions import session_options
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts = session_options(optimize=False)
     inits = {i.name for i in models[0].graph.initializer}
     first = [i for i in models[0].graph.input if i.name not in inits][0]
     pool = {first.name: x.astype(onnx.helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type))}

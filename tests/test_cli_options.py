@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -64,3 +65,45 @@ def test_max_macs_below_the_default_placement_suggests_search_and_search_meets_i
     assert code == 0, err
     code, out, err = _compile(capsys, digits, tmp_path / "o2", "--max-macs", "1", "--search")
     assert code == 2 and "--search" not in err.split("raise --max-macs")[-1], err  # already searching
+
+
+def test_correction_without_training_calibration_is_refused_and_the_advice_works(digits, tmp_path, capsys):
+    """nu9: --correction was silently ignored without --calibrate-on train (and -2 gave negative thresholds)."""
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--correction", "0.9"), "add --calibrate-on train")
+    assert not (tmp_path / "o").exists()
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--correction", "0.9", "--calibrate-on", "train")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert all(p["method"].endswith("+correction0.9") for p in manifest["search"]["placements"] if p["exits"])
+
+
+def test_negative_scale_is_refused_and_the_advised_scale_works(digits, tmp_path, capsys):
+    """nu9: --scale -1 built a bundle at chance accuracy with no word; the advice's example factor works."""
+    u8 = {k: (np.round(v * 255).astype(np.uint8) if k.startswith("x_") else v)
+          for k, v in datasets.load("digits").items()}
+    np.savez(tmp_path / "u8.npz", **u8)
+    capsys.readouterr()
+    argv = ["compile", str(CNN), "--data", str(tmp_path / "u8.npz"), "--no-codegen", "--no-report", "--quiet",
+            "--cache-dir", str(digits / "cache"), "-o", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--scale=-1"])
+    out, err = capsys.readouterr()
+    _one_line(exc.value.code, out, err, "--scale", "negative")
+    assert not (tmp_path / "o").exists()
+    advised = re.search(r"e\.g\. ([0-9.]+)", err).group(1)
+    assert main([*argv, "--scale", advised]) == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["input"]["scale"] == pytest.approx(1 / 255)
+    assert manifest["placement"]["metrics"]["measured"]["accuracy"] > 0.5  # -1 gave chance accuracy
+
+
+def test_cache_dir_at_a_file_is_refused_and_the_advised_folder_works(digits, tmp_path, capsys):
+    """nu9: --cache-dir naming a file gave a NotADirectoryError traceback (rc 1) after the model and data were read."""
+    (tmp_path / "notes.txt").write_text("x")
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--cache-dir", str(tmp_path / "notes.txt"))
+    _one_line(code, out, err, "--cache-dir", "notes.txt' is a file", "give a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    advised = re.search(r"e\.g\. --cache-dir (\S+)$", err.strip()).group(1)
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--cache-dir", advised, "--heads", "blueprint")
+    assert code == 0, err
+    assert Path(advised).is_dir() and (tmp_path / "o" / "manifest.json").exists()

@@ -45,19 +45,31 @@ def cli(folder: Path, capsys, *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_fp32_weights_over_flash_advise_int8_whose_built_program_fits(folder, capsys):
-    (folder / "m4.toml").write_text(ONE_M4.replace("RAM", "1048576"))
+def psoc6_flash(kib: int) -> str:
+    """The built-in psoc6 (both cores, one shared flash) with `kib` KiB of flash."""
+    text = (Path(__file__).parents[1] / "targets" / "platforms" / "psoc6.toml").read_text()
+    assert text.count("storage_bytes = 2097152") == 2
+    return text.replace("storage_bytes = 2097152", f"storage_bytes = {kib * 1024}")
+
+
+@pytest.mark.parametrize("flash", ["own", "shared"])
+def test_fp32_weights_over_flash_advise_int8_whose_built_program_fits(flash, folder, capsys):
+    """nu9 item 1 ("shared"): the 784-512-256-128-10 MLP's fp32 weights (2.27 MB) overflow psoc6's shared 2 MiB
+    flash; --quantize int8 was refused on the fp32 size although its program takes 0.6 MB. Here the same at
+    scale: the fixture's 142,056 B of fp32 weights on 128 KiB of flash."""
+    (folder / "m4.toml").write_text(ONE_M4.replace("RAM", "1048576") if flash == "own" else psoc6_flash(128))
+    need = "storage on 'm4'" if flash == "own" else "the shared storage"
     code, err = cli(folder, capsys, "--target", str(folder / "m4.toml"), "--search", "--no-codegen",
-                    "-o", str(folder / "fp32"))
+                    "-o", str(folder / f"fp32{flash}"))
     assert code == 2 and err.count("\n") == 1, err
-    assert ("storage on 'm4' needs 142,056 B but holds 131,072 B" in err and "storage_bytes" in err
+    assert (f"{need} needs 142,056 B but holds 131,072 B" in err and "storage_bytes" in err
             and "or compile with --quantize int8" in err), err
-    assert not (folder / "fp32").exists()
+    assert not (folder / f"fp32{flash}").exists()
     # the advice, followed: the int8 search keeps the placements and TVM builds a program that fits the flash
     code, err = cli(folder, capsys, "--target", str(folder / "m4.toml"), "--search", "--quantize", "int8",
-                    "-o", str(folder / "int8"))
+                    "-o", str(folder / f"int8{flash}"))
     assert code == 0, err
-    manifest = json.loads((folder / "int8" / "manifest.json").read_text())
+    manifest = json.loads((folder / f"int8{flash}" / "manifest.json").read_text())
     (program,) = manifest["codegen"]["programs"]
     assert program["flash_bytes"] <= 131072 and program["ram_bytes"] <= 1048576
     assert any(s["exits"] for s in manifest["search"]["placements"])  # exits fit as int8, not only the original

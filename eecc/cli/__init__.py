@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,9 @@ class OneLineParser(argparse.ArgumentParser):
     """Usage errors are one line on stderr and exit code 2, like every other user error."""
 
     def error(self, message: str):
+        option = re.fullmatch(r"argument (?:-\w/)?(--[\w-]+): expected one argument", message)
+        if option:  # argparse reads a value that starts with '-' (e.g. -1%) as another option
+            message += f" (a value starting with '-' must be written {option.group(1)}=VALUE)"
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 

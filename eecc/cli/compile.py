@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from eecc.cli.inspect import console
+from eecc.argtypes import at_least
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.errors import EeccError
 from eecc.report.units import count, duration, energy, things
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 stages (onnxruntime static QDQ, per-channel); the search runs on the int8 model; "
                         "MCU stages compile to integer kernels")
-    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+    p.add_argument("--finetune-epochs", type=at_least(0, "1"), default=0, metavar="N",
                    help="after the search, fine-tune backbone + chosen exits jointly for N epochs, then "
                         "re-search the thresholds on a finer grid (default 0: frozen backbone)")
     p.add_argument("--trainer", choices=("default", "nachos"), default="default",
@@ -51,6 +52,9 @@ def run(args) -> int:
     from eecc.driver.compile import CompileOptions, compile_model
     from eecc.exits.run import plan_exits
 
+    from eecc.data.cache import cache_root
+
+    cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
     model, data = _inputs(args)
     out = Path(args.out) if args.out else Path("out") / Path(model).stem
     plan = plan_exits(model, input_shape=args.input_shape, budget=args.head_budget)

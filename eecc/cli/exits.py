@@ -11,19 +11,20 @@ from eecc.errors import EeccError
 
 def register(subparsers) -> None:
     from eecc.cli.inspect import add_head_budget_arg, parse_shape
+    from eecc.argtypes import at_least, positive
     from eecc.cli.search import add_executor_args
 
     p = subparsers.add_parser("exits", help="train all candidate exit heads (frozen backbone) and score them")
     p.add_argument("model", help="the trained classifier, an ONNX file")
     p.add_argument("--data", required=True, help=".npz with x_train, y_train and optional x_/y_ val, test")
-    p.add_argument("--scale", type=float, default=None, help="factor for uint8 inputs, e.g. 0.00392156862745098")
+    p.add_argument("--scale", type=positive("0.00392156862745098 for 1/255"), default=None, help="factor for uint8 inputs, e.g. 0.00392156862745098")
     p.add_argument("--input-shape", type=parse_shape, default=None,
                    help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
     add_head_budget_arg(p, "--budget")  # --budget: its name before compile and search took it too
     p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
-    p.add_argument("--epochs", type=int, default=None, help="max training epochs per head (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=at_least(1, "5"), default=None, help="max training epochs per head (default 5)")
+    p.add_argument("--seed", type=at_least(0, "0"), default=0)
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",
                    help="family: several head designs per candidate (eecc search/compile choose among the "
                         "Pareto ones: status pareto or * chosen, the most accurate); blueprint: only the global-pool head")
@@ -39,8 +40,9 @@ def run(args) -> int:
     from eecc.exits.run import plan_exits, run_exits
     from eecc.exits.heads import TrainConfig
 
-    if args.epochs is not None and args.epochs < 1:
-        raise EeccError(f"--epochs {args.epochs} must be at least 1")
+    from eecc.data.cache import cache_root
+
+    cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
     config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
     from eecc.cli.search import executor_from_args

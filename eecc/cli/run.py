@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from eecc.cli.inspect import console as inspect_console
+from eecc.argtypes import at_least
 from eecc.errors import EeccError
 from eecc.progress import progress
 from eecc.report.units import duration, energy
@@ -24,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--example", choices=("kws",), default=None,
                    help="run on a built-in example's data (the data `eecc compile --example` used)")
     p.add_argument("--split", default="test", help="which split of the .npz to run (default: test)")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per cascade call (default: 64)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
+    p.add_argument("--batch-size", type=at_least(1, "64"), default=64, help="samples per cascade call (default: 64)")
+    p.add_argument("--threads", type=at_least(1, "2"), default=None, help="onnxruntime intra-op threads (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -38,8 +39,6 @@ def run(args) -> int:
         bundle = load_bundle(args.bundle)
     except BundleError as exc:
         raise EeccError(str(exc)) from None
-    if args.batch_size < 1:
-        raise EeccError(f"--batch-size {args.batch_size} must be at least 1")
     x, y, origin = _data(args)
     x, y = _check(bundle, x, y, origin, args.split)
     cascade = Cascade(bundle, threads=args.threads)
@@ -121,8 +120,9 @@ def _data(args) -> tuple[np.ndarray, np.ndarray | None, str]:
 
 
 def _load(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if not path.is_file():
-        raise EeccError(f"data file '{path}' does not exist; give an .npz written with numpy.savez")
+    from eecc.data.splits import check_data_file
+
+    check_data_file(path, "give an .npz written with numpy.savez")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:

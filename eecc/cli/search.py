@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from eecc.cli.inspect import add_head_budget_arg, console as inspect_console, parse_shape
+from eecc.argtypes import at_least, non_negative, positive
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
@@ -38,14 +40,14 @@ def add_search_args(p) -> None:
     p.add_argument("--objective", choices=("energy", "latency", "macs"), default=None,
                    help="what the scalar cost counts: mean energy or latency per sample on the device (measured "
                         "cost model), or MACs; default energy (the platform gives power figures)")
-    p.add_argument("--exits-per-processor", type=int, default=None, metavar="K",
+    p.add_argument("--exits-per-processor", type=at_least(1, "2"), default=None, metavar="K",
                    help="up to K exits on each processor, stages on one core back to back (default: one exit per "
                         "processor, at most P-1 exits as in NA, on all the processors or a subset; two on a "
                         "one-processor platform)")
-    p.add_argument("--w-eff", type=float, default=0.9,
+    p.add_argument("--w-eff", type=non_negative("0.9"), default=0.9,
                    help="weight of mean cost / the original's cost (in the objective's unit)")
-    p.add_argument("--w-acc", type=float, default=0.1, help="weight of the accuracy drop in points")
-    p.add_argument("--max-acc-drop", type=float, default=DEFAULT_MAX_ACC_DROP, metavar="POINTS",
+    p.add_argument("--w-acc", type=non_negative("0.1"), default=0.1, help="weight of the accuracy drop in points")
+    p.add_argument("--max-acc-drop", type=non_negative("0.5", inf=True), default=DEFAULT_MAX_ACC_DROP, metavar="POINTS",
                    help="hard limit on the validation accuracy drop, in percentage points "
                         f"(default {DEFAULT_MAX_ACC_DROP}; 'inf' lifts it)")
     p.add_argument("--guarantee", type=float, default=None, metavar="P",
@@ -53,12 +55,12 @@ def add_search_args(p) -> None:
                         ">= P (e.g. 0.95; Learn then Test on the validation split)")
     p.add_argument("--max-macs", default=None, metavar="MACS|PCT%",
                    help="hard limit on mean MACs per sample: a number, or a share of the original ('60%%')")
-    p.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+    p.add_argument("--max-latency-ms", type=positive("50"), default=None, metavar="MS",
                    help="worst-case latency limit; default: the platform's max_latency_s")
     p.add_argument("--calibrate-on", choices=("val", "train"), default="val",
                    help="'train' when there is no validation data (optimistic: a warning is given)")
-    p.add_argument("--correction", type=float, default=1.0,
-                   help="with --calibrate-on train, thresholds are multiplied by this factor")
+    p.add_argument("--correction", type=positive("0.9"), default=None,
+                   help="with --calibrate-on train, thresholds are multiplied by this factor (default 1)")
     p.add_argument("--no-fine", action="store_true", help="skip the finer second threshold pass")
     p.add_argument("--decision", choices=DECISIONS, default="single",
                    help="what an exit decides on: its own logits, or the AEP ensemble of every exit reached")
@@ -67,9 +69,9 @@ def add_search_args(p) -> None:
     p.add_argument("--aep-prune", action="store_true",
                    help="with --decision ensemble: also rank every sub-ensemble of the chosen exits (JSON 'aep')")
     p.add_argument("--pareto", action="store_true", help="also run NSGA-II and output the Pareto set")
-    p.add_argument("--max-exits", type=int, default=None,
+    p.add_argument("--max-exits", type=at_least(1, "3"), default=None,
                    help="with --pareto: most exits per solution (may exceed processors - 1)")
-    p.add_argument("--scale", type=float, default=None, metavar="S",
+    p.add_argument("--scale", type=positive("0.00392156862745098 for 1/255"), default=None, metavar="S",
                    help="uint8 data: x is read as S * x (e.g. 0.00392156862745098 for 1/255; no zero point)")
     p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="per-sample input shape without the batch dim, for models with symbolic dims")
@@ -88,7 +90,7 @@ def add_executor_args(p) -> None:
 
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: this process; process: a local process pool; ray: a Ray cluster (pip install 'eecc[ray]')")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=at_least(1, "2"), default=None,
                    help="tasks at once for --executor process|ray (default: the CPU count)")
     p.add_argument("--ray-address", default=None,
                    help="with --executor ray: a running cluster (e.g. auto or ray://host:10001); default: a local runtime")
@@ -106,6 +108,9 @@ def search_options(args, original_macs: int) -> SearchOptions:
     for flag, weight in (("--w-eff", args.w_eff), ("--w-acc", args.w_acc)):
         if not weight >= 0:  # a negative weight rewards what the objective should penalise
             raise EeccError(f"{flag} {weight} must be >= 0 (a weight in the search objective), e.g. {flag} 0.5")
+    if args.correction is not None and args.calibrate_on != "train":  # else silently ignored: say so
+        raise EeccError(f"--correction {args.correction:g} applies only to thresholds calibrated on the training set; "
+                        "add --calibrate-on train, or drop --correction")
     drop = args.max_acc_drop
     g = args.guarantee
     if g is not None and not 0 < g < 1:
@@ -116,7 +121,7 @@ def search_options(args, original_macs: int) -> SearchOptions:
         metric=args.metric, method=args.method, w_eff=args.w_eff, w_acc=args.w_acc,
         max_accuracy_drop=None if drop is None or drop == float("inf") else drop / 100.0,
         max_mean_macs=_max_macs(args.max_macs, original_macs),
-        calibrate_on=args.calibrate_on, correction=args.correction, fine=not args.no_fine,
+        calibrate_on=args.calibrate_on, correction=1.0 if args.correction is None else args.correction, fine=not args.no_fine,
         pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
         ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee,
         objective=args.objective)
@@ -130,9 +135,12 @@ def _max_macs(text: str | None, original: int) -> float | None:
     if text is None:
         return None
     try:
-        return float(text[:-1]) / 100.0 * original if text.endswith("%") else float(text)
+        value = float(text[:-1]) / 100.0 * original if text.endswith("%") else float(text)
     except ValueError:
         raise EeccError(f"--max-macs '{text}' is not a number or a percentage like '60%'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise EeccError(f"--max-macs '{text}' must be a finite number of MACs > 0 or a percentage like '60%'")
+    return value
 
 
 def run(args) -> int:
@@ -140,6 +148,9 @@ def run(args) -> int:
     from eecc.exits.run import plan_exits
     from eecc.targets.platform import load_platform
 
+    from eecc.data.cache import cache_root
+
+    cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
     t0 = time.perf_counter()
     platform = load_platform(args.target)
     plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget)

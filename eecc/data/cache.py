@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from eecc.errors import EeccError
 from eecc.model import ir
 from eecc.data.splits import Split
 from eecc.exits.heads import HeadSpec
@@ -52,6 +53,22 @@ FORMAT = "fp32"  # of the cached maps: in their file names and progress keys
 
 def default_root() -> Path:
     return Path(os.environ.get("EECC_CACHE_DIR", DEFAULT_ROOT))
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir`, else $EECC_CACHE_DIR, else ./.eecc-cache; EeccError (one line, before any work) when it or a
+    folder above it is a file: the cache writes folders under it. Creates nothing."""
+    root = Path(cache_dir) if cache_dir else default_root()
+    origin = ("--cache-dir" if cache_dir else "$EECC_CACHE_DIR" if "EECC_CACHE_DIR" in os.environ
+              else "the default cache folder")
+    for folder in (root, *root.parents):
+        if folder.exists() and not folder.is_dir():
+            what = "is a file" if folder == root else f"lies under '{folder}', which is a file"
+            raise EeccError(f"{origin} '{root}' {what}; give a folder (it is made if missing), e.g. "
+                            f"--cache-dir {folder.parent / '.eecc-cache'}")
+        if folder.exists():
+            break
+    return root
 
 
 def digest(*parts: str | bytes) -> str:
@@ -265,10 +282,9 @@ def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = No
     import onnxruntime as ort
 
     model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else ir.to_model(graph_or_model)
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from eecc.runtime.sessions import session_options
+
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
     return sess, sess.get_outputs()[0].name
 
 

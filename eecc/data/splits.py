@@ -120,8 +120,7 @@ def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, 
              seed: int = 0) -> Splits:
     """Read x_/y_{train,val,test}; uncompressed members are memory-mapped (data larger than RAM)."""
     path = Path(path)
-    if not path.is_file():
-        raise EeccError(f"data file '{path}' does not exist; give an .npz with x_train and y_train")
+    check_data_file(path, "give an .npz with x_train and y_train")
     try:
         arrays = _open_npz(path)
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
@@ -129,6 +128,16 @@ def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, 
     _check_keys(arrays, f"data file '{path}'")
     return make_splits(*(arrays.get(f"{a}_{s}") for s in SPLITS for a in "xy"), input_shape=input_shape,
                        num_classes=num_classes, scale=scale, seed=seed, origin=str(path))
+
+
+def check_data_file(path: Path, advice: str) -> None:
+    """EeccError unless `path` is a file: missing, or a folder (named as one, with the .npz files inside it)."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.npz"))[:3]
+        raise EeccError(f"data file '{path}' is a folder, not a file; "
+                        + (f"give one of the .npz files in it ({', '.join(inside)})" if inside else advice))
+    if not path.is_file():
+        raise EeccError(f"data file '{path}' does not exist; {advice}")
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

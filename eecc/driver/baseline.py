@@ -26,14 +26,13 @@ def original_alone(plan_graph, processor: str, platform: Platform, test, *, int8
     out = {"processors": [processor], "exits": [], "numeric": "fp32", "accuracy": fp32_accuracy}
     if int8_calibration is not None:
         import onnxruntime as ort
+        from eecc.runtime.sessions import session_options
 
         from eecc.driver.int8 import per_axis_opset
         from eecc.targets.quantize import quantize_stages
 
         model = quantize_stages(per_axis_opset([model]), int8_calibration)[0]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model.SerializeToString(), session_options(optimize=False), providers=["CPUExecutionProvider"])
         x, y = test
         logits = sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})[0]
         out.update(numeric="int8", accuracy=float((logits.argmax(-1) == np.asarray(y)).mean()))

@@ -26,7 +26,7 @@ def nachos_exits(run, splits, chosen, options):
     specs_by = {h.spec.tensor: h.spec for h in run.exits.heads()}
     specs = [specs_by[t] for t in chosen.exits]
     idx = [logits.tensors.index(t) for t in chosen.exits]
-    root = options.cache_dir or fcache.default_root()
+    root = fcache.cache_root(options.cache_dir)
     fc = fcache.FeatureCache(root, run.plan.graph, specs)
     feats = {name: fc.fill(split) for name, split in splits.items()}  # warm: run_exits filled them
     sub = _subset(logits, list(chosen.exits), idx)

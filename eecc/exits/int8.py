@@ -71,6 +71,7 @@ def _pad(x: np.ndarray, fixed: int | None) -> np.ndarray:
 def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: dict) -> dict:
     """{split: (final logits [N, C], [exit logits [N, C] per head])} of the int8 model with `heads`."""
     import onnxruntime as ort
+    from eecc.runtime.sessions import session_options
 
     from eecc.driver import pipeline
     from eecc.driver.int8 import per_axis_opset
@@ -82,7 +83,7 @@ def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: d
     model = per_axis_opset([ir.to_model(with_heads)])[0]
     first = with_heads.inputs[0].name
     quantized = quantize_stage(model, {first: calib})
-    sess = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(quantized.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     names = [with_heads.outputs[0].name] + [logits_name(h.spec.tensor, i) for i, h in enumerate(heads)]
     dim = sess.get_inputs()[0].shape[0]
     fixed = dim if isinstance(dim, int) and dim > 0 else None  # a fixed-batch model runs its own batch

@@ -155,7 +155,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         heads = expand(plan.design, heads)
     timings: dict[str, float | None] = {"features_s": 0.0, "train_s": 0.0, "reference_pass_s": None,  # wall
                                         "features_cpu_s": 0.0, "train_cpu_s": 0.0, "reference_pass_cpu_s": None}
-    root = Path(cache_dir) if cache_dir else fcache.default_root()
+    root = fcache.cache_root(cache_dir)
     chunk_rows = _chunk_rows(plan)
     with show_progress(progress) as bar:
         clock = _Clock()

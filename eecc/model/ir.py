@@ -222,6 +222,7 @@ def _has_static_rest(vi: onnx.ValueInfoProto) -> bool:
 def _shapes_from_onnxruntime(model: onnx.ModelProto, names: list[str], origin: str) -> None:
     """Static inference left some shapes unknown (e.g. a dynamic Pad): learn them from one real run."""
     import onnxruntime as ort
+    from eecc.runtime.sessions import session_options
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -234,7 +235,7 @@ def _shapes_from_onnxruntime(model: onnx.ModelProto, names: list[str], origin: s
     rest = [d.dim_value for d in list(inp.type.tensor_type.shape.dim)[1:]]
     elem = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(probe.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
         # Two batch sizes tell batch-dependent dims (symbolic) from fixed ones (shape tensors, weights).
         runs = [sess.run(names, {inp.name: np.zeros([b, *rest], dtype=elem)}) for b in (1, 2)]
     except Exception as exc:
