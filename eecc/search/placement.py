@@ -169,6 +169,20 @@ def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost,
     return out
 
 
+def keep_int8_off(platform, placements: list[Placement]) -> list[Placement]:
+    """int8 placements: those with a stage on a processor that gets no int8 build (targets/codegen.py NO_INT8_KINDS:
+    the GPUs) marked as not fitting, with the reason."""
+    from eecc.targets.codegen import NO_INT8, NO_INT8_KINDS
+
+    kinds = {p.name: p.kind for p in platform.processors if p.kind in NO_INT8_KINDS}
+    out = []
+    for p in placements:
+        on = [n for n in dict.fromkeys(p.processors) if n in kinds]
+        out.append(replace(p, reasons=p.reasons + tuple(f"int8 stage on '{n}' ({kinds[n]}): {NO_INT8}" for n in on))
+                   if on else p)
+    return out
+
+
 def surviving_candidates(placements: list[Placement], costs: list[CandidateCost]) -> list[str]:
     """The union of candidates of placements that fit, in network order: the heads to train."""
     keep = {t for p in placements if p.fits for t in p.exits}

@@ -14,9 +14,11 @@ from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.search.memory import memory_costs
-from eecc.search.placement import ModelCost, Placement, enumerate_placements, surviving_candidates, with_heads
+from eecc.search.placement import (ModelCost, Placement, enumerate_placements, keep_int8_off, surviving_candidates,
+                                   with_heads)
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.search.types import ExitLogits, pair_name
+from eecc.targets.codegen import NO_INT8, NO_INT8_KINDS
 from eecc.targets.platform import Platform
 
 
@@ -98,12 +100,21 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         result.warnings.append(no_head_warning(plan.design))
     result.no_candidate = no_candidate_reason(plan, exits, result)
     _warn_unmeasured(plan, platform, device, result)
+    if fmt == "int8" and any(p.kind in NO_INT8_KINDS for p in platform.processors):
+        result.warnings.append(int8_kept_off(platform))
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs,
                      "int8" if numeric == "int8" else "fp32")
+
+
+def int8_kept_off(platform: Platform) -> str:
+    """The search's note that int8 stages were kept off the GPUs (placement.keep_int8_off)."""
+    gpus = ", ".join(f"'{p.name}' ({p.kind})" for p in platform.processors if p.kind in NO_INT8_KINDS)
+    return (f"--quantize int8: no stage was placed on {gpus}: {NO_INT8}; compile without --quantize int8 to "
+            "consider it")
 
 
 def no_head_warning(design) -> str:
@@ -155,10 +166,20 @@ def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, 
                                     exits_per_processor=exits_per_processor, device=device)
 
     placements = enumerate_as(fmt)
-    if not any(p.fits for p in placements):
-        int8_fits = fmt == "fp32" and any(p.fits for p in enumerate_as("int8"))
+    kept = keep_int8_off(platform, placements) if fmt == "int8" else placements
+    if not any(p.fits for p in kept):
+        if any(p.fits for p in placements):  # only the processors without an int8 build would do
+            raise EeccError(no_int8_message(platform))
+        int8_fits = fmt == "fp32" and any(p.fits for p in keep_int8_off(platform, enumerate_as("int8")))
         raise EeccError(no_fit_message(placements, platform, max_latency_s, int8_fits))
-    return placements
+    return kept
+
+
+def no_int8_message(platform: Platform) -> str:
+    """--quantize int8 on a platform whose fitting placements all need a processor without an int8 build."""
+    gpus = ", ".join(f"'{p.name}' ({p.kind})" for p in platform.processors if p.kind in NO_INT8_KINDS)
+    return (f"--quantize int8: every placement that fits platform '{platform.name}' runs a stage on {gpus}, and "
+            f"{NO_INT8}; compile without --quantize int8 (fp32 stages run there), or add a CPU to the platform")
 
 
 def no_fit_message(placements: list[Placement], platform: Platform, max_latency_s: float | None,
