@@ -2,39 +2,33 @@
 
   f(stage)[cpu, format] = Σ_nodes f(node)[cpu, format] + io(stage) + [1 kernel per compute node] + [1]
 
-A convolution that the Cortex-M lowering gives one of eecc's own kernels on that (cpu, format) is counted in
-that kernel's loop counts (eecc/cost/kernels.py: tile bodies, accumulator tiles, column elements, ...);
-everything TVM lowers with its own operators in the per-op-kind features below. The vector is the four
-blocks side by side (FEATURES = "<cpu>/<format>/<name>"), so sums over pieces and stages stay plain sums
-and a (cpu, format) fit only reads its own block.
+A conv that the Cortex-M lowering gives one of eecc's own kernels is counted in that kernel's loop counts
+(eecc/cost/kernels.py), what TVM lowers in the per-op-kind features below. The blocks lie side by side (FEATURES =
+"<cpu>/<format>/<name>"): sums over pieces and stages stay plain sums, a (cpu, format) fit reads its own block.
 
 Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs by the README convention:
   conv_macs   Conv with groups = 1 and a kernel > 1          Cout·spatial_out·Cin·prod(k)
   pw_macs     Conv with groups = 1 and a 1×1 kernel
   dw_macs     Conv with groups > 1 (depthwise / grouped)
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
-              RNN, GRU, LSTM                                  annotate_cost.recurrent_macs (TVM cannot import them:
-                                                              a guess for --no-codegen, never measured)
+              RNN, GRU, LSTM  annotate_cost.recurrent_macs (TVM cannot import them: a guess, never measured)
   gemm_loop   MACs of the Gemm / MatMul whose reduction loop (K) TVM's matmul keeps as a loop: K > 32 (LLVM unrolls
               shorter ones fully; on the M4F a 32x32 layer runs at 4.5 instructions per MAC, a 64x64 one at 5.3);
               in int8 K > 48 (a shorter body: K = 48 is unrolled fully)
   gemm_rem    of those, MACs of the ones whose K - 1 (the loop after the peeled first MAC) has no divisor in 3..32
               (K = 48, 128, 200): LLVM unrolls it 4 times with exit tests in the body (_unroll; M4F: 5.7 instructions
               per MAC at 128x64, 5.3 at 100x100)
-  gemm_far    of those, MACs × the share of an unrolled body's weight loads that VLDR cannot reach from one base: the
-              weights are read down a column of the [K, N] matrix, 4N bytes apart, and VLDR's offset reaches 1020
-              bytes, so 1 + 1020 // 4N of the U copies share a base and each other one costs an address add (M4F
-              100x64: 7 of 11)
-  gemm_dense  in fp32 on a core without an FPU (soft float), MACs of the Gemm / MatMul that read the model's own
-              input (through reshapes): no ReLU zeros, so every soft-float multiply and add runs in full (M0+, QEMU:
-              ~203 instructions per MAC on a dense input, ~165 on a hidden layer of the digits MLP, about half zeros)
+  gemm_far    of those, MACs × the share of an unrolled body's weight loads VLDR cannot reach from one base: weights are
+              read down a [K, N] column, 4N bytes apart, VLDR reaches 1020 B, so 1 + 1020 // 4N of the U copies share
+              a base, each other one costs an address add (M4F 100x64: 7 of 11)
+  gemm_dense  in fp32 without an FPU, MACs of the Gemm / MatMul that read the model's own input (through reshapes): no
+              ReLU zeros, every soft-float call runs in full (M0+: ~203 instructions per MAC, ~165 on a hidden layer)
   mac_out     output elements of those (bias, activation and requantisation epilogue)
   pad_in      padded input elements of convs (TVM pads the input in a pass of its own)
   pool        MaxPool / AveragePool: output elements × window; GlobalAveragePool / Reduce*: input elements
-  pool_div    in int8, output elements of a 1-D AveragePool (left in float): TVM's avg_pool1d divides each output by
-              its window count (a soft-float __aeabi_fdiv on the M0+: 46.7k instructions for the 128 outputs of cnn1d
-              unit 302, bench/mcu_profile.py), its 2-D pools do not (7.1k for cnn unit 300's 256). In fp32 the pool
-              weight prices it: only two layer units have a 1-D average pool, too few to tell it from their conv
+  pool_div    in int8, output elements of a 1-D AveragePool (left in float): TVM's avg_pool1d divides each by its window
+              count (M0+ __aeabi_fdiv: 46.7k instructions for cnn1d unit 302's 128 outputs; bench/mcu_profile.py), its
+              2-D pools do not (7.1k for cnn unit 300's 256); in fp32 the pool weight prices it (two units, too few)
   float_pool  in int8, the pool work of an AveragePool (FLOAT_IN_INT8: the lowering leaves it in float)
               (its input is dequantised, as io_out, unless it is an exit head reading the hand-off, which the stage
               dequantises for its output anyway; its output is quantised, as in_dense: an average is seldom zero)
@@ -45,19 +39,17 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
               in int8 the elements dequantised into an op left in float
   dequant_table  in int8, those of tensors the lowering dequantises by a 256-entry table instead (a load each:
               kernels.table_dequantised)
-  in_work     elements of hand-off inputs quantised on entry (mcu_quantize's kernel: a float divide and add,
-              soft-float calls on the M0+, whose divide returns early for a zero: a hand-off is a ReLU output,
-              about half zeros in the measured units)
-  in_dense    elements of the model's own input quantised on entry (no ReLU zeros: every divide runs in full;
-              QEMU: ~380 instructions per __aeabi_fdiv of a non-zero on the M0+, ~30 for a zero), and in int8 the
-              outputs of pools run in float (quantised again)
-  float_max   in int8, MaxPool work (outputs × window) on a stage input before its quantisation: the quantiser
-              moves the stage's QuantizeLinear past max pooling and reshapes (they commute with it), so those
-              pools run in float (soft-float compares on the M0+) and fewer elements are quantised (as in_dense:
-              the max of a window of ReLU outputs is seldom zero)
+  in_work     elements of hand-off inputs quantised on entry (mcu_quantize's kernel: a float divide and add; the M0+'s
+              soft-float divide returns early for a zero: a hand-off is a ReLU output, about half zeros)
+  in_dense    elements of the model's own input quantised on entry (no zeros: every divide runs in full; QEMU: ~380
+              instructions per M0+ __aeabi_fdiv of a non-zero, ~30 for a zero), in int8 also float ops' outputs
+  float_max   in int8, MaxPool work (outputs × window) on a stage input before its quantisation: the quantiser moves
+              the QuantizeLinear past max pools and reshapes, so those pools run in float and fewer elements are
+              quantised (as in_dense: the max of a window of ReLU outputs is seldom zero)
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
   neon_macs, loop_macs, loop_iters, gemm_relu, sdot_macs: the Cortex-A blocks only (eecc/cost/aarch64.py)
+  act, act_fused, act_mul: Clip, HardSigmoid (+ its Mul) and HardSwish, by lowering (eecc/cost/activations.py)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
 Exit-head ops are priced as the same ops of the backbone (an exit head's 1×1 conv runs the same kernel).
 QuantizeLinear / DequantizeLinear of a QDQ stage are skipped: the int8 lowering folds them into the
@@ -70,6 +62,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from eecc.cost.activations import ACT, activation_block, gating_mul
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float, table_dequantised
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
@@ -77,7 +70,7 @@ from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_far", "gemm_dense", "mac_out",
         "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
         "dequant_table", "pool_div", "neon_macs", "loop_macs", "loop_iters", "gemm_relu", "sdot_macs",
-        *KERNEL_FEATURES)
+        "act", "act_fused", "act_mul", *KERNEL_FEATURES)
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
@@ -190,7 +183,7 @@ def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
     f = np.zeros(B)
     named = [o for o in node.outputs if o.name]  # an omitted optional output is named ''
     op, out = node.op, (named[0] if named else None)
-    if op in FREE or out is None or _fused(node):
+    if op in FREE or out is None or _fused(node) or gating_mul(node):  # (the Mul is in its HardSigmoid's pass)
         return f
     n_out = _elems(out)
     if op == "Conv":
@@ -206,6 +199,8 @@ def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
         f[_INDEX["pool"]] += _elems(node.inputs[0])
     elif op in GATE:
         f[_INDEX["gate"]] += _elems(node.inputs[0])
+    elif op in ACT:  # priced per lowering in _block
+        f[_INDEX["act"]] += n_out
     else:  # elementwise and anything unknown: one unit of work per output element
         f[_INDEX["eltwise"]] += n_out
     f[_INDEX["kernels"]] += 1
@@ -214,6 +209,11 @@ def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
 
 def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     """[B] of one node on (cpu, fmt): its eecc kernel's loop counts, else `ops` (its TVM-operator features)."""
+    if node.op in ACT:
+        f = np.zeros(B)
+        for name, value in activation_block(node, cpu, fmt, ops[_INDEX["act"]], _elems).items():
+            f[_INDEX[name]] += value
+        return f
     if fmt == "int8" and node.op in FLOAT_IN_INT8:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]

@@ -43,6 +43,13 @@ DENSE = [(64, 128, 1, 1, "flatten"), (128, 128, 1, 1, "gemm"), (128, 10, 1, 0, "
          (256, 256, 1, 1, "gemm"), (256, 10, 1, 0, "matmul"), (48, 96, 0, 1, "gemm"), (200, 100, 1, 1, "matmul"),
          (100, 64, 1, 0, "gemm"), (32, 200, 1, 1, "gemm"), (144, 48, 0, 0, "matmul"), (96, 160, 1, 1, "reshape")]
 MLP2 = [(64, 128, 10), (256, 64, 32), (100, 200, 12)]          # K, hidden, N: Gemm-ReLU-Gemm (an [N, F] hand-off)
+# MobileNet-style activations after a conv (nu9: MobileNetV2-style stages priced 21-108 % over): Hardswish as
+# TorchScript opset < 14 writes it (HardSigmoid + Mul), as one HardSwish op, and ReLU6 (Clip 0..6), after a
+# 3x3 / 1x1 / depthwise conv; and inverted-residual blocks (1x1 expand, ReLU6, depthwise 3x3, ReLU6, 1x1 project, Add).
+ACTIVATION = [("hsig", 1, 16, 3, 28, 2, 1), ("hswish", 1, 16, 3, 28, 2, 1), ("hsig", 8, 12, 1, 9, 1, 1),
+              ("hswish", 16, 24, 1, 7, 1, 1), ("relu6", 16, 64, 1, 14, 1, 1), ("relu6", 8, 16, 3, 8, 1, 1),
+              ("relu6", 32, 32, 3, 10, 2, 32), ("relu6", 24, 24, 3, 7, 1, 24)]  # act, C, O, k, H=W, stride, group
+INVERTED = [(16, 64, 8), (24, 96, 5)]                                                    # C, expanded, H=W
 MLP = (64, 256, 256, 256, 10)  # the digits MLP of tests/fixtures/make_foreign.py: a held-out fixture (mlp_fixture)
 
 
@@ -117,7 +124,14 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
                                     for t in second.initializer])
         m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o]))
         out[f"layer:mlp2-{k}-h{h}-o{o}"] = m
-    return out
+    for act, c, o, k, n, stride, group in ACTIVATION:
+        m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
+        del m.graph.node[1]  # the Relu
+        m.graph.node.extend(_activation(act, "c", "y", m))
+        out[f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}"] = m
+    for c, e, n in INVERTED:
+        out[f"layer:inverted-{c}x{n}-e{e}"] = _inverted(c, e, n, rng)
+    return out  # new units go last: the seeded draws of the earlier ones (their bytes, their cached counts) stay
 
 
 def _dense(k: int, o: int, bias: int, relu: int, style: str, rng) -> onnx.ModelProto:
@@ -170,3 +184,32 @@ def _gate(classes: int, rng) -> onnx.ModelProto:
                                helper.make_tensor_value_info("exit", TensorProto.BOOL, ["batch"])],
                               [numpy_helper.from_array(a, k) for k, a in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _activation(act: str, x: str, y: str, model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of y = act(x) as exporters write it: "relu6" Clip(x, 0, 6) (its bounds added to `model`'s
+    initializers), "hswish" HardSwish, "hsig" x · HardSigmoid(x) (alpha 1/6, beta 0.5: TorchScript's Hardswish below
+    opset 14)."""
+    if act == "relu6":
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), f"{y}.{n}")
+                                        for n, v in (("lo", 0.0), ("hi", 6.0))])
+        return [helper.make_node("Clip", [x, f"{y}.lo", f"{y}.hi"], [y])]
+    if act == "hswish":
+        return [helper.make_node("HardSwish", [x], [y])]
+    return [helper.make_node("HardSigmoid", [x], [f"{y}.hs"], alpha=1 / 6, beta=0.5),
+            helper.make_node("Mul", [x, f"{y}.hs"], [y])]
+
+
+def _inverted(c: int, e: int, n: int, rng) -> onnx.ModelProto:
+    """x [N, c, n, n] -> 1x1 conv to e, ReLU6, depthwise 3x3, ReLU6, 1x1 conv to c, + x (MobileNetV2's block)."""
+    inits = {"w1": rng.normal(0, 1 / np.sqrt(c), (e, c, 1, 1)), "b1": rng.normal(0, 0.1, e),
+             "wd": rng.normal(0, 1 / 3, (e, 1, 3, 3)), "bd": rng.normal(0, 0.1, e),
+             "w2": rng.normal(0, 1 / np.sqrt(e), (c, e, 1, 1)), "b2": rng.normal(0, 0.1, c)}
+    m = _model("inverted", [c, n, n], [], {k: v.astype(np.float32) for k, v in inits.items()}, [c, n, n])
+    m.graph.node.extend([helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]),
+                         *_activation("relu6", "e", "r1", m),
+                         helper.make_node("Conv", ["r1", "wd", "bd"], ["d"], kernel_shape=[3, 3], pads=[1] * 4, group=e),
+                         *_activation("relu6", "d", "r2", m),
+                         helper.make_node("Conv", ["r2", "w2", "b2"], ["p"], kernel_shape=[1, 1]),
+                         helper.make_node("Add", ["p", "x"], ["y"])])
+    return m

@@ -1,0 +1,60 @@
+"""Activation features of the cost model (eecc/cost/features.py): Clip (ReLU6), HardSwish, and HardSigmoid with the Mul
+of x · HardSigmoid(x) (TorchScript's Hardswish below opset 14), priced by how each (cpu, format) lowering runs them.
+
+  act        output elements of an activation run as a pass of its own: in fp32 after a conv that eecc's own kernel
+             runs (the M4F tile conv fuses bias and ReLU, nothing else) or after any other op; in int8 the float
+             island the lowering leaves HardSigmoid / HardSwish in (a Clip costs nothing in int8: onnxruntime's
+             quantiser folds it into the requantisation of the op before it, its QDQ "removable activation")
+  act_fused  in fp32, output elements of one that TVM fuses into the conv before it (a conv TVM lowers: its output
+             loop applies the activation)
+  act_mul    of either, the elements of HardSigmoid / HardSwish (float multiplies: soft-float calls on the M0+)
+An int8 island also counts its edges: the input dequantised and the output quantised again (features.py's
+io_out / dequant_table and in_dense, as for an op left in float). The Mul of x · HardSigmoid(x) is part of the
+HardSigmoid's pass in every lowering (M4F, fp32: the same 150,268 instructions as one HardSwish op on a 16×14×14
+map, eecc/cost/layers.py ACTIVATION), so it counts nothing of its own. Before these features every activation was
+`eltwise` work priced by the residual Adds of the fixtures (M4F fp32: ~39 instructions per element; nu9's
+MobileNetV2-style stages 21-108 % over).
+"""
+
+from __future__ import annotations
+
+from eecc.cost.kernels import conv_kernel, table_dequantised
+
+ACT = {"Clip", "HardSigmoid", "HardSwish"}
+NAMES = ("act", "act_fused", "act_mul")
+
+
+def gating_mul(node) -> bool:
+    """A Mul of x and HardSigmoid(x) (the second half of a decomposed Hardswish)."""
+    if node.op != "Mul" or len(node.inputs) != 2:
+        return False
+    for a, b in (node.inputs, node.inputs[::-1]):
+        made = a.inputs[0] if a.inputs else None
+        if made is not None and made.op == "HardSigmoid" and made.inputs and made.inputs[0] is b:
+            return True
+    return False
+
+
+def _island_output(node):
+    """The tensor an activation chain ends in: the gating Mul's output after a HardSigmoid, else the node's own."""
+    out = node.outputs[0]
+    for user in out.outputs:
+        if gating_mul(user):
+            return user.outputs[0]
+    return out
+
+
+def activation_block(node, cpu: str, fmt: str, n_out: float, elems) -> dict[str, float]:
+    """{features.BASE name: value} of an ACT node on (cpu, fmt); `n_out` its output elements, `elems(tensor)` a
+    tensor's elements per sample."""
+    made = node.inputs[0].inputs[0] if node.inputs and node.inputs[0].inputs else None
+    mul = 0 if node.op == "Clip" else n_out
+    if fmt == "int8":
+        if node.op == "Clip":
+            return {}
+        out, n_in = _island_output(node), elems(node.inputs[0])
+        return {"act": n_out, "act_mul": mul, "kernels": 1, "in_dense": elems(out) if out.outputs else 0,
+                "dequant_table" if table_dequantised(n_in, cpu) else "io_out": n_in}
+    if made is not None and made.op == "Conv" and conv_kernel(made, cpu, fmt) == "tvm":  # TVM fuses it in
+        return {"act_fused": n_out, "act_mul": mul}
+    return {"act": n_out, "act_mul": mul, "kernels": 1}
