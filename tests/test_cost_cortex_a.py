@@ -27,7 +27,7 @@ needs_aarch64 = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("aarch64-linux-gnu-gcc", "qemu-aarch64")),
     reason="aarch64-linux-gnu-gcc / qemu-aarch64 not installed (Debian: gcc-aarch64-linux-gnu qemu-user)")
 # Fixture units within ±15 % held out (`python -m eecc.cost held-out --group cortex-a`, README), of 209 per format
-WITHIN = {"fp32": 131, "int8": 117}
+WITHIN = {"fp32": 131, "int8": 116}  # int8 117 before the activation units (eecc/cost/activations.py)
 STAGE_TOLERANCE = {"fp32": 0.15, "int8": 0.20}
 
 DSCONV = """
@@ -97,8 +97,9 @@ def test_rows_written_before_a_feature_was_added_are_read_by_name(tmp_path):
     path.write_text(json.dumps({**data, "features": old, "rows": [{**r, "features": [r["features"][i] for i in at]}
                                                                   for r in data["rows"]]}))
     again = load_rows(path)
+    kept = {FEATURES.index(n) for n in old}  # a refit writes the (unused) Cortex-A block of the Cortex-M rows too
     assert again["features"] == list(FEATURES) and [r["features"] for r in again["rows"]] == \
-        [r["features"] for r in data["rows"]]
+        [[v if i in kept else 0.0 for i, v in enumerate(r["features"])] for r in data["rows"]]
     path.write_text(json.dumps({**data, "features": old + ["cortex-m4/fp32/unknown"]}))
     assert load_rows(path)["rows"] == []
 
