@@ -19,3 +19,10 @@ def session_options(threads: int | None = None, *, optimize: bool = True) -> ort
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return opts
+
+
+def quiet_default_logger() -> None:
+    """onnxruntime's default logger at ERROR too: the sessions of its quantiser and of code whose text is hashed
+    for the cost model (targets/tvm_import.py: a change there means a refit) take their severity from it. The
+    command line sets it once; a program using eecc as a library keeps its own setting."""
+    ort.set_default_logger_severity(ERROR)

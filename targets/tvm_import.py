@@ -78,7 +78,6 @@ def fold_dynamic_pads(model: onnx.ModelProto, *, batch: int = 1) -> onnx.ModelPr
     this). With the batch fixed, as TVM compiles it anyway, onnxruntime's basic level folds those shape
     computations into constants, exactly."""
     import onnxruntime as ort
-    from eecc.runtime.sessions import session_options
 
     consts = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
                                                           for o in n.output}
@@ -92,7 +91,7 @@ def fold_dynamic_pads(model: onnx.ModelProto, *, batch: int = 1) -> onnx.ModelPr
             dim.Clear()
             dim.dim_value = size
     with tempfile.TemporaryDirectory(prefix="eecc-fold-") as tmp:
-        opts = session_options()
+        opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
         ort.InferenceSession(fixed.SerializeToString(), opts, providers=["CPUExecutionProvider"])

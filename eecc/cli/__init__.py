@@ -75,6 +75,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = parser.parse_args(argv)
         command = f"eecc {args.command}"
+        from eecc.runtime.sessions import quiet_default_logger
+
+        quiet_default_logger()  # onnxruntime's warnings (hundreds on an int8 build) are not eecc's output
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(command)
             return int(args.func(args) or 0)
