@@ -118,19 +118,35 @@ def transfer_time_s(link: Link, nbytes: int | float) -> float:
     return link.latency_s + 8.0 * float(nbytes) / link.bandwidth_bps
 
 
+def input_latency_s(platform: Platform, first: str, input_bytes: int) -> float:
+    """Seconds the model input takes from the platform's first processor, where it arrives, to `first`, the
+    processor of stage 0 (0 when they are the same); EeccError when no link joins them."""
+    home = platform.processors[0].name
+    if first == home:
+        return 0.0
+    link = platform.link(home, first)
+    if link is None:
+        raise EeccError(f"platform '{platform.name}' has no link from '{home}', where the input arrives, to "
+                        f"'{first}'; add one to the platform TOML or start on '{home}'")
+    return transfer_time_s(link, input_bytes)
+
+
 def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Sequence[int],
-                   handoff_bytes: Sequence[int], compute_s: Sequence[float] | None = None) -> list[dict[str, float]]:
+                   handoff_bytes: Sequence[int], compute_s: Sequence[float] | None = None,
+                   input_bytes: int = 0) -> list[dict[str, float]]:
     """Latency and energy of one sample that leaves at stage k, for every k.
 
     Energy model (stated, not measured): the processor running a stage draws active power for its
     compute time (`compute_s[k]` when given, e.g. from the measured cost model, else macs/macs_per_s);
     every other processor of the placement draws idle power for the rest of the sample's latency
     (including hand-off transfers); links themselves cost no energy. Consecutive stages on the same
-    processor run back to back: no transfer, and the processor counts once.
+    processor run back to back: no transfer, and the processor counts once. The model input (`input_bytes`
+    per sample) arrives on the platform's first processor, where the data is sampled (eecc/search/placement.py):
+    when stage 0 runs on another one, it crosses that link first (input_latency_s), as a hand-off does.
     """
     names = list(dict.fromkeys(processors))
     procs = [platform.processor(p) for p in names]
-    out, latency, busy = [], 0.0, [0.0] * len(procs)
+    out, latency, busy = [], input_latency_s(platform, processors[0], input_bytes), [0.0] * len(procs)
     for k, (name, macs) in enumerate(zip(processors, stage_macs)):
         proc, slot = procs[names.index(name)], names.index(name)
         if k > 0 and processors[k - 1] != name:

@@ -31,7 +31,9 @@ def test_enumerates_one_exit_per_processor_on_every_subset_of_the_processors():
     everything = enumerate_placements(_platform(), _cands(), MODEL)
     # first the original model alone on each processor, then the early-exit placements
     assert [(p.exits, p.processors) for p in everything[:3]] == [((), ("p0",)), ((), ("p1",)), ((), ("p2",))]
-    assert everything[2].latency_s == pytest.approx(MODEL.total_macs / 1e11)
+    # the input arrives on p0: p2 alone first waits for it over the p0 -> p2 link (1 ms; MODEL's input_bytes: 0)
+    assert everything[2].latency_s == pytest.approx(0.001 + MODEL.total_macs / 1e11)
+    assert everything[0].latency_s == pytest.approx(MODEL.total_macs / 1e9)
     pl = _eenn(everything)
     assert all(p.fits and len(p.processors) == len(p.exits) + 1 for p in pl)
     # at most one exit per processor, in platform order, at most P - 1 exits as in NA; the final stage may

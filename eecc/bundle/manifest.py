@@ -180,7 +180,8 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
         predicted = [_labelled(device.predict(p, graph_features(s, model_input=first), c.macs), s)
                      for s, p, c in zip(stages, procs, costs)]
     estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
-                               compute_s=None if device is None else [x["seconds"] for x in predicted])
+                               compute_s=None if device is None else [x["seconds"] for x in predicted],
+                               input_bytes=costs[0].input_bytes)
     entries, cumulative, mode = [], 0, ensemble_weights or DEFAULT_WEIGHTS
     for k, (stage, cost, est) in enumerate(zip(stages, costs, estimates)):
         cumulative += cost.macs

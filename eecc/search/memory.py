@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
+from eecc.model import ir
 from eecc.passes.split_by_target import int8_weight_bytes
 from eecc.search.placement import ModelCost
 from eecc.search.types import CandidateCost
@@ -26,8 +29,10 @@ def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
     if numeric not in NUMERICS:
         raise ValueError(f"memory_costs: numeric must be one of {NUMERICS}, not {numeric!r}")
     blocks = plan.blocks
+    shape = ir.per_sample_shape(plan.graph.inputs[0])
+    input_bytes = 4 * int(np.prod(shape)) if shape is not None else 0  # float32, in either format
     if numeric == "fp32":
-        return list(plan.costs), ModelCost.from_blocks(blocks)
+        return list(plan.costs), replace(ModelCost.from_blocks(blocks), input_bytes=input_bytes)
     nodes = {n.name: n for n in plan.graph.nodes}
     weights = [int8_weight_bytes(nodes[x] for x in b.nodes if x in nodes) for b in blocks.blocks]
     index = {b.output: i for i, b in enumerate(blocks.blocks)}
@@ -40,5 +45,5 @@ def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
                              + c.handoff_bytes,
                              head_weight_bytes=heads[c.tensor].weight_bytes(numeric)))
     model = ModelCost(int(blocks.total_macs), int8_weight_bytes(plan.graph.nodes),
-                      max(b.activation_bytes for b in blocks.blocks) // 4)
+                      max(b.activation_bytes for b in blocks.blocks) // 4, input_bytes)
     return costs, model

@@ -30,6 +30,7 @@ class ModelCost:
     total_macs: int
     weight_bytes: int
     peak_activation_bytes: int
+    input_bytes: int = 0  # the model input per sample (float32): it crosses a link when stage 0 runs elsewhere
 
     @classmethod
     def from_blocks(cls, blocks) -> "ModelCost":
@@ -90,7 +91,8 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
 
     macs, weights, peaks, handoff = stage_figures(cands, model)
     reasons, needs = [], []
-    links_ok = all(a == b or platform.link(a, b) is not None for a, b in zip(procs, procs[1:]))
+    home = platform.processors[0].name  # where the input arrives
+    links_ok = all(a == b or platform.link(a, b) is not None for a, b in zip((home, *procs), procs))
     if links_ok:
         seconds = None
         if device is not None:
@@ -98,12 +100,13 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
             seconds = [device.seconds(p, bounds[k], bounds[k + 1] if k < len(cands) else None, m,
                                       head=heads[k] if heads and k < len(cands) else None)
                        for k, (p, m) in enumerate(zip(procs, macs))]
-        est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds)
+        est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds, input_bytes=model.input_bytes)
         lat = tuple(e["latency_s"] for e in est)
         energy = tuple(e["energy_j"] for e in est)
     else:
         lat = energy = tuple(float("inf") for _ in procs)
-        reasons.append("no link between " + " -> ".join(procs))
+        reasons.append("no link between " + " -> ".join(procs if procs[0] == home else (home, *procs))
+                       + ("" if procs[0] == home else f" (the input arrives on '{home}')"))
     limit = platform.max_latency_s if max_latency_s is None else max_latency_s
     if limit is not None and lat[-1] > limit:
         reasons.append(f"worst-case latency {lat[-1] * 1e3:.3g} ms > max {limit * 1e3:.3g} ms")

@@ -1,0 +1,53 @@
+"""The model input arrives on the platform's first processor (where the data is sampled): a cascade whose stage 0 runs
+on another processor pays that link for the input, as a hand-off does (nu9: on rk3588-cuda the whole cascade ran on
+the remote server in 1.3 µs, the 3 KB input's trip over the 50 Mbit/s, 5 ms link free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eecc.errors import EeccError
+from eecc.exits.run import plan_exits
+from eecc.search.placement import ModelCost, enumerate_placements
+from eecc.search.run import _feasible_placements, device_cost
+from eecc.targets.platform import estimate_exits, load_platform, parse_platform
+from test_platform import USER
+
+CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
+
+
+def test_the_input_crosses_the_link_to_a_first_stage_elsewhere():
+    platform = parse_platform(USER)  # small, then big; link small -> big: 1 ms + 8 bit / 8 Mbit/s
+    home, = estimate_exits(platform, ["small"], [1000], [], input_bytes=300)
+    away, = estimate_exits(platform, ["big"], [8000], [], input_bytes=300)
+    assert home["latency_s"] == pytest.approx(1e-3)  # on the first processor: nothing crosses
+    assert away["latency_s"] == pytest.approx(1e-3 + 8 * 300 / 8e6 + 2e-3)
+    assert away["energy_j"] == pytest.approx(0.04 * 2e-3 + 0.002 * (away["latency_s"] - 2e-3))  # big idles meanwhile
+
+
+def test_no_link_from_where_the_input_arrives_is_named():
+    # three processors, linked in order only: the input cannot reach the third directly
+    third = USER.split("[[links]]")[0].split("[[processors]]")[2].replace('"big"', '"third"')
+    platform = parse_platform(USER + "\n[[processors]]" + third + '\n[[links]]\nsrc = "big"\ndst = "third"\n'
+                              'bandwidth_bps = 8e6\nlatency_s = 0.001\n')
+    with pytest.raises(EeccError, match="no link from 'small', where the input arrives, to 'third'"):
+        estimate_exits(platform, ["third"], [8000], [], input_bytes=300)
+    placements = enumerate_placements(platform, [], ModelCost(8000, 1, 1, 300))
+    alone = next(p for p in placements if p.processors == ("third",))
+    assert not alone.fits and "the input arrives on 'small'" in alone.reasons[0]
+
+
+def test_rk3588_cuda_charges_the_network_for_the_input_of_a_remote_cascade():
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    plan = plan_exits(CNN)
+    platform = load_platform("rk3588-cuda")
+    placements = _feasible_placements(plan, platform, device_cost(plan, platform, "fp32"), None, None, "fp32")
+    link = platform.link("cpu", "cuda")
+    input_s = link.latency_s + 8 * 4 * 64 / link.bandwidth_bps  # digits 1x8x8 float32 over 50 Mbit/s, 5 ms
+    remote = [p for p in placements if p.processors[0] == "cuda"]
+    assert remote and all(p.exit_latency_s[0] >= input_s for p in remote)
+    local = [p for p in placements if p.processors[0] == "cpu"]
+    assert all(p.exit_latency_s[0] < link.latency_s for p in local)  # stage 0 on the CPU: nothing crosses first
