@@ -85,6 +85,19 @@ def test_streaming_from_memmap_equals_in_ram(tmp_path):
     np.testing.assert_allclose(std, x.astype(np.float64).std(axis=(0, 2, 3)), rtol=1e-4)
 
 
+def test_channel_stats_hold_far_from_zero_and_on_vectors():
+    """float64 sums of x and x²: a mean 10^5 standard deviations from zero still gives the std to 1e-4 (float32
+    sums of squares would lose it all), for maps [N, C, H, W] and an MLP's vectors [N, F] alike."""
+    x = (1000.0 + 0.01 * RNG.normal(size=(5000, 3, 2, 2))).astype(np.float32)
+    mean, std = channel_stats(x, chunk=999)
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(std, x.astype(np.float64).std(axis=(0, 2, 3)), rtol=1e-4)
+    v = RNG.normal(size=(300, 5)).astype(np.float32) * 3 - 2
+    mean, std = channel_stats(v)
+    np.testing.assert_allclose(mean, v.astype(np.float64).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, v.astype(np.float64).std(axis=0), rtol=1e-6)
+
+
 @pytest.mark.parametrize("kind, width", [("gap", 6), ("gap", None), ("flat", 6)])
 def test_hand_written_gradients_equal_autograd(kind, width):
     spec = HeadSpec("t", (8, 4, 4), (1, 1), width, 5, backbone_macs=0, kind=kind)

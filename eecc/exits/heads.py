@@ -124,6 +124,11 @@ class HeadSpec:
         return None
 
 
+# How eecc.train.fit computes each map's standardisation (channel_stats): it shapes the trained weights, so it
+# enters the trained heads' cache keys (eecc/exits/run.py) and heads trained with other statistics are retrained.
+STATS_RULE = "float64 sums of x and x^2 over every len/8192-th row"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How eecc.train.fit trains exit heads; defined here, without torch, so that a cached run needs none."""

@@ -20,8 +20,8 @@ from eecc.errors import EeccError
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, Forked, InProcess
 from eecc.exits.family import HALVING_RULE, expand, mark
-from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig, candidate_costs,
-                              design_from_blocks)
+from eecc.exits.heads import (DEFAULT_BUDGET, STATS_RULE, Design, ExitHead, HeadSpec, TrainConfig,
+                              candidate_costs, design_from_blocks)
 from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
 from eecc.exits.train_task import TrainJob, fit_group, import_aside
 from eecc.driver.pipeline import analyse
@@ -218,8 +218,10 @@ def _head_key(head: HeadSpec, heads: Sequence[HeadSpec], config) -> str:
 
 
 def _config_key(config) -> str:
-    """The training config in cache keys, with the halving rule's version (if on) and the features' format."""
-    return repr(config) + (f" halving={HALVING_RULE}" if config.halving else "") + f" features={fcache.FORMAT}"
+    """The training config in cache keys, with the halving rule's version (if on), the standardisation's and the
+    features' format."""
+    return (repr(config) + (f" halving={HALVING_RULE}" if config.halving else "") + f" stats={STATS_RULE}"
+            + f" features={fcache.FORMAT}")
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,

@@ -42,29 +42,30 @@ class FitResult:
 
 
 def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over samples and positions, streamed so a memmap never loads whole."""
+    """Per-channel mean and std over samples and positions of features [N, C, ...] (float32 out), streamed so a
+    memmap never loads whole.
+
+    Sums of x and x² in float64 (float32 squares are exact there): E[x²] − E[x]² then loses only
+    (mean/std)² · 1e-16 of the variance, no shift needed. numpy's float64 reductions took a fifth of the CPU
+    of float32 torch reductions over (samples, positions) with a shift (0.14 vs 0.71 s for the 30 maps of
+    bench/exits.py, one thread), and agree with them to 3e-6 (float32 rounding).
+    """
     c = features.shape[1]
-    total, sq, count, shift = np.zeros(c), np.zeros(c), 0, None
+    total, sq, count = np.zeros(c), np.zeros(c), 0
     for start in range(0, len(features), chunk):
-        x = _tensor(features[start:start + chunk])
-        x = x.reshape(len(x), c, -1).float()
-        if shift is None:  # sums around a rough mean: no cancellation in E[x²] − E[x]² when |mean| ≫ std
-            shift = x.mean(dim=(0, 2), keepdim=True)
-        x = x - shift
-        total += x.sum(dim=(0, 2)).double().numpy()
-        sq += (x * x).sum(dim=(0, 2)).double().numpy()
-        count += x.numel() // c
+        x = np.asarray(features[start:start + chunk], dtype=np.float32).reshape(-1, c, math.prod(features.shape[2:]))
+        total += x.sum(axis=(0, 2), dtype=np.float64)
+        sq += np.einsum("ncp,ncp->c", x, x, dtype=np.float64)
+        count += x.shape[0] * x.shape[2]
     n = max(count, 1)
-    centred = total / n
-    std = np.sqrt(np.maximum(sq / n - centred * centred, 0.0))
-    mean = centred + (shift.flatten().double().numpy() if shift is not None else 0.0)
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
 def _sample_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`channel_stats` of every len/STATS_ROWS-th row: the standardisation only conditions the
     optimisation (export folds it in), a spread sample is enough."""
-    torch.set_num_threads(1)
     return channel_stats(features[::max(1, len(features) // STATS_ROWS)])
 
 
@@ -327,9 +328,3 @@ class _Trainer:
             return torch.from_numpy(raw.reshape(len(raw), -1))
         x = torch.from_numpy(raw).reshape(len(raw), self.spec.channels, self.positions)
         return torch.empty(len(raw), self.positions, self.spec.channels).copy_(x.transpose(1, 2))
-
-
-def _tensor(a) -> torch.Tensor:
-    """torch view of an array; a read-only one (e.g. a memmap opened "r") is copied, torch would warn."""
-    a = np.asarray(a)
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
