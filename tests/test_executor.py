@@ -143,6 +143,8 @@ def test_local_head_training_forks_a_worker_per_core_and_gets_the_one_thread_res
             if w is not None:
                 np.testing.assert_array_equal(w, getattr(b.weights, name), err_msg=f"{a.spec.design}.{name}")
     np.testing.assert_array_equal(forked.logits.val_logits, here.logits.val_logits)
+    # every tried head's test logits, predicted by the task that trained it (train_task.fit_group): same bits
+    np.testing.assert_array_equal(forked.tried_logits().test_logits, here.tried_logits().test_logits)
 
 
 def test_bad_executor_options_are_user_errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits, pair_name
 
 __all__ = ["CandidateResult", "ExitsRun", "Plan", "plan_exits", "run_exits", "time_reference_pass"]
+
+SWITCH_INTERVAL_S = 2e-4  # the GIL's switch interval during the feature pass (`_features`)
 
 
 @dataclass
@@ -174,7 +177,8 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             job = TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
                             [fcache.digest(model_key, prints["train"], prints["val"], labels, _head_key(h, heads, config),
-                                           _config_key(replace(config, threads=None))) for h in heads])
+                                           _config_key(replace(config, threads=None))) for h in heads],
+                            test=feats.get("test"))
             results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar,
                                                            train_logits)
             clock.lap(timings, "train")
@@ -191,11 +195,21 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
 def _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads, executor, bar) -> dict:
     """Every split's cached features (eecc.data.cache.SplitFeatures by split name), computed where missing."""
     maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
-    import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
     fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows, threads=threads,
                              run_rows=_chunk_rows(plan, fcache.RUN_BYTES))
-    return {name: fc.fill(split, fingerprint=prints[name], on_chunk=bar(f"features {name}"), executor=executor)
-            for name, split in splits.items()}
+    # torch's import (~1 s of a core) overlaps the feature pass, on a thread that holds the GIL most of that time.
+    # A feature lane takes the GIL back ~40 times a chunk (after each onnxruntime run and each row write) and
+    # waits up to the switch interval (5 ms) each time: a lane chunk of ~135 ms CPU spent 129-145 ms blocked
+    # meanwhile, 68-150 (mean 107) at 0.2 ms (/proc/thread-self/schedstat, wall − on-CPU − run-queue wait,
+    # load 13-16). So the interval is short while the pass runs.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        import_aside("eecc.train.fit")
+        return {name: fc.fill(split, fingerprint=prints[name], on_chunk=bar(f"features {name}"), executor=executor)
+                for name, split in splits.items()}
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str, str]:
@@ -304,9 +318,8 @@ def _train_all(plan, heads, splits, feats, job: TrainJob, executor: Executor, ba
     fits = _fit_all(heads, job, executor)
     task(len(heads), len(heads))
     alive = [k for k in range(len(heads)) if not fits[k].dropped]
-    if has_test:  # on all cores, one torch thread per head (eecc.train.fit.predict_many)
-        test_logits = dict(zip(alive, predict_many([fits[k].module for k in alive],
-                                                   [feats["test"].features(heads[k]) for k in alive])))
+    if has_test:  # predicted by the training tasks (train_task.fit_group)
+        test_logits = {k: fits[k].test_logits for k in alive}
     else:
         test_logits = {k: np.zeros((0, plan.num_classes), np.float32) for k in alive}
     train = None  # train-split logits only when asked: --calibrate-on train searches thresholds on them

@@ -30,7 +30,8 @@ def import_aside(module: str) -> None:
 
 @dataclass
 class TrainJob:
-    """What every head-training task reads: features by cache path, labels, config, where heads are kept."""
+    """What every head-training task reads: features by cache path, labels, config, where heads are kept, and the
+    test split's features (None: no test split), whose logits each task predicts for its heads."""
 
     heads: list[HeadSpec]
     train: fcache.SplitFeatures
@@ -40,14 +41,20 @@ class TrainJob:
     config: TrainConfig
     store: Path
     keys: list[str]
+    test: fcache.SplitFeatures | None = None
 
 
 def fit_group(job: TrainJob, group: list[int]) -> list:
-    """Train heads `group` (reusing any already stored under their key) and store each one as it is done."""
+    """Train heads `group` (reusing any already stored under their key) and store each one as it is done.
+
+    With `job.test`, every kept head's `FitResult.test_logits` is set (not stored with the head: the logits
+    follow from it). Predicted here, in the task, rather than after all tasks: a worker done with its
+    locations predicts while the others still train, instead of every core waiting for the last location.
+    """
     import pickle
 
     from eecc.exits.family import promising
-    from eecc.train.fit import fit_heads
+    from eecc.train.fit import fit_heads, predict_many
 
     done, todo = {}, []
     for k in group:
@@ -73,6 +80,12 @@ def fit_group(job: TrainJob, group: list[int]) -> list:
             with replacing(job.store / f"{job.keys[k]}.pkl") as tmp:
                 tmp.write_bytes(pickle.dumps(fit))
             done[k] = fit
+    alive = [k for k in group if not done[k].dropped]
+    if job.test is not None:  # one torch thread per head, as predict_many always predicts: the same bits anywhere
+        logits = predict_many([done[k].module for k in alive], [job.test.features(job.heads[k]) for k in alive],
+                              workers=1)
+        for k, out in zip(alive, logits):
+            done[k].test_logits = out
     return [done[k] for k in group]
 
 

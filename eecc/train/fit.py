@@ -39,6 +39,7 @@ class FitResult:
     dropped: bool
     val_logits: np.ndarray | None = None  # of the kept (best) weights
     rung_accuracy: float | None = None    # validation accuracy that halving's rung judged (None: dropped there)
+    test_logits: np.ndarray | None = None  # of the kept weights on the test split, when the task predicts them
 
 
 def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
