@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.data import cache as fcache
+from eecc.data.aside import can_fork, fill_aside
 from eecc.model import ir
 from eecc.data.splits import Splits, normalise
 from eecc.errors import EeccError
@@ -30,8 +30,6 @@ from eecc.passes.normalize_output import output_kind
 from eecc.search.types import CandidateCost, ExitLogits, pair_name
 
 __all__ = ["CandidateResult", "ExitsRun", "Plan", "plan_exits", "run_exits", "time_reference_pass"]
-
-SWITCH_INTERVAL_S = 2e-4  # the GIL's switch interval during the feature pass (`_features`)
 
 
 @dataclass
@@ -193,23 +191,21 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
 
 
 def _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads, executor, bar) -> dict:
-    """Every split's cached features (eecc.data.cache.SplitFeatures by split name), computed where missing."""
+    """Every split's cached features (eecc.data.cache.SplitFeatures by split name), computed where missing.
+
+    On this machine (one worker) the pass runs in a forked process while this one imports torch for the
+    training (eecc/data/aside.py); whatever that process did not finish is computed here after it.
+    """
     maps = list({h.feature_key: h for h in reversed(heads)}.values())[::-1]  # each pooled map once
     fc = fcache.FeatureCache(root, plan.graph, maps, model_key=model_key, chunk_rows=chunk_rows, threads=threads,
                              run_rows=_chunk_rows(plan, fcache.RUN_BYTES))
-    # torch's import (~1 s of a core) overlaps the feature pass, on a thread that holds the GIL most of that time.
-    # A feature lane takes the GIL back ~40 times a chunk (after each onnxruntime run and each row write) and
-    # waits up to the switch interval (5 ms) each time: a lane chunk of ~135 ms CPU spent 129-145 ms blocked
-    # meanwhile, 68-150 (mean 107) at 0.2 ms (/proc/thread-self/schedstat, wall − on-CPU − run-queue wait,
-    # load 13-16). So the interval is short while the pass runs.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    try:
-        import_aside("eecc.train.fit")
-        return {name: fc.fill(split, fingerprint=prints[name], on_chunk=bar(f"features {name}"), executor=executor)
-                for name, split in splits.items()}
-    finally:
-        sys.setswitchinterval(interval)
+    tasks = {name: bar(f"features {name}") for name in prints}
+    if executor.workers == 1 and can_fork():
+        fill_aside(fc, dict(splits.items()), prints, tasks)
+    else:
+        import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
+    return {name: fc.fill(split, fingerprint=prints[name], on_chunk=tasks[name], executor=executor)
+            for name, split in splits.items()}
 
 
 def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str, str]:
