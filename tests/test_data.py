@@ -117,6 +117,16 @@ def test_npz_members_are_memory_mapped_and_fingerprints_match(tmp_path):
     assert shifted.train.fingerprint() != direct.train.fingerprint()
 
 
+def test_fingerprints_see_every_block_and_its_place():
+    """Blocks of 4096 rows are hashed on their own (on all cores) and their digests in order: a change in the last
+    block, or two blocks swapped, changes the fingerprint; the same rows give the same one."""
+    x, y = _xy(9000)
+    prints = [make_splits(v, y, x_test=x[:8], y_test=y[:8], input_shape=SHAPE, num_classes=3).train.fingerprint()
+              for v in (x, x.copy(), np.concatenate([x[:8999], x[8999:] + 1]),
+                        np.concatenate([x[4096:8192], x[:4096], x[8192:]]))]
+    assert prints[0] == prints[1] and len(set(prints)) == 3
+
+
 def test_npz_errors(tmp_path):
     x, y = _xy(20)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_extra=x)

@@ -43,13 +43,22 @@ class Split:
             yield start, self.rows(start, min(start + size, len(self)))
 
     def fingerprint(self) -> str:
-        """Content hash of exactly what the model will see (values, order, scale)."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((self.x.dtype.str, self.x.shape[1:], len(self), self.scale)).encode())
-        for start in range(0, len(self), _CHECK_ROWS):
+        """Content hash of exactly what the model will see (values, order, scale): the digest of the shape and of
+        every 4096-row block's own digest in order, blocks hashed on all cores (hashlib releases the GIL; one
+        core took ~0.2 s for Fashion-MNIST's training rows, while the other waited)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def block(start: int) -> bytes:
             stop = min(start + _CHECK_ROWS, len(self))
             raw = self.x[start:stop] if self.index is None else self.x[self.index[start:stop]]
-            h.update(np.ascontiguousarray(raw).data)
+            return hashlib.blake2b(np.ascontiguousarray(raw).data, digest_size=16).digest()
+
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.x.dtype.str, self.x.shape[1:], len(self), self.scale, "blocks")).encode())
+        starts = range(0, len(self), _CHECK_ROWS)
+        with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+            for digest in pool.map(block, starts):
+                h.update(digest)
         return h.hexdigest()
 
 
