@@ -54,3 +54,17 @@ def test_a_forked_pass_killed_midway_leaves_the_rest_to_the_callers_fill(tmp_pat
     assert 1 <= cache.computed_chunks <= 124  # what the child had not marked done; its finished chunks stay
     clean = FeatureCache(tmp_path / "clean", plan.graph, plan.design.heads, chunk_rows=16).fill(split)
     _same(feats, clean, plan)
+
+
+def _can_fork_in_a_daemon(out) -> None:
+    out.put(can_fork())
+
+
+def test_a_pool_worker_fills_the_cache_itself():
+    """Daemonic processes (a pool's workers) may have no children: run_exits inside one fills in-process."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    worker = ctx.Process(target=_can_fork_in_a_daemon, args=(out,), daemon=True)
+    worker.start()
+    assert out.get(timeout=60) is False and can_fork()
+    worker.join()

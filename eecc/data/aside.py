@@ -19,8 +19,9 @@ from eecc.exits.train_task import import_aside
 
 
 def can_fork() -> bool:
-    """Whether this platform forks (Linux, macOS); elsewhere the caller fills the cache itself."""
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether this process may fork a child for the pass: the platform forks (Linux, macOS) and this is no
+    daemonic process (a pool's worker: those may have no children). Otherwise the caller fills the cache itself."""
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
 
 
 def fill_aside(cache, splits: dict, prints: dict[str, str], tasks: dict[str, Callable[[int, int], None]],
