@@ -88,11 +88,12 @@ def test_streaming_from_memmap_equals_in_ram(tmp_path):
 def test_channel_stats_hold_far_from_zero_and_on_vectors():
     """float64 sums of x and x²: a mean 10^5 standard deviations from zero still gives the std to 1e-4 (float32
     sums of squares would lose it all), for maps [N, C, H, W] and an MLP's vectors [N, F] alike."""
-    x = (1000.0 + 0.01 * RNG.normal(size=(5000, 3, 2, 2))).astype(np.float32)
+    rng = np.random.default_rng(5)  # its own: the module's RNG feeds the later tests' data
+    x = (1000.0 + 0.01 * rng.normal(size=(5000, 3, 2, 2))).astype(np.float32)
     mean, std = channel_stats(x, chunk=999)
     np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-7)
     np.testing.assert_allclose(std, x.astype(np.float64).std(axis=(0, 2, 3)), rtol=1e-4)
-    v = RNG.normal(size=(300, 5)).astype(np.float32) * 3 - 2
+    v = rng.normal(size=(300, 5)).astype(np.float32) * 3 - 2
     mean, std = channel_stats(v)
     np.testing.assert_allclose(mean, v.astype(np.float64).mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std, v.astype(np.float64).std(axis=0), rtol=1e-6)
