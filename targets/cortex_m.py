@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from eecc.errors import EeccError
-from eecc.targets import tvm_import
+from eecc.targets import mcu_abi, tvm_import
 from eecc.targets.mcu_driver import DLPACK, HEADER, io_list, stage_tables  # noqa: F401 (DLPACK: public)
 
 CDRIVER = Path(__file__).parent / "cdriver"
@@ -87,8 +87,8 @@ def compile_stage(model: onnx.ModelProto, *, cpu: str, out_dir: Path, flash_byte
     stage = tvm_import.lower_stage(model, target)
     plan, flat = tvm_import.plan_memory(stage), tvm_import.unplanned(stage)
     workspace = tvm_import.workspace_bytes(stage.kernels, target)
-    tvm_import.build_kernels(stage.kernels, target, checks=False).write_to_file(str(out_dir / "kernels.o"))
-    (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace))
+    mcu_abi.build_kernels(stage.kernels, target).write_to_file(str(out_dir / "kernels.o"))
+    (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace, pointers=True))
     elf = out_dir / f"{name}.elf"
     cmd = [gcc, *spec["cflags"], "-O2", "-ffunction-sections", "-fdata-sections", "-nostartfiles",
            f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",
@@ -153,14 +153,16 @@ def _run(cmd: list[str], what: str) -> str:
     return proc.stdout
 
 
-def emit_driver(stage: tvm_import.LoweredStage, plan: tvm_import.MemoryPlan, workspace: int) -> str:
-    """stage.c: buffers, one DLTensor per view, the kernels in call order. Weights are `const`, so
-    they stay in flash; activations live in one arena laid out by the memory plan."""
+def emit_driver(stage: tvm_import.LoweredStage, plan: tvm_import.MemoryPlan, workspace: int,
+                pointers: bool = False) -> str:
+    """stage.c: buffers, one view per tensor (a DLTensor, or with `pointers` its data pointer alone: see
+    mcu_driver.stage_tables), the kernels in call order. Weights are `const`, so they stay in flash;
+    activations live in one arena laid out by the memory plan."""
     out = [*HEADER, ""]
     out.append(f"static uint8_t arena[{max(plan.arena_bytes, 64)}] __attribute__((aligned(64)));")
     out.append(f"uint8_t eecc_workspace[{max(workspace, 64)}] __attribute__((aligned(64)));")
     out.append(f"const uint32_t eecc_workspace_bytes = {max(workspace, 64)};")
-    tables = stage_tables(stage, plan)
+    tables = stage_tables(stage, plan, pointers=pointers)
     out += tables.lines
     out.append(f"""
 int eecc_run(void) {{
@@ -169,7 +171,7 @@ int eecc_run(void) {{
   for (unsigned c = 0; c < {len(stage.calls)}; ++c) {{
     for (unsigned a = 0; a < nargs[c]; ++a) {{
       args[a].type_index = EECC_FFI_DLTENSOR_PTR; args[a].zero_padding = 0;
-      args[a].u.v_int64 = 0; args[a].u.v_ptr = &views[argv_[k++]];
+      args[a].u.v_int64 = 0; args[a].u.v_ptr = (void*)&views[argv_[k++]];
     }}
     ret.type_index = 0; ret.zero_padding = 0; ret.u.v_int64 = 0;
     if (calls[c](0, args, nargs[c], &ret) != 0) return (int)c + 1;

@@ -35,14 +35,19 @@ def words(arr: np.ndarray) -> str:
 
 
 def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol: str = "",
-                 inputs: dict[str, str] | None = None) -> Tables:
+                 inputs: dict[str, str] | None = None, pointers: bool = False) -> Tables:
     """Weights (`const`, so they stay in flash), an input buffer per graph input unless `inputs` maps each to
-    where it already lies, one DLTensor per view (activations at the memory plan's offsets in `arena`) and the
-    kernel call tables. Names are prefixed with `prefix`, kernel symbols with `symbol`."""
+    where it already lies, one view per tensor (activations at the memory plan's offsets in `arena`) and the
+    kernel call tables. Names are prefixed with `prefix`, kernel symbols with `symbol`.
+    pointers=False: a DLTensor per view, weights 64-B aligned as TVM assumes for a host CPU's vector loads.
+    pointers=True (Cortex-M): the view is its data pointer alone (`void* const views[]`, in flash) and the
+    weights are 4-B aligned, the most any Cortex-M access needs. A kernel's wrapper is handed a pointer to that
+    pointer as its DLTensor*, which is exactly what it reads as `data`; mcu_abi.build_kernels fails the build
+    when a wrapper would read any other DLTensor field."""
     out, index = [], {v: i for i, v in enumerate(stage.views)}
     for name, arr in stage.constants.items():
         out.append(f"static const uint32_t {prefix}w_{index[name]}[{max(1, (arr.nbytes + 3) // 4)}] "
-                   f"__attribute__((aligned(64))) = {{\n  {words(arr) or '0'}\n}};")
+                   f"__attribute__((aligned({4 if pointers else 64}))) = {{\n  {words(arr) or '0'}\n}};")
     if inputs is None:
         inputs = {}
         for name in stage.inputs:
@@ -58,19 +63,7 @@ def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol:
             return inputs[buf]
         return f"{arena} + {plan.offsets[buf]}"
 
-    tensors, shapes = [], {}  # one array per distinct shape: the kernels never write them
-    for name, spec in stage.views.items():
-        dims = ", ".join(str(d) for d in spec.shape) or "1"
-        if dims not in shapes:
-            shapes[dims] = i = len(shapes)
-            out.append(f"static int64_t {prefix}shape_{i}[] = {{{dims}}};")
-        i = shapes[dims]
-        code, bits = DLPACK.get(spec.dtype, (None, None))
-        if code is None:
-            raise EeccError(f"cortex_m: tensor '{name}' has dtype {spec.dtype}, which the eecc driver does not support")
-        tensors.append(f"  {{{ptr(name)}, {{1, 0}}, {len(spec.shape)}, {{{code}, {bits}, 1}}, {prefix}shape_{i}, 0, 0}},"
-                       f" /* {name} */")
-    out += [f"static DLTensor {prefix}views[{len(tensors)}] = {{", *tensors, "};"]
+    out += (pointer_views if pointers else dltensor_views)(stage, prefix, ptr)
     kernels = sorted({k for k, _ in stage.calls})
     out += [f"extern int __tvm_ffi_{symbol}{k}(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);" for k in kernels]
     out.append(f"static const eecc_kernel_fn {prefix}calls[{len(stage.calls)}] = {{"
@@ -80,6 +73,35 @@ def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol:
     flat = [index[v] for _, args in stage.calls for v in args]
     out.append(f"static const uint16_t {prefix}argv_[{len(flat)}] = {{{', '.join(map(str, flat))}}};")
     return Tables(out, ptr, max(len(a) for _, a in stage.calls))
+
+
+def pointer_views(stage, prefix: str, ptr: Callable[[str], str]) -> list[str]:
+    for name, spec in stage.views.items():
+        dltype(name, spec)
+    rows = [f"  {ptr(name)}, /* {name} */" for name in stage.views]
+    rows.append("  0, 0, /* a wrapper that allocates workspace reads the device id 8 B past a view: mcu_abi.py */")
+    return [f"static void* const {prefix}views[{len(stage.views) + 2}] = {{", *rows, "};"]
+
+
+def dltensor_views(stage, prefix: str, ptr: Callable[[str], str]) -> list[str]:
+    out, tensors, shapes = [], [], {}  # one array per distinct shape: the kernels never write them
+    for name, spec in stage.views.items():
+        dims = ", ".join(str(d) for d in spec.shape) or "1"
+        if dims not in shapes:
+            shapes[dims] = i = len(shapes)
+            out.append(f"static int64_t {prefix}shape_{i}[] = {{{dims}}};")
+        i = shapes[dims]
+        code, bits = dltype(name, spec)
+        tensors.append(f"  {{{ptr(name)}, {{1, 0}}, {len(spec.shape)}, {{{code}, {bits}, 1}}, {prefix}shape_{i}, 0, 0}},"
+                       f" /* {name} */")
+    return [*out, f"static DLTensor {prefix}views[{len(tensors)}] = {{", *tensors, "};"]
+
+
+def dltype(name: str, spec) -> tuple[int, int]:
+    code, bits = DLPACK.get(spec.dtype, (None, None))
+    if code is None:
+        raise EeccError(f"cortex_m: tensor '{name}' has dtype {spec.dtype}, which the eecc driver does not support")
+    return code, bits
 
 
 def io_list(stage, names: Sequence[str], views: Sequence[str], ptr: Callable[[str], str]) -> str:
@@ -120,7 +142,8 @@ def emit_program(stages: Sequence, plans: Sequence, exits: Sequence[str | None],
     rows, prev = [], None
     for k, (stage, plan) in enumerate(zip(stages, plans)):
         feeds = None if prev is None else handoff_pointers(stages[k - 1], prev.ptr, stage, k)
-        t = stage_tables(stage, plan, prefix=f"s{k}_", arena=f"arena{k % 2}", symbol=f"s{k}_", inputs=feeds)
+        t = stage_tables(stage, plan, prefix=f"s{k}_", arena=f"arena{k % 2}", symbol=f"s{k}_", inputs=feeds,
+                         pointers=True)
         if t.max_args > MAX_ARGS:
             raise EeccError(f"cortex_m: a kernel of stage {k} takes {t.max_args} tensors (driver limit {MAX_ARGS})")
         outputs = list(stage.output_views.items())

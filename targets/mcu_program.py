@@ -12,7 +12,7 @@ from typing import Sequence
 import onnx
 
 from eecc.errors import EeccError
-from eecc.targets import tvm_import
+from eecc.targets import mcu_abi, tvm_import
 from eecc.targets.cortex_m import (CDRIVER, CPUS, STACK_BYTES, StageArtifacts, _run, canonical_cpu, check_fit,
                                    io_specs, require_tool, section_sizes, write_manifest)
 from eecc.targets.mcu_driver import emit_program
@@ -60,7 +60,7 @@ def compile_program(models: Sequence[onnx.ModelProto], entries: Sequence[dict], 
         plan, flat = tvm_import.plan_memory(stage), tvm_import.unplanned(stage)
         ws = tvm_import.workspace_bytes(stage.kernels, target)
         obj = out_dir / f"kernels{k}.o"
-        tvm_import.build_kernels(stage.kernels, target, checks=False).write_to_file(str(obj))
+        mcu_abi.build_kernels(stage.kernels, target).write_to_file(str(obj))
         rename_kernels(obj, f"s{len(lowered)}_")
         outs = entry.get("outputs") or {}
         last = len(lowered) == len(entries) - 1

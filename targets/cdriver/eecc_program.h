@@ -7,7 +7,9 @@
 #define EECC_MAX_STAGES 16 /* mcu_driver.MAX_STAGES */
 
 typedef struct {
-  const eecc_kernel_fn* calls; const uint8_t* nargs; const uint16_t* argv; DLTensor* views; uint32_t num_calls;
+  const eecc_kernel_fn* calls; const uint8_t* nargs; const uint16_t* argv;
+  void* const* views;       /* each view's data pointer: what a kernel reads of its DLTensor* (mcu_abi.py) */
+  uint32_t num_calls;
   const eecc_io* inputs;   /* stage 0: its own buffers; stage k > 0: where stage k-1 wrote the hand-off */
   const eecc_io* outputs;
   uint8_t num_inputs, num_outputs, logits; /* logits: index of the class scores in outputs */

@@ -9,7 +9,7 @@ int eecc_stage_run(int k) {
   for (unsigned c = 0; c < s->num_calls; ++c) {
     for (unsigned a = 0; a < s->nargs[c]; ++a) {
       args[a].type_index = EECC_FFI_DLTENSOR_PTR; args[a].zero_padding = 0;
-      args[a].u.v_int64 = 0; args[a].u.v_ptr = &s->views[s->argv[i++]];
+      args[a].u.v_int64 = 0; args[a].u.v_ptr = (void*)&s->views[s->argv[i++]];
     }
     ret.type_index = 0; ret.zero_padding = 0; ret.u.v_int64 = 0;
     if (s->calls[c](0, args, s->nargs[c], &ret) != 0) return (int)c + 1;
