@@ -10,29 +10,13 @@ sizes of the numerics the stages will be built in (`numeric`, see stage_cost). D
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Iterable
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.model.ir import get_ann, per_sample_shape, set_ann
+from eecc.model.ir import get_ann, set_ann
+from eecc.model.stage_cost import StageCost, stage_cost  # noqa: F401 (StageCost: importers' name for it)
 from eecc.targets.platform import Platform
-
-
-@dataclass(frozen=True)
-class StageCost:
-    macs: int                    # per sample, README convention; head_macs included
-    head_macs: int
-    params: int
-    weight_bytes: int
-    peak_activation_bytes: int   # per sample, live tensors at the worst point of a sequential run
-    input_bytes: int
-    handoff_bytes: int           # 0 for the last stage
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def split_by_target(graph: gs.Graph, *, platform: Platform | None = None, numeric: str = "fp32") -> list[gs.Graph]:
@@ -51,32 +35,6 @@ def split_by_target(graph: gs.Graph, *, platform: Platform | None = None, numeri
     if platform is not None:
         check_memory(result, platform, numeric)
     return result
-
-
-def stage_cost(stage: gs.Graph, numeric: str = "fp32") -> StageCost:
-    """Costs of one stage graph from the `macs` annotations and the tensors' static shapes.
-
-    numeric "int8" sizes the stage as `--quantize int8` builds it (eecc/targets/quantize.py, the MCU program's
-    layout): Conv/Gemm/MatMul weights 1 byte each, other float constants 4 (int32 biases, requantisation
-    multipliers); activations 1 byte per element, the stage's inputs and outputs 4 + 1 (the stage edges stay
-    float32: QuantizeLinear makes the int8 copy of an input, DequantizeLinear the float output). Hand-off and
-    input bytes stay float32's: that is what crosses between stages.
-    """
-    if numeric not in ("fp32", "int8"):
-        raise ValueError(f"stage_cost: numeric must be 'fp32' or 'int8', not {numeric!r}")
-    macs = sum(int(get_ann(n, "macs", 0)) for n in stage.nodes)
-    head = sum(int(get_ann(n, "macs", 0)) for n in stage.nodes if get_ann(n, "role") in ("exit", "gate"))
-    weights = {id(t): t for n in stage.nodes for t in n.inputs if isinstance(t, gs.Constant)}
-    weights |= {id(v): v for n in stage.nodes if n.op == "Constant"
-                for v in [n.attrs.get("value")] if isinstance(v, gs.Constant)}
-    arrays = [np.asarray(t.values) for t in weights.values()]
-    out = stage.outputs[0] if len(stage.outputs) > 1 else None
-    int8 = numeric == "int8"
-    return StageCost(macs=macs, head_macs=head, params=int(sum(a.size for a in arrays)),
-                     weight_bytes=int8_weight_bytes(stage.nodes) if int8 else int(sum(x.nbytes for x in arrays)),
-                     peak_activation_bytes=_peak_activation(stage, int8),
-                     input_bytes=sum(_bytes(t) for t in stage.inputs),
-                     handoff_bytes=_bytes(out) if out is not None else 0)
 
 
 def check_memory(stages: list[gs.Graph], platform: Platform, numeric: str = "fp32") -> None:
@@ -165,56 +123,3 @@ def _marked(graph: gs.Graph, key: str) -> dict[int, str]:
 
 def _target(stage: gs.Graph) -> str:
     return next(get_ann(n, "target") for n in stage.nodes if get_ann(n, "target") is not None)
-
-
-def _bytes(t: gs.Tensor, float_size: int | None = None) -> int:
-    """Per-sample bytes; `float_size` replaces the item size of a float tensor."""
-    shape = per_sample_shape(t) if isinstance(t, gs.Variable) else None
-    if shape is None:
-        return 0
-    itemsize = np.dtype(t.dtype).itemsize if t.dtype is not None else 4
-    if float_size is not None and (t.dtype is None or np.issubdtype(np.dtype(t.dtype), np.floating)):
-        itemsize = float_size
-    return int(np.prod(shape, dtype=np.int64)) * itemsize
-
-
-def int8_weight_bytes(nodes: Iterable[gs.Node]) -> int:
-    """Weights as int8 stages store them: a Conv/Gemm/MatMul weight (input 1) 1 byte per value, every other
-    float constant (biases as int32, scales) 4, integer constants (shapes, axes) as they are."""
-    sizes: dict[int, int] = {}
-    for node in nodes:
-        for i, t in enumerate(node.inputs):
-            if isinstance(t, gs.Variable) and len(t.inputs) == 1 and t.inputs[0].op == "Constant":
-                t = t.inputs[0].attrs.get("value")  # a Constant node's value, counted like an initializer
-            if isinstance(t, gs.Constant):
-                a, weight = np.asarray(t.values), i == 1 and node.op in ("Conv", "Gemm", "MatMul")
-                size = a.size if weight else 4 * a.size if np.issubdtype(a.dtype, np.floating) else a.nbytes
-                sizes[id(t)] = min(size, sizes.get(id(t), size))
-    return int(sum(sizes.values()))
-
-
-def _peak_activation(stage: gs.Graph, int8: bool = False) -> int:
-    """Sequential run in topological order: a tensor lives from its producer to its last consumer (int8:
-    float tensors sized as stage_cost says)."""
-    outputs = {t.name for t in stage.outputs}
-    edges = outputs | {t.name for t in stage.inputs}
-
-    def size(t: gs.Tensor) -> int:
-        return _bytes(t, (5 if t.name in edges else 1) if int8 else None)
-
-    last_use: dict[str, int] = {}
-    for i, node in enumerate(stage.nodes):
-        for t in node.inputs:
-            if isinstance(t, gs.Variable):
-                last_use[t.name] = i
-    live = {t.name: size(t) for t in stage.inputs}
-    peak = sum(live.values())
-    for i, node in enumerate(stage.nodes):
-        if node.op == "Constant":
-            continue
-        for t in node.outputs:
-            live[t.name] = size(t)
-        peak = max(peak, sum(live.values()))
-        for name in [n for n in live if last_use.get(n, -1) <= i and n not in outputs]:
-            del live[name]
-    return int(peak)

@@ -113,3 +113,21 @@ def test_int8_memory_figures_of_the_search(folder):
         assert b.peak_activation_bytes_before == a.peak_activation_bytes_before // 4 + a.handoff_bytes
         assert a.weight_bytes_before // 4 < b.weight_bytes_before < a.weight_bytes_before // 3
         assert b.head_weight_bytes < a.head_weight_bytes // 3
+
+
+def test_ram_the_split_check_would_refuse_is_refused_before_training_and_the_advised_ram_builds(folder, capsys):
+    """nu9 item 6 (fx3's leftover): the fp32 search pruned on the largest tensor (the fixture cnn: 4,096 B) while
+    the check after training sums the live ones (8,192 B): 6,000 B of RAM passed the search, heads were trained,
+    and the split refused it ("cut elsewhere"). Now the search sizes stages as that check: refused before training."""
+    (folder / "ram.toml").write_text(ONE_M4.replace("RAM", "6000").replace("131072", "1048576"))
+    code, err = cli(folder, capsys, "--target", str(folder / "ram.toml"), "--search", "--no-codegen",
+                    "-o", str(folder / "ram"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "before training" in err and "RAM on 'm4' needs 8,192 B but holds 6,000 B" in err, err
+    assert "cut elsewhere" not in err and not (folder / "ram").exists()
+    advised = re.search(r"needs ([\d,]+) B", err).group(1).replace(",", "")
+    (folder / "ram.toml").write_text(ONE_M4.replace("RAM", advised).replace("131072", "1048576"))
+    code, err = cli(folder, capsys, "--target", str(folder / "ram.toml"), "--search", "--no-codegen",
+                    "-o", str(folder / "ram"))
+    assert code == 0, err
+    assert (folder / "ram" / "manifest.json").exists()  # the split's check passed the same figure

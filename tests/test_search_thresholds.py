@@ -127,3 +127,28 @@ def test_auto_switches_to_the_graph_above_the_exact_limit(data):
     costs = position_costs(lg, exits)
     assert search_thresholds(split, exits, costs, obj, fine=False).method == "exact"
     assert search_thresholds(split, exits, costs, obj, fine=False, exact_limit=100).method == "graph"
+
+
+def _transform_by_copies(a, j, sizes):
+    """The tables as first written (suffix sums by flipping, prefixes copied with take): the reference that the
+    faster views and total - prefix must equal bit for bit, so no search result moves."""
+    for i in range(j + 1, len(sizes)):
+        a = a.sum(axis=i, keepdims=True)
+    for i in range(min(j, len(sizes))):
+        a = np.cumsum(a, axis=i).take(np.arange(sizes[i]), axis=i)
+    if j < len(sizes):
+        a = np.flip(np.cumsum(np.flip(a, axis=j), axis=j), axis=j).take(np.arange(1, sizes[j] + 1), axis=j)
+    return a
+
+
+@pytest.mark.parametrize("sizes", [[40], [13, 13], [9, 5, 7], [4, 6, 3, 5]])
+def test_tables_are_bit_identical_to_the_copying_formulation(sizes):
+    from eecc.search.thresholds import _transform
+
+    rng = np.random.default_rng(len(sizes))
+    dims = [t + 1 for t in sizes]
+    cells = rng.integers(0, int(np.prod(dims)), 3000)
+    for weights in (None, rng.random(3000) < 0.7):  # sample counts, and counts of right predictions
+        hist = np.bincount(cells, weights=weights, minlength=int(np.prod(dims))).astype(np.float64).reshape(dims)
+        for j in range(len(sizes) + 1):
+            assert np.array_equal(_transform(hist, j, sizes), _transform_by_copies(hist, j, sizes))

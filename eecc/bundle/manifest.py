@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc import __version__
-from eecc.passes.split_by_target import stage_cost
+from eecc.model.stage_cost import stage_cost
 from eecc.runtime.bundle import FORMAT, VERSION
 from eecc.search.confidence import exit_rule
 from eecc.targets.platform import Platform, estimate_exits
@@ -39,7 +39,7 @@ class StageEntry:
     inputs: list[dict]           # {name, shape, dtype}, the stage input first
     outputs: dict                # handoff, logits, exit, confidence [, members]: tensor names
     threshold: float | None      # None on the last stage
-    cost: dict                   # split_by_target.StageCost: macs, head_macs, params, bytes ...
+    cost: dict                   # eecc.model.stage_cost.StageCost: macs, head_macs, params, bytes ...
     exit_macs: int               # per sample leaving here: every stage up to this one
     compute_s: float
     exit_latency_s: float

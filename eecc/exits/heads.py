@@ -292,7 +292,9 @@ class HeadWeights:
     hid_w: np.ndarray | None = None    # mlp: [hidden, C·P]; flattened channel-major (c, then position)
     hid_b: np.ndarray | None = None    # mlp: [hidden]
 
-    def check(self, spec: HeadSpec) -> None:
+    @staticmethod
+    def shapes(spec: HeadSpec) -> dict[str, tuple[int, ...]]:
+        """The shape of every weight `spec`'s head has."""
         rank = len(spec.in_shape) - 1
         fc_in = {"gap": spec.width or spec.channels, "flat": (spec.width or spec.channels) * spec.positions,
                  "mlp": spec.hidden}[spec.kind]
@@ -301,7 +303,15 @@ class HeadWeights:
             want |= {"conv_w": (spec.width, spec.channels, *([1] * rank)), "conv_b": (spec.width,)}
         if spec.kind == "mlp":
             want |= {"hid_w": (spec.hidden, spec.channels * spec.positions), "hid_b": (spec.hidden,)}
-        for name, shape in want.items():
+        return want
+
+    @classmethod
+    def zeros(cls, spec: HeadSpec) -> "HeadWeights":
+        """Untrained (zero) weights: a head whose graph is sized before training (eecc/search/memory.py)."""
+        return cls(**{k: np.zeros(shape, np.float32) for k, shape in cls.shapes(spec).items()})
+
+    def check(self, spec: HeadSpec) -> None:
+        for name, shape in self.shapes(spec).items():
             got = getattr(self, name)
             if got is None or tuple(got.shape) != shape:
                 raise EeccError(f"head for '{spec.tensor}': weight {name} has shape "

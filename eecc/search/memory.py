@@ -1,31 +1,96 @@
-"""The search's memory figures in the format the bundle is built in: fp32 as analysed, int8 as --quantize int8
-builds it.
+"""The search's memory figures in the format the bundle is built in (fp32 as analysed, int8 as --quantize int8
+builds it), computed by the same functions (eecc/model/stage_cost.py) on the same nodes as the check after the
+split (passes/split_by_target.py), so a limit a placement breaks is refused before training, never after.
 
-  fp32: weights 4 B per parameter, activations 4 B per element (the analysis graph is float32)
-  int8: Conv/Gemm/MatMul weights 1 B, biases and other float constants 4 B (int32; split_by_target's
-        int8_weight_bytes), activations 1 B per element; hand-offs stay float32 (stage edges are float), so a
-        stage that ends in one holds that float32 buffer beside its int8 activations
-
-The same sizes as the pre-build check after the search (passes/split_by_target.py, stage_cost), so a
-placement the search keeps is not refused there for the format alone.
+`StageMemory.stage(start, end, head)`: weights and peak live activations of the stage that runs the backbone
+from cut `start` (None: the model input) to cut `end` (None: the original output) plus the exit head of design
+`head` at `end`, as split_by_target's stage graph holds them:
+  backbone  the nodes between the cuts (ancestors of `end` that do not reach back past `start`), in the analysed
+            graph's order: fuse_blocks sorts it by depth (gs toposort), and a stage graph, sorted again, ranks
+            the same nodes by depth from its hand-off, which shifts every one of them by the same amount
+  head      the nodes insert_exits builds for that design (zero weights: sizes only), run after the backbone
+            with the hand-off live (it is a stage output), so the stage's live peak is
+            max(backbone's, head's with the hand-off), what one walk over the whole stage gives
+`memory_costs` gives the older block-level figures (CandidateCost) that the MAC and hand-off sizes still use.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from eecc.model import ir
-from eecc.passes.split_by_target import int8_weight_bytes
+from eecc.model.stage_cost import NUMERICS, int8_weight_bytes, live_peak, weight_bytes
 from eecc.search.placement import ModelCost
 from eecc.search.types import CandidateCost
 
-NUMERICS = ("fp32", "int8")
+
+class StageMemory:
+    """Per-stage (weight bytes, peak activation bytes) of any placement of an eecc.exits.run.Plan (module doc)."""
+
+    def __init__(self, plan, numeric: str):
+        from eecc.exits.family import expand
+
+        if numeric not in NUMERICS:
+            raise ValueError(f"StageMemory: numeric must be one of {NUMERICS}, not {numeric!r}")
+        self.graph, self.numeric = plan.graph, numeric
+        self.order = {id(n): i for i, n in enumerate(plan.graph.nodes)}
+        self.tensors = plan.graph.tensors()
+        self.blueprint = {s.tensor: s for s in plan.design.heads}
+        self.specs = {(s.tensor, s.design): s for s in expand(plan.design, plan.design.heads)}
+
+    def figures(self, cuts, heads=None) -> tuple[list[int], list[int]]:
+        """(weight bytes, peak bytes) per stage of the placement that cuts at `cuts` (network order) with head
+        design `heads[k]` at cut k (None or empty: the blueprint heads)."""
+        bounds = [None, *cuts, None]
+        out = [self.stage(a, b, heads[k] if heads and b is not None else None)
+               for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+        return [w for w, _ in out], [p for _, p in out]
+
+    def stage(self, start: str | None, end: str | None, head: str | None = None) -> tuple[int, int]:
+        weights, peak = self._backbone(start, end)
+        if end is None:
+            return weights, peak
+        head_weights, head_peak = self._head(end, head)
+        return weights + head_weights, max(peak, head_peak)
+
+    @functools.lru_cache(maxsize=None)
+    def _backbone(self, start: str | None, end: str | None) -> tuple[int, int]:
+        inputs = [self.tensors[start]] if start is not None else list(self.graph.inputs)
+        outputs = [self.tensors[end]] if end is not None else list(self.graph.outputs)
+        seen, todo = {}, [t for t in outputs]
+        while todo:  # what split_by_target's cleanup keeps: ancestors of the outputs, cut at the entry
+            t = todo.pop()
+            if t.name == start or not isinstance(t, gs.Variable):
+                continue
+            for node in t.inputs:
+                if id(node) not in seen:
+                    seen[id(node)] = node
+                    todo.extend(node.inputs)
+        nodes = sorted(seen.values(), key=lambda n: self.order[id(n)])
+        return weight_bytes(nodes, self.numeric), live_peak(nodes, inputs, outputs, self.numeric == "int8")
+
+    @functools.lru_cache(maxsize=None)
+    def _head(self, tensor: str, design: str | None) -> tuple[int, int]:
+        from eecc.exits.heads import ExitHead, HeadWeights
+        from eecc.passes.insert_exits import insert_exits
+
+        spec = self.blueprint[tensor] if design is None else self.specs[(tensor, design)]
+        cut = self.tensors[tensor]
+        x = gs.Variable(cut.name, dtype=cut.dtype or np.float32, shape=list(cut.shape))
+        g = insert_exits(gs.Graph(inputs=[x], outputs=[x], opset=self.graph.opset),
+                         heads=[ExitHead(spec, HeadWeights.zeros(spec))])
+        return (weight_bytes(g.nodes, self.numeric),
+                live_peak(g.nodes, g.inputs, g.outputs, self.numeric == "int8"))
 
 
 def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
-    """(candidate costs, model cost) of an eecc.exits.run.Plan sized as `numeric`; fp32: the plan's own."""
+    """(candidate costs, model cost) of an eecc.exits.run.Plan sized as `numeric` from its blocks; fp32: the
+    plan's own. int8: Conv/Gemm/MatMul weights 1 B, other float constants 4 B, activations 1 B, plus the float32
+    hand-off a stage that ends in one holds."""
     if numeric not in NUMERICS:
         raise ValueError(f"memory_costs: numeric must be one of {NUMERICS}, not {numeric!r}")
     blocks = plan.blocks

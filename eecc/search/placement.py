@@ -17,6 +17,7 @@ the platform's nominal MAC/s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from itertools import combinations, combinations_with_replacement, product
 
@@ -84,12 +85,16 @@ def stage_figures(cands: list[CandidateCost], model: ModelCost):
 
 
 def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: ModelCost,
-          max_latency_s: float | None = None, device=None, heads: tuple[str, ...] | None = None) -> Placement:
+          max_latency_s: float | None = None, device=None, heads: tuple[str, ...] | None = None,
+          memory=None) -> Placement:
     """`heads`: the head design at each exit (eecc/exits/family.py's HeadSpec.design), priced by `device`
-    (None: the blueprint heads)."""
+    (None: the blueprint heads). `memory` (eecc/search/memory.py's StageMemory): each stage's weights and peak
+    activations as the check after the split sizes the built stage; None: `stage_figures`' block-level bounds."""
     from eecc.targets.platform import estimate_exits
 
     macs, weights, peaks, handoff = stage_figures(cands, model)
+    if memory is not None:
+        weights, peaks = memory.figures([c.tensor for c in cands], heads)
     reasons, needs = [], []
     home = platform.processors[0].name  # where the input arrives
     links_ok = all(a == b or platform.link(a, b) is not None for a, b in zip((home, *procs), procs))
@@ -157,18 +162,18 @@ def processor_sequences(names: list[str], exits: int, per_processor: int) -> lis
 
 def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost, *,
                          max_exits: int | None = None, max_latency_s: float | None = None,
-                         exits_per_processor: int | None = None, device=None) -> list[Placement]:
+                         exits_per_processor: int | None = None, device=None, memory=None) -> list[Placement]:
     """The single-processor baselines, then every placement of 1..E exits (E = K·P with exits_per_processor
     = K; by default K = 1 and E = P - 1 as in NA; fewer with max_exits), each with its feasibility."""
     names = [p.name for p in platform.processors]
     per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else 1)
     most = len(names) - 1 if exits_per_processor is None and len(names) > 1 else per * len(names)
     most = most if max_exits is None else min(max_exits, most)
-    out = [place(platform, [], (name,), model, max_latency_s, device) for name in names]
+    out = [place(platform, [], (name,), model, max_latency_s, device, memory=memory) for name in names]
     for e in range(1, min(most, len(costs)) + 1):
         for procs in processor_sequences(names, e, per):
             for cands in combinations(costs, e):
-                out.append(place(platform, list(cands), procs, model, max_latency_s, device))
+                out.append(place(platform, list(cands), procs, model, max_latency_s, device, memory=memory))
     return out
 
 
@@ -186,6 +191,18 @@ def keep_int8_off(platform, placements: list[Placement]) -> list[Placement]:
     return out
 
 
+def count_placements(platform, candidates: int, *, exits_per_processor: int | None = None,
+                     max_exits: int | None = None) -> int:
+    """How many placements `enumerate_placements` gives (the single-processor baselines included), without
+    making them: a search too large to score is refused before anything is sized or trained."""
+    names = [p.name for p in platform.processors]
+    per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else 1)
+    most = len(names) - 1 if exits_per_processor is None and len(names) > 1 else per * len(names)
+    most = most if max_exits is None else min(max_exits, most)
+    return len(names) + sum(len(processor_sequences(names, e, per)) * math.comb(candidates, e)
+                            for e in range(1, min(most, candidates) + 1))
+
+
 def surviving_candidates(placements: list[Placement], costs: list[CandidateCost]) -> list[str]:
     """The union of candidates of placements that fit, in network order: the heads to train."""
     keep = {t for p in placements if p.fits for t in p.exits}
@@ -194,11 +211,35 @@ def surviving_candidates(placements: list[Placement], costs: list[CandidateCost]
 
 # Head designs per exit: at most this many (location, head) combinations per placement.
 MAX_HEAD_COMBOS = 16
+# Placements one search scores at most (each ~10-100 ms of a core: thresholds, intervals); kws's README job with
+# --exits-per-processor 2 scores 4,002. Beyond it the head combinations narrow (`head_combos_within`), and a
+# platform and K whose placements alone exceed it are refused before training (eecc/search/run.py).
+MAX_SCORED = 5_000
+
+
+def head_combos_within(placements: list[Placement], heads: dict, most: int) -> int:
+    """The largest max_combos of `with_heads` (16, 8, 4, 2 or 1) that gives at most `most` placements (1 when
+    even one head per exit gives more)."""
+    combos = MAX_HEAD_COMBOS
+    while combos > 1 and _with_heads_count(placements, heads, combos) > most:
+        combos //= 2
+    return combos
+
+
+def _with_heads_count(placements: list[Placement], heads: dict, max_combos: int) -> int:
+    n = 0
+    for p in placements:
+        if not p.exits or not p.fits or any(not heads.get(t) for t in p.exits):
+            n += 1
+            continue
+        k = max(1, int(round(max_combos ** (1 / len(p.exits)), 9)))
+        n += math.prod(min(k, len(heads[t])) for t in p.exits)
+    return n
 
 
 def with_heads(platform, placements: list[Placement], costs: list[CandidateCost], heads: dict, model: ModelCost,
                *, max_latency_s: float | None = None, device=None,
-               max_combos: int = MAX_HEAD_COMBOS) -> list[Placement]:
+               max_combos: int = MAX_HEAD_COMBOS, memory=None) -> list[Placement]:
     """Every fitting placement with exits once per choice of trained head at each exit, re-placed with that
     head's MACs and weight bytes (NA's placement rule with the head as part of the stage).
 
@@ -220,6 +261,6 @@ def with_heads(platform, placements: list[Placement], costs: list[CandidateCost]
             cands = [replace(by[t], head_macs=int(m), head_weight_bytes=int(w))
                      for t, (_, m, w) in zip(p.exits, combo)]
             designs = tuple(d for d, _, _ in combo)
-            q = place(platform, cands, p.processors, model, max_latency_s, device, heads=designs)
+            q = place(platform, cands, p.processors, model, max_latency_s, device, heads=designs, memory=memory)
             out.append(replace(q, heads=designs))
     return out

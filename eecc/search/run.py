@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -13,9 +12,11 @@ from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
-from eecc.search.memory import memory_costs
-from eecc.search.placement import (ModelCost, Placement, enumerate_placements, keep_int8_off, surviving_candidates,
-                                   with_heads)
+from eecc.progress import progress as show_progress
+from eecc.search.limits import no_fit_message
+from eecc.search.memory import StageMemory, memory_costs
+from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
+                                   head_combos_within, keep_int8_off, surviving_candidates, with_heads)
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.search.types import ExitLogits, pair_name
 from eecc.targets.codegen import NO_INT8, NO_INT8_KINDS
@@ -68,8 +69,9 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     check_validation_size(data, plan.num_classes)
     device = device_cost(plan, platform, numeric, options.metric)
     fmt = "int8" if numeric == "int8" else "fp32"
-    costs, model_cost = memory_costs(plan, fmt)  # weights and activations sized as the bundle is built
-    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt)
+    costs, model_cost = memory_costs(plan, fmt)
+    memory = StageMemory(plan, fmt)  # weights and activations sized as the bundle is built and checked
+    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt, memory)
     if options.objective is None:
         options = replace(options, objective="energy" if all(p.active_power_w > 0 for p in platform.processors)
                           else "latency")
@@ -93,9 +95,18 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
 
         pairs = int8_logits(plan, pair_heads(exits, pairs), pairs, data)
     t3 = time.perf_counter()
-    placements = with_heads(platform, placements, costs, searched_heads(exits.tried, pareto_only, fmt), model_cost,
-                            max_latency_s=max_latency_s, device=device)
-    result = search(pairs, placements=placements, options=options, strict=strict, executor=executor)
+    found = searched_heads(exits.tried, pareto_only, fmt)
+    combos = head_combos_within(placements, found, MAX_SCORED)  # the search stays within MAX_SCORED placements
+    placements = with_heads(platform, placements, costs, found, model_cost, max_latency_s=max_latency_s,
+                            device=device, memory=memory, max_combos=combos)
+    with show_progress(progress) as bar:  # minutes with several exits per processor (nu9): say how far it is
+        result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
+                        on_step=bar("search placements"))
+    if combos < MAX_HEAD_COMBOS:
+        result.warnings.append(f"the search scored {len(placements):,} placements, each with at most {combos} of "
+                               f"the {MAX_HEAD_COMBOS} combinations of its exits' head designs (the most accurate "
+                               f"first), to stay within {MAX_SCORED:,}; --heads blueprint or a smaller "
+                               "--exits-per-processor scores every one")
     if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
         result.warnings.append(no_head_warning(plan.design))
     result.no_candidate = no_candidate_reason(plan, exits, result)
@@ -155,15 +166,18 @@ def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> st
 
 
 def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor,
-                         fmt: str) -> list:
+                         fmt: str, memory: StageMemory | None = None) -> list:
     """Every placement of the platform (eecc/search/placement.py), its memory sized as `fmt` (eecc/search/memory.py);
     EeccError when none fits before training."""
     if exits_per_processor is not None and exits_per_processor < 1:
         raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
 
+    _check_search_size(plan, platform, exits_per_processor)
+
     def enumerate_as(numeric: str) -> list[Placement]:
+        sizes = memory if memory is not None and memory.numeric == numeric else StageMemory(plan, numeric)
         return enumerate_placements(platform, *memory_costs(plan, numeric), max_latency_s=max_latency_s,
-                                    exits_per_processor=exits_per_processor, device=device)
+                                    exits_per_processor=exits_per_processor, device=device, memory=sizes)
 
     placements = enumerate_as(fmt)
     kept = keep_int8_off(platform, placements) if fmt == "int8" else placements
@@ -182,54 +196,27 @@ def no_int8_message(platform: Platform) -> str:
             f"{NO_INT8}; compile without --quantize int8 (fp32 stages run there), or add a CPU to the platform")
 
 
-def no_fit_message(placements: list[Placement], platform: Platform, max_latency_s: float | None,
-                   int8_fits: bool = False) -> str:
-    """Which limit leaves no placement, and the smallest value of it that works: what the placement closest to
-    fitting needs (the fastest one that fits memory; else the one with the smallest overflow)."""
-    if not placements:
-        return f"platform '{platform.name}' has no processor; describe at least one under [[processors]]"
-    if not any(p.needs for p in placements):
-        return f"no feasible placement before training ({placements[0].reasons[0]}); add the missing [[links]]"
-    timed = [p for p in placements if p.needs and all(k == "latency" for k, _, _ in p.needs)]
-    if timed:
-        best = min(timed, key=lambda p: p.latency_s)
-        limit, ms = best.needs[0][2] * 1e3, best.latency_s * 1e3
-        source = "--max-latency-ms" if max_latency_s is not None else f"platform '{platform.name}''s max_latency_s"
-        return (f"no feasible placement before training: every placement takes longer than the worst-case latency "
-                f"limit ({source}: {limit:.3g} ms); the fastest, {_described(best)}, takes {ms:.4g} ms: pass "
-                f"--max-latency-ms {_round_up(ms):g} or more"
-                + ("" if max_latency_s is not None else " (it replaces the platform's limit)"))
-    best = min((p for p in placements if p.needs), key=lambda p: max(n / h for k, n, h in p.needs if k != "latency"))
-    over = [f"{_memory_name(k)} needs {int(n):,} B but holds {int(h):,} B" for k, n, h in best.needs if k != "latency"]
-    return (f"no feasible placement before training: the smallest, {_described(best)}, overflows memory ("
-            + "; ".join(over) + "): use a platform with at least that much (storage_bytes, ram_bytes in its TOML)"
-            + (", or compile with --quantize int8 (int8 weights and activations fit)" if int8_fits else ""))
-
-
-def _described(p: Placement) -> str:
-    if not p.exits:
-        return f"the original model alone on '{p.processors[0]}'"
-    return f"{len(p.exits)} exit(s) on {' → '.join(p.processors)}"
-
-
-def _memory_name(limit: str) -> str:
-    kind, _, proc = limit.partition(":")
-    return {"storage": f"storage on '{proc}'", "ram": f"RAM on '{proc}'", "shared storage": "the shared storage",
-            "shared ram": "the shared RAM"}[kind]
-
-
-def _round_up(x: float, digits: int = 3) -> float:
-    """The next `digits`-significant-digit value above x: a limit that x meets with margin for float rounding."""
-    step = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
-    return float(f"{(math.floor(x / step) + 1) * step:.{digits}g}")
-
-
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):
     """The per-stage seconds of this model on this platform (eecc.cost.segments.DeviceCost)."""
     from eecc.cost.segments import DeviceCost, SegmentTable
 
     gate = metric if metric in ("max_softmax", "margin", "entropy") else "max_softmax"
     return DeviceCost(platform, SegmentTable.from_plan(plan, metric=gate), fmt=numeric)
+
+
+def _check_search_size(plan: Plan, platform: Platform, per: int | None) -> None:
+    """EeccError before anything is sized or trained when the placements alone exceed MAX_SCORED (nu9: K = 3 on a
+    10-candidate model ran for over 14 min with no end in sight), naming the largest K that stays within it."""
+    n = count_placements(platform, len(plan.costs), exits_per_processor=per)
+    if n <= MAX_SCORED:
+        return
+    fits = [(k, m) for k in range((per or 1) - 1, 0, -1)
+            for m in [count_placements(platform, len(plan.costs), exits_per_processor=k)] if m <= MAX_SCORED]
+    what = f"--exits-per-processor {per}" if per is not None else "one exit per processor"
+    raise EeccError(f"{what} gives {n:,} placements of the model's {len(plan.costs)} candidate exits on "
+                    f"{len(platform.processors)} processor(s), more than one search scores ({MAX_SCORED:,}, each "
+                    "~10-100 ms of a core); " + (f"use --exits-per-processor {fits[0][0]} ({fits[0][1]:,} placements)"
+                                                  if fits else "use a platform with fewer processors"))
 
 
 def check_validation_size(data: Splits, num_classes: int) -> None:

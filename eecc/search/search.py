@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
+from typing import Callable
 
 import numpy as np
 
@@ -19,9 +20,9 @@ from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
 from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_policy, make_split, oracle,
                                 position_costs)
-from eecc.search.thresholds import EXACT_LIMIT, grid_tables, retune, threshold_grid
+from eecc.search.thresholds import retune
 from eecc.search.types import ExitLogits, pair_name
-from eecc.search.unit import ALL_DROPPED, DROPPED, UNITS, check_heads, reference_cost
+from eecc.search.unit import DROPPED, UNITS, check_heads, reference_cost
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
                        "over-confident on data they were trained on; expect more errors at the exits")
@@ -119,11 +120,13 @@ class SearchResult:
 def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
            options: SearchOptions | None = None, strict: bool = True,
            executor: Executor | None = None,
-           confidences: dict[str, np.ndarray] | None = None) -> SearchResult:
+           confidences: dict[str, np.ndarray] | None = None,
+           on_step: Callable[[int, int], None] | None = None) -> SearchResult:
     """Best placement and thresholds; raises EeccError naming the binding constraint if none is
     feasible (unless strict=False, which returns the result with chosen=None). Placements are
     scored in chunks on `executor` (default: this process); each score is a pure function of the
-    logits and the placement, so the choice does not depend on where it ran."""
+    logits and the placement, so the choice does not depend on where it ran. `on_step(done, total)`:
+    placements scored so far (a progress bar), called as chunks finish."""
     o = options or SearchOptions()
     executor = executor or InProcess()
     t_start = time.perf_counter()
@@ -134,9 +137,10 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     unit, ref, objective, test_obj = _objectives(logits, placements, calib, test, o)
     todo, pruned = _todo(logits, placements, o, unit)
     check_heads(todo, pruned, strict, notes)
-    job = (logits, calib, test, objective, test_obj, o)
-    parts = chunks(todo, 1 if executor.workers == 1 else 4 * executor.workers)
-    results = [r for part in executor.map(_score_chunk, parts, shared=job) for r in part]
+    # a single exit's ECE is its row's, whichever placement holds it: once per row, not once per placement
+    eces = ece_per_exit(stage_logits(logits, range(len(logits.tensors)), "test"), test.y) \
+        if o.decision == "single" else None
+    results = _score_all(todo, (logits, calib, test, objective, test_obj, o, eces), executor, on_step)
     feasible = [i for i, r in enumerate(results) if r.feasible]
     chosen = min(feasible, key=lambda i: results[i].val_cost) if feasible else None
     if o.guarantee is not None and results:
@@ -167,6 +171,8 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
                    "baselines_s": t1 - t0, "pareto_s": t2 - t1,
                    "total_s": time.perf_counter() - t_start}
     if chosen is None:
+        from eecc.search.limits import binding_constraint
+
         res.infeasible = binding_constraint(logits, calib, res, objective)
         if strict:
             raise EeccError(res.infeasible)
@@ -225,21 +231,38 @@ def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptio
         missing = [t for t in names if t not in index]
         if not p.fits or missing:
             why = list(p.reasons) + [f"head for '{t}' {DROPPED}" for t in missing]
-            pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why})
+            pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why,
+                           "needs": [list(n) for n in p.needs]})
         else:
             device = {"unit": unit, "latency_s": p.exit_latency_s, "energy_j": p.exit_energy_j}
             todo.append((tuple(index[t] for t in names), p.processors, p.latency_s, device, p.exits, p.heads))
     return todo, pruned
 
 
+STEPS = 25  # progress updates over one search's placements
+
+
+def _score_all(todo: list, job: tuple, executor: Executor, on_step) -> list[PlacementResult]:
+    """Every placement of `todo` scored, in order: STEPS groups of chunks, each group one `executor.map` (as
+    many chunks as the executor runs at once, 4 per worker), `on_step` after each group."""
+    per_group = 1 if executor.workers == 1 else 4 * executor.workers
+    groups = chunks(chunks(todo, STEPS * per_group), STEPS)
+    results = []
+    for group in groups:
+        results += [r for part in executor.map(_score_chunk, group, shared=job) for r in part]
+        if on_step is not None:
+            on_step(len(results), len(todo))
+    return results
+
+
 def _score_chunk(job, part) -> list[PlacementResult]:
-    logits, calib, test, objective, test_obj, o = job
-    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device, exits, heads)
+    logits, calib, test, objective, test_obj, o, eces = job
+    return [_one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device, exits, heads, eces)
             for idx, procs, latency, device, exits, heads in part]
 
 
 def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, device=None, exits=(),
-         heads=()) -> PlacementResult:
+         heads=(), eces=None) -> PlacementResult:
     macs = position_costs(logits, idx)
     unit = "macs" if device is None else device["unit"]
     costs = macs if unit == "macs" else np.asarray(device["energy_j" if unit == "energy" else "latency_s"])
@@ -249,12 +272,13 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, devic
     rt = retune(calib, pos, costs, objective, o)
     sel = rt.selected  # calibration split, in the objective's unit
     r = evaluate_policy(test, pos, rt.thresholds, macs)  # the record keeps MACs; device figures go to `extra`
-    z = stage_logits(logits, idx, "test", decision=o.decision, mode=o.ensemble_weights)
     reasons = objective.violations(sel.accuracy, sel.mean_macs)
     sel_macs = float(macs[sel.exit_index].mean()) if sel.exit_index.size else 0.0
     if unit != "macs" and o.max_mean_macs is not None and sel_macs > o.max_mean_macs:
         reasons.append(f"mean MACs {sel_macs:.4g} > max {o.max_mean_macs:.4g}")
-    extra = {"ece": ece_per_exit(z, test.y), "objective": unit,
+    ece = [eces[i] for i in (*idx, -1)] if eces is not None else ece_per_exit(
+        stage_logits(logits, idx, "test", decision=o.decision, mode=o.ensemble_weights), test.y)
+    extra = {"ece": ece, "objective": unit,
              "mean_cost": float(costs[r.exit_index].mean()) if r.exit_index.size else 0.0,
              **({"intervals": result_intervals(r, test)} if o.intervals else {})}
     if device is not None:
@@ -288,45 +312,6 @@ def _baselines(logits, calib, test, best: PlacementResult, objective, test_obj, 
                      ("nachos_greedy", nachos_greedy(calib, idx, costs, objective))):
         out[name] = _point_json(logits, test, idx, th, test_obj)
     return out
-
-
-def binding_constraint(logits, calib, res: SearchResult, objective: Objective) -> str:
-    """One line naming the constraint that leaves no feasible placement, and what to relax."""
-    if not res.placements and not res.pruned:
-        return ("no placement to search: no trained candidate exit (or a platform with a single "
-                "processor); use a platform with at least two processors")
-    if not res.placements:
-        reasons = [r for p in res.pruned for r in p["reasons"]]
-        if reasons and all(DROPPED in r for r in reasons):
-            return ALL_DROPPED
-        lat = [r for r in reasons if "latency" in r]
-        mem = [r for r in reasons if "latency" not in r and DROPPED not in r]
-        if not lat and not mem:
-            return "no feasible placement: every placement was pruned; run eecc search --json to see why"
-        what = "the worst-case latency limit" if lat and len(lat) >= len(mem) else "memory"
-        return (f"no feasible placement: every placement breaks {what} (e.g. {(lat or mem)[0]}); "
-                "relax max_latency_s in the platform TOML or choose a faster target")
-    floor = min(position_costs(logits, p.indices)[0] for p in res.placements)
-    m, a = objective.max_mean_macs, objective.max_accuracy_drop
-    if m is not None and m < floor:
-        return (f"no feasible placement: max mean MACs {m:.4g} is below the cheapest possible "
-                f"({floor:.4g}, every sample at the first exit); raise --max-macs")
-    if m is not None and a is not None:
-        best = None
-        for p in res.placements:
-            grids = [threshold_grid(calib.conf[k]) for k in p.indices]
-            if np.prod([len(g) for g in grids]) > EXACT_LIMIT:
-                continue
-            acc, macs = grid_tables(calib, p.indices, grids, position_costs(logits, p.indices))
-            ok = macs <= m
-            if ok.any():
-                d = float(objective.original_accuracy - acc[ok].max())
-                best = d if best is None else min(best, d)
-        got = f"the smallest reachable is {100 * best:.2f} pt" if best is not None else "none reached"
-        return (f"no feasible placement: with mean MACs <= {m:.4g} the accuracy drop must stay "
-                f"<= {100 * a:.2f} pt but {got}; relax --max-acc-drop or --max-macs")
-    why = "; ".join(sorted({v for p in res.placements for v in p.reasons})) or "constraints"
-    return f"no feasible placement: {why}; relax the constraint named"
 
 
 # --- NACHOS learned confidences ---

@@ -42,15 +42,16 @@ def _transform(a: np.ndarray, j: int, sizes) -> np.ndarray:
 
     Cell c = (c_1..c_E), c_i = number of grid thresholds <= conf_i; threshold index a_i lets the
     sample out at i iff a_i < c_i. Leaving at j means c_i <= a_i for i < j and c_j > a_j.
+    Counts are whole numbers (exact in float64), so the suffix sums taken as total - prefix and the prefix
+    views instead of copies give the same tables bit for bit, at half the time (nu9: K = 2 searches).
     """
     e = len(sizes)
     for i in range(j + 1, e):
         a = a.sum(axis=i, keepdims=True)
     for i in range(min(j, e)):
-        a = np.cumsum(a, axis=i).take(np.arange(sizes[i]), axis=i)
-    if j < e:
-        suffix = np.flip(np.cumsum(np.flip(a, axis=j), axis=j), axis=j)
-        a = suffix.take(np.arange(1, sizes[j] + 1), axis=j)
+        a = np.cumsum(a, axis=i)[(slice(None),) * i + (slice(0, sizes[i]),)]
+    if j < e:  # samples with c_j > a_j for a_j = 0..T_j - 1
+        a = a.sum(axis=j, keepdims=True) - np.cumsum(a, axis=j)[(slice(None),) * j + (slice(0, sizes[j]),)]
     return a
 
 

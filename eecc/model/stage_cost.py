@@ -1,0 +1,123 @@
+"""What a stage costs in memory and MACs, from its nodes' annotations and static shapes: the one sizing of a
+stage that the search's pruning before training (eecc/search/memory.py) and the check after the split
+(passes/split_by_target.py) both use, so a placement the search keeps is never refused later for memory.
+
+  fp32: weights as stored (float32 initializers and Constant values), activations 4 B per element
+  int8 (--quantize int8, eecc/targets/quantize.py and the MCU program's layout): Conv/Gemm/MatMul weights
+        1 B per value, other float constants 4 B (int32 biases, requantisation multipliers); activations 1 B
+        per element, a stage's inputs and outputs 4 + 1 B (the stage edges stay float32: QuantizeLinear makes
+        the int8 copy of an input, DequantizeLinear the float output)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from eecc.model.ir import get_ann, per_sample_shape
+
+NUMERICS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class StageCost:
+    macs: int                    # per sample, README convention; head_macs included
+    head_macs: int
+    params: int
+    weight_bytes: int
+    peak_activation_bytes: int   # per sample, live tensors at the worst point of a sequential run
+    input_bytes: int
+    handoff_bytes: int           # 0 for the last stage
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def stage_cost(stage: gs.Graph, numeric: str = "fp32") -> StageCost:
+    """Costs of one stage graph (split_by_target's) sized as `numeric` (module docstring). Hand-off and input
+    bytes stay float32's: that is what crosses between stages."""
+    if numeric not in NUMERICS:
+        raise ValueError(f"stage_cost: numeric must be 'fp32' or 'int8', not {numeric!r}")
+    macs = sum(int(get_ann(n, "macs", 0)) for n in stage.nodes)
+    head = sum(int(get_ann(n, "macs", 0)) for n in stage.nodes if get_ann(n, "role") in ("exit", "gate"))
+    out = stage.outputs[0] if len(stage.outputs) > 1 else None
+    int8 = numeric == "int8"
+    return StageCost(macs=macs, head_macs=head, params=int(sum(a.size for a in _constants(stage.nodes))),
+                     weight_bytes=weight_bytes(stage.nodes, numeric),
+                     peak_activation_bytes=live_peak(stage.nodes, stage.inputs, stage.outputs, int8),
+                     input_bytes=sum(tensor_bytes(t) for t in stage.inputs),
+                     handoff_bytes=tensor_bytes(out) if out is not None else 0)
+
+
+def weight_bytes(nodes: Iterable[gs.Node], numeric: str = "fp32") -> int:
+    """Bytes of the constants `nodes` read (each once), as `numeric` stores them."""
+    nodes = list(nodes)
+    if numeric == "int8":
+        return int8_weight_bytes(nodes)
+    return int(sum(a.nbytes for a in _constants(nodes)))
+
+
+def _constants(nodes: Iterable[gs.Node]) -> list[np.ndarray]:
+    nodes = list(nodes)
+    weights = {id(t): t for n in nodes for t in n.inputs if isinstance(t, gs.Constant)}
+    weights |= {id(v): v for n in nodes if n.op == "Constant"
+                for v in [n.attrs.get("value")] if isinstance(v, gs.Constant)}
+    return [np.asarray(t.values) for t in weights.values()]
+
+
+def int8_weight_bytes(nodes: Iterable[gs.Node]) -> int:
+    """Weights as int8 stages store them: a Conv/Gemm/MatMul weight (input 1) 1 byte per value, every other
+    float constant (biases as int32, scales) 4, integer constants (shapes, axes) as they are."""
+    sizes: dict[int, int] = {}
+    for node in nodes:
+        for i, t in enumerate(node.inputs):
+            if isinstance(t, gs.Variable) and len(t.inputs) == 1 and t.inputs[0].op == "Constant":
+                t = t.inputs[0].attrs.get("value")  # a Constant node's value, counted like an initializer
+            if isinstance(t, gs.Constant):
+                a, weight = np.asarray(t.values), i == 1 and node.op in ("Conv", "Gemm", "MatMul")
+                size = a.size if weight else 4 * a.size if np.issubdtype(a.dtype, np.floating) else a.nbytes
+                sizes[id(t)] = min(size, sizes.get(id(t), size))
+    return int(sum(sizes.values()))
+
+
+def live_peak(nodes: Sequence[gs.Node], inputs: Sequence[gs.Tensor], outputs: Sequence[gs.Tensor],
+              int8: bool = False) -> int:
+    """Peak per-sample bytes of live activations when `nodes` run one after another in this order: a tensor
+    lives from its producer (an input: from the start) to its last consumer among `nodes`, an output to the end
+    (int8: `inputs` and `outputs` 4 + 1 B per element, other tensors 1 B; fp32: their dtype's size)."""
+    out_names = {t.name for t in outputs}
+    edges = out_names | {t.name for t in inputs}
+
+    def size(t: gs.Tensor) -> int:
+        return tensor_bytes(t, (5 if t.name in edges else 1) if int8 else None)
+
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for t in node.inputs:
+            if isinstance(t, gs.Variable):
+                last_use[t.name] = i
+    live = {t.name: size(t) for t in inputs}
+    peak = sum(live.values())
+    for i, node in enumerate(nodes):
+        if node.op == "Constant":
+            continue
+        for t in node.outputs:
+            live[t.name] = size(t)
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= i and n not in out_names]:
+            del live[name]
+    return int(peak)
+
+
+def tensor_bytes(t: gs.Tensor, float_size: int | None = None) -> int:
+    """Per-sample bytes; `float_size` replaces the item size of a float tensor."""
+    shape = per_sample_shape(t) if isinstance(t, gs.Variable) else None
+    if shape is None:
+        return 0
+    itemsize = np.dtype(t.dtype).itemsize if t.dtype is not None else 4
+    if float_size is not None and (t.dtype is None or np.issubdtype(np.dtype(t.dtype), np.floating)):
+        itemsize = float_size
+    return int(np.prod(shape, dtype=np.int64)) * itemsize

@@ -1,0 +1,75 @@
+"""The search sizes every stage as the check after the split does (eecc/search/memory.py, passes/split_by_target.py:
+the same eecc/model/stage_cost.py functions on the same nodes), so a memory limit is refused before training,
+never after it (nu9 item 6: the search pruned on the largest tensor, the check summed the live ones)."""
+
+from __future__ import annotations
+
+import itertools
+import types
+from pathlib import Path
+
+import pytest
+
+from eecc.driver import pipeline
+from eecc.exits.family import expand
+from eecc.exits.heads import ExitHead, HeadWeights
+from eecc.exits.run import plan_exits
+from eecc.model.stage_cost import stage_cost
+from eecc.passes.assign_targets import assign_targets
+from eecc.passes.split_by_target import split_by_target
+from eecc.search.limits import binding_constraint
+from eecc.search.memory import StageMemory
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+
+
+def _placements(plan, heads: str):
+    """Up to two exits with the blueprint heads, and ("family") one exit with every head of its family."""
+    family = {}
+    for spec in expand(plan.design, plan.design.heads):
+        family.setdefault(spec.tensor, []).append(spec)
+    blueprint = {s.tensor: s for s in plan.design.heads}
+    for e in range(3):
+        for cuts in itertools.combinations(blueprint, e):
+            yield [blueprint[t] for t in cuts]
+    for specs in family.values() if heads == "family" else ():
+        yield from ([s] for s in specs[1:])
+
+
+@pytest.mark.parametrize("name, numeric, heads", [("cnn", "fp32", "family"), ("cnn", "int8", "family"),
+                                                  ("resnet", "fp32", "blueprint"), ("resnet", "int8", "blueprint")])
+def test_the_searchs_stage_figures_are_the_checks(name, numeric, heads):
+    """resnet: residual blocks keep their input alive beside the branch (the largest tensor is a third of it)."""
+    if not (MODELS / f"{name}.onnx").exists():
+        pytest.skip("fixtures not generated (python tests/fixtures/make_fixtures.py)")
+    plan = plan_exits(MODELS / f"{name}.onnx")
+    memory = StageMemory(plan, numeric)
+    seen = 0
+    for specs in _placements(plan, heads):
+        cuts = [s.tensor for s in specs]
+        (graph,) = pipeline.exits([ExitHead(s, HeadWeights.zeros(s)) for s in specs]).run([plan.graph])
+        stages = split_by_target(assign_targets(graph, cuts=cuts, processors=["m4"] * (len(cuts) + 1)))
+        checked = [(c.weight_bytes, c.peak_activation_bytes) for c in (stage_cost(s, numeric) for s in stages)]
+        weights, peaks = memory.figures(cuts, [s.design for s in specs])
+        assert list(zip(weights, peaks)) == checked, (cuts, [s.design for s in specs])
+        seen += 1
+    assert seen >= 20
+    largest = max(b.activation_bytes for b in plan.blocks.blocks) // (4 if numeric == "int8" else 1)
+    assert memory.stage(None, None)[1] > largest  # what the search used to prune on: refused after training
+
+
+def test_a_limit_every_trained_placement_breaks_names_the_smallest_value_that_works():
+    """After training (all placements with the trained heads pruned) the message words the limit as before
+    training does, not 'relax max_latency_s in the platform TOML' for every limit."""
+    res = types.SimpleNamespace(placements=[], pruned=[
+        {"exits": ["a"], "processors": ["m0", "m4"], "reasons": ["worst-case latency 12 ms > max 5 ms"],
+         "needs": [["latency", 0.012, 0.005]]},
+        {"exits": ["b"], "processors": ["m4", "m4"], "reasons": ["worst-case latency 9.5 ms > max 5 ms"],
+         "needs": [["latency", 0.0095, 0.005]]}])
+    message = binding_constraint(None, None, res, None)
+    assert "with the trained heads" in message and "pass --max-latency-ms 9.51 or more" in message, message
+    assert "relax max_latency_s" not in message
+    res.pruned = [{"exits": ["a"], "processors": ["m0", "m4"], "reasons": ["stage on 'm0': activations ..."],
+                   "needs": [["ram:m0", 70000, 65536]]}]
+    message = binding_constraint(None, None, res, None)
+    assert "RAM on 'm0' needs 70,000 B but holds 65,536 B" in message and "ram_bytes" in message, message
