@@ -18,9 +18,12 @@ MobileNetV2-style stages 21-108 % over).
 
 from __future__ import annotations
 
+import numpy as np
+
 from eecc.cost.kernels import conv_kernel, table_dequantised
 
 ACT = {"Clip", "HardSigmoid", "HardSwish"}
+CARRY = {"MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}  # features.BEFORE_QUANTIZE
 NAMES = ("act", "act_fused", "act_mul")
 
 
@@ -44,17 +47,33 @@ def _island_output(node):
     return out
 
 
+def _quantised_after(out, elems) -> tuple[int, int]:
+    """(elements the int8 stage quantises after an island ending in `out`, max-pool work run in float on the way):
+    onnxruntime's quantiser leaves max / average pools and reshapes that read a float tensor in float (they commute
+    with the quantisation, as at a stage's entry: features.BEFORE_QUANTIZE), so the QuantizeLinear comes after them
+    (nu9's mbv2 stage 0: Hardswish, then the exit head's 4x4 max pool and Flatten in float, 256 values quantised,
+    not 3,136)."""
+    float_max = 0
+    while len(out.outputs) == 1 and out.outputs[0].op in CARRY and out.outputs[0].outputs:
+        node, out = out.outputs[0], out.outputs[0].outputs[0]
+        if node.op == "MaxPool":
+            float_max += elems(out) * int(np.prod(node.attrs.get("kernel_shape", [1])))
+    return (elems(out) if out.outputs else 0), float_max
+
+
 def activation_block(node, cpu: str, fmt: str, n_out: float, elems) -> dict[str, float]:
     """{features.BASE name: value} of an ACT node on (cpu, fmt); `n_out` its output elements, `elems(tensor)` a
-    tensor's elements per sample."""
+    tensor's elements per sample. In int8 a max pool the island runs in float moves from `pool` (the integer pool
+    features.py priced it as) to `float_max`."""
     made = node.inputs[0].inputs[0] if node.inputs and node.inputs[0].inputs else None
     mul = 0 if node.op == "Clip" else n_out
     if fmt == "int8":
         if node.op == "Clip":
             return {}
-        out, n_in = _island_output(node), elems(node.inputs[0])
-        return {"act": n_out, "act_mul": mul, "kernels": 1, "in_dense": elems(out) if out.outputs else 0,
-                "dequant_table" if table_dequantised(n_in, cpu) else "io_out": n_in}
+        n_in = elems(node.inputs[0])
+        quantised, float_max = _quantised_after(_island_output(node), elems)
+        return {"act": n_out, "act_mul": mul, "kernels": 1, "in_dense": quantised, "float_max": float_max,
+                "pool": -float_max, "dequant_table" if table_dequantised(n_in, cpu) else "io_out": n_in}
     if made is not None and made.op == "Conv" and conv_kernel(made, cpu, fmt) == "tvm":  # TVM fuses it in
         return {"act_fused": n_out, "act_mul": mul}
     return {"act": n_out, "act_mul": mul, "kernels": 1}
