@@ -112,3 +112,18 @@ def test_global_threshold_baseline_shares_one_threshold(lg):
     g = res.baselines["global_threshold"]["thresholds"]
     assert len(set(g)) == 1 and len(g) == len(res.best.exits)
     assert np.isfinite(res.baselines["nachos_greedy"]["mean_macs"])
+
+
+def test_graph_method_scores_the_single_processor_baselines_too(lg):
+    """nu10: --method graph crashed every search (networkx NodeNotFound: a placement without exits builds no
+    graph); a baseline has nothing to choose, and the exact table of its one combination scores it."""
+    procs = (Processor("slow", "cortex-m0plus", 1e7, 10**6, 10**7, 0.02, 0.001),
+             Processor("fast", "cortex-m4", 1e9, 10**6, 10**7, 0.03, 0.001))
+    plat = Platform("two", procs, (Link("slow", "fast", 1e9, 0.0),), 0.5, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    placements = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    res = search(lg, placements=placements, options=SearchOptions(objective="macs", method="graph"))
+    singles = [p for p in res.placements if not p.exits]
+    assert singles and all(p.thresholds == () and p.method == "graph" for p in singles)
+    assert res.best is not None and any(p.exits and p.method == "graph+fine" for p in res.placements)

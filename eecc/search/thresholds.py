@@ -204,7 +204,7 @@ def search_thresholds(split: SplitScores, exits, costs, objective: Objective, *,
     combos = int(np.prod([len(g) for g in grids]))
     if method == "auto":
         method = "exact" if combos <= exact_limit else "graph"
-    if method == "exact":
+    if method == "exact" or not exits:  # no exit (the original model alone): nothing for a path to choose
         chosen, evaluated = exact_search(split, exits, grids, costs, objective)
     else:
         chosen, evaluated = _graph_constrained(split, exits, grids, costs, objective)
