@@ -73,3 +73,49 @@ def test_a_limit_every_trained_placement_breaks_names_the_smallest_value_that_wo
                    "needs": [["ram:m0", 70000, 65536]]}]
     message = binding_constraint(None, None, res, None)
     assert "RAM on 'm0' needs 70,000 B but holds 65,536 B" in message and "ram_bytes" in message, message
+
+
+def test_int8_sizes_follow_what_the_quantiser_makes_int8():
+    """The int8 figure sizes a tensor as int8 only where the real quantiser (eecc/targets/quantize.py) quantises it:
+    after a LeakyRelu (no int8 op) the activation and the pool after it stay float (nu10: the search sized them
+    1 B, the build held 100,352 B of float)."""
+    import numpy as np
+    import onnx
+
+    from eecc.model import ir
+    from eecc.model.stage_cost import ALWAYS_INT8, FOLLOW_INT8, int8_tensors, live_peak
+    from eecc.targets.quantize import QUANTIZED_OPS, quantize_stage
+
+    assert set(ALWAYS_INT8) | set(FOLLOW_INT8) == set(QUANTIZED_OPS)
+    rng = np.random.default_rng(0)
+    w = {f"w{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate([(8, 1, 3, 3), (8, 8, 3, 3), (10, 32)])}
+    model = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 1, 8, 8] x) => (float[N, 10] y) <float[8, 1, 3, 3] w0, float[8, 8, 3, 3] w1, float[10, 32] w2> {
+            c0 = Conv <pads = [1, 1, 1, 1]> (x, w0)
+            l0 = LeakyRelu (c0)
+            p0 = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (l0)
+            c1 = Conv <pads = [1, 1, 1, 1]> (p0, w1)
+            r1 = Relu (c1)
+            p1 = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r1)
+            f1 = Flatten (p1)
+            y = Gemm <transB = 1> (f1, w2)
+        }''')
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in w.items())
+    quantized = quantize_stage(model, {"x": rng.normal(size=(16, 1, 8, 8)).astype(np.float32)}, per_channel=False)
+    # an op the quantised graph runs in int8 sits between Q/DQ pairs: it reads only DequantizeLinear outputs and its
+    # output feeds QuantizeLinear only (a Relu after a Conv is folded into it: the Conv then writes r1)
+    nodes = quantized.graph.node
+    dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    readers = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, set()).add(n.op_type)
+    made_int8 = {o for n in nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                 and all(i in dq for i in n.input if i) for o in n.output if readers.get(o) == {"QuantizeLinear"}}
+    graph = ir.from_model(model, classifier=False)
+    ours = int8_tensors(graph.nodes, graph.inputs)
+    inner = {"c0", "l0", "p0", "r1", "p1", "f1"}  # r1: c1 and its Relu in one
+    assert inner <= {o for n in nodes for o in n.output}
+    assert ours & inner == made_int8 & inner == {"c0", "r1", "p1", "f1"}
+    floats = live_peak(graph.nodes, graph.inputs, graph.outputs, int8=True)
+    assert floats >= 8 * 8 * 8 * 4 + 8 * 8 * 8  # c0 (int8) and l0 (float) alive at once

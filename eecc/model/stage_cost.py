@@ -5,8 +5,9 @@ stage that the search's pruning before training (eecc/search/memory.py) and the 
   fp32: weights as stored (float32 initializers and Constant values), activations 4 B per element
   int8 (--quantize int8, eecc/targets/quantize.py and the MCU program's layout): Conv/Gemm/MatMul weights
         1 B per value, other float constants 4 B (int32 biases, requantisation multipliers); activations 1 B
-        per element, a stage's inputs and outputs 4 + 1 B (the stage edges stay float32: QuantizeLinear makes
-        the int8 copy of an input, DequantizeLinear the float output)
+        per element where the int8 stage holds them as int8 (`int8_tensors`), else their float size; a stage's
+        inputs and outputs 4 + 1 B (the stage edges stay float32: QuantizeLinear makes the int8 copy of an input,
+        DequantizeLinear the float output)
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import onnx_graphsurgeon as gs
 from eecc.model.ir import get_ann, per_sample_shape
 
 NUMERICS = ("fp32", "int8")
+# What onnxruntime's QDQ quantiser (eecc/targets/quantize.py, op_types_to_quantize = QUANTIZED_OPS) makes int8:
+# these ops' outputs always (it quantises their inputs and outputs) ...
+ALWAYS_INT8 = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool")
+# ... these only when their input already is (onnxruntime's removable activations and direct 8-bit ops); any
+# other op (LeakyRelu, Sigmoid, Mul, Erf, ...) runs in float, and so does what follows it until the next
+# ALWAYS_INT8 op (nu10: LeakyRelu then AveragePool held 100,352 B of float where int8 sizes said 25,088)
+FOLLOW_INT8 = ("Relu", "Clip", "MaxPool", "AveragePool", "Flatten", "Reshape")
 
 
 @dataclass(frozen=True)
@@ -83,16 +91,30 @@ def int8_weight_bytes(nodes: Iterable[gs.Node]) -> int:
     return int(sum(sizes.values()))
 
 
+def int8_tensors(nodes: Sequence[gs.Node], quantized: Iterable[gs.Tensor]) -> set[str]:
+    """Names of the tensors an int8 build of `nodes` (in order) holds as int8, given the `quantized` inputs."""
+    names = {t.name for t in quantized}
+    for node in nodes:
+        data = [t for t in node.inputs if isinstance(t, gs.Variable)]
+        if node.op in ALWAYS_INT8 or (node.op in FOLLOW_INT8 and data and data[0].name in names):
+            names |= {t.name for t in node.outputs}
+    return names
+
+
 def live_peak(nodes: Sequence[gs.Node], inputs: Sequence[gs.Tensor], outputs: Sequence[gs.Tensor],
-              int8: bool = False) -> int:
+              int8: bool = False, quantized: Sequence[gs.Tensor] | None = None) -> int:
     """Peak per-sample bytes of live activations when `nodes` run one after another in this order: a tensor
     lives from its producer (an input: from the start) to its last consumer among `nodes`, an output to the end
-    (int8: `inputs` and `outputs` 4 + 1 B per element, other tensors 1 B; fp32: their dtype's size)."""
+    (int8: `inputs` and `outputs` 4 + 1 B per element, other tensors 1 B where `int8_tensors` (from the
+    `quantized` inputs, default all) says int8, else their float size; fp32: their dtype's size)."""
     out_names = {t.name for t in outputs}
     edges = out_names | {t.name for t in inputs}
+    small = int8_tensors(nodes, inputs if quantized is None else quantized) if int8 else set()
 
     def size(t: gs.Tensor) -> int:
-        return tensor_bytes(t, (5 if t.name in edges else 1) if int8 else None)
+        if not int8:
+            return tensor_bytes(t)
+        return tensor_bytes(t, 5 if t.name in edges else 1 if t.name in small else None)
 
     last_use: dict[str, int] = {}
     for i, node in enumerate(nodes):

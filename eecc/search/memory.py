@@ -23,7 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.model import ir
-from eecc.model.stage_cost import NUMERICS, int8_weight_bytes, live_peak, weight_bytes
+from eecc.model.stage_cost import NUMERICS, int8_tensors, int8_weight_bytes, live_peak, weight_bytes
 from eecc.search.placement import ModelCost
 from eecc.search.types import CandidateCost
 
@@ -51,14 +51,15 @@ class StageMemory:
         return [w for w, _ in out], [p for _, p in out]
 
     def stage(self, start: str | None, end: str | None, head: str | None = None) -> tuple[int, int]:
-        weights, peak = self._backbone(start, end)
+        weights, peak, quantized = self._backbone(start, end)
         if end is None:
             return weights, peak
-        head_weights, head_peak = self._head(end, head)
+        head_weights, head_peak = self._head(end, head, quantized)
         return weights + head_weights, max(peak, head_peak)
 
     @functools.lru_cache(maxsize=None)
-    def _backbone(self, start: str | None, end: str | None) -> tuple[int, int]:
+    def _backbone(self, start: str | None, end: str | None) -> tuple[int, int, bool]:
+        """(weight bytes, peak bytes, whether an int8 build holds the end cut as int8)."""
         inputs = [self.tensors[start]] if start is not None else list(self.graph.inputs)
         outputs = [self.tensors[end]] if end is not None else list(self.graph.outputs)
         seen, todo = {}, [t for t in outputs]
@@ -71,10 +72,11 @@ class StageMemory:
                     seen[id(node)] = node
                     todo.extend(node.inputs)
         nodes = sorted(seen.values(), key=lambda n: self.order[id(n)])
-        return weight_bytes(nodes, self.numeric), live_peak(nodes, inputs, outputs, self.numeric == "int8")
+        return (weight_bytes(nodes, self.numeric), live_peak(nodes, inputs, outputs, self.numeric == "int8"),
+                end is not None and end in int8_tensors(nodes, inputs))
 
     @functools.lru_cache(maxsize=None)
-    def _head(self, tensor: str, design: str | None) -> tuple[int, int]:
+    def _head(self, tensor: str, design: str | None, quantized: bool = True) -> tuple[int, int]:
         from eecc.exits.heads import ExitHead, HeadWeights
         from eecc.passes.insert_exits import insert_exits
 
@@ -84,7 +86,7 @@ class StageMemory:
         g = insert_exits(gs.Graph(inputs=[x], outputs=[x], opset=self.graph.opset),
                          heads=[ExitHead(spec, HeadWeights.zeros(spec))])
         return (weight_bytes(g.nodes, self.numeric),
-                live_peak(g.nodes, g.inputs, g.outputs, self.numeric == "int8"))
+                live_peak(g.nodes, g.inputs, g.outputs, self.numeric == "int8", g.inputs if quantized else []))
 
 
 def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
