@@ -107,6 +107,30 @@ def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def tokens(embedded: bool = False) -> onnx.ModelProto:
+    """int64 token ids [N, 8] -> Gather from a 17x4 embedding -> Transpose [N, 4, 8] -> Conv1d + Relu -> GAP -> Gemm
+    (nu10: an Embedding model was accepted and its data refused with advice that could not work); `embedded`:
+    the advised export, from the embedding's output on (float [N, 8, 4])."""
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("emb", TensorProto.FLOAT, [17, 4], rng.standard_normal(68).tolist()),
+             helper.make_tensor("w", TensorProto.FLOAT, [6, 4, 3], rng.standard_normal(72).tolist()),
+             helper.make_tensor("fw", TensorProto.FLOAT, [10, 6], rng.standard_normal(60).tolist())]
+    nodes = [helper.make_node("Transpose", ["e"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw"], ["logits"], transB=1)]
+    inits.append(helper.make_tensor("w2", TensorProto.FLOAT, [6, 6, 3], rng.standard_normal(108).tolist()))
+    if embedded:
+        ins = [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 8, 4])]
+    else:
+        nodes.insert(0, helper.make_node("Gather", ["emb", "ids"], ["e"]))
+        ins = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 8])]
+    graph = helper.make_graph(nodes, "tok", ins, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def without_data(d: Path) -> str:
     """cnn.onnx saved with its weights in 'cnn.onnx.data', copied without that file (nu8: a dynamo export moved
     without its .onnx.data was called truncated or foreign)."""
@@ -166,6 +190,8 @@ CASES = {
                                      "copy it beside the model"]),
     "model-one-output-value": (lambda d: compile_args(d, model(d, one_value()), npz(d)),
                                ["no classifier head", "one value per sample", "[N, classes]", "both logits"]),
+    "model-integer-input": (lambda d: compile_args(d, model(d, tokens()), npz(d)),
+                            ["input 'ids' is int64", "token ids", "export the network from its first float tensor"]),
     "model-old-opset": (lambda d: compile_args(d, model(d, tiny(opset=5)), npz(d)), ["opset 5", "opset_version"]),
     "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)), ["--input-shape"]),
     "input-shape-wrong-rank": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "1,8"), ["input"]),
@@ -329,3 +355,11 @@ def test_one_value_output_advice_works(tmp_path, capsys):
     assert "one value per sample" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "zz.onnx")]) == 0
     assert "2 classes" in capsys.readouterr().out
+
+
+def test_integer_input_advice_works(tmp_path, capsys):
+    """The advice for a token-id model, followed: exported from the embedding's output on, eecc takes it."""
+    assert main(["inspect", str(tmp_path / model(tmp_path, tokens()))]) == 2
+    assert "eecc needs a float input" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / model(tmp_path, tokens(embedded=True), "embedded.onnx"))]) == 0
+    assert "candidate exit" in capsys.readouterr().out

@@ -155,6 +155,12 @@ def _checked(model: onnx.ModelProto, origin: str, classifier: bool) -> onnx.Mode
         names = ", ".join(i.name for i in inputs) or "none"
         raise EeccError(f"{origin}: has {len(inputs)} graph inputs ({names}); eecc needs a "
                         "single-input classifier: fold the other inputs into constants before export")
+    elem = inputs[0].type.tensor_type.elem_type
+    if classifier and elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        kind = onnx.TensorProto.DataType.Name(elem).lower()  # nu10: an Embedding's token ids, refused after training
+        raise EeccError(f"{origin}: input '{inputs[0].name}' is {kind} (ids or codes, e.g. token ids into an "
+                        "embedding); eecc needs a float input: export the network from its first float tensor on "
+                        "(after the embedding) and give that tensor's values as x")
     if classifier and len(model.graph.output) != 1:
         raise EeccError(f"{origin}: has {len(model.graph.output)} graph outputs; eecc needs a classifier "
                         "with one logits output: drop the extra outputs before export")
