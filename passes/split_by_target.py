@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
 from eecc.model.ir import get_ann, set_ann
-from eecc.model.stage_cost import StageCost, stage_cost  # noqa: F401 (StageCost: importers' name for it)
+from eecc.model.stage_cost import StageCost, processor_needs, stage_cost  # noqa: F401 (StageCost: importers' name)
 from eecc.targets.platform import Platform
 
 
@@ -47,20 +47,22 @@ def check_memory(stages: list[gs.Graph], platform: Platform, numeric: str = "fp3
 
 
 def _overflow(stages: list[gs.Graph], platform: Platform, numeric: str) -> str | None:
-    total, what = 0, " (int8)" if numeric == "int8" else ""
-    for k, stage in enumerate(stages):
-        target = _target(stage)
-        proc = platform.processor(target)
-        cost = stage_cost(stage, numeric)
-        total += cost.weight_bytes
-        if cost.weight_bytes > proc.storage_bytes:
-            return (f"stage {k} on '{target}': weights{what} need {cost.weight_bytes} bytes but its storage "
-                    f"holds {proc.storage_bytes}; cut earlier so the stage is smaller, or use a larger processor")
-        if cost.peak_activation_bytes > proc.ram_bytes:
-            return (f"stage {k} on '{target}': peak activation memory{what} is {cost.peak_activation_bytes} "
-                    f"bytes but its RAM holds {proc.ram_bytes}; cut elsewhere or use a processor with "
-                    "more RAM (or a smaller input resolution)")
-    storage = min(platform.processor(_target(s)).storage_bytes for s in stages)
+    """Each processor's stages against its storage and RAM (processor_needs: weights together, two arenas), the
+    search's own figure (eecc/search/placement.py), then the shared storage."""
+    what = " (int8)" if numeric == "int8" else ""
+    costs = [stage_cost(stage, numeric) for stage in stages]
+    procs = [_target(stage) for stage in stages]
+    needs = processor_needs(procs, [c.weight_bytes for c in costs], [c.peak_activation_bytes for c in costs])
+    for target, (weights, ram) in needs.items():
+        proc, own = platform.processor(target), [k for k, p in enumerate(procs) if p == target]
+        where = f"stage {own[0]}" if len(own) == 1 else f"stages {own[0]}-{own[-1]} (one program)"
+        if weights > proc.storage_bytes:
+            return (f"{where} on '{target}': weights{what} need {weights} bytes but its storage holds "
+                    f"{proc.storage_bytes}; cut earlier so the stage is smaller, or use a larger processor")
+        if ram > proc.ram_bytes:
+            return (f"{where} on '{target}': peak activation memory{what} is {ram} bytes but its RAM holds "
+                    f"{proc.ram_bytes}; cut elsewhere or use a processor with more RAM (or a smaller input resolution)")
+    total, storage = sum(c.weight_bytes for c in costs), min(platform.processor(p).storage_bytes for p in procs)
     if platform.shared_memory and total > storage:
         return (f"stages 0..{len(stages) - 1}: weights{what} need {total} bytes together but platform "
                 f"'{platform.name}' stores all stages in one shared {storage}-byte storage; "

@@ -119,3 +119,44 @@ def test_int8_sizes_follow_what_the_quantiser_makes_int8():
     assert ours & inner == made_int8 & inner == {"c0", "r1", "p1", "f1"}
     floats = live_peak(graph.nodes, graph.inputs, graph.outputs, int8=True)
     assert floats >= 8 * 8 * 8 * 4 + 8 * 8 * 8  # c0 (int8) and l0 (float) alive at once
+
+
+def test_stages_on_one_core_need_two_arenas_in_the_search_and_in_the_check():
+    """nu10 item 4: stages run back to back from one program keep stage k's activations in arena k mod 2
+    (targets/mcu_program.py), so three stages that each fit a RAM may not fit it together; the search and the
+    check after the split both size a core's stages so (processor_needs)."""
+    from eecc.errors import EeccError
+    from eecc.model.stage_cost import processor_needs
+    from eecc.passes.split_by_target import check_memory
+    from eecc.search.memory import memory_costs
+    from eecc.search.placement import place
+    from eecc.targets.platform import parse_platform
+
+    assert processor_needs(["a", "a", "a"], [1, 2, 3], [100, 30, 50]) == {"a": (6, 130)}
+    assert processor_needs(["b", "a", "a"], [1, 2, 3], [100, 30, 50]) == {"b": (1, 100), "a": (5, 80)}
+    plan = plan_exits(MODELS / "cnn.onnx")
+    blueprint = plan.design.heads[:2]
+    cuts = [s.tensor for s in blueprint]
+    memory = StageMemory(plan, "fp32")
+    _, peaks = memory.figures(cuts)
+    need = max(peaks[0::2]) + max(peaks[1::2])
+    platform = parse_platform(f"""name = "one"
+[[processors]]
+name = "m4"
+kind = "cortex-m4"
+macs_per_s = 75e6
+ram_bytes = {need - 1}
+storage_bytes = 1048576
+active_power_w = 0.03
+idle_power_w = 0.001
+clock_hz = 150e6
+""")
+    assert max(peaks) <= need - 1  # every stage fits alone
+    costs, model = memory_costs(plan, "fp32")
+    by = {c.tensor: c for c in costs}
+    placed = place(platform, [by[t] for t in cuts], ("m4", "m4", "m4"), model, memory=memory)
+    assert not placed.fits and ("ram:m4", need, need - 1) in placed.needs
+    (graph,) = pipeline.exits([ExitHead(s, HeadWeights.zeros(s)) for s in blueprint]).run([plan.graph])
+    stages = split_by_target(assign_targets(graph, cuts=cuts, processors=["m4"] * 3))
+    with pytest.raises(EeccError, match=f"stages 0-2 \\(one program\\) on 'm4': peak activation memory is {need} "):
+        check_memory(stages, platform)

@@ -60,6 +60,19 @@ def stage_cost(stage: gs.Graph, numeric: str = "fp32") -> StageCost:
                      handoff_bytes=tensor_bytes(out) if out is not None else 0)
 
 
+def processor_needs(procs: Sequence[str], weights: Sequence[int], peaks: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """(storage bytes, RAM bytes) per processor for the stages on it (`procs[k]` runs stage k): stages on one
+    processor run back to back from one program (targets/mcu_program.py), so their weights add up and their
+    activations take two arenas, stage k's in arena k mod 2 (the hand-off stays where stage k left it): the RAM is
+    the largest even stage's + the largest odd stage's peak (one stage: its own)."""
+    out = {}
+    for name in dict.fromkeys(procs):
+        own = [k for k, p in enumerate(procs) if p == name]
+        runs = [peaks[k] for k in own]
+        out[name] = (sum(weights[k] for k in own), max(runs[0::2], default=0) + max(runs[1::2], default=0))
+    return out
+
+
 def weight_bytes(nodes: Iterable[gs.Node], numeric: str = "fp32") -> int:
     """Bytes of the constants `nodes` read (each once), as `numeric` stores them."""
     nodes = list(nodes)

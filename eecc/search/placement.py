@@ -124,20 +124,23 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
 
 
 def _memory(platform, procs, weights, peaks) -> list[tuple[str, tuple[str, int, int]]]:
-    """(reason, (limit, need, have)) per memory the placement overflows."""
+    """(reason, (limit, need, have)) per memory the placement overflows; each processor's need as the check after
+    the split sizes it (eecc/model/stage_cost.py processor_needs: its stages' weights together, two arenas)."""
+    from eecc.model.stage_cost import processor_needs
+
     by_name, out = {p.name: p for p in platform.processors}, []
+    needs = processor_needs(procs, weights, peaks)
     if platform.shared_memory:
         used = [by_name[p] for p in procs]
         storage, ram = min(p.storage_bytes for p in used), min(p.ram_bytes for p in used)
+        a = max(r for _, r in needs.values())
         if sum(weights) > storage:
             out.append((f"weights {sum(weights)} B > shared storage {storage} B",
                         ("shared storage", sum(weights), storage)))
-        if max(peaks) > ram:
-            out.append((f"activations {max(peaks)} B > shared RAM {ram} B", ("shared ram", max(peaks), ram)))
+        if a > ram:
+            out.append((f"activations {a} B > shared RAM {ram} B", ("shared ram", a, ram)))
         return out
-    for name in dict.fromkeys(procs):  # stages on one processor share its memories
-        w = sum(x for p, x in zip(procs, weights) if p == name)
-        a = max(x for p, x in zip(procs, peaks) if p == name)
+    for name, (w, a) in needs.items():  # stages on one processor share its memories
         proc = by_name[name]
         if w > proc.storage_bytes:
             out.append((f"stage on '{name}': weights {w} B > storage {proc.storage_bytes} B",
