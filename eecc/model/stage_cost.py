@@ -141,10 +141,20 @@ def live_peak(nodes: Sequence[gs.Node], inputs: Sequence[gs.Tensor], outputs: Se
             continue
         for t in node.outputs:
             live[t.name] = size(t)
-        peak = max(peak, sum(live.values()))
+        peak = max(peak, sum(live.values()) + (_converted(node, small, edges) if int8 else 0))
         for name in [n for n in live if last_use.get(n, -1) <= i and n not in out_names]:
             del live[name]
     return int(peak)
+
+
+def _converted(node: gs.Node, small: set[str], edges: set[str]) -> int:
+    """Bytes of the copies an int8 build makes of `node`'s activation inputs while it runs: a float op reads an
+    int8 tensor through a float copy (DequantizeLinear, 4 B per element), an int8 op a float one through an int8
+    copy (QuantizeLinear, 1 B); stage edges are held in both formats already."""
+    runs_int8 = any(t.name in small for t in node.outputs)
+    data = [t for t in node.inputs if isinstance(t, gs.Variable) and t.name not in edges
+            and not (t.inputs and t.inputs[0].op == "Constant")]
+    return sum(tensor_bytes(t, 1 if runs_int8 else 4) for t in data if (t.name in small) != runs_int8)
 
 
 def tensor_bytes(t: gs.Tensor, float_size: int | None = None) -> int:
