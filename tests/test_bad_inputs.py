@@ -107,6 +107,14 @@ def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def leaky() -> onnx.ModelProto:
+    """cnn.onnx with LeakyRelu for its first Relu: an op the fine-tuning interpreter lacks (nu10: refused only
+    after the search)."""
+    m = onnx.load(str(CNN))
+    next(n for n in m.graph.node if n.op_type == "Relu").op_type = "LeakyRelu"
+    return m
+
+
 def tokens(embedded: bool = False) -> onnx.ModelProto:
     """int64 token ids [N, 8] -> Gather from a 17x4 embedding -> Transpose [N, 4, 8] -> Conv1d + Relu -> GAP -> Gemm
     (nu10: an Embedding model was accepted and its data refused with advice that could not work); `embedded`:
@@ -192,6 +200,8 @@ CASES = {
                                ["no classifier head", "one value per sample", "[N, classes]", "both logits"]),
     "model-integer-input": (lambda d: compile_args(d, model(d, tokens()), npz(d)),
                             ["input 'ids' is int64", "token ids", "export the network from its first float tensor"]),
+    "finetune-unsupported-op": (lambda d: compile_args(d, model(d, leaky()), npz(d), "--finetune-epochs", "1"),
+                                ["finetune", "op LeakyRelu", "drop --finetune-epochs"]),
     "model-old-opset": (lambda d: compile_args(d, model(d, tiny(opset=5)), npz(d)), ["opset 5", "opset_version"]),
     "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)), ["--input-shape"]),
     "input-shape-wrong-rank": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "1,8"), ["input"]),

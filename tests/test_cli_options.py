@@ -107,3 +107,18 @@ def test_cache_dir_at_a_file_is_refused_and_the_advised_folder_works(digits, tmp
     code, out, err = _compile(capsys, digits, tmp_path / "o", "--cache-dir", advised, "--heads", "blueprint")
     assert code == 0, err
     assert Path(advised).is_dir() and (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_finetune_on_an_op_it_cannot_run_is_refused_before_training(digits, tmp_path, capsys):
+    """nu10: --finetune-epochs on a LeakyRelu model was refused only after features, heads and the search."""
+    import onnx
+
+    m = onnx.load(str(CNN))
+    next(n for n in m.graph.node if n.op_type == "Relu").op_type = "LeakyRelu"
+    onnx.save(m, str(tmp_path / "leaky.onnx"))
+    capsys.readouterr()
+    code = main(["compile", str(tmp_path / "leaky.onnx"), "--data", str(digits / "d.npz"), "--no-codegen", "--quiet",
+                 "--finetune-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    _one_line(code, out, err, "op LeakyRelu", "drop --finetune-epochs")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()  # nothing was computed

@@ -81,6 +81,10 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     platform = load_platform(options.target)
     plan = plan_exits(model, input_shape=options.input_shape,  # ir.load ─▶ annotate_cost ─▶ fuse_blocks ─▶ heads
                       budget=options.head_budget)
+    if options.finetune_epochs > 0:  # an op fine-tuning cannot run is refused now, not after the search
+        from eecc.train.finetune import check_supported
+
+        check_supported(plan.graph)
     splits = plan.splits(data, options.scale)                  # the data, validated against the model
     test = _test_split(splits)                                 # before any training: fail early
     run = search_model(plan, splits, platform, options=options.search_options, full_search=options.search,

@@ -26,6 +26,15 @@ from eecc.train.onnx_ops import OPS
 _FROZEN_INPUTS = {"BatchNormalization": (3, 4), "Clip": (1, 2)}
 
 
+def check_supported(graph: gs.Graph) -> None:
+    """EeccError naming the first node the ONNX→torch interpreter cannot run (compile checks the model before any
+    training: nu10 saw the refusal only after the whole search)."""
+    for n in graph.nodes:
+        if n.op not in OPS and n.op != "Constant":
+            raise EeccError(f"finetune: node '{n.name}' has op {n.op}, which the ONNX→torch interpreter "
+                            f"does not support (supported: {', '.join(sorted(OPS))}); drop --finetune-epochs")
+
+
 class OnnxModule(nn.Module):
     """`forward(x)` returns the graph outputs (list of tensors, in graph order) for a batch `x`."""
 
@@ -50,10 +59,7 @@ class OnnxModule(nn.Module):
                     raise EeccError(f"finetune: Constant node '{n.name}' has no tensor 'value'; "
                                     "fold it into an initializer first")
                 self._add(n.outputs[0].name, np.asarray(value.values), False)
-        for n in self.graph.nodes:
-            if n.op not in OPS and n.op != "Constant":
-                raise EeccError(f"finetune: node '{n.name}' has op {n.op}, which the ONNX→torch interpreter "
-                                f"does not support (supported: {', '.join(sorted(OPS))}); drop --finetune-epochs")
+        check_supported(self.graph)
 
     def _add(self, name: str, value: np.ndarray, frozen: bool) -> None:
         if value.dtype.kind == "f" and value.size > 0 and not frozen:
