@@ -88,3 +88,42 @@ def test_codegen_refuses_an_int8_stage_for_a_gpu(tmp_path):
     with pytest.raises(EeccError, match=r"stage 0 on 'gpu' is int8.*without --quantize int8"):
         compile_stages([model], manifest, "rk3588", tmp_path / "out")
     assert not (tmp_path / "out" / "gpu").exists()
+
+
+def test_int8_of_a_gelu_model_on_a_cortex_m_is_refused_before_training(tmp_path, capsys):
+    """nu10: a GELU (Erf) model with --quantize int8 on a Cortex-M crashed in TVM's host JIT ("Symbols not found:
+    eecc_quantize_s8", SIGSEGV, rc 139) and left its staging folder behind; now one line, rc 2, before training, and
+    the advice (fp32) builds."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "w1", "b1"], ["h"], transB=1), n("Div", ["h", "r2"], ["d"]), n("Erf", ["d"], ["e"]),
+             n("Add", ["e", "one"], ["a"]), n("Mul", ["h", "a"], ["m"]), n("Mul", ["m", "half"], ["g"]),
+             n("Gemm", ["g", "w2", "b2"], ["h2"], transB=1), n("Relu", ["h2"], ["r"]),
+             n("Gemm", ["r", "w3", "b3"], ["y"], transB=1)]
+    inits = {"w1": rng.normal(0, .3, (32, 64)), "b1": np.zeros(32), "w2": rng.normal(0, .3, (32, 32)),
+             "b2": np.zeros(32), "w3": rng.normal(0, .3, (10, 32)), "b3": np.zeros(10), "r2": np.array(1.4142135),
+             "one": np.array(1.0), "half": np.array(0.5)}
+    graph = helper.make_graph(nodes, "gelu_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "gelu.onnx")
+    data = datasets.load("digits")
+    np.savez(tmp_path / "d.npz", **{k: (v.reshape(len(v), -1) if k.startswith("x") else v) for k, v in data.items()})
+
+    def compile_(*extra):
+        capsys.readouterr()
+        code = main(["compile", str(tmp_path / "gelu.onnx"), "--data", str(tmp_path / "d.npz"), "--quiet",
+                     "--no-report", "--heads", "blueprint", "--head-budget", "50%", "--cache-dir", str(tmp_path / "c"),
+                     *extra])
+        return code, capsys.readouterr().err
+
+    code, err = compile_("--quantize", "int8", "--no-codegen", "-o", str(tmp_path / "int8"))  # refused in the search
+    assert code == 2 and err.count("\n") == 1, err
+    assert "cannot lower Erf (GELU)" in err and "compile without --quantize int8" in err, err
+    assert not list(tmp_path.glob("*int8*")) and not list(tmp_path.glob(".*partial"))
+    code, err = compile_("--no-codegen", "-o", str(tmp_path / "fp32"))
+    assert code == 0, err

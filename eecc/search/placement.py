@@ -180,17 +180,27 @@ def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost,
     return out
 
 
-def keep_int8_off(platform, placements: list[Placement]) -> list[Placement]:
+# Ops eecc's Cortex-M int8 build cannot lower: the stage's Erf (GELU) stays in float and is requantised by an extern
+# kernel that TVM's host JIT then cannot find (nu10: "Symbols not found: eecc_quantize_s8", a segfault, rc 139)
+MCU_INT8_UNLOWERED = {"Erf": "Erf (GELU)", "Gelu": "Gelu"}
+MCU_KINDS = ("cortex-m0plus", "cortex-m4")  # targets/codegen.py MCU_KINDS: the kinds eecc builds Cortex-M code for
+
+
+def keep_int8_off(platform, placements: list[Placement], ops=frozenset()) -> list[Placement]:
     """int8 placements: those with a stage on a processor that gets no int8 build (targets/codegen.py NO_INT8_KINDS:
-    the GPUs) marked as not fitting, with the reason."""
+    the GPUs), or, when the model holds an op in MCU_INT8_UNLOWERED (`ops`: the model's op types), on a Cortex-M,
+    marked as not fitting, with the reason."""
     from eecc.targets.codegen import NO_INT8, NO_INT8_KINDS
 
-    kinds = {p.name: p.kind for p in platform.processors if p.kind in NO_INT8_KINDS}
+    bad = sorted(MCU_INT8_UNLOWERED[o] for o in set(ops) & set(MCU_INT8_UNLOWERED))
+    why = {p.name: f"int8 stage on '{p.name}' ({p.kind}): {NO_INT8}" for p in platform.processors
+           if p.kind in NO_INT8_KINDS}
+    why |= {p.name: f"int8 stage on '{p.name}' ({p.kind}): eecc's Cortex-M int8 build cannot lower {', '.join(bad)}"
+            for p in platform.processors if bad and p.kind in MCU_KINDS}
     out = []
     for p in placements:
-        on = [n for n in dict.fromkeys(p.processors) if n in kinds]
-        out.append(replace(p, reasons=p.reasons + tuple(f"int8 stage on '{n}' ({kinds[n]}): {NO_INT8}" for n in on))
-                   if on else p)
+        on = [n for n in dict.fromkeys(p.processors) if n in why]
+        out.append(replace(p, reasons=p.reasons + tuple(why[n] for n in on)) if on else p)
     return out
 
 

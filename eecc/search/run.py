@@ -16,7 +16,8 @@ from eecc.progress import progress as show_progress
 from eecc.search.limits import no_fit_message
 from eecc.search.memory import StageMemory, memory_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
-                                   head_combos_within, keep_int8_off, surviving_candidates, with_heads)
+                                   head_combos_within, keep_int8_off, surviving_candidates, with_heads,
+                                   MCU_INT8_UNLOWERED, MCU_KINDS)
 from eecc.search.search import SearchOptions, SearchResult, search
 from eecc.search.types import ExitLogits, pair_name
 from eecc.targets.codegen import NO_INT8, NO_INT8_KINDS
@@ -113,6 +114,10 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     _warn_unmeasured(plan, platform, device, result)
     if fmt == "int8" and any(p.kind in NO_INT8_KINDS for p in platform.processors):
         result.warnings.append(int8_kept_off(platform))
+    unlowered = sorted(MCU_INT8_UNLOWERED[n.op] for n in plan.graph.nodes if n.op in MCU_INT8_UNLOWERED)
+    if fmt == "int8" and unlowered and any(p.kind in MCU_KINDS for p in platform.processors):
+        result.warnings.append(f"--quantize int8: no stage was placed on a Cortex-M: eecc's Cortex-M int8 build cannot "
+                               f"lower {unlowered[0]}; compile without --quantize int8 to consider them")
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
@@ -180,20 +185,21 @@ def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, 
                                     exits_per_processor=exits_per_processor, device=device, memory=sizes)
 
     placements = enumerate_as(fmt)
-    kept = keep_int8_off(platform, placements) if fmt == "int8" else placements
+    ops = {n.op for n in plan.graph.nodes}
+    kept = keep_int8_off(platform, placements, ops) if fmt == "int8" else placements
     if not any(p.fits for p in kept):
         if any(p.fits for p in placements):  # only the processors without an int8 build would do
-            raise EeccError(no_int8_message(platform))
-        int8_fits = fmt == "fp32" and any(p.fits for p in keep_int8_off(platform, enumerate_as("int8")))
+            raise EeccError(no_int8_message(platform, kept))
+        int8_fits = fmt == "fp32" and any(p.fits for p in keep_int8_off(platform, enumerate_as("int8"), ops))
         raise EeccError(no_fit_message(placements, platform, max_latency_s, int8_fits))
     return kept
 
 
-def no_int8_message(platform: Platform) -> str:
-    """--quantize int8 on a platform whose fitting placements all need a processor without an int8 build."""
-    gpus = ", ".join(f"'{p.name}' ({p.kind})" for p in platform.processors if p.kind in NO_INT8_KINDS)
-    return (f"--quantize int8: every placement that fits platform '{platform.name}' runs a stage on {gpus}, and "
-            f"{NO_INT8}; compile without --quantize int8 (fp32 stages run there), or add a CPU to the platform")
+def no_int8_message(platform: Platform, kept: list[Placement]) -> str:
+    """--quantize int8 where every placement that fits needs a processor without an int8 build (of this model)."""
+    why = next(r for p in kept for r in p.reasons if r.startswith("int8 stage on"))
+    return (f"--quantize int8: no placement on platform '{platform.name}' can be built in int8 ({why}); compile "
+            "without --quantize int8 (fp32 stages run there), or use a platform with a processor that builds it")
 
 
 def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max_softmax"):
