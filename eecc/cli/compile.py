@@ -214,6 +214,11 @@ def _print_deployment(manifest: dict, console: Console) -> None:
     console.print(f"[bold]{dep['line']}[/bold]")
     for warning in (manifest.get("search") or {}).get("warnings") or []:
         console.print(f"  warning: {warning}")
+    for s in manifest["stages"] if (manifest.get("codegen") or {}).get("emulate_samples") else []:
+        why = (s.get("codegen") or {}).get("skipped", "")
+        if why.startswith("no eecc backend"):  # --emulate asked for what this kind cannot give
+            console.print(f"  warning: --emulate: stage {s['index']} on '{s['target']}' ({s['kind']}) was neither "
+                          f"built nor emulated ({why.split(' (')[0]}): its figures are the MAC/s estimate")
     if dep.get("predicted_line") and not dep["single_processor_wins"]:  # one plain line when the original wins
         console.print(f"  {dep['predicted_line']}")
     for note in ((manifest.get("cost_model") or {}).get("model") or {}).get("notes", []):

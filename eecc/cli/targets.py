@@ -44,6 +44,12 @@ def _print(platform: Platform, console: Console) -> None:
         if p.launch_s or p.transfer_s_per_byte:
             console.print(f"  {p.name}: {p.launch_s * 1e6:g} µs per kernel launch, {p.transfer_s_per_byte * 1e9:g} ns "
                           "per byte of stage input and output moved")
+    from eecc.targets.codegen import GPU_KINDS, TOOLS
+
+    for p in platform.processors:  # nu10: a cortex-m7 was accepted and --emulate then did nothing, silently
+        if p.kind not in TOOLS and p.kind not in GPU_KINDS:
+            console.print(f"  note: {p.name} ({p.kind}): eecc has no backend for this kind: its stages are written "
+                          "as ONNX (onnxruntime runs them), not compiled or emulated, and priced at its MAC/s")
     for link in platform.links:
         console.print(f"  link {link.src} -> {link.dst}: {link.bandwidth_bps / 1e6:,.1f} Mbit/s, "
                       f"{link.latency_s * 1e3:g} ms latency")
