@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
+from bad_models import CNN, leaky, one_value, symbolic_hw, tiny, tokens, without_data
 from eecc.examples import datasets
 from eecc.cli import main
-
-CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
 
 PLATFORM = """name = "board"
 shared_memory = false
@@ -81,98 +79,6 @@ def model(d: Path, proto: onnx.ModelProto, name="bad.onnx") -> str:
 def cnn(d: Path, name="cnn.onnx") -> str:
     shutil.copy(CNN, d / name)
     return name
-
-
-def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) -> onnx.ModelProto:
-    """Conv (+ GlobalAveragePool + Flatten + Gemm when head) on [N,1,8,8]; extra inputs/outputs on demand."""
-    rng = np.random.default_rng(0)
-    inits = [helper.make_tensor("w", TensorProto.FLOAT, [4, 1, 3, 3], rng.standard_normal(36).tolist()),
-             helper.make_tensor("fw", TensorProto.FLOAT, [10, 4], rng.standard_normal(40).tolist()),
-             helper.make_tensor("fb", TensorProto.FLOAT, [10], [0.0] * 10)]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])]
-    if inputs == 2:
-        ins.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 4, 8, 8]))
-        nodes.append(helper.make_node("Add", ["r", "x2"], ["r2"]))
-    last = "r2" if inputs == 2 else "r"
-    if head:
-        nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
-                  helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1)]
-        outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])]
-    else:
-        outs = [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["N", 4, 8, 8])]
-    if outputs == 2:
-        outs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 4, 8, 8]))
-    graph = helper.make_graph(nodes, "tiny", ins, outs, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def leaky() -> onnx.ModelProto:
-    """cnn.onnx with LeakyRelu for its first Relu: an op the fine-tuning interpreter lacks (nu10: refused only
-    after the search)."""
-    m = onnx.load(str(CNN))
-    next(n for n in m.graph.node if n.op_type == "Relu").op_type = "LeakyRelu"
-    return m
-
-
-def tokens(embedded: bool = False) -> onnx.ModelProto:
-    """int64 token ids [N, 8] -> Gather from a 17x4 embedding -> Transpose [N, 4, 8] -> Conv1d + Relu -> GAP -> Gemm
-    (nu10: an Embedding model was accepted and its data refused with advice that could not work); `embedded`:
-    the advised export, from the embedding's output on (float [N, 8, 4])."""
-    rng = np.random.default_rng(0)
-    inits = [helper.make_tensor("emb", TensorProto.FLOAT, [17, 4], rng.standard_normal(68).tolist()),
-             helper.make_tensor("w", TensorProto.FLOAT, [6, 4, 3], rng.standard_normal(72).tolist()),
-             helper.make_tensor("fw", TensorProto.FLOAT, [10, 6], rng.standard_normal(60).tolist())]
-    nodes = [helper.make_node("Transpose", ["e"], ["t"], perm=[0, 2, 1]),
-             helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("GlobalAveragePool", ["r2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fw"], ["logits"], transB=1)]
-    inits.append(helper.make_tensor("w2", TensorProto.FLOAT, [6, 6, 3], rng.standard_normal(108).tolist()))
-    if embedded:
-        ins = [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 8, 4])]
-    else:
-        nodes.insert(0, helper.make_node("Gather", ["emb", "ids"], ["e"]))
-        ins = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 8])]
-    graph = helper.make_graph(nodes, "tok", ins, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-                              initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def without_data(d: Path) -> str:
-    """cnn.onnx saved with its weights in 'cnn.onnx.data', copied without that file (nu8: a dynamo export moved
-    without its .onnx.data was called truncated or foreign)."""
-    onnx.save(onnx.load(str(CNN)), str(d / "cnn.onnx"), save_as_external_data=True, location="cnn.onnx.data",
-              size_threshold=0)
-    (d / "moved").mkdir()
-    (d / "cnn.onnx").rename(d / "moved" / "cnn.onnx")
-    return "moved/cnn.onnx"
-
-
-def one_value(both_logits: bool = False) -> onnx.ModelProto:
-    """cnn.onnx with a one-unit last Gemm: [N, 1], a regressor (nu8: taken for a "1 classes" classifier);
-    `both_logits`: the advised fix, its output z exported as both logits, Concat(-z, z) = [N, 2]."""
-    from onnx import numpy_helper
-
-    m = onnx.load(str(CNN))
-    gemm = [n for n in m.graph.node if n.op_type == "Gemm"][-1]
-    for init in m.graph.initializer:
-        if init.name in gemm.input[1:]:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:1], init.name))
-    out = m.graph.output[0]
-    out.type.tensor_type.shape.dim[1].dim_value = 2 if both_logits else 1
-    if both_logits:
-        gemm.output[0] = "z"
-        m.graph.node.extend([helper.make_node("Neg", ["z"], ["minus_z"]),
-                             helper.make_node("Concat", ["minus_z", "z"], [out.name], axis=1)])
-    return m
-
-
-def symbolic_hw() -> onnx.ModelProto:
-    m = onnx.load(str(CNN))
-    dims = m.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "H", "W"
-    return m
 
 
 def compile_args(d: Path, m: str, data: str, *extra: str, target: str = "psoc6", out: str = "out") -> list[str]:

@@ -73,9 +73,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     costs, model_cost = memory_costs(plan, fmt)
     memory = StageMemory(plan, fmt)  # weights and activations sized as the bundle is built and checked
     placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt, memory)
-    if options.objective is None:
-        options = replace(options, objective="energy" if all(p.active_power_w > 0 for p in platform.processors)
-                          else "latency")
+    options = _with_objective(options, platform)
     everything = placements
     if not full_search:
         placements = [p for p in placements if not p.exits] + [default_placement(placements, plan)]
@@ -103,8 +101,29 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     with show_progress(progress) as bar:  # minutes with several exits per processor (nu9): say how far it is
         result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
                         on_step=bar("search placements"))
+    _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos)
+    if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
+        exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
+    timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
+               **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
+    return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs, fmt)
+
+
+def _with_objective(options: SearchOptions, platform: Platform) -> SearchOptions:
+    """`options` with the default objective where none is set: energy when every processor has an active power,
+    else latency."""
+    if options.objective is not None:
+        return options
+    energy = all(p.active_power_w > 0 for p in platform.processors)
+    return replace(options, objective="energy" if energy else "latency")
+
+
+def _add_warnings(plan, platform: Platform, device, exits, result, fmt: str, n_placements: int, combos: int) -> None:
+    """Adds the search's notes to `result` (and its no_candidate reason): head combinations cut to stay within
+    MAX_SCORED, a model without heads, unmeasured processors, int8 kept off the GPUs and off Cortex-M cores that
+    cannot lower one of the model's ops."""
     if combos < MAX_HEAD_COMBOS:
-        result.warnings.append(f"the search scored {len(placements):,} placements, each with at most {combos} of "
+        result.warnings.append(f"the search scored {n_placements:,} placements, each with at most {combos} of "
                                f"the {MAX_HEAD_COMBOS} combinations of its exits' head designs (the most accurate "
                                f"first), to stay within {MAX_SCORED:,}; --heads blueprint or a smaller "
                                "--exits-per-processor scores every one")
@@ -118,12 +137,6 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     if fmt == "int8" and unlowered and any(p.kind in MCU_KINDS for p in platform.processors):
         result.warnings.append(f"--quantize int8: no stage was placed on a Cortex-M: eecc's Cortex-M int8 build cannot "
                                f"lower {unlowered[0]}; compile without --quantize int8 to consider them")
-    if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
-        exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
-    timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
-               **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
-    return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs,
-                     "int8" if numeric == "int8" else "fp32")
 
 
 def int8_kept_off(platform: Platform) -> str:
