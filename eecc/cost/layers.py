@@ -116,14 +116,7 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
         out[f"layer:dense-{k}-o{o}{'b' if bias else ''}{'r' if relu else ''}-{style}"] = _dense(k, o, bias, relu, style,
                                                                                                rng)
     for k, h, o in MLP2:
-        m = _dense(k, h, 1, 1, "gemm", rng)
-        second = _dense(h, o, 1, 0, "gemm", rng).graph
-        m.graph.node[-1].output[0] = "h"
-        m.graph.node.append(helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], transB=1))
-        m.graph.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(t), f"{t.name}2")
-                                    for t in second.initializer])
-        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o]))
-        out[f"layer:mlp2-{k}-h{h}-o{o}"] = m
+        out[f"layer:mlp2-{k}-h{h}-o{o}"] = _mlp2(k, h, o, rng)
     for act, c, o, k, n, stride, group in ACTIVATION:
         m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
         del m.graph.node[1]  # the Relu
@@ -132,6 +125,18 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
     for c, e, n in INVERTED:
         out[f"layer:inverted-{c}x{n}-e{e}"] = _inverted(c, e, n, rng)
     return out  # new units go last: the seeded draws of the earlier ones (their bytes, their cached counts) stay
+
+
+def _mlp2(k: int, h: int, o: int, rng) -> onnx.ModelProto:
+    """Gemm K -> h + bias + Relu, then Gemm h -> o + bias: [batch, K] -> [batch, o] (two dense layers, one unit)."""
+    m = _dense(k, h, 1, 1, "gemm", rng)
+    second = _dense(h, o, 1, 0, "gemm", rng).graph
+    m.graph.node[-1].output[0] = "h"
+    m.graph.node.append(helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], transB=1))
+    m.graph.initializer.extend([numpy_helper.from_array(numpy_helper.to_array(t), f"{t.name}2")
+                                for t in second.initializer])
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", o]))
+    return m
 
 
 def _dense(k: int, o: int, bias: int, relu: int, style: str, rng) -> onnx.ModelProto:

@@ -324,6 +324,13 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set size, MB to 0.1, of this process or its largest child that has ended (the forked feature
+    pass, a head trainer): Linux's ru_maxrss, in KiB."""
+    kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return round(kib / 1024, 1)
+
+
 def reference_pass(graph: gs.Graph, splits, chunk_rows: int, threads, bar) -> tuple[float, float]:
     """Wall and CPU seconds (`cpu_seconds`) of the plain model over train + val (`splits`:
     eecc.data.splits.Splits), in chunks of `chunk_rows`, with the feature pass's runtime settings; `bar` is an

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -184,10 +183,8 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
         if reference_pass:
             timings["reference_pass_s"], timings["reference_pass_cpu_s"] = fcache.reference_pass(
                 plan.graph, splits, chunk_rows, threads, bar)
-    # this process or its largest finished child (the forked feature pass, a head-training worker)
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     offered = [results[k] for k in mark(results)]
-    return ExitsRun(plan, offered, logits, timings, round(peak, 1), warm=done is not None,
+    return ExitsRun(plan, offered, logits, timings, fcache.peak_rss_mb(), warm=done is not None,
                     final_test_accuracy=final_acc, artifacts=store, tried=results)
 
 
