@@ -113,6 +113,31 @@ def test_runs_of_a_few_rows_fill_the_cache_with_the_same_bits(tmp_path, plan, th
     np.testing.assert_array_equal(feats.final_logits(), whole.final_logits())
 
 
+def test_the_feature_graph_gives_every_map_channels_last_and_leaves_the_model_alone(plan):
+    """feature_graph: expose_features, each pooled map then transposed to [N, *pooled, C] (onnxruntime fuses that
+    into its copy out of the blocked layout); RowFile.write(channels_last=True) stores the same bytes as before."""
+    from eecc.data.cache import session
+    from eecc.data.cache_io import feature_graph
+    from eecc.passes.insert_exits import expose_features, feature_name
+
+    before = ir.to_model(plan.graph).SerializeToString()
+    graph = feature_graph(plan.graph, plan.design.heads)
+    assert ir.to_model(plan.graph).SerializeToString() == before
+    names = [feature_name(s.tensor, i) for i, s in enumerate(plan.design.heads)]
+    transposes = {n.outputs[0].name: n.attrs["perm"] for n in graph.nodes if n.op == "Transpose"}
+    assert transposes == {name: [0, 2, 3, 1] for name in names}
+    onnx.checker.check_model(ir.to_model(graph), full_check=True)
+    got = run(ir.to_model(graph), {"x": X})
+    want = run(ir.to_model(expose_features(plan.graph, heads=plan.design.heads)), {"x": X})
+    for name in names:
+        np.testing.assert_array_equal(np.moveaxis(got[name], -1, 1), want[name])
+    np.testing.assert_array_equal(got["y"], want["y"])
+    sess, _ = session(graph, 1)  # with onnxruntime's own layout work too (golden.run disables it)
+    fast = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": X})))
+    for name in names:
+        np.testing.assert_allclose(np.moveaxis(fast[name], -1, 1), want[name], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(not RESNET.exists(), reason="fixture models not generated (tests/fixtures/make_fixtures.py)")
 def test_the_resnet_feature_graph_gives_the_same_bits_in_runs_of_a_few_rows():
     """What bench/exits.py caches (all 30 pooled maps of the ResNet fixture, in runs of RUN_BYTES' 116 rows):
@@ -121,11 +146,12 @@ def test_the_resnet_feature_graph_gives_the_same_bits_in_runs_of_a_few_rows():
     from eecc.data.cache_io import Runner
     from eecc.exits.family import expand
     from eecc.exits.run import _chunk_rows
-    from eecc.passes.insert_exits import expose_features, feature_name
+    from eecc.data.cache_io import feature_graph
+    from eecc.passes.insert_exits import feature_name
 
     resnet = plan_exits(RESNET)
     maps = list({h.feature_key: h for h in expand(resnet.design, resnet.design.heads)}.values())
-    sess, final = session(expose_features(resnet.graph, heads=maps), 1)
+    sess, final = session(feature_graph(resnet.graph, maps), 1)
     names = [final, *(feature_name(s.tensor, i) for i, s in enumerate(maps))]
     rows = _chunk_rows(resnet, RUN_BYTES)
     assert len(maps) == 30 and rows == 116

@@ -36,9 +36,9 @@ from eecc.errors import EeccError
 from eecc.model import ir
 from eecc.data.splits import Split
 from eecc.exits.heads import HeadSpec
-from eecc.data.cache_io import RowFile, Runner
+from eecc.data.cache_io import RowFile, Runner, feature_graph
 from eecc.files import replacing
-from eecc.passes.insert_exits import expose_features, feature_name
+from eecc.passes.insert_exits import feature_name
 
 FINAL = "final"
 DEFAULT_ROOT = ".eecc-cache"
@@ -147,7 +147,7 @@ class FeatureCache:
                              lambda done: on_chunk and on_chunk(n_chunks - len(todo) + done, n_chunks))
         else:
             # Each worker process builds its own session: one intra-op thread each, the workers fill the cores.
-            model = ir.to_model(expose_features(self.graph, heads=self.heads)).SerializeToString()
+            model = ir.to_model(feature_graph(self.graph, self.heads)).SerializeToString()
             job = _ShardJob(model, split, path, outputs, step, rows, threads=1, run_rows=self.run_rows)
             for part in executor.map(_fill_shard, _split_evenly(todo, 2 * executor.workers), shared=job):
                 self.computed_chunks += part
@@ -204,7 +204,7 @@ class FeatureCache:
         """The feature graph's session of `lane` and the model output's name. Every lane runs one intra-op
         thread unless `threads` is set (then there is one lane of that many)."""
         if len(self._sessions) <= lane:
-            model = ir.to_model(expose_features(self.graph, heads=self.heads))
+            model = ir.to_model(feature_graph(self.graph, self.heads))
             while len(self._sessions) <= lane:
                 self._sessions.append(session(model, self.threads or 1))
         return self._sessions[lane]
@@ -248,7 +248,7 @@ def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]],
             for key, out in zip(keys, outs):
                 if key not in files:
                     files[key] = RowFile(job.path / _file(key))
-                files[key].write(start, out)
+                files[key].write(start, out, channels_last=key != FINAL and out.ndim >= 3)
             # Written after the rows: a marker never names a chunk whose data is missing.
             write_json(job.path / f"done-{c}.json", keys)
             if chunk_done:
