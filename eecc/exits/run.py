@@ -287,7 +287,10 @@ def _fit_all(heads, job: TrainJob, executor: Executor) -> list:
     if isinstance(executor, InProcess) and cores > 1:
         executor = Forked(cores)
     if executor.workers > 1:
-        groups = sorted(by_tensor.values(), key=lambda ks: -sum(heads[k].head_macs for k in ks))
+        # Deeper locations first among equal head MACs: their heads train more epochs before early stopping
+        # (ResNet fixture, CPU-s per task, 3 runs: /9 1.71 vs /8 1.29, /7 1.95 vs /5 1.35, /4 0.94 vs /2 0.71),
+        # and a long task started last leaves a core idle: 2 workers then end 0.07 instead of 0.38 CPU-s apart.
+        groups = sorted(by_tensor.values(), key=lambda ks: (-sum(heads[k].head_macs for k in ks), -ks[0]))
         job = replace(job, config=replace(job.config, threads=1))
     else:
         groups = [list(range(len(heads)))]
