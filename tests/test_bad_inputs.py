@@ -18,6 +18,7 @@ import pytest
 from bad_models import CNN, leaky, one_value, symbolic_hw, tiny, tokens, without_data
 from eecc.examples import datasets
 from eecc.cli import main
+from eecc.errors import EeccError
 
 PLATFORM = """name = "board"
 shared_memory = false
@@ -128,6 +129,14 @@ CASES = {
     "x-y-length-mismatch": (lambda d: compile_args(d, cnn(d), npz(d, y_train=datasets.load("digits")["y_train"][:-3])),
                             ["y_train"]),
     "no-test-split": (lambda d: compile_args(d, cnn(d), npz(d, drop=("x_test", "y_test"))), ["test split", "x_test"]),
+    # search reported accuracy 0.00 %, nan energy and -100 % MACs on the missing split, exit 0 (nu11)
+    "search-no-test-split": (lambda d: ["search", cnn(d), "--data", npz(d, drop=("x_test", "y_test")), "--target",
+                                        "psoc6"], ["no test split", "add x_test and y_test"]),
+    # every head was dropped, blamed on the split's size; following the advice (x_val/y_val left out) is
+    # test_one_class_validation_advice_works
+    "val-one-class": (lambda d: compile_args(d, cnn(d), npz(d, x_val=datasets.load("digits")["x_val"][
+        datasets.load("digits")["y_val"] == 3], y_val=np.full(int((datasets.load("digits")["y_val"] == 3).sum()), 3))),
+                      ["y_val holds only class [3]", "leave x_val/y_val out"]),
     "float-labels": (lambda d: compile_args(d, cnn(d), npz(d, y_val=datasets.load("digits")["y_val"] + 0.5)),
                      ["y_val", "integers"]),
     "nan-in-data": (lambda d: compile_args(d, cnn(d), npz(d, x_test=np.full((4, 1, 8, 8), np.nan, np.float32),
@@ -279,3 +288,16 @@ def test_integer_input_advice_works(tmp_path, capsys):
     assert "eecc needs a float input" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / model(tmp_path, tokens(embedded=True), "embedded.onnx"))]) == 0
     assert "candidate exit" in capsys.readouterr().out
+
+
+def test_one_class_validation_advice_works():
+    """A validation split of one class is refused; left out, as the message advises, eecc holds out a stratified
+    share of the training data, which holds every class."""
+    from eecc.data.splits import normalise
+
+    d = datasets.load("digits")
+    one = {**d, "x_val": d["x_val"][d["y_val"] == 3], "y_val": d["y_val"][d["y_val"] == 3]}
+    with pytest.raises(EeccError, match="leave x_val/y_val out"):
+        normalise(one, input_shape=(1, 8, 8), num_classes=10)
+    kept = normalise({k: v for k, v in one.items() if not k.endswith("_val")}, input_shape=(1, 8, 8), num_classes=10)
+    assert sorted(np.unique(kept.val.y)) == list(range(10))

@@ -127,3 +127,13 @@ def test_graph_method_scores_the_single_processor_baselines_too(lg):
     singles = [p for p in res.placements if not p.exits]
     assert singles and all(p.thresholds == () and p.method == "graph" for p in singles)
     assert res.best is not None and any(p.exits and p.method == "graph+fine" for p in res.placements)
+
+
+def test_logits_without_test_samples_are_refused(lg):
+    """Every test figure would be a mean of nothing (accuracy 0.00 %, nan energy, -100 % MACs, nu11): one error."""
+    from dataclasses import replace
+
+    empty = replace(lg, test_logits=lg.test_logits[:, :0], final_test_logits=lg.final_test_logits[:0],
+                    y_test=lg.y_test[:0])
+    with pytest.raises(EeccError, match=r"no test split .*add x_test and y_test"):
+        search(empty, options=SearchOptions(max_exits=1))

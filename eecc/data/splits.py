@@ -72,6 +72,17 @@ class Splits:
         return [(s.name, s) for s in (self.train, self.val, self.test) if s is not None]
 
 
+NO_TEST = ("the data has no test split (x_test, y_test); eecc reports the cascade's accuracy on held-out test data "
+           "only: add x_test and y_test")
+
+
+def require_test(splits: Splits) -> Split:
+    """The test split; EeccError (NO_TEST) without one: search and compile report on it and on nothing else."""
+    if splits.test is None:
+        raise EeccError(NO_TEST)
+    return splits.test
+
+
 def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=None, *,
                 input_shape: Sequence[int], num_classes: int, scale: float | None = None,
                 val_fraction: float = VAL_FRACTION, seed: int = 0, origin: str = "data") -> Splits:
@@ -93,6 +104,12 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
         raise EeccError(f"{origin}: y_train holds only class {present.tolist()} of the model's {num_classes}; "
                         "exit heads learn to tell classes apart: give training samples of every class")
     if "val" in checked:
+        only = np.unique(checked["val"][1])
+        if len(only) < 2:  # every head would be dropped, blamed on the split's size (nu11)
+            raise EeccError(f"{origin}: y_val holds only class {only.tolist()} of the model's {num_classes}; the "
+                            "validation split judges the exit heads and sets their thresholds: give validation "
+                            "samples of every class, or leave x_val/y_val out (eecc then holds out a stratified "
+                            "share of the training data)")
         train = Split("train", x, y, None, scale)
         val = Split("val", *checked["val"], None, scale)
     else:

@@ -20,7 +20,7 @@ from eecc.bundle.verify import verify_bundle
 from eecc.bundle.manifest import CompileRecord, Manifest
 from eecc.bundle.writer import (SINGLE_FILE, check_output, open_bundle, single_file_model, write_manifest,
                                 write_stages)
-from eecc.data.splits import Splits
+from eecc.data.splits import Splits, require_test
 from eecc.driver import pipeline
 from eecc.driver.deployment import deployment_record, prediction_check
 from eecc.errors import EeccError
@@ -241,10 +241,8 @@ def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test
 
 
 def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
-    if splits.test is None:
-        raise EeccError("compile: the data has no test split (x_test, y_test); eecc reports the cascade's "
-                        "accuracy on held-out test data only: add x_test and y_test")
-    return splits.test.rows(0, len(splits.test)), np.asarray(splits.test.y)
+    test = require_test(splits)
+    return test.rows(0, len(test)), np.asarray(test.y)
 
 
 def _codegen(tmp: Path, models, manifest: Manifest, platform: Platform, test) -> None:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from eecc.data.splits import Splits
+from eecc.data.splits import Splits, require_test
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
@@ -67,6 +67,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
     data = plan.splits(data, scale)
+    require_test(data)  # the search reports on the test split: without one it would print nan and 0 % (nu11)
     check_validation_size(data, plan.num_classes)
     device = device_cost(plan, platform, numeric, options.metric)
     fmt = "int8" if numeric == "int8" else "fp32"

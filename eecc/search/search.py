@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from eecc.data.splits import NO_TEST
 from eecc.errors import EeccError
 from eecc.driver.executor import Executor, InProcess, chunks
 from eecc.search.baselines import global_threshold, nachos_greedy
@@ -131,6 +132,8 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     executor = executor or InProcess()
     t_start = time.perf_counter()
     notes = []
+    if not len(logits.y_test):  # every figure below would be the mean of nothing: nan, 0 %, -100 % MACs (nu11)
+        raise EeccError(NO_TEST)
     calib, test = _scores(logits, o, confidences)
     if o.calibrate_on == "train":  # a note in the result, printed once by the CLI (a warnings.warn doubled it)
         notes.append(CALIBRATION_WARNING)
