@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from eecc.files import replacing
+from eecc.bundle.writer import open_bundle
+from eecc.files import replacing, umask
 from eecc.progress import progress
 from eecc.search.pareto import non_dominated
 from eecc.search.policy import Objective, evaluate_policy, make_split, position_costs
@@ -30,6 +31,29 @@ def test_replacing_writes_whole_files_or_nothing(tmp_path):
     with np.load(target) as z:  # the old file, and no temporary file left beside it
         assert z["x"].tolist() == [0, 1, 2]
     assert [p.name for p in target.parent.iterdir()] == ["a.npz"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_bundle_folder_and_files_get_the_users_umask(tmp_path, mask):
+    """A bundle and the files eecc writes get the modes a plain mkdir / open give under the user's umask, as any
+    other tool's output (nu11: mkdtemp made every bundle 0700, unreadable to anyone else on a shared box)."""
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        assert umask() == mask
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "plain.txt").write_text("x")
+        with open_bundle(tmp_path / "out") as staging:
+            (staging / "manifest.json").write_text("{}")
+        with replacing(tmp_path / "cache.npz") as tmp:
+            np.savez(tmp, x=np.arange(3))
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "out") == mode(tmp_path / "plain") == 0o777 & ~mask
+    assert mode(tmp_path / "cache.npz") == mode(tmp_path / "plain.txt") == 0o666 & ~mask
 
 
 def test_progress_draws_on_stderr_only(capsys):

@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from eecc import signals
+from eecc.files import as_umask_allows
 from eecc.bundle.manifest import Manifest
 from eecc.errors import EeccError
 from eecc.model import ir
@@ -109,7 +110,7 @@ def open_bundle(out: str | os.PathLike, *, force: bool = False,
 def _staging_folder(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        return as_umask_allows(Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)))
     except OSError as exc:  # e.g. a pseudo file system that accepts no folders (/proc)
         raise EeccError(f"output '{out}' cannot be created ({exc.strerror}); choose another output path") from None
 
