@@ -102,3 +102,59 @@ def symbolic_hw() -> onnx.ModelProto:
     dims = m.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "H", "W"
     return m
+
+
+def sklearn_like(model: onnx.ModelProto, *, zipmap: bool = True, classes=range(10), pre: str | None = None,
+                 label_dtype: int = TensorProto.INT64) -> onnx.ModelProto:
+    """`model` (one float output of class scores) with the outputs skl2onnx gives a classifier (nu11's
+    MLPClassifier export): `output_label` = Cast(Reshape(ArrayFeatureExtractor(classes, ArgMax(p)))) and
+    `output_probability` = ZipMap(p) (a sequence of maps), or `probabilities` = p itself without `zipmap`;
+    p = Softmax(scores). `pre`: an ai.onnx.ml op (Scaler, Normalizer) in front, as a Pipeline exports."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    scores, x = g.output[0].name, g.input[0].name
+    p = "probabilities" if not zipmap else "p"
+    ml = {"domain": "ai.onnx.ml"}
+    nodes = [helper.make_node("Softmax", [scores], [p], axis=1), helper.make_node("ArgMax", [p], ["am"], axis=1),
+             helper.make_node("ArrayFeatureExtractor", ["classes", "am"], ["afe"], **ml),
+             helper.make_node("Reshape", ["afe", "flat"], ["lab"]),
+             helper.make_node("Cast", ["lab"], ["output_label"], to=label_dtype)]
+    g.initializer.extend([helper.make_tensor("classes", TensorProto.INT64, [len(classes)], list(classes)),
+                          helper.make_tensor("flat", TensorProto.INT64, [1], [-1])])
+    outs = [helper.make_tensor_value_info("output_label", label_dtype, ["N"])]
+    if zipmap:
+        nodes.append(helper.make_node("ZipMap", [p], ["output_probability"], classlabels_int64s=list(classes), **ml))
+        outs.append(helper.make_value_info("output_probability", helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))))
+    else:
+        outs.append(helper.make_tensor_value_info(p, TensorProto.FLOAT, ["N", len(classes)]))
+    g.node.extend(nodes)
+    if pre is not None:  # x -> pre -> the network
+        for node in g.node:
+            node.input[:] = ["x.pre" if i == x else i for i in node.input]
+        attrs = {"Scaler": {"offset": [0.5], "scale": [2.0]}, "Normalizer": {"norm": "L2"}}.get(pre, {})
+        g.node.insert(0, helper.make_node(pre, [x], ["x.pre"], **attrs, **ml))
+    del g.output[:]
+    g.output.extend(outs)
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3 if pre else 1))
+    return m
+
+
+def sklearn_estimator(op: str) -> onnx.ModelProto:
+    """A classic scikit-learn classifier as skl2onnx exports it: `op` (LinearClassifier, TreeEnsembleClassifier)
+    on [N, 64] giving label and probabilities, the probabilities through ZipMap."""
+    ml = {"domain": "ai.onnx.ml"}
+    attrs = {"LinearClassifier": dict(coefficients=[0.01] * 640, intercepts=[0.0] * 10, classlabels_ints=list(range(10)),
+                                      post_transform="SOFTMAX"),
+             "TreeEnsembleClassifier": dict(nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0],
+                                            nodes_modes=["LEAF"], nodes_values=[0.0], nodes_truenodeids=[0],
+                                            nodes_falsenodeids=[0], class_treeids=[0], class_nodeids=[0],
+                                            class_ids=[0], class_weights=[1.0], classlabels_int64s=list(range(10)))}[op]
+    nodes = [helper.make_node(op, ["x"], ["label", "p"], **attrs, **ml),
+             helper.make_node("ZipMap", ["p"], ["output_probability"], classlabels_int64s=list(range(10)), **ml)]
+    outs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_value_info("output_probability", helper.make_sequence_type_proto(
+                helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))]
+    graph = helper.make_graph(nodes, "sk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])], outs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)])

@@ -99,6 +99,8 @@ def _stable_toposort(g: onnx.GraphProto, inits: dict, rename) -> list[onnx.NodeP
 
 
 def _type(v: onnx.ValueInfoProto) -> str:
+    if not v.type.HasField("tensor_type"):  # a sequence or map (scikit-learn's ZipMap output)
+        return helper.printable_type(v.type)
     t = v.type.tensor_type
     dims = [d.dim_param or d.dim_value for d in t.shape.dim] if t.HasField("shape") else "?"
     return f"{helper.tensor_dtype_to_np_dtype(t.elem_type)}{dims}"

@@ -198,3 +198,35 @@ def test_a_bad_head_budget_is_one_line_naming_the_option(capsys, value):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--head-budget" in err and "fraction such as 0.05" in err
+
+
+def test_a_sklearn_zipmap_export_is_read_through_its_probability_tensor(foreign, capsys, tmp_path):
+    """nu11: skl2onnx's default classifier export (label + ZipMap's sequence of maps) crashed every command with a
+    108-line traceback. The trained MLP with those outputs: each command warns once, in one line, that the label
+    and ZipMap outputs were dropped, and the bundle's accuracy is the model's own (argmax of its probabilities)."""
+    import onnx
+
+    from bad_models import sklearn_like
+
+    paths, cache = foreign
+    model, data = tmp_path / "skl.onnx", str(paths["data"])
+    onnx.save(sklearn_like(onnx.load(str(paths["mlp"]))), str(model))
+    d = np.load(data)
+    labels = run(onnx.load(str(model)), {"input": d["x_test"]})["output_label"]
+    own = float((labels == d["y_test"]).mean())
+    warned = "outputs 'output_label', 'output_probability' dropped: eecc reads the class probabilities"
+    capsys.readouterr()
+    assert main(["inspect", str(model)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and warned in err and "select_probabilities" in out
+    common = ["--data", data, "--quiet", "--cache-dir", str(cache), "--json"]
+    for argv in (["exits", str(model), *common], ["search", str(model), "--target", "psoc6", *common],
+                 ["compile", str(model), *common, "-o", str(tmp_path / "out"), "--no-codegen", "--no-report"]):
+        assert main(argv) == 0, argv[0]
+        out, err = capsys.readouterr()
+        assert err.count(warned) == 1 and "Traceback" not in err, err
+    manifest = json.loads(out)
+    assert manifest["output"] == {"kind": "softmax", "normalized": ["select_probabilities"]}
+    assert abs(manifest["original"]["accuracy"] - own) < 1e-9  # the test split, through the kept probabilities
+    ran = _json(capsys, ["run", str(tmp_path / "out"), "--data", data, "--json", "--quiet"])
+    assert ran["samples"] == 360 and abs(ran["accuracy"] - manifest["placement"]["metrics"]["search"]["accuracy"]) < 1e-9

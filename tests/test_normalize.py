@@ -14,6 +14,7 @@ from eecc.passes.normalize_float import normalize_float
 from eecc.passes.normalize_opset import normalize_opset
 from eecc.passes.normalize_output import normalize_output, output_kind
 from eecc.passes.remove_dropout import remove_dropout
+from eecc.passes.select_probabilities import select_probabilities, selection_note
 from eecc.passes.unfix_batch import unfix_batch
 from golden import assert_same_graph, canonical, parse, run
 
@@ -120,6 +121,36 @@ g (float[N, 2, 4, 4] x) => (float[N, 2, 4, 4] y) <float[2, 2, 1, 1] a, float[2, 
 }
 """
 SUM_AFTER = SUM_BEFORE.replace("y = Sum(x, p, q)", "s = Add(x, p)\n    y = Add(s, q)")
+# skl2onnx's MLPClassifier export (nu11): the label through ArgMax and the class list, the probabilities as ZipMap's
+# sequence of maps; with zipmap=False the probability tensor is an output itself.
+SKL_BEFORE = """
+<ir_version: 8, opset_import: ["" : 13, "ai.onnx.ml" : 1]>
+g (float[N, 4] x) => (int64[N] output_label, seq(map(int64, float)) output_probability)
+  <float[4, 5] a, float[5, 3] b, int64[3] classes = {0, 1, 2}, int64[1] flat = {-1}>
+{
+    h = MatMul(x, a)
+    r = Relu(h)
+    z = MatMul(r, b)
+    p = Softmax<axis = 1>(z)
+    am = ArgMax<axis = 1>(p)
+    afe = ai.onnx.ml.ArrayFeatureExtractor(classes, am)
+    lab = Reshape(afe, flat)
+    output_label = Cast<to = 7>(lab)
+    output_probability = ai.onnx.ml.ZipMap<classlabels_int64s = [0, 1, 2]>(p)
+}
+"""
+SKL_AFTER = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 3] p) <float[4, 5] a, float[5, 3] b>
+{
+    h = MatMul(x, a)
+    r = Relu(h)
+    z = MatMul(r, b)
+    p = Softmax<axis = 1>(z)
+}
+"""
+SKL_NOZIPMAP = (SKL_BEFORE.replace("seq(map(int64, float)) output_probability", "float[N, 3] p")
+                .replace("    output_probability = ai.onnx.ml.ZipMap<classlabels_int64s = [0, 1, 2]>(p)\n", ""))
 BATCH1_BEFORE = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[1, 2, 4, 4] x) => (float[1, 3] y) <float[2, 2, 1, 1] w, float[3, 32] fc, int64[2] shape = {1, -1}>
@@ -205,6 +236,41 @@ def test_remove_dropout_keeps_a_used_mask():
 
 def test_expand_sum():
     _check(expand_sum, parse(SUM_BEFORE), parse(SUM_AFTER), {"x": _x(2, 2, 4, 4)})
+
+
+@pytest.mark.parametrize("zipmap", [True, False])
+def test_select_probabilities_keeps_the_probability_tensor_of_a_sklearn_export(zipmap):
+    """Both skl2onnx forms become the probability tensor alone: the label path and the ai.onnx.ml import go, the
+    kept output holds what ZipMap's maps held, and argmax of it is the dropped label."""
+    before = parse(SKL_BEFORE if zipmap else SKL_NOZIPMAP)
+    snapshot = before.SerializeToString()
+    after = select_probabilities(before)
+    assert before.SerializeToString() == snapshot, "the pass mutated its input"
+    assert_same_graph(after, parse(SKL_AFTER))
+    onnx.checker.check_model(after, full_check=True)
+    x = _x(6, 4)
+    want, got = run(before, {"x": x}), run(after, {"x": x})["p"]
+    maps = want["output_probability"] if zipmap else want["p"]
+    np.testing.assert_allclose(got, [[m[k] for k in range(3)] for m in maps] if zipmap else maps, rtol=1e-6)
+    assert got.argmax(1).tolist() == want["output_label"].tolist()
+    note = selection_note(before, after, "m.onnx")
+    assert ("outputs 'output_label', 'output_probability' dropped: eecc reads the class probabilities from "
+            "ZipMap's input 'p'" if zipmap else "output 'output_label' dropped: eecc reads the class probabilities "
+            "from 'p'") in note and "searchsorted" not in note
+
+
+def test_select_probabilities_says_what_class_k_means_when_the_classes_are_not_0_to_k():
+    """y must be class indices; a model fitted on labels 3, 5, 7 outputs probabilities in that order."""
+    before = parse(SKL_BEFORE.replace("{0, 1, 2}", "{3, 5, 7}").replace("[0, 1, 2]", "[3, 5, 7]"))
+    note = selection_note(before, select_probabilities(before), "m.onnx")
+    assert "class k is the model's label [3, 5, 7][k]: give y as those indices (np.searchsorted(classes, y))" in note
+
+
+def test_select_probabilities_leaves_other_models_alone():
+    """Two float outputs, or a model without the ai.onnx.ml import, are not a scikit-learn classifier: unchanged."""
+    for text in (SUM_BEFORE, SKL_NOZIPMAP.replace("int64[N] output_label", "float[N, 3] z")):
+        before = parse(text)
+        assert select_probabilities(before).SerializeToString() == before.SerializeToString()
 
 
 @pytest.mark.parametrize("fixed", [1, 2])

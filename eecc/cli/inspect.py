@@ -157,7 +157,9 @@ def print_blocks(name: str, bg: BlockGraph, console: Console, design=None) -> No
         console.print(f"output: {bg.head.output_kind} probabilities, read as log-probabilities (softmax of them = "
                       "the model's own probabilities); every confidence and ECE is computed from those")
     if bg.head.normalized:
-        console.print(f"normalised on load: {', '.join(bg.head.normalized)} (outputs unchanged; eecc analyses "
+        kept = ("the probability output kept, the label output dropped; " if "select_probabilities" in
+                bg.head.normalized else "outputs unchanged; ")
+        console.print(f"normalised on load: {', '.join(bg.head.normalized)} ({kept}eecc analyses "
                       "and writes float32 stages)")
 
 

@@ -162,9 +162,21 @@ def _checked(model: onnx.ModelProto, origin: str, classifier: bool) -> onnx.Mode
                         "embedding); eecc needs a float input: export the network from its first float tensor on "
                         "(after the embedding) and give that tensor's values as x")
     if classifier and len(model.graph.output) != 1:
-        raise EeccError(f"{origin}: has {len(model.graph.output)} graph outputs; eecc needs a classifier "
-                        "with one logits output: drop the extra outputs before export")
+        raise EeccError(_outputs_advice(model, inputs[0].name, origin))
     return model
+
+
+def _outputs_advice(model: onnx.ModelProto, input_name: str, origin: str) -> str:
+    """Several outputs: the message names them and the onnx call that keeps the class scores (the first float
+    [N, C] output), which the user can run on the file they have (nu11: "drop before export" cannot help a
+    scikit-learn user)."""
+    outs = model.graph.output
+    scores = next((o.name for o in outs if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+                   and len(o.type.tensor_type.shape.dim) == 2), outs[0].name)
+    src = origin if origin.endswith(".onnx") else "model.onnx"
+    return (f"{origin}: has {len(outs)} graph outputs ({', '.join(o.name for o in outs)}); eecc needs a classifier "
+            f"with one output of class scores: keep that one, e.g. onnx.utils.extract_model('{src}', "
+            f"'{src[:-5]}.scores.onnx', ['{input_name}'], ['{scores}']), or drop the others before export")
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:

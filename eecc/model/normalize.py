@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc.errors import EeccError
+from eecc.errors import EeccError, EeccWarning
 from eecc.model import ir
 from eecc.passes.expand_sum import expand_sum
 from eecc.passes.fold_batchnorm import fold_batchnorm
@@ -17,6 +18,7 @@ from eecc.passes.inline_functions import inline_functions
 from eecc.passes.normalize_float import normalize_float
 from eecc.passes.normalize_opset import normalize_opset
 from eecc.passes.remove_dropout import remove_dropout
+from eecc.passes.select_probabilities import ML, select_probabilities, selection_note
 from eecc.passes.unfix_batch import unfix_batch
 
 # Opset first: the other passes assume opset >= 11; the input shape is fixed before folding so that
@@ -30,7 +32,8 @@ QUANTISED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMa
 
 def normalize(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
               origin: str = "model") -> onnx.ModelProto:
-    """A foreign classifier export, rewritten into the form eecc's analysis expects (outputs unchanged).
+    """A foreign classifier export, rewritten into the form eecc's analysis expects (outputs unchanged, but for a
+    scikit-learn export's label output, which select_probabilities drops).
 
     The names of the passes that changed the model go to the model's metadata_props under
     NORMALIZED_KEY. Raises EeccError for int8-quantised models: eecc analyses and trains in float32,
@@ -42,6 +45,12 @@ def normalize(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = Non
                         "float model from before quantisation: give that one (eecc quantises stages itself "
                         "with compile --quantize)")
     applied: list[str] = []
+    selected = _step(select_probabilities, model, applied)  # first: ZipMap's maps trip every later pass
+    _refuse_ml_ops(selected, origin)
+    note = selection_note(model, selected, origin)
+    if note:  # after the refusal: an error is the one line then
+        warnings.warn(note, EeccWarning, stacklevel=2)
+    model = selected
     for step in BEFORE_SHAPE:
         model = _step(step, model, applied)
     inits = {i.name for i in model.graph.initializer}
@@ -71,6 +80,35 @@ def _step(step, model: onnx.ModelProto, applied: list[str]) -> onnx.ModelProto:
     if _signature(out) != _signature(model):
         applied.append(step.__name__)
     return out
+
+
+# ai.onnx.ml ops by what they are in a scikit-learn export, and the way out for each kind.
+_PREPROCESSING = {"Scaler", "Normalizer", "Imputer", "Binarizer", "OneHotEncoder", "LabelEncoder", "FeatureVectorizer",
+                  "DictVectorizer", "CategoryMapper", "ArrayFeatureExtractor"}
+_ESTIMATORS = {"LinearClassifier", "LinearRegressor", "SVMClassifier", "SVMRegressor", "TreeEnsembleClassifier",
+               "TreeEnsembleRegressor", "TreeEnsemble"}
+
+
+def _refuse_ml_ops(model: onnx.ModelProto, origin: str) -> None:
+    """An ai.onnx.ml op left after select_probabilities: EeccError naming it and the way out for its kind (nu11:
+    the first pass that met one failed with a 108-line traceback)."""
+    node = next((n for n in model.graph.node if n.domain == ML), None)
+    if node is None:
+        return
+    if node.op_type in _PREPROCESSING:
+        kind, way = "preprocessing", ("apply it to the data (x_* as the network sees them) and export the network "
+                                     "alone (of a scikit-learn Pipeline, convert its last step: pipeline[-1])")
+    elif node.op_type in _ESTIMATORS:
+        kind, way = "a classic machine-learning model", ("eecc adds early exits between the layers of a neural "
+                                                         "network: give a network (e.g. an MLPClassifier export, or "
+                                                         "a torch/keras model)")
+    elif node.op_type == "ZipMap":
+        kind, way = "skl2onnx's probabilities as a sequence of maps", ("export with options={id(clf): {'zipmap': "
+                                                                       "False}} and keep the probabilities output alone")
+    else:
+        kind, way = "a classic machine-learning op", "export the neural network alone, with standard ONNX ops"
+    raise EeccError(f"{origin}: node '{node.name or node.op_type}' is {ML}.{node.op_type} ({kind}), which eecc does "
+                    f"not compile; {way}")
 
 
 def _signature(model: onnx.ModelProto) -> tuple:
