@@ -10,6 +10,7 @@ from rich.console import Console
 from eecc.cli.inspect import console
 from eecc.argtypes import at_least
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
+from eecc.driver.prediction_gap import summary_lines
 from eecc.errors import EeccError
 from eecc.report.units import count, duration, energy, things
 from eecc.search.confidence import exit_rule
@@ -228,3 +229,5 @@ def _print_deployment(manifest: dict, console: Console) -> None:
     if joules.get("emulated") and joules.get("search"):
         console.print(f"  emulated mean energy {energy(joules['emulated'])} vs the search's "
                       f"{energy(joules['search'])} ({100 * (joules['emulated_over_search'] - 1):+.1f} %)")
+    for line in summary_lines(manifest.get("prediction_check")):
+        console.print(f"  {line}")

@@ -213,6 +213,10 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
     compare_deployments(manifest, run, splits, test, platform, options)
+    if manifest.prediction_check is not None:  # emulated: where it leaves the search's prediction, and its limits
+        from eecc.driver.prediction_gap import prediction_gaps
+
+        manifest.prediction_check.update(prediction_gaps(manifest.to_json(), options.max_latency_s))
 
 
 def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test, platform: Platform,

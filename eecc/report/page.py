@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from eecc.driver.prediction_gap import summary_lines
 from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
@@ -175,6 +176,8 @@ def _summary(manifest: dict, m: dict) -> str:
             *([("mean latency / energy (emulated)", f"{duration(m['mean_latency_calibrated_s'])}, "
                 f"{energy(m['mean_energy_calibrated_j'])} (QEMU instruction counts at the test exit rates)")]
               if m.get("mean_energy_calibrated_j") is not None else []),
+            *[("warning", line.removeprefix("warning: ").strip()) for line in
+              summary_lines(manifest.get("prediction_check"))],
             ("objective", str(manifest.get("objective", "macs"))),
             ("deployment", (manifest.get("deployment") or {}).get("line", "-")),
             *([("deployment (search's prediction)", manifest["deployment"]["predicted_line"])]
