@@ -145,8 +145,8 @@ def sklearn_estimator(op: str) -> onnx.ModelProto:
     """A classic scikit-learn classifier as skl2onnx exports it: `op` (LinearClassifier, TreeEnsembleClassifier)
     on [N, 64] giving label and probabilities, the probabilities through ZipMap."""
     ml = {"domain": "ai.onnx.ml"}
-    attrs = {"LinearClassifier": dict(coefficients=[0.01] * 640, intercepts=[0.0] * 10, classlabels_ints=list(range(10)),
-                                      post_transform="SOFTMAX"),
+    attrs = {"LinearClassifier": dict(coefficients=[0.01] * 640, intercepts=[0.0] * 10,
+                                      classlabels_ints=list(range(10)), post_transform="SOFTMAX"),
              "TreeEnsembleClassifier": dict(nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0],
                                             nodes_modes=["LEAF"], nodes_values=[0.0], nodes_truenodeids=[0],
                                             nodes_falsenodeids=[0], class_treeids=[0], class_nodeids=[0],

@@ -19,8 +19,8 @@ from bad_models import CNN
 TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm")
 
 
-@pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+@pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS), reason="arm-none-eabi-gcc / qemu-system-arm not "
+                    "installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
 def test_a_cost_model_three_times_low_is_flagged_per_stage_and_the_latency_limit_rechecked(tmp_path, capsys,
                                                                                            monkeypatch):
     """The shipped cost table with its Cortex-M4 fp32 weights divided by 3 (a deliberately wrong prediction; the
@@ -49,7 +49,7 @@ def test_a_cost_model_three_times_low_is_flagged_per_stage_and_the_latency_limit
         miss = flagged[f"stage {s['index']} on 'm4' (cortex-m4) compute"]
         assert 2.4 < miss["ratio"] < 3.9 and miss["emulated"] == s["latency_calibrated_s"]
         assert f"stage {s['index']} on 'm4' (cortex-m4) compute: emulated" in text
-    assert "warning: emulated figures outside the cost model's ±15 % (the search chose on the predicted figures" in text
+    assert "warning: emulated figures outside the cost model's ±15 % (the search chose on the predicted" in text
     worst = manifest["deployment"]["measured"]["chosen"]["worst_case_latency_s"]
     predicted = manifest["placement"]["metrics"]["search"]["worst_case_latency_s"]
     assert predicted <= 0.008 < worst  # the search kept it on the prediction; the device misses the limit

@@ -53,8 +53,8 @@ def _cascade_misses(manifest: dict) -> list[dict | None]:
                  chosen.get("worst_case_latency_s"), duration)]
     if single.get("basis") == "emulated":
         where = (single.get("processors") or ["?"])[0]
-        out.append(_miss(f"the original model alone on '{where}' (its {key})", predicted_single.get(f"mean_{key}_{unit}"),
-                         single.get(f"mean_{key}_{unit}"), fmt))
+        out.append(_miss(f"the original model alone on '{where}' (its {key})",
+                         predicted_single.get(f"mean_{key}_{unit}"), single.get(f"mean_{key}_{unit}"), fmt))
     return out
 
 

@@ -103,8 +103,8 @@ def _refuse_ml_ops(model: onnx.ModelProto, origin: str) -> None:
                                                          "network: give a network (e.g. an MLPClassifier export, or "
                                                          "a torch/keras model)")
     elif node.op_type == "ZipMap":
-        kind, way = "skl2onnx's probabilities as a sequence of maps", ("export with options={id(clf): {'zipmap': "
-                                                                       "False}} and keep the probabilities output alone")
+        kind = "skl2onnx's probabilities as a sequence of maps"
+        way = "export with options={id(clf): {'zipmap': False}} and keep the probabilities output alone"
     else:
         kind, way = "a classic machine-learning op", "export the neural network alone, with standard ONNX ops"
     raise EeccError(f"{origin}: node '{node.name or node.op_type}' is {ML}.{node.op_type} ({kind}), which eecc does "

@@ -132,8 +132,6 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     executor = executor or InProcess()
     t_start = time.perf_counter()
     notes = []
-    if not len(logits.y_test):  # every figure below would be the mean of nothing: nan, 0 %, -100 % MACs (nu11)
-        raise EeccError(NO_TEST)
     calib, test = _scores(logits, o, confidences)
     if o.calibrate_on == "train":  # a note in the result, printed once by the CLI (a warnings.warn doubled it)
         notes.append(CALIBRATION_WARNING)
@@ -211,6 +209,8 @@ def _pareto(logits: ExitLogits, results, calib: SplitScores, test: SplitScores, 
 
 def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitScores, SplitScores]:
     """(calibration, test) scores; NACHOS' learned confidences replace the metric on the logits."""
+    if not len(logits.y_test):  # every test figure would be the mean of nothing: nan, 0 %, -100 % MACs (nu11)
+        raise EeccError(NO_TEST)
     if o.metric != LEARNED:
         return make_split(logits, o.calibrate_on, o.metric), make_split(logits, "test", o.metric)
     if o.decision != "single":
