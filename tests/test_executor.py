@@ -121,6 +121,41 @@ def test_forked_workers_keep_order_run_torch_on_one_thread_and_leave_a_dead_work
     assert any(forked for _, forked, _ in got) and all(threads == 1 for _, forked, threads in got if forked)
 
 
+_STOP_SCRIPT = """
+import os, sys, time
+from eecc import signals
+from eecc.driver.executor import Forked
+
+def busy(_, item):
+    print(os.getpid(), flush=True)
+    time.sleep(600)  # a worker that never reaches a stop point (nu11: one inside MKL)
+
+signals.install()
+try:
+    Forked(2).map(busy, [0, 1])
+except signals.Terminated:
+    print("terminated", flush=True)
+"""
+
+
+def test_sigterm_during_a_forked_map_ends_the_busy_workers_and_the_command(tmp_path):
+    """nu11 F11: SIGTERM to a compile in head training waited for the busy worker (shutdown(wait=True))."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _STOP_SCRIPT], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    workers = [int(proc.stdout.readline()) for _ in range(2)]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)  # the old code: 600 s
+    assert out.strip() == "terminated" and proc.returncode == 0
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime

@@ -63,15 +63,32 @@ class Forked(Executor):
         import multiprocessing
 
         items, results = list(items), {}
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_one_torch_thread)
         try:
-            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=_one_torch_thread) as pool:
-                futures = {pool.submit(fn, shared, item): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
+            futures = {pool.submit(fn, shared, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
         except BrokenProcessPool:
             pass
+        except BaseException:
+            _stop_workers(pool)  # Ctrl-C / SIGTERM: a busy worker would hold `shutdown(wait=True)` until it ends
+            raise
+        pool.shutdown(wait=True)
         return [results[i] if i in results else fn(shared, items[i]) for i in range(len(items))]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End `pool` now: pending tasks cancelled, running workers killed (SIGKILL: a worker inside MKL may not
+    reach Python's signal handler; nu11 saw one in head training hold the parent 60+ s after SIGTERM).
+    `_processes` is the pool's own pid -> Process map (CPython 3.8-3.13; 3.14 adds `kill_workers()`)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(5)
 
 
 def _one_torch_thread() -> None:
