@@ -61,11 +61,9 @@ def _cascade_misses(manifest: dict) -> list[dict | None]:
 def _limits(manifest: dict, latency_limit_s: float | None) -> list[dict]:
     measured = (manifest.get("deployment") or {}).get("measured") or {}
     chosen, single = measured.get("chosen") or {}, measured.get("best_single") or {}
-    if chosen.get("basis") != "emulated":
-        return []
     out = []
     limit = latency_limit_s if latency_limit_s is not None else manifest["platform"].get("max_latency_s")
-    worst = chosen.get("worst_case_latency_s")
+    worst = manifest["stages"][-1].get("exit_latency_calibrated_s") if manifest["stages"] else None  # all through
     if limit is not None and worst is not None:
         holds = worst <= limit
         out.append({"limit": "max_latency_s", "value": limit, "emulated": worst, "holds": holds,
@@ -76,7 +74,7 @@ def _limits(manifest: dict, latency_limit_s: float | None) -> list[dict]:
     objective = (manifest.get("deployment") or {}).get("objective")
     key = {"energy": "mean_energy_j", "latency": "mean_latency_s"}.get(objective)
     ratio = (measured.get("ratio") or {}).get(key) if key else None
-    if chosen.get("exits") and ratio is not None and single.get("basis") == "emulated":
+    if chosen.get("exits") and ratio is not None and chosen.get("basis") == single.get("basis") == "emulated":
         holds = ratio < 1
         out.append({"limit": "beats_original", "objective": objective, "ratio": ratio, "holds": holds,
                     "line": f"the early-exit network {'beats' if holds else 'does NOT beat'} the original model "
