@@ -340,6 +340,6 @@ def _with_exit_estimates(platform: Platform, entries: list[dict], updates: list[
     seconds = [u.get("latency_calibrated_s") or e.get("compute_s", 0.0) for e, u in zip(entries, updates)]
     est = estimate_exits(platform, [e["target"] for e in entries], [e["macs"] for e in entries],
                          [e.get("handoff_bytes", 0) for e in entries], compute_s=seconds,
-                         input_bytes=entries[0].get("input_bytes", 0))
+                         input_bytes=entries[0].get("input_bytes", 0), result_bytes=entries[-1].get("result_bytes", 0))
     return [{**u, "exit_latency_calibrated_s": x["latency_s"], "exit_energy_calibrated_j": x["energy_j"]}
             for u, x in zip(updates, est)]

@@ -36,6 +36,9 @@ class Link:
     dst: str
     bandwidth_bps: float  # bits per second
     latency_s: float
+    # The link's own energy per byte moved (a radio's or NIC's datasheet figure), when the platform states one; the
+    # processors' idle power while they wait for a transfer is counted apart (estimate_exits)
+    energy_j_per_byte: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,35 +121,66 @@ def transfer_time_s(link: Link, nbytes: int | float) -> float:
     return link.latency_s + 8.0 * float(nbytes) / link.bandwidth_bps
 
 
+def transfer_energy_j(link: Link, nbytes: int | float) -> float:
+    return link.energy_j_per_byte * float(nbytes)
+
+
 def input_latency_s(platform: Platform, first: str, input_bytes: int) -> float:
     """Seconds the model input takes from the platform's first processor, where it arrives, to `first`, the
     processor of stage 0 (0 when they are the same); EeccError when no link joins them."""
+    link = _input_link(platform, first)
+    return 0.0 if link is None else transfer_time_s(link, input_bytes)
+
+
+def _input_link(platform: Platform, first: str) -> Link | None:
     home = platform.processors[0].name
     if first == home:
-        return 0.0
+        return None
     link = platform.link(home, first)
     if link is None:
         raise EeccError(f"platform '{platform.name}' has no link from '{home}', where the input arrives, to "
                         f"'{first}'; add one to the platform TOML or start on '{home}'")
-    return transfer_time_s(link, input_bytes)
+    return link
+
+
+def return_links(platform: Platform, path: Sequence[str]) -> list[Link]:
+    """The links a result takes from the last processor of `path` (the processors a sample went through, from the
+    platform's first) back to the first, where the input arrived and the answer is wanted: the link between the two
+    if the platform declares one (either direction: a declared link is taken to carry data both ways at its stated
+    bandwidth and latency, an assumption), else back along `path`, hop by hop."""
+    home, here = platform.processors[0].name, path[-1]
+    if here == home:
+        return []
+    direct = platform.link(here, home) or platform.link(home, here)
+    if direct is not None:
+        return [direct]
+    hops = [(a, b) for a, b in zip(path, path[1:]) if a != b]
+    return [platform.link(b, a) or platform.link(a, b) for a, b in reversed(hops)]
 
 
 def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Sequence[int],
                    handoff_bytes: Sequence[int], compute_s: Sequence[float] | None = None,
-                   input_bytes: int = 0) -> list[dict[str, float]]:
+                   input_bytes: int = 0, result_bytes: int = 0) -> list[dict[str, float]]:
     """Latency and energy of one sample that leaves at stage k, for every k.
 
     Energy model (stated, not measured): the processor running a stage draws active power for its
     compute time (`compute_s[k]` when given, e.g. from the measured cost model, else macs/macs_per_s);
-    every other processor of the placement draws idle power for the rest of the sample's latency
-    (including hand-off transfers); links themselves cost no energy. Consecutive stages on the same
-    processor run back to back: no transfer, and the processor counts once. The model input (`input_bytes`
-    per sample) arrives on the platform's first processor, where the data is sampled (eecc/search/placement.py):
-    when stage 0 runs on another one, it crosses that link first (input_latency_s), as a hand-off does.
+    every other processor of the placement draws idle power for the rest of the sample's latency, the
+    transfers included (a processor waiting for data idles); a link adds its own energy_j_per_byte per byte
+    moved when the platform states one (none of the built-in platforms does: their hand-offs are buffers in
+    memory the processors share, or, on rk3588-cuda, a network link with no stated figure). Consecutive stages
+    on the same processor run back to back: no transfer, and the processor counts once. The model input
+    (`input_bytes` per sample) arrives on the platform's first processor, where the data is sampled
+    (eecc/search/placement.py): when stage 0 runs on another one, it crosses that link first (input_latency_s),
+    as a hand-off does; and the result (`result_bytes`: the exit's logits) of a sample that leaves on another
+    processor goes back there (return_links), its latency and energy counted as a hand-off's.
     """
     names = list(dict.fromkeys(processors))
     procs = [platform.processor(p) for p in names]
-    out, latency, busy = [], input_latency_s(platform, processors[0], input_bytes), [0.0] * len(procs)
+    link = _input_link(platform, processors[0])
+    out, busy = [], [0.0] * len(procs)
+    latency = 0.0 if link is None else transfer_time_s(link, input_bytes)
+    moved_j = 0.0 if link is None else transfer_energy_j(link, input_bytes)
     for k, (name, macs) in enumerate(zip(processors, stage_macs)):
         proc, slot = procs[names.index(name)], names.index(name)
         if k > 0 and processors[k - 1] != name:
@@ -155,12 +189,16 @@ def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Se
                 raise EeccError(f"platform '{platform.name}' has no link from '{processors[k - 1]}' to "
                                 f"'{proc.name}'; add one to the platform TOML or choose other processors")
             latency += transfer_time_s(link, handoff_bytes[k - 1])
+            moved_j += transfer_energy_j(link, handoff_bytes[k - 1])
         t = compute_time_s(proc, macs) if compute_s is None else float(compute_s[k])
         latency += t
         busy[slot] += t
+        back = return_links(platform, [platform.processors[0].name, *processors[:k + 1]])
+        done = latency + sum(transfer_time_s(lk, result_bytes) for lk in back)
         active = sum(p.active_power_w * b for p, b in zip(procs, busy))
-        idle = sum(p.idle_power_w * (latency - b) for p, b in zip(procs, busy))
-        out.append({"compute_s": t, "latency_s": latency, "energy_j": active + idle})
+        idle = sum(p.idle_power_w * (done - b) for p, b in zip(procs, busy))
+        links_j = moved_j + sum(transfer_energy_j(lk, result_bytes) for lk in back)
+        out.append({"compute_s": t, "latency_s": done, "energy_j": active + idle + links_j})
     return out
 
 
@@ -187,7 +225,7 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
 def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:
     if not isinstance(doc, dict):
         raise EeccError(f"{origin}: {where[:-1]} must be a table with src, dst, bandwidth_bps, latency_s")
-    _no_unknown(doc, {"src", "dst", "bandwidth_bps", "latency_s", "note"}, origin, where)
+    _no_unknown(doc, {"src", "dst", "bandwidth_bps", "latency_s", "energy_j_per_byte", "note"}, origin, where)
     ends = []
     for key in ("src", "dst"):
         value = _field(doc, key, str, origin, where)
@@ -195,8 +233,10 @@ def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:
             raise EeccError(f"{origin}: field '{where}{key}' names processor '{value}', which is not "
                             f"declared; declared processors: {', '.join(names)}")
         ends.append(value)
+    energy = {"energy_j_per_byte": _positive(doc, "energy_j_per_byte", origin, where, zero_ok=True)} \
+        if "energy_j_per_byte" in doc else {}
     return Link(ends[0], ends[1], _positive(doc, "bandwidth_bps", origin, where),
-                _positive(doc, "latency_s", origin, where, zero_ok=True))
+                _positive(doc, "latency_s", origin, where, zero_ok=True), **energy)
 
 
 def _field(doc: dict, key: str, typ: type, origin: str, where: str) -> Any:

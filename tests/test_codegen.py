@@ -135,7 +135,9 @@ def test_cortex_m_latency_is_recalibrated_from_instruction_counts(psoc6):
                                                                                    result["stages"])}
     calibrated = replace(platform, processors=tuple(replace(p, macs_per_s=rates[p.name]) for p in platform.processors))
     want = estimate_exits(calibrated, ["m0plus", "m4"], [e["macs"] for e in manifest["stages"]],
-                          [e["handoff_bytes"] for e in manifest["stages"]])
+                          [e["handoff_bytes"] for e in manifest["stages"]],
+                          result_bytes=manifest["stages"][-1]["result_bytes"])  # the M4's logits back to the M0+
+    assert manifest["stages"][-1]["result_bytes"] == 4 * manifest["num_classes"]
     for update, w in zip(result["stages"], want):
         assert update["exit_latency_calibrated_s"] == pytest.approx(w["latency_s"])
         assert update["exit_energy_calibrated_j"] == pytest.approx(w["energy_j"])

@@ -20,10 +20,11 @@ CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
 
 def test_the_input_crosses_the_link_to_a_first_stage_elsewhere():
     platform = parse_platform(USER)  # small, then big; link small -> big: 1 ms + 8 bit / 8 Mbit/s
-    home, = estimate_exits(platform, ["small"], [1000], [], input_bytes=300)
-    away, = estimate_exits(platform, ["big"], [8000], [], input_bytes=300)
+    home, = estimate_exits(platform, ["small"], [1000], [], input_bytes=300, result_bytes=40)
+    away, = estimate_exits(platform, ["big"], [8000], [], input_bytes=300, result_bytes=40)
     assert home["latency_s"] == pytest.approx(1e-3)  # on the first processor: nothing crosses
-    assert away["latency_s"] == pytest.approx(1e-3 + 8 * 300 / 8e6 + 2e-3)
+    back = 1e-3 + 8 * 40 / 8e6  # and the result goes back where the input came from
+    assert away["latency_s"] == pytest.approx(1e-3 + 8 * 300 / 8e6 + 2e-3 + back)
     assert away["energy_j"] == pytest.approx(0.04 * 2e-3 + 0.002 * (away["latency_s"] - 2e-3))  # big idles meanwhile
 
 

@@ -90,14 +90,29 @@ def test_unknown_target_lists_the_builtins():
 
 def test_estimates_follow_the_stated_model():
     platform = parse_platform(USER)
-    est = estimate_exits(platform, ["small", "big"], [1000, 8000], [500, 0])
-    assert est[0]["latency_s"] == pytest.approx(1e-3)
+    est = estimate_exits(platform, ["small", "big"], [1000, 8000], [500, 0], result_bytes=40)
+    assert est[0]["latency_s"] == pytest.approx(1e-3)  # leaves where the input arrived: nothing goes back
     transfer = 1e-3 + 8 * 500 / 8e6
-    assert est[1]["latency_s"] == pytest.approx(1e-3 + transfer + 2e-3)
-    # active power while computing, idle power of the other processor for the rest of the latency
+    back = 1e-3 + 8 * 40 / 8e6  # the logits' trip back to 'small' over the small -> big link (no big -> small one)
+    assert est[1]["latency_s"] == pytest.approx(1e-3 + transfer + 2e-3 + back)
+    # active power while computing, idle power of the other processor for the rest of the latency (transfers too)
     assert est[0]["energy_j"] == pytest.approx(0.01 * 1e-3 + 0.002 * 1e-3)
     lat = est[1]["latency_s"]
     assert est[1]["energy_j"] == pytest.approx(0.01 * 1e-3 + 0.04 * 2e-3 + 0.001 * (lat - 1e-3) + 0.002 * (lat - 2e-3))
+
+
+def test_a_link_that_states_its_energy_per_byte_adds_it_for_every_byte_it_moves():
+    """The input, a hand-off and the result going back each cross the small <-> big link (nu11: links cost no
+    energy of their own, and the result's trip back was not counted); the latency is the same either way."""
+    priced = parse_platform(USER.replace("latency_s = 0.001", "latency_s = 0.001\nenergy_j_per_byte = 2e-8"))
+    plain = parse_platform(USER)
+    for procs, moved in ((["big", "big"], 300 + 40), (["small", "big"], 500 + 40)):  # input + result; hand-off + result
+        a, b = (estimate_exits(p, procs, [1000, 8000], [500, 0], input_bytes=300, result_bytes=40)[-1]
+                for p in (priced, plain))
+        assert a["latency_s"] == b["latency_s"]
+        assert a["energy_j"] - b["energy_j"] == pytest.approx(2e-8 * moved)
+    with pytest.raises(EeccError, match=r"links\[0\]\.energy_j_per_byte' must be a number >= 0"):
+        parse_platform(USER.replace("latency_s = 0.001", "latency_s = 0.001\nenergy_j_per_byte = -1"))
 
 
 def test_cli_lists_builtins_as_json_and_validates_a_user_file(tmp_path, capsys):

@@ -31,8 +31,9 @@ def test_enumerates_one_exit_per_processor_on_every_subset_of_the_processors():
     everything = enumerate_placements(_platform(), _cands(), MODEL)
     # first the original model alone on each processor, then the early-exit placements
     assert [(p.exits, p.processors) for p in everything[:3]] == [((), ("p0",)), ((), ("p1",)), ((), ("p2",))]
-    # the input arrives on p0: p2 alone first waits for it over the p0 -> p2 link (1 ms; MODEL's input_bytes: 0)
-    assert everything[2].latency_s == pytest.approx(0.001 + MODEL.total_macs / 1e11)
+    # the input arrives on p0: p2 alone first waits for it over the p0 -> p2 link (1 ms; MODEL's input_bytes: 0),
+    # and its result goes back over it (1 ms; result_bytes: 0)
+    assert everything[2].latency_s == pytest.approx(0.001 + MODEL.total_macs / 1e11 + 0.001)
     assert everything[0].latency_s == pytest.approx(MODEL.total_macs / 1e9)
     pl = _eenn(everything)
     assert all(p.fits and len(p.processors) == len(p.exits) + 1 for p in pl)
@@ -65,8 +66,9 @@ def test_stage_figures_split_the_model_and_charge_heads_on_their_stage():
 def test_worst_case_latency_counts_compute_and_transfers_and_prunes():
     p = [p for p in enumerate_placements(_platform(), _cands()[:1], MODEL, max_exits=1)
          if p.processors == ("p0", "p1")][0]
-    # 2.01 M MAC at 1 G MAC/s, then 32 kB over 8 Mbit/s + 1 ms, then 8 M MAC at 10 G MAC/s
-    assert p.latency_s == pytest.approx(2.01e-3 + 0.001 + 32_000 * 8 / 8e6 + 8e-4)
+    # 2.01 M MAC at 1 G MAC/s, then 32 kB over 8 Mbit/s + 1 ms, then 8 M MAC at 10 G MAC/s, then the result back
+    # over the link (1 ms: MODEL's result_bytes 0)
+    assert p.latency_s == pytest.approx(2.01e-3 + 0.001 + 32_000 * 8 / 8e6 + 8e-4 + 0.001)
     assert p.exit_latency_s[0] == pytest.approx(2.01e-3)
     limit = 0.03
     pl = _eenn(enumerate_placements(_platform(max_latency_s=limit), _cands(), MODEL))

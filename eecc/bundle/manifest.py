@@ -25,8 +25,9 @@ from eecc.targets.platform import Platform, estimate_exits
 SCHEMA_VERSION = VERSION
 ENERGY_MODEL = ("per sample leaving at stage k: active power x compute time of the stages run (cost model: "
                 "predicted instructions x CPI / clock_hz; else MACs/(MAC/s)), plus idle power of the placement's "
-                "other processors for the rest of its latency; links cost latency (latency_s + 8*bytes/bandwidth) "
-                "but no energy")
+                "other processors for the rest of its latency, transfers included; links cost latency (latency_s + "
+                "8*bytes/bandwidth) and their energy_j_per_byte when the platform states one; a sample leaving on "
+                "another processor than the first sends its logits back there")
 _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo", "apache-tvm", "torch")
 
 
@@ -181,7 +182,7 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
                      for s, p, c in zip(stages, procs, costs)]
     estimates = estimate_exits(platform, procs, [c.macs for c in costs], [c.handoff_bytes for c in costs],
                                compute_s=None if device is None else [x["seconds"] for x in predicted],
-                               input_bytes=costs[0].input_bytes)
+                               input_bytes=costs[0].input_bytes, result_bytes=costs[-1].result_bytes)
     entries, cumulative, mode = [], 0, ensemble_weights or DEFAULT_WEIGHTS
     for k, (stage, cost, est) in enumerate(zip(stages, costs, estimates)):
         cumulative += cost.macs

@@ -68,9 +68,10 @@ def _emulated(model: onnx.ModelProto, platform: Platform, processor: str, x: np.
             arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=Path(tmp))
         n = emulate_stage(arts, x).instructions
     seconds = n * CPI[proc.kind] / proc.clock_hz
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
-    (est,) = estimate_exits(platform, [processor], [0], [0], compute_s=[seconds],
-                            input_bytes=4 * int(np.prod(shape)))  # the float input, sent where it runs
+    shape, out = ([d.dim_value for d in t.type.tensor_type.shape.dim][1:] for t in (model.graph.input[0],
+                                                                                  model.graph.output[0]))
+    (est,) = estimate_exits(platform, [processor], [0], [0], compute_s=[seconds], input_bytes=4 * int(np.prod(shape)),
+                            result_bytes=4 * int(np.prod(out)))  # the float input sent where it runs, its logits back
     return {"instructions": n, "samples": len(x), "mean_latency_s": est["latency_s"],
             "worst_case_latency_s": est["latency_s"], "mean_energy_j": est["energy_j"],
             "worst_case_energy_j": est["energy_j"], "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes}

@@ -39,6 +39,7 @@ class StageCost:
     peak_activation_bytes: int   # per sample, live tensors at the worst point of a sequential run
     input_bytes: int
     handoff_bytes: int           # 0 for the last stage
+    result_bytes: int = 0        # the stage's logits: what goes back to where the input arrived when a sample leaves
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -57,7 +58,8 @@ def stage_cost(stage: gs.Graph, numeric: str = "fp32") -> StageCost:
                      weight_bytes=weight_bytes(stage.nodes, numeric),
                      peak_activation_bytes=live_peak(stage.nodes, stage.inputs, stage.outputs, int8),
                      input_bytes=sum(tensor_bytes(t) for t in stage.inputs),
-                     handoff_bytes=tensor_bytes(out) if out is not None else 0)
+                     handoff_bytes=tensor_bytes(out) if out is not None else 0,
+                     result_bytes=tensor_bytes(stage.outputs[1 if out is not None else 0]))
 
 
 def processor_needs(procs: Sequence[str], weights: Sequence[int], peaks: Sequence[int]) -> dict[str, tuple[int, int]]:

@@ -98,8 +98,9 @@ def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
     blocks = plan.blocks
     shape = ir.per_sample_shape(plan.graph.inputs[0])
     input_bytes = 4 * int(np.prod(shape)) if shape is not None else 0  # float32, in either format
+    ends = {"input_bytes": input_bytes, "result_bytes": 4 * plan.num_classes}  # the logits go back as float32
     if numeric == "fp32":
-        return list(plan.costs), replace(ModelCost.from_blocks(blocks), input_bytes=input_bytes)
+        return list(plan.costs), replace(ModelCost.from_blocks(blocks), **ends)
     nodes = {n.name: n for n in plan.graph.nodes}
     weights = [int8_weight_bytes(nodes[x] for x in b.nodes if x in nodes) for b in blocks.blocks]
     index = {b.output: i for i, b in enumerate(blocks.blocks)}
@@ -112,5 +113,5 @@ def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
                              + c.handoff_bytes,
                              head_weight_bytes=heads[c.tensor].weight_bytes(numeric)))
     model = ModelCost(int(blocks.total_macs), int8_weight_bytes(plan.graph.nodes),
-                      max(b.activation_bytes for b in blocks.blocks) // 4, input_bytes)
+                      max(b.activation_bytes for b in blocks.blocks) // 4, **ends)
     return costs, model

@@ -32,6 +32,7 @@ class ModelCost:
     weight_bytes: int
     peak_activation_bytes: int
     input_bytes: int = 0  # the model input per sample (float32): it crosses a link when stage 0 runs elsewhere
+    result_bytes: int = 0  # the logits per sample (float32): they go back when a sample leaves elsewhere
 
     @classmethod
     def from_blocks(cls, blocks) -> "ModelCost":
@@ -105,7 +106,8 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
             seconds = [device.seconds(p, bounds[k], bounds[k + 1] if k < len(cands) else None, m,
                                       head=heads[k] if heads and k < len(cands) else None)
                        for k, (p, m) in enumerate(zip(procs, macs))]
-        est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds, input_bytes=model.input_bytes)
+        est = estimate_exits(platform, procs, macs, handoff, compute_s=seconds, input_bytes=model.input_bytes,
+                             result_bytes=model.result_bytes)
         lat = tuple(e["latency_s"] for e in est)
         energy = tuple(e["energy_j"] for e in est)
     else:
