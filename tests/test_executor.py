@@ -146,14 +146,21 @@ def test_sigterm_during_a_forked_map_ends_the_busy_workers_and_the_command(tmp_p
 
     proc = subprocess.Popen([sys.executable, "-c", _STOP_SCRIPT], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    workers = [int(proc.stdout.readline()) for _ in range(2)]
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)  # the old code: 600 s
-    assert out.strip() == "terminated" and proc.returncode == 0
-    for pid in workers:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    workers: list[int] = []
+    try:
+        workers = [int(proc.stdout.readline()) for _ in range(2)]
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)  # the old code: 600 s
+        assert out.strip() == "terminated" and proc.returncode == 0
+        for pid in workers:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:  # on failure, leave no sleeping processes behind
+        proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _children_cpu() -> float:
