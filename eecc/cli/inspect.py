@@ -158,7 +158,8 @@ def print_blocks(name: str, bg: BlockGraph, console: Console, design=None) -> No
                       "the model's own probabilities); every confidence and ECE is computed from those")
     if bg.head.normalized:
         kept = ("the probability output kept, the label output dropped; " if "select_probabilities" in
-                bg.head.normalized else "outputs unchanged; ")
+                bg.head.normalized else f"the output flattened to [N, {bg.head.num_classes}], values unchanged; "
+                if "flatten_output" in bg.head.normalized else "outputs unchanged; ")
         console.print(f"normalised on load: {', '.join(bg.head.normalized)} ({kept}eecc analyses "
                       "and writes float32 stages)")
 

@@ -13,6 +13,7 @@ from eecc.errors import EeccError, EeccWarning
 from eecc.model import ir
 from eecc.passes.expand_sum import expand_sum
 from eecc.passes.fold_batchnorm import fold_batchnorm
+from eecc.passes.flatten_output import flatten_output
 from eecc.passes.fold_constants import fold_constants
 from eecc.passes.inline_functions import inline_functions
 from eecc.passes.normalize_float import normalize_float
@@ -24,7 +25,7 @@ from eecc.passes.unfix_batch import unfix_batch
 # Opset first: the other passes assume opset >= 11; the input shape is fixed before folding so that
 # shapes are static; BatchNormalization folds last, when constant subgraphs are initializers. normalize_output (a gs pass) follows in the analysis pipeline (eecc/driver/pipeline.py).
 BEFORE_SHAPE = (normalize_opset, inline_functions)
-AFTER_SHAPE = (normalize_float, remove_dropout, expand_sum, unfix_batch, fold_constants, fold_batchnorm)
+AFTER_SHAPE = (normalize_float, remove_dropout, expand_sum, unfix_batch, flatten_output, fold_constants, fold_batchnorm)
 NORMALIZED_KEY = "pkg.eecc.normalized"
 QUANTISED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul"}
@@ -32,8 +33,9 @@ QUANTISED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMa
 
 def normalize(model: onnx.ModelProto, *, input_shape: Sequence[int] | None = None,
               origin: str = "model") -> onnx.ModelProto:
-    """A foreign classifier export, rewritten into the form eecc's analysis expects (outputs unchanged, but for a
-    scikit-learn export's label output, which select_probabilities drops).
+    """A foreign classifier export, rewritten into the form eecc's analysis expects (output values unchanged, but for a
+    scikit-learn export's label output, which select_probabilities drops; flatten_output makes an [N, C, 1, 1]
+    output [N, C]).
 
     The names of the passes that changed the model go to the model's metadata_props under
     NORMALIZED_KEY. Raises EeccError for int8-quantised models: eecc analyses and trains in float32,
