@@ -213,13 +213,18 @@ def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Pat
             arts = cortex_a.compile_stage(model, cpu=CORTEX_A_CPU, out_dir=stage_dir, name=name,
                                           flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
         else:
+            from eecc.targets.mcu_bundle import make_buildable
+
             arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=stage_dir, name=name,
                                           flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
+            arts.files += make_buildable(arts, program=False)  # the folder builds without eecc
         codegen = {"backend": "cortex_a" if proc.kind == "cortex-a" else "cortex_m", "cpu": arts.cpu,
                    "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes,
                    "ram_unplanned_bytes": arts.ram_unplanned_bytes, "arena_bytes": arts.arena_bytes,
                    "arena_unplanned_bytes": arts.arena_unplanned_bytes, "workspace_bytes": arts.workspace_bytes,
                    "kernel_count": arts.kernel_count, "compile_s": arts.compile_s}
+        if proc.kind != "cortex-a":  # ram_bytes holds the stack mcu.ld reserves: name it
+            codegen["stack_bytes"] = cortex_m.STACK_BYTES
     else:
         from eecc.targets import cuda, mali
 

@@ -47,13 +47,17 @@ def compile_core_run(models, entries: list[dict], run: list[int], platform: Plat
         signals.reraise()  # a Ctrl-C inside TVM's Python callbacks comes out as a bare RuntimeError
         raise EeccError(f"codegen: TVM failed on stages {run[0]}-{run[-1]} for '{proc.name}' ({proc.kind}): "
                         f"{type(exc).__name__} {str(exc).strip()[-160:]}; compile with --no-codegen") from exc
-    shared = [arts.files[0], arts.files[1], arts.manifest]
+    from eecc.targets.cortex_m import STACK_BYTES
+    from eecc.targets.mcu_bundle import make_buildable
+
+    shared = [arts.files[0], arts.files[1], arts.manifest, *make_buildable(arts, program=True)]  # builds alone
     updates = []
     for pos, (k, st) in enumerate(zip(run, stages)):
         files = [*(shared if pos == 0 else []), out_dir / folder / f"kernels{k}.o"]
         codegen = {"backend": "cortex_m", "cpu": arts.cpu, "program": folder, "program_stages": list(run),
                    "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes,
-                   "ram_unplanned_bytes": arts.ram_unplanned_bytes, "arena_bytes": st.arena_bytes,
+                   "ram_unplanned_bytes": arts.ram_unplanned_bytes, "stack_bytes": STACK_BYTES,
+                   "arena_bytes": st.arena_bytes,
                    "arena_unplanned_bytes": st.arena_unplanned_bytes, "workspace_bytes": st.workspace_bytes,
                    "kernel_count": st.kernel_count, "compile_s": arts.compile_s}
         updates.append({"codegen": codegen, "artifacts": [{"path": f.relative_to(out_dir).as_posix(),

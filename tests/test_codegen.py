@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -90,6 +91,27 @@ def test_psoc6_stages_get_elf_artifacts_that_fit(psoc6):
         assert 0 < cg["flash_bytes"] <= platform.processor(proc).storage_bytes
         assert 0 < cg["ram_bytes"] <= cg["ram_unplanned_bytes"] and cg["kernel_count"] >= 1
     assert s0["codegen"]["cpu"] == "cortex-m0plus" and s1["codegen"]["cpu"] == "cortex-m4"
+
+
+@needs_arm
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_each_stage_folder_builds_alone_into_the_elf_eecc_built(psoc6, tmp_path):
+    """A firmware engineer gets the folder, not the checkout: its Makefile rebuilds the ELF byte for byte with
+    PATH alone in the environment (one-stage folders: stage.c; programs: tests/test_firmware_bundle.py)."""
+    import subprocess
+
+    _, _, result, out = psoc6
+    for update in result["stages"]:
+        elf = Path(update["artifacts"][0]["path"])
+        copy = tmp_path / elf.parent.name
+        shutil.copytree(out / elf.parent, copy)
+        built = (copy / elf.name).read_bytes()
+        (copy / elf.name).unlink()
+        proc = subprocess.run(["make"], cwd=copy, env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert (copy / elf.name).read_bytes() == built
+        assert {"Makefile", "README.md", "eecc_driver.h", "mcu.ld"} <= {a["path"].split("/")[-1]
+                                                                       for a in update["artifacts"]}
 
 
 @needs_arm

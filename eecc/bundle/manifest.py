@@ -130,10 +130,12 @@ class Manifest:
     @classmethod
     def build(cls, stages: Sequence[gs.Graph], *, platform: Platform, thresholds: Sequence[float],
               metric: str = "max_softmax", placement_metrics: dict | None = None, pareto: list | None = None,
-              decision: str = "single", ensemble_weights: str | None = None, device=None) -> Manifest:
+              decision: str = "single", ensemble_weights: str | None = None, device=None,
+              numeric: str = "fp32") -> Manifest:
         """The manifest of the gated stage graphs (eecc.driver.pipeline.stages), before measurement. With
-        `device` (eecc.cost.segments.DeviceCost) stage seconds come from the cost model, else nominal MAC/s."""
-        entries = stage_entries(stages, platform, thresholds, decision, ensemble_weights, device)
+        `device` (eecc.cost.segments.DeviceCost) stage seconds come from the cost model, else nominal MAC/s;
+        `numeric` ("int8" with --quantize int8) sizes each stage's weights and activations as it is built."""
+        entries = stage_entries(stages, platform, thresholds, decision, ensemble_weights, device, numeric)
         final = stages[-1].outputs[0]
         placement = PlacementRecord(
             processors=[e.target for e in entries], cuts=[e.outputs["handoff"] for e in entries[:-1]],
@@ -167,12 +169,14 @@ class Manifest:
 
 
 def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Sequence[float],
-                  decision: str = "single", ensemble_weights: str | None = None, device=None) -> list[StageEntry]:
-    """One entry per stage graph: files, tensor names, costs and the platform's estimates (stage seconds from
-    `device`, an eecc.cost.segments.DeviceCost, when given)."""
+                  decision: str = "single", ensemble_weights: str | None = None, device=None,
+                  numeric: str = "fp32") -> list[StageEntry]:
+    """One entry per stage graph: files, tensor names, costs sized as `numeric` builds the stage (the sizes
+    split_by_target checked) and the platform's estimates (stage seconds from `device`, an
+    eecc.cost.segments.DeviceCost, when given)."""
     from eecc.exits.ensemble import DEFAULT_WEIGHTS, ensemble_weights as weights_of
 
-    costs = [stage_cost(s) for s in stages]
+    costs = [stage_cost(s, numeric) for s in stages]
     procs = [s.name.split(".", 1)[1] for s in stages]
     predicted = [None] * len(stages)
     if device is not None:  # the measured cost model on each stage's own graph (eecc/cost)

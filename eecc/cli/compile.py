@@ -101,7 +101,9 @@ def _print_target_code(stage: dict, console: Console) -> None:
                       f"(stages {code['program_stages'][0]}-{code['program_stages'][-1]})")
     elif "flash_bytes" in code:
         console.print(f"    TVM: {code['kernel_count']} kernels, flash {code['flash_bytes']:,} B, "
-                      f"RAM {code['ram_bytes']:,} B (without buffer reuse {code['ram_unplanned_bytes']:,} B)")
+                      f"RAM {code['ram_bytes']:,} B{_stack(code)} (without buffer reuse {code['ram_unplanned_bytes']:,} B)"
+                      + "".join(f"; builds alone: make in {m[:-9]}/ ({m[:-9]}/README.md)"
+                                for m in (a["path"] for a in stage.get("artifacts") or []) if m.endswith("/Makefile")))
     elif code.get("backend") == "mali":
         fallbacks = code.get("schedule_fallbacks") or 0
         console.print(f"    TVM: {code['kernel_count']} OpenCL kernels"
@@ -112,6 +114,10 @@ def _print_target_code(stage: dict, console: Console) -> None:
     elif emu.get("emulator") == "opencl":
         console.print(f"    OpenCL ({emu['device']}): max error vs onnxruntime {emu['max_abs_error']:.1e} "
                       "(correctness only, not speed)")
+
+
+def _stack(code: dict) -> str:
+    return f" incl. {code['stack_bytes']:,} B stack" if code.get("stack_bytes") else ""
 
 
 def _agreement(emu: dict) -> str:
@@ -133,7 +139,8 @@ def _print_programs(manifest: dict, console: Console) -> None:
     for p in (manifest.get("codegen") or {}).get("programs", []):
         console.print(f"  program {p['folder']}/{p['elf']}: stages {p['stages'][0]}-{p['stages'][-1]} back to back "
                       f"(exit gate between them, hand-off left in place), flash {p['flash_bytes']:,} B, "
-                      f"RAM {p['ram_bytes']:,} B")
+                      f"RAM {p['ram_bytes']:,} B{_stack(manifest['stages'][p['stages'][0]]['codegen'])}; builds "
+                      f"alone: make in {p['folder']}/ ({p['folder']}/README.md)")
         c = p.get("cascade")
         if c:
             n, implied = c["samples"], c.get("mean_instructions_from_stages")

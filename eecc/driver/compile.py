@@ -165,6 +165,7 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
     o, p, search_json = options.search_options, chosen.placement, run.result.to_json()
     manifest = Manifest.build(stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric,
                               decision=o.decision, ensemble_weights=o.ensemble_weights, device=run.device,
+                              numeric=options.quantize or "fp32",
                               placement_metrics={"search": search_json["chosen"]}, pareto=search_json["pareto"] or None)
     if options.scale is not None:  # uint8 data were multiplied by this; run/Cascade apply it again
         manifest.input["scale"] = float(options.scale)

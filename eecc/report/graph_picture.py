@@ -76,7 +76,10 @@ def collect(graphs: Sequence[gs.Graph]) -> tuple[list[BlockInfo], list[ExitInfo]
             if ir.get_ann(node, "handoff") is not None:
                 handoff_block[k] = int(b)
     for pos, info in exits.items():
-        info.after_block = handoff_block.get(pos, -1)
+        # without a hand-off annotation (a stage whose closing op the quantiser fused away), the exit still
+        # leaves after the last backbone block its stage runs
+        last = max((b.index for b in blocks.values() if b.stage == pos and not b.head), default=-1)
+        info.after_block = handoff_block.get(pos, last)
     return [blocks[i] for i in sorted(blocks)], [exits[i] for i in sorted(exits)]
 
 
@@ -140,7 +143,9 @@ def model_dot(graph: gs.Graph, *, title: str = "") -> str:
 def bundle_dot(path: str | Path, manifest: dict) -> str:
     """A compiled bundle: one cluster per stage (processor), the chosen exits with threshold and rate."""
     path = Path(path)
-    graphs = [ir.load(path / s["file"], classifier=False) for s in manifest["stages"]]
+    # int8 stages lose block annotations where the quantiser fuses ops (Conv+Relu: the block's closing op and its
+    # hand-off mark go); the float stage kept beside each holds the same blocks with every annotation
+    graphs = [ir.load(path / (s.get("float_file") or s["file"]), classifier=False) for s in manifest["stages"]]
     blocks, exits = collect(graphs)
     rates = ((manifest.get("placement") or {}).get("metrics") or {}).get("measured", {}).get("exit_rates") or []
     for e in exits:
