@@ -4,7 +4,8 @@ Blocks are the regions between consecutive articulation tensors — the tensors 
 input to the output passes through (dominators of the output, found with networkx). So a residual
 block, or any branch that re-merges, collapses into one block:  x -> [Conv..Add(x, ·)] -> Relu.
 Post-ops (BatchNormalization, Relu, Clip, HardSwish, …) that form a block on their own fuse into the
-block before them:  Block(Conv) + Block(Relu) -> Block(Conv, Relu).
+block before them:  Block(Conv) + Block(Relu) -> Block(Conv, Relu); so does an activation written out in
+elementwise ops of the block's output alone (GELU as Div, Erf, Add, Mul, Mul; x · HardSigmoid(x)).
 The head (the exit blueprint) is found by structure, not by op pattern: it is everything after the last
 block whose output still has spatial extent > 1 (pooling of any kind, reshapes, several Gemms with
 activations and dropout, a final Softmax), plus a 1×1 conv classifier that maps that block's input
@@ -30,6 +31,9 @@ from eecc.model.ir import get_ann, per_sample_shape, set_ann
 
 POST_OPS = {"BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid",
             "Tanh", "Elu", "Selu", "Gelu", "Mish", "Softplus", "Dropout", "Identity", "Mul", "Add", "Div", "Sub"}
+# Elementwise ops that write out an activation of one tensor (_is_activation), beside the post-ops
+ELEMENTWISE = {"Erf", "Pow", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Reciprocal", "Neg", "Abs", "Min", "Max",
+               "Softsign", "Relu", "Clip"}
 SOURCE, SINK = "<input>", "<output>"
 # An exit whose prefix holds this share of the model's MACs or more is not offered (module docstring).
 MAX_PREFIX_SHARE = 0.99
@@ -216,11 +220,28 @@ def _is_const_var(tensor: gs.Tensor) -> bool:
 def _fuse_post_ops(members: list[tuple[gs.Node, list[gs.Node]]]) -> list[tuple[gs.Node, list[gs.Node]]]:
     fused: list[tuple[gs.Node, list[gs.Node]]] = []
     for closer, nodes in members:
-        if fused and all(_is_post_op(n) or n.op == "Constant" for n in nodes):
+        if fused and (all(_is_post_op(n) or n.op == "Constant" for n in nodes)
+                      or _is_activation(nodes, fused[-1][0].outputs[0], closer)):
             fused[-1] = (closer, fused[-1][1] + nodes)
         else:
             fused.append((closer, nodes))
     return fused
+
+
+def _is_activation(nodes: list[gs.Node], x: gs.Tensor, closer: gs.Node) -> bool:
+    """An activation written out in elementwise ops of x alone, which branches from x and re-merges, e.g. GELU as
+    a TorchScript export writes it, Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5), or x · HardSigmoid(x): a block of
+    its own, it offered a second exit at the same point as the block before it."""
+    inside = {t.name for n in nodes for t in n.outputs}
+    for n in nodes:
+        if n.op == "Constant":
+            continue
+        if n.op not in POST_OPS | ELEMENTWISE:
+            return False
+        outside = [t for t in n.inputs if isinstance(t, gs.Variable) and t.name not in inside and not _is_const_var(t)]
+        if any(t is not x for t in outside):
+            return False
+    return per_sample_shape(closer.outputs[0]) == per_sample_shape(x)
 
 
 def _check_scores(out: gs.Tensor) -> None:

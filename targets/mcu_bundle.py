@@ -18,6 +18,7 @@ HEADERS = ("eecc_driver.h",)
 PROGRAM_HEADERS = ("eecc_driver.h", "eecc_program.h", "program_main.inc")  # program_main.inc: mcu_main.c's loop
 HARNESS = ("mcu_main.c", "mcu.ld")  # start-up, semihosting test loop and memory map of the QEMU board
 COMMON = ("-O2", "-ffunction-sections", "-fdata-sections")
+MODE = ", each preceded by an int32 mode, -1 = the cascade"
 
 
 def make_buildable(arts: StageArtifacts, *, program: bool) -> list[Path]:
@@ -138,7 +139,7 @@ Compiler flags (the Makefile's `CFLAGS`): `{' '.join([*CPUS[arts.cpu]['cflags'],
     qemu-system-arm -M {board} -nographic -monitor none -serial none \\
       -semihosting-config enable=on,target=native -icount shift=5 -kernel {elf}
 
-in a folder holding `input.bin` (raw input samples{', each preceded by an int32 mode, -1 = the cascade' if program else ''});
+in a folder holding `input.bin` (raw input samples{MODE if program else ''});
 it writes `output.bin` (see the comment at the top of `{'program_main.inc' if program else 'mcu_main.c'}`).
 
 ## Call it from your firmware

@@ -77,6 +77,20 @@ def test_correction_without_training_calibration_is_refused_and_the_advice_works
     assert all(p["method"].endswith("+correction0.9") for p in manifest["search"]["placements"] if p["exits"])
 
 
+def test_aep_prune_without_an_ensemble_is_refused_and_with_one_it_is_recorded(digits, tmp_path, capsys):
+    """nu10: --aep-prune was accepted with the default single decision, did nothing there, and the manifest gave
+    no sign of it; with --decision ensemble the option and the sub-ensemble ranking are in manifest.json."""
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--aep-prune"), "--aep-prune", "add --decision ensemble")
+    assert not (tmp_path / "o").exists()
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--aep-prune", "--decision", "ensemble",
+                              "--objective", "macs")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["search"]["options"]["prune"] is True and manifest["decision"] == "ensemble"
+    chosen = manifest["placement"]["metrics"]["search"]
+    assert chosen["exits"] and len(chosen["aep"]) == 2 ** len(chosen["exits"]) - 1  # every sub-ensemble ranked
+
+
 def test_negative_scale_is_refused_and_the_advised_scale_works(digits, tmp_path, capsys):
     """nu9: --scale -1 built a bundle at chance accuracy with no word; the advice's example factor works."""
     u8 = {k: (np.round(v * 255).astype(np.uint8) if k.startswith("x_") else v)

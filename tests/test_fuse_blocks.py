@@ -303,3 +303,40 @@ g (float[N, 1, 8, 8] input) => (float[N, 3] logits)
     # r1 is a feature map, but its prefix holds 11,520 of the 11,634 MACs (99.0 %): an exit there saves < 1 %
     assert [b.output for b in bg.candidates()] == ["r0"]
     assert [b.output for b in bg.blocks] == ["r0", "r1", "p"]
+
+
+GELU_MLP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 4, 4] input) => (float[N, 3] logits)
+  <float[8, 16] w1, float[8] b1, float[8, 8] w2, float[8] b2, float[4, 8] w3, float[4] b3, float[3, 4] fc, float[3] fcb,
+   float sqrt2 = {1.4142135}, float one = {1.0}, float half = {0.5}>
+{
+    x = Flatten(input)
+    h1 = Gemm<transB = 1>(x, w1, b1)
+    d1 = Div(h1, sqrt2)
+    e1 = Erf(d1)
+    a1 = Add(e1, one)
+    m1 = Mul(h1, a1)
+    g1 = Mul(m1, half)
+    h2 = Gemm<transB = 1>(g1, w2, b2)
+    s2 = Sigmoid(h2)
+    g2 = Mul(h2, s2)
+    h3 = Gemm<transB = 1>(g2, w3, b3)
+    r3 = Relu(h3)
+    logits = Gemm<transB = 1>(r3, fc, fcb)
+}
+"""
+
+
+def test_an_activation_written_out_of_its_input_alone_fuses_into_the_block_before():
+    """A new user's finding: a TorchScript export of a GELU MLP writes GELU as Div, Erf, Add, Mul, Mul, which branches
+    from the Gemm's output and re-merges: it was a block of its own, so the Gemm's output and the GELU's were two exit
+    candidates at one point (the same for SiLU's x · Sigmoid(x)); the dynamo export's Gelu op fused with its Gemm."""
+    before = parse(GELU_MLP)
+    graph, after = _fused(before)
+    bg = read_blocks(after)
+    assert _table(bg) == [(("Flatten",), "x", False), (("Gemm", "Div", "Erf", "Add", "Mul", "Mul"), "g1", True),
+                          (("Gemm", "Sigmoid", "Mul"), "g2", True), (("Gemm", "Relu"), "r3", False)]
+    assert_same_graph(ir.to_model(after), before)
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(ir.to_model(after), {"input": x})["logits"], run(before, {"input": x})["logits"])

@@ -96,6 +96,25 @@ def test_impossible_latency_names_the_smallest_limit_that_works(limit, folder, c
     assert worst * 1e3 <= float(advised.group(1))
 
 
+def test_a_latency_limit_just_below_the_fastest_is_shown_as_given_and_below_it(folder, capsys):
+    """A new user's finding: --max-latency-ms 10.456 on a model whose fastest placement takes 10.4589 ms read "limit
+    (--max-latency-ms: 10.5 ms) ... takes 10.46 ms": the limit rounded to 3 digits showed above what it refused."""
+    code, err = cli(folder, capsys, "--target", "psoc6", "--no-codegen", "-o", str(folder / "near"),
+                    "--max-latency-ms", "0.0001")
+    fastest = float(re.search(r"takes ([0-9.]+) ms", err).group(1))
+    limit = f"{fastest * 0.9995:.6g}"  # below the fastest, equal to it at 3 significant digits
+    assert f"{float(limit):.3g}" == f"{fastest:.3g}"
+    code, err = cli(folder, capsys, "--target", "psoc6", "--no-codegen", "-o", str(folder / "near"),
+                    "--max-latency-ms", limit)
+    assert code == 2 and f"(--max-latency-ms: {limit} ms)" in err, err
+    shown = float(re.search(r"takes ([0-9.]+) ms", err).group(1))
+    advised = float(re.search(r"pass --max-latency-ms ([0-9.e+-]+) or more", err).group(1))
+    assert float(limit) < shown <= advised, err
+    code, err = cli(folder, capsys, "--target", "psoc6", "--no-codegen", "-o", str(folder / "near"),
+                    "--max-latency-ms", str(advised))
+    assert code == 0, err
+
+
 def test_int8_memory_figures_of_the_search(folder):
     """The search sizes int8 placements as the int8 build stores them (eecc/search/memory.py)."""
     from eecc.exits.run import plan_exits

@@ -100,10 +100,12 @@ def _print_target_code(stage: dict, console: Console) -> None:
         console.print(f"    TVM: {code['kernel_count']} kernels in program {code['program']} "
                       f"(stages {code['program_stages'][0]}-{code['program_stages'][-1]})")
     elif "flash_bytes" in code:
+        makefiles = [a["path"][:-len("/Makefile")] for a in stage.get("artifacts") or []
+                     if a["path"].endswith("/Makefile")]
         console.print(f"    TVM: {code['kernel_count']} kernels, flash {code['flash_bytes']:,} B, "
-                      f"RAM {code['ram_bytes']:,} B{_stack(code)} (without buffer reuse {code['ram_unplanned_bytes']:,} B)"
-                      + "".join(f"; builds alone: make in {m[:-9]}/ ({m[:-9]}/README.md)"
-                                for m in (a["path"] for a in stage.get("artifacts") or []) if m.endswith("/Makefile")))
+                      f"RAM {code['ram_bytes']:,} B{_stack(code)} (without buffer reuse "
+                      f"{code['ram_unplanned_bytes']:,} B)"
+                      + "".join(f"; builds alone: make in {f}/ ({f}/README.md)" for f in makefiles))
     elif code.get("backend") == "mali":
         fallbacks = code.get("schedule_fallbacks") or 0
         console.print(f"    TVM: {code['kernel_count']} OpenCL kernels"

@@ -111,6 +111,9 @@ def search_options(args, original_macs: int) -> SearchOptions:
     if args.correction is not None and args.calibrate_on != "train":  # else silently ignored: say so
         raise EeccError(f"--correction {args.correction:g} applies only to thresholds calibrated on the training set; "
                         "add --calibrate-on train, or drop --correction")
+    if args.aep_prune and args.decision != "ensemble":  # else accepted, recorded as prune: true, and unused
+        raise EeccError("--aep-prune ranks the sub-ensembles of an ensemble decision and does nothing with "
+                        f"--decision {args.decision}; add --decision ensemble, or drop --aep-prune")
     drop = args.max_acc_drop
     g = args.guarantee
     if g is not None and not 0 < g < 1:

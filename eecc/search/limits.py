@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eecc.search.placement import shown_above
 from eecc.search.policy import Objective
 from eecc.search.thresholds import EXACT_LIMIT, grid_tables, threshold_grid
 from eecc.search.unit import ALL_DROPPED, DROPPED
@@ -46,8 +47,8 @@ def limit_message(placements, when: str, source: str | None = None, *, replaces:
         best = min(timed, key=lambda p: p.needs[0][1])
         limit, ms = best.needs[0][2] * 1e3, best.needs[0][1] * 1e3
         return (f"no feasible placement {when}: every placement takes longer than the worst-case latency limit ("
-                + (f"{source}: " if source else "") + f"{limit:.3g} ms); the fastest, {_described(best)}, takes "
-                f"{ms:.4g} ms: pass --max-latency-ms {_round_up(ms):g} or more"
+                + (f"{source}: " if source else "") + f"{limit:g} ms); the fastest, {_described(best)}, takes "
+                f"{shown_above(ms, limit)} ms: pass --max-latency-ms {_round_up(ms):g} or more"
                 + (" (it replaces the platform's limit)" if replaces else ""))
     best = min(placements, key=lambda p: max(n / h for k, n, h in p.needs if k != "latency"))
     over = [f"{_memory_name(k)} needs {int(n):,} B but holds {int(h):,} B" for k, n, h in best.needs if k != "latency"]

@@ -116,7 +116,7 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
                        + ("" if procs[0] == home else f" (the input arrives on '{home}')"))
     limit = platform.max_latency_s if max_latency_s is None else max_latency_s
     if limit is not None and lat[-1] > limit:
-        reasons.append(f"worst-case latency {lat[-1] * 1e3:.3g} ms > max {limit * 1e3:.3g} ms")
+        reasons.append(f"worst-case latency {shown_above(lat[-1] * 1e3, limit * 1e3)} ms > max {limit * 1e3:g} ms")
         needs.append(("latency", lat[-1], limit))
     for reason, need in _memory(platform, procs, weights, peaks):
         reasons.append(reason)
@@ -279,3 +279,13 @@ def with_heads(platform, placements: list[Placement], costs: list[CandidateCost]
             q = place(platform, cands, p.processors, model, max_latency_s, device, heads=designs, memory=memory)
             out.append(replace(q, heads=designs))
     return out
+
+
+def shown_above(x: float, limit: float) -> str:
+    """x (> limit) with the fewest significant digits, at least 4, that still show it above `limit`: at 3 digits a
+    limit of 10.456 ms read "10.5 ms > max 10.5 ms" (a new user's finding)."""
+    for digits in range(4, 17):
+        text = f"{x:.{digits}g}"
+        if float(text) > limit:
+            return text
+    return repr(x)

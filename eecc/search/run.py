@@ -13,6 +13,7 @@ from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.progress import progress as show_progress
+from eecc.search.chance import below_chance
 from eecc.search.limits import no_fit_message
 from eecc.search.memory import StageMemory, memory_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
@@ -103,6 +104,10 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
                         on_step=bar("search placements"))
     _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos)
+    best = result.best
+    result.warnings += below_chance(pairs, [] if best is None else  # as the search saw them (int8 with int8)
+                                    [pair_name(t, d) for t, d in zip(best.exits, best.heads)] if best.heads
+                                    else list(best.exits), fmt)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
