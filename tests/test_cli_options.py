@@ -16,12 +16,10 @@ CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(digits_folder):
     if not CNN.exists():
         pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
-    d = tmp_path_factory.mktemp("digits")
-    np.savez(d / "d.npz", **datasets.load("digits"))
-    return d
+    return digits_folder
 
 
 def _compile(capsys, d: Path, out: Path, *extra: str):

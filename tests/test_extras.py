@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from eecc.errors import EeccError, MissingExtra, require
-from eecc.examples import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "tests" / "fixtures" / "models" / "cnn.onnx"
@@ -55,10 +53,8 @@ def test_cli_and_driver_import_without_torch():
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, **datasets.load("digits"))
-    return path
+def digits(digits_folder):
+    return digits_folder / "d.npz"
 
 
 def _compile(digits, out, cache, torch: bool) -> subprocess.CompletedProcess:

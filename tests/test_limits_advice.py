@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from eecc.cli import main
-from eecc.examples import datasets
 
 CNN = Path(__file__).parent / "fixtures" / "models" / "cnn.onnx"
 
@@ -30,12 +29,10 @@ clock_hz = 150e6
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(digits_folder):
     if not CNN.exists():
         pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
-    root = tmp_path_factory.mktemp("limits")
-    datasets.save_npz(datasets.load("digits"), root / "d.npz")
-    return root
+    return digits_folder
 
 
 def cli(folder: Path, capsys, *argv: str) -> tuple[int, str]:
@@ -116,22 +113,22 @@ def test_a_latency_limit_just_below_the_fastest_is_shown_as_given_and_below_it(f
 
 
 def test_int8_memory_figures_of_the_search(folder):
-    """The search sizes int8 placements as the int8 build stores them (eecc/search/memory.py)."""
+    """The search sizes int8 placements as the int8 build stores them, from one source (eecc/search/memory.py's
+    StageMemory; the block-level int8 figures beside it are gone)."""
     from eecc.exits.run import plan_exits
-    from eecc.search.memory import memory_costs
+    from eecc.search import memory
+    from eecc.search.memory import StageMemory, plan_costs
 
+    assert not hasattr(memory, "memory_costs")
     plan = plan_exits(CNN)
-    c32, m32 = memory_costs(plan, "fp32")
-    c8, m8 = memory_costs(plan, "int8")
-    assert c32 == list(plan.costs)
+    fp32, int8 = StageMemory(plan, "fp32"), StageMemory(plan, "int8")
     # 35,514 parameters, 170 of them biases: 4 B each in fp32; in int8 1 B per weight, 4 B per bias (int32)
-    assert (m32.weight_bytes, m8.weight_bytes) == (4 * 35514, 35514 - 170 + 4 * 170)
-    assert m8.peak_activation_bytes == m32.peak_activation_bytes // 4
-    for a, b in zip(c32, c8):
-        assert b.handoff_bytes == a.handoff_bytes  # the hand-off crosses as float32
-        assert b.peak_activation_bytes_before == a.peak_activation_bytes_before // 4 + a.handoff_bytes
-        assert a.weight_bytes_before // 4 < b.weight_bytes_before < a.weight_bytes_before // 3
-        assert b.head_weight_bytes < a.head_weight_bytes // 3
+    assert (fp32.stage(None, None)[0], int8.stage(None, None)[0]) == (4 * 35514, 35514 - 170 + 4 * 170)
+    costs, _ = plan_costs(plan)
+    assert costs == list(plan.costs)
+    for c in costs:  # each first stage (backbone to the cut + its blueprint head): int8 weights about a quarter
+        (w32, _), (w8, _) = fp32.stage(None, c.tensor), int8.stage(None, c.tensor)
+        assert w32 // 4 < w8 < w32 // 3
 
 
 def test_ram_the_split_check_would_refuse_is_refused_before_training_and_the_advised_ram_builds(folder, capsys):

@@ -26,18 +26,20 @@ def ops_fpu():
         gcc = shutil.which("gcc") or shutil.which("cc")
         if gcc is None:
             pytest.skip("no host C compiler")
-        so = Path(tempfile.mkdtemp(prefix="eecc-ops-")) / "ops_fpu.so"
-        subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(so), str(cortex_m.CDRIVER / "ops_fpu.c")],
-                       check=True)
-        lib = ctypes.CDLL(str(so))
+        folder = Path(tempfile.mkdtemp(prefix="eecc-ops-"))
+        try:  # a failed build (or Ctrl-C) left /tmp/eecc-ops-* behind
+            so = folder / "ops_fpu.so"
+            subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(so), str(cortex_m.CDRIVER / "ops_fpu.c")],
+                           check=True)
+            lib = ctypes.CDLL(str(so))  # the loaded library stays mapped after its file is gone
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         for name in ("eecc_quantize_s8", "eecc_dequantize_s8", "eecc_maxpool_s8"):
             getattr(lib, name).restype = None
         lib.eecc_maxpool_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 11
         lib.eecc_quantize_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 3
         lib.eecc_dequantize_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 3
         _OPS_FPU["lib"] = lib
-        so.unlink()
-        so.parent.rmdir()
     return _OPS_FPU["lib"]
 
 
@@ -117,3 +119,20 @@ def test_m4_simd_pool_and_dequantise_equal_onnxruntime(tmp_path):
                                text=True, check=True).stdout.split()
     assert {"eecc_dequantize_s8", "eecc_maxpool_s8"} <= set(undefined)
     assert np.array_equal(got["r"], want[0]) and np.array_equal(got["p"], want[1])
+
+
+def test_a_failed_host_build_leaves_no_temporary_folder(monkeypatch):
+    import glob
+    import os
+    import tempfile
+
+    def fail(cmd, **kwargs):
+        raise subprocess.CalledProcessError(1, cmd)
+
+    pattern = os.path.join(tempfile.gettempdir(), "eecc-ops-*")
+    before = set(glob.glob(pattern))
+    monkeypatch.delitem(_OPS_FPU, "lib", raising=False)  # restored afterwards: the other tests keep the built one
+    monkeypatch.setattr(subprocess, "run", fail)
+    with pytest.raises(subprocess.CalledProcessError):
+        ops_fpu()
+    assert set(glob.glob(pattern)) == before

@@ -46,12 +46,10 @@ def test_search_cli_shows_the_placement_search_progress(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(digits_folder):
     if not CNN.exists():
         pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
-    d = tmp_path_factory.mktemp("bound")
-    datasets.save_npz(datasets.load("digits"), d / "d.npz")
-    return d
+    return digits_folder
 
 
 def _search(d: Path, capsys, *extra: str):

@@ -43,13 +43,6 @@ def test_signal_during_bundle_writing_leaves_nothing(signum, code, word, tmp_pat
     assert left == before, f"left behind: {sorted(set(left) - set(before))}"
 
 
-@pytest.fixture(scope="module")
-def digits_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sig")
-    datasets.save_npz(datasets.load("digits"), root / "d.npz")
-    return root
-
-
 @pytest.mark.parametrize("delay_s", [0.0, 0.3])
 def test_ctrl_c_during_tvm_code_generation_is_an_interrupt(delay_s, digits_folder, tmp_path):
     """nu8: SIGINT while TVM rewrites a stage (its Python callbacks run inside C++) came out as "codegen: TVM

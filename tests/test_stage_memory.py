@@ -128,7 +128,7 @@ def test_stages_on_one_core_need_two_arenas_in_the_search_and_in_the_check():
     from eecc.errors import EeccError
     from eecc.model.stage_cost import processor_needs
     from eecc.passes.split_by_target import check_memory
-    from eecc.search.memory import memory_costs
+    from eecc.search.memory import plan_costs
     from eecc.search.placement import place
     from eecc.targets.platform import parse_platform
 
@@ -152,7 +152,7 @@ idle_power_w = 0.001
 clock_hz = 150e6
 """)
     assert max(peaks) <= need - 1  # every stage fits alone
-    costs, model = memory_costs(plan, "fp32")
+    costs, model = plan_costs(plan)
     by = {c.tensor: c for c in costs}
     placed = place(platform, [by[t] for t in cuts], ("m4", "m4", "m4"), model, memory=memory)
     assert not placed.fits and ("ram:m4", need, need - 1) in placed.needs

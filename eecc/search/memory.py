@@ -11,7 +11,7 @@ from cut `start` (None: the model input) to cut `end` (None: the original output
   head      the nodes insert_exits builds for that design (zero weights: sizes only), run after the backbone
             with the hand-off live (it is a stage output), so the stage's live peak is
             max(backbone's, head's with the hand-off), what one walk over the whole stage gives
-`memory_costs` gives the older block-level figures (CandidateCost) that the MAC and hand-off sizes still use.
+`plan_costs` gives the MACs and hand-off sizes (CandidateCost, ModelCost); memory has this one source.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.model import ir
-from eecc.model.stage_cost import NUMERICS, int8_tensors, int8_weight_bytes, live_peak, weight_bytes
+from eecc.model.stage_cost import NUMERICS, int8_tensors, live_peak, weight_bytes
 from eecc.search.placement import ModelCost
 from eecc.search.types import CandidateCost
 
@@ -89,29 +89,12 @@ class StageMemory:
                 live_peak(g.nodes, g.inputs, g.outputs, self.numeric == "int8", g.inputs if quantized else []))
 
 
-def memory_costs(plan, numeric: str) -> tuple[list[CandidateCost], ModelCost]:
-    """(candidate costs, model cost) of an eecc.exits.run.Plan sized as `numeric` from its blocks; fp32: the
-    plan's own. int8: Conv/Gemm/MatMul weights 1 B, other float constants 4 B, activations 1 B, plus the float32
-    hand-off a stage that ends in one holds."""
-    if numeric not in NUMERICS:
-        raise ValueError(f"memory_costs: numeric must be one of {NUMERICS}, not {numeric!r}")
-    blocks = plan.blocks
+def plan_costs(plan) -> tuple[list[CandidateCost], ModelCost]:
+    """(candidate costs, model cost) of an eecc.exits.run.Plan: the MACs and the float32 hand-off, input and result
+    sizes the placements are priced with, in either format (int8 stage edges stay float32). Memory is StageMemory's
+    alone: the byte figures here are the plan's fp32 block-level bounds, which placement.place reads only when it is
+    given no StageMemory (synthetic tests)."""
     shape = ir.per_sample_shape(plan.graph.inputs[0])
     input_bytes = 4 * int(np.prod(shape)) if shape is not None else 0  # float32, in either format
     ends = {"input_bytes": input_bytes, "result_bytes": 4 * plan.num_classes}  # the logits go back as float32
-    if numeric == "fp32":
-        return list(plan.costs), replace(ModelCost.from_blocks(blocks), **ends)
-    nodes = {n.name: n for n in plan.graph.nodes}
-    weights = [int8_weight_bytes(nodes[x] for x in b.nodes if x in nodes) for b in blocks.blocks]
-    index = {b.output: i for i, b in enumerate(blocks.blocks)}
-    heads = {h.tensor: h for h in plan.design.heads}
-    costs = []
-    for c in plan.costs:
-        upto = index[c.tensor] + 1
-        costs.append(replace(c, weight_bytes_before=sum(weights[:upto]),
-                             peak_activation_bytes_before=max(b.activation_bytes for b in blocks.blocks[:upto]) // 4
-                             + c.handoff_bytes,
-                             head_weight_bytes=heads[c.tensor].weight_bytes(numeric)))
-    model = ModelCost(int(blocks.total_macs), int8_weight_bytes(plan.graph.nodes),
-                      max(b.activation_bytes for b in blocks.blocks) // 4, **ends)
-    return costs, model
+    return list(plan.costs), replace(ModelCost.from_blocks(plan.blocks), **ends)

@@ -15,7 +15,7 @@ from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.progress import progress as show_progress
 from eecc.search.chance import below_chance
 from eecc.search.limits import no_fit_message
-from eecc.search.memory import StageMemory, memory_costs
+from eecc.search.memory import StageMemory, plan_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
                                    head_combos_within, keep_int8_off, surviving_candidates, with_heads,
                                    MCU_INT8_UNLOWERED, MCU_KINDS)
@@ -72,7 +72,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     check_validation_size(data, plan.num_classes)
     device = device_cost(plan, platform, numeric, options.metric)
     fmt = "int8" if numeric == "int8" else "fp32"
-    costs, model_cost = memory_costs(plan, fmt)
+    costs, model_cost = plan_costs(plan)  # MACs and hand-offs; memory is StageMemory's
     memory = StageMemory(plan, fmt)  # weights and activations sized as the bundle is built and checked
     placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt, memory)
     options = _with_objective(options, platform)
@@ -200,7 +200,7 @@ def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, 
 
     def enumerate_as(numeric: str) -> list[Placement]:
         sizes = memory if memory is not None and memory.numeric == numeric else StageMemory(plan, numeric)
-        return enumerate_placements(platform, *memory_costs(plan, numeric), max_latency_s=max_latency_s,
+        return enumerate_placements(platform, *plan_costs(plan), max_latency_s=max_latency_s,
                                     exits_per_processor=exits_per_processor, device=device, memory=sizes)
 
     placements = enumerate_as(fmt)
