@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eecc.cli import main
 from eecc.driver.compile import CompileOptions, compile_model
 from eecc.examples import datasets
 from eecc.model import ir
@@ -165,7 +166,7 @@ def test_block_graph_of_an_int8_bundle_shows_each_exit(bundle):
     assert [e.position for e in found] == list(range(exits)) and all(e.after_block >= 0 for e in found)
 
 
-def test_int8_stage_sizes_are_int8_and_the_stack_is_named(bundle):
+def test_int8_stage_sizes_are_int8_and_the_stack_is_named(bundle, capsys):
     out, manifest, _ = bundle
     for s in manifest["stages"]:
         graph = ir.load(out / s["float_file"], classifier=False)
@@ -177,3 +178,6 @@ def test_int8_stage_sizes_are_int8_and_the_stack_is_named(bundle):
     stage = json.loads((out / program["folder"] / "stage.json").read_text())
     assert stage["stack_bytes"] == 8192 and stage["ram_static_bytes"] + 8192 == stage["ram_bytes"]
     assert "stack" in stage["ram_note"]
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "RAM B includes the 8,192 B stack the linker script reserves" in capsys.readouterr().out

@@ -131,6 +131,9 @@ def print_codegen(stages: list[dict], console: Console) -> None:
                       _num(emu.get("max_abs_error"), "{:.1e}"), _si(s.get("latency_estimate_s"), "s"),
                       _si(s.get("latency_calibrated_s"), "s"), _num(ratio, "{:.2f}×"))
     console.print(table)
+    stacks = sorted({(s.get("codegen") or {}).get("stack_bytes") for s in stages} - {None})
+    if stacks:  # ram_bytes is .data + .bss + the stack the linker script reserves (targets/mcu_bundle.py)
+        notes.append(f"RAM B includes the {' / '.join(f'{b:,}' for b in stacks)} B stack the linker script reserves")
     files = Table(title="artifacts")
     for col in ("#", "path", "bytes"):
         files.add_column(col, justify="left" if col == "path" else "right")
