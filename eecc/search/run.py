@@ -103,11 +103,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     with show_progress(progress) as bar:  # minutes with several exits per processor (nu9): say how far it is
         result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
                         on_step=bar("search placements"))
-    _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos)
-    best = result.best
-    result.warnings += below_chance(pairs, [] if best is None else  # as the search saw them (int8 with int8)
-                                    [pair_name(t, d) for t, d in zip(best.exits, best.heads)] if best.heads
-                                    else list(best.exits), fmt)
+    _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos, pairs)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
@@ -124,10 +120,11 @@ def _with_objective(options: SearchOptions, platform: Platform) -> SearchOptions
     return replace(options, objective="energy" if energy else "latency")
 
 
-def _add_warnings(plan, platform: Platform, device, exits, result, fmt: str, n_placements: int, combos: int) -> None:
+def _add_warnings(plan, platform: Platform, device, exits, result, fmt: str, n_placements: int, combos: int,
+                  pairs: ExitLogits) -> None:
     """Adds the search's notes to `result` (and its no_candidate reason): head combinations cut to stay within
-    MAX_SCORED, a model without heads, unmeasured processors, int8 kept off the GPUs and off Cortex-M cores that
-    cannot lower one of the model's ops."""
+    MAX_SCORED, a model without heads, unmeasured processors, a model or chosen exit no better than chance, int8
+    kept off the GPUs and off Cortex-M cores that cannot lower one of the model's ops."""
     if combos < MAX_HEAD_COMBOS:
         result.warnings.append(f"the search scored {n_placements:,} placements, each with at most {combos} of "
                                f"the {MAX_HEAD_COMBOS} combinations of its exits' head designs (the most accurate "
@@ -136,6 +133,9 @@ def _add_warnings(plan, platform: Platform, device, exits, result, fmt: str, n_p
     if not plan.design.heads and plan.design.rejected:  # only the original model was searched: say why
         result.warnings.append(no_head_warning(plan.design))
     result.no_candidate = no_candidate_reason(plan, exits, result)
+    best = result.best  # chance judged on the logits the search saw (`pairs`: int8 with --quantize int8)
+    chosen = [] if best is None else [pair_name(t, d) for t, d in zip(best.exits, best.heads)] or list(best.exits)
+    result.warnings += below_chance(pairs, chosen, fmt)
     _warn_unmeasured(plan, platform, device, result)
     if fmt == "int8" and any(p.kind in NO_INT8_KINDS for p in platform.processors):
         result.warnings.append(int8_kept_off(platform))
