@@ -45,6 +45,7 @@ def test_cached_features_and_logits_match_the_model(tmp_path, plan):
     for spec in plan.design.heads:
         got = feats.features(spec)
         assert got.dtype == np.float32 and got.shape == (50, *spec.pooled_shape)
+        assert np.moveaxis(got, 1, -1).flags.c_contiguous  # a view of the channels-last file
         want = _maxpool_ceil(ref[spec.tensor], spec.pool[0]) if spec.has_pool else ref[spec.tensor]
         # the feature pass runs with onnxruntime's optimisations on (blocked convolutions), the reference without
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -115,7 +116,7 @@ def test_runs_of_a_few_rows_fill_the_cache_with_the_same_bits(tmp_path, plan, th
 
 def test_the_feature_graph_gives_every_map_channels_last_and_leaves_the_model_alone(plan):
     """feature_graph: expose_features, each pooled map then transposed to [N, *pooled, C] (onnxruntime fuses that
-    into its copy out of the blocked layout); RowFile.write(channels_last=True) stores the same bytes as before."""
+    into its copy out of the blocked layout), the order the cache stores; it reads them back as [N, C, *pooled]."""
     from eecc.data.cache import session
     from eecc.data.cache_io import feature_graph
     from eecc.passes.insert_exits import expose_features, feature_name

@@ -136,7 +136,8 @@ def test_one_hot_labels_give_the_same_gradient_bits(kind, width, hidden):
 
 @pytest.mark.parametrize("kind", ["flat", "mlp"])
 def test_hand_written_gradients_of_channel_major_heads_equal_autograd(kind):
-    """Flat heads without a conv and MLPs train on the cached [N, C·P] layout with folded standardisation."""
+    """Flat heads without a conv and MLPs train on flat rows with folded standardisation: [N, C·P] from NCHW
+    features, [N, P·C] from the cache's channels-last ones (position_major); the gradients are the weights' own."""
     spec = HeadSpec("t", (8, 4, 4), (2, 2), None, 5, backbone_macs=0, kind=kind, pool_op="avg",
                     hidden=6 if kind == "mlp" else None)
     torch.manual_seed(0)
@@ -150,10 +151,16 @@ def test_hand_written_gradients_of_channel_major_heads_equal_autograd(kind):
     want = {k: p.grad.clone() for k, p in module.named_parameters()}
     with torch.no_grad():
         np.testing.assert_allclose(module(cp).numpy(), z.detach().numpy(), rtol=1e-5, atol=1e-5)
-    got_loss = loss_and_grads(module, cp.reshape(64, -1), y)
-    assert got_loss == pytest.approx(want_loss.item(), rel=1e-5)
-    for name, p in module.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    for position_major in (False, True):
+        flat = cp.transpose(1, 2).reshape(64, -1) if position_major else cp.reshape(64, -1)
+        got_loss = loss_and_grads(module, flat, y, position_major=position_major)
+        assert got_loss == pytest.approx(want_loss.item(), rel=1e-5)
+        with torch.no_grad():
+            np.testing.assert_allclose(module.forward_flat(flat, position_major).numpy(), z.detach().numpy(),
+                                       rtol=1e-5, atol=1e-5)
+        for name, p in module.named_parameters():
+            np.testing.assert_allclose(p.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{name}, position-major {position_major}")
 
 
 def test_adam_matches_torch_adam_without_decay_of_the_rate():
@@ -284,3 +291,28 @@ def test_stored_heads_enter_each_rung_with_the_accuracy_it_judged():
     heads = (at_rung, at_epoch, trained, dropped)
     assert [_judged(f, 0) for f in heads] == [0.7, 0.6, 0.65, 0.32]
     assert [_judged(f, 1) for f in heads] == [None, 0.8, 0.85, None]
+
+
+def test_heads_on_channels_last_features_train_as_on_nchw_ones():
+    """The cache stores maps channels-last and hands out [N, C, *pooled] views (eecc.data.cache): heads with a conv
+    or a global pool read the same batches bit for bit; flat heads read them position-major, the same function
+    summed in another order, so within rounding."""
+    base = dict(in_shape=(8, 8, 8), pool=(2, 2), num_classes=5, backbone_macs=0, pool_op="avg")
+    specs = [HeadSpec("m", width=None, kind="flat", **base), HeadSpec("m", width=4, kind="flat", **base),
+             HeadSpec("m", width=6, kind="gap", **base), HeadSpec("m", width=None, kind="mlp", hidden=7, **base)]
+    (x, y), (xv, yv) = _blobs(700, specs[0], 0.3), _blobs(200, specs[0], 0.3)
+    x, xv = x.astype(np.float32), xv.astype(np.float32)
+
+    def channels_last(a):
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
+
+    config = TrainConfig(epochs=3, patience=3, threads=1, rung_rows=0)
+    nchw = fit_heads(specs, [x] * 4, y, [xv] * 4, yv, config)
+    last = fit_heads(specs, [channels_last(x)] * 4, y, [channels_last(xv)] * 4, yv, config)
+    for spec, a, b in zip(specs, nchw, last):
+        assert a.epochs == b.epochs
+        if spec.width:
+            np.testing.assert_array_equal(a.val_logits, b.val_logits, err_msg=spec.design)
+        else:
+            np.testing.assert_allclose(a.val_logits, b.val_logits, rtol=1e-4, atol=1e-4, err_msg=spec.design)
+        np.testing.assert_allclose(predict(b.module, channels_last(xv)), predict(a.module, xv), rtol=1e-4, atol=1e-4)

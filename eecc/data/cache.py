@@ -10,9 +10,11 @@ leave a chunk marked done that never reached the disk.
 
 Maps are stored as float32, what onnxruntime returns and the heads compute in: fp16 halved the disk but
 cost a Cast per map in the pass and a conversion per training batch (a quarter of the head-training
-CPU on the ResNet fixture of bench/exits.py, cProfile). `FORMAT` enters the file names and progress
-keys (and the trained heads' keys, eecc/exits/run.py), so a cache written in another format is
-recomputed, never read as this one.
+CPU on the ResNet fixture of bench/exits.py, cProfile). They are stored channels-last, [N, *pooled, C],
+as onnxruntime gives them cheapest (cache_io.feature_graph), and read as [N, C, *pooled] views
+(`SplitFeatures.features`; eecc.train.modules.stored_layout finds the stored order back). `FORMAT` enters
+the file names and progress keys (and the trained heads' keys, eecc/exits/run.py), so a cache written in
+another format is recomputed, never read as this one.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from eecc.errors import EeccError
 from eecc.model import ir
 from eecc.data.splits import Split
 from eecc.exits.heads import HeadSpec
-from eecc.data.cache_io import RowFile, Runner, feature_graph
+from eecc.data.cache_io import RowFile, Runner, feature_graph, stored_shape
 from eecc.files import replacing
 from eecc.passes.insert_exits import feature_name
 
@@ -48,7 +50,7 @@ CHUNK_BYTES = 64 << 20
 # CPU than 933 (one thread; 256 rows: 10 %); per-run overhead grows below that.
 RUN_BYTES = 8 << 20
 MAX_LANES = 4  # feature-pass threads of one session each (FeatureCache._fill_lanes)
-FORMAT = "fp32"  # of the cached maps: in their file names and progress keys
+FORMAT = "fp32-channels-last"  # of the cached maps: in their file names and progress keys
 
 
 def default_root() -> Path:
@@ -96,8 +98,10 @@ class SplitFeatures:
     length: int
 
     def features(self, spec: HeadSpec) -> np.ndarray:
+        """The map [N, C, *pooled]: a view of the channels-last file."""
         # copy-on-write: torch wraps it without a copy (it refuses read-only arrays) and the file stays intact
-        return np.load(self.path / _file(_stored(spec.feature_key)), mmap_mode="c")
+        stored = np.load(self.path / _file(_stored(spec.feature_key)), mmap_mode="c")
+        return np.moveaxis(stored, -1, 1) if stored.ndim >= 3 else stored
 
     def final_logits(self) -> np.ndarray:
         return np.asarray(np.load(self.path / _file(FINAL), mmap_mode="r"), dtype=np.float32)
@@ -132,7 +136,8 @@ class FeatureCache:
         progress = _read_progress(path)
         wanted = {FINAL: (FINAL, self._final_shape(), np.float32)}
         for i, spec in enumerate(self.heads):
-            wanted[_stored(spec.feature_key)] = (feature_name(spec.tensor, i), spec.pooled_shape, np.float32)
+            wanted[_stored(spec.feature_key)] = (feature_name(spec.tensor, i), stored_shape(spec.pooled_shape),
+                                                 np.float32)
         todo = [(c, [k for k in wanted if c not in progress.get(k, ())]) for c in range(n_chunks)]
         todo = [(c, keys) for c, keys in todo if keys]
         if on_chunk:
@@ -248,7 +253,7 @@ def _fill_shard(job: _ShardJob, shard: list[tuple[int, list[str]]],
             for key, out in zip(keys, outs):
                 if key not in files:
                     files[key] = RowFile(job.path / _file(key))
-                files[key].write(start, out, channels_last=key != FINAL and out.ndim >= 3)
+                files[key].write(start, out)
             # Written after the rows: a marker never names a chunk whose data is missing.
             write_json(job.path / f"done-{c}.json", keys)
             if chunk_done:

@@ -13,17 +13,20 @@ from eecc.exits.heads import HeadSpec
 from eecc.passes.insert_exits import expose_features
 
 
+def stored_shape(pooled_shape: Sequence[int]) -> tuple[int, ...]:
+    """Per-sample shape of a cached map: channels-last, (C, *pooled) -> (*pooled, C); a vector (F,) as it is."""
+    return (*pooled_shape[1:], pooled_shape[0]) if len(pooled_shape) >= 2 else tuple(pooled_shape)
+
+
 def feature_graph(graph: gs.Graph, heads: Sequence[HeadSpec]) -> gs.Graph:
     """What the feature pass runs: `expose_features` with every pooled map of rank >= 3 given channels-last,
-    [N, *pooled, C]; `RowFile.write(channels_last=True)` stores its rows as [C, *pooled] again.
+    [N, *pooled, C] (`stored_shape`), as the cache stores it.
 
     onnxruntime computes the maps in its blocked layout (NCHWc, 16 channels a block with AVX-512) and copies
     each output back out (ReorderOutput). To NCHW that copy transposes value by value; to channels-last (a
-    Transpose it fuses into the copy) it moves whole blocks, and the Identity of an unpooled map goes; numpy's
-    transpose back into the chunk's rows costs less than the difference. ResNet fixture of bench/exits.py,
-    30 maps, one lane of 6000 training rows (onnxruntime, transposes and row writes; separate processes,
-    alternating, 8 pairs at load 13-15): 0.187 -> 0.177 CPU-ms per row (means; medians 0.187 -> 0.173).
-    onnxruntime alone, one thread: 0.155 -> 0.140 (plain model 0.124). The cached bytes are the same.
+    Transpose it fuses into the copy) it moves whole blocks, and the Identity of an unpooled map goes.
+    ResNet fixture of bench/exits.py, 30 maps, one thread, runs of 116 rows: 0.155 -> 0.140 CPU-ms per row
+    (plain model 0.124). The heads read the rows as stored (eecc.train.modules.batch_layout), no transpose.
     """
     graph = expose_features(graph, heads=heads)
     for out in graph.outputs[1:]:
@@ -87,17 +90,8 @@ class RowFile:
         self.offset, self.dtype, self.row_bytes = mm.offset, mm.dtype, mm[0].nbytes if len(mm) else 0
         del mm
         self.fd = os.open(path, os.O_WRONLY)
-        self.buffer = np.empty(0)
 
-    def write(self, start: int, rows: np.ndarray, channels_last: bool = False) -> None:
-        """Rows [n, ...] from row `start`; `channels_last`: rows [n, *pooled, C] (`feature_graph`), stored as
-        [n, C, *pooled] through a buffer kept from chunk to chunk (fresh memory per chunk is faulted in)."""
-        if channels_last:
-            shape = (len(rows), rows.shape[-1], *rows.shape[1:-1])
-            if self.buffer.shape != shape:
-                self.buffer = np.empty(shape, self.dtype)
-            np.copyto(self.buffer, np.moveaxis(rows, -1, 1))
-            rows = self.buffer
+    def write(self, start: int, rows: np.ndarray) -> None:
         data = np.ascontiguousarray(rows, dtype=self.dtype)
         if data[0].nbytes != self.row_bytes:
             raise ValueError(f"cache rows of {data[0].nbytes} bytes for a file of {self.row_bytes}-byte rows")

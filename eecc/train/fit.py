@@ -24,7 +24,7 @@ from torch import nn
 
 from eecc.exits.heads import HeadSpec, TrainConfig, drop_threshold
 from eecc.train.adam import Adam as _Adam
-from eecc.train.modules import HeadModule, loss_and_grads, one_hot, predict
+from eecc.train.modules import HeadModule, batch_layout, loss_and_grads, one_hot, predict, stored_layout
 
 STATS_ROWS = 8192
 
@@ -44,7 +44,7 @@ class FitResult:
 
 def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over samples and positions of features [N, C, ...] (float32 out), streamed so a
-    memmap never loads whole.
+    memmap never loads whole, read in their stored order (`stored_layout`: the cache's maps are channels-last).
 
     Sums of x and x² in float64 (float32 squares are exact there): E[x²] − E[x]² then loses only
     (mean/std)² · 1e-16 of the variance, no shift needed. numpy's float64 reductions took a fifth of the CPU
@@ -52,9 +52,17 @@ def channel_stats(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, 
     bench/exits.py, one thread), and agree with them to 3e-6 (float32 rounding).
     """
     c = features.shape[1]
+    stored, last = stored_layout(features)
     total, sq, count = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(features), chunk):
-        x = np.asarray(features[start:start + chunk], dtype=np.float32).reshape(-1, c, math.prod(features.shape[2:]))
+    for start in range(0, len(stored), chunk):
+        x = np.asarray(stored[start:start + chunk], dtype=np.float32)
+        if last:  # [rows · positions, C]
+            x = x.reshape(-1, c)
+            total += x.sum(axis=0, dtype=np.float64)
+            sq += np.einsum("pc,pc->c", x, x, dtype=np.float64)
+            count += x.shape[0]
+            continue
+        x = x.reshape(-1, c, math.prod(features.shape[2:]))
         total += x.sum(axis=(0, 2), dtype=np.float64)
         sq += np.einsum("ncp,ncp->c", x, x, dtype=np.float64)
         count += x.shape[0] * x.shape[2]
@@ -230,7 +238,7 @@ def _epoch(heads: list["_Trainer"], start: int = 0, stop: int | None = None) -> 
         rows = np.sort(perm[i:i + lead.batch])  # a memmap reads forward; a batch is a set anyway
         # Gathered per batch so that the batch, not the data set, sits in cache; fp32 as cached: no copy.
         # np.take: 1.4-2.6x faster than fancy indexing on a memmap (measured on the cached maps).
-        raw, y = np.asarray(np.take(lead.x, rows, axis=0), np.float32), lead.y[torch.from_numpy(rows)]
+        raw, y = np.asarray(np.take(lead.stored, rows, axis=0), np.float32), lead.y[torch.from_numpy(rows)]
         views: dict[bool, torch.Tensor] = {}  # the batch in each layout, made once for the heads that read it
         targets: dict[int, torch.Tensor] = {}  # and its labels one-hot
         for t in heads:
@@ -239,7 +247,7 @@ def _epoch(heads: list["_Trainer"], start: int = 0, stop: int | None = None) -> 
                 views[major] = t.layout(raw)
             if classes not in targets:
                 targets[classes] = one_hot(y, classes)
-            loss_and_grads(t.module, views[major], y, loss=False, onehot=targets[classes])
+            loss_and_grads(t.module, views[major], y, loss=False, onehot=targets[classes], position_major=lead.last)
         _Adam.step_all([t.opt for t in heads])
 
 
@@ -251,6 +259,7 @@ class _Trainer:
         c = spec.channels
         self.module = HeadModule(spec, np.zeros(c, np.float32), np.ones(c, np.float32))
         self.spec, self.x, self.x_val, self.config = spec, x, x_val, config
+        self.stored, self.last = stored_layout(x)  # rows gathered as stored: channels-last from the cache
         self.y = torch.from_numpy(np.asarray(y, np.int64))
         self.y_val = np.asarray(y_val, np.int64)
         self.positions = int(np.prod(spec.pooled_shape[1:], dtype=np.int64))
@@ -323,9 +332,5 @@ class _Trainer:
             self.stale += 1
 
     def layout(self, raw: np.ndarray) -> torch.Tensor:
-        """A gathered fp32 batch [rows, C, *pooled] as this head reads it: [rows, C·P] for channel-major
-        heads (a view), else [rows, positions, C]."""
-        if self.module.channel_major:
-            return torch.from_numpy(raw.reshape(len(raw), -1))
-        x = torch.from_numpy(raw).reshape(len(raw), self.spec.channels, self.positions)
-        return torch.empty(len(raw), self.positions, self.spec.channels).copy_(x.transpose(1, 2))
+        """A gathered fp32 batch of `stored` rows as this head reads it (modules.batch_layout)."""
+        return batch_layout(raw, self.last, self.spec, self.module.channel_major)

@@ -44,23 +44,25 @@ class HeadModule(nn.Module):
         x = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)  # [N, positions, C]
         return self.forward_standardised((x - self.mean) / self.std)
 
-    def folded_first(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def folded_first(self, position_major: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor]:
         """Channel-major heads: (W', b', μ, 1/σ) of the first layer with the standardisation folded in,
-        μ and 1/σ repeated over positions: W' = W/σ, b' = b − W'μ, so x·W'ᵀ + b' = ((x − μ)/σ)·Wᵀ + b."""
+        μ and 1/σ repeated over positions: W' = W/σ, b' = b − W'μ, so x·W'ᵀ + b' = ((x − μ)/σ)·Wᵀ + b.
+        `position_major`: for inputs ordered p·C + c (channels-last rows, `batch_layout`): W's columns and μ, 1/σ
+        in that order; the same function, summed in another order (rounding)."""
         first = self.hidden if self.hidden is not None else self.fc
         # μ and 1/σ per input change only when the buffers do (their version counters): once per head, not per step
-        key = (self.mean._version, self.std._version, self.mean.data_ptr(), self.std.data_ptr())
+        key = (self.mean._version, self.std._version, self.mean.data_ptr(), self.std.data_ptr(), position_major)
         if getattr(self, "_repeated", (None,))[0] != key:
-            p = self.spec.positions
-            self._repeated = (key, self.mean.flatten().repeat_interleave(p),
-                              (1.0 / self.std.flatten()).repeat_interleave(p))
+            p, mean, inv = self.spec.positions, self.mean.flatten(), 1.0 / self.std.flatten()
+            self._repeated = (key, *((v.repeat(p) if position_major else v.repeat_interleave(p)) for v in (mean, inv)))
         _, mean, inv = self._repeated
-        w = first.weight * inv
+        w = (position_major_columns(first.weight, self.spec.positions) if position_major else first.weight) * inv
         return w, first.bias - w @ mean, mean, inv
 
-    def forward_flat(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, C·P] channel-major, not standardised (channel-major heads only)."""
-        w, b, _, _ = self.folded_first()
+    def forward_flat(self, x: torch.Tensor, position_major: bool = False) -> torch.Tensor:
+        """x: [N, C·P] channel-major ([N, P·C] when `position_major`), not standardised (channel-major heads only)."""
+        w, b, _, _ = self.folded_first(position_major)
         h = torch.addmm(b, x, w.t())
         return h if self.hidden is None else self.fc(torch.relu(h))
 
@@ -71,7 +73,7 @@ class HeadModule(nn.Module):
         if self.spec.kind == "gap":
             return self.fc(x.mean(dim=1))
         if self.hidden is None:  # flat: [N, P·W] as laid out, against the fc columns in that order
-            return nn.functional.linear(x.reshape(x.shape[0], -1), position_major(self.fc.weight, x.shape[1]),
+            return nn.functional.linear(x.reshape(x.shape[0], -1), position_major_columns(self.fc.weight, x.shape[1]),
                                         self.fc.bias)
         flat = x.transpose(1, 2).reshape(x.shape[0], -1)  # channel-major, as ONNX Flatten
         return self.fc(torch.relu(self.hidden(flat)))
@@ -94,10 +96,11 @@ class HeadModule(nn.Module):
 
 @torch.no_grad()
 def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss: bool = True,
-                   onehot: torch.Tensor | None = None) -> float | None:
+                   onehot: torch.Tensor | None = None, position_major: bool = False) -> float | None:
     """Cross-entropy of `forward_raw(x)` against y (None when `loss` is False: training does not read it);
     writes the parameters' .grad by hand. `onehot`: y as float one-hot rows [N, classes], when the caller
-    has it (built once per batch for all the heads that step on it, `one_hot`).
+    has it (built once per batch for all the heads that step on it, `one_hot`). `position_major`: a
+    channel-major head's x is [N, P·C] (channels-last rows, `batch_layout`; `HeadModule.folded_first`).
 
     The head is four ops deep, so autograd's per-node bookkeeping cost more than the arithmetic on
     all but the widest heads. Gradients equal autograd's (tests/test_train.py checks it):
@@ -105,11 +108,11 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
       dz = (softmax z − onehot y)/N;  dWf = dzᵀg;  dh = [h > 0]·(dz·Wf)/P
       dW' = dhᵀx − (Σdh)⊗μ;  dW = dW'/σ;  db = Σdh
     (without the conv the same holds with g = mean_p x, z = g·W'ᵀ + b'; a flat head with a conv has
-    g = relu(h) flattened position-major against Wf's columns in that order (`position_major`) and
+    g = relu(h) flattened position-major against Wf's columns in that order (`position_major_columns`) and
     dh = [h > 0]·(dz·Wf) unflattened, no 1/P).
     """
     if module.channel_major:
-        return _flat_loss_and_grads(module, x, y, loss, onehot)
+        return _flat_loss_and_grads(module, x, y, loss, onehot, position_major)
     n, positions, c = x.shape
     inv = 1.0 / module.std.reshape(1, c)
     mean = module.mean.reshape(c)
@@ -128,7 +131,7 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
     # gap: the mean over positions; flat: every position, [N, P·W] as computed (a view), against the fc's
     # columns permuted to that order: transposing a [W, P] block per sample instead cost two copies of the batch
     g = a.mean(dim=1) if gap else a.reshape(n, -1)
-    fc_w = module.fc.weight if gap else position_major(module.fc.weight, positions)
+    fc_w = module.fc.weight if gap else position_major_columns(module.fc.weight, positions)
     value, dz = _softmax_grad(torch.addmm(module.fc.bias, g, fc_w.t()), y, loss, onehot)
     module.fc.weight.grad = dz.t() @ g if gap else channel_major(dz.t() @ g, positions)
     module.fc.bias.grad = dz.sum(0)
@@ -142,33 +145,34 @@ def loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, *, loss
     return value
 
 
-def position_major(w: torch.Tensor, positions: int) -> torch.Tensor:
+def position_major_columns(w: torch.Tensor, positions: int) -> torch.Tensor:
     """Columns of w [K, W·P] (channel-major: column c·P + p, as ONNX Flatten) reordered to p·W + c."""
     return w.reshape(len(w), -1, positions).transpose(1, 2).reshape(len(w), -1)
 
 
 def channel_major(w: torch.Tensor, positions: int) -> torch.Tensor:
-    """The inverse of `position_major`: w [K, P·W] → [K, W·P]."""
+    """The inverse of `position_major_columns`: w [K, P·W] → [K, W·P]."""
     return w.reshape(len(w), positions, -1).transpose(1, 2).reshape(len(w), -1)
 
 
 def _flat_loss_and_grads(module: HeadModule, x: torch.Tensor, y: torch.Tensor, loss: bool,
-                         onehot: torch.Tensor | None = None) -> float | None:
-    """Channel-major heads on x [N, C·P] (`HeadModule.folded_first`): with h = x·W'ᵀ + b',
-      flat: z = h;  mlp: z = relu(h)·Wfᵀ + bf, dWf = dzᵀ·relu(h), dh = [h > 0]·(dz·Wf);
+                         onehot: torch.Tensor | None = None, position_major: bool = False) -> float | None:
+    """Channel-major heads on x [N, C·P] ([N, P·C] when `position_major`; `HeadModule.folded_first`): with
+    h = x·W'ᵀ + b', flat: z = h;  mlp: z = relu(h)·Wfᵀ + bf, dWf = dzᵀ·relu(h), dh = [h > 0]·(dz·Wf);
       dW' = dhᵀx, db' = Σdh, and back through the fold: dW = (dW' − db'⊗μ)/σ, db = db'."""
-    w, b, mean, inv = module.folded_first()
+    w, b, mean, inv = module.folded_first(position_major)
+    order = module.spec.positions if position_major else 0
     h = torch.addmm(b, x, w.t())
     if module.hidden is None:
         value, dh = _softmax_grad(h, y, loss, onehot)
-        _set_affine_grads(module.fc, dh.t() @ x, dh.sum(0), mean, inv)
+        _set_affine_grads(module.fc, dh.t() @ x, dh.sum(0), mean, inv, order)
         return value
     a = h.relu_()  # in place: [a > 0] is [h > 0]
     value, dz = _softmax_grad(torch.addmm(module.fc.bias, a, module.fc.weight.t()), y, loss, onehot)
     module.fc.weight.grad = dz.t() @ a
     module.fc.bias.grad = dz.sum(0)
     dh = torch.ops.aten.threshold_backward(dz @ module.fc.weight, a, 0.0)
-    _set_affine_grads(module.hidden, dh.t() @ x, dh.sum(0), mean, inv)
+    _set_affine_grads(module.hidden, dh.t() @ x, dh.sum(0), mean, inv, order)
     return value
 
 
@@ -194,8 +198,10 @@ def _softmax_grad(z: torch.Tensor, y: torch.Tensor, loss: bool = True,
 
 
 def _set_affine_grads(layer: nn.Linear, dw_folded: torch.Tensor, db: torch.Tensor, mean: torch.Tensor,
-                      inv: torch.Tensor) -> None:
-    layer.weight.grad = (dw_folded - torch.outer(db, mean)).mul_(inv)
+                      inv: torch.Tensor, positions: int = 0) -> None:
+    """`positions`: dw_folded's columns are position-major over that many positions (0: as the weight's)."""
+    grad = (dw_folded - torch.outer(db, mean)).mul_(inv)
+    layer.weight.grad = channel_major(grad, positions).contiguous() if positions else grad
     layer.bias.grad = db
 
 
@@ -229,19 +235,45 @@ def _export_flat(module: HeadModule, mean: torch.Tensor, std: torch.Tensor) -> H
     return HeadWeights(fc_w=module.fc.weight.numpy().copy(), fc_b=module.fc.bias.numpy().copy(), hid_w=w, hid_b=b)
 
 
+def stored_layout(features: np.ndarray) -> tuple[np.ndarray, bool]:
+    """`features` [N, C, *pooled] in its memory order, and whether that is channels-last: the feature cache
+    (eecc.data.cache) stores maps [N, *pooled, C] and hands out [N, C, *pooled] views of them; a row gather or a
+    block of rows is cheapest from the array as stored. Rows may be strided; a C-contiguous array is taken as
+    it is (with one channel or one position both orders are the same bytes)."""
+    if features.ndim < 3 or features.flags.c_contiguous:
+        return features, False
+    stored = np.moveaxis(features, 1, -1)
+    inner = [features.itemsize]
+    for d in stored.shape[:0:-1]:
+        inner.append(inner[-1] * d)
+    if tuple(stored.strides[1:]) == tuple(inner[-2::-1]):
+        return stored, True
+    return features, False
+
+
+def batch_layout(rows: np.ndarray, channels_last: bool, spec: HeadSpec, channel_major: bool) -> torch.Tensor:
+    """fp32 rows of a map as stored (`stored_layout`) in the layout a head reads: [n, positions, C] for heads
+    with a conv or a global pool, a flat row for the others ([n, C·P] from NCHW rows, [n, P·C] from
+    channels-last ones: `loss_and_grads(position_major=True)`). A view except for NCHW rows of a conv/gap head."""
+    n, c = len(rows), spec.channels
+    x = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
+    if channel_major:
+        return x.reshape(n, -1)
+    if channels_last:
+        return x.reshape(n, -1, c)
+    x = x.reshape(n, c, -1)
+    return torch.empty(n, x.shape[2], c).copy_(x.transpose(1, 2))  # one pass: cast + layout
+
+
 def predict(module: HeadModule, features: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Logits [N, classes] float32 for pooled features (any float dtype, e.g. a cached float32 memmap)."""
+    """Logits [N, classes] float32 for pooled features [N, C, *pooled] (float32, e.g. a cached memmap view)."""
     module.eval()
-    n, c = len(features), module.spec.channels
-    out = np.empty((n, module.spec.num_classes), np.float32)
+    stored, last = stored_layout(features)
+    out = np.empty((len(features), module.spec.num_classes), np.float32)
     with torch.no_grad():
-        for start in range(0, n, batch):
-            x = np.asarray(features[start:start + batch])
-            if module.channel_major:  # [N, C·P] as stored (float32 as cached: no copy)
-                out[start:start + len(x)] = module.forward_flat(torch.from_numpy(
-                    np.asarray(x, np.float32).reshape(len(x), -1))).numpy()
-                continue
-            x = torch.from_numpy(x if x.flags.writeable else x.copy()).reshape(len(x), c, -1)
-            rows = torch.empty(len(x), x.shape[2], c).copy_(x.transpose(1, 2))  # one pass: cast + layout
-            out[start:start + len(x)] = module.forward_raw(rows).numpy()
+        for start in range(0, len(stored), batch):
+            x = batch_layout(np.asarray(stored[start:start + batch], np.float32), last, module.spec,
+                             module.channel_major)
+            z = module.forward_flat(x, last) if module.channel_major else module.forward_raw(x)
+            out[start:start + len(x)] = z.numpy()
     return out
