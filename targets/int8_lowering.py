@@ -116,9 +116,12 @@ def _rules(kernels: str | None = None, builder=None):
     from eecc.targets.mcu_pool import pool_rule
     from eecc.targets.mcu_quantize import dequantize_rule, quantize_rule
 
-    rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), _matmul_rule(True),
-             _matmul_rule(False), _mean_rule(), _add_rule(), _passthrough_rule("relax.nn.max_pool2d"),
-             _passthrough_rule("relax.nn.max_pool1d"), _passthrough_rule("relax.reshape"), _pool_first_rule()]
+    dsp = builder if kernels == "dsp" else None  # mcu_dense's C loops: Armv7E-M with an FPU
+    fused_dq = [_matmul_rule(True, dsp, True), _matmul_rule(False, dsp, True)] if dsp else []  # before the others
+    rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), *fused_dq,
+             _matmul_rule(True, dsp), _matmul_rule(False, dsp), _mean_rule(dsp), _add_rule(),
+             _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
+             _passthrough_rule("relax.reshape"), _pool_first_rule()]
     # what is left on microcontrollers: the stage input's quantize and the outputs' dequantize
     mcu = [quantize_rule(builder, kernels), dequantize_rule(builder, kernels)]
     mcu += [pool_rule(builder)] if kernels == "dsp" else []  # last: after the rules that make int8 pools
@@ -194,8 +197,12 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
     return pattern, rewrite
 
 
-def _matmul_rule(with_bias: bool):
+def _matmul_rule(with_bias: bool, dsp=None, dequantized: bool = False):
+    """dsp: a BlockBuilder where a [1, K] input becomes mcu_dense's C loop; `dequantized` (with dsp): only the
+    pattern with a per-tensor DequantizeLinear after it, which that loop then computes too."""
     from tvm import relax
+
+    from eecc.targets import mcu_dense
 
     p = _P()
     dqw, (w, sw, zw) = p.dq_const()
@@ -205,7 +212,9 @@ def _matmul_rule(with_bias: bool):
     if with_bias:
         dqb, bias = p.dq_const()
         root = p.is_op("relax.add")(mm, dqb)
-    pattern = p.q(root)
+    pattern, s2, z2 = p.q(root), p.is_const(), p.is_const()
+    if dequantized:
+        pattern = p.is_op("relax.dequantize")(pattern, s2, z2)
 
     def rewrite(expr, m):
         io = _io(p, m)
@@ -222,14 +231,25 @@ def _matmul_rule(with_bias: bool):
         acc_scale = sx * np.broadcast_to(scales.reshape(-1), (n,))
         acc = relax.op.matmul(m[p.x], _const(np.ascontiguousarray(kn), "int8"), out_dtype="int32")
         folded = _bias(m, bias, acc_scale, n) - zx * kn.astype(np.int64).sum(axis=0)
+        if dsp is not None and int(m[p.x].ty.shape.values[0]) == 1:
+            dq = (_np(m, s2), _np(m, z2)) if dequantized else None
+            if dq is not None and (dq[0].size != 1 or dq[1].dtype != np.int8 or expr.ty.dtype != "float32"):
+                return expr
+            dq = dq and (float(dq[0].reshape(())), int(dq[1].reshape(())))
+            return mcu_dense.fc_call(dsp, m[p.x], kn, folded, acc_scale / so, zo, dq)
+        if dequantized:
+            return expr
         acc = relax.op.add(acc, _const(folded.reshape(1, n), "int32"))
         return _requantize(acc, acc_scale / so, zo, 2)
 
     return pattern, rewrite
 
 
-def _mean_rule():
+def _mean_rule(dsp=None):
+    """dsp: a BlockBuilder where a mean over the last axes becomes mcu_dense's C loop."""
     from tvm import relax
+
+    from eecc.targets import mcu_dense
 
     p = _P()
     mean = p.is_op("relax.mean")(p.dqx)
@@ -244,6 +264,8 @@ def _mean_rule():
         shape = [int(d) for d in m[p.x].ty.shape.values]
         axes = [int(a) % len(shape) for a in call.attrs.axis] if call.attrs.axis is not None else range(len(shape))
         count = int(np.prod([shape[a] for a in axes]))
+        if dsp is not None and sorted(axes) == list(range(len(shape) - len(axes), len(shape))):
+            return mcu_dense.mean_call(dsp, m[p.x], count, zx, np.float64(sx) / (so * count), zo, expr.ty)
         acc = relax.op.sum(relax.op.astype(m[p.x], "int32"), axis=list(axes), keepdims=bool(call.attrs.keepdims))
         acc = relax.op.add(acc, _const(-count * zx, "int32"))
         return _requantize(acc, np.float64(sx) / (so * count), zo, _ndim(call))

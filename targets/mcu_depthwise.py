@@ -8,6 +8,8 @@ import numpy as np
 
 from eecc.targets.mcu_kernels import _rq, fpu_table, split_table
 
+FILL = "eecc_fill_s16"  # cdriver/dot_dsp.c (Armv7E-M): LLVM unrolled this loop in TIR (~400 B per geometry)
+
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool):
     """(PrimFunc(x, w, channels, y, scratch...), constants, outputs) for a depthwise NCHW conv (groups = C,
@@ -89,8 +91,7 @@ def _depthwise_dsp(x_shape, w, *, bias, scale, zx, zo, strides, pads):
                pairs: T.Buffer((hp * pitch // 2,), "int32")):
         T.func_attr({"tirx.noalias": True})
         plane = T.decl_buffer((hp * pitch,), "int16", data=pairs.data)
-        for i in range(hp * pitch):
-            plane[i] = T.int16(zx)
+        T.evaluate(T.call_extern("int32", FILL, T.address_of(plane[0]), hp * pitch, zx))  # cdriver/dot_dsp.c
         for ch in range(c):
             for r, q in T.grid(h, wd):
                 plane[(r + pt) * pitch + q + pl] = T.Cast("int16", x[0, ch, r, q])

@@ -2,25 +2,20 @@
 
   conv2d:    y[o, p] = RQ(bias[o] + Σ_k W[o, k] · col_p[k]),  col_p = the K = C·KH·KW inputs of output
              pixel p (zero point where the window leaves the image), built once per pixel pair
-  depthwise: y[c, p] = RQ(bias[c] + Σ_t W[c, t] · x̃[c, p + t]),  x̃ = one channel plane padded with zx
-             (mcu_depthwise)
-
+  depthwise: y[c, p] = RQ(bias[c] + Σ_t W[c, t] · x̃[c, p + t]),  x̃ = a channel plane padded with zx (mcu_depthwise)
   RQ(acc) = clamp(zo + ((hi32(acc · M0) + 2^(s-1)) >> s), -128, 127)
 
-With `dsp` (Armv7E-M) the accumulator tile is 2 output channels × 2 pixels; the weights sit in flash as
-int8 words whose bytes are ordered (a0, a2, a1, a3), so `SXTB16` and `SXTB16 ROR 8` widen them into the
-int16 pairs (a0, a1), (a2, a3) that `SMLAD` multiplies with two int16 inputs at once (two MACs per
-instruction, CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16 scheme); the words of the two channels alternate,
-so one LDRD fetches both. Without it (Armv6-M, host tests) the tile is 1 channel × 2 pixels of plain
-multiplies (see the note below). The kernels are TIR PrimFuncs compiled by TVM's LLVM backend like every
-other kernel (`llvm.arm.*` intrinsics the only target-specific part), but for the tiles' inner loops on
-the microcontrollers: hand-scheduled C/asm in cdriver (dot_dsp.c, dot_v6m.c) that the TIR calls, where
-LLVM's register allocation spilled the tile.
+With `dsp` (Armv7E-M) the tile is 2 output channels × 2 pixels; weights sit in flash as int8 words with bytes
+(a0, a2, a1, a3), so `SXTB16` and `SXTB16 ROR 8` give the int16 pairs (a0, a1), (a2, a3) that `SMLAD` multiplies
+by two inputs at once (CMSIS-NN's scheme); the two channels' words alternate (one LDRD). Without it (Armv6-M,
+host tests) the tile is 1 channel × 2 pixels of plain multiplies. The tiles' inner loops, and on Armv7E-M the
+pixel columns of some convs (column_in_c), are hand-written C in cdriver (dot_dsp.c, dot_v6m.c) that the TIR
+calls: LLVM spilled the tile, and unrolled the column copy into straight code.
 
-Per-channel constants: an [O, 4] int32 table on Armv6-M (requant_table, split_table); with an FPU only the
-two columns the float requantisation reads, [O, 2] (fpu_table: bias, bits of S), and the DSP conv's table
-carries zo in one more row, so convs of one geometry and input zero point are one PrimFunc (Relax's
-BlockBuilder.add_func returns the existing function for a structurally equal one): one kernel in flash.
+Per-channel constants: an [O, 4] int32 table on Armv6-M (requant_table, split_table); with an FPU the two
+columns the float requantisation reads, [O, 2] (fpu_table: bias, bits of S), and the DSP conv's table carries
+zo in one more row, so convs of one geometry and input zero point are one PrimFunc (Relax's add_func returns
+the existing function for a structurally equal one), then the geometry a C column function reads.
 """
 
 from __future__ import annotations
@@ -38,6 +33,7 @@ from eecc.targets.fixed_point import HI_BITS, fixed_point32, mul_split, split_co
 
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
 DSP_DOT = "eecc_dot2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile's inner loop, linked with every Armv7E-M stage
+COL, COL_PW = "eecc_col2_s16", "eecc_col2_pw_s16"  # cdriver/dot_dsp.c: the DSP conv's pixel-pair columns
 MACS = {"dsp": DSP_DOT, "plain": V6M_DOT}
 RQ_TIE = "eecc_rq_tie"  # cdriver/rq_tie.c: RQ next to a tie (Armv6-M)
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
@@ -187,14 +183,12 @@ class _Conv(NamedTuple):
 
 def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool,
            mac: str | None = None):
-    """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see requant_table), [(shape, dtype)] of
-    y and of the two scratch outputs) for a groups=1 NCHW conv. The accumulators and the pixel columns
-    are scratch *outputs* rather than allocations: TVM would put allocations on the workspace allocator,
-    while noalias parameters let LLVM keep the accumulators in registers.
+    """(PrimFunc(x, w, channels, y, acc, col), [w, channels] constants (see requant_table), [(shape, dtype)] of y
+    and of the two scratch outputs, which are outputs rather than allocations: TVM would put allocations on the
+    workspace allocator, noalias parameters keep the accumulators in registers) for a groups=1 NCHW conv.
     x_shape [1, C, H, W]; w [O, C, KH, KW] int8; pads (top, left, bottom, right); bias int32 and scale float32
-    (fixed_point.mlas_scale) per output channel.
-    mac: the C symbol of the tile's inner loop (MACS: DSP_DOT, linked on Armv7E-M, required with `dsp`;
-    V6M_DOT on Armv6-M, else a TIR loop for host tests, and then the near-tie requantisation calls RQ_TIE)."""
+    (fixed_point.mlas_scale) per output channel. mac: the C symbol of the tile's inner loop (MACS: DSP_DOT with
+    `dsp`; V6M_DOT on Armv6-M, else a TIR loop for host tests, and then the near-tie requantisation calls RQ_TIE)."""
     _, c, h, wd = (int(v) for v in x_shape)
     o, _, kh, kw = w.shape
     pt, pl, pb, pr = pads
@@ -204,14 +198,32 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
     table, window, split = fpu_table(bias, scale, w, o2) + (False,) if dsp else split_table(bias, scale, w, o2)
-    if dsp:  # zo as a last row, not a constant in the code: convs of one geometry and zx share one kernel
-        table = np.concatenate([table, np.array([[zo, 0]], np.int32)])
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
-    g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow,
-              -(-oh * ow // 2))
+    g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow, -(-oh * ow // 2))
+    if dsp:  # zo as a row, not code: convs of one geometry and zx share one kernel; then column_in_c's geometry
+        rows = [table, np.array([[zo, 0]], np.int32)] + ([col_geometry(g, zx).reshape(-1, 2)] if column_in_c(g) else [])
+        table = np.concatenate(rows)
     func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window, mac) if dsp
                      else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split))
     return func, [packed, table], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
+
+
+def col_geometry(g: _Conv, zx: int) -> np.ndarray:
+    """The words cdriver/dot_dsp.c's column functions read: c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx, 0."""
+    return np.array([g.c, g.h, g.wd, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.ow, g.npix, g.kp, zx, 0], np.int32)
+
+
+def pointwise(g: _Conv) -> bool:
+    """A 1x1, stride-1, unpadded conv: output pixel p reads input offset p of each channel (eecc_col2_pw_s16)."""
+    return g.kh == g.kw == g.sh == g.sw == 1 and g.pt == g.pl == 0 and (g.oh, g.ow) == (g.h, g.wd)
+
+
+def column_in_c(g: _Conv) -> str | None:
+    """The cdriver/dot_dsp.c function that builds the conv's pixel columns, or None (the TIR col_fill, which LLVM
+    unrolls: kws's 40-tap front conv 1.5 KB, a 48-channel pointwise conv 0.8 KB). Per tap the C costs ~1 more
+    instruction for the pointwise strided copy, ~6 for the window (per MAC: / O), so the window only for one
+    input channel and ≥ 16 taps (ResNet's 16-channel 3x3 convs: +0.7 per MAC; its 3x3 front conv: +0.03)."""
+    return COL_PW if pointwise(g) else (COL if g.c == 1 and g.kh * g.kw >= 16 else None)
 
 
 def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
@@ -228,6 +240,9 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     from tvm.script import tirx as T
 
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
+    col_fn = column_in_c(g)
+    in_c = col_fn is not None
+    rows = o2 + 8 if in_c else o2 + 1  # + the geometry col_fn reads
 
     @T.macro
     def col_fill(col16, x, y0, x0, base):
@@ -235,7 +250,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
             col16[base + (ci * kh + ky) * kw + kx] = T.Cast("int16", _window(T, x, g, zx, y0, x0, ci, ky, kx))
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2 + 1, 2), "int32"),
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((rows, 2), "int32"),
                y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"), col: T.Buffer((kp,), "int32")):
         T.func_attr({"tirx.noalias": True})
         zov: T.let[T.int32] = cq[o2, 0]  # the table's last row (zx stays a constant: as a register it
@@ -246,8 +261,13 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
             col16[kp + k + e] = T.int16(0)
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
         for q in range(npp):
-            for p in range(2):
-                col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw, p * kp)
+            if in_c:  # see column_in_c
+                T.evaluate(T.call_extern("handle", col_fn, T.address_of(col16[0]), T.address_of(x[0, 0, 0, 0]),
+                                         T.address_of(cq[o2 + 1, 0]), 2 * q))
+            else:
+                for p in range(2):
+                    col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
+                             p * kp)
             for j in range(o2 // 2):
                 acc[0] = cq[2 * j, 0]
                 acc[1] = cq[2 * j, 0]

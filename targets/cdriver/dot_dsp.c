@@ -41,3 +41,45 @@ __attribute__((naked, used)) int32_t* eecc_dot2x2_dsp(int32_t* acc, const int32_
       "  stm r0, {r4-r7}\n"
       "  pop {r0, r4-r11, pc}\n");
 }
+
+/* The int16 columns of output pixels pix and min(pix + 1, npix - 1) for the same conv (mcu_kernels._conv2d_dsp):
+ *   col[(ci·kh + ky)·kw + kx] = x[ci, top + ky, left + kx], or zx outside the h x w image (padding),
+ * pixel 1's column kp entries later. A loop here rather than in the TIR: LLVM unrolls the constant-trip tap
+ * loops of every conv geometry into straight code (the kws front conv's 40 taps 1.5 KB, a 48-channel
+ * pointwise conv's 0.8 KB), while this one function serves every conv of the stage for a few instructions
+ * per tap more. x: channel 0 of the input; g: the geometry (mcu_kernels.col_geometry)
+ * {c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx}. */
+static void col_one(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+  const int32_t h = g[1], w = g[2], kw = g[4];
+  const int16_t zx = (int16_t)g[12];
+  const int32_t top = pix / g[9] * g[5] - g[7], left = pix % g[9] * g[6] - g[8];
+  for (int32_t ci = g[0]; ci > 0; --ci, x += h * w)
+    for (int32_t y = top; y < top + g[3]; ++y) {
+      const int8_t* row = x + y * w;
+      const uint32_t span = (uint32_t)y < (uint32_t)h ? (uint32_t)w : 0u; /* a padding row: no column inside */
+      for (int32_t xx = left; xx < left + kw; ++xx) *col++ = (uint32_t)xx < span ? row[xx] : zx;
+    }
+}
+
+void eecc_col2_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+  col_one(col, x, g, pix);
+  col_one(col + g[11], x, g, pix + 1 < g[10] ? pix + 1 : pix);
+}
+
+/* The same for a 1x1, stride 1, unpadded conv, whose pixel index is its input offset: a strided copy, 2
+ * channels a step (its own function, so a stage of pointwise convs links no col_one). */
+void eecc_col2_pw_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+  const int32_t plane = g[1] * g[2], d = pix + 1 < g[10] ? 1 : 0;
+  const int8_t* p = x + pix;
+  int16_t* col1 = col + g[11];
+  int32_t ci = g[0];
+  for (; ci >= 2; ci -= 2, p += 2 * plane, col += 2, col1 += 2)
+    col[0] = p[0], col1[0] = p[d], col[1] = p[plane], col1[1] = p[plane + d];
+  if (ci) col[0] = p[0], col1[0] = p[d];
+}
+
+/* n entries of v: the depthwise kernel's zx-padded plane (mcu_depthwise._depthwise_dsp) before its channels are
+ * copied in. LLVM unrolled the same TIR loop (~400 B per depthwise geometry). */
+void eecc_fill_s16(int16_t* dst, int32_t n, int32_t v) {
+  for (; n > 0; --n) *dst++ = (int16_t)v;
+}

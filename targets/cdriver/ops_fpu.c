@@ -123,3 +123,46 @@ __attribute__((optimize("Os"))) void eecc_maxpool_s8(const int8_t* x, int8_t* y,
     }
   }
 }
+
+/* TFLite's single rounding of int8_lowering._requantize: clamp(zo + ((acc·M0 + 2^(n-1)) >> n), -128, 127),
+ * n = 32 + s in [1, 62] (fixed_point.fixed_point; for s ≥ 1 the same as its int32 high-word form). */
+__attribute__((noinline, optimize("Os"))) static int8_t rq_fixed(int32_t acc, int32_t m0, int32_t n, int32_t zo) {
+  const int64_t v = (((int64_t)acc * m0 + ((int64_t)1 << (n - 1))) >> n) + zo;
+  return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+}
+
+/* int8 mean over the last axes (targets/mcu_dense.py): y[j] = RQ(bias + Σ_i x[j·count + i]), bias = -count·zx.
+ * LLVM unrolled TVM's sum fully (kws: 125 taps, 774 B). */
+void eecc_mean_s8(const int8_t* x, int8_t* y, int32_t c, int32_t count, int32_t bias, int32_t m0, int32_t n,
+                  int32_t zo) {
+  for (int32_t j = 0; j < c; ++j) {
+    int32_t acc = bias, i = count;
+    for (; i >= 4; i -= 4, x += 4) acc += x[0] + x[1] + x[2] + x[3];
+    for (; i > 0; --i) acc += *x++;
+    y[j] = rq_fixed(acc, m0, n, zo);
+  }
+}
+
+/* int8 fully connected layer (targets/mcu_dense.py): q_j = RQ_j(t[3j] + Σ_i x[i]·w[j·k + i]) with
+ * (bias, M0, n) = t[3j .. 3j + 2]; two SMLAD per 4 MACs (bytes 0, 2 and 1, 3 widened by SXTB16). y: int8 q, or
+ * with scale_bits (a float32's bits, not 0) the float32 (q - zero)·scale of a DequantizeLinear after it. */
+void eecc_fc_s8(const int8_t* x, const int8_t* w, const int32_t* t, void* y, int32_t k, int32_t nout, int32_t zo,
+                uint32_t scale_bits, int32_t zero) {
+  for (int32_t j = 0; j < nout; ++j, t += 3) {
+    int32_t acc = t[0], i = 0;
+#if defined(__ARM_FEATURE_SIMD32)
+    for (; i + 4 <= k; i += 4) {
+      const uint32_t a = load4(x + i), b = load4(w + i);
+      acc = __smlad(__sxtb16((int8x4_t)a), __sxtb16((int8x4_t)b), acc);
+      acc = __smlad(__sxtb16((int8x4_t)(a >> 8 | a << 24)), __sxtb16((int8x4_t)(b >> 8 | b << 24)), acc);
+    }
+#endif
+    for (; i < k; ++i) acc += x[i] * w[i];
+    w += k;
+    const int8_t q = rq_fixed(acc, t[1], t[2], zo);
+    if (scale_bits)
+      ((float*)y)[j] = (float)((int32_t)q - zero) * f32(scale_bits);
+    else
+      ((int8_t*)y)[j] = q;
+  }
+}

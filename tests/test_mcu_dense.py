@@ -1,0 +1,82 @@
+"""The Armv7E-M int8 stage's C loops (cdriver/dot_dsp.c column functions, ops_fpu.c eecc_mean_s8 / eecc_fc_s8 /
+eecc_fill_s16) under QEMU, bit for bit against TVM's own integer lowering of the same stage on the host: odd
+shapes everywhere (a padded single-channel front conv, an odd pointwise conv, a 15-value mean, a classifier
+with K = 7, not a multiple of 4, and the DequantizeLinear after it computed in the same loop)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eecc.targets import mcu_kernels, quantize
+
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                               reason="arm-none-eabi-gcc / qemu-system-arm not installed")
+
+
+def dense_stage() -> onnx.ModelProto:
+    """x [N, 1, 9, 7] -> conv 4x4 stride 2, pads (2, 1, 1, 0) (1 -> 5) -> depthwise 3x3 -> pointwise (5 -> 7)
+    -> global average pool (5 x 3 = 15 values) -> Gemm (7 -> 6) = y."""
+    rng = np.random.default_rng(23)
+    shapes = {"w1": (5, 1, 4, 4), "b1": (5,), "w2": (5, 1, 3, 3), "b2": (5,), "w3": (7, 5, 1, 1), "b3": (7,),
+              "wf": (6, 7), "bf": (6,)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), k) for k, s in shapes.items()]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 1, 1, 0], strides=[2, 2]), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=5), n("Relu", ["c2"], ["r2"]),
+             n("Conv", ["r2", "w3", "b3"], ["c3"]), n("Relu", ["c3"], ["r3"]),
+             n("GlobalAveragePool", ["r3"], ["g"]), n("Flatten", ["g"], ["f"]),
+             n("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 9, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@needs_arm
+def test_m4_c_loops_are_bit_exact_with_tvm_integer_lowering(tmp_path):
+    import tvm
+    from tvm import relax
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m, int8_lowering, tvm_import
+
+    x = np.random.default_rng(7).standard_normal((40, 1, 9, 7)).astype(np.float32)
+    model = quantize.quantize_stage(dense_stage(), {"x": x[:24]})
+    arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
+    got = emulate_stage(arts, x[24:]).outputs["y"]
+    host = tvm.target.Target("llvm")
+    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
+                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
+    want = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(24, 40)])
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert len(np.unique(got)) > 20  # not a constant output: the check has something to compare
+    calls = [k for k, _ in tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS["cortex-m4"]["target"])).calls]
+    assert any(k.startswith("mean_int8") for k in calls) and calls[-1].startswith("dense_int8"), calls  # DQ inside
+    elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
+                         check=True).stdout
+    linked = set(re.findall(r"\n[0-9a-f]+ <(\w+)>:", elf))
+    assert {mcu_kernels.COL, mcu_kernels.COL_PW, "eecc_mean_s8", "eecc_fc_s8", "eecc_fill_s16"} <= linked
+
+
+def test_general_c_column_only_for_single_channel_convs():
+    """column_in_c: the pointwise copy for 1x1 stride-1 convs, the general window for one input channel and
+    ≥ 16 taps, and the TIR copy for a 16-channel 3x3 conv (where the C window loop cost 0.7 instructions per MAC)."""
+    def geometry(c, kh, kw, stride, pad, h=14, wd=14):
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+        k = c * kh * kw
+        return mcu_kernels._Conv(c, h, wd, 16, kh, kw, stride, stride, pad, pad, oh, ow, k, -(-k // 4) * 4, 16,
+                                 oh * ow, -(-oh * ow // 2))
+
+    assert mcu_kernels.column_in_c(geometry(48, 1, 1, 1, 0)) == mcu_kernels.COL_PW
+    assert mcu_kernels.column_in_c(geometry(1, 10, 4, 2, 1)) == mcu_kernels.COL
+    assert mcu_kernels.column_in_c(geometry(16, 3, 3, 1, 1)) is None
+    assert mcu_kernels.column_in_c(geometry(1, 3, 3, 2, 1)) is None
+    assert mcu_kernels.column_in_c(geometry(16, 1, 1, 2, 0)) is None  # strided 1x1: its pixel is no input offset
