@@ -32,6 +32,7 @@ KIND = "cortex-a"      # the platform processor kind (targets/platforms/*.toml)
 CPU = "cortex-a76"     # the core the units are built for and run as (targets.codegen.CORTEX_A_CPU)
 # Whole reductions up to these lengths unroll, and LLVM then vectorises the output row (_neon_share)
 NEON_K_CONV, NEON_K_GEMM = 24, 32
+ROW_UNROLLED = 9  # up to this many outputs a 2-D conv's row is unrolled, parts of it vectorised (_neon_share)
 LOOP_K = 48  # a longer reduction of a 1×1 Conv / Gemm stays a loop (_reduction_loop)
 SDOT_POSITIONS = 64  # int8: up to this many output positions, the reduction runs on SDOT (_sdot)
 MEASURED_A = Path(__file__).with_name("measured_cortex_a.json")
@@ -102,7 +103,8 @@ def measure(units, cache: Path, *, progress=None) -> list[dict]:
     groups: dict[str, list] = {}
     for u in units:
         groups.setdefault(u.model, []).append(u)
-    return [r for fmt in FORMATS for g in groups.values() for r in measure_units(g, KIND, fmt, cache, progress=progress)]
+    return [r for fmt in FORMATS for g in groups.values() if fmt == "fp32" or not g[0].model.startswith(FP32_ONLY)
+            for r in measure_units(g, KIND, fmt, cache, progress=progress)]
 
 
 def node_block(node, fmt: str, ops: np.ndarray) -> np.ndarray:
@@ -111,8 +113,12 @@ def node_block(node, fmt: str, ops: np.ndarray) -> np.ndarray:
     (the Cortex-M4's gemm_loop / gemm_rem / gemm_far rules do not hold here: zeroed); in int8 the MACs of a Gemm /
     MatMul whose output a Relu reads also as gemm_relu (measured 4.4-4.8 instructions per MAC against 2.4-3.6
     without the Relu: eecc/cost/layers.py's dense units)."""
-    f, share = ops.copy(), _neon_share(node)
+    f, share = ops.copy(), _neon_share(node, fmt)
     f[[INDEX["gemm_loop"], INDEX["gemm_rem"], INDEX["gemm_far"]]] = 0
+    # grouped and dilated convs stay priced as before the Cortex-M's grp_macs / dil_macs: as depthwise / dense MACs
+    # (layers.TVM_CONV measured on the A76: -57..+58 %, and int8 held-out 116 -> 113 of 209 with them in the fit)
+    f[INDEX["dw_macs"]] += f[INDEX["grp_macs"]]
+    f[[INDEX["grp_macs"], INDEX["dil_macs"]]] = 0
     if node.op == "Conv" and not any(int(p) for p in node.attrs.get("pads", [])):
         f[INDEX["pad_in"]] = 0  # no padding: TVM reads the input in place (no copy loop)
     for name in ("conv_macs", "pw_macs", "dw_macs", "gemm_macs"):
@@ -168,11 +174,14 @@ def _unroll(k: int) -> int:
     return max([d for d in range(2, 6) if (k - 1) % d == 0], default=4)
 
 
-def _neon_share(node) -> float:
+def _neon_share(node, fmt: str = "fp32") -> float:
     """The share of a Conv's / Gemm's MACs in loops LLVM vectorises for AArch64 (4 fp32 lanes; TVM's untuned
     loops, measured on the A76 units: 0.65-1.4 instructions per MAC against 2.3-4.7): when the whole reduction
     unrolls (Conv (Cin/groups)·prod(kernel) ≤ NEON_K_CONV, Gemm K ≤ NEON_K_GEMM) the output row is vectorised,
-    4 outputs at a time along a unit-stride last axis, the rest (Wout mod 4) in scalar code."""
+    4 outputs at a time along a unit-stride last axis, the rest (Wout mod 4) in scalar code. A 2-D conv's rows of
+    more than ROW_UNROLLED outputs that are not a multiple of 4 stay scalar (depthwise 3x3 units on the A76: 0.81-0.87
+    instructions per MAC at Wout 8, 12, 16, 20, 28; 1.9-2.8 at 10, 13, 14; 1.2-1.6 at 5-9: nu11's depthwise stages
+    were priced 23 % under; in int8 the rule made the held-out fit worse, 116 -> 112 of 209: fp32 only)."""
     if node.op == "Conv" and node.inputs[1].shape:
         k = int(np.prod(node.inputs[1].shape[1:]))
         stride = int((node.attrs.get("strides") or [1])[-1])
@@ -183,6 +192,8 @@ def _neon_share(node) -> float:
         return 0.0
     shape = getattr(node.outputs[0], "shape", None) or [0]
     w = int(shape[-1]) if isinstance(shape[-1], (int, np.integer)) else 0
+    if ok and fmt == "fp32" and len(shape) == 4 and w % 4 and w > ROW_UNROLLED:
+        return 0.0
     return (w // 4 * 4) / w if ok and w >= 4 else 0.0
 
 
@@ -197,6 +208,14 @@ DENSE = [(48, 64, 1, 0), (64, 64, 1, 1), (96, 32, 1, 0), (100, 100, 1, 1), (144,
          (128, 32, 1, 0), (200, 10, 1, 0)]                                                 # K, out, bias, relu
 
 
+# Depthwise 3x3 layers over the output widths LLVM vectorises whole (a multiple of 4), in part (up to ROW_UNROLLED) or
+# not at all, stride 1 and 2 (nu11's depthwise-separable CNN: fp32 stages 23 % under). fp32 only (FP32_ONLY): in int8
+# they made the held-out fit worse (116 -> ~100 of 209 fixture units within 15 %).
+DEPTHWISE_A = [(16, 14, 1), (16, 28, 1), (32, 14, 1), (32, 8, 1), (32, 16, 1), (64, 7, 1), (64, 8, 1), (16, 12, 1),
+               (16, 13, 1), (16, 10, 1), (16, 20, 1), (16, 14, 2), (32, 14, 2), (64, 7, 2), (16, 28, 2), (16, 6, 1)]
+FP32_ONLY = ("layer:a-dw-",)                                                                     # C, H=W, stride
+
+
 def layer_models(seed: int = 1) -> dict:
     """{"layer:a-<spec>": float model} of the Cortex-A-only layer units (deterministic)."""
     from eecc.cost.layers import _conv, _dense
@@ -206,4 +225,6 @@ def layer_models(seed: int = 1) -> dict:
         out[f"layer:a-conv-{c}x{h}x{w}-o{o}k{k}s{s}g{g}"] = _conv("a", c, o, [k, k], [h, w], s, k // 2, g, rng)
     for k, o, bias, relu in DENSE:
         out[f"layer:a-dense-{k}-o{o}{'b' if bias else ''}{'r' if relu else ''}"] = _dense(k, o, bias, relu, "gemm", rng)
+    for c, n, s in DEPTHWISE_A:  # last: the earlier units keep their draws
+        out[f"layer:a-dw-{c}x{n}s{s}"] = _conv("a", c, c, [3, 3], [n, n], s, 1, c, rng)
     return out

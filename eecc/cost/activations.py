@@ -14,6 +14,12 @@ HardSigmoid's pass in every lowering (M4F, fp32: the same 150,268 instructions a
 map, eecc/cost/layers.py ACTIVATION), so it counts nothing of its own. Before these features every activation was
 `eltwise` work priced by the residual Adds of the fixtures (M4F fp32: ~39 instructions per element; nu9's
 MobileNetV2-style stages 21-108 % over).
+LeakyRelu and Sigmoid (with the Mul of SiLU = x · Sigmoid(x), as TorchScript exports it) are priced the same way (nu11:
+a LeakyRelu after eecc's M4F tile conv was `eltwise` work, its stage 68 % over); in int8 both are float islands (the
+quantiser, targets/quantize.QUANTIZED_OPS, leaves them in float), and a Sigmoid also counts
+  act_exp    its output elements (an expf and a divide each: libm's expf, soft-float on the M0+)
+  act_slope  of a LeakyRelu, its output elements (a compare and the slope's multiply: cheaper than HardSigmoid's
+             act_mul work, M0+ int8 ~25 % over when priced as it)
 """
 
 from __future__ import annotations
@@ -22,19 +28,35 @@ import numpy as np
 
 from eecc.cost.kernels import conv_kernel, table_dequantised
 
-ACT = {"Clip", "HardSigmoid", "HardSwish"}
+ACT = {"Clip", "HardSigmoid", "HardSwish", "LeakyRelu", "Sigmoid"}
+GATING = {"HardSigmoid", "Sigmoid"}  # x · act(x): Hardswish below opset 14, SiLU
 CARRY = {"MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}  # features.BEFORE_QUANTIZE
-NAMES = ("act", "act_fused", "act_mul")
+NAMES = ("act", "act_fused", "act_mul", "act_exp", "act_slope")
 
 
 def gating_mul(node) -> bool:
-    """A Mul of x and HardSigmoid(x) (the second half of a decomposed Hardswish)."""
+    """A Mul of x and HardSigmoid(x) or Sigmoid(x) (the second half of a decomposed Hardswish or SiLU)."""
     if node.op != "Mul" or len(node.inputs) != 2:
         return False
     for a, b in (node.inputs, node.inputs[::-1]):
         made = a.inputs[0] if a.inputs else None
-        if made is not None and made.op == "HardSigmoid" and made.inputs and made.inputs[0] is b:
+        if made is not None and made.op in GATING and made.inputs and made.inputs[0] is b:
             return True
+    return False
+
+
+def after_island(t) -> bool:
+    """Whether tensor `t` is an int8 float island's output (an ACT other than Clip, or its gating Mul), directly or
+    through CARRY ops: an average pool reading it stays float with no conversion edges of its own (onnxruntime's
+    quantiser leaves a pool in float unless its input is quantised; nu11's LeakyReLU, then AvgPool: M4 int8 stage
+    priced 18 % over with a dequantise and a quantise around the pool)."""
+    while t.inputs:
+        node = t.inputs[0]
+        if (node.op in ACT and node.op != "Clip") or gating_mul(node):
+            return True
+        if node.op not in CARRY or not node.inputs:
+            return False
+        t = node.inputs[0]
     return False
 
 
@@ -66,14 +88,16 @@ def activation_block(node, cpu: str, fmt: str, n_out: float, elems) -> dict[str,
     tensor's elements per sample. In int8 a max pool the island runs in float moves from `pool` (the integer pool
     features.py priced it as) to `float_max`."""
     made = node.inputs[0].inputs[0] if node.inputs and node.inputs[0].inputs else None
-    mul = 0 if node.op == "Clip" else n_out
+    gated = node.op in GATING and _island_output(node) is not node.outputs[0]
+    mul = 0 if node.op in ("Clip", "LeakyRelu") or (node.op == "Sigmoid" and not gated) else n_out
+    exp = {"act_exp": n_out} if node.op == "Sigmoid" else {"act_slope": n_out} if node.op == "LeakyRelu" else {}
     if fmt == "int8":
         if node.op == "Clip":
             return {}
         n_in = elems(node.inputs[0])
         quantised, float_max = _quantised_after(_island_output(node), elems)
-        return {"act": n_out, "act_mul": mul, "kernels": 1, "in_dense": quantised, "float_max": float_max,
+        return {"act": n_out, "act_mul": mul, **exp, "kernels": 1, "in_dense": quantised, "float_max": float_max,
                 "pool": -float_max, "dequant_table" if table_dequantised(n_in, cpu) else "io_out": n_in}
     if made is not None and made.op == "Conv" and conv_kernel(made, cpu, fmt) == "tvm":  # TVM fuses it in
-        return {"act_fused": n_out, "act_mul": mul}
-    return {"act": n_out, "act_mul": mul, "kernels": 1}
+        return {"act_fused": n_out, "act_mul": mul, **exp}
+    return {"act": n_out, "act_mul": mul, **exp, "kernels": 1}

@@ -9,7 +9,9 @@ A conv that the Cortex-M lowering gives one of eecc's own kernels is counted in 
 Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs by the README convention:
   conv_macs   Conv with groups = 1 and a kernel > 1          Cout·spatial_out·Cin·prod(k)
   pw_macs     Conv with groups = 1 and a 1×1 kernel
-  dw_macs     Conv with groups > 1 (depthwise / grouped)
+  dw_macs     Conv with groups > 1 and one input channel per group (depthwise)
+  grp_macs    Conv with groups > 1 and several input channels per group (TVM's on every core; M4F 5-9 per MAC)
+  dil_macs    of those, MACs of a dilated Conv (TVM's on every core), besides its conv_macs / grp_macs
   gemm_macs   Gemm, MatMul                                    prod(out[1:]) · K
               RNN, GRU, LSTM  annotate_cost.recurrent_macs (TVM cannot import them: a guess, never measured)
   gemm_loop   MACs of the Gemm / MatMul whose reduction loop (K) TVM's matmul keeps as a loop: K > 32 (LLVM unrolls
@@ -49,7 +51,7 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
   const       1 (the driver's fixed cost per inference)
   neon_macs, loop_macs, loop_iters, gemm_relu, sdot_macs: the Cortex-A blocks only (eecc/cost/aarch64.py)
-  act, act_fused, act_mul: Clip, HardSigmoid (+ its Mul) and HardSwish, by lowering (eecc/cost/activations.py)
+  act, act_fused, act_mul, act_exp, act_slope: Clip, HardSigmoid, HardSwish, LeakyRelu, Sigmoid (eecc/cost/activations.py)
   + KERNEL_FEATURES (eecc/cost/kernels.py) of the convolutions lowered to eecc's kernels
 Exit-head ops are priced as the same ops of the backbone (an exit head's 1×1 conv runs the same kernel).
 QuantizeLinear / DequantizeLinear of a QDQ stage are skipped: the int8 lowering folds them into the
@@ -62,7 +64,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc.cost.activations import ACT, activation_block, gating_mul
+from eecc.cost.activations import ACT, activation_block, after_island, gating_mul
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float, table_dequantised
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
@@ -70,7 +72,7 @@ from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 BASE = ("conv_macs", "pw_macs", "dw_macs", "gemm_macs", "gemm_loop", "gemm_rem", "gemm_far", "gemm_dense", "mac_out",
         "pad_in", "pool", "float_pool", "eltwise", "gate", "io_out", "in_work", "kernels", "const", "in_dense", "float_max",
         "dequant_table", "pool_div", "neon_macs", "loop_macs", "loop_iters", "gemm_relu", "sdot_macs",
-        "act", "act_fused", "act_mul", *KERNEL_FEATURES)
+        "act", "act_fused", "act_mul", *KERNEL_FEATURES, "act_exp", "act_slope", "grp_macs", "dil_macs")
 # Ops the int8 lowering leaves in float (targets/int8_lowering.py rewrites conv, matmul, global mean, add,
 # max pooling and reshapes): dequantised, computed in float (soft-float on the M0+), quantised again.
 FLOAT_IN_INT8 = {"AveragePool", "LpPool"}
@@ -110,8 +112,10 @@ def _conv(node: gs.Node, n_out: int) -> np.ndarray:
     w = node.inputs[1]
     per = int(np.prod(w.shape[1:])) if w.shape else 0
     group = int(node.attrs.get("group", 1))
-    kind = "dw_macs" if group > 1 else ("pw_macs" if int(np.prod(w.shape[2:])) == 1 else "conv_macs")
+    kind = "conv_macs" if group == 1 else ("dw_macs" if w.shape[1] == 1 else "grp_macs")
+    kind = "pw_macs" if kind == "conv_macs" and int(np.prod(w.shape[2:])) == 1 else kind
     f[_INDEX[kind]] += n_out * per
+    f[_INDEX["dil_macs"]] += n_out * per if any(int(d) > 1 for d in node.attrs.get("dilations", [])) else 0
     f[_INDEX["mac_out"]] += n_out
     # pads = (begin per axis..., end per axis...): TVM pads the input first (in int8 with its zero point)
     pads = [int(p) for p in node.attrs.get("pads", [])] or [0] * (2 * (len(w.shape) - 2))
@@ -218,7 +222,7 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f = np.zeros(B)
         f[_INDEX["float_pool"]] = ops[_INDEX["pool"]]
         f[_INDEX["pool_div"]] = _elems(node.outputs[0]) if len(node.attrs.get("kernel_shape", [])) == 1 else 0
-        deq, f[_INDEX["in_dense"]] = _float_edges(node)
+        deq, f[_INDEX["in_dense"]] = (0, 0) if after_island(node.inputs[0]) else _float_edges(node)
         f[_INDEX[_dequant(deq, cpu)]] = deq
         f[_INDEX["kernels"]] = ops[_INDEX["kernels"]]
         return f

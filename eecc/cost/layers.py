@@ -50,6 +50,18 @@ ACTIVATION = [("hsig", 1, 16, 3, 28, 2, 1), ("hswish", 1, 16, 3, 28, 2, 1), ("hs
               ("hswish", 16, 24, 1, 7, 1, 1), ("relu6", 16, 64, 1, 14, 1, 1), ("relu6", 8, 16, 3, 8, 1, 1),
               ("relu6", 32, 32, 3, 10, 2, 32), ("relu6", 24, 24, 3, 7, 1, 24)]  # act, C, O, k, H=W, stride, group
 INVERTED = [(16, 64, 8), (24, 96, 5)]                                                    # C, expanded, H=W
+# Convolutions no eecc kernel takes (mcu_kernels.fits: dilation 1 and groups 1 or depthwise only; conv2d_f32: dilation 1,
+# groups 1): TVM's conv on every core, which no unit above measured on the M4 (nu11's 1-D CNN with dilated and grouped
+# Conv1d: its M4F stages priced 3.2x under their QEMU counts, the TVM conv weights of the M4 groups fitted to 0).
+TVM_CONV = [(28, 32, 3, 28, 1, 1, 2), (16, 24, 5, 40, 1, 1, 2), (32, 32, 3, 24, 1, 1, 4), (32, 32, 3, 28, 1, 4, 1),
+            (64, 64, 3, 14, 1, 8, 1), (24, 48, 5, 20, 1, 2, 1), (64, 64, 3, 14, 1, 4, 4), (8, 16, 3, 12, 2, 1, 2),
+            (16, 16, 3, 8, 2, 1, 2), (16, 32, 3, 8, 2, 4, 1), (32, 32, 3, 6, 2, 8, 1), (24, 24, 3, 9, 2, 3, 1)]
+#                                                     C, O, k, L or H=W, rank, group, dilation (stride 1, "same" pads)
+# Activations with an exponential or a slope (nu11's Fashion-MNIST CNN: LeakyReLU priced 68 % over as `eltwise`
+# work; SiLU = x · Sigmoid(x) as TorchScript exports it): after a 3x3 / 1x1 / depthwise conv, as ACTIVATION
+ACTIVATION2 = [("leaky", 1, 16, 3, 28, 1, 1), ("leaky", 16, 32, 3, 14, 1, 1), ("leaky", 16, 24, 1, 10, 1, 1),
+               ("leaky", 24, 24, 3, 8, 1, 24), ("silu", 16, 32, 3, 14, 1, 1), ("silu", 8, 16, 1, 12, 1, 1),
+               ("silu", 24, 24, 3, 7, 1, 24), ("sigmoid", 16, 16, 3, 8, 1, 1)]
 MLP = (64, 256, 256, 256, 10)  # the digits MLP of tests/fixtures/make_foreign.py: a held-out fixture (mlp_fixture)
 
 
@@ -60,12 +72,13 @@ def _model(name: str, in_shape: list[int], nodes, inits, out_shape: list[int]) -
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _conv(name, c, o, kernel, spatial, stride, pad, group, rng) -> onnx.ModelProto:
-    out = [(d + 2 * pad - k) // stride + 1 for d, k in zip(spatial, kernel)]
+def _conv(name, c, o, kernel, spatial, stride, pad, group, rng, dilation: int = 1) -> onnx.ModelProto:
+    out = [(d + 2 * pad - dilation * (k - 1) - 1) // stride + 1 for d, k in zip(spatial, kernel)]
     w = rng.normal(0, 1 / np.sqrt(c // group * np.prod(kernel)), (o, c // group, *kernel)).astype(np.float32)
     b = rng.normal(0, 0.1, o).astype(np.float32)
+    dilated = {"dilations": [dilation] * len(kernel)} if dilation > 1 else {}  # (the earlier units' bytes unchanged)
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(kernel), group=group,
-                            strides=[stride] * len(kernel), pads=[pad] * (2 * len(kernel)))
+                            strides=[stride] * len(kernel), pads=[pad] * (2 * len(kernel)), **dilated)
     return _model(name, [c, *spatial], [conv, helper.make_node("Relu", ["c"], ["y"])], {"w": w, "b": b}, [o, *out])
 
 
@@ -124,6 +137,14 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
         out[f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}"] = m
     for c, e, n in INVERTED:
         out[f"layer:inverted-{c}x{n}-e{e}"] = _inverted(c, e, n, rng)
+    for c, o, k, n, rank, group, dil in TVM_CONV:
+        name = f"layer:tvmconv-{c}x{n}-o{o}k{k}r{rank}g{group}d{dil}"
+        out[name] = _conv("tvmconv", c, o, [k] * rank, [n] * rank, 1, dil * (k // 2), group, rng, dilation=dil)
+    for act, c, o, k, n, stride, group in ACTIVATION2:
+        m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
+        del m.graph.node[1]  # the Relu
+        m.graph.node.extend(_activation(act, "c", "y", m))
+        out[f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}"] = m
     return out  # new units go last: the seeded draws of the earlier ones (their bytes, their cached counts) stay
 
 
@@ -194,7 +215,13 @@ def _gate(classes: int, rng) -> onnx.ModelProto:
 def _activation(act: str, x: str, y: str, model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The nodes of y = act(x) as exporters write it: "relu6" Clip(x, 0, 6) (its bounds added to `model`'s
     initializers), "hswish" HardSwish, "hsig" x · HardSigmoid(x) (alpha 1/6, beta 0.5: TorchScript's Hardswish below
-    opset 14)."""
+    opset 14), "leaky" LeakyRelu (alpha 0.1), "sigmoid" Sigmoid, "silu" x · Sigmoid(x) (TorchScript's SiLU)."""
+    if act == "leaky":
+        return [helper.make_node("LeakyRelu", [x], [y], alpha=0.1)]
+    if act in ("sigmoid", "silu"):
+        gated = act == "silu"
+        return [helper.make_node("Sigmoid", [x], [f"{y}.s" if gated else y])] + \
+            ([helper.make_node("Mul", [x, f"{y}.s"], [y])] if gated else [])
     if act == "relu6":
         model.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), f"{y}.{n}")
                                         for n, v in (("lo", 0.0), ("hi", 6.0))])
