@@ -181,7 +181,9 @@ def quantize_rule(builder, kernels: str | None = None):
 
 def dequantize_rule(builder, kernels: str | None = None):
     """(pattern, rewriter) turning a per-tensor int8 -> float32 relax.dequantize of ≥ TABLE_MIN elements
-    into dequantize_kernel, or on cores with an FPU (kernels "dsp") into extern_kernel's call of eecc_dequantize_s8."""
+    into dequantize_kernel, or on cores with an FPU (kernels "dsp", any size but a constant's) into extern_kernel's
+    call of eecc_dequantize_s8."""
+    import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -195,6 +197,8 @@ def dequantize_rule(builder, kernels: str | None = None):
         shape = [int(d) for d in m[x].ty.shape.values]
         if int(np.prod(shape)) < TABLE_MIN and kernels != "dsp":  # the C loop has no table, and TVM's own
             return expr  # dequantize of even 12 logits is ~280 B of code
+        if kernels == "dsp" and isinstance(m[x], tvm.ir.expr.Constant):  # a constant's (a MatMul's bias): TVM folds
+            return expr  # it at build time, where an extern C call would be JIT-run on the host and not found
         if kernels == "dsp":
             gv = builder.add_func(extern_kernel(shape, "int8", "float32", "eecc_dequantize_s8", sz[1],
                                                 f32_bits(sz[0])), "dequantize_fpu")

@@ -80,3 +80,31 @@ def test_general_c_column_only_for_single_channel_convs():
     assert mcu_kernels.column_in_c(geometry(16, 3, 3, 1, 1)) is None
     assert mcu_kernels.column_in_c(geometry(1, 3, 3, 2, 1)) is None
     assert mcu_kernels.column_in_c(geometry(16, 1, 1, 2, 0)) is None  # strided 1x1: its pixel is no input offset
+
+
+@needs_arm
+def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path):
+    """MatMul + Add (a bias the quantiser dequantises as a constant): that DequantizeLinear stays TVM's, which
+    folds it at build time (as an extern C call it was JIT-run on the host, where eecc_dequantize_s8 does not
+    exist: a segfault)."""
+    import tvm
+    from tvm import relax
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m, int8_lowering, tvm_import
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((20, 6)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((32, 20)).astype(np.float32)
+    model = quantize.quantize_stage(model, {"x": x[:24]})
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
+    host = tvm.target.Target("llvm")
+    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
+                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
+    want = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(24, 32)])
+    assert np.array_equal(got, want) and len(np.unique(got)) > 10
