@@ -65,6 +65,22 @@ def test_max_macs_below_the_default_placement_suggests_search_and_search_meets_i
     assert code == 2 and "--search" not in err.split("raise --max-macs")[-1], err  # already searching
 
 
+def test_max_macs_refusal_after_training_names_a_limit_that_works(digits, tmp_path, capsys):
+    """nu11 F9: following the first error's advice (the search's cheapest first exit) gave a second error listing
+    each placement's violation and "relax the constraint named", with no number that works; passing the number the
+    second error now gives compiles, and the chosen cascade keeps to it (on validation)."""
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", "1")
+    cheapest = re.search(r"exits from ([\d,]+\d) MACs", err).group(1).replace(",", "")
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", cheapest, "--search")
+    _one_line(code, out, err, "raise --max-macs to ")
+    works = re.search(r"raise --max-macs to ([\d.e+]+)", err).group(1)
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-macs", works, "--search")
+    assert code == 0, err
+    chosen = json.loads((tmp_path / "o" / "manifest.json").read_text())["placement"]
+    found = chosen["metrics"]["search"]  # the limit is judged on the validation split
+    assert chosen["cuts"] and found["feasible"] and not found["reasons"], found
+
+
 def test_correction_without_training_calibration_is_refused_and_the_advice_works(digits, tmp_path, capsys):
     """nu9: --correction was silently ignored without --calibrate-on train (and -2 gave negative thresholds)."""
     _one_line(*_compile(capsys, digits, tmp_path / "o", "--correction", "0.9"), "add --calibrate-on train")

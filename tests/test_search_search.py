@@ -137,3 +137,28 @@ def test_logits_without_test_samples_are_refused(lg):
                     y_test=lg.y_test[:0])
     with pytest.raises(EeccError, match=r"no test split .*add x_test and y_test"):
         search(empty, options=SearchOptions(max_exits=1))
+
+
+def test_mac_limit_binds_the_thresholds_under_the_energy_objective(lg):
+    """nu11 F9: with objective energy the MAC limit was checked only after each placement's thresholds were chosen,
+    so a placement whose energy optimum broke it was dropped although thresholds within it existed. The MACs
+    objective's search (constraint-aware since it began) is the independent check: a placement it finds thresholds
+    for within the limits must be feasible under the energy objective too, and the chosen one keeps to the limit."""
+    procs = (Processor("slow", "cortex-m0plus", 1e7, 10**6, 10**7, 0.02, 0.001),
+             Processor("fast", "cortex-m4", 1e9, 10**6, 10**7, 0.03, 0.001))
+    plat = Platform("two", procs, (Link("slow", "fast", 1e9, 0.0),), 5.0, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    every = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    free = search(lg, placements=every, options=SearchOptions(objective="energy", max_accuracy_drop=0.02))
+    limit = 0.9 * min(p.test.mean_macs for p in free.placements if p.indices and p.processors[0] == "fast")
+    o = dict(max_accuracy_drop=0.02, max_mean_macs=limit)
+    by_macs = search(lg, placements=every, options=SearchOptions(objective="macs", **o), strict=False)
+    by_energy = search(lg, placements=every, options=SearchOptions(objective="energy", **o), strict=False)
+    reachable = {(p.indices, p.processors) for p in by_macs.placements if p.feasible}
+    assert any(procs[0] == "fast" for _, procs in reachable)  # the case of F9: over the limit when unconstrained
+    for p in by_energy.placements:
+        assert p.feasible == ((p.indices, p.processors) in reachable), (p.processors, p.reasons)
+    val = make_split(lg, "val")
+    best = by_energy.best
+    assert evaluate_policy(val, best.indices, best.thresholds, position_costs(lg, best.indices)).mean_macs <= limit

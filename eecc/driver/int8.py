@@ -88,8 +88,11 @@ def _objective(entries: list[StageEntry], logits, o, result) -> tuple[np.ndarray
     reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")
     reference_accuracy = float(original.mean()) if result is None else result.original["val_accuracy"]
+    limit = o.max_mean_macs if unit != "macs" else None  # binds the thresholds in the other unit too (nu11 F9)
     return costs, Objective(reference, reference_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
-                            o.max_mean_macs if unit == "macs" else None)
+                            o.max_mean_macs if unit == "macs" else None,
+                            position_macs=tuple(float(e.exit_macs) for e in entries) if limit is not None else None,
+                            limit_macs=limit)
 
 
 def _record(calib_x, o, float_th, th, keep, searched_int8, chosen, objective, float_measured, measured, stale,

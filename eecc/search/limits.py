@@ -94,11 +94,13 @@ def binding_constraint(logits, calib, res, objective: Objective) -> str:
         return limit_message(limited, "with the trained heads")
     floor = min(position_costs(logits, p.indices)[0] for p in res.placements)
     m, a = objective.max_mean_macs, objective.max_accuracy_drop
-    if m is not None and m < floor:
+    if m is None:  # objective energy / latency: the MAC limit is the search options'
+        m = (res.options or {}).get("max_mean_macs")
+    if m is not None and m < floor and a is None:
         return (f"no feasible placement: max mean MACs {m:.4g} is below the cheapest possible "
-                f"({floor:.4g}, every sample at the first exit); raise --max-macs")
+                f"({floor:.4g}, every sample at the first exit); raise --max-macs to {_round_up(floor):g} or more")
     if m is not None and a is not None:
-        best = None
+        best, macs_needed = None, None
         for p in res.placements:
             grids = [threshold_grid(calib.conf[k]) for k in p.indices]
             if np.prod([len(g) for g in grids]) > EXACT_LIMIT:
@@ -108,8 +110,16 @@ def binding_constraint(logits, calib, res, objective: Objective) -> str:
             if ok.any():
                 d = float(objective.original_accuracy - acc[ok].max())
                 best = d if best is None else min(best, d)
-        got = f"the smallest reachable is {100 * best:.2f} pt" if best is not None else "none reached"
-        return (f"no feasible placement: with mean MACs <= {m:.4g} the accuracy drop must stay "
-                f"<= {100 * a:.2f} pt but {got}; relax --max-acc-drop or --max-macs")
+            meets = (objective.original_accuracy - acc) <= a + 1e-12
+            if meets.any():  # the least mean MACs that meets the accuracy limit: a MAC limit that works
+                least = float(macs[meets].min())
+                macs_needed = least if macs_needed is None else min(macs_needed, least)
+        below = (f"max mean MACs {m:.4g} is below the cheapest possible ({floor:.4g}, every sample at the first "
+                 "exit)") if m < floor else (f"with mean MACs <= {m:.4g} the accuracy drop must stay <= "
+                                              f"{100 * a:.2f} pt but " + (f"the smallest reachable is {100 * best:.2f} pt"
+                                                                           if best is not None else "none reached"))
+        works = (f"raise --max-macs to {_round_up(macs_needed):g} (the least mean MACs that keeps the accuracy drop "
+                 f"<= {100 * a:.2f} pt)" if macs_needed is not None else "raise --max-macs")
+        return f"no feasible placement: {below}; {works}, or relax --max-acc-drop"
     why = "; ".join(sorted({v for p in res.placements for v in p.reasons})) or "constraints"
     return f"no feasible placement: {why}; relax the constraint named"

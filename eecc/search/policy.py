@@ -125,6 +125,11 @@ class Objective:
     w_acc: float = 0.1
     max_accuracy_drop: float | None = None  # as a fraction: 0.005 = half a point
     max_mean_macs: float | None = None      # absolute MACs per sample
+    # A MAC limit when the objective counts another unit (energy, latency): the placement's MACs of leaving at
+    # each position (position_costs), so the threshold search keeps to the limit instead of checking it after
+    # (nu11 F9: an over-limit optimum on the cheap processor left only a dominated placement "feasible").
+    position_macs: tuple[float, ...] | None = None
+    limit_macs: float | None = None
 
     def cost(self, accuracy, mean_macs):
         return (self.w_eff * np.asarray(mean_macs) / self.original_macs
@@ -137,6 +142,11 @@ class Objective:
         if self.max_mean_macs is not None:
             ok &= np.asarray(mean_macs) <= self.max_mean_macs
         return ok
+
+    def within_macs(self, mean_position_macs) -> np.ndarray:
+        """Whether mean MACs (of `position_macs`) keep to `limit_macs`; all true without that limit."""
+        m = np.asarray(mean_position_macs)
+        return m <= self.limit_macs if self.limit_macs is not None else np.ones(m.shape, dtype=bool)
 
     def violations(self, accuracy, mean_macs) -> list[str]:
         out = []

@@ -188,7 +188,7 @@ def _objectives(logits: ExitLogits, placements, calib: SplitScores, test: SplitS
     if unit != "macs" and placements is None:
         raise EeccError(f"search: objective '{unit}' needs placements on a platform; use --objective macs")
     ref = reference_cost(placements, unit, logits.final_macs)
-    # A MAC limit is checked after the thresholds when the objective counts another unit.
+    # A MAC limit in another unit than the objective's binds each placement's thresholds (`_one`).
     objective = Objective(ref, calib.final_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
                           o.max_mean_macs if unit == "macs" else None)
     return unit, ref, objective, Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
@@ -272,6 +272,8 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, devic
     # Ensemble decisions swap in splits whose rows are the per-position ensembles.
     calib, test, pos = decision_splits(logits, idx, calib, test, decision=o.decision, metric=o.metric,
                                        mode=o.ensemble_weights, calibrate_on=o.calibrate_on)
+    if unit != "macs" and o.max_mean_macs is not None:  # the MAC limit binds the thresholds, not just the result
+        objective = replace(objective, position_macs=tuple(float(m) for m in macs), limit_macs=o.max_mean_macs)
     rt = retune(calib, pos, costs, objective, o)
     sel = rt.selected  # calibration split, in the objective's unit
     r = evaluate_policy(test, pos, rt.thresholds, macs)  # the record keeps MACs; device figures go to `extra`

@@ -75,9 +75,18 @@ def grid_tables(split: SplitScores, exits, grids, costs) -> tuple[np.ndarray, np
     return acc / n, macs / n
 
 
-def _pick(acc, macs, objective: Objective):
+def _limit_table(split, exits, grids, objective: Objective):
+    """Mean MACs of every combination when the objective carries a MAC limit in another unit, else None."""
+    if objective.limit_macs is None:
+        return None
+    return grid_tables(split, exits, grids, np.asarray(objective.position_macs, dtype=np.float64))[1]
+
+
+def _pick(acc, macs, objective: Objective, limit_table=None):
     cost = objective.cost(acc, macs)
     ok = objective.feasible(acc, macs)
+    if limit_table is not None:
+        ok = ok & objective.within_macs(limit_table)
     pool = np.where(ok, cost, np.inf)
     flat = int(np.argmin(pool)) if ok.any() else int(np.argmin(cost))
     return np.unravel_index(flat, acc.shape), bool(ok.any())
@@ -86,7 +95,7 @@ def _pick(acc, macs, objective: Objective):
 def exact_search(split, exits, grids, costs, objective):
     """Best combination of `grids` by exhaustive, vectorised evaluation on the split."""
     acc, macs = grid_tables(split, exits, grids, costs)
-    idx, _ = _pick(acc, macs, objective)
+    idx, _ = _pick(acc, macs, objective, _limit_table(split, exits, grids, objective))
     return tuple(float(g[i]) for g, i in zip(grids, idx)), int(acc.size)
 
 
@@ -145,6 +154,24 @@ def graph_search(split, exits, grids, costs, objective, *, order: int = 2, round
     return best[1], g.number_of_nodes() - 2
 
 
+def _key(split, exits, th, costs, objective: Objective) -> tuple[bool, float]:
+    """(infeasible, cost) of thresholds `th`: the order every step of the search ranks them by."""
+    r = evaluate_policy(split, exits, th, costs)
+    return (not _feasible(r, objective), float(objective.cost(r.accuracy, r.mean_macs)))
+
+
+def _feasible(r, objective: Objective) -> bool:
+    return bool(objective.feasible(r.accuracy, r.mean_macs)) and bool(
+        objective.within_macs(_limit_mean(r, objective)))
+
+
+def _limit_mean(r, objective: Objective) -> float:
+    """Mean MACs of a policy result (its exit positions priced by `position_macs`); 0 without a MAC limit."""
+    if objective.limit_macs is None or not r.exit_index.size:
+        return 0.0
+    return float(np.asarray(objective.position_macs, dtype=np.float64)[r.exit_index].mean())
+
+
 def _graph_constrained(split, exits, grids, costs, objective):
     """Constraints do not fit a shortest path: raise the weight of a violated term until it holds."""
     w_eff, w_acc, best = objective.w_eff, objective.w_acc, None
@@ -152,15 +179,17 @@ def _graph_constrained(split, exits, grids, costs, objective):
         obj = Objective(objective.original_macs, objective.original_accuracy, w_eff, w_acc)
         th, nodes = graph_search(split, exits, grids, costs, obj)
         r = evaluate_policy(split, exits, th, costs)
-        ok = bool(objective.feasible(r.accuracy, r.mean_macs))
+        ok = _feasible(r, objective)
         key = (not ok, float(objective.cost(r.accuracy, r.mean_macs)))
         best = min(best, (key, th), key=lambda x: x[0]) if best else (key, th)
-        if ok or (objective.max_accuracy_drop is None and objective.max_mean_macs is None):
+        if ok or (objective.max_accuracy_drop is None and objective.max_mean_macs is None
+                  and objective.limit_macs is None):
             break
         drop = objective.original_accuracy - r.accuracy
         if objective.max_accuracy_drop is not None and drop > objective.max_accuracy_drop:
             w_acc *= 2.0
-        if objective.max_mean_macs is not None and r.mean_macs > objective.max_mean_macs:
+        if ((objective.max_mean_macs is not None and r.mean_macs > objective.max_mean_macs)
+                or not objective.within_macs(_limit_mean(r, objective))):
             w_eff *= 2.0
     return best[1], nodes
 
@@ -187,9 +216,7 @@ def refine(split, exits, grids, chosen, costs, objective, limit=200_000):
             options = []
             for v in local[j]:
                 trial = th[:j] + [float(v)] + th[j + 1:]
-                r = evaluate_policy(split, exits, trial, costs)
-                ok = bool(objective.feasible(r.accuracy, r.mean_macs))
-                options.append(((not ok, float(objective.cost(r.accuracy, r.mean_macs))), float(v)))
+                options.append((_key(split, exits, trial, costs, objective), float(v)))
             th[j] = min(options)[1]
     return tuple(th), len(local) * sum(len(g) for g in local)
 
@@ -213,19 +240,18 @@ def search_thresholds(split: SplitScores, exits, costs, objective: Objective, *,
         evaluated += more
         chosen = _better(split, exits, costs, objective, chosen, candidate)
     r = evaluate_policy(split, exits, chosen, costs)
+    violations = objective.violations(r.accuracy, r.mean_macs)
+    if not objective.within_macs(_limit_mean(r, objective)):
+        violations.append(f"mean MACs {_limit_mean(r, objective):.4g} > max {objective.limit_macs:.4g}")
     return ThresholdChoice(
         thresholds=chosen, val=r, cost=float(objective.cost(r.accuracy, r.mean_macs)),
-        feasible=bool(objective.feasible(r.accuracy, r.mean_macs)),
+        feasible=_feasible(r, objective),
         method=method + ("+fine" if fine and exits else ""), combinations=evaluated,
-        seconds=time.perf_counter() - t0, violations=objective.violations(r.accuracy, r.mean_macs))
+        seconds=time.perf_counter() - t0, violations=violations)
 
 
 def _better(split, exits, costs, objective, a, b):
-    def key(th):
-        r = evaluate_policy(split, exits, th, costs)
-        return (not objective.feasible(r.accuracy, r.mean_macs),
-                float(objective.cost(r.accuracy, r.mean_macs)))
-    return b if key(b) < key(a) else a
+    return b if _key(split, exits, b, costs, objective) < _key(split, exits, a, costs, objective) else a
 
 
 @dataclass
