@@ -4,7 +4,8 @@ MAC convention (README, "Counting"): multiply-accumulates of Conv, ConvTranspose
 per sample (batch dimension excluded):
   Conv           Cout·Hout·Wout·(Cin/groups)·Kh·Kw  = prod(out[1:]) · prod(W[1:])
   ConvTranspose  Cin·Hin·Win·(Cout/groups)·Kh·Kw    = prod(in[1:]) · prod(W[1:])
-  Gemm / MatMul  prod(out[1:]) · K
+  Gemm / MatMul  prod(out[1:]) · K; M·K·N with every leading dim: where the batch is folded into the rows
+                 (attention's out-projection, Gemm [N·tokens, dim]), the rows per sample (ir._batch_dim)
   RNN/GRU/LSTM   seq_length · (prod(W) + prod(R))     = seq_length · directions · gates · H · (I + H)
                  (ONNX operator spec: per time step and direction, every gate multiplies the input by its
                  W_g [H, I] and the hidden state by its R_g [H, H]; W [directions, gates·H, I] and
@@ -24,7 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.model.ir import get_ann, per_sample_shape, set_ann
+from eecc.model.ir import folded_share, get_ann, per_sample_shape, set_ann
 
 MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 RECURRENT_OPS = {"RNN", "GRU", "LSTM"}
@@ -73,6 +74,9 @@ def _sample_shape(tensor: gs.Variable) -> tuple[int, ...] | None:
     """The shape without the batch dim, wherever the batch is: a tensor whose batch moved off axis 0 (attention's
     permute(2, 0, 3, 1, 4), an RNN's seq-first X [seq, N, I] and Y [seq, dirs, N, H]) has it as its one
     symbolic dim. None where the shape is unknown."""
+    shares = [folded_share(d) for d in tensor.shape or ()]
+    if sum(k is not None for k in shares) == 1:  # the batch folded with k rows per sample (ir._batch_dim)
+        return tuple(int(k if k is not None else d) for d, k in zip(tensor.shape, shares))
     shape = per_sample_shape(tensor)
     symbolic = [i for i, d in enumerate(tensor.shape or ()) if not isinstance(d, (int, np.integer))]
     if shape is None and len(symbolic) == 1:

@@ -93,3 +93,35 @@ def test_recurrent_macs_match_hand_counts_and_an_omitted_output_is_skipped():
     keys = ("macs", "other_ops", "params", "weight_bytes", "activation_bytes")
     got = {n.op: tuple(ir.get_ann(n, k) for k in keys) for n in after.nodes}
     assert got == EXPECTED_RNN
+
+
+# A Gemm on the batch folded with the tokens, as torch's MultiheadAttention exports its out-projection
+# ([N·tokens, dim] from a Reshape to (-1, dim)): shape inference leaves its rows one symbolic dim (nu11 F6).
+FOLDED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 5, 8] input) => (float[N, 3] logits)
+  <float[4, 8] w, float[4] b, float[3, 4] fc, int64[2] rows = {-1, 8}, int64[3] back = {-1, 5, 4}>
+{
+    r = Reshape(input, rows)
+    o = Gemm<transB = 1>(r, w, b)
+    t = Reshape(o, back)
+    m = ReduceMean<axes = [1], keepdims = 0>(t)
+    logits = Gemm<transB = 1>(m, fc)
+}
+"""
+
+
+def test_gemm_on_batch_folded_with_tokens_counts_every_row_of_a_sample():
+    """DESIGN decision 4: M·K·N with every leading dim. Checked against torch's own FLOP counter on the same
+    matrix product (2 FLOPs per MAC), at batch 3 divided by 3."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    after = annotate_cost(ir.from_model(parse(FOLDED)))
+    got = {n.name: ir.get_ann(n, "macs") for n in after.nodes if n.op == "Gemm"}
+    x, w = torch.zeros(3, 5, 8), torch.zeros(4, 8)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.linear(x.reshape(-1, 8), w)
+    independent = counter.get_total_flops() // 2 // 3
+    assert independent == 5 * 8 * 4
+    assert sorted(got.values()) == [4 * 3, independent]  # the classifier Gemm: 4·3

@@ -227,7 +227,41 @@ def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
     missing = [o for n in model.graph.node for o in n.output if o and o not in known]
     if missing:
         _shapes_from_onnxruntime(model, missing, origin)
+    folded = _folded_batch_candidates(model)
+    if folded:
+        try:
+            _shapes_from_onnxruntime(model, folded, origin)
+        except EeccError:
+            pass  # the static shapes stand (a MAC count of one row per sample, as before the probe)
     return model
+
+
+def _folded_batch_candidates(model: onnx.ModelProto) -> list[str]:
+    """Outputs of MatMul/Gemm with a symbolic dim that is not the input's batch dim: one that may hold the batch
+    folded with other dims (attention's out-projection, a Gemm on [N·tokens, dim]: nu11 F6). A run at two batch
+    sizes tells its per-sample share (`_shapes_from_onnxruntime` writes it as 'batch*<share>')."""
+    inits = {i.name for i in model.graph.initializer}
+    inp = next((i for i in model.graph.input if i.name not in inits), None)
+    if inp is None:
+        return []
+    batch = inp.type.tensor_type.shape.dim[0].dim_param if inp.type.tensor_type.shape.dim else ""
+    shapes = {vi.name: vi.type.tensor_type.shape.dim for vi in list(model.graph.value_info) + list(model.graph.output)
+              if vi.type.HasField("tensor_type")}
+    return [n.output[0] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.output[0] in shapes
+            and any(d.dim_param and d.dim_param != batch for d in shapes[n.output[0]])]
+
+
+def _batch_dim(one: int, two: int) -> str:
+    """A dim that changes with the batch size: 'batch', or 'batch*<k>' where it holds k rows per sample (a batch
+    folded with k tokens: 50 at batch 1, 100 at batch 2)."""
+    return f"batch*{one}" if one > 1 and two == 2 * one else "batch"
+
+
+def folded_share(dim) -> int | None:
+    """k of a 'batch*<k>' dim (`_batch_dim`); None for any other dim."""
+    if isinstance(dim, str) and dim.startswith("batch*") and dim[6:].isdigit():
+        return int(dim[6:])
+    return None
 
 
 def _has_static_rest(vi: onnx.ValueInfoProto) -> bool:
@@ -262,7 +296,7 @@ def _shapes_from_onnxruntime(model: onnx.ModelProto, names: list[str], origin: s
     by_name = {vi.name: vi for vi in model.graph.value_info}
     for name, one, two in zip(names, *runs):
         one, two = np.asarray(one), np.asarray(two)
-        dims = [d1 if d1 == d2 else "batch" for d1, d2 in zip(one.shape, two.shape)]
+        dims = [d1 if d1 == d2 else _batch_dim(d1, d2) for d1, d2 in zip(one.shape, two.shape)]
         vi = onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(one.dtype), dims)
         if name in by_name:
             by_name[name].CopyFrom(vi)
