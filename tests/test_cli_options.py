@@ -81,6 +81,24 @@ def test_max_macs_refusal_after_training_names_a_limit_that_works(digits, tmp_pa
     assert chosen["cuts"] and found["feasible"] and not found["reasons"], found
 
 
+def test_default_mode_verdict_names_the_one_placement_and_search_tries_the_ones_it_counts(digits, tmp_path, capsys):
+    """nu11 F10: without --search the summary said "no early-exit network beats the original model" after trying
+    one placement; it now names that placement and advises --search, which scores the placements it counted."""
+    code, out, err = _compile(capsys, digits, tmp_path / "o")
+    assert code == 0, err
+    line = json.loads((tmp_path / "o" / "manifest.json").read_text())["deployment"]["line"]
+    assert "no early-exit network beats" not in line, line
+    found = re.search(r"the default placement \(exit at (\S+) on (.+?)\) does not beat .*compile with --search to try all "
+                      r"(\d+) placements", line)
+    assert found, line
+    code, out, err = _compile(capsys, digits, tmp_path / "s", "--search")
+    assert code == 0, err
+    search = json.loads((tmp_path / "s" / "manifest.json").read_text())["search"]
+    tried = {(tuple(p["exits"]), tuple(p["processors"])) for p in search["placements"] if p["exits"]}
+    assert len(tried) == int(found.group(3))
+    assert ((found.group(1),), tuple(found.group(2).split(" → "))) in tried
+
+
 def test_correction_without_training_calibration_is_refused_and_the_advice_works(digits, tmp_path, capsys):
     """nu9: --correction was silently ignored without --calibrate-on train (and -2 gave negative thresholds)."""
     _one_line(*_compile(capsys, digits, tmp_path / "o", "--correction", "0.9"), "add --calibrate-on train")

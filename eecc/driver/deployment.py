@@ -20,7 +20,7 @@ def deployment_record(search_json: dict) -> dict:
     chosen, single = _figures(search_json.get("chosen")), _figures(search_json.get("best_single"))
     rec = {"objective": unit, "split": "test", "chosen": chosen, "best_single": single,
            "single_processor_wins": bool(chosen is not None and not chosen["exits"]),
-           "no_candidate": search_json.get("no_candidate")}
+           "no_candidate": search_json.get("no_candidate"), "default_only": search_json.get("default_only")}
     if chosen is not None and single is not None:
         rec["ratio"] = {k: (chosen[k] / single[k] if single.get(k) else None)
                         for k in ("mean_energy_j", "mean_latency_s", "mean_macs")}
@@ -59,6 +59,11 @@ def _no_exit(rec: dict, chosen: dict, objective: str) -> str:
     """Why the bundle is the original model alone: nothing to compare (no candidate exit), or it won."""
     if rec.get("no_candidate"):
         return f"no candidate exit: {rec['no_candidate']}; the original model alone on {chosen['processors'][0]}"
+    tried = rec.get("default_only")
+    if tried:  # compile without --search tried one placement: the verdict is on it, not on the model
+        return (f"the default placement (exit at {', '.join(tried['exits'])} on {' → '.join(tried['processors'])}) does "
+                f"not beat the original model on {chosen['processors'][0]} under the constraints (objective: "
+                f"{objective}); compile with --search to try all {tried['placements_with_search']:,} placements")
     return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
             f"(objective: {objective})")
 
@@ -93,7 +98,7 @@ def like_for_like(manifest: dict, single: dict) -> dict:
         single = {**single, "basis": "emulated"}
     single["mean_macs"] = manifest.get("original_macs")
     rec = {"chosen": chosen, "best_single": single, "single_processor_wins": not chosen["exits"],
-           "no_candidate": dep.get("no_candidate"),
+           "no_candidate": dep.get("no_candidate"), "default_only": dep.get("default_only"),
            "ratio": {k: (chosen[k] / single[k] if single.get(k) else None)
                      for k in ("mean_energy_j", "mean_latency_s", "mean_macs")},
            # an emulated cascade against a cost-model original is no comparison: no ratio, and the line says why

@@ -102,6 +102,8 @@ class SearchResult:
     objective: str = "macs"
     single: int | None = None  # the best single-processor deployment (no exit), when placements had processors
     no_candidate: str | None = None  # no placement with an exit was scored: why (eecc/search/run.py), else None
+    # compile without --search: the one early-exit placement tried and how many --search would try (run.py)
+    default_only: dict | None = None
 
     @property
     def best(self) -> PlacementResult | None:
@@ -113,7 +115,7 @@ class SearchResult:
                 "placements": [p.to_json() for p in self.placements], "pruned": self.pruned,
                 "pareto": self.pareto, "baselines": self.baselines, "timings": self.timings,
                 "warnings": self.warnings, "options": self.options, "infeasible": self.infeasible,
-                "objective": self.objective, "no_candidate": self.no_candidate,
+                "objective": self.objective, "no_candidate": self.no_candidate, "default_only": self.default_only,
                 "best_single": None if self.single is None else {"index": self.single,
                                                                   **self.placements[self.single].to_json()}}
 
