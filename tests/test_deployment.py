@@ -229,3 +229,18 @@ def test_an_emulated_cascade_gets_no_ratio_against_an_original_that_was_not_emul
     assert rec["ratio"]["mean_energy_j"] is None and rec["ratio"]["mean_latency_s"] is None
     assert not rec["single_processor_wins"] and "x the energy" not in rec["line"]
     assert "the original was not emulated (no emulator counts mali here)" in rec["line"]
+
+
+def test_a_chosen_cascade_costlier_than_the_original_says_so_plainly():
+    """nu11 F8: "2.21x the energy" was the only hint that the chosen cascade did not beat the original on the
+    objective asked for; the line now says it plainly, and only when it is so."""
+    from eecc.driver.deployment import summary_line
+
+    def rec(energy):
+        p = {"exits": ["a"], "processors": ["m0plus", "m4"], "accuracy": 0.857, "mean_macs": 5e5,
+             "mean_latency_s": 1e-3, "worst_case_latency_s": 2e-3, "mean_energy_j": energy, "worst_case_energy_j": 1e-4}
+        single = {**p, "exits": [], "processors": ["m4"], "accuracy": 0.7365, "mean_energy_j": 1e-5}
+        return {"objective": "energy", "chosen": p, "best_single": single, "single_processor_wins": False,
+                "ratio": {"mean_energy_j": energy / 1e-5}, "accuracy_delta_pt": 12.05}
+    assert "it uses MORE energy than the original model alone (2.21x), not less" in summary_line(rec(2.21e-5))
+    assert "MORE" not in summary_line(rec(0.9e-5))

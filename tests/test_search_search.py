@@ -162,3 +162,31 @@ def test_mac_limit_binds_the_thresholds_under_the_energy_objective(lg):
     val = make_split(lg, "val")
     best = by_energy.best
     assert evaluate_policy(val, best.indices, best.thresholds, position_costs(lg, best.indices)).mean_macs <= limit
+
+
+def test_energy_objective_does_not_buy_energy_with_accuracy_gains():
+    """nu11 F8: exits more accurate than the final classifier earned 0.1·Δacc without bound, so objective energy chose
+    a cascade at 2.21x the original's energy. Here the final classifier is worse than the exits and every exit stage
+    runs on a core that spends 10x the energy per MAC: the gain no longer buys that energy, the search says why, and
+    the advice (--objective macs) chooses the cascade."""
+    lg = synthetic_logits(k=4, n_val=1200, n_test=1200, seed=7)
+    rng = np.random.default_rng(1)
+    lg.final_val_logits = lg.val_logits[0] + 3.0 * rng.normal(size=lg.val_logits[0].shape).astype(np.float32)
+    lg.final_test_logits = lg.test_logits[0] + 3.0 * rng.normal(size=lg.test_logits[0].shape).astype(np.float32)
+    procs = (Processor("hot", "cortex-m4", 1e8, 10**6, 10**7, 1.0, 0.001),
+             Processor("cool", "cortex-m4", 1e8, 10**6, 10**7, 0.1, 0.001))
+    plat = Platform("two", procs, (Link("hot", "cool", 1e9, 0.0),), 5.0, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    every = [p for p in enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+             if not p.exits or p.processors[0] == "hot"]
+    assert any(p.exits for p in every)
+    res = search(lg, placements=every, options=SearchOptions(objective="energy"))
+    ref = res.original["reference_cost"]
+    scalar_best = min((p for p in res.placements if p.feasible), key=lambda p: p.val_cost)
+    assert scalar_best.indices and scalar_best.extra["val_mean_cost"] > ref  # the case of F8
+    assert res.best.extra["val_mean_cost"] <= ref * (1 + 1e-9)
+    assert not res.best.indices and res.best.processors == ("cool",)
+    assert any("does not choose a cascade costlier than the original" in w for w in res.warnings), res.warnings
+    by_macs = search(lg, placements=every, options=SearchOptions(objective="macs"))
+    assert by_macs.best.indices and by_macs.best.test.accuracy > res.best.test.accuracy

@@ -52,7 +52,14 @@ def summary_line(rec: dict) -> str:
     return (f"chosen early-exit network on {where}: {_describe(chosen)} per sample, "
             f"{ratio:.2f}x the {rec['objective']} of the original model alone on {single['processors'][0]} "
             f"({_describe(single)}); accuracy {100 * chosen['accuracy']:.2f} % vs "
-            f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)")
+            f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)" + _costlier(ratio, rec["objective"]))
+
+
+def _costlier(ratio: float | None, objective: str) -> str:
+    """The plain statement that the chosen cascade does not beat the original on the objective asked for (nu11 F8)."""
+    if ratio is None or ratio <= 1.0:
+        return ""
+    return f"; it uses MORE {objective} than the original model alone ({ratio:.2f}x), not less"
 
 
 def _no_exit(rec: dict, chosen: dict, objective: str) -> str:
@@ -142,7 +149,7 @@ def measured_line(rec: dict, objective: str) -> str:
             f"({rec['accuracy_delta_pt']:+.2f} pt" + _interval(rec.get("accuracy_drop_interval_pt")) + ")"
             + (f"; the original was not emulated ({single.get('skipped') or 'not counted'}), so no ratio: compare "
                "the search's prediction below" if rec.get("mixed_basis") else "")
-            + (f"; {rec['limit_note']}" if rec.get("limit_note") else ""))
+            + (f"; {rec['limit_note']}" if rec.get("limit_note") else "") + _costlier(ratio, objective))
 
 
 def _interval(drop_pt) -> str:

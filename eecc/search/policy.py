@@ -116,7 +116,9 @@ class Objective:
 
     The drop is in percentage points so that the NA paper's 0.9 / 0.1 weights trade one point of
     accuracy against 11 % of the MACs (as a fraction it would be worth 0.1 % and every search
-    would collapse onto the first exit).
+    would collapse onto the first exit). A negative drop (exits more accurate than the final classifier) lowers
+    the cost; under objective energy / latency the search still never chooses a cascade whose mean cost is above
+    the reference (eecc/search/search.py `_choosable`), so a gain cannot buy energy (nu11 F8).
     """
 
     original_macs: float
