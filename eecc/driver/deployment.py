@@ -52,7 +52,8 @@ def summary_line(rec: dict) -> str:
     return (f"chosen early-exit network on {where}: {_describe(chosen)} per sample, "
             f"{ratio:.2f}x the {rec['objective']} of the original model alone on {single['processors'][0]} "
             f"({_describe(single)}); accuracy {100 * chosen['accuracy']:.2f} % vs "
-            f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)" + _costlier(ratio, rec["objective"]))
+            f"{100 * single['accuracy']:.2f} % ({rec['accuracy_delta_pt']:+.2f} pt)"
+            + _costlier(ratio, rec["objective"]))
 
 
 def _costlier(ratio: float | None, objective: str) -> str:
@@ -68,8 +69,8 @@ def _no_exit(rec: dict, chosen: dict, objective: str) -> str:
         return f"no candidate exit: {rec['no_candidate']}; the original model alone on {chosen['processors'][0]}"
     tried = rec.get("default_only")
     if tried:  # compile without --search tried one placement: the verdict is on it, not on the model
-        return (f"the default placement (exit at {', '.join(tried['exits'])} on {' → '.join(tried['processors'])}) does "
-                f"not beat the original model on {chosen['processors'][0]} under the constraints (objective: "
+        return (f"the default placement (exit at {', '.join(tried['exits'])} on {' → '.join(tried['processors'])}) "
+                f"does not beat the original model on {chosen['processors'][0]} under the constraints (objective: "
                 f"{objective}); compile with --search to try all {tried['placements_with_search']:,} placements")
     return (f"no early-exit network beats the original model on {chosen['processors'][0]} under the constraints "
             f"(objective: {objective})")

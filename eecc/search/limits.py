@@ -114,10 +114,10 @@ def binding_constraint(logits, calib, res, objective: Objective) -> str:
             if meets.any():  # the least mean MACs that meets the accuracy limit: a MAC limit that works
                 least = float(macs[meets].min())
                 macs_needed = least if macs_needed is None else min(macs_needed, least)
-        below = (f"max mean MACs {m:.4g} is below the cheapest possible ({floor:.4g}, every sample at the first "
-                 "exit)") if m < floor else (f"with mean MACs <= {m:.4g} the accuracy drop must stay <= "
-                                              f"{100 * a:.2f} pt but " + (f"the smallest reachable is {100 * best:.2f} pt"
-                                                                           if best is not None else "none reached"))
+        reached = f"the smallest reachable is {100 * best:.2f} pt" if best is not None else "none reached"
+        below = (f"max mean MACs {m:.4g} is below the cheapest possible ({floor:.4g}, every sample at the first exit)"
+                 if m < floor else f"with mean MACs <= {m:.4g} the accuracy drop must stay <= {100 * a:.2f} pt but "
+                 + reached)
         works = (f"raise --max-macs to {_round_up(macs_needed):g} (the least mean MACs that keeps the accuracy drop "
                  f"<= {100 * a:.2f} pt)" if macs_needed is not None else "raise --max-macs")
         return f"no feasible placement: {below}; {works}, or relax --max-acc-drop"

@@ -118,7 +118,7 @@ class Objective:
     accuracy against 11 % of the MACs (as a fraction it would be worth 0.1 % and every search
     would collapse onto the first exit). A negative drop (exits more accurate than the final classifier) lowers
     the cost; under objective energy / latency the search still never chooses a cascade whose mean cost is above
-    the reference (eecc/search/search.py `_choosable`), so a gain cannot buy energy (nu11 F8).
+    the reference (eecc/search/search.py `_choose`), so a gain cannot buy energy (nu11 F8).
     """
 
     original_macs: float

@@ -104,15 +104,22 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
                         on_step=bar("search placements"))
     _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos, pairs)
-    if not full_search:  # the summary's verdict is on this one placement, not on the model (nu11 F10)
-        default = next(p for p in placements if p.exits)
-        result.default_only = {"processors": list(default.processors), "exits": list(default.exits),
-                               "placements_with_search": sum(1 for p in everything if p.exits and p.fits)}
+    result.default_only = None if full_search else _default_only(placements, everything)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs, fmt)
+
+
+def _default_only(placements: list[Placement], everything: list[Placement]) -> dict | None:
+    """Without --search: the one early-exit placement tried and how many --search would try, so that the summary's
+    verdict is on this placement, not on the model (nu11 F10); None when no placement with an exit fits."""
+    default = next((p for p in placements if p.exits), None)
+    if default is None:
+        return None
+    return {"processors": list(default.processors), "exits": list(default.exits),
+            "placements_with_search": sum(1 for p in everything if p.exits and p.fits)}
 
 
 def _with_objective(options: SearchOptions, platform: Platform) -> SearchOptions:

@@ -145,8 +145,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
         if o.decision == "single" else None
     results = _score_all(todo, (logits, calib, test, objective, test_obj, o, eces), executor, on_step)
     feasible = [i for i, r in enumerate(results) if r.feasible]
-    chosen = min(_choosable(results, feasible, unit, ref, notes), key=lambda i: results[i].val_cost) \
-        if feasible else None
+    chosen = _choose(results, feasible, unit, ref, notes)
     if o.guarantee is not None and results:
         from eecc.search.guarantee import guaranteed_choice
         chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o, notes)
@@ -183,13 +182,16 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     return res
 
 
-def _choosable(results: list[PlacementResult], feasible: list[int], unit: str, ref: float, notes: list[str]):
-    """The feasible placements the search may choose. Under objective energy or latency a cascade that costs more
-    than the original alone on its best processor (`ref`, on the calibration split) is not chosen, however
-    accurate: the scalar cost's accuracy term would otherwise buy energy with exits more accurate than the final
-    classifier without bound (nu11 F8: 2.21x the energy at +12 pt). A gain still counts among cheaper cascades."""
+def _choose(results: list[PlacementResult], feasible: list[int], unit: str, ref: float, notes: list[str]):
+    """The feasible placement of least validation cost (None when none is feasible). Under objective energy or
+    latency a cascade that costs more than the original alone on its best processor (`ref`, on the calibration
+    split) is not chosen, however accurate: the scalar cost's accuracy term would otherwise buy energy with exits
+    more accurate than the final classifier without bound (nu11 F8: 2.21x the energy at +12 pt). A gain still
+    counts among cheaper cascades."""
+    if not feasible:
+        return None
     if unit == "macs" or not any(not results[i].indices for i in feasible):
-        return feasible
+        return min(feasible, key=lambda i: results[i].val_cost)
     costlier = [i for i in feasible if results[i].indices and results[i].extra["val_mean_cost"] > ref * (1 + 1e-9)]
     keep = [i for i in feasible if i not in costlier]
     best = min(feasible, key=lambda i: results[i].val_cost)
@@ -199,7 +201,7 @@ def _choosable(results: list[PlacementResult], feasible: list[int], unit: str, r
                      f"gain while using {r.extra['val_mean_cost'] / ref:.2f}x the {unit} of the original model alone; "
                      f"objective {unit} does not choose a cascade costlier than the original (--objective macs "
                      "weighs accuracy against MACs instead)")
-    return keep
+    return min(keep, key=lambda i: results[i].val_cost)
 
 
 def _objectives(logits: ExitLogits, placements, calib: SplitScores, test: SplitScores, o: SearchOptions):
