@@ -130,22 +130,25 @@ def layer_models(seed: int = 0) -> dict[str, onnx.ModelProto]:
                                                                                                rng)
     for k, h, o in MLP2:
         out[f"layer:mlp2-{k}-h{h}-o{o}"] = _mlp2(k, h, o, rng)
-    for act, c, o, k, n, stride, group in ACTIVATION:
-        m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
-        del m.graph.node[1]  # the Relu
-        m.graph.node.extend(_activation(act, "c", "y", m))
-        out[f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}"] = m
+    for spec in ACTIVATION:
+        out.update([_activation_unit(*spec, rng)])
     for c, e, n in INVERTED:
         out[f"layer:inverted-{c}x{n}-e{e}"] = _inverted(c, e, n, rng)
     for c, o, k, n, rank, group, dil in TVM_CONV:
         name = f"layer:tvmconv-{c}x{n}-o{o}k{k}r{rank}g{group}d{dil}"
         out[name] = _conv("tvmconv", c, o, [k] * rank, [n] * rank, 1, dil * (k // 2), group, rng, dilation=dil)
-    for act, c, o, k, n, stride, group in ACTIVATION2:
-        m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
-        del m.graph.node[1]  # the Relu
-        m.graph.node.extend(_activation(act, "c", "y", m))
-        out[f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}"] = m
+    for spec in ACTIVATION2:
+        out.update([_activation_unit(*spec, rng)])
     return out  # new units go last: the seeded draws of the earlier ones (their bytes, their cached counts) stay
+
+
+def _activation_unit(act: str, c: int, o: int, k: int, n: int, stride: int, group: int,
+                     rng) -> tuple[str, onnx.ModelProto]:
+    """("layer:<act>-...", a k x k conv [batch, c, n, n] -> [batch, o, ...] followed by the activation `act`)."""
+    m = _conv("act", c, o, [k, k], [n, n], stride, k // 2, group, rng)
+    del m.graph.node[1]  # the Relu
+    m.graph.node.extend(_activation(act, "c", "y", m))
+    return f"layer:{act}-{c}x{n}-o{o}k{k}s{stride}{'dw' if group > 1 else ''}", m
 
 
 def _mlp2(k: int, h: int, o: int, rng) -> onnx.ModelProto:

@@ -67,9 +67,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     """
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
-    data = plan.splits(data, scale)
-    require_test(data)  # the search reports on the test split: without one it would print nan and 0 % (nu11)
-    check_validation_size(data, plan.num_classes)
+    data = _checked_splits(plan, data, scale)
     device = device_cost(plan, platform, numeric, options.metric)
     fmt = "int8" if numeric == "int8" else "fp32"
     costs, model_cost = plan_costs(plan)  # MACs and hand-offs; memory is StageMemory's
@@ -110,6 +108,15 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs, fmt)
+
+
+def _checked_splits(plan: Plan, data, scale: float | None):
+    """The plan's splits of `data`; EeccError without a test split (the search reports on it: nu11 saw nan and 0 %)
+    or with a validation split too small or of one class."""
+    data = plan.splits(data, scale)
+    require_test(data)
+    check_validation_size(data, plan.num_classes)
+    return data
 
 
 def _default_only(placements: list[Placement], everything: list[Placement]) -> dict | None:
