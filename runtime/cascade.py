@@ -33,9 +33,10 @@ class Cascade:
     def __init__(self, bundle: Bundle | str | os.PathLike, *, providers: Sequence[str] | None = None,
                  threads: int | None = None, optimize: bool = True):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        opts = session_options(threads, optimize=optimize)  # optimize False: tests compare with fusions off
         providers = list(providers or ["CPUExecutionProvider"])
-        self.sessions = [ort.InferenceSession(str(s.path), opts, providers=providers) for s in self.bundle.stages]
+        # optimize False: tests compare with fusions off; an int8 stage never gets onnxruntime's int8 fusions
+        self.sessions = [ort.InferenceSession(str(s.path), session_options(threads, optimize=optimize, model=s.path),
+                                              providers=providers) for s in self.bundle.stages]
         self._chunk = [_fixed_batch(sess) for sess in self.sessions]
         self.exit_macs = np.array([s.exit_macs for s in self.bundle.stages], dtype=np.int64)
         self.dtype = np.dtype(self.bundle.input_dtype)

@@ -17,6 +17,7 @@ from eecc.examples import datasets
 from eecc.exits import int8
 from eecc.exits.run import plan_exits, run_exits
 from eecc.runtime.cascade import Cascade
+from eecc.runtime.sessions import session_options
 from eecc.search.search import SearchOptions
 from eecc.targets import quantize
 from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages
@@ -25,7 +26,7 @@ MODELS = Path(__file__).parent / "fixtures" / "models"
 
 
 def _accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(model=model), providers=["CPUExecutionProvider"])
     return float((sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0].argmax(-1) == y).mean())
 
 

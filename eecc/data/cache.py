@@ -283,13 +283,15 @@ def _split_evenly(items: list, parts: int) -> list[list]:
 
 
 def session(graph_or_model: gs.Graph | onnx.ModelProto, threads: int | None = None):
-    """An onnxruntime CPU session with default optimisations; returns it and the first output's name."""
+    """An onnxruntime CPU session with default optimisations (an int8 model's without int8 fusions,
+    runtime/sessions.py); returns it and the first output's name."""
     import onnxruntime as ort
 
     model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else ir.to_model(graph_or_model)
     from eecc.runtime.sessions import session_options
 
-    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads, model=model),
+                                providers=["CPUExecutionProvider"])
     return sess, sess.get_outputs()[0].name
 
 

@@ -5,7 +5,7 @@ exits take other samples than the float heads do, so thresholds searched on floa
 built cascade's routing, cost and accuracy. Here the model with a set of candidate heads attached
 (insert_exits) is quantised the same way a stage is (same op set, MinMax on the same first
 CALIBRATION_SAMPLES training rows, float activations), and run under onnxruntime as the bundle's cascade
-runs its stages (graph optimisations on). Every tensor of a stage is calibrated on the same float
+runs its stages (runtime/sessions.py: graph optimisations on, int8 fusions off). Every tensor of a stage is calibrated on the same float
 activations as in the whole graph, so a stage's exit logits equal these up to onnxruntime's rounding
 (tests/test_int8_search.py holds them to the built stages).
 
@@ -83,7 +83,8 @@ def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: d
     model = per_axis_opset([ir.to_model(with_heads)])[0]
     first = with_heads.inputs[0].name
     quantized = quantize_stage(model, {first: calib})
-    sess = ort.InferenceSession(quantized.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(quantized.SerializeToString(), session_options(model=quantized),
+                                providers=["CPUExecutionProvider"])
     names = [with_heads.outputs[0].name] + [logits_name(h.spec.tensor, i) for i, h in enumerate(heads)]
     dim = sess.get_inputs()[0].shape[0]
     fixed = dim if isinstance(dim, int) and dim > 0 else None  # a fixed-batch model runs its own batch
