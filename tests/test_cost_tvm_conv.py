@@ -169,3 +169,89 @@ def test_stages_of_nu11s_models_match_their_qemu_counts(tmp_path, stage, cpu, fm
     model = quantize_stages([model], x)[0] if fmt == "int8" else model
     counted = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x[:2]).instructions
     assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)
+
+
+def _act_cnn(path) -> str:
+    """A Fashion-MNIST-sized CNN whose candidates follow float islands: conv, LeakyReLU, average pool, conv, SiLU,
+    average pool, conv, Sigmoid, global pool, classifier (written to `path`)."""
+    model = _with_weights("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        m (float[N, 1, 16, 16] x) => (float[N, 10] y)
+        { a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (x, w1, b1)
+          la = LeakyRelu <alpha = 0.1> (a)
+          pa = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (la)
+          c = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (pa, w2, b2)
+          s = Sigmoid (c)
+          sc = Mul (c, s)
+          pc = AveragePool <kernel_shape = [2, 2], strides = [2, 2]> (sc)
+          d = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (pc, w3, b3)
+          sd = Sigmoid (d)
+          g = GlobalAveragePool (sd)
+          f = Flatten (g)
+          y = Gemm <transB = 1> (f, wf, bf) }""",
+        {"w1": (16, 1, 3, 3), "b1": (16,), "w2": (24, 16, 3, 3), "b2": (24,), "w3": (32, 24, 3, 3), "b3": (32,),
+         "wf": (10, 32), "bf": (10,)}, seed=2)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _built(plan, start, end, spec=None):
+    """The stage from cut `start` to the exit at `end` (None: model input, final) as compile builds it."""
+    from eecc.cost.measure import dummy_heads
+    from eecc.driver.pipeline import make_stages
+    from eecc.passes.insert_exits import insert_exits
+
+    specs = {h.tensor: h for h in plan.design.heads} | ({spec.tensor: spec} if spec else {})
+    cuts = [t for t in (start, end) if t is not None]
+    graph = insert_exits(plan.graph, heads=dummy_heads([specs[t] for t in cuts]))
+    return make_stages(graph, cuts=cuts, processors=[f"p{k}" for k in range(len(cuts) + 1)],
+                       thresholds=[0.5] * len(cuts))[0 if start is None else 1]
+
+
+def test_the_search_prices_every_stage_of_a_float_island_model_as_the_built_stage(tmp_path):
+    """The search's piece sums (eecc/cost/segments.py) equal the built stage's features for every (start, exit) of a
+    model with LeakyRelu / SiLU / Sigmoid islands, in every block, with the blueprint and another head design. Each
+    piece priced in its all-cuts stage (the exit head after it) charged the head's pooling and the quantisation of its
+    pooled map to every stage through that piece: M4 int8 stage input -> exit after the first average pool +24 % over
+    the built stage, act.onnx (/work/notes/done/cm11.md)."""
+    from eecc.cost.segments import SegmentTable
+    from eecc.exits.family import family
+    from eecc.exits.run import plan_exits
+
+    plan = plan_exits(_act_cnn(tmp_path / "act.onnx"))
+    table, first, cuts = SegmentTable.from_plan(plan), plan.graph.inputs[0].name, [None, *SegmentTable.from_plan(plan).tensors, None]
+    assert len(cuts) >= 6
+    for i, start in enumerate(cuts[:-1]):
+        for end in cuts[i + 1:]:
+            np.testing.assert_allclose(table.features(start, end), graph_features(_built(plan, start, end),
+                                                                                  model_input=first), atol=1e-6)
+    blueprint = plan.design.heads[1]
+    spec = next(s for s in family(blueprint) if s.kind == "flat" and s.pool_op == "max")
+    assert spec.design != blueprint.design
+    for start in (None, cuts[1]):
+        np.testing.assert_allclose(table.features(start, spec.tensor, spec.design),
+                                   graph_features(_built(plan, start, spec.tensor, spec), model_input=first), atol=1e-6)
+
+
+@needs_arm
+def test_the_search_prices_a_stage_ending_after_a_float_island_pool_as_qemu_counts_it(tmp_path):
+    """The stage from the input to the exit after the first average pool of _act_cnn, M4 int8: the search's estimate
+    (shipped fit) within 10 % of QEMU's count (was +14.7 %: 252,403 vs 220,124 instructions, the exit head's pooling
+    and quantisation charged to the LeakyRelu piece; now 205,155, -6.8 %), and the whole model within 10 % too."""
+    from eecc.cost.model import default_model
+    from eecc.cost.segments import SegmentTable
+    from eecc.exits.run import plan_exits
+    from eecc.model import ir
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.quantize import quantize_stages
+
+    plan = plan_exits(_act_cnn(tmp_path / "act.onnx"))
+    table = SegmentTable.from_plan(plan)
+    x = np.random.default_rng(0).normal(size=(64, 1, 16, 16)).astype(np.float32)
+    for end in ("pa", None):
+        model = quantize_stages([ir.to_model(_built(plan, None, end))], x)[0]
+        counted = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path / str(end)),
+                                x[:2]).instructions
+        predicted = default_model().instructions(table.features(None, end), "cortex-m4", "int8")
+        assert abs(predicted / counted - 1) <= 0.10, (end, predicted, counted)
