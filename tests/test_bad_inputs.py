@@ -330,3 +330,34 @@ def test_several_outputs_advice_works(tmp_path, capsys):
     eval(call, {"onnx": onnx})  # noqa: S307 (the message's own advice, followed as a user would)
     assert main(["inspect", str(tmp_path / "two.scores.onnx")]) == 0
     assert "candidate exit" in capsys.readouterr().out
+
+
+def test_channels_last_signal_advice_is_a_transpose_that_works():
+    """nu12 F3: [N, 128, 3] signals for a [3, 128] model were told to reshape, which keeps the values' order
+    and turned a model right on every sample into one at chance. The model here reads the channel with the
+    largest mean (GlobalAveragePool, then the class is that channel): the advised transpose keeps it at 100 %,
+    the old reshape advice gives about a third."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from eecc.data.splits import normalise
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    ncl = rng.normal(0, 1, (600, 3, 128)).astype(np.float32)
+    ncl[np.arange(600), y] += 1.0  # the labelled channel's mean is the largest
+    nlc = ncl.transpose(0, 2, 1)
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+                               helper.make_node("Flatten", ["p"], ["logits"])], "argmax_channel",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 128])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    sess = ort.InferenceSession(helper.make_model(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    accuracy = lambda x: float((sess.run(None, {"x": x})[0].argmax(1) == y).mean())  # noqa: E731
+    data = lambda x: {"x_train": x[:400], "y_train": y[:400], "x_val": x[400:500], "y_val": y[400:500],  # noqa: E731
+                      "x_test": x[500:], "y_test": y[500:]}
+    with pytest.raises(EeccError, match=r"channels-last \(NLC\): store x.transpose\(0, 2, 1\)") as err:
+        normalise(data(nlc), input_shape=(3, 128), num_classes=3)
+    assert "reshape" not in str(err.value)
+    fixed = nlc.transpose(0, 2, 1)
+    assert normalise(data(fixed), input_shape=(3, 128), num_classes=3).test.x.shape == (100, 3, 128)
+    assert accuracy(fixed) == 1.0 and accuracy(nlc.reshape(len(nlc), 3, 128)) < 0.5
