@@ -25,7 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
-from eecc.model.ir import folded_share, get_ann, per_sample_shape, set_ann
+from eecc.model.ir import get_ann, sample_shape, set_ann
 
 MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 RECURRENT_OPS = {"RNN", "GRU", "LSTM"}
@@ -70,26 +70,12 @@ def _constant_inputs(node: gs.Node) -> list[np.ndarray]:
     return values
 
 
-def _sample_shape(tensor: gs.Variable) -> tuple[int, ...] | None:
-    """The shape without the batch dim, wherever the batch is: a tensor whose batch moved off axis 0 (attention's
-    permute(2, 0, 3, 1, 4), an RNN's seq-first X [seq, N, I] and Y [seq, dirs, N, H]) has it as its one
-    symbolic dim. None where the shape is unknown."""
-    shares = [folded_share(d) for d in tensor.shape or ()]
-    if sum(k is not None for k in shares) == 1:  # the batch folded with k rows per sample (ir._batch_dim)
-        return tuple(int(k if k is not None else d) for d, k in zip(tensor.shape, shares))
-    shape = per_sample_shape(tensor)
-    symbolic = [i for i, d in enumerate(tensor.shape or ()) if not isinstance(d, (int, np.integer))]
-    if shape is None and len(symbolic) == 1:
-        shape = tuple(int(d) for i, d in enumerate(tensor.shape) if i != symbolic[0])
-    return shape
-
-
 def _shape(node: gs.Node, tensor: gs.Tensor, what: str) -> tuple[int, ...]:
     if isinstance(tensor, gs.Constant):
         return tuple(tensor.shape)
     if tensor.shape is not None and len(tensor.shape) == 0:
         return ()  # a scalar (e.g. attention's 1/sqrt(d) computed from a shape): no batch dim
-    shape = _sample_shape(tensor)
+    shape = sample_shape(tensor)
     if shape is None:
         raise EeccError(f"annotate_cost: node '{node.name}' ({node.op}) has {what} '{tensor.name}' with unknown "
                         f"shape {tensor.shape}; export with a static input shape or pass --input-shape")
@@ -152,7 +138,7 @@ def _other_ops(node: gs.Node) -> int:
 
 
 def _bytes(tensor: gs.Tensor) -> int:
-    shape = _sample_shape(tensor) if isinstance(tensor, gs.Variable) else None
+    shape = sample_shape(tensor) if isinstance(tensor, gs.Variable) else None
     if shape is None or tensor.dtype is None:
         return 0
     return math.prod(shape) * np.dtype(tensor.dtype).itemsize

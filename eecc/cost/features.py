@@ -97,13 +97,14 @@ FREE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Co
 
 
 def _elems(t) -> int:
+    """Elements of one sample's share of tensor `t` (ir.sample_shape: attention's [N·tokens, dim] and [tokens, N, dim]
+    hold tokens·dim; counted as one row, or none, a ViT's projections were priced at a sixteenth or nothing); 1 for
+    a scalar or a 1-D tensor, 0 where the shape is unknown."""
     shape = getattr(t, "shape", None)
-    if not shape:
+    if not shape or len(shape) == 1:
         return 1
-    rest = [d for d in shape[1:]] if len(shape) > 1 else [1]
-    if any(not isinstance(d, (int, np.integer)) for d in rest):
-        return 0
-    return int(np.prod(rest, dtype=np.int64))
+    rest = ir.sample_shape(t) if isinstance(t, gs.Variable) else None
+    return 0 if rest is None else int(np.prod(rest, dtype=np.int64))
 
 
 def _conv(node: gs.Node, n_out: int) -> np.ndarray:

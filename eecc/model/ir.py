@@ -129,6 +129,21 @@ def per_sample_shape(var: gs.Variable) -> tuple[int, ...] | None:
     return rest if all(isinstance(d, (int, np.integer)) and d >= 0 for d in rest) else None
 
 
+def sample_shape(var: gs.Variable) -> tuple[int, ...] | None:
+    """The shape of one sample's share of `var`, wherever its batch is: a dim 'batch*<k>' (the batch folded with k
+    rows per sample, `_batch_dim`: attention's [N·tokens, dim]) counts k; a tensor whose batch moved off axis 0
+    (attention's permute(2, 0, 3, 1, 4), an RNN's seq-first X [seq, N, I]) has it as its one symbolic dim; else
+    per_sample_shape. None where the shape is unknown."""
+    shares = [folded_share(d) for d in var.shape or ()]
+    if sum(k is not None for k in shares) == 1:
+        return tuple(int(k if k is not None else d) for d, k in zip(var.shape, shares))
+    shape = per_sample_shape(var)
+    symbolic = [i for i, d in enumerate(var.shape or ()) if not isinstance(d, (int, np.integer))]
+    if shape is None and len(symbolic) == 1:
+        shape = tuple(int(d) for i, d in enumerate(var.shape) if i != symbolic[0])
+    return shape
+
+
 def json_default(value: Any) -> Any:
     """json.dumps(default=...) for numpy scalars and arrays (annotations, manifests)."""
     if isinstance(value, np.generic):
@@ -237,9 +252,9 @@ def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
 
 
 def _folded_batch_candidates(model: onnx.ModelProto) -> list[str]:
-    """Outputs of MatMul/Gemm with a symbolic dim that is not the input's batch dim: one that may hold the batch
-    folded with other dims (attention's out-projection, a Gemm on [N·tokens, dim]: nu11 F6). A run at two batch
-    sizes tells its per-sample share (`_shapes_from_onnxruntime` writes it as 'batch*<share>')."""
+    """Outputs with a symbolic dim that is not the input's batch dim: one that may hold the batch folded with other
+    dims (attention's out-projection, a Gemm on [N·tokens, dim], and the Reshape in front of it: nu11 F6, fx7). A run
+    at two batch sizes tells its per-sample share (`_shapes_from_onnxruntime` writes it as 'batch*<share>')."""
     inits = {i.name for i in model.graph.initializer}
     inp = next((i for i in model.graph.input if i.name not in inits), None)
     if inp is None:
@@ -247,8 +262,8 @@ def _folded_batch_candidates(model: onnx.ModelProto) -> list[str]:
     batch = inp.type.tensor_type.shape.dim[0].dim_param if inp.type.tensor_type.shape.dim else ""
     shapes = {vi.name: vi.type.tensor_type.shape.dim for vi in list(model.graph.value_info) + list(model.graph.output)
               if vi.type.HasField("tensor_type")}
-    return [n.output[0] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.output[0] in shapes
-            and any(d.dim_param and d.dim_param != batch for d in shapes[n.output[0]])]
+    return [o for n in model.graph.node for o in n.output if o in shapes
+            and any(d.dim_param and d.dim_param != batch and not d.dim_param.startswith("batch") for d in shapes[o])]
 
 
 def _batch_dim(one: int, two: int) -> str:

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from eecc.model.ir import get_ann, per_sample_shape
+from eecc.model.ir import get_ann, sample_shape
 
 NUMERICS = ("fp32", "int8")
 # What onnxruntime's QDQ quantiser (eecc/targets/quantize.py, op_types_to_quantize = QUANTIZED_OPS) makes int8:
@@ -161,7 +161,7 @@ def _converted(node: gs.Node, small: set[str], edges: set[str]) -> int:
 
 def tensor_bytes(t: gs.Tensor, float_size: int | None = None) -> int:
     """Per-sample bytes; `float_size` replaces the item size of a float tensor."""
-    shape = per_sample_shape(t) if isinstance(t, gs.Variable) else None
+    shape = sample_shape(t) if isinstance(t, gs.Variable) else None
     if shape is None:
         return 0
     itemsize = np.dtype(t.dtype).itemsize if t.dtype is not None else 4

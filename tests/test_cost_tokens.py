@@ -1,0 +1,80 @@
+"""Tensors that hold a sample as several rows or with the batch off axis 0 (a ViT's [N·tokens, dim] projections and
+[tokens, N, dim] attention inputs): the cost model's element counts and the stage memory figure take one sample's
+share of them (ir.sample_shape), not one row. nu11's ViT: cost 37-68 % off; fx7 left the RAM figure at one row."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from eecc.cost.features import graph_features, named
+from eecc.cost.model import default_model
+from eecc.model import ir
+from eecc.model.stage_cost import stage_cost
+
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                               reason="arm-none-eabi-gcc / qemu-system-arm not installed")
+TOKENS, DIM, HIDDEN = 16, 32, 128
+
+
+def _token_mlp() -> onnx.ModelProto:
+    """x [N, 16, 32] -> rows [N·16, 32] -> Gemm 128, Relu, Gemm 32 -> [N, 16, 32] -> [16, N, 32] -> MatMul 32x32 ->
+    [N, 16, 32] + x -> mean over tokens -> classifier (a ViT block's MLP and a seq-first projection, as torch exports
+    them: the Reshapes' row counts are symbolic until a run at two batch sizes, ir._folded_batch_candidates)."""
+    rng = np.random.default_rng(0)
+    model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        m (float[N, {TOKENS}, {DIM}] x) => (float[N, 10] y)
+        {{ rows = Constant <value = int64[2] {{-1, {DIM}}}> ()
+          tokens = Constant <value = int64[3] {{-1, {TOKENS}, {DIM}}}> ()
+          r = Reshape (x, rows)
+          g = Gemm <transB = 1> (r, w1, b1)
+          a = Relu (g)
+          h = Gemm <transB = 1> (a, w2)
+          b = Reshape (h, tokens)
+          t = Transpose <perm = [1, 0, 2]> (b)
+          mm = MatMul (t, w3)
+          u = Transpose <perm = [1, 0, 2]> (mm)
+          s = Add (u, x)
+          p = ReduceMean <axes = [1], keepdims = 0> (s)
+          y = Gemm <transB = 1> (p, wf, bf) }}""")
+    shapes = {"w1": (HIDDEN, DIM), "b1": (HIDDEN,), "w2": (DIM, HIDDEN), "w3": (DIM, DIM), "wf": (10, DIM), "bf": (10,)}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(
+        (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32), n) for n, s in shapes.items())
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_folded_and_seq_first_tensors_count_every_token():
+    f = named(graph_features(_token_mlp(), model_input="x"), "cortex-m4", "fp32")
+    assert f["gemm_macs"] == TOKENS * (2 * DIM * HIDDEN + DIM * DIM) + 10 * DIM  # was 1/16 of the first three
+    assert f["mac_out"] == TOKENS * (HIDDEN + 2 * DIM) + 10
+    graph = ir.from_model(_token_mlp(), classifier=False)
+    shapes = {n.outputs[0].name: ir.sample_shape(n.outputs[0]) for n in graph.nodes}
+    assert shapes["r"] == shapes["h"] == (TOKENS, DIM) and shapes["a"] == (TOKENS, HIDDEN)  # the Reshape: was (32,)
+    assert shapes["t"] == shapes["mm"] == (TOKENS, DIM)
+
+
+@needs_arm
+@pytest.mark.parametrize("cpu, fmt, tolerance", [("cortex-m4", "fp32", 0.15), ("cortex-m0plus", "fp32", 0.15),
+                                                 ("cortex-m4", "int8", 0.20)])
+def test_a_token_mlp_stage_matches_its_qemu_count_and_its_arena(tmp_path, cpu, fmt, tolerance):
+    """Shipped fit vs QEMU (kernels 8c5668f7a5fbeaf1): M4F fp32 -91.5 % -> -2.6 % (731,780 instructions), M0+ fp32
+    -93.7 % -> +6.6 % (28,034,691), M4 int8 -92.4 % -> -12.1 % (703,857; int8's Gemms on rows are not in the fit's
+    units: 20 %). The stage's activation figure is not below the arena TVM's memory plan gives it (M4F fp32: 6,144 B
+    -> 18,432 B vs 10,240 B: the Relu fused into its Gemm is counted as a tensor of its own, on the safe side)."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.quantize import quantize_stages
+
+    model = _token_mlp()
+    predicted = default_model().instructions(graph_features(model, model_input="x"), cpu, fmt)
+    x = np.random.default_rng(0).normal(size=(64, TOKENS, DIM)).astype(np.float32)
+    built = quantize_stages([model], x)[0] if fmt == "int8" else model
+    arts = cortex_m.compile_stage(built, cpu=cpu, out_dir=tmp_path)
+    counted = emulate_stage(arts, x[:2]).instructions
+    assert abs(predicted / counted - 1) <= tolerance, (predicted, counted)
+    assert stage_cost(ir.from_model(model, classifier=False), fmt).peak_activation_bytes >= arts.arena_bytes
