@@ -82,7 +82,7 @@ class SegmentTable:
         for k in range(1, len(stages)):
             start[k] = _node_sum(_stage(plan, k - 1, metric, rest=True), pieces[k], first) - backbone[k]
         head = np.stack([graph_features(s, roles={"exit", "gate"}, with_io=False, model_input=first)
-                         for s in stages[:-1]])
+                         for s in stages[:-1]] + [np.zeros(len(FEATURES))])[:-1]  # [0, F] with no candidate
         elems = [int(np.prod(h.in_shape)) for h in plan.design.heads]
         inp = int(np.prod(ir.per_sample_shape(plan.graph.inputs[0])))
         entry_at = [bool(np.any(entry_features(s, model_input=first))) for s in stages]
