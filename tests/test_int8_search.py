@@ -71,6 +71,8 @@ def test_a_test_drop_above_the_validated_limit_is_said_with_its_interval():
     assert "--guarantee" in rec["limit_note"]
     manifest["placement"]["metrics"]["measured"]["accuracy"] = 0.97
     assert "limit_note" not in _limit_check(manifest)  # 0.47 pt: within the limit, nothing to say
+    manifest["placement"]["metrics"]["measured"].update(accuracy=0.961, original_accuracy=0.971)
+    assert 0.971 - 0.961 > 0.01 and "limit_note" not in _limit_check(manifest)  # nu12 F9: 10 of 1000 is the limit
 
 
 def test_one_quantised_pass_serves_every_candidate_head(tmp_path, monkeypatch):

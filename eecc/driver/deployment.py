@@ -5,6 +5,7 @@ and the cost model's predictions beside what emulation measured: the manifest's 
 from __future__ import annotations
 
 from eecc.report.units import duration, energy
+from eecc.search.policy import DROP_TOLERANCE
 
 FIELDS = ("exits", "processors", "thresholds", "accuracy", "mean_macs", "mean_latency_s", "worst_case_latency_s",
           "mean_energy_j", "worst_case_energy_j", "cost", "feasible")
@@ -127,7 +128,7 @@ def _limit_check(manifest: dict) -> dict:
     limit = ((manifest.get("search") or {}).get("options") or {}).get("max_accuracy_drop")
     out = {"accuracy_drop_interval_pt": None if interval is None else [100 * v for v in interval]}
     drop = m["original_accuracy"] - m["accuracy"]
-    if limit is not None and drop > limit:
+    if limit is not None and drop > limit + DROP_TOLERANCE:
         guarantee = ((manifest.get("search") or {}).get("options") or {}).get("guarantee")
         out["limit_note"] = (f"the test drop {100 * drop:.2f} pt is above the {100 * limit:g} pt limit, which held on "
                              "the validation split" + (f" (--guarantee {guarantee:g})" if guarantee else

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eecc.search.placement import shown_above
-from eecc.search.policy import Objective
+from eecc.search.policy import DROP_TOLERANCE, Objective
 from eecc.search.thresholds import EXACT_LIMIT, grid_tables, threshold_grid
 from eecc.search.unit import ALL_DROPPED, DROPPED
 
@@ -110,7 +110,7 @@ def binding_constraint(logits, calib, res, objective: Objective) -> str:
             if ok.any():
                 d = float(objective.original_accuracy - acc[ok].max())
                 best = d if best is None else min(best, d)
-            meets = (objective.original_accuracy - acc) <= a + 1e-12
+            meets = (objective.original_accuracy - acc) <= a + DROP_TOLERANCE
             if meets.any():  # the least mean MACs that meets the accuracy limit: a MAC limit that works
                 least = float(macs[meets].min())
                 macs_needed = least if macs_needed is None else min(macs_needed, least)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from eecc.search.policy import Objective, PolicyResult, SplitScores, evaluate_policy
+from eecc.search.policy import DROP_TOLERANCE, Objective, PolicyResult, SplitScores, evaluate_policy
 
 GRID_SIZE = 13          # the NA paper's number of thresholds per exit
 EXACT_LIMIT = 1_000_000  # exact search while the number of combinations stays at or below this
@@ -186,7 +186,7 @@ def _graph_constrained(split, exits, grids, costs, objective):
                   and objective.limit_macs is None):
             break
         drop = objective.original_accuracy - r.accuracy
-        if objective.max_accuracy_drop is not None and drop > objective.max_accuracy_drop:
+        if objective.max_accuracy_drop is not None and drop > objective.max_accuracy_drop + DROP_TOLERANCE:
             w_acc *= 2.0
         if ((objective.max_mean_macs is not None and r.mean_macs > objective.max_mean_macs)
                 or not objective.within_macs(_limit_mean(r, objective))):
