@@ -19,6 +19,7 @@ from eecc.driver.compile import CompileOptions, compile_model
 from eecc.driver.int8 import per_axis_opset
 from eecc.search.search import SearchOptions
 from eecc.runtime.cascade import Cascade
+from eecc.runtime.sessions import session_options
 from eecc.targets import int8_lowering, int8_parity, quantize, tvm_import
 from eecc.targets.codegen import reference_runs
 
@@ -174,6 +175,9 @@ def test_compile_quantize_int8_writes_int8_stages_with_recalibrated_thresholds(c
     assert q["int8"]["accuracy"] == measured["accuracy"]
     assert q["int8"]["accuracy"] >= q["float"]["accuracy"] - 0.01     # issue target 0.5 pt; 360 test samples
     assert sum(q["int8"]["exit_rates"]) == pytest.approx(1.0) and q["int8"]["exit_rates"][0] > 0.5
+    # how a host application must open the stages to get these figures: what eecc's own runtime does
+    level = session_options(model=options.out / manifest["stages"][0]["file"]).graph_optimization_level
+    assert q["onnxruntime_session"]["graph_optimization_level"] == str(level).rsplit(".", 1)[-1] == "ORT_ENABLE_BASIC"
 
 
 @needs_arm

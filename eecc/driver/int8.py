@@ -19,6 +19,14 @@ from eecc.search.policy import Objective, SplitScores, evaluate_policy
 from eecc.search.thresholds import retune
 
 PER_AXIS_OPSET = 13  # first opset whose QuantizeLinear/DequantizeLinear take `axis` (per-channel scales)
+# How the int8 figures were measured, and how a host application must open the stage files to get them
+# (runtime/sessions.py, nu12 F6): onnxruntime's default level fuses the QDQ nodes into QLinear kernels that
+# saturate on x86 CPUs without AVX-VNNI.
+ONNXRUNTIME_SESSION = {
+    "graph_optimization_level": "ORT_ENABLE_BASIC",
+    "why": "at ORT_ENABLE_EXTENDED and above (onnxruntime's default is ORT_ENABLE_ALL) the QDQ nodes become "
+           "QLinearConv/QLinearMatMul, whose x86 kernels without AVX-VNNI saturate int16 pair sums and give "
+           "other outputs than these stages define; eecc.runtime opens them at ORT_ENABLE_BASIC"}
 FORMAT = ("onnxruntime QDQ, per-channel symmetric int8 weights, asymmetric int8 activations, MinMax "
           "calibration")
 
@@ -115,6 +123,7 @@ def _record(calib_x, o, float_th, th, keep, searched_int8, chosen, objective, fl
         "int8_with_float_thresholds": {"accuracy": stale.accuracy, "mean_macs": stale.mean_macs,
                                        "exit_rates": [float(r) for r in stale.exit_rates]},
         "int8_final_accuracy": float((on_test.final_pred == on_test.y).mean()),
+        "onnxruntime_session": ONNXRUNTIME_SESSION,
         "calibration_cost": float(objective.cost(chosen.accuracy, chosen.mean_macs))}
 
 
