@@ -20,7 +20,8 @@ from eecc.driver.compile import CompileOptions, compile_model
 from eecc.search.search import SearchOptions
 from eecc.errors import EeccError
 from eecc.runtime.cascade import Cascade
-from eecc.train.finetune import OnnxModule, finetune_graph, write_weights
+from eecc.passes.normalize_output import normalize_output
+from eecc.train.finetune import OnnxModule, check_supported, finetune_graph, write_weights
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 FIXTURES = sorted(p.stem for p in MODELS.glob("*.onnx"))
@@ -205,3 +206,20 @@ finetune_graph(ir.load({str(MODELS / "cnn.onnx")!r}), split.rows, split.y, epoch
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
     assert "not writable" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+
+
+def test_a_softmax_output_model_is_interpreted_after_its_load_rewrite(tmp_path):
+    """nu12 F8: a model exported with a Softmax output is loaded with that Softmax as LogSoftmax (README
+    "Probabilities vs logits"); --finetune-epochs refused it naming LogSoftmax, an op the user's model lacks."""
+    model = onnx.load(str(MODELS / "cnn.onnx"))
+    out = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Softmax", [out], ["probs"], name="/Softmax", axis=-1))
+    model.graph.output[0].name = "probs"
+    onnx.save(model, tmp_path / "softmax.onnx")
+    graph = normalize_output(ir.load(tmp_path / "softmax.onnx"))  # as the analysis pipeline loads it
+    assert "LogSoftmax" in {n.op for n in graph.nodes}
+    check_supported(graph)
+    x = _sample(graph)
+    with torch.no_grad():
+        (got,) = OnnxModule(graph)(torch.from_numpy(x))
+    np.testing.assert_allclose(np.exp(got.numpy()), _ort(model, x)[0], atol=1e-5, rtol=0)

@@ -143,6 +143,10 @@ def _softmax(a, attrs):
     return F.softmax(a[0], dim=int(attrs.get("axis", -1)))
 
 
+def _log_softmax(a, attrs):  # eecc's own load-time rewrite of a Softmax output (README "Probabilities vs logits")
+    return F.log_softmax(a[0], dim=int(attrs.get("axis", -1)))
+
+
 def _concat(a, attrs):
     return torch.cat(a, dim=int(attrs["axis"]))
 
@@ -161,5 +165,6 @@ OPS: dict[str, Callable[[Sequence[torch.Tensor], dict], torch.Tensor]] = {
     "Reshape": _reshape, "Gemm": _gemm, "MatMul": lambda a, _: a[0] @ a[1], "Clip": _clip,
     "BatchNormalization": _batch_norm, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Identity": lambda a, _: a[0], "Sigmoid": lambda a, _: torch.sigmoid(a[0]), "Softmax": _softmax,
+    "LogSoftmax": _log_softmax,
     "Concat": _concat, "Cast": _cast, "Dropout": lambda a, _: a[0],
 }
