@@ -179,10 +179,9 @@ class FeatureCache:
         lock, stop = threading.Lock(), threading.Event()
 
         def chunk_done(_: int) -> None:
-            with lock:
+            with lock:  # reported under the lock too: lanes reporting outside it could end a bar at 3/4
                 self.computed_chunks += 1
-                done = self.computed_chunks - first
-            progress(done)
+                progress(self.computed_chunks - first)
 
         first = self.computed_chunks
         if lanes == 1:
