@@ -15,7 +15,8 @@ import onnx_graphsurgeon as gs
 
 from eecc.errors import EeccError
 from eecc.model.ir import get_ann, set_ann
-from eecc.model.stage_cost import StageCost, processor_needs, stage_cost  # noqa: F401 (StageCost: importers' name)
+from eecc.model.stage_cost import StageCost  # noqa: F401 (StageCost: importers' name)
+from eecc.model.stage_cost import processor_needs, program_bytes, stage_cost
 from eecc.targets.platform import Platform
 
 
@@ -52,7 +53,9 @@ def _overflow(stages: list[gs.Graph], platform: Platform, numeric: str) -> str |
     what = " (int8)" if numeric == "int8" else ""
     costs = [stage_cost(stage, numeric) for stage in stages]
     procs = [_target(stage) for stage in stages]
-    needs = processor_needs(procs, [c.weight_bytes for c in costs], [c.peak_activation_bytes for c in costs])
+    program = program_bytes(platform)
+    needs = processor_needs(procs, [c.weight_bytes for c in costs], [c.peak_activation_bytes for c in costs],
+                            [c.input_bytes for c in costs], program)
     for target, (weights, ram) in needs.items():
         proc, own = platform.processor(target), [k for k, p in enumerate(procs) if p == target]
         where = f"stage {own[0]}" if len(own) == 1 else f"stages {own[0]}-{own[-1]} (one program)"
@@ -60,7 +63,8 @@ def _overflow(stages: list[gs.Graph], platform: Platform, numeric: str) -> str |
             return (f"{where} on '{target}': weights{what} need {weights} bytes but its storage holds "
                     f"{proc.storage_bytes}; cut earlier so the stage is smaller, or use a larger processor")
         if ram > proc.ram_bytes:
-            return (f"{where} on '{target}': peak activation memory{what} is {ram} bytes but its RAM holds "
+            stack = " and stack" if program[target] else ""
+            return (f"{where} on '{target}': activations{what}{stack} need {ram} bytes but its RAM holds "
                     f"{proc.ram_bytes}; cut elsewhere or use a processor with more RAM (or a smaller input resolution)")
     total, storage = sum(c.weight_bytes for c in costs), min(platform.processor(p).storage_bytes for p in procs)
     if platform.shared_memory and total > storage:

@@ -162,7 +162,8 @@ def test_stage_costs_count_macs_weights_and_peak_activation():
     assert (c2.macs, c2.head_macs) == (8 * 16 * 36 + 40, 0)
     assert c0.weight_bytes == 4 * (36 + 20 + 5) and c2.params == 288 + 40 + 5
     assert c0.handoff_bytes == c1.handoff_bytes == 4 * 256 and c2.handoff_bytes == 0
-    # stage 1: r1 (live until Add) + c2 + r2 are 3 maps of 4×8×8 floats at the worst point
+    # stage 1: its input buffer r1 and, in the arena at the Add, c2 (the Relu runs in the Conv: r2 is c2's buffer)
+    # and a2: 3 maps of 4×8×8 floats; the Conv's scratch (64 + 320 B) lies beside a2's place, freed by the Add
     assert c1.peak_activation_bytes == 3 * 1024
 
 
@@ -179,7 +180,8 @@ def test_cut_inside_a_residual_block_names_the_crossing_tensor():
 
 
 @pytest.mark.parametrize("ram, storage, message", [
-    (1000, 1000000, r"stage 0 on 'a': peak activation memory is 2048 bytes but its RAM holds 1000"),
+    # 256 B input buffer + 1,216 B arena (r1 = c1, 1,024 B; the Conv's scratch 192 B) + 8,192 B stack + 512 B statics
+    (1000, 1000000, r"stage 0 on 'a': activations and stack need 10176 bytes but its RAM holds 1000"),
     (1000000, 100, r"stage 0 on 'a': weights need 244 bytes but its storage holds 100"),
 ])
 def test_memory_checks_name_the_stage(ram, storage, message):
@@ -193,23 +195,28 @@ def test_int8_stage_costs_are_the_int8_builds_sizes():
     c0, c1, c2 = (stage_cost(s, "int8") for s in split(model_with_exits()))
     assert c0.weight_bytes == 36 + 20 + 4 * 5                        # w1, h0w int8; h0b int32
     assert c2.weight_bytes == 288 + 40 + 4 * 5 and c2.params == 288 + 40 + 5
-    # edges (input, hand-off, logits) are float32 plus their int8 copy, 5 B per value; the rest 1 B:
-    # stage 0 at r1: c1 (256) + r1 (5·256); stage 1 at the Add: r1 (5·256) + r2 (256) + a2 (5·256)
-    assert (c0.peak_activation_bytes, c1.peak_activation_bytes) == (256 + 5 * 256, 5 * 256 + 256 + 5 * 256)
+    # the float input buffer, then the arena (64-B aligned buffers): int8 activations 1 B per value, an output also
+    # its float copy. Stage 0, after c1: r1 (= c1, 256 B) and its float copy (1,024 B), the head's pooled 4 B at
+    # 1,280; stage 1 at the Add: r1's int8 copy, c2 (= r2) and a2 (256 B each), then a2's float copy (1,024 B)
+    # where the Add's inputs were: at most 1,024 + 64 B beside it (the head's 4-B pool and a2's int8 rows)
+    assert c0.peak_activation_bytes == 4 * 64 + 1024 + 256 + 64
+    assert c1.peak_activation_bytes == 1024 + 1024 + 256 + 64
     assert c0.handoff_bytes == c1.handoff_bytes == 4 * 256 and c0.input_bytes == 4 * 64  # what crosses: float
     with pytest.raises(ValueError, match="numeric"):
         stage_cost(split(model_with_exits())[0], "int4")
 
 
-@pytest.mark.parametrize("ram, numeric, message", [
-    (1600, "fp32", r"stage 0 on 'a': peak activation memory is 2048 bytes but its RAM holds 1600; .*"
-                   r"or compile with --quantize int8 \(the int8 stages fit\)$"),
-    (1600, "int8", None),                                           # 1536 B in int8: it fits
-    (1000, "int8", r"stage 0 on 'a': peak activation memory \(int8\) is 1536 bytes but its RAM holds 1000; "
-                   r"cut elsewhere or use a processor with more RAM \(or a smaller input resolution\)$"),
+@pytest.mark.parametrize("ram, numeric, message", [  # the last stage on 'b' (a Cortex-M4: + 8,192 B stack + 512 B)
+    (11000, "fp32", r"stage 1 on 'b': activations and stack need 11776 bytes but its RAM holds 11000; .*"
+                    r"or compile with --quantize int8 \(the int8 stages fit\)$"),  # 3,072 B of float
+    (11000, "int8", None),                                          # 1,792 B in int8: it fits
+    (10000, "int8", r"stage 1 on 'b': activations \(int8\) and stack need 10496 bytes but its RAM holds 10000; "
+                    r"cut elsewhere or use a processor with more RAM \(or a smaller input resolution\)$"),
 ])
 def test_memory_check_sizes_the_stages_in_the_numerics_they_are_built_in(ram, numeric, message):
-    platform = parse_platform(TINY.replace("RAM", str(ram)).replace("STORAGE", "1000000"))
+    text = TINY.replace("RAM", "1000000").replace("STORAGE", "1000000")
+    platform = parse_platform(text.replace("ram_bytes = 1000000\nstorage_bytes = 1000000\nactive_power_w = 0.04",
+                                           f"ram_bytes = {ram}\nstorage_bytes = 1000000\nactive_power_w = 0.04"))
     graph = assign_targets(model_with_exits(cuts=("r1",)), cuts=["r1"], processors=["a", "b"], platform=platform)
     if message is None:
         assert len(split_by_target(graph, platform=platform, numeric=numeric)) == 2

@@ -190,10 +190,14 @@ def test_shared_memory_images_must_fit_together(psoc6):
 
 @needs_arm
 def test_stage_that_does_not_fit_names_the_stage(tmp_path):
-    platform = two(ram=8192)  # the activations fit (3 KB peak), the linked image with its stack does not
-    models, manifest = stages_for(platform)
+    """The build's own check after linking (the split's, which sizes the stack too, refuses such a platform first:
+    tests/test_stage_ram.py): stages split for a large RAM, built for 8,192 B, a 3 KB arena beside the stack."""
+    models, manifest = stages_for(two())
     with pytest.raises(EeccError, match=r"stage 'stage0' needs \d+ B of RAM .* has 8192 B"):
-        compile_stages(models, manifest, platform, tmp_path)
+        compile_stages(models, manifest, two(ram=8192), tmp_path)
+    with pytest.raises(EeccError, match=r"stage 0 on 'a': activations and stack need \d+ bytes but its RAM "
+                                        r"holds 8192"):
+        stages_for(two(ram=8192))
 
 
 def test_kinds_without_a_backend_are_skipped_with_the_reason(tmp_path):

@@ -139,7 +139,9 @@ def test_ram_the_split_check_would_refuse_is_refused_before_training_and_the_adv
     code, err = cli(folder, capsys, "--target", str(folder / "ram.toml"), "--search", "--no-codegen",
                     "-o", str(folder / "ram"))
     assert code == 2 and err.count("\n") == 1, err
-    assert "before training" in err and "RAM on 'm4' needs 8,192 B but holds 6,000 B" in err, err
+    # 256 B input buffer + 9,408 B arena (fp32, the Relus in their Convs) + 8,192 B stack + 512 B statics; the
+    # M4 ELF of the model takes 17,944 B (tests/test_stage_ram.py compares the figure with builds)
+    assert "before training" in err and "RAM on 'm4' needs 18,368 B but holds 6,000 B" in err, err
     assert "cut elsewhere" not in err and not (folder / "ram").exists()
     advised = re.search(r"needs ([\d,]+) B", err).group(1).replace(",", "")
     (folder / "ram.toml").write_text(ONE_M4.replace("RAM", advised).replace("131072", "1048576"))

@@ -8,6 +8,7 @@ import itertools
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from eecc.driver import pipeline
@@ -126,7 +127,7 @@ def test_stages_on_one_core_need_two_arenas_in_the_search_and_in_the_check():
     (targets/mcu_program.py), so three stages that each fit a RAM may not fit it together; the search and the
     check after the split both size a core's stages so (processor_needs)."""
     from eecc.errors import EeccError
-    from eecc.model.stage_cost import processor_needs
+    from eecc.model.stage_cost import PROGRAM_BYTES, STACK_BYTES, processor_needs
     from eecc.passes.split_by_target import check_memory
     from eecc.search.memory import plan_costs
     from eecc.search.placement import place
@@ -134,12 +135,18 @@ def test_stages_on_one_core_need_two_arenas_in_the_search_and_in_the_check():
 
     assert processor_needs(["a", "a", "a"], [1, 2, 3], [100, 30, 50]) == {"a": (6, 130)}
     assert processor_needs(["b", "a", "a"], [1, 2, 3], [100, 30, 50]) == {"b": (1, 100), "a": (5, 80)}
+    # each peak counts its stage's input buffer (64 B at least); one program holds the first one, and its stack
+    assert processor_needs(["a", "a", "a"], [1, 2, 3], [100, 90, 80], [10, 20, 30], {"a": 7}) == {
+        "a": (6, (100 - 64) + (90 - 64) + 64 + 7)}
     plan = plan_exits(MODELS / "cnn.onnx")
     blueprint = plan.design.heads[:2]
     cuts = [s.tensor for s in blueprint]
     memory = StageMemory(plan, "fp32")
     _, peaks = memory.figures(cuts)
-    need = max(peaks[0::2]) + max(peaks[1::2])
+    buffers = [4 * 64, *(4 * int(np.prod(plan.graph.tensors()[t].shape[1:])) for t in cuts)]  # float inputs
+    arenas = [p - b for p, b in zip(peaks, buffers)]
+    program = STACK_BYTES + PROGRAM_BYTES
+    need = max(arenas[0::2]) + max(arenas[1::2]) + buffers[0] + program
     platform = parse_platform(f"""name = "one"
 [[processors]]
 name = "m4"
@@ -151,12 +158,12 @@ active_power_w = 0.03
 idle_power_w = 0.001
 clock_hz = 150e6
 """)
-    assert max(peaks) <= need - 1  # every stage fits alone
+    assert max(peaks) + program <= need - 1  # every stage fits alone
     costs, model = plan_costs(plan)
     by = {c.tensor: c for c in costs}
     placed = place(platform, [by[t] for t in cuts], ("m4", "m4", "m4"), model, memory=memory)
     assert not placed.fits and ("ram:m4", need, need - 1) in placed.needs
     (graph,) = pipeline.exits([ExitHead(s, HeadWeights.zeros(s)) for s in blueprint]).run([plan.graph])
     stages = split_by_target(assign_targets(graph, cuts=cuts, processors=["m4"] * 3))
-    with pytest.raises(EeccError, match=f"stages 0-2 \\(one program\\) on 'm4': peak activation memory is {need} "):
+    with pytest.raises(EeccError, match=f"stages 0-2 \\(one program\\) on 'm4': activations and stack need {need} "):
         check_memory(stages, platform)

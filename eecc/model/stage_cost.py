@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from eecc.model.ir import get_ann, sample_shape
+from eecc.model.ir import get_ann, per_sample_shape, sample_shape
 
 NUMERICS = ("fp32", "int8")
 # What onnxruntime's QDQ quantiser (eecc/targets/quantize.py, op_types_to_quantize = QUANTIZED_OPS) makes int8:
@@ -28,6 +28,15 @@ ALWAYS_INT8 = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool")
 # other op (LeakyRelu, Sigmoid, Mul, Erf, ...) runs in float, and so does what follows it until the next
 # ALWAYS_INT8 op (nu10: LeakyRelu then AveragePool held 100,352 B of float where int8 sizes said 25,088)
 FOLLOW_INT8 = ("Relu", "Clip", "MaxPool", "AveragePool", "Flatten", "Reshape")
+# How the MCU builds (targets/tvm_import.py, the int8 lowering) lay a stage's tensors out:
+ALIGN = 64  # bytes: every arena buffer starts at a multiple (targets/tvm_import.py ALIGN)
+VIEWS = ("Flatten", "Reshape")  # given their input's buffer
+FUSED, FUSING = ("Relu", "Clip"), ("Conv", "Gemm", "MatMul", "Add")  # an activation run in its producer's kernel
+FLOAT_IN_INT8 = ("AveragePool",)
+POOLS = ("MaxPool", "AveragePool")  # quantised in the QDQ graph, run in float by the int8 lowering
+STACK_BYTES = 8192  # the stack targets/cortex_m.py's linker script reserves (its STACK_BYTES; a test checks)
+PROGRAM_BYTES = 512  # the rest of an MCU program's .data + .bss: eecc_workspace (64 B), newlib's 96 B, the driver's
+# tick table and state (264 B in all in a two-stage M4 program, 88 B in a one-stage build), rounded up
 
 
 @dataclass(frozen=True)
@@ -62,17 +71,29 @@ def stage_cost(stage: gs.Graph, numeric: str = "fp32") -> StageCost:
                      result_bytes=tensor_bytes(stage.outputs[1 if out is not None else 0]))
 
 
-def processor_needs(procs: Sequence[str], weights: Sequence[int], peaks: Sequence[int]) -> dict[str, tuple[int, int]]:
+def processor_needs(procs: Sequence[str], weights: Sequence[int], peaks: Sequence[int],
+                    inputs: Sequence[int] | None = None,
+                    program: dict[str, int] | None = None) -> dict[str, tuple[int, int]]:
     """(storage bytes, RAM bytes) per processor for the stages on it (`procs[k]` runs stage k): stages on one
     processor run back to back from one program (targets/mcu_program.py), so their weights add up and their
-    activations take two arenas, stage k's in arena k mod 2 (the hand-off stays where stage k left it): the RAM is
-    the largest even stage's + the largest odd stage's peak (one stage: its own)."""
+    arenas are two, stage k's in arena k mod 2 (the hand-off stays where stage k left it): the RAM is the largest
+    even stage's + the largest odd stage's arena, the first stage's input buffer (a later stage reads its input
+    in the other arena) and `program[name]` (`program_bytes`: stack and statics). `inputs[k]`: stage k's input
+    buffer bytes, counted in `peaks[k]` (None: none)."""
+    inputs = [0] * len(procs) if inputs is None else [input_buffer_bytes(n) for n in inputs]
     out = {}
     for name in dict.fromkeys(procs):
         own = [k for k, p in enumerate(procs) if p == name]
-        runs = [peaks[k] for k in own]
-        out[name] = (sum(weights[k] for k in own), max(runs[0::2], default=0) + max(runs[1::2], default=0))
+        runs = [peaks[k] - inputs[k] for k in own]
+        ram = max(runs[0::2], default=0) + max(runs[1::2], default=0) + inputs[own[0]]
+        out[name] = (sum(weights[k] for k in own), ram + (program or {}).get(name, 0))
     return out
+
+
+def program_bytes(platform) -> dict[str, int]:
+    """RAM a processor's program holds besides its stages' activations: a Cortex-M program's stack (STACK_BYTES)
+    and other statics (PROGRAM_BYTES); 0 elsewhere (memory in GiB, no program of eecc's)."""
+    return {p.name: STACK_BYTES + PROGRAM_BYTES if p.kind.startswith("cortex-m") else 0 for p in platform.processors}
 
 
 def weight_bytes(nodes: Iterable[gs.Node], numeric: str = "fp32") -> int:
@@ -118,44 +139,156 @@ def int8_tensors(nodes: Sequence[gs.Node], quantized: Iterable[gs.Tensor]) -> se
 
 def live_peak(nodes: Sequence[gs.Node], inputs: Sequence[gs.Tensor], outputs: Sequence[gs.Tensor],
               int8: bool = False, quantized: Sequence[gs.Tensor] | None = None) -> int:
-    """Peak per-sample bytes of live activations when `nodes` run one after another in this order: a tensor
-    lives from its producer (an input: from the start) to its last consumer among `nodes`, an output to the end
-    (int8: `inputs` and `outputs` 4 + 1 B per element, other tensors 1 B where `int8_tensors` (from the
-    `quantized` inputs, default all) says int8, else their float size; fp32: their dtype's size)."""
+    """Per-sample activation bytes of a stage built from `nodes` (in this order): its input buffers (each stage
+    input held in float for the whole run, `input_buffer_bytes`) plus its arena, `arena_bytes`. On the fixtures'
+    232 stages of every single cut (fp32 and int8, M4 and M0+) this is the built input buffers + arena −192 …
+    +4,672 B (the M0+'s fp32 convs hold no scratch; below by at most part of `program_bytes`' statics margin); a
+    two-stage int8 program of a 28×28 CNN, stack and statics included, +0.2 % (M4) / +1.6 % (M0+) over its ELF
+    (tests/test_stage_ram.py). Summing the live tensors, a Relu's output beside its Conv's, put int8 stages up to
+    45 % over what they built in (nu11 F7)."""
+    return sum(input_buffer_bytes(tensor_bytes(t, 4)) for t in inputs) + arena_bytes(nodes, inputs, outputs, int8,
+                                                                                      quantized)
+
+
+def input_buffer_bytes(float_bytes: int) -> int:
+    """A stage input's buffer: its float32 bytes, at least ALIGN (targets/mcu_driver.py stage_tables)."""
+    return max(ALIGN, int(float_bytes))
+
+
+def arena_bytes(nodes: Sequence[gs.Node], inputs: Sequence[gs.Tensor], outputs: Sequence[gs.Tensor],
+                int8: bool = False, quantized: Sequence[gs.Tensor] | None = None) -> int:
+    """The arena an MCU build of `nodes` plans (targets/tvm_import.py plan_memory's rule on the buffers `_buffers`
+    gives), bytes per sample. int8: a tensor is 1 B per element where `int8_tensors` (from the `quantized` inputs,
+    default all) says int8, else its float size; outputs 4 + 1 B (the float copy of an int8 result)."""
+    return plan_arena(_buffers(list(nodes), inputs, outputs, int8, quantized))
+
+
+def plan_arena(buffers: Sequence[tuple[int, int, int]]) -> int:
+    """Arena bytes for `buffers` (size B, first step, last step) placed greedily by size (the TFLite Micro
+    planner's rule, targets/tvm_import.py plan_memory): two overlap in memory only if no step sees both."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    for size, lo, hi in sorted(buffers, key=lambda b: (-b[0], b[1])):
+        size, offset = _align(size), 0
+        for start, end in sorted((o, e) for o, e, f, last in placed if not (last < lo or hi < f)):
+            if offset + size <= start:
+                break
+            offset = max(offset, end)
+        placed.append((offset, offset + size, lo, hi))
+    return max((e for _, e, _, _ in placed), default=0)
+
+
+def _buffers(nodes: list[gs.Node], inputs, outputs, int8: bool, quantized) -> list[tuple[int, int, int]]:
+    """(bytes, first step, last step) of every arena buffer: one per tensor a node writes, except a view
+    (VIEWS) or an activation its producer's kernel runs (FUSED after FUSING, the tensor read by it alone), which
+    share their input's; a Conv's scratch (`_scratch`) and the converted copies (`_converted`) during the node;
+    int8: each quantised input's int8 copy. Stage outputs live to the end; stage inputs lie outside the arena."""
     out_names = {t.name for t in outputs}
     edges = out_names | {t.name for t in inputs}
     small = int8_tensors(nodes, inputs if quantized is None else quantized) if int8 else set()
+    steps = [n for n in nodes if n.op != "Constant"]
+    if not int8:
+        steps = _post_order(steps, outputs)
+    readers: dict[str, int] = {}
+    for node in steps:
+        for t in _data(node, ()):
+            readers[t.name] = readers.get(t.name, 0) + 1
+    makers = {t.name: node for node in steps for t in node.outputs}
+    sizes, spans, owner = [], [], {}
 
-    def size(t: gs.Tensor) -> int:
-        if not int8:
-            return tensor_bytes(t)
-        return tensor_bytes(t, 5 if t.name in edges else 1 if t.name in small else None)
+    def new(size: int, first: int, last: int) -> int:
+        sizes.append(size)
+        spans.append([first, last])
+        return len(sizes) - 1
 
-    last_use: dict[str, int] = {}
-    for i, node in enumerate(nodes):
-        for t in node.inputs:
-            if isinstance(t, gs.Variable):
-                last_use[t.name] = i
-    live = {t.name: size(t) for t in inputs}
-    peak = sum(live.values())
-    for i, node in enumerate(nodes):
-        if node.op == "Constant":
-            continue
+    end = 2 * len(steps)  # node i runs at step 2i, the float copy of an int8 stage output is made at 2i + 1
+    for t in (quantized if quantized is not None else inputs) if int8 else ():
+        pooled = [tensor_bytes(o, 5) for n in steps if n.op in POOLS and _data(n, ())[:1] == [t] for o in n.outputs]
+        owner[t.name] = new(max([tensor_bytes(t, 1), *pooled]), 0, 0)  # QuantizeLinear's int8 copy of a float
+        # input; a pool reading it runs on the float input and quantises its float result (4 + 1 B)
+    for i, node in enumerate(steps):
+        data = _data(node, ())
+        for t in data:
+            if owner.get(t.name) is not None:
+                spans[owner[t.name]][1] = max(spans[owner[t.name]][1], 2 * i)
+        extra = _scratch(node, int8) + (_converted(node, small, edges) if int8 else 0)
+        if extra:
+            new(extra, 2 * i, 2 * i)
         for t in node.outputs:
-            live[t.name] = size(t)
-        peak = max(peak, sum(live.values()) + (_converted(node, small, edges) if int8 else 0))
-        for name in [n for n in live if last_use.get(n, -1) <= i and n not in out_names]:
-            del live[name]
-    return int(peak)
+            out, size = t.name in out_names, tensor_bytes(t, 1 if t.name in small else None)
+            last = 2 * i + 1 if out and t.name in small else end if out else 2 * i
+            src = data[0] if data else None
+            if src is not None and owner.get(src.name) is not None and (
+                    node.op in VIEWS or (node.op in FUSED and readers.get(src.name) == 1 and src.name not in edges
+                                         and getattr(makers.get(src.name), "op", None) in FUSING)):
+                owner[t.name] = b = owner[src.name]  # the same buffer, as large and as long as either needs
+                sizes[b], spans[b][1] = max(sizes[b], size), max(spans[b][1], last)
+            else:
+                owner[t.name] = new(size, 2 * i, last)
+            if out and t.name in small:
+                new(tensor_bytes(t, 4), 2 * i + 1, end)  # DequantizeLinear's float copy, the stage's output
+    return [(size, first, last) for size, (first, last) in zip(sizes, spans)]
+
+
+def _post_order(steps: list[gs.Node], outputs: Sequence[gs.Tensor]) -> list[gs.Node]:
+    """`steps` in the order TVM's fp32 lowering calls their kernels: depth-first from the outputs, each node's
+    inputs in order (a residual block's shortcut conv after its main branch, so the block input lives through
+    it); nodes that reach no output keep their place after those that do."""
+    makers = {t.name: n for n in steps for t in n.outputs}
+    order, seen = [], set()
+    todo = [(makers[t.name], False) for t in reversed(list(outputs)) if t.name in makers]
+    while todo:
+        node, done = todo.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.append((node, True))
+        todo += [(makers[t.name], False) for t in reversed(_data(node, ())) if t.name in makers
+                 and id(makers[t.name]) not in seen]
+    return order + [n for n in steps if id(n) not in seen]
+
+
+def _data(node: gs.Node, edges) -> list[gs.Variable]:
+    """`node`'s activation inputs: variables not made by a Constant node, less `edges`."""
+    return [t for t in node.inputs if isinstance(t, gs.Variable) and t.name not in edges
+            and not (t.inputs and t.inputs[0].op == "Constant")]
+
+
+def _scratch(node: gs.Node, int8: bool) -> int:
+    """Bytes the MCU kernel of a Conv holds while it runs (the Cortex-M4 kernels', the largest: an upper bound
+    for the M0+'s, which hold one column): 16 B plus two patches of K = Cin/group · kernel values (int16 in
+    int8, K to a multiple of 4; float32 in fp32); a depthwise Conv also a 2-byte padded input plane (at least 8
+    per channel); each of them ALIGN-aligned. Read off the lowered stages' call arguments (tests/test_stage_ram.py
+    builds such stages)."""
+    if node.op != "Conv" or len(node.inputs) < 2 or node.inputs[1].shape is None:
+        return 0
+    w, x = node.inputs[1].shape, per_sample_shape(node.inputs[0]) if isinstance(node.inputs[0], gs.Variable) else None
+    k = int(np.prod(w[1:], dtype=np.int64))
+    out = _align(16) + _align(4 * -(-k // 4) * 4 if int8 else 8 * k)
+    group = int(node.attrs.get("group", 1))
+    if group > 1 and x is not None and group == x[0]:
+        pads = list(node.attrs.get("pads", [0] * 2 * (len(x) - 1)))
+        plane = int(np.prod([d + pads[j] + pads[j + len(x) - 1] for j, d in enumerate(x[1:])], dtype=np.int64))
+        out += _align(max(2 * plane, 8 * group)) + _align(24)
+    return out
+
+
+def _align(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
 
 
 def _converted(node: gs.Node, small: set[str], edges: set[str]) -> int:
     """Bytes of the copies an int8 build makes of `node`'s activation inputs while it runs: a float op reads an
     int8 tensor through a float copy (DequantizeLinear, 4 B per element), an int8 op a float one through an int8
-    copy (QuantizeLinear, 1 B); stage edges are held in both formats already."""
+    copy (QuantizeLinear, 1 B); stage edges are held in both formats already. An op the int8 lowering runs in
+    float (FLOAT_IN_INT8) reads a float copy of its int8 input and writes a float result before quantising it."""
     runs_int8 = any(t.name in small for t in node.outputs)
-    data = [t for t in node.inputs if isinstance(t, gs.Variable) and t.name not in edges
-            and not (t.inputs and t.inputs[0].op == "Constant")]
+    data = _data(node, edges)
+    if runs_int8 and node.op in FLOAT_IN_INT8:
+        return (sum(tensor_bytes(t, 4) for t in data if t.name in small)
+                + sum(tensor_bytes(t, 4) for t in node.outputs))
     return sum(tensor_bytes(t, 1 if runs_int8 else 4) for t in data if (t.name in small) != runs_int8)
 
 

@@ -9,8 +9,7 @@ from cut `start` (None: the model input) to cut `end` (None: the original output
             graph's order: fuse_blocks sorts it by depth (gs toposort), and a stage graph, sorted again, ranks
             the same nodes by depth from its hand-off, which shifts every one of them by the same amount
   head      the nodes insert_exits builds for that design (zero weights: sizes only), run after the backbone
-            with the hand-off live (it is a stage output), so the stage's live peak is
-            max(backbone's, head's with the hand-off), what one walk over the whole stage gives
+            with the hand-off live (it is a stage output); one walk over both sizes the stage's arena
 `plan_costs` gives the MACs and hand-off sizes (CandidateCost, ModelCost); memory has this one source.
 """
 
@@ -23,7 +22,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.model import ir
-from eecc.model.stage_cost import NUMERICS, int8_tensors, live_peak, weight_bytes
+from eecc.model.stage_cost import NUMERICS, live_peak, weight_bytes
 from eecc.search.placement import ModelCost
 from eecc.search.types import CandidateCost
 
@@ -50,16 +49,19 @@ class StageMemory:
                for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
         return [w for w, _ in out], [p for _, p in out]
 
+    @functools.lru_cache(maxsize=None)
     def stage(self, start: str | None, end: str | None, head: str | None = None) -> tuple[int, int]:
-        weights, peak, quantized = self._backbone(start, end)
-        if end is None:
-            return weights, peak
-        head_weights, head_peak = self._head(end, head, quantized)
-        return weights + head_weights, max(peak, head_peak)
+        nodes, inputs, outputs = self._backbone(start, end)
+        weights = weight_bytes(nodes, self.numeric)
+        if end is not None:
+            head_nodes, logits = self._head(end, head)
+            nodes, outputs = [*nodes, *head_nodes], [*outputs, logits]
+            weights += weight_bytes(head_nodes, self.numeric)
+        return weights, live_peak(nodes, inputs, outputs, self.numeric == "int8")
 
     @functools.lru_cache(maxsize=None)
-    def _backbone(self, start: str | None, end: str | None) -> tuple[int, int, bool]:
-        """(weight bytes, peak bytes, whether an int8 build holds the end cut as int8)."""
+    def _backbone(self, start: str | None, end: str | None) -> tuple[list, list, list]:
+        """(nodes, inputs, outputs) of the backbone between the cuts."""
         inputs = [self.tensors[start]] if start is not None else list(self.graph.inputs)
         outputs = [self.tensors[end]] if end is not None else list(self.graph.outputs)
         seen, todo = {}, [t for t in outputs]
@@ -71,12 +73,12 @@ class StageMemory:
                 if id(node) not in seen:
                     seen[id(node)] = node
                     todo.extend(node.inputs)
-        nodes = sorted(seen.values(), key=lambda n: self.order[id(n)])
-        return (weight_bytes(nodes, self.numeric), live_peak(nodes, inputs, outputs, self.numeric == "int8"),
-                end is not None and end in int8_tensors(nodes, inputs))
+        return sorted(seen.values(), key=lambda n: self.order[id(n)]), inputs, outputs
 
     @functools.lru_cache(maxsize=None)
-    def _head(self, tensor: str, design: str | None, quantized: bool = True) -> tuple[int, int]:
+    def _head(self, tensor: str, design: str | None) -> tuple[list, gs.Tensor]:
+        """(nodes, logits) of the exit head of `design` at `tensor`, as insert_exits builds it (zero weights: sizes
+        only); they run after the backbone, which reads `tensor` by name."""
         from eecc.exits.heads import ExitHead, HeadWeights
         from eecc.passes.insert_exits import insert_exits
 
@@ -85,8 +87,7 @@ class StageMemory:
         x = gs.Variable(cut.name, dtype=cut.dtype or np.float32, shape=list(cut.shape))
         g = insert_exits(gs.Graph(inputs=[x], outputs=[x], opset=self.graph.opset),
                          heads=[ExitHead(spec, HeadWeights.zeros(spec))])
-        return (weight_bytes(g.nodes, self.numeric),
-                live_peak(g.nodes, g.inputs, g.outputs, self.numeric == "int8", g.inputs if quantized else []))
+        return list(g.nodes), next(t for t in g.outputs if t.name != cut.name)
 
 
 def plan_costs(plan) -> tuple[list[CandidateCost], ModelCost]:

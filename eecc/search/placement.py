@@ -118,20 +118,22 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
     if limit is not None and lat[-1] > limit:
         reasons.append(f"worst-case latency {shown_above(lat[-1] * 1e3, limit * 1e3)} ms > max {limit * 1e3:g} ms")
         needs.append(("latency", lat[-1], limit))
-    for reason, need in _memory(platform, procs, weights, peaks):
+    for reason, need in _memory(platform, procs, weights, peaks, [model.input_bytes, *handoff]):
         reasons.append(reason)
         needs.append(need)
     return Placement(tuple(c.tensor for c in cands), procs, tuple(int(m) for m in macs), lat, energy,
                      tuple(reasons), needs=tuple(needs))
 
 
-def _memory(platform, procs, weights, peaks) -> list[tuple[str, tuple[str, int, int]]]:
+def _memory(platform, procs, weights, peaks, inputs) -> list[tuple[str, tuple[str, int, int]]]:
     """(reason, (limit, need, have)) per memory the placement overflows; each processor's need as the check after
-    the split sizes it (eecc/model/stage_cost.py processor_needs: its stages' weights together, two arenas)."""
-    from eecc.model.stage_cost import processor_needs
+    the split sizes it (eecc/model/stage_cost.py processor_needs: its stages' weights together, two arenas, one
+    input buffer, the program's stack); `inputs`: each stage's float input bytes."""
+    from eecc.model.stage_cost import processor_needs, program_bytes
 
     by_name, out = {p.name: p for p in platform.processors}, []
-    needs = processor_needs(procs, weights, peaks)
+    program = program_bytes(platform)
+    needs = processor_needs(procs, weights, peaks, inputs, program)
     if platform.shared_memory:
         used = [by_name[p] for p in procs]
         storage, ram = min(p.storage_bytes for p in used), min(p.ram_bytes for p in used)
@@ -140,7 +142,8 @@ def _memory(platform, procs, weights, peaks) -> list[tuple[str, tuple[str, int, 
             out.append((f"weights {sum(weights)} B > shared storage {storage} B",
                         ("shared storage", sum(weights), storage)))
         if a > ram:
-            out.append((f"activations {a} B > shared RAM {ram} B", ("shared ram", a, ram)))
+            stack = " and stack" if any(program[p] for p in procs) else ""
+            out.append((f"activations{stack} {a} B > shared RAM {ram} B", ("shared ram", a, ram)))
         return out
     for name, (w, a) in needs.items():  # stages on one processor share its memories
         proc = by_name[name]
@@ -148,7 +151,8 @@ def _memory(platform, procs, weights, peaks) -> list[tuple[str, tuple[str, int, 
             out.append((f"stage on '{name}': weights {w} B > storage {proc.storage_bytes} B",
                         (f"storage:{name}", w, proc.storage_bytes)))
         if a > proc.ram_bytes:
-            out.append((f"stage on '{name}': activations {a} B > RAM {proc.ram_bytes} B",
+            stack = " and stack" if program[name] else ""
+            out.append((f"stage on '{name}': activations{stack} {a} B > RAM {proc.ram_bytes} B",
                         (f"ram:{name}", a, proc.ram_bytes)))
     return out
 
