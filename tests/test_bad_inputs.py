@@ -193,6 +193,9 @@ CASES = {
         d / "o" / "thesis.tex").write_text("x") and "o"), ["'o' is not an eecc bundle", "holds 1 entry (thesis.tex)", "another"]),
     "out-not-a-bundle-without-force": (lambda d: compile_args(d, cnn(d), npz(d), out=(d / "o").mkdir() or (
         d / "o" / "notes.txt").write_text("x") and "o"), ["not an eecc bundle", "notes.txt"]),
+    "out-force-user-file-in-bundle": (lambda d: compile_args(d, cnn(d), npz(d), "--force", out=(d / "o").mkdir() or (
+        d / "o" / "manifest.json").write_text('{"files": ["manifest.json"]}') and (d / "o" / "notes.txt").write_text(
+        "x") and "o"), ["'o' is a bundle that also holds 1 file eecc did not write (notes.txt)", "move them out"]),
     "out-would-swallow-input": (lambda d: compile_args(d, (d / "o").mkdir() or cnn(d, "o/cnn.onnx"), npz(d),
                                                        "--force", out="o"), ["inside output folder"]),
     "max-macs-not-a-number": (lambda d: compile_args(d, cnn(d), npz(d), "--max-macs", "lots"), ["--max-macs 'lots'"]),

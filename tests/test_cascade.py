@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -176,3 +177,56 @@ def test_runtime_needs_only_numpy_onnxruntime_and_the_stdlib():
             "{'onnx', 'onnx_graphsurgeon', 'torch', 'tvm', 'pymoo', 'networkx', 'rich', 'sklearn'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_force_replaces_only_the_files_eecc_wrote(tmp_path):
+    """nu12 F16: --force deleted a user's notes kept inside a bundle. The manifest lists eecc's files; anything
+    else (beside what `eecc report` and the bundle's Makefile make) is refused by name, and stays."""
+    out = tmp_path / "out"
+    bundle(out, [0.5, 0.5], single_file=True)
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert listed == sorted(["manifest.json", "cascade.single.onnx", "stage0.cpu.onnx", "stage1.gpu.onnx",
+                             "stage2.cuda.onnx"])
+    (out / "report.html").write_text("eecc report")            # eecc report's files and make's outputs are eecc's
+    (out / "report.blocks.png").write_bytes(b"png")
+    (out / "m4").mkdir()
+    (out / "m4" / "mynotes.txt").write_text("mine")
+    (out / "measured.csv").write_text("mine")
+    with pytest.raises(EeccError, match=r"holds 2 files eecc did not write \(m4/mynotes.txt, measured.csv\); "
+                                        r"--force would delete them: move them out"):
+        bundle(out, [0.9, 0.9], force=True)
+    assert (out / "m4" / "mynotes.txt").read_text() == "mine" and (out / "measured.csv").read_text() == "mine"
+    for f in ("m4/mynotes.txt", "measured.csv"):  # the advice, followed
+        (out / f).replace(tmp_path / Path(f).name)
+    bundle(out, [0.9, 0.9], force=True)
+    assert json.loads((out / "manifest.json").read_text())["placement"]["thresholds"] == [0.9, 0.9]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measured.csv", "mynotes.txt", "out"]
+
+
+def test_force_keeps_make_outputs_only_beside_an_eecc_makefile(tmp_path):
+    out = tmp_path / "out"
+    bundle(out, [0.5, 0.5])
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "m4" / "lib").mkdir(parents=True)
+    for f in ("Makefile", "libeecc.a", "lib/stage.o"):
+        (out / "m4" / f).write_text("x")
+    (out / "lib").mkdir()
+    (out / "lib" / "my.o").write_text("x")               # no eecc Makefile beside it: the user's
+    manifest["files"].append("m4/Makefile")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EeccError, match=r"holds 1 file eecc did not write \(lib/my.o\)"):
+        bundle(out, [0.9, 0.9], force=True)
+    (out / "lib" / "my.o").unlink()
+    bundle(out, [0.9, 0.9], force=True)
+    assert not (out / "m4").exists()
+
+
+def test_force_refuses_a_manifest_without_its_file_list(tmp_path):
+    out = tmp_path / "out"
+    bundle(out, [0.5, 0.5])
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["files"]                               # as written before the list existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EeccError, match="does not list the files eecc wrote .* move what you keep, delete the folder"):
+        bundle(out, [0.9, 0.9], force=True)
+    assert (out / "stage0.cpu.onnx").is_file()

@@ -81,7 +81,8 @@ def test_sigterm_while_the_bundle_folder_is_made_or_moved_leaves_nothing_half_do
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.json").write_text("old")
+    old = '{"files": ["manifest.json"]}'  # a bundle listing its files: --force may replace it
+    (out / "manifest.json").write_text(old)
     real_mkdtemp, real_replace = tempfile.mkdtemp, os.replace
 
     def mkdtemp(*args, **kwargs):
@@ -106,4 +107,4 @@ def test_sigterm_while_the_bundle_folder_is_made_or_moved_leaves_nothing_half_do
         signals.restore(previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "a staging or .old folder was left behind"
     # the signal came before anything was written (the old bundle stays) or after the swap began (the new one is whole)
-    assert (out / "manifest.json").read_text() == ("old" if window == "staging folder made" else "new")
+    assert (out / "manifest.json").read_text() == (old if window == "staging folder made" else "new")

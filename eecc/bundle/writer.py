@@ -8,7 +8,8 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -46,8 +47,40 @@ def write_stages(folder: Path, stages: Sequence[gs.Graph], manifest: Manifest) -
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    """manifest.json, once, when everything it describes is in the folder."""
-    (folder / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=ir.json_default) + "\n")
+    """manifest.json, once, when everything it describes is in the folder; its `files` lists every file eecc
+    wrote there (paths relative to the bundle), which is all that a later --force may replace."""
+    data = {**manifest.to_json(), "files": sorted({*folder_files(folder), MANIFEST})}
+    (folder / MANIFEST).write_text(json.dumps(data, indent=2, default=ir.json_default) + "\n")
+
+
+def folder_files(folder: Path) -> list[str]:
+    """Every file (or link) under `folder`, as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
+
+
+def foreign_files(out: Path) -> list[str] | None:
+    """Files in bundle `out` that eecc did not write (a user's notes, measurements); None when its manifest
+    lists no files (a bundle from before 2026-12, or a manifest.json not written by eecc).
+
+    eecc's files: the manifest's `files`; `eecc report`'s report.html and report.*.png; in a folder holding an
+    eecc Makefile, what `make` builds there (libeecc.a, lib/*.o; targets/mcu_bundle.py's `clean` rule)."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    ours = set(listed)
+    made = {str(PurePosixPath(f).parent) for f in listed if PurePosixPath(f).name == "Makefile"}
+
+    def mine(rel: str) -> bool:
+        path = PurePosixPath(rel)
+        if rel in ours or (len(path.parts) == 1 and (rel == "report.html" or fnmatch(rel, "report.*.png"))):
+            return True
+        parent = str(path.parent)
+        return (parent in made and path.name == "libeecc.a") or (
+            path.parent.name == "lib" and str(path.parent.parent) in made and path.suffix == ".o")
+    return [rel for rel in folder_files(out) if not mine(rel)]
 
 
 def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Path:
@@ -67,13 +100,23 @@ def check_output(out: str | os.PathLike, *, force: bool = False, protect: Sequen
         if path == out.resolve() or out.resolve() in path.parents:
             raise EeccError(f"input '{path}' lies inside output folder '{out}', which would be replaced; "
                             "choose another output folder")
-    # --force replaces a bundle (or an empty folder), never a folder of someone's other files: said
-    # before the --force advice, which could not help here.
+    # --force replaces a bundle (or an empty folder), never a folder of someone's other files nor a file of theirs
+    # inside a bundle: said before the --force advice, which could not help here.
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() and not (out / MANIFEST).is_file() else []
     if held:
-        raise EeccError(f"output folder '{out}' is not an eecc bundle (no {MANIFEST}) and holds {len(held)} "
-                        f"{'entry' if len(held) == 1 else 'entries'} ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); --force replaces "
-                        "only bundles: choose another output folder")
+        raise EeccError(f"output folder '{out}' is not an eecc bundle (no {MANIFEST}) and holds "
+                        f"{_entries(held)}; --force replaces only bundles: choose another output folder")
+    if out.is_dir() and not held and (out / MANIFEST).is_file():
+        foreign = foreign_files(out)
+        if foreign is None:
+            raise EeccError(f"output folder '{out}' is a bundle whose {MANIFEST} does not list the files eecc wrote "
+                            "(an older eecc), so --force cannot tell them from yours: move what you keep, delete the "
+                            "folder, or choose another output folder")
+        if foreign:
+            raise EeccError(f"output folder '{out}' is a bundle that also holds {len(foreign)} "
+                            f"{'file' if len(foreign) == 1 else 'files'} eecc did not write "
+                            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); --force would delete "
+                            "them: move them out of the folder, or choose another output folder")
     if out.exists() and not force:
         raise EeccError(f"output folder '{out}' already exists; pass --force to replace it")
     return out
@@ -113,6 +156,11 @@ def _staging_folder(out: Path) -> Path:
         return as_umask_allows(Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)))
     except OSError as exc:  # e.g. a pseudo file system that accepts no folders (/proc)
         raise EeccError(f"output '{out}' cannot be created ({exc.strerror}); choose another output path") from None
+
+
+def _entries(names: list[str]) -> str:
+    return (f"{len(names)} {'entry' if len(names) == 1 else 'entries'} "
+            f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
 
 
 def single_file_model(stages: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
