@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 import numpy as np
@@ -194,3 +195,53 @@ def test_branch_and_bound_scores_no_grid_when_nothing_can_pass():
     placements, costs = _priced_placements(lg, 4)
     with pytest.raises(EeccError, match="not even the safest"):
         certify(lg, make_split(lg, "val"), placements, max_drop=0.0005, confidence=0.9, costs=costs)
+
+
+def test_guarantee_keeps_the_mac_limit_as_the_default_search_does():
+    """--max-macs binds the certified choice (nu11 F9's rule for the default search), not only its check after:
+    the cheapest certified cascade in energy (an exit after block 3 on b) averages > 8.1 M MACs, a dearer one (an
+    exit after block 0 on a) stays within 8 M; certify's sequence now holds the placements' points within the limit
+    (on the ordering half), so that one is certified and built. Before, the cheap one was certified and then
+    refused for its MACs: no placement at all. Where none is within the limit, the one-line advice's --max-macs
+    (found by certifying under it) builds."""
+    lg = synthetic_logits(k=K, n_val=3000, n_test=3000, seed=1, strength=14.0)
+    placements = [_placement([], ["a"], [4.0]), _placement([], ["b"], [2.0]),
+                  _placement(["block0.out"], ["a", "b"], [1.0, 3.0]), _placement(["block3.out"], ["b", "b"], [0.3, 2.2])]
+
+    def run(limit):
+        return search(lg, placements=placements, strict=False, options=SearchOptions(
+            max_accuracy_drop=0.01, guarantee=0.95, objective="energy", max_mean_macs=limit))
+
+    assert run(None).best.exits == ("block3.out",)  # the cheapest in energy
+    best = run(8e6).best
+    assert best.exits == ("block0.out",) and best.method == "ltt" and best.feasible
+    calib = make_split(lg, "val")
+    assert evaluate_policy(calib, best.indices, best.thresholds, position_costs(lg, best.indices)).mean_macs <= 8e6
+    with pytest.raises(EeccError, match=r"no certified choice of thresholds keeps the mean MACs within --max-macs "
+                                        r"6e\+06 on the validation split; raise --max-macs to ([\d.e+]+) or more") as e:
+        run(6e6)
+    advised = float(re.search(r"raise --max-macs to ([\d.e+]+)", str(e.value)).group(1))
+    assert 6e6 < advised <= 8e6 and run(advised).best.exits == ("block0.out",)
+
+
+def test_guarantee_never_chooses_a_cascade_costlier_than_the_original_alone():
+    """nu11 F8's rule on the certified choice, on the calibration split as the default search's: with the original
+    alone on its best processor feasible, a certified cascade whose mean energy there is above it may not be chosen
+    (noted once when it is the cheapest certified); without a feasible original alone (a MAC limit below it) the
+    rule does not apply, as in the default search."""
+    from types import SimpleNamespace
+
+    from eecc.search.certified import _rules
+
+    lg = synthetic_logits(k=K, n_val=500, n_test=10, seed=2)
+    calib = make_split(lg, "val")
+    results = [SimpleNamespace(indices=(), processors=("b",), feasible=True, extra={"objective": "energy"}),
+               SimpleNamespace(indices=(0,), processors=("a", "b"), feasible=True, extra={"objective": "energy"})]
+    units = [np.asarray([2.0]), np.asarray([1.9, 3.0])]
+    notes = []
+    rules = _rules(results, lg, calib, units, 2.0, None, notes)
+    never, always = (1.1,), (0.0,)  # no sample leaves at the exit: 3.0 J each; every sample leaves: 1.9 J
+    assert rules(1, never) == "1.50x the energy of the original alone" and "costlier than the original" in notes[0]
+    assert rules(1, always) is None and rules(0, ()) is None and len(notes) == 1
+    results[0].feasible = False
+    assert _rules(results, lg, calib, units, 2.0, None, []).unit is None

@@ -76,6 +76,14 @@ class NotCertified(EeccError):
     """No threshold combination, not even "never exit", passes the test (too little validation data)."""
 
 
+class NotAdmissible(EeccError):
+    """Every certified combination breaks a limit besides the drop; `certified`: their (placement, thresholds)."""
+
+    def __init__(self, reason: str, certified: list):
+        super().__init__(reason)
+        self.certified = certified
+
+
 @dataclass
 class Certified:
     placement: int                 # index into the placements given
@@ -121,7 +129,8 @@ def union_bound_rejects(n10: int, n01: int, n: int, alpha: float, delta: float) 
 
 def certify(logits, split: SplitScores, placements, *, max_drop: float, confidence: float, seed: int = 0,
             grid_size: int = GRID_SIZE, test_drop=rejects, costs=None, prune: bool = True,
-            joint_limit: int | None = JOINT_LIMIT) -> Certified:
+            joint_limit: int | None = JOINT_LIMIT, admissible=None, max_macs: float | None = None,
+            max_cost: float | None = None) -> Certified:
     """The cheapest (placement, thresholds) whose drop ≤ max_drop holds with probability ≥ confidence.
 
     placements: list of candidate-index tuples (network order). costs: per placement, the [E+1] cost of
@@ -131,6 +140,11 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
     (None: never) every placement's points share one Pareto front; above it one placement is chosen by branch
     and bound (module docstring); prune=False scores every grid there (the same choice; for tests). Raises NotCertified (an
     EeccError) when not even the safest combination is certified (too little validation data for the limit).
+    `max_macs`, `max_cost`: combinations whose mean MACs, or (placements with exits) mean cost, on the ordering
+    half exceed them stay out of the sequence (the order still comes from the ordering half alone), and
+    `admissible(placement, thresholds)`, None or why, says which certified ones may be chosen (any accepted
+    combination keeps the guarantee, so choosing among them by another rule is free); raises NotAdmissible with
+    the cheapest certified one's reason when every accepted combination has one.
     """
     if not 0 < confidence < 1:
         raise EeccError(f"--guarantee {confidence} must be a probability in (0, 1), e.g. 0.95")
@@ -140,7 +154,7 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
     cut = int(round(ORDER_SHARE * split.n))
     order, test = _rows(split, perm[:cut]), _rows(split, perm[cut:])
     costs = costs or [position_costs(logits, list(idx)) for idx in placements]
-    table = _Table(order, test.n, delta, max_drop)
+    table = _Table(order, test.n, delta, max_drop, limits=(logits, max_macs, max_cost))
     if joint_limit is not None and sum(_size(grid_size, len(i)) ** len(i) for i in placements) <= joint_limit:
         parts = [(p, *table.points(idx, c, grid_size)) for p, (idx, c) in enumerate(zip(placements, costs))]
         scored = len(parts)
@@ -162,7 +176,11 @@ def certify(logits, split: SplitScores, placements, *, max_drop: float, confiden
         raise NotCertified(f"--guarantee {confidence}: not even the safest thresholds keep the drop within "
                         f"{100 * max_drop:.2f} pt with that confidence on {test.n} validation samples; "
                         "give more validation data, a larger --max-acc-drop or a smaller --guarantee")
-    _, p, th, (n10, n01) = min(accepted, key=lambda a: a[0])
+    accepted.sort(key=lambda a: a[0])
+    why = [None if admissible is None else admissible(p, th) for _, p, th, _ in accepted]
+    if all(w is not None for w in why):
+        raise NotAdmissible(why[0], [(p, th) for _, p, th, _ in accepted])
+    _, p, th, (n10, n01) = accepted[why.index(None)]
     bound = drop_bound(n10, n01, test.n, delta, hi=max_drop) if test_drop is rejects else \
         float(drop_upper_bound(n10, n01, test.n, delta))
     return Certified(p, tuple(float(t) for t in th), bound, tested, len(seq), order.n, test.n, scored,
@@ -184,8 +202,8 @@ class _Table:
     exits many samples has a wide bound, and failing it early ends the sequence.
     """
 
-    def __init__(self, order: SplitScores, n_test: int, delta: float, alpha: float):
-        self.order, self.alpha = order, alpha
+    def __init__(self, order: SplitScores, n_test: int, delta: float, alpha: float, limits=(None, None, None)):
+        self.order, self.alpha, self.limits = order, alpha, limits
         self.right = order.final_pred == order.y
         n_r, n_w = int(self.right.sum()), int((~self.right).sum())
         k = np.arange(order.n + 1) * (n_test / max(order.n, 1))
@@ -215,7 +233,14 @@ class _Table:
         cost = np.asarray(cost, dtype=np.float64)
         _, mean = grid_tables(o, idx, grids, cost)
         n10, n01 = (self._count(np.flatnonzero(rows), idx, grids, cost) for rows in (self.right, ~self.right))
-        return grids, self.bound(int(self.right.sum()) - n10, n01).ravel(), mean.ravel()
+        bound, mean = self.bound(int(self.right.sum()) - n10, n01).ravel(), mean.ravel()
+        logits, max_macs, max_cost = self.limits
+        if max_macs is not None:  # out of the sequence: a bound no test can pass
+            bound = np.where(grid_tables(o, idx, grids, position_costs(logits, idx))[1].ravel() > max_macs, np.inf,
+                             bound)
+        if max_cost is not None and idx:
+            bound = np.where(mean > max_cost, np.inf, bound)
+        return grids, bound, mean
 
     def _count(self, rows, idx, grids, cost) -> np.ndarray:
         """Per combination: how many of `rows` the cascade gets right (integers)."""
@@ -273,68 +298,3 @@ def _sequence(placements, costs, parts, table: _Table) -> list:
         at = np.unravel_index(i - start[owner[i]], [len(g) for g in grids])
         out.append((float(bound[i]), p, tuple(float(g[j]) for g, j in zip(grids, at))))
     return out
-
-
-def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
-                      options, notes: list[str] | None = None) -> int | None:
-    """`search` with --guarantee: certify over the scored placements (`certify` chooses one of them on its
-    ordering half), rewrite the winner; its index.
-
-    When nothing with exits can be certified (NotCertified) but a placement without exits was scored, that
-    one is chosen (the original model has no drop by construction, so it needs no certificate) and the
-    reason is appended to `notes`; without such a placement NotCertified propagates.
-
-    The winner's thresholds, test figures and intervals are replaced by the certified ones and
-    `extra["guarantee"]` records the bound; the other placements keep their uncertified thresholds.
-    """
-    from eecc.search.intervals import result_intervals
-
-    o = options
-    if o.max_accuracy_drop is None:
-        raise EeccError("--guarantee needs an accuracy limit to guarantee: give --max-acc-drop POINTS")
-    if o.calibrate_on != "val" or o.decision != "single":
-        raise EeccError("--guarantee certifies thresholds on held-out validation data with single-exit "
-                        "decisions: drop --calibrate-on train / --decision ensemble, or drop --guarantee")
-    units = [_unit_costs(logits, r) for r in results]
-    try:
-        cert = certify(logits, calib, [r.indices for r in results], max_drop=o.max_accuracy_drop,
-                       confidence=o.guarantee, seed=o.seed, costs=units)
-    except NotCertified as exc:
-        alone = [i for i, r in enumerate(results) if not r.indices and r.feasible]
-        if not alone:
-            raise
-        if notes is not None:
-            notes.append(f"{exc}; built the original model alone (no exits, so no drop)")
-        return min(alone, key=lambda i: results[i].val_cost)
-    best, unit = results[cert.placement], units[cert.placement]
-    macs = position_costs(logits, best.indices)
-    sel = evaluate_policy(calib, best.indices, cert.thresholds, unit)  # in the objective's unit, as search's
-    sel_macs = evaluate_policy(calib, best.indices, cert.thresholds, macs).mean_macs
-    r = evaluate_policy(test, best.indices, cert.thresholds, macs)  # the record keeps MACs, as search's
-    best.thresholds, best.test, best.method = cert.thresholds, r, "ltt"
-    _refresh_means(best, r.exit_index, unit)
-    best.val_cost = float(objective.cost(sel.accuracy, sel.mean_macs))
-    best.cost = float(test_obj.cost(r.accuracy, best.extra["mean_cost"]))
-    macs_ok = o.max_mean_macs is None or sel_macs <= o.max_mean_macs
-    best.feasible = bool(macs_ok)
-    best.reasons = [] if macs_ok else [f"mean MACs {sel_macs:.4g} > max {o.max_mean_macs:.4g}"]
-    best.extra["intervals"] = result_intervals(r, test)
-    best.extra["guarantee"] = {"confidence": o.guarantee, "max_drop": o.max_accuracy_drop, **cert.to_json()}
-    return cert.placement if macs_ok else None
-
-
-def _unit_costs(logits, result) -> np.ndarray:
-    """[E+1] cost of leaving at each position in the search's objective: the device's joules or seconds
-    where the placement has processors (search._one's `extra`), else MACs."""
-    per = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(result.extra.get("objective"))
-    if per is not None and per in result.extra:
-        return np.asarray(result.extra[per], dtype=np.float64)
-    return position_costs(logits, result.indices)
-
-
-def _refresh_means(best, exit_index: np.ndarray, unit: np.ndarray) -> None:
-    """The test-split means of `extra` (search._one) at the certified thresholds."""
-    best.extra["mean_cost"] = float(unit[exit_index].mean()) if exit_index.size else 0.0
-    for mean, per in (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s")):
-        if per in best.extra:
-            best.extra[mean] = float(np.asarray(best.extra[per])[exit_index].mean())

@@ -147,7 +147,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     feasible = [i for i, r in enumerate(results) if r.feasible]
     chosen = _choose(results, feasible, unit, ref, notes)
     if o.guarantee is not None and results:
-        from eecc.search.guarantee import guaranteed_choice
+        from eecc.search.certified import guaranteed_choice
         chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o, notes)
     right = test.final_pred == test.y
     singles = [i for i, r in enumerate(results) if not r.indices and r.processors]
