@@ -20,6 +20,13 @@ quantiser, targets/quantize.QUANTIZED_OPS, leaves them in float), and a Sigmoid 
   act_exp    its output elements (an expf and a divide each: libm's expf, soft-float on the M0+)
   act_slope  of a LeakyRelu, its output elements (a compare and the slope's multiply: cheaper than HardSigmoid's
              act_mul work, M0+ int8 ~25 % over when priced as it)
+In fp32 on a Cortex-M, `act_fused` also counts the elements of elementwise ops TVM fuses into the kernel of the Gemm /
+MatMul, Transpose or Reshape they follow (fused_epilogue: a ViT's GELU Div, Erf, Add, Mul, Mul after its first MLP
+layer, its residual Adds, the attention's scaling Muls; an Erf also counts act_exp: libm's erff, like expf). Each was
+an `eltwise` pass of its own, priced by the CNN fixtures' residual Adds after eecc's tile conv (M4F 38.8 instructions
+per element): the M4F profile of a tiny ViT's stage shows one TVM kernel, fused_matmul3_add6_divide1_erf_add7_multiply1
+_multiply2, at ~21 instructions per element beyond its MACs plus erff's ~39. No measured unit has such an op after a
+Gemm / MatMul / Transpose / Reshape (every unit's features are unchanged).
 """
 
 from __future__ import annotations
@@ -43,6 +50,31 @@ def gating_mul(node) -> bool:
         if made is not None and made.op in GATING and made.inputs and made.inputs[0] is b:
             return True
     return False
+
+
+EPILOGUE_AFTER = {"Gemm", "MatMul", "Transpose", "Reshape"}  # TVM's kernels an elementwise op after them joins
+
+
+def fused_epilogue(node, elementwise, bias_add, depth: int = 0) -> bool:
+    """Whether TVM fuses elementwise `node` into the kernel of the Gemm / MatMul (its bias Add), Transpose or Reshape
+    before it, directly or through other fused elementwise ops: a Gemm's / MatMul's output joins when every reader of
+    it is elementwise (GELU reads x twice), a Transpose's / Reshape's always. `elementwise(node)`, `bias_add(node)`:
+    features.py's predicates."""
+    if depth > 16 or not elementwise(node):
+        return False
+    for t in node.inputs:
+        made = t.inputs[0] if getattr(t, "inputs", None) else None
+        if made is None:
+            continue
+        if made.op in ("Transpose", "Reshape") or (all(elementwise(c) for c in t.outputs) and (
+                made.op in EPILOGUE_AFTER or bias_add(made) or fused_epilogue(made, elementwise, bias_add, depth + 1))):
+            return True
+    return False
+
+
+def epilogue_block(node, n_out: float) -> dict[str, float]:
+    """{features.BASE name: value} of an elementwise op fused into a kernel's epilogue (fp32, Cortex-M)."""
+    return {"act_fused": n_out, **({"act_exp": n_out} if node.op == "Erf" else {})}
 
 
 def after_island(t) -> bool:

@@ -64,7 +64,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from eecc.cost.activations import ACT, activation_block, after_island, gating_mul
+from eecc.cost.activations import ACT, activation_block, after_island, epilogue_block, fused_epilogue, gating_mul
 from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float, table_dequantised
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
@@ -229,6 +229,8 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         return f
     if fmt == "fp32" and _bias_add(node):
         return np.zeros(B)  # fused into the matmul before it
+    if fmt == "fp32" and cpu != A_KIND and ops[_INDEX["eltwise"]] and fused_epilogue(node, _elementwise, _bias_add):
+        return _vector(epilogue_block(node, ops[_INDEX["eltwise"]]))
     kernel = conv_kernel(node, cpu, fmt) if node.op == "Conv" else "tvm"
     if kernel == "tvm" and ops[_INDEX["gemm_dense"]] and not (fmt == "fp32" and soft_float(cpu)):
         ops = ops.copy()
@@ -245,6 +247,21 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     for name, value in kernel_features(node, kernel, cpu, fmt).items():
         f[_INDEX[name]] += value
     f[_INDEX["kernels"]] += 1
+    return f
+
+
+def _elementwise(node: gs.Node) -> bool:
+    """An op _op_features prices as `eltwise` that TVM can fuse into a kernel's loop (not LayerNormalization: a
+    reduction, a kernel of its own)."""
+    return node.op not in FREE | POOL | GLOBAL | GATE | ACT | RECURRENT_OPS | {"Conv", "Gemm", "MatMul",
+                                                                               "LayerNormalization"} \
+        and not (_fused(node) or gating_mul(node) or _bias_add(node))
+
+
+def _vector(named_values: dict[str, float]) -> np.ndarray:
+    f = np.zeros(B)
+    for name, value in named_values.items():
+        f[_INDEX[name]] += value
     return f
 
 
