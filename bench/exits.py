@@ -6,7 +6,7 @@
 Targets: features_s + train_s <= 3 x reference_pass_s on the ResNet fixture and the full Fashion-MNIST
 training set, with every head of the family of every candidate trained (--heads family, the default);
 warm run >= 10x faster than the cold one; last head within 2 points of the original model's test accuracy.
-Each step's CPU seconds (this process, its threads and its finished children: eecc.data.cache.cpu_seconds) are
+Each step's CPU seconds (this process, its threads and its finished children: eecc.data.footprint.cpu_seconds) are
 printed beside its wall time: the machine may be shared, and wall-clock ratios only mean something idle.
 """
 

@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from eecc.data import cache as fcache
+from eecc.data import footprint
 from eecc.data.aside import can_fork, fill_aside
 from eecc.model import ir
 from eecc.data.splits import Splits, normalise
@@ -181,10 +182,10 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             clock.lap(timings, "train")
             save_trained(store, results, logits, final_acc, every)
         if reference_pass:
-            timings["reference_pass_s"], timings["reference_pass_cpu_s"] = fcache.reference_pass(
+            timings["reference_pass_s"], timings["reference_pass_cpu_s"] = footprint.reference_pass(
                 plan.graph, splits, chunk_rows, threads, bar)
     offered = [results[k] for k in mark(results)]
-    return ExitsRun(plan, offered, logits, timings, fcache.peak_rss_mb(), warm=done is not None,
+    return ExitsRun(plan, offered, logits, timings, footprint.peak_rss_mb(), warm=done is not None,
                     final_test_accuracy=final_acc, artifacts=store, tried=results)
 
 
@@ -235,21 +236,21 @@ def _config_key(config) -> str:
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
                         threads: int | None = None) -> tuple[float, float]:
     """Wall and CPU seconds of one plain onnxruntime pass over train + val, chunked as the feature pass is (the
-    yardstick; CPU: eecc.data.cache.cpu_seconds)."""
+    yardstick; CPU: eecc.data.footprint.cpu_seconds)."""
     splits = plan.splits(data, scale, seed)
     with show_progress(False) as bar:
-        return fcache.reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
+        return footprint.reference_pass(plan.graph, splits, _chunk_rows(plan), threads, bar)
 
 
 class _Clock:
-    """Wall and CPU seconds (eecc.data.cache.cpu_seconds: the forked head trainers too) of consecutive steps."""
+    """Wall and CPU seconds (eecc.data.footprint.cpu_seconds: the forked head trainers too) of consecutive steps."""
 
     def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), fcache.cpu_seconds()
+        self.wall, self.cpu = time.perf_counter(), footprint.cpu_seconds()
 
     def lap(self, timings: dict, step: str) -> None:
         """Record `<step>_s` and `<step>_cpu_s` since the last lap (or the start), and start the next step."""
-        wall, cpu = time.perf_counter(), fcache.cpu_seconds()
+        wall, cpu = time.perf_counter(), footprint.cpu_seconds()
         timings[f"{step}_s"], timings[f"{step}_cpu_s"] = wall - self.wall, cpu - self.cpu
         self.wall, self.cpu = wall, cpu
 

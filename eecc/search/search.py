@@ -12,13 +12,12 @@ import numpy as np
 from eecc.data.splits import NO_TEST
 from eecc.errors import EeccError
 from eecc.driver.executor import Executor, InProcess, chunks
-from eecc.search.baselines import global_threshold, nachos_greedy
 from eecc.search.calibration import ece_per_exit
 from eecc.search.confidence import DEFAULT_METRIC, LEARNED
 from eecc.search.intervals import policy_intervals, result_intervals
 from eecc.search.ensemble import aep_prune, decision_splits, stage_logits
-from eecc.search.moo import pareto_search
 from eecc.search.placement import Placement
+from eecc.search.points import baseline_points, pareto_points
 from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_policy, make_split, oracle,
                                 position_costs)
 from eecc.search.thresholds import retune
@@ -159,14 +158,14 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
         objective=unit, single=min(singles, key=lambda i: results[i].val_cost) if singles else None)
     t0 = time.perf_counter()
     if chosen is not None and results[chosen].indices:
-        res.baselines = _baselines(logits, calib, test, results[chosen], objective, test_obj, o)
+        res.baselines = baseline_points(logits, calib, test, results[chosen], objective, test_obj, o)
         if o.decision == "ensemble" and o.prune:
             subs = aep_prune(logits, results[chosen].indices, objective, mode=o.ensemble_weights,
                              metric=o.metric, calibrate_on=o.calibrate_on, method=o.method, fine=o.fine)
             results[chosen].extra["aep"] = [s.to_json(logits) for s in subs]
     t1 = time.perf_counter()
     if o.pareto and results:
-        res.pareto = _pareto(logits, results, calib, test, objective, test_obj, unit, o)
+        res.pareto = pareto_points(logits, results, calib, test, objective, test_obj, unit, o)
     t2 = time.perf_counter()
     times = [r.seconds for r in results]
     res.timings = {"threshold_search_s_total": float(sum(times)),
@@ -216,19 +215,6 @@ def _objectives(logits: ExitLogits, placements, calib: SplitScores, test: SplitS
     objective = Objective(ref, calib.final_accuracy, o.w_eff, o.w_acc, o.max_accuracy_drop,
                           o.max_mean_macs if unit == "macs" else None)
     return unit, ref, objective, Objective(ref, test.final_accuracy, o.w_eff, o.w_acc)
-
-
-def _pareto(logits: ExitLogits, results, calib: SplitScores, test: SplitScores, objective: Objective,
-            test_obj: Objective, unit: str, o: SearchOptions) -> list[dict]:
-    """NSGA-II front over the exits of the evaluated placements, as test-split points."""
-    cands = sorted({i for r in results for i in r.indices})
-    # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
-    mac_obj = objective if unit == "macs" else replace(objective, original_macs=float(logits.final_macs),
-                                                       max_mean_macs=o.max_mean_macs)
-    points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
-                           max_exits=o.max_exits or len(cands), pop_size=o.pop_size, generations=o.generations,
-                           seed=o.seed)
-    return [_point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
 
 
 def _scores(logits: ExitLogits, o: SearchOptions, confidences) -> tuple[SplitScores, SplitScores]:
@@ -323,25 +309,6 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, devic
         cost=float(test_obj.cost(r.accuracy, extra["mean_cost"])),
         feasible=bool(objective.feasible(sel.accuracy, sel.mean_macs)) and not reasons,
         reasons=reasons, latency_s=latency, method=rt.method, seconds=rt.seconds, extra=extra)
-
-
-def _point_json(logits, test, exits, th, test_obj) -> dict:
-    costs = position_costs(logits, exits)
-    r = evaluate_policy(test, exits, th, costs)
-    return {"exits": [logits.tensors[i] for i in exits], "thresholds": [float(t) for t in th],
-            "accuracy": r.accuracy, "mean_macs": r.mean_macs, "intervals": result_intervals(r, test),
-            "oracle_macs": oracle(test, exits, costs).mean_macs,
-            "exit_rates": [float(x) for x in r.exit_rates],
-            "cost": float(test_obj.cost(r.accuracy, r.mean_macs))}
-
-
-def _baselines(logits, calib, test, best: PlacementResult, objective, test_obj, o) -> dict:
-    idx, costs = best.indices, position_costs(logits, best.indices)
-    out = {}
-    for name, th in (("global_threshold", global_threshold(calib, idx, costs, objective)),
-                     ("nachos_greedy", nachos_greedy(calib, idx, costs, objective))):
-        out[name] = _point_json(logits, test, idx, th, test_obj)
-    return out
 
 
 # --- NACHOS learned confidences ---

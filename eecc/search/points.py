@@ -1,0 +1,47 @@
+"""The search's test-split points beside the chosen placement: the NSGA-II front over the scored placements' exits
+(`--pareto`) and the two baselines on the chosen exits (one global threshold; NACHOS' greedy lowering)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from eecc.search.baselines import global_threshold, nachos_greedy
+from eecc.search.intervals import result_intervals
+from eecc.search.moo import pareto_search
+from eecc.search.policy import Objective, SplitScores, evaluate_policy, oracle, position_costs
+from eecc.search.types import ExitLogits
+
+
+def pareto_points(logits: ExitLogits, results, calib: SplitScores, test: SplitScores, objective: Objective,
+                  test_obj: Objective, unit: str, o) -> list[dict]:
+    """NSGA-II front over the exits of the evaluated placements (`results`, search.PlacementResult), as test-split
+    points (`point_json`); `o`: the search.SearchOptions."""
+    cands = sorted({i for r in results for i in r.indices})
+    # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
+    mac_obj = objective if unit == "macs" else replace(objective, original_macs=float(logits.final_macs),
+                                                       max_mean_macs=o.max_mean_macs)
+    points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
+                           max_exits=o.max_exits or len(cands), pop_size=o.pop_size, generations=o.generations,
+                           seed=o.seed)
+    return [point_json(logits, test, p.exits, p.thresholds, test_obj) for p in points]
+
+
+def point_json(logits, test, exits, th, test_obj) -> dict:
+    """Exits `exits` at thresholds `th` on the `test` split: accuracy, mean MACs, intervals, oracle, exit rates."""
+    costs = position_costs(logits, exits)
+    r = evaluate_policy(test, exits, th, costs)
+    return {"exits": [logits.tensors[i] for i in exits], "thresholds": [float(t) for t in th],
+            "accuracy": r.accuracy, "mean_macs": r.mean_macs, "intervals": result_intervals(r, test),
+            "oracle_macs": oracle(test, exits, costs).mean_macs,
+            "exit_rates": [float(x) for x in r.exit_rates],
+            "cost": float(test_obj.cost(r.accuracy, r.mean_macs))}
+
+
+def baseline_points(logits, calib, test, best, objective, test_obj, o) -> dict:
+    """The baselines' thresholds on the exits of `best` (search.PlacementResult), chosen on `calib`."""
+    idx, costs = best.indices, position_costs(logits, best.indices)
+    out = {}
+    for name, th in (("global_threshold", global_threshold(calib, idx, costs, objective)),
+                     ("nachos_greedy", nachos_greedy(calib, idx, costs, objective))):
+        out[name] = point_json(logits, test, idx, th, test_obj)
+    return out
