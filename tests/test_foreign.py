@@ -95,8 +95,9 @@ def test_vision_transformer_gets_exits_on_its_token_tensors(foreign, capsys):
 
 
 def test_dropped_heads_are_named_as_the_cause_and_the_advice_leads_to_a_true_error(foreign, capsys, tmp_path):
-    """Labels shuffled against the inputs: every head is at chance. The default placement names its dropped
-    head and advises --search; --search then says every head was dropped (not memory or latency)."""
+    """Labels shuffled against the inputs: every head is at chance, and so is the model itself on them. The default
+    placement names its dropped head and says that the model scores at chance on the labels (no --search advice:
+    other exits cannot help, nu12 F2); --search says every head was dropped and why (not memory or latency)."""
     paths, cache = foreign
     data = dict(np.load(paths["data"]))
     rng = np.random.default_rng(0)
@@ -106,10 +107,12 @@ def test_dropped_heads_are_named_as_the_cause_and_the_advice_leads_to_a_true_err
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "default placement's exit at" in err and "was dropped" in err and "--search" in err
+    assert "default placement's exit at" in err and "was dropped: the model itself scores" in err, err
+    assert "on the validation labels" in err and "--search" not in err, err
     assert main([*argv, "--search"]) == 2
     err = capsys.readouterr().err
-    assert "every exit head of every placement was dropped" in err and "memory" not in err
+    assert "every exit head was dropped: the best" in err and "the model itself scores" in err, err
+    assert "memory" not in err
 
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 import itertools
@@ -77,10 +78,25 @@ NO_TEST = ("the data has no test split (x_test, y_test); eecc reports the cascad
            "only: add x_test and y_test")
 
 
+MIN_SAMPLES = 20  # fewest a test or validation split may hold (an accuracy on fewer: uncertain by over ±22 pt)
+
+
+def uncertainty_pt(n: int) -> float:
+    """Half-width in points of the widest 95 % interval of an accuracy measured on n samples (normal
+    approximation at 50 %: 1.96 · √(0.25 / n))."""
+    return 100 * 1.96 * math.sqrt(0.25 / max(n, 1))
+
+
 def require_test(splits: Splits) -> Split:
-    """The test split; EeccError (NO_TEST) without one: search and compile report on it and on nothing else."""
+    """The test split; EeccError (NO_TEST) without one, or with fewer than MIN_SAMPLES samples: search and compile
+    report on it and on nothing else (a 2-sample split was reported as if 0 or 100 % meant something)."""
     if splits.test is None:
         raise EeccError(NO_TEST)
+    n = len(splits.test)
+    if n < MIN_SAMPLES:
+        raise EeccError(f"the test split holds {n} sample(s): an accuracy measured on so few is uncertain by up to "
+                        f"±{uncertainty_pt(n):.0f} pt (95 %); give at least {MIN_SAMPLES} in x_test/y_test (about 400 "
+                        "for ±5 pt)")
     return splits.test
 
 

@@ -4,11 +4,12 @@ sample that leaves at such an exit is guessed."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
-from eecc.exits.heads import chance_level
+from eecc.exits.heads import TrainConfig, chance_level, drop_threshold
 from eecc.search.types import ExitLogits
 
 
@@ -35,3 +36,27 @@ def below_chance(logits: ExitLogits, chosen: Sequence[str], numeric: str = "fp32
                        f"({100 * acc:.1f} % vs {100 * chance:.1f} %): the samples that leave there are guessed; see "
                        "its exit rate, or compile with --search to consider other exits")
     return out
+
+
+def dropped_reason(accuracy: float, logits: ExitLogits, num_classes: int) -> tuple[str, bool]:
+    """(why a head at first-epoch validation `accuracy` was dropped, whether other exits might do: not when the
+    model itself is at chance or when more validation data is the way out):
+    the model itself at chance on the labels (say so: the labels or the preprocessing); else the bar it missed,
+    chance + max(margin, 3σ) on the split's size (eecc/exits/heads.py drop_threshold), and, when it beat chance
+    by more than the margin, about how many validation samples would let that accuracy count (3σ below the gap:
+    n > 9 c (1 − c) / gap²); else no better than chance."""
+    y, margin = np.asarray(logits.y_val), TrainConfig().drop_margin
+    chance, bar = chance_level(y, num_classes), drop_threshold(y, num_classes, margin)
+    model = float((logits.final_val_logits.argmax(-1) == y).mean())
+    if model <= bar:
+        return (f"the model itself scores {100 * model:.1f} % on the validation labels (chance: {100 * chance:.1f} %): "
+                "check that y's class k is the model's output k and that x is preprocessed as the model was trained "
+                "(--scale, layout)"), False
+    head = (f"reached {100 * accuracy:.1f} % validation accuracy when judged (after one epoch, or at halving's rung), "
+            f"below the {100 * bar:.1f} % a head must reach on {len(y)} validation samples "
+            f"(chance {100 * chance:.1f} % + max({100 * margin:.0f} pt, 3σ))")
+    gap = accuracy - chance
+    if gap > margin:
+        need = math.floor(9 * chance * (1 - chance) / gap ** 2) + 1
+        return head + f"; {100 * accuracy:.1f} % counts on about {need} or more: give that many in x_val/y_val", False
+    return head + ": no better than chance", True

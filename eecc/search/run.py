@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from eecc.data.splits import Splits, require_test
+from eecc.data.splits import MIN_SAMPLES, VAL_FRACTION, Splits, require_test, uncertainty_pt
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.progress import progress as show_progress
-from eecc.search.chance import below_chance
+from eecc.search.chance import below_chance, dropped_reason
 from eecc.search.limits import no_fit_message
 from eecc.search.memory import StageMemory, plan_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
@@ -82,8 +83,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor,
                       head_set=head_set, train_logits=options.calibrate_on == "train")
-    if not full_search:
-        _check_default_heads(exits)
+    _check_default_heads(exits) if not full_search else _check_all_heads(exits)
     t2 = time.perf_counter()
     # The Pareto filter reads all validation data; --guarantee's fixed-sequence test must choose its candidates
     # on its ordering half only (eecc/search/guarantee.py), so there every trained head enters.
@@ -264,10 +264,20 @@ def _check_search_size(plan: Plan, platform: Platform, per: int | None) -> None:
 
 def check_validation_size(data: Splits, num_classes: int) -> None:
     """A head is kept only when its first-epoch validation accuracy beats chance by max(margin, 3σ)
-    (eecc/exits/heads.py `drop_threshold`, applied in eecc/train/fit.py); on a validation split so small that this bar is above 100 %, every
-    head would be dropped and the later messages would blame the labels or the placement instead.
+    (eecc/exits/heads.py `drop_threshold`, applied in eecc/train/fit.py); on a validation split so small that this
+    bar is above 100 %, every head would be dropped and the later messages would blame the labels or the placement.
 
+    Fewer than MIN_SAMPLES validation samples are refused too: thresholds chosen on them mean little.
     Raises EeccError naming the split's size and the way out."""
+    n = len(data.val)
+    if n < MIN_SAMPLES:
+        held = data.val.index is not None  # held out of the training data (no x_val given)
+        where = (f"eecc held out {n} of the {n + len(data.train)} training samples for validation" if held
+                 else f"the validation split holds {n} sample(s)")
+        raise EeccError(f"{where}: too few to judge exit heads and choose thresholds on (an accuracy on them is "
+                        f"uncertain by up to ±{uncertainty_pt(n):.0f} pt, 95 %); give at least {MIN_SAMPLES} "
+                        "in x_val/y_val" + (f", or at least {math.ceil(MIN_SAMPLES / VAL_FRACTION)} training samples"
+                                            if held else ""))
     bar = drop_threshold(data.val.y, num_classes, TrainConfig().drop_margin)
     if bar > 1.0:
         raise EeccError(f"the validation split holds {len(data.val)} sample(s): too few to tell an exit head from "
@@ -277,14 +287,22 @@ def check_validation_size(data: Splits, num_classes: int) -> None:
 
 def _check_default_heads(exits: ExitsRun) -> None:
     """The default placement is one placement: a dropped head leaves nothing to search, and the search
-    would then blame the platform limits for it."""
+    would then blame the platform limits for it. The message says why (eecc/search/chance.py dropped_reason)."""
     dropped = [r for r in exits.results if r.dropped]
     if dropped:
         r = dropped[0]
-        raise EeccError(f"the default placement's exit at '{r.spec.tensor}' was dropped: its head reached "
-                        f"{r.first_epoch_accuracy:.1%} validation accuracy when judged (after one epoch, or at "
-                        "halving's rung), no better than chance; "
-                        "run compile with --search to consider other exit placements")
+        why, others = dropped_reason(r.first_epoch_accuracy, exits.logits, exits.plan.num_classes)
+        raise EeccError(f"the default placement's exit at '{r.spec.tensor}' was dropped: {why}"
+                        + ("; run compile with --search to consider other exit placements" if others else ""))
+
+
+def _check_all_heads(exits: ExitsRun) -> None:
+    """--search with every head dropped: why, before the search can only say that each placement lost its heads
+    (nu12 F2: a 10-sample validation split was blamed on the labels)."""
+    if exits.results and all(r.dropped for r in exits.results):
+        best = max(r.first_epoch_accuracy for r in exits.results)
+        why, _ = dropped_reason(best, exits.logits, exits.plan.num_classes)
+        raise EeccError(f"no feasible placement: every exit head was dropped: the best {why}")
 
 
 def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan,
