@@ -27,18 +27,6 @@ from eecc.targets.platform import load_platform
 MODELS = Path(__file__).parent / "fixtures" / "models"
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                reason="needs gcc-arm-none-eabi and qemu-system-arm")
-ONE_CORE = """
-name = "one-m4"
-[[processors]]
-name = "m4"
-kind = "cortex-m4"
-macs_per_s = 75e6
-ram_bytes = 1048576
-storage_bytes = 2097152
-active_power_w = 0.032
-idle_power_w = 0.001
-clock_hz = 150e6
-"""
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +36,9 @@ def cnn():
 
 
 @needs_arm
-def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_search(cnn, tmp_path):
+def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_search(cnn, tmp_path, one_m4_toml):
     path, data = cnn
-    toml = tmp_path / "one.toml"
-    toml.write_text(ONE_CORE)
+    toml = one_m4_toml
     # Without --search the default placement is the one with the most exits: two on the one core.
     options = CompileOptions(target=str(toml), out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
                              emulate=True, exits_per_processor=2)
@@ -78,13 +65,12 @@ def test_one_processor_platform_gets_two_exits_back_to_back_that_route_as_the_se
 
 
 @needs_arm
-def test_int8_exits_on_one_core_run_as_one_program_that_routes_as_onnxruntime(cnn, tmp_path):
+def test_int8_exits_on_one_core_run_as_one_program_that_routes_as_onnxruntime(cnn, tmp_path, one_m4_toml):
     """int8, two exits on the one core, built into one program: under QEMU each sample leaves at the stage the
     onnxruntime cascade (and the search's policy) sends it to, with the same prediction; the per-stage counts
     add up to what the program spends per sample."""
     path, data = cnn
-    toml = tmp_path / "one.toml"
-    toml.write_text(ONE_CORE)
+    toml = one_m4_toml
     options = CompileOptions(target=str(toml), out=tmp_path / "b", cache_dir=str(tmp_path / "c"), progress=False,
                              emulate=True, exits_per_processor=2, quantize="int8")
     manifest = compile_model(path, data, options)

@@ -30,30 +30,17 @@ MODELS = Path(__file__).parent / "fixtures" / "models"
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None
                                or shutil.which("make") is None,
                                reason="needs gcc-arm-none-eabi, qemu-system-arm and make")
-ONE_CORE = """
-name = "one-m4"
-[[processors]]
-name = "m4"
-kind = "cortex-m4"
-macs_per_s = 75e6
-ram_bytes = 1048576
-storage_bytes = 2097152
-active_power_w = 0.032
-idle_power_w = 0.001
-clock_hz = 150e6
-"""
 # Without eecc: PATH alone (the ARM toolchain), no PYTHONPATH, no checkout path anywhere in the environment.
 BARE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(tmp_path_factory, one_m4_toml):
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("needs gcc-arm-none-eabi")
     root = tmp_path_factory.mktemp("firmware")
-    (root / "one.toml").write_text(ONE_CORE)
     data = datasets.load(json.loads((MODELS / "cnn.json").read_text())["dataset"])
-    options = CompileOptions(target=str(root / "one.toml"), out=root / "b", cache_dir=str(root / "c"), progress=False,
+    options = CompileOptions(target=str(one_m4_toml), out=root / "b", cache_dir=str(root / "c"), progress=False,
                              exits_per_processor=2, quantize="int8")
     manifest = compile_model(MODELS / "cnn.onnx", data, options)
     assert [s["target"] for s in manifest["stages"]] == ["m4"] * 3
