@@ -78,7 +78,7 @@ def split_constants(bias, scale, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def mul_split(T, a, mh, c3):
     """TIR (floor(v + 1/2), t) with t & 0xFFFF = (floor(v·2^16) + 2^15) mod 2^16 (0 at the tie), as
-    mcu_kernels._mul_halves gives them, for v = a·S exactly with split_constants' mh and c3 = ml + 2^16·r and
+    mcu_requant._mul_halves gives them, for v = a·S exactly with split_constants' mh and c3 = ml + 2^16·r and
     |a| < 2^19, in two 32-bit multiplies: X = a·mh + floor(a·ml / 2^12) = floor(a·S·2^(16+r)) (no int32
     overflow: |a|·2^12 < 2^31), floor(v·2^16) = X >> r."""
     x = a * mh + T.shift_right(a * T.bitwise_and(c3, 0xFFFF), 12)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eecc.targets.mcu_kernels import _rq, fpu_table, split_table
+from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 
 FILL = "eecc_fill_s16"  # cdriver/dot_dsp.c (Armv7E-M): LLVM unrolled this loop in TIR (~400 B per geometry)
 

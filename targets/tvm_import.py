@@ -135,12 +135,14 @@ def lower_stage(model: onnx.ModelProto, target, *, reduce_workspace: bool = True
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     mod = relax_module(model)
-    from eecc.targets import int8_lowering, mcu_float, mcu_kernels
+    from eecc.targets import int8_lowering, mcu_float, mcu_gate, mcu_kernels
 
     if int8_lowering.has_qdq(model):  # int8: QDQ islands become integer kernels
         mod = int8_lowering.lower_int8(mod, kernels=mcu_kernels.kernel_kind(target))
     elif mcu_kernels.kernel_kind(target) == "dsp":  # an M4F-class core: fp32 convolutions, register-tiled
         mod = mcu_float.lower_float_convs(mod)
+    if mcu_kernels.kernel_kind(target) == "dsp":  # and the exit gate's max softmax in one C loop (int8 and fp32)
+        mod = mcu_gate.lower_gates(mod)
     with target:
         seq = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + cpu.dataflow_lower_passes(target)
         mod = tvm.transform.Sequential(seq)(mod)

@@ -83,10 +83,12 @@ def test_general_c_column_only_for_single_channel_convs():
 
 
 @needs_arm
-def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("k, n", [(20, 6), (3, 2)])
+def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path, k, n):
     """MatMul + Add (a bias the quantiser dequantises as a constant): that DequantizeLinear stays TVM's, which
     folds it at build time (as an extern C call it was JIT-run on the host, where eecc_dequantize_s8 does not
-    exist: a segfault)."""
+    exist: a segfault). K = 3, N = 2: eecc_fc_s8's SMLAD tile with no whole word of x (the tail step alone) and
+    fewer than 4 rows."""
     import tvm
     from tvm import relax
 
@@ -94,13 +96,13 @@ def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path):
     from eecc.targets import cortex_m, int8_lowering, tvm_import
 
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array((rng.standard_normal((20, 6)) * 0.3).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")]
+    inits = [numpy_helper.from_array((rng.standard_normal((k, n)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")]
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 20])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    x = rng.standard_normal((32, 20)).astype(np.float32)
+    x = rng.standard_normal((32, k)).astype(np.float32)
     model = quantize.quantize_stage(model, {"x": x[:24]})
     got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
     host = tvm.target.Target("llvm")

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from eecc.targets import int8_lowering, mcu_depthwise, mcu_kernels, quantize, tvm_import
+from eecc.targets import int8_lowering, mcu_depthwise, mcu_kernels, mcu_requant, quantize, tvm_import
 from eecc.targets.fixed_point import mlas_scale
 from test_mcu_ops_fpu import ops_fpu, ptr
 
@@ -311,7 +311,7 @@ def test_dequantize_equals_onnxruntime(scale, zero, kernel):
 
 
 def test_mul_halves_equals_the_64_bit_product():
-    """Armv6-M's requantisation product (mcu_kernels._mul_halves) against int64: the rounded high word
+    """Armv6-M's requantisation product (mcu_requant._mul_halves) against int64: the rounded high word
     floor(a·m / 2^32 + 1/2) and the low word's high half + 2^15 (mod 2^16: 0 at the tie), extremes included."""
     import tvm
     from tvm.script import tirx as T
@@ -325,7 +325,7 @@ def test_mul_halves_equals_the_64_bit_product():
     @T.prim_func(private=True, check_well_formed=False)
     def halves(av: T.Buffer((n,), "int32"), mv: T.Buffer((n,), "int32"), out: T.Buffer((2, n), "int32")):
         for i in range(n):
-            q, d = mcu_kernels._mul_halves(T, av[i], mv[i])
+            q, d = mcu_requant._mul_halves(T, av[i], mv[i])
             out[0, i] = q
             out[1, i] = d
 

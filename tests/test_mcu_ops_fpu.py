@@ -34,11 +34,13 @@ def ops_fpu():
             lib = ctypes.CDLL(str(so))  # the loaded library stays mapped after its file is gone
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        for name in ("eecc_quantize_s8", "eecc_dequantize_s8", "eecc_maxpool_s8"):
+        for name in ("eecc_quantize_s8", "eecc_dequantize_s8", "eecc_maxpool_s8", "eecc_fc_s8", "eecc_softmax_max"):
             getattr(lib, name).restype = None
         lib.eecc_maxpool_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 11
         lib.eecc_quantize_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 3
         lib.eecc_dequantize_s8.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32] * 3
+        lib.eecc_fc_s8.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 3 + [ctypes.c_uint32, ctypes.c_int32]
+        lib.eecc_softmax_max.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int32]
         _OPS_FPU["lib"] = lib
     return _OPS_FPU["lib"]
 
@@ -79,6 +81,48 @@ def test_int8_max_pool_equals_onnxruntime(case):
     got = np.zeros(want.shape, np.int8)
     ops_fpu().eecc_maxpool_s8(ptr(x), ptr(got), c, h, w, want.shape[2], want.shape[3], *k, *st, pads[0], pads[1])
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("k, nout", [(1, 1), (3, 2), (4, 4), (7, 6), (9, 5), (16, 3), (48, 12), (130, 9)])
+@pytest.mark.parametrize("dequantize", [False, True])
+def test_int8_fully_connected_tile_equals_the_integer_reference(k, nout, dequantize):
+    """eecc_fc_s8's 4-row tile (portable dot4 on the host; the SMLAD one runs under QEMU in test_mcu_dense) against
+    Python integers: q_j = clamp(zo + ((acc_j·M0_j + 2^(n_j-1)) >> n_j), -128, 127), acc_j = bias_j + Σ x·w; every
+    k % 4 tail (the spare weight bytes mcu_dense.fc_call appends), fewer than 4 rows, a last partial block."""
+    from eecc.targets.mcu_quantize import f32_bits
+
+    rng = np.random.default_rng(k * 100 + nout)
+    x = rng.integers(-128, 128, k, dtype=np.int8)
+    w = np.concatenate([rng.integers(-128, 128, nout * k, dtype=np.int8), np.zeros(-k % 4, np.int8)])
+    n = rng.integers(33, 46, nout)
+    m0 = rng.integers(1 << 30, 1 << 31, nout)
+    t = np.ascontiguousarray(np.stack([rng.integers(-5000, 5000, nout), m0, n], axis=1).astype(np.int32))
+    zo, scale, zero = -7, 0.0625, 3
+    acc = t[:, 0].astype(object) + [sum(int(a) * int(b) for a, b in zip(x, w[j * k:(j + 1) * k])) for j in range(nout)]
+    q = np.array([min(127, max(-128, zo + ((a * int(m) + (1 << (int(s) - 1))) >> int(s)))) for a, m, s in zip(acc, m0, n)])
+    assert len(set(q.tolist())) > 1 or nout < 3  # something to compare
+    got = np.zeros(nout, np.float32 if dequantize else np.int8)
+    ops_fpu().eecc_fc_s8(ptr(x), ptr(w), ptr(t), ptr(got), k, nout, zo, f32_bits(scale) if dequantize else 0, zero)
+    want = ((q - zero).astype(np.float32) * np.float32(scale)) if dequantize else q.astype(np.int8)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("n, spread", [(1, 1.0), (2, 0.01), (12, 3.0), (10, 40.0), (35, 200.0)])
+def test_gate_confidence_is_the_largest_softmax_probability(n, spread):
+    """eecc_softmax_max (targets/mcu_gate.py: the M4's max-softmax gate) against the same sum in float32 of numpy's
+    exp (TVM's softmax: float32 exp and sum): within 4 ulp, from near-uniform logits (confidence ~1/n) to one logit
+    far above the rest (the others' exp underflow to 0, confidence 1); and within 1e-6 of the float64 value."""
+    rng = np.random.default_rng(n)
+    for _ in range(200):
+        z = (rng.standard_normal(n) * spread).astype(np.float32)
+        got = np.zeros(1, np.float32)
+        ops_fpu().eecc_softmax_max(ptr(z), ptr(got), n)
+        total = np.float32(0)
+        for v in np.exp(z - z.max()):  # float32, in order
+            total = np.float32(total + v)
+        want = np.float32(1) / total
+        assert abs(float(got[0]) - float(want)) <= 4 * np.spacing(want), (z, got, want)
+        assert abs(float(got[0]) - 1 / np.exp(z.astype(np.float64) - z.max()).sum()) <= 1e-6
 
 
 def pool_stage():
@@ -136,3 +180,48 @@ def test_a_failed_host_build_leaves_no_temporary_folder(monkeypatch):
     with pytest.raises(subprocess.CalledProcessError):
         ops_fpu()
     assert set(glob.glob(pattern)) == before
+
+
+def gate_stage():
+    """x [N, 16] -> Gemm (16 -> 12) = logits -> Softmax -> ReduceMax = confidence -> >= 0.4 = exit (insert_gates'
+    max_softmax gate)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array((rng.standard_normal((12, 16)) * 0.6).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(12).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(0.4, np.float32), "t")]
+    n = helper.make_node
+    nodes = [n("Gemm", ["x", "w", "b"], ["logits"], transB=1), n("Softmax", ["logits"], ["p"], axis=1),
+             n("ReduceMax", ["p"], ["confidence"], axes=[1], keepdims=0), n("GreaterOrEqual", ["confidence", "t"], ["exit"])]
+    graph = helper.make_graph(nodes, "gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 12]),
+                               helper.make_tensor_value_info("exit", TensorProto.BOOL, ["N"]),
+                               helper.make_tensor_value_info("confidence", TensorProto.FLOAT, ["N"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+@pytest.mark.parametrize("fmt", ["fp32", "int8"])
+def test_m4_gate_runs_eecc_softmax_max(tmp_path, fmt):
+    """The M4's exit gate (targets/mcu_gate.py) in an fp32 and an int8 stage under QEMU: no TVM softmax and no
+    newlib expf linked, the exit flags equal onnxruntime's, the confidences within 1e-6, spread over (0.15, 1)."""
+    import onnxruntime as ort
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m, quantize
+
+    x = (np.random.default_rng(12).standard_normal((40, 16)) * 1.5).astype(np.float32)
+    model = gate_stage() if fmt == "fp32" else quantize.quantize_stage(gate_stage(), {"x": x[:24]})
+    arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
+    got = emulate_stage(arts, {"x": x[24:]}).outputs
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = dict(zip(["logits", "exit", "confidence"], (np.concatenate(o) for o in zip(
+        *[sess.run(["logits", "exit", "confidence"], {"x": x[i:i + 1]}) for i in range(24, 40)]))))
+    linked = set(subprocess.run(["arm-none-eabi-nm", str(arts.files[0])], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "eecc_softmax_max" in linked and "expf" not in linked and "__ieee754_expf" not in linked
+    assert np.array_equal(got["exit"].reshape(-1), want["exit"]) and 0 < want["exit"].mean() < 1
+    assert np.abs(got["confidence"].reshape(-1) - want["confidence"]).max() <= 1e-6
+    assert want["confidence"].min() < 0.5 and want["confidence"].max() > 0.9

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eecc.targets import mcu_kernels
+from eecc.targets import mcu_kernels, mcu_requant
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                reason="arm-none-eabi-gcc / qemu-system-arm not installed")
@@ -114,7 +114,7 @@ def test_tie_channels_cover_exact_near_and_large_accumulators():
 # float (the M4 has VCVTR; nearbyint here), Armv6-M 16-bit halves, Armv6-M two multiplies (split)
 @pytest.mark.parametrize("halves,split", [(False, False), (True, False), (True, True)])
 def test_requantisation_equals_onnxruntime_at_ties(halves, split):
-    """mcu_kernels._rq on the host (LLVM x86) against onnxruntime's QLinearConv for every accumulator of
+    """mcu_requant._rq on the host (LLVM x86) against onnxruntime's QLinearConv for every accumulator of
     the tie stage."""
     import tvm
     from tvm.script import tirx as T
@@ -124,17 +124,17 @@ def test_requantisation_equals_onnxruntime_at_ties(halves, split):
     c = len(scales)
     acc = (np.rint(x / SX).astype(np.int64) + centres[None, :, None, None]).transpose(1, 0, 2, 3).reshape(c, -1)
     if split:  # the Armv6-M kernels' bias: acc = bias + w·(x + 128)
-        table, window, used = mcu_kernels.split_table(centres - 128, scales, np.ones((c, 1), np.int8), c)
+        table, window, used = mcu_requant.split_table(centres - 128, scales, np.ones((c, 1), np.int8), c)
         assert used
     else:  # what an FPU kernel gets (halves False: bias, S) or the Armv6-M one (halves: all four columns)
-        tables = mcu_kernels.requant_table if halves else mcu_kernels.fpu_table
+        tables = mcu_requant.requant_table if halves else mcu_requant.fpu_table
         table, window = tables(centres, scales, np.ones((c, 1), np.int8), c)
     n = acc.shape[1]
 
     @T.prim_func(private=True, check_well_formed=False)
     def rq(a: T.Buffer((c, n), "int32"), cq: T.Buffer(table.shape, "int32"), y: T.Buffer((c, n), "int8")):
         for ch, i in T.grid(c, n):
-            y[ch, i] = mcu_kernels._rq(T, a[ch, i], cq, ch, ZO, window, halves=halves, arm=False, split=split)
+            y[ch, i] = mcu_requant._rq(T, a[ch, i], cq, ch, ZO, window, halves=halves, arm=False, split=split)
 
     lib = tvm.tirx.build(rq.with_attr("global_symbol", "k"), target="llvm")
     got = tvm.runtime.tensor(np.zeros((c, n), np.int8))
@@ -157,6 +157,6 @@ def test_mcu_stage_equals_onnxruntime_at_ties(cpu, depthwise, split, tmp_path):
     model, x, want = _want(depthwise, split)
     scales, centres = tie_channels(split)
     c = len(scales)  # the path the kernel takes (bias + w·(x + 128), bias = centre - zx - 128 here)
-    assert mcu_kernels.split_table(centres - ZX - 128, scales, np.ones((c, 1), np.int8), c)[2] == split
+    assert mcu_requant.split_table(centres - ZX - 128, scales, np.ones((c, 1), np.int8), c)[2] == split
     got = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x).outputs["y"]
     assert np.array_equal(got.view(np.int32), want.view(np.int32))

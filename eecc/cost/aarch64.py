@@ -39,7 +39,7 @@ MEASURED_A = Path(__file__).with_name("measured_cortex_a.json")
 FORMATS = ("fp32", "int8")
 # Modules only microcontroller builds run (eecc's own kernels, the edge loops, the fp32 tile conv), never on an A76
 MCU_ONLY = {"mcu_kernels", "mcu_depthwise", "mcu_float", "mcu_pool", "mcu_quantize", "mcu_program", "program_codegen",
-            "mcu_abi"}
+            "mcu_abi", "mcu_dense", "mcu_gate", "mcu_requant"}
 INT8_ONLY = {"int8_lowering", "fixed_point", "quantize"}
 # C files compiled into the aarch64 stage library and its harness, and the QEMU plugin that counts it
 LINKED = {"runtime_common.c", "host_main.c", "eecc_driver.h", "insn_count.c"}

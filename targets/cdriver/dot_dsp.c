@@ -66,16 +66,14 @@ void eecc_col2_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix)
   col_one(col + g[11], x, g, pix + 1 < g[10] ? pix + 1 : pix);
 }
 
-/* The same for a 1x1, stride 1, unpadded conv, whose pixel index is its input offset: a strided copy, 2
- * channels a step (its own function, so a stage of pointwise convs links no col_one). */
+/* The same for a 1x1, stride 1, unpadded conv, whose pixel index is its input offset: a strided copy (its own
+ * function, so a stage of pointwise convs links no col_one). One channel a step: two a step (unrolled) were 140 B
+ * more code for ~0.25 instructions per tap less (0.005 per MAC of a 48-channel pointwise conv). */
 void eecc_col2_pw_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
   const int32_t plane = g[1] * g[2], d = pix + 1 < g[10] ? 1 : 0;
   const int8_t* p = x + pix;
   int16_t* col1 = col + g[11];
-  int32_t ci = g[0];
-  for (; ci >= 2; ci -= 2, p += 2 * plane, col += 2, col1 += 2)
-    col[0] = p[0], col1[0] = p[d], col[1] = p[plane], col1[1] = p[plane + d];
-  if (ci) col[0] = p[0], col1[0] = p[d];
+  for (int32_t ci = g[0]; ci > 0; --ci, p += plane) *col++ = p[0], *col1++ = p[d];
 }
 
 /* n entries of v: the depthwise kernel's zx-padded plane (mcu_depthwise._depthwise_dsp) before its channels are

@@ -143,26 +143,107 @@ void eecc_mean_s8(const int8_t* x, int8_t* y, int32_t c, int32_t count, int32_t 
   }
 }
 
-/* int8 fully connected layer (targets/mcu_dense.py): q_j = RQ_j(t[3j] + Σ_i x[i]·w[j·k + i]) with
- * (bias, M0, n) = t[3j .. 3j + 2]; two SMLAD per 4 MACs (bytes 0, 2 and 1, 3 widened by SXTB16). y: int8 q, or
- * with scale_bits (a float32's bits, not 0) the float32 (q - zero)·scale of a DequantizeLinear after it. */
-void eecc_fc_s8(const int8_t* x, const int8_t* w, const int32_t* t, void* y, int32_t k, int32_t nout, int32_t zo,
-                uint32_t scale_bits, int32_t zero) {
-  for (int32_t j = 0; j < nout; ++j, t += 3) {
-    int32_t acc = t[0], i = 0;
+/* acc[r] += Σ_i x[i]·rows[r][i], i < 4·quads, r < 4, and rows[r] += 4·quads: the fully connected layer's tile.
+ * Per 4 inputs one LDR of x widened once (SXTB16, SXTB16 ROR 8: bytes 0, 2 and 1, 3), then per row one LDR,
+ * two SXTB16 and two SMLAD: 25 instructions per 16 MACs (one row at a time re-widened x per row, ~2.75 per
+ * MAC). Hand-written for the same reason as dot_dsp.c: gcc spilled two of the row pointers in the loop. */
 #if defined(__ARM_FEATURE_SIMD32)
-    for (; i + 4 <= k; i += 4) {
-      const uint32_t a = load4(x + i), b = load4(w + i);
-      acc = __smlad(__sxtb16((int8x4_t)a), __sxtb16((int8x4_t)b), acc);
-      acc = __smlad(__sxtb16((int8x4_t)(a >> 8 | a << 24)), __sxtb16((int8x4_t)(b >> 8 | b << 24)), acc);
-    }
+__attribute__((naked, used)) static void dot4(int32_t* acc, const int8_t** rows, const int8_t* x, int32_t quads) {
+  (void)acc; (void)rows; (void)x; (void)quads;
+  __asm__ volatile(
+      ".syntax unified\n"
+      "  push {r0, r1, r4-r11, lr}\n"
+      "  ldm r0, {r4-r7}\n"
+      "  ldm r1, {r8-r11}\n"
+      "  cbz r3, 2f\n"
+      "1:\n"
+      "  ldr r0, [r2], #4\n"
+      "  sxtb16 r1, r0, ror #8\n"
+      "  sxtb16 r0, r0\n"
+      "  ldr ip, [r8], #4\n"
+      "  sxtb16 lr, ip, ror #8\n"
+      "  sxtb16 ip, ip\n"
+      "  smlad r4, ip, r0, r4\n"
+      "  smlad r4, lr, r1, r4\n"
+      "  ldr ip, [r9], #4\n"
+      "  sxtb16 lr, ip, ror #8\n"
+      "  sxtb16 ip, ip\n"
+      "  smlad r5, ip, r0, r5\n"
+      "  smlad r5, lr, r1, r5\n"
+      "  ldr ip, [r10], #4\n"
+      "  sxtb16 lr, ip, ror #8\n"
+      "  sxtb16 ip, ip\n"
+      "  smlad r6, ip, r0, r6\n"
+      "  smlad r6, lr, r1, r6\n"
+      "  ldr ip, [r11], #4\n"
+      "  sxtb16 lr, ip, ror #8\n"
+      "  sxtb16 ip, ip\n"
+      "  smlad r7, ip, r0, r7\n"
+      "  smlad r7, lr, r1, r7\n"
+      "  subs r3, r3, #1\n"
+      "  bne 1b\n"
+      "2:\n"
+      "  pop {r0, r1}\n"
+      "  stm r0, {r4-r7}\n"
+      "  stm r1, {r8-r11}\n"
+      "  pop {r4-r11, pc}\n");
+}
+#else
+static void dot4(int32_t* acc, const int8_t** rows, const int8_t* x, int32_t quads) {
+  for (int32_t r = 0; r < 4; ++r, rows++)
+    for (int32_t i = 0; i < 4 * quads; ++i) acc[r] += x[i] * *(*rows)++;
+}
 #endif
-    for (; i < k; ++i) acc += x[i] * w[i];
-    w += k;
-    const int8_t q = rq_fixed(acc, t[1], t[2], zo);
-    if (scale_bits)
-      ((float*)y)[j] = (float)((int32_t)q - zero) * f32(scale_bits);
-    else
-      ((int8_t*)y)[j] = q;
+
+/* int8 fully connected layer (targets/mcu_dense.py): q_j = RQ_j(t[3j] + Σ_i x[i]·w[j·k + i]) with
+ * (bias, M0, n) = t[3j .. 3j + 2], 4 rows at a time (dot4); a last block of fewer rows repeats the last row
+ * (computed, not stored). The k % 4 tail is one more dot4 step on a word of the last x bytes and zeros: it reads
+ * each row's word on, so w ends with 4 - k % 4 spare bytes when k % 4 (mcu_dense.fc_call), times x's zeros.
+ * y: int8 q, or with scale_bits (a float32's bits, not 0) the float32 (q - zero)·scale of a DequantizeLinear
+ * after it. */
+__attribute__((optimize("Os"))) void eecc_fc_s8(const int8_t* x, const int8_t* w, const int32_t* t, void* y,
+                                                int32_t k, int32_t nout, int32_t zo, uint32_t scale_bits,
+                                                int32_t zero) {
+  uint32_t tail = 0;
+  for (int32_t i = k - 1; i >= (k & ~3); --i) tail = tail << 8 | (uint8_t)x[i];
+  for (int32_t j = 0; j < nout; j += 4) {
+    const int8_t* rows[4];
+    int32_t acc[4];
+    for (int32_t r = 0; r < 4; ++r) {
+      const int32_t row = j + r < nout ? j + r : nout - 1;
+      rows[r] = w + row * k;
+      acc[r] = t[3 * row];
+    }
+    dot4(acc, rows, x, k >> 2);
+    if (k & 3) dot4(acc, rows, (const int8_t*)&tail, 1);
+    for (int32_t r = 0; r < 4 && j + r < nout; ++r) {
+      const int8_t q = rq_fixed(acc[r], t[3 * (j + r) + 1], t[3 * (j + r) + 2], zo);
+      if (scale_bits)
+        ((float*)y)[j + r] = (float)((int32_t)q - zero) * f32(scale_bits);
+      else
+        ((int8_t*)y)[j + r] = q;
+    }
   }
+}
+
+/* e^x for x <= 0 (targets/mcu_gate.py): x = k·ln 2 + r, |r| <= ln 2 / 2 (Cody-Waite: ln 2 in two parts, k·LN2_HI
+ * exact for |k| < 2^11), e^r by its degree-6 Taylor polynomial (remainder < r^7/7! < 6e-8 relative), times 2^k
+ * through the exponent field; 0 below -86 (e^-86 = 4e-38: the result stays a normal float). */
+__attribute__((optimize("Os"))) static float exp_neg(float x) {
+  if (x < -86.0f) return 0.0f;
+  const int32_t k = (int32_t)(x * 1.44269504f - 0.5f);  /* toward zero: round to nearest for x <= 0 */
+  const float r = (x - (float)k * 0.693145752f) - (float)k * 1.42860677e-6f;
+  const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+  uint32_t b;
+  memcpy(&b, &p, sizeof b);
+  b += (uint32_t)k << 23;
+  return f32(b);
+}
+
+/* y[0] = max_i softmax(z)_i = 1 / Σ_i e^(z_i - max z) (targets/mcu_gate.py), n >= 1. */
+__attribute__((optimize("Os"))) void eecc_softmax_max(const float* z, float* y, int32_t n) {
+  float m = z[0], s = 0.0f;
+  for (int32_t i = 1; i < n; ++i) m = z[i] > m ? z[i] : m;
+  for (int32_t i = 0; i < n; ++i) s += exp_neg(z[i] - m);
+  y[0] = 1.0f / s;
 }
