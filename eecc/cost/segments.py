@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from eecc.model import ir
-from eecc.cost.features import FEATURES, entry_features, graph_features, io_features, named, node_features
+from eecc.cost.edges import entry_features, io_features
+from eecc.cost.features import FEATURES, graph_features, named, node_features
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
