@@ -38,7 +38,7 @@ def lower_int8(mod, *, kernels: str | None = None):
     if kernels not in (None, "plain", "dsp"):
         raise ValueError(f"lower_int8: kernels must be None, 'plain' or 'dsp', not {kernels!r}")
     func, builder = mod["main"], relax.BlockBuilder(mod)
-    for pattern, rewriter in _rules(kernels, builder):
+    for pattern, rewriter in _rules(kernels, builder, _read_by_islands(func)):
         func = rewrite_call(pattern, rewriter, func)
     out = tvm.IRModule({gv: f for gv, f in builder.get().functions.items() if gv.name_hint != "main"})
     out["main"] = func  # a reshape pair around mcu_kernels' H = 1 view of a 1-D conv: TVM would copy it
@@ -112,12 +112,36 @@ class _P:
         return self.is_op("relax.quantize")(inner, self.so, self.zo)
 
 
-def _rules(kernels: str | None = None, builder=None):
+# ops that start a QDQ island of the rules below when they read a dequantize
+ISLAND_OPS = {"relax.matmul", "relax.nn.conv1d", "relax.nn.conv2d", "relax.add", "relax.mean", "relax.nn.max_pool1d",
+              "relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims"}
+
+
+def _read_by_islands(func) -> list:
+    """The dequantize calls bound in `func` whose result an op of ISLAND_OPS reads: a DequantizeLinear there must stay
+    for that island's rule (fused into the FC before it, the island's Gemm ran as TVM's float matmul: an MLP's int8
+    stage on the M4, mlp unit 1010: 349,447 of 407,932 instructions)."""
+    from tvm import relax
+
+    bound = [(b.var, b.value) for block in func.body.blocks for b in block.bindings]
+
+    def value_of(arg):
+        return next((v for var, v in bound if var.same_as(arg)), None) if isinstance(arg, relax.Var) else None
+
+    reads = []
+    for _, value in bound:
+        if isinstance(value, relax.Call) and getattr(value.op, "name", None) in ISLAND_OPS:
+            reads += [v for v in map(value_of, value.args)
+                      if isinstance(v, relax.Call) and getattr(v.op, "name", None) == "relax.dequantize"]
+    return reads
+
+
+def _rules(kernels: str | None = None, builder=None, keep=()):
     from eecc.targets.mcu_pool import pool_rule
     from eecc.targets.mcu_quantize import dequantize_rule, quantize_rule
 
     dsp = builder if kernels == "dsp" else None  # mcu_dense's C loops: Armv7E-M with an FPU
-    fused_dq = [_matmul_rule(True, dsp, True), _matmul_rule(False, dsp, True)] if dsp else []  # before the others
+    fused_dq = [_matmul_rule(True, dsp, True, keep), _matmul_rule(False, dsp, True, keep)] if dsp else []  # first
     rules = [_conv_rule(True, kernels, builder), _conv_rule(False, kernels, builder), *fused_dq,
              _matmul_rule(True, dsp), _matmul_rule(False, dsp), _mean_rule(dsp), _add_rule(),
              _passthrough_rule("relax.nn.max_pool2d"), _passthrough_rule("relax.nn.max_pool1d"),
@@ -197,9 +221,10 @@ def _conv_rule(with_bias: bool, kernels: str | None = None, builder=None):
     return pattern, rewrite
 
 
-def _matmul_rule(with_bias: bool, dsp=None, dequantized: bool = False):
+def _matmul_rule(with_bias: bool, dsp=None, dequantized: bool = False, keep=()):
     """dsp: a BlockBuilder where a [1, K] input becomes mcu_dense's C loop; `dequantized` (with dsp): only the
-    pattern with a per-tensor DequantizeLinear after it, which that loop then computes too."""
+    pattern with a per-tensor DequantizeLinear after it, which that loop then computes too, unless the
+    DequantizeLinear is one of `keep` (_read_by_islands)."""
     from tvm import relax
 
     from eecc.targets import mcu_dense
@@ -231,6 +256,8 @@ def _matmul_rule(with_bias: bool, dsp=None, dequantized: bool = False):
         acc_scale = sx * np.broadcast_to(scales.reshape(-1), (n,))
         acc = relax.op.matmul(m[p.x], _const(np.ascontiguousarray(kn), "int8"), out_dtype="int32")
         folded = _bias(m, bias, acc_scale, n) - zx * kn.astype(np.int64).sum(axis=0)
+        if dequantized and any(expr.same_as(k) for k in keep):
+            return expr
         if dsp is not None and int(m[p.x].ty.shape.values[0]) == 1:
             dq = (_np(m, s2), _np(m, z2)) if dequantized else None
             if dq is not None and (dq[0].size != 1 or dq[1].dtype != np.int8 or expr.ty.dtype != "float32"):

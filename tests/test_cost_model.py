@@ -292,16 +292,8 @@ def _mlp_model() -> onnx.ModelProto:
     return model
 
 
-FLOAT_HIDDEN_GEMM = ("k24 (kernels bb4197addec48447): the M4's int8 FC tile is fixed (mlp units -5 … -41 %), but in an "
-                     "MLP's int8 stage the fused-DequantizeLinear FC rule (int8_lowering._matmul_rule, dequantized) "
-                     "also takes a hidden layer's Q -> DQ, so the next Gemm runs as TVM's float matmul (mlp unit 1010: "
-                     "349,447 of 407,932 instructions); the fit does not follow it (units 1001, 1010: -44 %, -55 %)")
-
-
 @needs_arm
-@pytest.mark.parametrize("cpu, fmt", [("cortex-m4", "fp32"),
-                                      pytest.param("cortex-m4", "int8", marks=pytest.mark.xfail(strict=True,
-                                                                                               reason=FLOAT_HIDDEN_GEMM))])
+@pytest.mark.parametrize("cpu, fmt", [("cortex-m4", "fp32"), ("cortex-m4", "int8")])
 def test_an_mlp_stage_matches_a_qemu_count(tmp_path, cpu, fmt):
     """nu7's MLP shape (64-128-128-128-10, dynamo's Reshape + Gemm(transB), one stage: no head fits its budget) priced
     by the shipped fit with the MLP fixture held out is within 15 % of its QEMU count (M4F: -29 % before the dense
@@ -399,6 +391,5 @@ def test_held_out_mlp_stages_are_priced_by_the_gemm_features():
     assert sum(ok for m, ok in within[("cortex-m4", "fp32")] if m != "mlp") >= 186
 
 
-@pytest.mark.xfail(strict=True, reason=FLOAT_HIDDEN_GEMM)
 def test_held_out_mlp_stages_are_priced_on_the_m4_in_int8():
     assert [ok for m, ok in _held_out()[("cortex-m4", "int8")] if m == "mlp"] == [True] * 14
