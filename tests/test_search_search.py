@@ -190,3 +190,32 @@ def test_energy_objective_does_not_buy_energy_with_accuracy_gains():
     assert any("does not choose a cascade costlier than the original" in w for w in res.warnings), res.warnings
     by_macs = search(lg, placements=every, options=SearchOptions(objective="macs"))
     assert by_macs.best.indices and by_macs.best.test.accuracy > res.best.test.accuracy
+
+
+def test_objective_macs_compares_with_the_cheapest_processor_and_says_when_the_cascade_costs_more():
+    """nu12 F7: under objective macs every processor runs the original at the same MACs, so the best single
+    processor was the first listed (the M0+, 22x the M4's energy) and the line hid what the cascade costs on the
+    device. The tie is now broken by energy, then latency; the line states energy and time the cascade spends
+    beyond the original alone on that processor."""
+    from eecc.driver.deployment import deployment_record
+
+    lg = synthetic_logits(k=4, n_val=1200, n_test=1200, seed=7)
+    procs = (Processor("hot", "cortex-m4", 1e8, 10**6, 10**7, 1.0, 0.001),   # listed first, 10x the power
+             Processor("cool", "cortex-m4", 1e8, 10**6, 10**7, 0.1, 0.001))
+    plat = Platform("two", procs, (Link("hot", "cool", 1e9, 0.0),), 5.0, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    every = enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+    res = search(lg, placements=every, options=SearchOptions(objective="macs"))
+    doc = res.to_json()
+    assert doc["best_single"]["processors"] == ["cool"]
+    singles = [p for p in res.placements if not p.exits]
+    assert len(singles) == 2 and singles[0].val_cost == singles[1].val_cost  # a tie in MACs, not in energy
+    # the cascade forced onto the hot core: fewer MACs, more energy than the original alone on cool, and said so
+    hot = search(lg, placements=[p for p in every if not p.exits or p.processors == ("hot", "hot")],
+                 options=SearchOptions(objective="macs"))
+    line = deployment_record(hot.to_json())["line"]
+    assert hot.best.indices and "the macs of the original model alone on cool" in line
+    ratio = hot.best.extra["mean_energy_j"] / hot.to_json()["best_single"]["mean_energy_j"]
+    assert ratio > 1 and f"on the platform it uses MORE energy ({ratio:.2f}x)" in line, line
+    assert "--objective energy or latency weighs what the device spends" in line

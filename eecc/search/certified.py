@@ -12,6 +12,7 @@ import numpy as np
 from eecc.errors import EeccError
 from eecc.search.guarantee import NotAdmissible, NotCertified, certify
 from eecc.search.policy import SplitScores, evaluate_policy, position_costs
+from eecc.search.unit import rank
 
 
 def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
@@ -52,7 +53,7 @@ def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScor
             raise
         if notes is not None:
             notes.append(f"{exc}; built the original model alone (no exits, so no drop)")
-        return min(alone, key=lambda i: results[i].val_cost)
+        return min(alone, key=lambda i: rank(results[i]))
     except NotAdmissible:
         raise EeccError(f"--guarantee {o.guarantee}: no certified choice of thresholds keeps the mean MACs within "
                         f"--max-macs {o.max_mean_macs:g} on the validation split; "

@@ -22,7 +22,7 @@ from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_p
                                 position_costs)
 from eecc.search.thresholds import retune
 from eecc.search.types import ExitLogits, pair_name
-from eecc.search.unit import DROPPED, UNITS, check_heads, reference_cost
+from eecc.search.unit import DROPPED, UNITS, check_heads, rank, reference_cost
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
                        "over-confident on data they were trained on; expect more errors at the exits")
@@ -155,7 +155,7 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
                   "val_accuracy": calib.final_accuracy, "reference_cost": ref, "unit": UNITS[unit],
                   "accuracy_interval": policy_intervals(right, np.zeros(test.n), right)["accuracy"]},
         placements=results, chosen=chosen, pruned=pruned, warnings=notes, options=asdict(o),
-        objective=unit, single=min(singles, key=lambda i: results[i].val_cost) if singles else None)
+        objective=unit, single=min(singles, key=lambda i: rank(results[i])) if singles else None)
     t0 = time.perf_counter()
     if chosen is not None and results[chosen].indices:
         res.baselines = baseline_points(logits, calib, test, results[chosen], objective, test_obj, o)
@@ -299,6 +299,9 @@ def _one(logits, calib, test, idx, procs, latency, objective, test_obj, o, devic
              **({"intervals": result_intervals(r, test)} if o.intervals else {})}
     if device is not None:
         lat, energy = np.asarray(device["latency_s"]), np.asarray(device["energy_j"])
+        if sel.exit_index.size:  # calibration split: unit.rank's tie-break
+            extra.update(val_mean_latency_s=float(lat[sel.exit_index].mean()),
+                         val_mean_energy_j=float(energy[sel.exit_index].mean()))
         extra.update(mean_latency_s=float(lat[r.exit_index].mean()), worst_case_latency_s=float(lat.max()),
                      mean_energy_j=float(energy[r.exit_index].mean()), worst_case_energy_j=float(energy.max()),
                      exit_latency_s=[float(v) for v in lat], exit_energy_j=[float(v) for v in energy])

@@ -19,6 +19,14 @@ def reference_cost(placements, unit: str, final_macs: int) -> float:
     return float(min(getattr(p, field_)[-1] for p in pool))
 
 
+def rank(result) -> tuple[float, float, float]:
+    """Sort key of the single-processor deployments (the original alone): validation cost, ties broken by mean
+    energy, then latency, on the calibration split (search._one's `extra`). Under objective macs every processor
+    runs the original at the same MACs: the first listed was the best (nu12 F7: the M0+, 22x the M4's energy)."""
+    extra = result.extra or {}
+    return (result.val_cost, extra.get("val_mean_energy_j", 0.0), extra.get("val_mean_latency_s", 0.0))
+
+
 DROPPED = "was dropped or not trained"
 ALL_DROPPED = ("no feasible placement: every exit head of every placement was dropped (no better than "
                "chance after one epoch); check that the labels belong to the inputs and that the data are "
