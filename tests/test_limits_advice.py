@@ -149,3 +149,26 @@ def test_ram_the_split_check_would_refuse_is_refused_before_training_and_the_adv
                     "-o", str(folder / "ram"))
     assert code == 0, err
     assert (folder / "ram" / "manifest.json").exists()  # the split's check passed the same figure
+
+
+def test_the_latency_limit_that_admits_only_the_original_names_the_one_that_allows_an_exit(folder, capsys):
+    """nu12 F10: following "pass --max-latency-ms X or more" (X admits the original alone) pruned every exit, and
+    the bundle's line then quoted the first pruned placement (104.6 ms) instead of the nearest (23.86 ms)."""
+    run = ["--target", "psoc6", "--search", "--no-codegen"]
+    code, err = cli(folder, capsys, *run, "-o", str(folder / "f10"), "--max-latency-ms", "0.0001")
+    plain = re.search(r"pass --max-latency-ms ([0-9.]+) or more; \1 admits only the original model: the fastest "
+                      r"with an exit, 1 exit\(s\) on m4 → m4, takes ([0-9.]+) ms: pass --max-latency-ms ([0-9.]+) "
+                      r"to allow an exit$", err.strip())
+    assert code == 2 and plain, err
+    code, err = cli(folder, capsys, *run, "-o", str(folder / "f10a"), "--max-latency-ms", plain.group(1))
+    assert code == 0, err
+    manifest = json.loads((folder / "f10a" / "manifest.json").read_text())
+    pruned = [p for p in manifest["search"]["pruned"] if p["exits"]]
+    assert f"{min(p['needs'][0][1] for p in pruned) * 1e3:.4g}" == plain.group(2)  # the nearest, not the first
+    line = manifest["deployment"]["line"]
+    assert (f"pruned by the worst-case latency limit; the fastest with an exit, 1 exit(s) on m4 → m4, takes "
+            f"{plain.group(2)} ms: pass --max-latency-ms {plain.group(3)} to allow an exit") in line, line
+    code, err = cli(folder, capsys, *run, "-o", str(folder / "f10b"), "--max-latency-ms", plain.group(3))
+    assert code == 0, err
+    manifest = json.loads((folder / "f10b" / "manifest.json").read_text())
+    assert manifest["placement"]["cuts"] and manifest["stages"][-1]["exit_latency_s"] * 1e3 <= float(plain.group(3))

@@ -46,15 +46,32 @@ def limit_message(placements, when: str, source: str | None = None, *, replaces:
     if timed:
         best = min(timed, key=lambda p: p.needs[0][1])
         limit, ms = best.needs[0][2] * 1e3, best.needs[0][1] * 1e3
+        with_exit = "" if best.exits else exit_latency_advice(timed, _round_up(ms) / 1e3)
         return (f"no feasible placement {when}: every placement takes longer than the worst-case latency limit ("
                 + (f"{source}: " if source else "") + f"{limit:g} ms); the fastest, {_described(best)}, takes "
                 f"{shown_above(ms, limit)} ms: pass --max-latency-ms {_round_up(ms):g} or more"
-                + (" (it replaces the platform's limit)" if replaces else ""))
+                + (" (it replaces the platform's limit)" if replaces else "")
+                + (f"; {_round_up(ms):g} admits only the original model: {with_exit}" if with_exit else ""))
     best = min(placements, key=lambda p: max(n / h for k, n, h in p.needs if k != "latency"))
     over = [f"{_memory_name(k)} needs {int(n):,} B but holds {int(h):,} B" for k, n, h in best.needs if k != "latency"]
     return (f"no feasible placement {when}: the smallest, {_described(best)}, overflows memory ("
             + "; ".join(over) + "): use a platform with at least that much (storage_bytes, ram_bytes in its TOML)"
             + (", or compile with --quantize int8 (int8 weights and activations fit)" if int8_fits else ""))
+
+
+def exit_latency_advice(placements, limit_s: float | None = None) -> str | None:
+    """The latency limit that admits the fastest placement with an exit among `placements` (pruned for latency
+    alone, at `limit_s` or their own limit), as advice; None when none was pruned for latency alone. nu12 F10:
+    the limit that admitted the original model pruned every exit, and the message quoted another placement."""
+    timed = [p for p in placements if p.exits and p.needs and all(k == "latency" for k, _, _ in p.needs)]
+    if not timed:
+        return None
+    best = min(timed, key=lambda p: p.needs[0][1])
+    ms, limit = best.needs[0][1] * 1e3, (limit_s if limit_s is not None else best.needs[0][2]) * 1e3
+    if ms <= limit:
+        return None
+    return (f"the fastest with an exit, {_described(best)}, takes {shown_above(ms, limit)} ms: pass "
+            f"--max-latency-ms {_round_up(ms):g} to allow an exit")
 
 
 def _described(p) -> str:

@@ -15,7 +15,7 @@ from eecc.exits.family import searched_heads
 from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.progress import progress as show_progress
 from eecc.search.chance import below_chance, dropped_reason
-from eecc.search.limits import no_fit_message
+from eecc.search.limits import Pruned, exit_latency_advice, no_fit_message
 from eecc.search.memory import StageMemory, plan_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
                                    head_combos_within, keep_int8_off, surviving_candidates, with_heads,
@@ -203,7 +203,15 @@ def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> st
         return "no exit head fits this model (" + "; ".join(f"{t}: {w}" for t, w in design.rejected.items()) + ")"
     if exits.results and all(r.dropped for r in exits.results):
         return "every exit head was dropped: none beat chance on the validation split after one epoch"
-    reasons = [r for p in result.pruned if p["exits"] for r in p["reasons"]]
+    pruned = [p for p in result.pruned if p["exits"]]
+    alive = {r.spec.tensor for r in exits.results if not r.dropped}  # heads of placements pruned before training
+    dead = {r.spec.tensor for r in exits.results if r.dropped} - alive  # were never trained: not dead
+    timed = exit_latency_advice([Pruned(tuple(p["exits"]), tuple(p["processors"]),
+                                        tuple(tuple(n) for n in p.get("needs") or ()), tuple(p["reasons"]))
+                                 for p in pruned if not dead.intersection(p["exits"])])
+    if timed:  # the nearest one, not the first pruned (nu12 F10 quoted a 104.6 ms placement beside a 23.86 ms one)
+        return f"every placement with an exit was pruned by the worst-case latency limit; {timed}"
+    reasons = [r for p in pruned for r in p["reasons"]]
     return "every placement with an exit was pruned" + (f" ({reasons[0]})" if reasons else "")
 
 
