@@ -55,7 +55,8 @@ def test_uint8_with_scale_and_chunks():
     (lambda d: d.update(y_train=d["y_train"] + 0.5),
      "labels must be integers \\(class indices\\): map them to class indices 0..K-1"),
     (lambda d: d.update(x_val=d["x_val"][:0], y_val=d["y_val"][:0]), "x_val is empty"),
-    (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8)), "is uint8; pass --scale"),
+    (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8), x_val=(d["x_val"] * 255).astype(np.uint8)),
+     "is uint8; pass --scale"),
     (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
     (lambda d: d.update(y_train=np.eye(3, dtype=np.float32)[d["y_train"]]), "for one-hot rows store y_train.argmax\\(1\\)"),
     (lambda d: d.pop("y_val"), "x_val and y_val must be given together"),
@@ -78,6 +79,23 @@ def test_scale_on_float_data_is_refused_and_the_advice_works():
     assert "\n" not in str(info.value)
     s = make_splits(x, y, x[:10], y[:10], input_shape=SHAPE, num_classes=3)  # the advice: drop --scale
     np.testing.assert_array_equal(s.train.x, x)
+
+
+@pytest.mark.parametrize("scale", [None, 1 / 255])
+def test_uint8_and_float_splits_are_one_message_with_or_without_scale(scale):
+    """nu12 F4: uint8 x_train with float32 x_val/x_test: "pass --scale", then with --scale "drop --scale", a circle."""
+    x, y = _xy(100)
+    codes = np.clip(x * 40 + 128, 0, 255).astype(np.uint8)
+    with pytest.raises(EeccError, match=r"x_train is uint8 but x_val, x_test are float32: store every split in "
+                                        r"one dtype") as info:
+        make_splits(codes, y, x[:10], y[:10], x[:10], y[:10], input_shape=SHAPE, num_classes=3, scale=scale)
+    assert "\n" not in str(info.value)
+    # the advice, followed both ways: every split float32 (no --scale), or every split uint8 codes with --scale
+    s = make_splits(codes.astype(np.float32), y, x[:10], y[:10], x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    assert s.train.x.dtype == np.float32 and len(s.test) == 10
+    s = make_splits(codes, y, codes[:10], y[:10], codes[:10], y[:10], input_shape=SHAPE, num_classes=3, scale=scale
+                    or 1 / 255)
+    np.testing.assert_allclose(s.val.rows(0, 10), codes[:10] / 255, rtol=1e-6)
 
 
 def test_float64_data_is_read_as_float32_with_a_one_line_warning(tmp_path, capsys):

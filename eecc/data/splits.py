@@ -107,6 +107,7 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     _warn_other_float({name: x for name, (x, _) in arrays.items()}, origin)
+    _check_one_dtype(arrays, origin)
     for name, (x, y) in arrays.items():
         if x is None and y is None:
             continue
@@ -198,6 +199,18 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.flatnonzero(mask), val_idx
 
 
+def _check_one_dtype(arrays: dict, origin: str) -> None:
+    """uint8 codes in one split and floats in another: --scale suits the one and is refused on the other, so each
+    error alone sent the user to the other (nu12 F4). Said once, naming both."""
+    codes = [f"x_{n}" for n, (x, _) in arrays.items() if x is not None and _dtype(x) == np.uint8]
+    floats = [f"x_{n}" for n, (x, _) in arrays.items() if x is not None and np.issubdtype(_dtype(x), np.floating)]
+    if codes and floats:
+        kinds = sorted({str(_dtype(arrays[n[2:]][0])) for n in floats})
+        raise EeccError(f"{origin}: {', '.join(codes)} {'is' if len(codes) == 1 else 'are'} uint8 but "
+                        f"{', '.join(floats)} {'is' if len(floats) == 1 else 'are'} {'/'.join(kinds)}: store every "
+                        "split in one dtype (float32, as the model reads it, or uint8 codes for --scale)")
+
+
 def _check_keys(data: dict, origin: str) -> None:
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
@@ -234,8 +247,8 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     if x.dtype == np.uint8 and scale is None:
-        raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255) "
-                        "or store float32")
+        raise EeccError(f"{where} is uint8; pass --scale (e.g. --scale 0.00392156862745098 for 1/255; the model "
+                        "reads scale·x, no offset) or store float32 as the model reads it")
     if scale is not None and x.dtype != np.uint8:  # S · x is for uint8 codes; on floats it silently rescales
         raise EeccError(f"{where} is {x.dtype}, but --scale applies to uint8 data only; drop --scale (float data "
                         "is used as it is)")
