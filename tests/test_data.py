@@ -98,6 +98,24 @@ def test_uint8_and_float_splits_are_one_message_with_or_without_scale(scale):
     np.testing.assert_allclose(s.val.rows(0, 10), codes[:10] / 255, rtol=1e-6)
 
 
+def test_a_class_missing_from_the_training_split_is_warned_about():
+    """nu12 F11: y_train without class 4 of 5 built without a word; the exit heads never predicted class 4."""
+    import warnings
+
+    from eecc.errors import EeccWarning
+
+    x, y = _xy(100)
+    keep = y != 2
+    with pytest.warns(EeccWarning, match=r"y_train has no sample of class 2 of the model's 3: exit heads cannot "
+                                         r"learn to predict it .*give training samples of every class"):
+        make_splits(x[keep], y[keep], x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    with pytest.warns(EeccWarning, match=r"no sample of classes 2, 3 of the model's 4: .* predict them"):
+        make_splits(x[keep], y[keep], x[:10], y[:10], input_shape=SHAPE, num_classes=4)
+    with warnings.catch_warnings():  # every class present (in y_train; y_val may lack one): no warning
+        warnings.simplefilter("error")
+        make_splits(x, y, x[keep][:10], y[keep][:10], input_shape=SHAPE, num_classes=3)
+
+
 def test_float64_data_is_read_as_float32_with_a_one_line_warning(tmp_path, capsys):
     """numpy's default float (sklearn, pandas) is float64; the model computes in float32, so eecc converts."""
     from pathlib import Path

@@ -121,6 +121,7 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     if len(present) < 2:  # every head would score 100 % (or chance) and be dropped with a misleading reason
         raise EeccError(f"{origin}: y_train holds only class {present.tolist()} of the model's {num_classes}; "
                         "exit heads learn to tell classes apart: give training samples of every class")
+    _warn_missing_classes(present, num_classes, origin)
     if "val" in checked:
         only = np.unique(checked["val"][1])
         if len(only) < 2:  # every head would be dropped, blamed on the split's size (nu11)
@@ -197,6 +198,18 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     mask = np.ones(len(y), bool)
     mask[val_idx] = False
     return np.flatnonzero(mask), val_idx
+
+
+def _warn_missing_classes(present: np.ndarray, num_classes: int | None, origin: str) -> None:
+    """A class of the model that y_train never shows: exit heads train on y_train alone, so they never predict it
+    and every sample of it leaving at an exit is wrong (nu12 F11: 0 of 209 test samples of class 4)."""
+    missing = sorted(set(range(num_classes or 0)) - set(present.tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        warnings.warn(f"{origin}: y_train has no sample of class{'es' if len(missing) > 1 else ''} {shown} of the "
+                      f"model's {num_classes}: exit heads cannot learn to predict {'them' if len(missing) > 1 else 'it'} "
+                      "(only the final classifier can); give training samples of every class", EeccWarning,
+                      stacklevel=3)
 
 
 def _check_one_dtype(arrays: dict, origin: str) -> None:
