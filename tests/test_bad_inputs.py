@@ -122,7 +122,9 @@ CASES = {
     "finetune-unsupported-op": (lambda d: compile_args(d, model(d, leaky()), npz(d), "--finetune-epochs", "1"),
                                 ["finetune", "op LeakyRelu", "drop --finetune-epochs"]),
     "model-old-opset": (lambda d: compile_args(d, model(d, tiny(opset=5)), npz(d)), ["opset 5", "opset_version"]),
-    "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)), ["--input-shape"]),
+    "model-symbolic-spatial-dims": (lambda d: compile_args(d, model(d, symbolic_hw()), npz(d)),
+                                    ["pass --input-shape 1,H,W with their sizes (3 dims",
+                                     "your data's samples are [1, 8, 8]: pass --input-shape 1,8,8"]),
     "input-shape-wrong-rank": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "1,8"), ["input"]),
     "input-shape-not-numbers": (lambda d: compile_args(d, cnn(d), npz(d), "--input-shape", "a,b"),
                                 ["--input-shape 'a,b'", "e.g."]),
@@ -285,6 +287,21 @@ def test_missing_external_data_advice_works(tmp_path, capsys):
     shutil.copy(tmp_path / "cnn.onnx.data", model.parent)
     assert main(["inspect", str(model)]) == 0
     assert "cnn.onnx" in capsys.readouterr().out
+
+
+def test_symbolic_input_advice_is_the_datas_shape_and_it_works(tmp_path, capsys):
+    """nu12 F5: a model with symbolic dims was told "--input-shape C,H,W" whatever its rank, and a wrong
+    --input-shape got "give data of the shape the model was trained on". Both now name the data's own shape;
+    following the advice, `eecc exits` trains the heads."""
+    bad, data = model(tmp_path, symbolic_hw(), "hw.onnx"), npz(tmp_path)
+    exits = ["exits", str(tmp_path / bad), "--data", str(tmp_path / data), "--heads", "blueprint", "--epochs", "1",
+             "--quiet", "--json", "--cache-dir", str(tmp_path / "cache")]
+    assert main(exits) == 2
+    assert "pass --input-shape 1,8,8" in capsys.readouterr().err
+    assert main([*exits, "--input-shape", "1,4,16"]) == 2
+    assert "--input-shape 1,8,8 fits this data" in capsys.readouterr().err
+    assert main([*exits, "--input-shape", "1,8,8"]) == 0
+    assert '"candidates"' in capsys.readouterr().out
 
 
 def test_one_value_output_advice_works(tmp_path, capsys):

@@ -58,7 +58,7 @@ def run(args) -> int:
     cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
     model, data = _inputs(args)
     out = Path(args.out) if args.out else Path("out") / Path(model).stem
-    plan = plan_exits(model, input_shape=args.input_shape, budget=args.head_budget)
+    plan = plan_exits(model, input_shape=args.input_shape, budget=args.head_budget, data=data)
     options = CompileOptions(
         target=args.target, out=out, search=args.search,
         search_options=search_options(args, plan.blocks.total_macs), max_latency_s=latency_limit(args),

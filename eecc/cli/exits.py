@@ -47,7 +47,7 @@ def run(args) -> int:
     candidates = [c for c in args.candidates.split(",") if c] if args.candidates else None
     from eecc.cli.search import executor_from_args
 
-    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget)
+    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget, data=args.data)
     check_heads(plan)
     with executor_from_args(args) as executor:
         result = run_exits(plan, args.data, input_shape=args.input_shape, candidates=candidates,

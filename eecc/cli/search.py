@@ -156,7 +156,7 @@ def run(args) -> int:
     cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
     t0 = time.perf_counter()
     platform = load_platform(args.target)
-    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget)
+    plan = plan_exits(args.model, input_shape=args.input_shape, budget=args.head_budget, data=args.data)
     options = search_options(args, plan.blocks.total_macs)
     with executor_from_args(args) as executor:
         sr = search_model(plan, args.data, platform, options=options, max_latency_s=latency_limit(args),

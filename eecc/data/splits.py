@@ -175,6 +175,17 @@ def load_npz(path: str | Path, *, input_shape: Sequence[int], num_classes: int, 
                        num_classes=num_classes, scale=scale, seed=seed, origin=str(path))
 
 
+def sample_shape(data) -> tuple[int, ...] | None:
+    """x_train's sample shape (without the batch dim) of `data` (an .npz path or a dict of arrays), read without
+    loading the samples; None when it cannot be read (the data checks say why later)."""
+    try:
+        arrays = data if isinstance(data, dict) else _open_npz(Path(data)) if data is not None else {}
+        x = arrays.get("x_train")
+        return None if x is None else tuple(int(d) for d in np.shape(x)[1:])
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
+
+
 def check_data_file(path: Path, advice: str) -> None:
     """EeccError unless `path` is a file: missing, or a folder (named as one, with the .npz files inside it)."""
     if path.is_dir():
@@ -353,7 +364,10 @@ def _layout_advice(got: tuple[int, ...], want: tuple[int, ...]) -> str:
             layout += " (" + {("channels-last", 2): "NLC", ("channels-last", 3): "NHWC",
                               ("channels-first", 2): "NCL", ("channels-first", 3): "NCHW"}[layout, n] + ")"
         return f"the data are {layout}: store x.transpose(0, {', '.join(str(i + 1) for i in perm)})"
+    # a wrong --input-shape on a model with symbolic dims shows here too: name the one that fits (nu12 F5)
+    symbolic = f"if the model's input dims are symbolic, --input-shape {','.join(map(str, got))} fits this data"
     if int(np.prod(got)) == int(np.prod(want)):
         return (f"if each sample is stored flat in the model's own axis order, reshape it: "
-                f"x.reshape(len(x), {', '.join(map(str, want))}); if its axes are in another order, transpose them")
-    return "give data of the shape the model was trained on (or a model exported for this shape)"
+                f"x.reshape(len(x), {', '.join(map(str, want))}); if its axes are in another order, transpose them; "
+                + symbolic)
+    return f"give data of the shape the model was trained on (or a model exported for this shape); {symbolic}"

@@ -80,7 +80,7 @@ def compile_model(model: str | os.PathLike, data, options: CompileOptions) -> di
     check_output(options.out, force=options.force, protect=protect)  # a bad -o fails before any training
     platform = load_platform(options.target)
     plan = plan_exits(model, input_shape=options.input_shape,  # ir.load ─▶ annotate_cost ─▶ fuse_blocks ─▶ heads
-                      budget=options.head_budget)
+                      budget=options.head_budget, data=data)
     if options.finetune_epochs > 0:  # an op fine-tuning cannot run is refused now, not after the search
         from eecc.train.finetune import check_supported
 

@@ -16,8 +16,8 @@ from eecc.data import cache as fcache
 from eecc.data import footprint
 from eecc.data.aside import can_fork, fill_aside
 from eecc.model import ir
-from eecc.data.splits import Splits, normalise
-from eecc.errors import EeccError
+from eecc.data.splits import Splits, normalise, sample_shape
+from eecc.errors import EeccError, SymbolicInputShape
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, Forked, InProcess
 from eecc.exits.family import HALVING_RULE, expand, mark
@@ -121,9 +121,14 @@ class ExitsRun:
         }
 
 
-def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float = DEFAULT_BUDGET) -> Plan:
-    """Candidate heads and their `CandidateCost`s, from the model alone (no data, no training)."""
-    graph, blocks = analyse(model, input_shape=input_shape)
+def plan_exits(model, *, input_shape: Sequence[int] | None = None, budget: float = DEFAULT_BUDGET,
+               data=None) -> Plan:
+    """Candidate heads and their `CandidateCost`s, from the model alone (no data, no training). `data` (an .npz
+    path or arrays), when given, only shapes the advice for a model with symbolic input dims."""
+    try:
+        graph, blocks = analyse(model, input_shape=input_shape)
+    except SymbolicInputShape as exc:
+        raise exc.with_data(sample_shape(data)) from None
     design = design_from_blocks(blocks, budget=budget)
     return Plan(graph, blocks, design, candidate_costs(blocks, design.heads))
 

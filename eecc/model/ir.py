@@ -12,7 +12,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import shape_inference
 
-from eecc.errors import EeccError
+from eecc.errors import EeccError, SymbolicInputShape
 from eecc.files import replacing
 
 ANN_PREFIX = "eecc."          # in-memory annotation attrs on gs nodes
@@ -226,9 +226,17 @@ def _fix_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, 
             dim.Clear()
             dim.dim_value = int(size)
     unknown = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
-    if len(dims) < 2 or unknown:
-        raise EeccError(f"{origin}: input '{inp.name}' has symbolic non-batch dims at positions {unknown}; "
-                        "pass --input-shape C,H,W (without the batch dim) or export with a static shape")
+    if len(dims) < 2:
+        raise EeccError(f"{origin}: input '{inp.name}' has no dims after the batch dim; export the model with its "
+                        "sample dims (e.g. [N, features])")
+    if unknown:  # the advice in this model's own rank: C,H,W was asked of a 1-D model (nu12 F5)
+        rest = list(dims)[1:]
+        example = ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"D{i + 1}")
+                           for i, d in enumerate(rest))
+        raise SymbolicInputShape(
+            f"{origin}: input '{inp.name}' has symbolic non-batch dims at positions {unknown}; pass --input-shape "
+            f"{example} with their sizes ({len(rest)} dims, without the batch dim) or export with a static shape",
+            [d.dim_value if d.HasField("dim_value") else None for d in rest])
 
 
 def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
