@@ -6,7 +6,6 @@ import hashlib
 import math
 import os
 import warnings
-import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from eecc.data.layout import layout_advice
 from eecc.errors import EeccError, EeccWarning
 
 SPLITS = ("train", "val", "test")
@@ -283,7 +283,7 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
         raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
     if tuple(x.shape[1:]) != input_shape:
         raise EeccError(f"{where} has samples shaped {list(x.shape[1:])} but the model wants {list(input_shape)} "
-                        f"(without the batch dim); {_layout_advice(tuple(x.shape[1:]), tuple(input_shape))}")
+                        f"(without the batch dim); {layout_advice(tuple(x.shape[1:]), tuple(input_shape))}")
     if len(x) == 0:
         raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
     if y is not None:
@@ -345,29 +345,3 @@ def _memmap_member(path: Path, raw, info: zipfile.ZipInfo) -> np.ndarray:
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype, order=order)
     return np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape, order=order)
-
-
-def _layout_advice(got: tuple[int, ...], want: tuple[int, ...]) -> str:
-    """What to do about a sample-shape mismatch: a layout change is a transpose of the data, never
-    --input-shape (that only fills in dims the model leaves symbolic), and never a reshape, which keeps the
-    values' order and so scrambles channels-last data into noise the model scores at chance (nu12 F3: a
-    [128, 3] signal for a [3, 128] model, "fixed" by the reshape once advised here, went from 100 % to 31 %)."""
-    n = len(got)
-    perms = [p for p in itertools.permutations(range(n)) if tuple(got[i] for i in p) == want] \
-        if sorted(got) == sorted(want) and 1 < n <= 6 else []
-    if perms:  # equal dims (H = W) make several fit: the one that moves the fewest axes past each other
-        perm = min(perms, key=lambda p: sum(p[i] > p[j] for i in range(n) for j in range(i + 1, n)))
-        # ONNX models take channels first: for 2-D samples, whose two names are one permutation, channels-last wins
-        names = {(*range(1, n), 0): "channels-first", (n - 1, *range(n - 1)): "channels-last"}
-        layout = names.get(perm, "in another axis order")
-        if layout != "in another axis order" and n in (2, 3):
-            layout += " (" + {("channels-last", 2): "NLC", ("channels-last", 3): "NHWC",
-                              ("channels-first", 2): "NCL", ("channels-first", 3): "NCHW"}[layout, n] + ")"
-        return f"the data are {layout}: store x.transpose(0, {', '.join(str(i + 1) for i in perm)})"
-    # a wrong --input-shape on a model with symbolic dims shows here too: name the one that fits (nu12 F5)
-    symbolic = f"if the model's input dims are symbolic, --input-shape {','.join(map(str, got))} fits this data"
-    if int(np.prod(got)) == int(np.prod(want)):
-        return (f"if each sample is stored flat in the model's own axis order, reshape it: "
-                f"x.reshape(len(x), {', '.join(map(str, want))}); if its axes are in another order, transpose them; "
-                + symbolic)
-    return f"give data of the shape the model was trained on (or a model exported for this shape); {symbolic}"
