@@ -16,6 +16,7 @@ import threading
 from typing import Callable
 
 from eecc.exits.train_task import import_aside
+from eecc.fork import parent_heap_frozen
 
 
 def can_fork() -> bool:
@@ -37,7 +38,8 @@ def fill_aside(cache, splits: dict, prints: dict[str, str], tasks: dict[str, Cal
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_fill_child, args=(cache, splits, prints, send), name="eecc-features", daemon=True)
-    child.start()  # before the import starts: the child never holds a half-imported module
+    with parent_heap_frozen():  # eecc/fork.py: the child must not destroy this process's onnxruntime sessions
+        child.start()  # before the import starts: the child never holds a half-imported module
     send.close()
     import_aside(module)
     try:

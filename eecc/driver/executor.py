@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
 from eecc.errors import EeccError, require
+from eecc.fork import parent_heap_frozen
 
 EXECUTORS = ("local", "process", "ray")
 MAX_RETRIES = 3
@@ -66,7 +67,8 @@ class Forked(Executor):
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_one_torch_thread)
         try:
-            futures = {pool.submit(fn, shared, item): i for i, item in enumerate(items)}
+            with parent_heap_frozen():  # the fork-context pool forks its workers in the first submit (eecc/fork.py)
+                futures = {pool.submit(fn, shared, item): i for i, item in enumerate(items)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
         except BrokenProcessPool:
