@@ -40,22 +40,32 @@ def dense_stage() -> onnx.ModelProto:
     return model
 
 
-@needs_arm
-def test_m4_c_loops_are_bit_exact_with_tvm_integer_lowering(tmp_path):
+def _host_integer_lowering(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """TVM's integer lowering of the int8 `model` run on the host, one sample at a time: the reference the
+    Cortex-M stages must equal bit for bit."""
     import tvm
     from tvm import relax
 
+    from eecc.targets import int8_lowering, tvm_import
+
+    host = tvm.target.Target("llvm")
+    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
+                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
+    return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
+
+
+@needs_arm
+def test_m4_c_loops_are_bit_exact_with_tvm_integer_lowering(tmp_path):
+    import tvm
+
     from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m, int8_lowering, tvm_import
+    from eecc.targets import cortex_m, tvm_import
 
     x = np.random.default_rng(7).standard_normal((40, 1, 9, 7)).astype(np.float32)
     model = quantize.quantize_stage(dense_stage(), {"x": x[:24]})
     arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
     got = emulate_stage(arts, x[24:]).outputs["y"]
-    host = tvm.target.Target("llvm")
-    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
-                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
-    want = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(24, 40)])
+    want = _host_integer_lowering(model, x[24:40])
     assert got.dtype == np.float32 and np.array_equal(got, want)
     assert len(np.unique(got)) > 20  # not a constant output: the check has something to compare
     calls = [k for k, _ in tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS["cortex-m4"]["target"])).calls]
@@ -89,11 +99,8 @@ def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path, k, n):
     folds it at build time (as an extern C call it was JIT-run on the host, where eecc_dequantize_s8 does not
     exist: a segfault). K = 3, N = 2: eecc_fc_s8's SMLAD tile with no whole word of x (the tail step alone) and
     fewer than 4 rows."""
-    import tvm
-    from tvm import relax
-
     from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m, int8_lowering, tvm_import
+    from eecc.targets import cortex_m
 
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array((rng.standard_normal((k, n)) * 0.3).astype(np.float32), "w"),
@@ -105,10 +112,7 @@ def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path, k, n):
     x = rng.standard_normal((32, k)).astype(np.float32)
     model = quantize.quantize_stage(model, {"x": x[:24]})
     got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
-    host = tvm.target.Target("llvm")
-    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
-                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
-    want = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(24, 32)])
+    want = _host_integer_lowering(model, x[24:32])
     assert np.array_equal(got, want) and len(np.unique(got)) > 10
 
 
@@ -119,10 +123,9 @@ def test_m4_chained_gemms_both_run_the_int8_fc(tmp_path):
     ran as TVM's float matmul: mlp unit 1010 spent 349,447 of 407,932 instructions there), bit-exact with TVM's
     integer lowering on the host."""
     import tvm
-    from tvm import relax
 
     from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m, int8_lowering, tvm_import
+    from eecc.targets import cortex_m, tvm_import
 
     rng = np.random.default_rng(9)
     inits = [numpy_helper.from_array((rng.standard_normal((16, 20)) * 0.4).astype(np.float32), "w1"),
@@ -138,8 +141,5 @@ def test_m4_chained_gemms_both_run_the_int8_fc(tmp_path):
     calls = [k for k, _ in tvm_import.lower_stage(model, tvm.target.Target(cortex_m.CPUS["cortex-m4"]["target"])).calls]
     assert sum(k.startswith("dense_int8") for k in calls) == 2 and not any("matmul" in k for k in calls), calls
     got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[24:]).outputs["y"]
-    host = tvm.target.Target("llvm")
-    vm = relax.VirtualMachine(tvm.compile(int8_lowering.lower_int8(tvm_import.relax_module(model)), target=host,
-                                          relax_pipeline=relax.get_default_pipeline(host)), tvm.cpu())
-    want = np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(24, 32)])
+    want = _host_integer_lowering(model, x[24:32])
     assert np.array_equal(got, want) and len(np.unique(got)) > 10
