@@ -62,9 +62,11 @@ def _search(d: Path, capsys, *extra: str):
 def test_too_many_placements_are_refused_before_training_and_the_advised_k_works(digits, capsys, monkeypatch):
     """At MAX_SCORED = 100 (5,000 in use; the fixture cnn has 6 candidates: K = 2 on psoc6 gives 135 placements,
     K = 1 gives 35) the search is refused in one line before any head is trained, naming the K that fits."""
+    import eecc.search.checks as checks
     import eecc.search.run as run
 
-    monkeypatch.setattr(run, "MAX_SCORED", 100)
+    monkeypatch.setattr(checks, "MAX_SCORED", 100)  # the refusal (checks.check_search_size)
+    monkeypatch.setattr(run, "MAX_SCORED", 100)  # the head combinations (search_model)
     code, out, err = _search(digits, capsys, "--exits-per-processor", "2", "--heads", "blueprint")
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "--exits-per-processor 2 gives 135 placements" in err and "use --exits-per-processor 1 (35" in err, err

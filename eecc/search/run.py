@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from eecc.data.splits import MIN_SAMPLES, VAL_FRACTION, Splits, require_test, uncertainty_pt
+from eecc.data.splits import Splits
 from eecc.errors import EeccError
 from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
-from eecc.exits.heads import TrainConfig, drop_threshold
 from eecc.progress import progress as show_progress
-from eecc.search.chance import below_chance, dropped_reason
+from eecc.search.chance import below_chance
+from eecc.search.checks import (check_all_heads, check_default_heads, check_macs_floor, check_search_size,
+                                checked_splits)
 from eecc.search.limits import Pruned, exit_latency_advice, no_fit_message
 from eecc.search.memory import StageMemory, plan_costs
-from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, count_placements, enumerate_placements,
+from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, enumerate_placements,
                                    head_combos_within, keep_int8_off, surviving_candidates, with_heads,
                                    MCU_INT8_UNLOWERED, MCU_KINDS)
 from eecc.search.search import SearchOptions, SearchResult, search
@@ -68,7 +68,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     """
     t0 = time.perf_counter()
     plan = model if isinstance(model, Plan) else plan_exits(model, input_shape=input_shape)
-    data = _checked_splits(plan, data, scale)
+    data = checked_splits(plan, data, scale)
     device = device_cost(plan, platform, numeric, options.metric)
     fmt = "int8" if numeric == "int8" else "fp32"
     costs, model_cost = plan_costs(plan)  # MACs and hand-offs; memory is StageMemory's
@@ -78,12 +78,12 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     everything = placements
     if not full_search:
         placements = [p for p in placements if not p.exits] + [default_placement(placements, plan)]
-    _check_macs_floor(options, placements, plan, everything)  # Fail before training when no threshold can help
+    check_macs_floor(options, placements, plan, everything)  # Fail before training when no threshold can help
     survivors = surviving_candidates(placements, plan.costs)
     t1 = time.perf_counter()
     exits = run_exits(plan, data, candidates=survivors, cache_dir=cache_dir, progress=progress, executor=executor,
                       head_set=head_set, train_logits=options.calibrate_on == "train")
-    _check_default_heads(exits) if not full_search else _check_all_heads(exits)
+    check_default_heads(exits) if not full_search else check_all_heads(exits)
     t2 = time.perf_counter()
     # The Pareto filter reads all validation data; --guarantee's fixed-sequence test must choose its candidates
     # on its ordering half only (eecc/search/guarantee.py), so there every trained head enters.
@@ -108,15 +108,6 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     timings = {"placements_s": t1 - t0, "exits_s": t2 - t1, "search_s": time.perf_counter() - t3,
                **({"int8_logits_s": t3 - t2} if numeric == "int8" else {})}
     return SearchRun(plan, platform, placements, exits, result, data, timings, device, pairs, fmt)
-
-
-def _checked_splits(plan: Plan, data, scale: float | None):
-    """The plan's splits of `data`; EeccError without a test split (the search reports on it: nu11 saw nan and 0 %)
-    or with a validation split too small or of one class."""
-    data = plan.splits(data, scale)
-    require_test(data)
-    check_validation_size(data, plan.num_classes)
-    return data
 
 
 def _default_only(placements: list[Placement], everything: list[Placement]) -> dict | None:
@@ -222,7 +213,7 @@ def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, 
     if exits_per_processor is not None and exits_per_processor < 1:
         raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
 
-    _check_search_size(plan, platform, exits_per_processor)
+    check_search_size(plan, platform, exits_per_processor)
 
     def enumerate_as(numeric: str) -> list[Placement]:
         sizes = memory if memory is not None and memory.numeric == numeric else StageMemory(plan, numeric)
@@ -253,85 +244,6 @@ def device_cost(plan: Plan, platform: Platform, numeric: str, metric: str = "max
 
     gate = metric if metric in ("max_softmax", "margin", "entropy") else "max_softmax"
     return DeviceCost(platform, SegmentTable.from_plan(plan, metric=gate), fmt=numeric)
-
-
-def _check_search_size(plan: Plan, platform: Platform, per: int | None) -> None:
-    """EeccError before anything is sized or trained when the placements alone exceed MAX_SCORED (nu9: K = 3 on a
-    10-candidate model ran for over 14 min with no end in sight), naming the largest K that stays within it."""
-    n = count_placements(platform, len(plan.costs), exits_per_processor=per)
-    if n <= MAX_SCORED:
-        return
-    fits = [(k, m) for k in range((per or 1) - 1, 0, -1)
-            for m in [count_placements(platform, len(plan.costs), exits_per_processor=k)] if m <= MAX_SCORED]
-    what = f"--exits-per-processor {per}" if per is not None else "one exit per processor"
-    raise EeccError(f"{what} gives {n:,} placements of the model's {len(plan.costs)} candidate exits on "
-                    f"{len(platform.processors)} processor(s), more than one search scores ({MAX_SCORED:,}, each "
-                    "~10-100 ms of a core); " + (f"use --exits-per-processor {fits[0][0]} ({fits[0][1]:,} placements)"
-                                                  if fits else "use a platform with fewer processors"))
-
-
-def check_validation_size(data: Splits, num_classes: int) -> None:
-    """A head is kept only when its first-epoch validation accuracy beats chance by max(margin, 3σ)
-    (eecc/exits/heads.py `drop_threshold`, applied in eecc/train/fit.py); on a validation split so small that this
-    bar is above 100 %, every head would be dropped and the later messages would blame the labels or the placement.
-
-    Fewer than MIN_SAMPLES validation samples are refused too: thresholds chosen on them mean little.
-    Raises EeccError naming the split's size and the way out."""
-    n = len(data.val)
-    if n < MIN_SAMPLES:
-        held = data.val.index is not None  # held out of the training data (no x_val given)
-        where = (f"eecc held out {n} of the {n + len(data.train)} training samples for validation" if held
-                 else f"the validation split holds {n} sample(s)")
-        raise EeccError(f"{where}: too few to judge exit heads and choose thresholds on (an accuracy on them is "
-                        f"uncertain by up to ±{uncertainty_pt(n):.0f} pt, 95 %); give at least {MIN_SAMPLES} "
-                        "in x_val/y_val" + (f", or at least {math.ceil(MIN_SAMPLES / VAL_FRACTION)} training samples"
-                                            if held else ""))
-    bar = drop_threshold(data.val.y, num_classes, TrainConfig().drop_margin)
-    if bar > 1.0:
-        raise EeccError(f"the validation split holds {len(data.val)} sample(s): too few to tell an exit head from "
-                        f"chance (chance + 3σ on it is {bar:.0%}, above any accuracy); give more training samples "
-                        "(eecc holds out a stratified share of them) or x_val/y_val")
-
-
-def _check_default_heads(exits: ExitsRun) -> None:
-    """The default placement is one placement: a dropped head leaves nothing to search, and the search
-    would then blame the platform limits for it. The message says why (eecc/search/chance.py dropped_reason)."""
-    dropped = [r for r in exits.results if r.dropped]
-    if dropped:
-        r = dropped[0]
-        why, others = dropped_reason(r.first_epoch_accuracy, exits.logits, exits.plan.num_classes)
-        raise EeccError(f"the default placement's exit at '{r.spec.tensor}' was dropped: {why}"
-                        + ("; run compile with --search to consider other exit placements" if others else ""))
-
-
-def _check_all_heads(exits: ExitsRun) -> None:
-    """--search with every head dropped: why, before the search can only say that each placement lost its heads
-    (nu12 F2: a 10-sample validation split was blamed on the labels)."""
-    if exits.results and all(r.dropped for r in exits.results):
-        best = max(r.first_epoch_accuracy for r in exits.results)
-        why, _ = dropped_reason(best, exits.logits, exits.plan.num_classes)
-        raise EeccError(f"no feasible placement: every exit head was dropped: the best {why}")
-
-
-def _check_macs_floor(options: SearchOptions, placements: list[Placement], plan: Plan,
-                      everything: list[Placement]) -> None:
-    """A mean-MAC limit below every placement's first exit cannot be met by any thresholds; when the
-    search's placements (`everything`) go cheaper than the default one, the advice says --search."""
-    limit = options.max_mean_macs
-    cost = {c.tensor: c for c in plan.costs}
-
-    def floor_of(ps: list[Placement]) -> float | None:
-        firsts = [cost[p.exits[0]] for p in ps if p.fits and p.exits and p.exits[0] in cost]
-        return min((c.backbone_macs + c.head_macs for c in firsts), default=None)
-
-    floor = floor_of(placements)
-    if limit is None or floor is None or limit >= floor:
-        return
-    cheapest = floor_of(everything)
-    search = (f", or add --search (its cheapest placement exits from {cheapest:,.0f} MACs)"
-              if cheapest is not None and cheapest < floor else "")
-    raise EeccError(f"no feasible placement: max mean MACs {limit:,.0f} is below the cheapest possible "
-                    f"({floor:,.0f}, every sample at the first exit); raise --max-macs{search}")
 
 
 def default_placement(placements: list[Placement], plan: Plan) -> Placement:
