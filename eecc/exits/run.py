@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,9 +19,10 @@ from eecc.data.splits import Splits, normalise, sample_shape
 from eecc.errors import EeccError, SymbolicInputShape
 from eecc.progress import progress as show_progress
 from eecc.driver.executor import Executor, Forked, InProcess
-from eecc.exits.family import HALVING_RULE, expand, mark
-from eecc.exits.heads import (DEFAULT_BUDGET, STATS_RULE, Design, ExitHead, HeadSpec, TrainConfig,
+from eecc.exits.family import expand, mark
+from eecc.exits.heads import (DEFAULT_BUDGET, Design, ExitHead, HeadSpec, TrainConfig,
                               candidate_costs, design_from_blocks)
+from eecc.exits.keys import config_key, head_key, run_keys
 from eecc.exits.store import CandidateResult, load_trained, save_trained, stack_logits
 from eecc.exits.train_task import TrainJob, fit_group, import_aside
 from eecc.driver.pipeline import analyse
@@ -166,7 +166,7 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
     with show_progress(progress) as bar:
         clock = _Clock()
         model_key = fcache.model_digest(plan.graph)
-        prints, labels, run_key = _run_keys(model_key, splits, heads, config)
+        prints, labels, run_key = run_keys(model_key, splits, heads, config)
         store = root / model_key[:20] / f"trained-{run_key[:20]}"
         done = load_trained(store, heads) if (store / "report.json").exists() else None
         if done is not None and train_logits and done[1].train_logits is None:
@@ -179,8 +179,8 @@ def run_exits(model, data, *, input_shape: Sequence[int] | None = None, candidat
             clock.lap(timings, "features")
             job = TrainJob(heads, feats["train"], feats["val"], splits.train.y, splits.val.y, config,
                             root / model_key[:20] / "heads",
-                            [fcache.digest(model_key, prints["train"], prints["val"], labels, _head_key(h, heads, config),
-                                           _config_key(replace(config, threads=None))) for h in heads],
+                            [fcache.digest(model_key, prints["train"], prints["val"], labels, head_key(h, heads, config),
+                                           config_key(replace(config, threads=None))) for h in heads],
                             test=feats.get("test"))
             results, logits, final_acc, every = _train_all(plan, heads, splits, feats, job, executor, bar,
                                                            train_logits)
@@ -210,32 +210,6 @@ def _features(plan, splits, heads, root, model_key, prints, chunk_rows, threads,
         import_aside("eecc.train.fit")  # torch's import (~1 s of a core) overlaps the feature pass
     return {name: fc.fill(split, fingerprint=prints[name], on_chunk=tasks[name], executor=executor)
             for name, split in splits.items()}
-
-
-def _run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str, str]:
-    """Input fingerprints per split, a digest of the labels and the key of the whole run.
-
-    Features depend on the inputs only; trained heads and scores on the labels too.
-    """
-    prints = {name: split.fingerprint() for name, split in splits.items()}
-    labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes() for _, split in splits.items()))
-    run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
-                            json.dumps([asdict(h) for h in heads]), _config_key(config))
-    return prints, labels, run_key
-
-
-def _head_key(head: HeadSpec, heads: Sequence[HeadSpec], config) -> str:
-    """A head's design as it enters its cache key; with halving, whether it trains past one epoch depends
-    on its location's other designs, so they enter too (a blueprint-only run never reuses a family's)."""
-    same = [asdict(h) for h in heads if h.tensor == head.tensor] if config.halving else []
-    return json.dumps(asdict(head)) + (json.dumps(same) if len(same) > 1 else "")
-
-
-def _config_key(config) -> str:
-    """The training config in cache keys, with the halving rule's version (if on), the standardisation's and the
-    features' format."""
-    return (repr(config) + (f" halving={HALVING_RULE}" if config.halving else "") + f" stats={STATS_RULE}"
-            + f" features={fcache.FORMAT}")
 
 
 def time_reference_pass(plan: Plan, data, *, scale: float | None = None, seed: int = 0,
