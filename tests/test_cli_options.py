@@ -168,3 +168,16 @@ def test_finetune_on_an_op_it_cannot_run_is_refused_before_training(digits, tmp_
     out, err = capsys.readouterr()
     _one_line(code, out, err, "op LeakyRelu", "drop --finetune-epochs")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()  # nothing was computed
+
+
+def test_search_defaults_to_psoc6_as_compile_does(digits, capsys):
+    """`eecc search MODEL --data D` without --target searched nothing (argparse: --target required) while
+    `eecc compile` defaulted to psoc6 (nu12)."""
+    capsys.readouterr()
+    code = main(["search", str(CNN), "--data", str(digits / "d.npz"), "--json", "--quiet", "--heads", "blueprint",
+                 "--cache-dir", str(digits / "cache")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["options"]["target"] == "psoc6"
+    assert {tuple(p["processors"]) for p in found["placements"] if not p["exits"]} == {("m0plus",), ("m4",)}

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("model", nargs="?", help="the trained classifier, .onnx (or use --example)")
     p.add_argument("--example", choices=("kws",), default=None,
                    help="use a built-in example model and its data (kws: DS-CNN on synthetic keyword audio)")
-    p.add_argument("--target", default="psoc6", help="a built-in platform (see `eecc targets`) or a .toml")
+    p.add_argument("--target", default="psoc6",
+                   help="a built-in platform (see `eecc targets`) or a .toml (default: psoc6)")
     p.add_argument("--data", help=".npz with x_train, y_train, x_test, y_test [, x_val, y_val]")
     p.add_argument("--search", action="store_true",
                    help="search every feasible placement; without it the default placement (even MAC split) is used")

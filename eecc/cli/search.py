@@ -1,4 +1,4 @@
-"""`eecc search MODEL.onnx --target T --data D.npz [--json]`: placements x thresholds, chosen marked."""
+"""`eecc search MODEL.onnx [--target T] --data D.npz [--json]`: placements x thresholds, chosen marked."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ DEFAULT_MAX_ACC_DROP = 1.0
 def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="search exit placements and thresholds for a platform")
     p.add_argument("model", help="the trained classifier, .onnx")
-    p.add_argument("--target", required=True, help="a built-in platform name or a platform .toml")
+    p.add_argument("--target", default="psoc6",
+                   help="a built-in platform (see `eecc targets`) or a .toml (default: psoc6)")
     p.add_argument("--data", required=True, help=".npz with x_train, y_train [, x_val, y_val, x_test, y_test]")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
