@@ -36,6 +36,26 @@ def tiny(inputs: int = 1, outputs: int = 1, head: bool = True, opset: int = 17) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def signal_1d(length: str | int = "L") -> onnx.ModelProto:
+    """A 1-D signal model whose per-sample input is rank 1, [N, L]: Unsqueeze to [N, 1, L], three Conv1d + Relu,
+    GlobalAveragePool, Flatten, Gemm to 3 classes (random weights; shapes only)."""
+    rng = np.random.default_rng(0)
+    inits, nodes, last, cin = [], [helper.make_node("Unsqueeze", ["x", "ax"], ["u"])], "u", 1
+    inits.append(helper.make_tensor("ax", TensorProto.INT64, [1], [1]))
+    for i in range(3):
+        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, [8, cin, 3], rng.standard_normal(8 * cin * 3)))
+        nodes += [helper.make_node("Conv", [last, f"w{i}"], [f"c{i}"], pads=[1, 1], strides=[2]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        last, cin = f"r{i}", 8
+    inits += [helper.make_tensor("fw", TensorProto.FLOAT, [3, 8], rng.standard_normal(24)),
+              helper.make_tensor("fb", TensorProto.FLOAT, [3], [0.0] * 3)]
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "signal_1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", length])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def leaky() -> onnx.ModelProto:
     """cnn.onnx with LeakyRelu for its first Relu: an op the fine-tuning interpreter lacks (nu10: refused only
     after the search)."""

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bad_models import (CNN, leaky, one_value, sklearn_estimator, sklearn_like, symbolic_hw, tiny, tokens,
+from bad_models import (CNN, leaky, one_value, signal_1d, sklearn_estimator, sklearn_like, symbolic_hw, tiny, tokens,
                         without_data)
 from eecc.examples import datasets
 from eecc.cli import main
@@ -302,6 +302,22 @@ def test_symbolic_input_advice_is_the_datas_shape_and_it_works(tmp_path, capsys)
     assert "--input-shape 1,8,8 fits this data" in capsys.readouterr().err
     assert main([*exits, "--input-shape", "1,8,8"]) == 0
     assert '"candidates"' in capsys.readouterr().out
+
+
+def test_a_rank_one_input_shape_is_one_value(tmp_path, capsys):
+    """nu12: the README and `inspect --help` wrote `--input-shape C,H,W`; the per-sample shape has the model's rank, so
+    a 1-D signal read as [N, L] takes one value. The advice says so and, followed, inspect finds the exits."""
+    m = tmp_path / model(tmp_path, signal_1d(), "sig.onnx")
+    assert main(["inspect", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --input-shape L with their sizes (1 dim, without" in err and err.count("\n") == 1, err
+    assert main(["inspect", str(m), "--input-shape", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "2 candidate exits" in out and "1×64" in out, out
+    for command in ("inspect", "exits", "search", "compile"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--input-shape DIMS" in capsys.readouterr().out
 
 
 def test_one_value_output_advice_works(tmp_path, capsys):

@@ -10,7 +10,7 @@ from eecc.errors import EeccError
 
 
 def register(subparsers) -> None:
-    from eecc.cli.inspect import add_head_budget_arg, parse_shape
+    from eecc.cli.inspect import add_head_budget_arg, add_input_shape_arg
     from eecc.argtypes import at_least, positive
     from eecc.cli.search import add_executor_args
 
@@ -18,8 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("model", help="the trained classifier, an ONNX file")
     p.add_argument("--data", required=True, help=".npz with x_train, y_train and optional x_/y_ val, test")
     p.add_argument("--scale", type=positive("0.00392156862745098 for 1/255"), default=None, help="factor for uint8 inputs, e.g. 0.00392156862745098")
-    p.add_argument("--input-shape", type=parse_shape, default=None,
-                   help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
+    add_input_shape_arg(p)
     add_head_budget_arg(p, "--budget")  # --budget: its name before compile and search took it too
     p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")

@@ -18,13 +18,20 @@ from eecc.passes.fuse_blocks import BlockGraph
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="show blocks, costs and candidate exits of a model (or a bundle)")
     p.add_argument("path", help="an ONNX model, or a bundle directory written by `eecc compile`")
-    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
-                   help="per-sample input shape without the batch dim, e.g. 1,28,28 (for symbolic dims)")
+    add_input_shape_arg(p)
     add_head_budget_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--png", default=None, metavar="FILE",
                    help="also draw the block graph (a bundle: partitioned into stages) to FILE with graphviz")
     p.set_defaults(func=run)
+
+
+def add_input_shape_arg(p) -> None:
+    """`--input-shape`, shared by inspect, exits, search and compile: the per-sample shape of any rank (nu12: the
+    metavar C,H,W read as if a 1-D signal's model could not take one)."""
+    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="DIMS",
+                   help="per-sample input shape without the batch dim, for models with symbolic dims; any rank: "
+                        "e.g. 256 (L), 1,256 (C,L) or 1,28,28 (C,H,W)")
 
 
 def add_head_budget_arg(p, *aliases: str) -> None:

@@ -6,7 +6,7 @@ import json
 import math
 import time
 
-from eecc.cli.inspect import add_head_budget_arg, console as inspect_console, parse_shape
+from eecc.cli.inspect import add_head_budget_arg, add_input_shape_arg, console as inspect_console
 from eecc.argtypes import at_least, non_negative, positive
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
@@ -74,8 +74,7 @@ def add_search_args(p) -> None:
                    help="with --pareto: most exits per solution (may exceed processors - 1)")
     p.add_argument("--scale", type=positive("0.00392156862745098 for 1/255"), default=None, metavar="S",
                    help="uint8 data: x is read as S * x (e.g. 0.00392156862745098 for 1/255; no zero point)")
-    p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
-                   help="per-sample input shape without the batch dim, for models with symbolic dims")
+    add_input_shape_arg(p)
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="feature/training cache directory (default $EECC_CACHE_DIR, else .eecc-cache)")
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",

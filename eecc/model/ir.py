@@ -235,7 +235,8 @@ def _fix_input_shape(model: onnx.ModelProto, input_shape: Sequence[int] | None, 
                            for i, d in enumerate(rest))
         raise SymbolicInputShape(
             f"{origin}: input '{inp.name}' has symbolic non-batch dims at positions {unknown}; pass --input-shape "
-            f"{example} with their sizes ({len(rest)} dims, without the batch dim) or export with a static shape",
+            f"{example} with their sizes ({len(rest)} dim{'s' * (len(rest) != 1)}, without the batch dim) or export "
+            "with a static shape",
             [d.dim_value if d.HasField("dim_value") else None for d in rest])
 
 
