@@ -59,6 +59,8 @@ def test_uint8_with_scale_and_chunks():
      "is uint8; pass --scale"),
     (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train has shape \\[99\\], want \\[100\\]"),
     (lambda d: d.update(y_train=np.eye(3, dtype=np.float32)[d["y_train"]]), "for one-hot rows store y_train.argmax\\(1\\)"),
+    (lambda d: d.update(y_train=d["y_train"][:, None]),
+     "y_train has shape \\[100, 1\\], want \\[100\\] .*; for a column of labels store y_train.reshape\\(-1\\)"),
     (lambda d: d.pop("y_val"), "x_val and y_val must be given together"),
     (lambda d: d.update(y_train=np.full_like(d["y_train"], 2)), "y_train holds only class \\[2\\] of the model's 3"),
 ])
@@ -204,6 +206,15 @@ def test_one_normaliser_rejects_unknown_keys_in_one_line(tmp_path):
         compile_model(cnn, {"x_train": x, "y_train": y, "x_tset": x},
                       CompileOptions(target="psoc6", out=tmp_path / "out", codegen=False, progress=False))
     assert not (tmp_path / "out").exists()
+
+
+def test_column_labels_advice_works():
+    """nu12: y of shape [N, 1] got no advice (the one-hot case did); y.reshape(-1), as advised, gives the labels."""
+    x, y = _xy(100)
+    with pytest.raises(EeccError, match=r"store y_train.reshape\(-1\)"):
+        make_splits(x, y[:, None], x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    s = make_splits(x, y[:, None].reshape(-1), x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    np.testing.assert_array_equal(s.train.y, y)
 
 
 def test_one_hot_labels_advice_works():

@@ -302,8 +302,10 @@ def _check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, ori
         raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
                         f"sample of x_{name}); for one-hot rows store y_{name}.argmax(1)")
     if y.ndim != 1 or len(y) != n:
+        column = y.ndim > 1 and len(y) == n and y.size == n  # [N, 1], as a DataFrame column or y[:, None] gives
         raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
-                        f"sample of x_{name})")
+                        f"sample of x_{name})" + (f"; for a column of labels store y_{name}.reshape(-1)" if column
+                                                  else ""))
     if not np.issubdtype(y.dtype, np.integer):
         whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
         hint = (f"they are whole numbers: store y_{name}.astype(np.int64)" if whole else
