@@ -40,6 +40,8 @@ class Cascade:
         self._chunk = [_fixed_batch(sess) for sess in self.sessions]
         self.exit_macs = np.array([s.exit_macs for s in self.bundle.stages], dtype=np.int64)
         self.dtype = np.dtype(self.bundle.input_dtype)
+        first = next(i for i in self.sessions[0].get_inputs() if i.name == self.stages[0].input)
+        self._sample = [d if isinstance(d, int) and d > 0 else None for d in first.shape[1:]]  # None: symbolic
 
     @property
     def stages(self) -> tuple[StageSpec, ...]:
@@ -53,6 +55,7 @@ class Cascade:
                                  "pass float inputs scaled as at compile time")
             x = x * np.float32(self.bundle.input_scale)
         x = x.astype(self.dtype, copy=False)
+        self._check_shape(x)
         n = x.shape[0]
         exit_stage = np.full(n, -1, dtype=np.int64)
         logits: np.ndarray | None = None
@@ -76,6 +79,18 @@ class Cascade:
         if logits is None:
             logits = np.empty((0, 0), dtype=np.float32)
         return CascadeResult(logits, exit_stage, self.exit_macs[exit_stage] if n else np.empty(0, np.int64))
+
+    def _check_shape(self, x: np.ndarray) -> None:
+        """ValueError (one line) when `x` is not a batch [N, *sample] of the bundle's samples: one unbatched sample
+        ended in onnxruntime's INVALID_ARGUMENT traceback (nu12)."""
+        sample = self._sample
+        if x.ndim == len(sample) + 1 and all(d is None or d == s for d, s in zip(sample, x.shape[1:])):
+            return
+        want = ", ".join("?" if d is None else str(d) for d in sample)
+        one = x.ndim == len(sample) and all(d is None or d == s for d, s in zip(sample, x.shape))
+        raise ValueError(f"Cascade.run: x has shape {list(x.shape)} but the bundle takes a batch [N, {want}]; "
+                         + ("for one sample pass x[None] (a batch of one)" if one else
+                            f"give x of shape [N, {want}]"))
 
     def run_stage(self, k: int, x: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """All outputs of stage k on `x` (no routing), for inspection and benchmarks; a dict feeds every input."""

@@ -64,6 +64,21 @@ def test_batch_routing_equals_samples_one_by_one(mixed):
     np.testing.assert_allclose(batch.logits, np.concatenate([a.logits for a in alone]), atol=1e-6, rtol=0)
 
 
+def test_one_unbatched_sample_is_one_line_and_the_advice_works(mixed):
+    """nu12: Cascade(b).run(x[0]) ended in onnxruntime's INVALID_ARGUMENT traceback; now one line naming x[None],
+    which gives the batch of one's result."""
+    cascade = Cascade(mixed, optimize=False)
+    with pytest.raises(ValueError, match=r"x has shape \[1, 8, 8\] but the bundle takes a batch \[N, 1, 8, 8\]; "
+                                         r"for one sample pass x\[None\]") as info:
+        cascade.run(X[0])
+    assert "\n" not in str(info.value)
+    alone, first = cascade.run(X[0][None]), cascade.run(X[:1])
+    np.testing.assert_array_equal(alone.exit_stage, first.exit_stage)
+    np.testing.assert_array_equal(alone.logits, first.logits)
+    with pytest.raises(ValueError, match=r"x has shape \[96, 8, 8\] .* give x of shape \[N, 1, 8, 8\]"):
+        cascade.run(X[:, 0])
+
+
 def test_each_sample_gets_the_logits_of_the_exit_it_took(mixed):
     batch = Cascade(mixed, optimize=False).run(X)
     whole = whole_outputs(X)
