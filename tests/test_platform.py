@@ -125,6 +125,19 @@ def test_cli_lists_builtins_as_json_and_validates_a_user_file(tmp_path, capsys):
     assert "processors[0].idle_power_w" in capsys.readouterr().err
 
 
+def test_cli_shows_the_clock_and_the_link_energy(tmp_path, capsys):
+    """nu12: `eecc targets --target FILE.toml` did not show clock_hz or a link's energy_j_per_byte."""
+    toml = tmp_path / "board.toml"
+    toml.write_text(USER.replace("idle_power_w = 0.002", "idle_power_w = 0.002\nclock_hz = 64e6")
+                    .replace("latency_s = 0.001", "latency_s = 0.001\nenergy_j_per_byte = 2e-8"))
+    assert main(["targets", "--target", str(toml)]) == 0
+    out = capsys.readouterr().out
+    assert "64 MHz" in out and "2e-08 J per byte moved" in out and "small: no clock_hz in the TOML" in out, out
+    assert main(["targets", "--target", "rk3588-cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "2.4 GHz" in out and "1 GHz" in out and "no clock_hz" not in out, out
+
+
 def test_clock_hz_is_optional_and_set_on_the_builtins():
     m0, m4 = load_platform("psoc6").processors
     assert (m0.clock_hz, m4.clock_hz) == (100e6, 150e6)

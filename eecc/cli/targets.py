@@ -34,17 +34,18 @@ def _print(platform: Platform, console: Console) -> None:
     extra = [f"max latency {platform.max_latency_s:g} s" if platform.max_latency_s else "no latency constraint",
              "shared memory" if platform.shared_memory else "separate memories"]
     table = Table(title=f"{platform.name} ({', '.join(extra)})")
-    for col in ("#", "processor", "kind", "MAC/s", "RAM", "storage", "active W", "idle W"):
+    for col in ("#", "processor", "kind", "MAC/s", "clock", "RAM", "storage", "active W", "idle W"):
         table.add_column(col, justify="left" if col in ("processor", "kind") else "right")
     for i, p in enumerate(platform.processors):
-        table.add_row(str(i), p.name, p.kind, f"{p.macs_per_s:.3g}", _bytes(p.ram_bytes), _bytes(p.storage_bytes),
+        table.add_row(str(i), p.name, p.kind, f"{p.macs_per_s:.3g}", _clock(p.clock_hz), _bytes(p.ram_bytes),
+                      _bytes(p.storage_bytes),
                       f"{p.active_power_w:.4g}", f"{p.idle_power_w:.4g}")
     console.print(table)
     for p in platform.processors:
         if p.launch_s or p.transfer_s_per_byte:
             console.print(f"  {p.name}: {p.launch_s * 1e6:g} µs per kernel launch, {p.transfer_s_per_byte * 1e9:g} ns "
                           "per byte of stage input and output moved")
-    from eecc.targets.codegen import GPU_KINDS, TOOLS
+    from eecc.targets.codegen import EMULATORS, GPU_KINDS, TOOLS
 
     for p in platform.processors:  # nu10: a cortex-m7 was accepted and --emulate then did nothing, silently
         if p.kind not in TOOLS and p.kind not in GPU_KINDS:
@@ -52,7 +53,15 @@ def _print(platform: Platform, console: Console) -> None:
                           "as ONNX (onnxruntime runs them), not compiled or emulated, and priced at its MAC/s")
     for link in platform.links:
         console.print(f"  link {link.src} -> {link.dst}: {link.bandwidth_bps / 1e6:,.1f} Mbit/s, "
-                      f"{link.latency_s * 1e3:g} ms latency")
+                      f"{link.latency_s * 1e3:g} ms latency, {link.energy_j_per_byte:g} J per byte moved")
+    for p in platform.processors:
+        if p.clock_hz is None and p.kind in EMULATORS:
+            console.print(f"  {p.name}: no clock_hz in the TOML: --emulate counts its stages' instructions but cannot "
+                          "turn them into time")
+
+
+def _clock(hz: float | None) -> str:
+    return "-" if hz is None else f"{hz / 1e9:g} GHz" if hz >= 1e9 else f"{hz / 1e6:g} MHz"
 
 
 def _bytes(n: int) -> str:
