@@ -181,3 +181,29 @@ def test_search_defaults_to_psoc6_as_compile_does(digits, capsys):
     found = json.loads(out)
     assert found["options"]["target"] == "psoc6"
     assert {tuple(p["processors"]) for p in found["placements"] if not p["exits"]} == {("m0plus",), ("m4",)}
+
+
+def test_compile_prints_a_model_warning_once(tmp_path):
+    """nu12: compile printed skl2onnx's "outputs dropped" warning twice (the CLI and compile_model each load the
+    model, and an import between them reset Python's once-per-location registry). A real interpreter: pytest
+    records warnings instead of printing them, and its earlier imports would hide the reset."""
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+
+    from bad_models import sklearn_like
+
+    if not CNN.exists():
+        pytest.skip("fixture cnn.onnx not generated (python tests/fixtures/make_fixtures.py)")
+    onnx.save(sklearn_like(onnx.load(str(CNN))), str(tmp_path / "skl.onnx"))
+    datasets.save_npz(datasets.load("digits"), tmp_path / "d.npz")
+    proc = subprocess.run([sys.executable, "-m", "eecc", "compile", str(tmp_path / "skl.onnx"), "--data",
+                           str(tmp_path / "d.npz"), "--heads", "blueprint", "--no-codegen", "--no-report", "--quiet",
+                           "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out")],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "scikit-learn export" in line]
+    assert len(lines) == 1 and lines[0].startswith("eecc compile: warning: "), proc.stderr

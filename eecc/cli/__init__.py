@@ -46,12 +46,17 @@ def one_line(command: str, exc: EeccError) -> str:
 
 
 def _one_line_warnings(command: str):
-    """warnings.showwarning that prints an EeccWarning as `eecc <command>: warning: <message>`, one line."""
+    """warnings.showwarning that prints an EeccWarning as `eecc <command>: warning: <message>`, one line, once per
+    command: Python's own once-per-location registry is reset whenever an import changes the warning filters, so
+    `compile`, which loads the model twice (CLI and compile_model), printed skl2onnx's warning twice (nu12)."""
     show = warnings.showwarning
+    shown: set[str] = set()
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, EeccWarning):
-            print(f"{command}: warning: {message}", file=sys.stderr)
+            if str(message) not in shown:
+                shown.add(str(message))
+                print(f"{command}: warning: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
 
