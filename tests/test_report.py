@@ -206,3 +206,18 @@ def test_every_image_decodes_and_shows_in_headless_chromium(bundle, tmp_path):
     first, second = _images(html)[:2]
     broken = html.replace(first, first[:len(first) // 2], 1).replace(second, "data:image/png;base64,AAAA", 1)
     assert _chromium_check(broken, tmp_path) == (total, total - 2)
+
+
+@needs_dot
+def test_block_graph_png_is_opaque_to_its_last_row(tmp_path):
+    """cairo rounds dot's page size up and left the bottom rows part-transparent whatever bgcolor said (alpha 212-227
+    on the cnn's cpu → gpu → gpu picture; the headless-Chromium check failed on it): the PNG is flattened on white."""
+    from PIL import Image
+
+    from eecc.report.graph_picture import render_png
+
+    source = 'digraph g { graph [bgcolor=white]; a [shape=box, style="rounded,filled"]; a -> b; }'
+    for dpi in (72, 110, 137):
+        with Image.open(render_png(source, tmp_path / f"g{dpi}.png", dpi=dpi)) as image:
+            pixels = np.asarray(image.convert("RGBA"))
+        assert image.mode == "RGB" and (pixels[..., 3] == 255).all()

@@ -172,7 +172,19 @@ def render_png(source: str, out: str | Path, *, dpi: int = 110) -> Path:
                           capture_output=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[:500]}")
+    _opaque(out)
     return out
+
+
+def _opaque(png: Path) -> None:
+    """The picture on white: cairo rounds dot's page size up, and the page's bottom rows stay part-transparent
+    whatever bgcolor says (alpha 212-227 on the cnn's cpu → gpu → gpu picture at 110 dpi; a dark page showed a line)."""
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(png) as image:
+        rgba = image.convert("RGBA")
+    page = Image.new("RGBA", rgba.size, "white")
+    Image.alpha_composite(page, rgba).convert("RGB").save(png)
 
 
 def _block_label(b: BlockInfo) -> str:
