@@ -186,21 +186,23 @@ def _choose(results: list[PlacementResult], feasible: list[int], unit: str, ref:
     latency a cascade that costs more than the original alone on its best processor (`ref`, on the calibration
     split) is not chosen, however accurate: the scalar cost's accuracy term would otherwise buy energy with exits
     more accurate than the final classifier without bound (nu11 F8: 2.21x the energy at +12 pt). A gain still
-    counts among cheaper cascades."""
+    counts among cheaper cascades. Ties of validation cost are broken by validation energy, then latency (unit.rank):
+    under objective macs the same exits on other processors tie, and the first listed was chosen (nu12 F7: m0plus →
+    m4 on psoc6, where m4 → m4 spends less energy and time)."""
     if not feasible:
         return None
     if unit == "macs" or not any(not results[i].indices for i in feasible):
-        return min(feasible, key=lambda i: results[i].val_cost)
+        return min(feasible, key=lambda i: rank(results[i]))
     costlier = [i for i in feasible if results[i].indices and results[i].extra["val_mean_cost"] > ref * (1 + 1e-9)]
     keep = [i for i in feasible if i not in costlier]
-    best = min(feasible, key=lambda i: results[i].val_cost)
+    best = min(feasible, key=lambda i: rank(results[i]))
     if best in costlier:
         r = results[best]
         notes.append(f"the early-exit network on {' → '.join(r.processors)} scored best only through its accuracy "
                      f"gain while using {r.extra['val_mean_cost'] / ref:.2f}x the {unit} of the original model alone; "
                      f"objective {unit} does not choose a cascade costlier than the original (--objective macs "
                      "weighs accuracy against MACs instead)")
-    return min(keep, key=lambda i: results[i].val_cost)
+    return min(keep, key=lambda i: rank(results[i]))
 
 
 def _objectives(logits: ExitLogits, placements, calib: SplitScores, test: SplitScores, o: SearchOptions):
