@@ -209,15 +209,15 @@ def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Pat
     if proc.kind in TOOLS:
         from eecc.targets import cortex_a, cortex_m
 
-        if proc.kind == "cortex-a":
-            arts = cortex_a.compile_stage(model, cpu=CORTEX_A_CPU, out_dir=stage_dir, name=name,
-                                          flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
-        else:
-            from eecc.targets.mcu_bundle import make_buildable
+        from eecc.targets import linux_bundle, mcu_bundle
 
-            arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=stage_dir, name=name,
-                                          flash_bytes=proc.storage_bytes, ram_bytes=proc.ram_bytes)
-            arts.files += make_buildable(arts, program=False)  # the folder builds without eecc
+        limits = {"flash_bytes": proc.storage_bytes, "ram_bytes": proc.ram_bytes}
+        if proc.kind == "cortex-a":
+            arts = cortex_a.compile_stage(model, cpu=CORTEX_A_CPU, out_dir=stage_dir, name=name, **limits)
+            arts.files += linux_bundle.make_buildable(arts, name)  # the folder builds without eecc
+        else:
+            arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=stage_dir, name=name, **limits)
+            arts.files += mcu_bundle.make_buildable(arts, program=False)
         codegen = {"backend": "cortex_a" if proc.kind == "cortex-a" else "cortex_m", "cpu": arts.cpu,
                    "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes,
                    "ram_unplanned_bytes": arts.ram_unplanned_bytes, "arena_bytes": arts.arena_bytes,

@@ -51,3 +51,26 @@ def test_a_kernel_that_allocates_twice_gets_the_workspace_the_allocator_takes(tm
     result = emulate_stage(arts, x)
     np.testing.assert_allclose(result.outputs["y"], reference(model, x)["y"], atol=1e-4, rtol=0)
     assert arts.workspace_bytes == result.workspace_peak == 3904 + 2624
+
+
+def test_the_stage_folder_builds_alone_into_the_library_eecc_built(tmp_path):
+    """nu13 F11: the folder held stage.c, which includes eecc_driver.h, without the header, a Makefile or a README.
+    Now `make` in a copy, with PATH alone, rebuilds lib<stage>.so and harness byte for byte."""
+    import subprocess
+
+    from eecc.targets import linux_bundle
+
+    arts = cortex_a.compile_stage(small_cnn(), cpu="cortex-a76", out_dir=tmp_path / "a", name="stage0")
+    added = linux_bundle.make_buildable(arts, "stage0")
+    assert {p.name for p in added} == {*linux_bundle.COPIED, "Makefile", "README.md"}
+    copy = tmp_path / "copy"
+    shutil.copytree(arts.out_dir, copy)
+    built = {f: (copy / f).read_bytes() for f in ("libstage0.so", "harness")}
+    for f in built:
+        (copy / f).unlink()
+    proc = subprocess.run(["make"], cwd=copy, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {f: (copy / f).read_bytes() for f in built} == built
+    readme = (copy / "README.md").read_text()
+    assert "eecc_run()" in readme and "`x`: float32 [1, 3, 16, 16]" in readme and "libstage0.so" in readme
