@@ -153,6 +153,30 @@ def test_one_epoch_keeps_or_improves_the_exits(tuned):
     assert measured["agreement_with_search"] == 1.0  # the re-search ran on the fine-tuned graph's own logits
 
 
+@pytest.fixture(scope="module")
+def tuned_energy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune_energy")
+    options = CompileOptions(target="psoc6", out=root / "bundle", search=True, cache_dir=str(root / "cache"),
+                             codegen=False, progress=False, finetune_epochs=1)  # objective energy (the default)
+    return compile_model(MODELS / "cnn.onnx", datasets.load("digits"), options)
+
+
+def test_the_search_prediction_is_the_one_of_what_is_built(tuned_energy):
+    """nu13 F9: after --finetune-epochs the summary's "search's prediction (cost model)" line was the search
+    before fine-tuning (0.029 mJ beside 0.131 mJ built, thresholds 0.212 vs 0.458), unlabelled."""
+    manifest = tuned_energy
+    info, dep = manifest["finetune"], manifest["deployment"]
+    assert info["thresholds_before"] != info["thresholds_after"]  # else the old figures would be the new ones
+    assert dep["chosen"]["thresholds"] == manifest["placement"]["thresholds"] == info["thresholds_after"]
+    measured = manifest["placement"]["metrics"]["measured"]  # fp32: cost model at the measured exit rates
+    assert measured["agreement_with_search"] == 1.0
+    assert dep["chosen"]["mean_energy_j"] == pytest.approx(measured["mean_energy_j"], rel=1e-6)
+    assert dep["chosen"]["mean_latency_s"] == pytest.approx(measured["mean_latency_s"], rel=1e-6)
+    assert dep["chosen"]["accuracy"] == pytest.approx(measured["accuracy"])
+    assert manifest["placement"]["metrics"]["search"]["mean_energy_j"] == dep["chosen"]["mean_energy_j"]
+    assert "thresholds re-searched after fine-tuning" in dep["predicted_line"]
+
+
 def test_written_graphs_pass_the_checker_and_hold_new_weights(tuned):
     data, options, manifest = tuned
     tuned_model = onnx.load(str(options.out / manifest["finetune"]["model"]))

@@ -163,6 +163,8 @@ def describe(stages, chosen: Chosen, run: SearchRun, platform: Platform, options
              model_name: str) -> Manifest:
     """The bundle's manifest before anything is written or measured (build_bundle completes it)."""
     o, p, search_json = options.search_options, chosen.placement, run.result.to_json()
+    if chosen.finetune:  # what is built: the thresholds re-searched on the fine-tuned logits (nu13 F9)
+        search_json["chosen"] = {"index": search_json["chosen"]["index"], **p.to_json()}
     manifest = Manifest.build(stages, platform=platform, thresholds=p.thresholds, metric=chosen.metric,
                               decision=o.decision, ensemble_weights=o.ensemble_weights, device=run.device,
                               numeric=options.quantize or "fp32",
@@ -241,7 +243,7 @@ def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test
                                 emulate=measured.get("mean_energy_calibrated_j") is not None)  # as the bundle was
     rec = like_for_like(manifest.to_json(), single)
     network = "; int8 network" if run.numeric == "int8" else "; accuracy of the float network" if options.quantize else ""
-    basis = "cost model" + network
+    basis = "cost model" + network + ("; thresholds re-searched after fine-tuning" if manifest.compile.finetune else "")
     dep.update(predicted_line=f"search's prediction ({basis}): {dep['line']}", measured=rec, line=rec["line"])
 
 

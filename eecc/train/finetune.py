@@ -163,7 +163,8 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
     from dataclasses import replace
 
     from eecc.search.calibration import ece_per_exit
-    from eecc.search.policy import Objective, make_split, oracle, position_costs
+    from eecc.search.intervals import result_intervals
+    from eecc.search.policy import evaluate_policy, make_split, oracle, position_costs
     from eecc.search.thresholds import retune
     from eecc.search.types import ExitLogits
 
@@ -180,16 +181,17 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
         **({"train_logits": outs["train"][1:], "final_train_logits": outs["train"][0], "y_train": train.y}
            if "train" in outs else {}))
     calib, test = make_split(new, o.calibrate_on, o.metric), make_split(new, "test", o.metric)
-    objective = Objective(logits.final_macs, original["val_accuracy"], o.w_eff, o.w_acc,
-                          o.max_accuracy_drop, o.max_mean_macs)
-    test_obj = Objective(logits.final_macs, original["accuracy"], o.w_eff, o.w_acc)
-    pos, costs = list(range(len(idx))), position_costs(new, range(len(idx)))
+    pos, macs = list(range(len(idx))), position_costs(new, range(len(idx)))
+    costs, objective, test_obj = _objectives(chosen, macs, logits.final_macs, original, o)
     rt = retune(calib, pos, costs, objective, o, test=test, fine=True, grid_size=FINE_GRID)
-    th, r = rt.thresholds, rt.test
+    th = rt.thresholds
+    r = evaluate_policy(test, pos, th, macs)  # the record keeps MACs; the unit's figures go to `extra`
     ece = ece_per_exit(np.concatenate([new.test_logits, new.final_test_logits[None]]), new.y_test)
-    refit = replace(chosen, thresholds=th, test=r, oracle=oracle(test, pos, costs),
-                    method=rt.method + f"+grid{FINE_GRID}+finetune", extra={**chosen.extra, "ece": ece},
-                    **rt.figures(objective, test_obj))
+    extra = {**chosen.extra, "ece": ece, **_unit_means(chosen.extra, rt, costs)}
+    if "intervals" in extra:
+        extra["intervals"] = result_intervals(r, test)
+    refit = replace(chosen, thresholds=th, test=r, oracle=oracle(test, pos, macs),
+                    method=rt.method + f"+grid{FINE_GRID}+finetune", extra=extra, **rt.figures(objective, test_obj))
 
     def accuracies(heads, final, y):
         return [float((z.argmax(-1) == y).mean()) for z in (*heads, final)]
@@ -203,6 +205,37 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
         "cascade_before": {"accuracy": chosen.test.accuracy, "mean_macs": chosen.test.mean_macs},
         "cascade_after": {"accuracy": r.accuracy, "mean_macs": r.mean_macs}, "grid_size": FINE_GRID})
     return tuned, refit, new, info
+
+
+def _objectives(chosen, macs: np.ndarray, final_macs: float, original: dict, o):
+    """The cost of leaving at each position and the validation / test Objectives in the unit the search scored
+    `chosen` in: its joules or seconds per exit where the placement has processors (search._one's `extra`),
+    else MACs; the re-search then optimises what the user asked for, as the int8 re-search does (eecc/driver/int8.py)."""
+    from eecc.search.policy import Objective
+
+    per = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(chosen.extra.get("objective"))
+    device = per is not None and per in chosen.extra
+    costs = np.asarray(chosen.extra[per], dtype=np.float64) if device else macs
+    ref = float(original.get("reference_cost", final_macs)) if device else float(final_macs)
+    limit = o.max_mean_macs if device else None  # a MAC limit binds the thresholds in the other unit (nu11 F9)
+    objective = Objective(ref, original["val_accuracy"], o.w_eff, o.w_acc, o.max_accuracy_drop,
+                          None if device else o.max_mean_macs,
+                          position_macs=tuple(float(m) for m in macs) if limit is not None else None, limit_macs=limit)
+    return costs, objective, Objective(ref, original["accuracy"], o.w_eff, o.w_acc)
+
+
+def _unit_means(extra: dict, rt, costs: np.ndarray) -> dict:
+    """The means of search._one's `extra` at the re-searched thresholds (validation and test split): without
+    them the summary's "search's prediction" kept the figures of the thresholds before fine-tuning (nu13 F9)."""
+    sel, test = rt.selected.exit_index, rt.test.exit_index
+    out = {"mean_cost": float(costs[test].mean()) if test.size else 0.0, "val_mean_cost": float(rt.selected.mean_macs)}
+    for mean, per in (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s")):
+        if per in extra:
+            values = np.asarray(extra[per], dtype=np.float64)
+            out[mean] = float(values[test].mean())
+            if sel.size:
+                out[f"val_{mean}"] = float(values[sel].mean())
+    return out
 
 
 def _ort_logits(graph: gs.Graph, split, chunk: int = 1024) -> np.ndarray:
