@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -212,7 +213,7 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
     if kind not in KINDS:
         raise EeccError(f"{origin}: field '{where}kind' is '{kind}'; use one of: {', '.join(KINDS)}")
     return Processor(
-        name=_field(doc, "name", str, origin, where), kind=kind,
+        name=_name(doc, origin, where), kind=kind,
         macs_per_s=_positive(doc, "macs_per_s", origin, where),
         ram_bytes=int(_positive(doc, "ram_bytes", origin, where, integer=True)),
         storage_bytes=int(_positive(doc, "storage_bytes", origin, where, integer=True)),
@@ -220,6 +221,21 @@ def _processor(doc: Any, origin: str, where: str) -> Processor:
         idle_power_w=_positive(doc, "idle_power_w", origin, where, zero_ok=True),
         clock_hz=_positive(doc, "clock_hz", origin, where) if "clock_hz" in doc else None,
         **{k: _positive(doc, k, origin, where, zero_ok=True) for k in ("launch_s", "transfer_s_per_byte") if k in doc})
+
+
+# A processor's name is a file-name part of the bundle (its folder, stage<k>.<name>.onnx): nu13's '../hostesc' wrote
+# a folder outside -o, '../../escape' on two stages gave both one file (a traceback), 'mcu/m4' nested folders.
+SAFE_NAME = re.compile(r"[\w #()+.-]+")
+SAFE_CHARS = "letters, digits, spaces and _ - . # ( ) +, not starting with '.'"
+
+
+def _name(doc: dict, origin: str, where: str) -> str:
+    name = _field(doc, "name", str, origin, where)
+    if not SAFE_NAME.fullmatch(name) or name.startswith(".") or name != name.strip():
+        fixed = re.sub(r"[^\w #()+.-]", "_", name).strip().lstrip(".") or "cpu"
+        raise EeccError(f"{origin}: field '{where}name' is {name!r}, which names the processor's bundle folder and "
+                        f"stage files: use {SAFE_CHARS} (e.g. {fixed!r})")
+    return name
 
 
 def _link(doc: Any, names: list[str], origin: str, where: str) -> Link:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -123,6 +124,27 @@ def test_cli_lists_builtins_as_json_and_validates_a_user_file(tmp_path, capsys):
     bad.write_text(USER.replace("idle_power_w = 0.001", "idle_power_w = -1"))
     assert main(["targets", "--target", str(bad)]) == 2
     assert "processors[0].idle_power_w" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["../hostesc", "../../escape", "mcu/m4", "a\\\\b", "..", ".hidden", " m4", "m4:0"])
+def test_a_processor_name_that_is_not_a_file_name_part_is_refused_and_the_advice_works(bad, tmp_path, capsys):
+    """nu13 F2: a processor's name names its bundle folder and stage files; '../hostesc' wrote a folder outside -o,
+    '../../escape' on two stages gave both one file (a traceback), 'mcu/m4' nested folders. Refused in one line
+    naming the field and the characters allowed; the suggested name, used instead (links too), loads."""
+    toml = tmp_path / "board.toml"
+    toml.write_text(USER.replace('"small"', json.dumps(bad)))
+    assert main(["targets", "--target", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "processors[0].name" in err and "letters, digits, spaces and _ - . # ( ) +" in err
+    fixed = re.search(r"\(e\.g\. '(.*)'\)$", err.strip()).group(1)
+    toml.write_text(USER.replace('"small"', json.dumps(fixed)))
+    assert main(["targets", "--target", str(toml)]) == 0, capsys.readouterr().err
+    assert load_platform(str(toml)).processors[0].name == fixed
+
+
+def test_names_with_spaces_and_hashes_stay_accepted():
+    """nu13: "Sensor Core #0" builds (make, make lib) in a folder of that name."""
+    assert parse_platform(USER.replace('"small"', '"Sensor Core #0"')).processors[0].name == "Sensor Core #0"
 
 
 def test_cli_shows_the_clock_and_the_link_energy(tmp_path, capsys):
