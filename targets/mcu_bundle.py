@@ -65,6 +65,32 @@ def make_buildable(arts: StageArtifacts, *, program: bool) -> list[Path]:
     return [*added, arts.out_dir / "Makefile", arts.out_dir / "README.md"]
 
 
+def state_input_scale(folder: Path, scale: float) -> list[Path]:
+    """A folder holding stage 0 of a bundle compiled with --scale S (Cortex-M, or Cortex-A: targets/linux_bundle.py
+    writes the same header and README layout): its header defines EECC_INPUT_SCALE and its
+    README says to write S * code, not the raw code, into the input (nu13 F1: the raw 0..255 codes of a --scale
+    1/255 bundle gave 55.9 % instead of 83.5 % under QEMU, silently). The binaries are unchanged (a macro no
+    source uses). Returns the files changed."""
+    header = folder / ("eecc_program.h" if (folder / "eecc_program.h").exists() else "eecc_driver.h")
+    text = header.read_text()
+    cut = text.rindex("#endif")
+    define = (f"/* Compiled with --scale: the model reads EECC_INPUT_SCALE * x of uint8 codes x (no offset): write\n"
+              f" * (float)x * EECC_INPUT_SCALE into the input buffer, not the raw codes. */\n"
+              f"#define EECC_INPUT_SCALE {float(scale)!r}f\n")
+    header.write_text(text[:cut] + define + text[cut:])
+    readme = folder / "README.md"
+    readme.write_text(readme.read_text().replace("\nInputs:\n", f"""
+## Input scaling
+
+This bundle was compiled with `--scale {float(scale)!r}`: the model reads `{float(scale)!r} * x` of uint8 codes `x`
+(no offset). Write `(float)x * EECC_INPUT_SCALE` (defined in `{header.name}`) into the input buffer, and into
+`input.bin` for the QEMU run, not the raw codes: the model was never shown those and predicts other classes.
+
+Inputs:
+""", 1))
+    return [header, readme]
+
+
 def label_stack(stage_json: Path) -> None:
     """stage.json's ram_bytes counts the stack the linker script reserves; name it and the rest."""
     data = json.loads(stage_json.read_text())
