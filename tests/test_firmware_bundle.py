@@ -138,6 +138,10 @@ def test_make_lib_links_into_a_firmware_that_calls_it_as_the_readme_says(bundle,
     ref = Cascade(out).run(data["x_test"][i:i + 1])
     assert run.returncode == 0 and f"stage={ref.exit_stage[0]} class={ref.predictions[0]}" in run.stdout + run.stderr, \
         run.stdout + run.stderr
+    shipped = (copy / program["elf"]).read_bytes()
+    _make(copy, "clean")  # removes what make lib built, not the shipped program (it deleted the ELF)
+    assert not (copy / "libeecc.a").exists() and not (copy / "lib").exists()
+    assert (copy / program["elf"]).read_bytes() == shipped
 
 
 def test_block_graph_of_an_int8_bundle_shows_each_exit(bundle):
