@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from eecc.errors import EeccError
-from eecc.targets import mcu_abi, tvm_import
+from eecc.targets import mcu_direct, tvm_import
 from eecc.targets.mcu_driver import DLPACK, HEADER, io_list, stage_tables  # noqa: F401 (DLPACK: public)
 
 CDRIVER = Path(__file__).parent / "cdriver"
@@ -87,8 +87,10 @@ def compile_stage(model: onnx.ModelProto, *, cpu: str, out_dir: Path, flash_byte
     stage = tvm_import.lower_stage(model, target)
     plan, flat = tvm_import.plan_memory(stage), tvm_import.unplanned(stage)
     workspace = tvm_import.workspace_bytes(stage.kernels, target)
-    mcu_abi.build_kernels(stage.kernels, target).write_to_file(str(out_dir / "kernels.o"))
-    (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace, pointers=True))
+    direct = mcu_direct.direct_calls(stage.kernels)
+    mcu_direct.write_kernels(mcu_direct.without(stage.kernels, direct), target, out_dir / "kernels.o", gcc,
+                             spec["cflags"])
+    (out_dir / "stage.c").write_text(emit_driver(stage, plan, workspace, pointers=True, direct=direct))
     elf = out_dir / f"{name}.elf"
     cmd = [gcc, *spec["cflags"], "-O2", "-ffunction-sections", "-fdata-sections", "-nostartfiles",
            f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",
@@ -154,15 +156,16 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def emit_driver(stage: tvm_import.LoweredStage, plan: tvm_import.MemoryPlan, workspace: int,
-                pointers: bool = False) -> str:
+                pointers: bool = False, direct: dict | None = None) -> str:
     """stage.c: buffers, one view per tensor (a DLTensor, or with `pointers` its data pointer alone: see
     mcu_driver.stage_tables), the kernels in call order. Weights are `const`, so they stay in flash;
-    activations live in one arena laid out by the memory plan."""
+    activations live in one arena laid out by the memory plan. direct: kernels called straight from stage.c
+    (mcu_direct.direct_calls; Cortex-M only)."""
     out = [*HEADER, ""]
     out.append(f"static uint8_t arena[{max(plan.arena_bytes, 64)}] __attribute__((aligned(64)));")
     out.append(f"uint8_t eecc_workspace[{max(workspace, 64)}] __attribute__((aligned(64)));")
     out.append(f"const uint32_t eecc_workspace_bytes = {max(workspace, 64)};")
-    tables = stage_tables(stage, plan, pointers=pointers)
+    tables = stage_tables(stage, plan, pointers=pointers, direct=direct)
     out += tables.lines
     out.append(f"""
 int eecc_run(void) {{

@@ -40,6 +40,13 @@ def mean_call(builder, x, count: int, zx: int, multiplier: float, zo: int, out_t
     return relax.call_tir(gv, [x], relax.TensorType(out, "int8"))
 
 
+def fc_table(bias: np.ndarray, m0: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """eecc_fc_s8's per-row table, int32 words: (bias, M0) per row, then every row's shift n (1..62,
+    fixed_point.fixed_point) as one byte, zero-padded to a word: 9 B a row, not 12."""
+    shifts = np.concatenate([np.asarray(n).astype(np.int8), np.zeros(-len(n) % 4, np.int8)]).view(np.int32)
+    return np.concatenate([np.stack([np.asarray(bias, np.int64), m0], axis=1).astype(np.int32).reshape(-1), shifts])
+
+
 def fc_call(builder, x, kn: np.ndarray, folded: np.ndarray, multiplier: np.ndarray, zo: int,
             dequantize: tuple[float, int] | None = None):
     """relax.call_tir of eecc_fc_s8: x int8 [1, K] times kn int8 [K, N] plus folded int32 [N], requantised
@@ -52,19 +59,19 @@ def fc_call(builder, x, kn: np.ndarray, folded: np.ndarray, multiplier: np.ndarr
 
     k, n_out = kn.shape
     m0, n = fixed_point(np.broadcast_to(np.asarray(multiplier, np.float64).reshape(-1), (n_out,)))
-    table = np.ascontiguousarray(np.stack([folded.astype(np.int64), m0, n], axis=1).astype(np.int32))
+    table = fc_table(folded, m0, n)
     # [N, K] rows, then the spare bytes eecc_fc_s8's tail step reads past the last row (k % 4: 4 - k % 4 zeros)
     weights = np.concatenate([np.ascontiguousarray(kn.T).reshape(-1), np.zeros(-k % 4, np.int8)])
     out_dtype = "int8" if dequantize is None else "float32"
     dq = [0, 0] if dequantize is None else [f32_bits(dequantize[0]), dequantize[1]]
 
     @T.prim_func(private=True, s_tir=True)
-    def kernel(xb: T.Buffer((1, k), "int8"), wb: T.Buffer((weights.size,), "int8"), tb: T.Buffer((n_out, 3), "int32"),
+    def kernel(xb: T.Buffer((1, k), "int8"), wb: T.Buffer((weights.size,), "int8"), tb: T.Buffer((table.size,), "int32"),
                yb: T.Buffer((1, n_out), out_dtype)):
         T.func_attr({"tirx.noalias": True, "op_pattern": 8})
         with T.sblock("fc"):
             T.evaluate(T.call_extern("int32", FC, T.address_of(xb[0, 0]), T.address_of(wb[0]),
-                                     T.address_of(tb[0, 0]), T.address_of(yb[0, 0]), k, n_out, zo, *dq))
+                                     T.address_of(tb[0]), T.address_of(yb[0, 0]), k, n_out, zo, *dq))
 
     gv = builder.add_func(kernel, "dense_int8")
     args = [x, relax.const(weights, "int8"), relax.const(table, "int32")]

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.targets import mcu_direct
 
 DLPACK = {"float32": (2, 32), "float16": (2, 16), "float64": (2, 64), "int64": (0, 64), "int32": (0, 32),
           "int16": (0, 16), "int8": (0, 8), "uint8": (1, 8), "bool": (6, 8)}
@@ -35,7 +36,7 @@ def words(arr: np.ndarray) -> str:
 
 
 def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol: str = "",
-                 inputs: dict[str, str] | None = None, pointers: bool = False) -> Tables:
+                 inputs: dict[str, str] | None = None, pointers: bool = False, direct: dict | None = None) -> Tables:
     """Weights (`const`, so they stay in flash), an input buffer per graph input unless `inputs` maps each to
     where it already lies, one view per tensor (activations at the memory plan's offsets in `arena`) and the
     kernel call tables. Names are prefixed with `prefix`, kernel symbols with `symbol`.
@@ -43,7 +44,8 @@ def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol:
     pointers=True (Cortex-M): the view is its data pointer alone (`void* const views[]`, in flash) and the
     weights are 4-B aligned, the most any Cortex-M access needs. A kernel's wrapper is handed a pointer to that
     pointer as its DLTensor*, which is exactly what it reads as `data`; mcu_abi.build_kernels fails the build
-    when a wrapper would read any other DLTensor field."""
+    when a wrapper would read any other DLTensor field.
+    direct: kernel -> mcu_direct.Direct; those calls go to stage.c's shims (no arguments, no TVM wrapper)."""
     out, index = [], {v: i for i, v in enumerate(stage.views)}
     for name, arr in stage.constants.items():
         out.append(f"static const uint32_t {prefix}w_{index[name]}[{max(1, (arr.nbytes + 3) // 4)}] "
@@ -64,15 +66,17 @@ def stage_tables(stage, plan, *, prefix: str = "", arena: str = "arena", symbol:
         return f"{arena} + {plan.offsets[buf]}"
 
     out += (pointer_views if pointers else dltensor_views)(stage, prefix, ptr)
-    kernels = sorted({k for k, _ in stage.calls})
+    lines, shim = mcu_direct.shims(stage.calls, direct or {}, ptr, prefix)
+    out += lines
+    kernels = sorted({k for c, (k, _) in enumerate(stage.calls) if c not in shim})
     out += [f"extern int __tvm_ffi_{symbol}{k}(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);" for k in kernels]
     out.append(f"static const eecc_kernel_fn {prefix}calls[{len(stage.calls)}] = {{"
-               + ", ".join(f"__tvm_ffi_{symbol}{k}" for k, _ in stage.calls) + "};")
+               + ", ".join(shim.get(c, f"__tvm_ffi_{symbol}{k}") for c, (k, _) in enumerate(stage.calls)) + "};")
     out.append(f"static const uint8_t {prefix}nargs[{len(stage.calls)}] = {{"
-               + ", ".join(str(len(a)) for _, a in stage.calls) + "};")
-    flat = [index[v] for _, args in stage.calls for v in args]
+               + ", ".join(str(0 if c in shim else len(a)) for c, (_, a) in enumerate(stage.calls)) + "};")
+    flat = [index[v] for c, (_, args) in enumerate(stage.calls) if c not in shim for v in args] or [0]
     out.append(f"static const uint16_t {prefix}argv_[{len(flat)}] = {{{', '.join(map(str, flat))}}};")
-    return Tables(out, ptr, max(len(a) for _, a in stage.calls))
+    return Tables(out, ptr, max([len(a) for c, (_, a) in enumerate(stage.calls) if c not in shim], default=1))
 
 
 def pointer_views(stage, prefix: str, ptr: Callable[[str], str]) -> list[str]:
@@ -128,10 +132,11 @@ def handoff_pointers(prev, prev_ptr: Callable[[str], str], stage, k: int) -> dic
 
 
 def emit_program(stages: Sequence, plans: Sequence, exits: Sequence[str | None], logits: Sequence[str],
-                 workspace: int) -> str:
+                 workspace: int, direct: Sequence[dict] | None = None) -> str:
     """program.c for stages 0..K-1 of one core (`exits[k]`: stage k's exit-flag output, None for the last
     stage). Stage k's activations live in arena k % 2, so stage k+1 runs while stage k's hand-off and
-    outputs stay intact; the kernel symbols of stage k carry the prefix `s<k>_` (see rename_kernels)."""
+    outputs stay intact; the kernel symbols of stage k carry the prefix `s<k>_` (see rename_kernels).
+    direct[k]: stage k's directly called kernels (mcu_direct.direct_calls)."""
     if len(stages) > MAX_STAGES:
         raise EeccError(f"cortex_m: {len(stages)} stages on one core; the driver runs at most {MAX_STAGES}")
     arenas = [max([p.arena_bytes for p in plans[parity::2]], default=0) for parity in (0, 1)]
@@ -143,7 +148,7 @@ def emit_program(stages: Sequence, plans: Sequence, exits: Sequence[str | None],
     for k, (stage, plan) in enumerate(zip(stages, plans)):
         feeds = None if prev is None else handoff_pointers(stages[k - 1], prev.ptr, stage, k)
         t = stage_tables(stage, plan, prefix=f"s{k}_", arena=f"arena{k % 2}", symbol=f"s{k}_", inputs=feeds,
-                         pointers=True)
+                         pointers=True, direct=direct[k] if direct else None)
         if t.max_args > MAX_ARGS:
             raise EeccError(f"cortex_m: a kernel of stage {k} takes {t.max_args} tensors (driver limit {MAX_ARGS})")
         outputs = list(stage.output_views.items())

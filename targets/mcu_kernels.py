@@ -105,7 +105,8 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
     # output pixels in raster order, two at a time (rows of odd width waste no lane)
     g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow, -(-oh * ow // 2))
     if dsp:  # zo as a row, not code: convs of one geometry and zx share one kernel; then column_in_c's geometry
-        rows = [table, np.array([[zo, 0]], np.int32)] + ([col_geometry(g, zx).reshape(-1, 2)] if column_in_c(g) else [])
+        rows = [table, np.array([[zo, 0]], np.int32)] + ([col_geometry(g, zx).view(np.int32).reshape(-1, 2)]
+                                                          if column_in_c(g) else [])
         table = np.concatenate(rows)
     func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window, mac) if dsp
                      else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split))
@@ -113,8 +114,9 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
 
 
 def col_geometry(g: _Conv, zx: int) -> np.ndarray:
-    """The words cdriver/dot_dsp.c's column functions read: c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx, 0."""
-    return np.array([g.c, g.h, g.wd, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.ow, g.npix, g.kp, zx, 0], np.int32)
+    """The int16 values cdriver/dot_dsp.c's column functions read (column_in_c: all fit): c, h, w, kh, kw, sh, sw,
+    pt, pl, ow, npix, kp, zx, then 0, 0, 0 (8 words: 4 rows of the [rows, 2] int32 table)."""
+    return np.array([g.c, g.h, g.wd, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.ow, g.npix, g.kp, zx, 0, 0, 0], np.int16)
 
 
 def pointwise(g: _Conv) -> bool:
@@ -127,6 +129,8 @@ def column_in_c(g: _Conv) -> str | None:
     unrolls: kws's 40-tap front conv 1.5 KB, a 48-channel pointwise conv 0.8 KB). Per tap the C costs ~1 more
     instruction for the pointwise strided copy, ~6 for the window (per MAC: / O), so the window only for one
     input channel and ≥ 16 taps (ResNet's 16-channel 3x3 convs: +0.7 per MAC; its 3x3 front conv: +0.03)."""
+    if max(g.c, g.h, g.wd, g.npix, g.kp) >= 1 << 15:  # col_geometry's int16
+        return None
     return COL_PW if pointwise(g) else (COL if g.c == 1 and g.kh * g.kw >= 16 else None)
 
 
@@ -146,7 +150,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
     col_fn = column_in_c(g)
     in_c = col_fn is not None
-    rows = o2 + 8 if in_c else o2 + 1  # + the geometry col_fn reads
+    rows = o2 + 5 if in_c else o2 + 1  # + the geometry col_fn reads (4 rows)
 
     @T.macro
     def col_fill(col16, x, y0, x0, base):

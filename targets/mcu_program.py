@@ -12,7 +12,7 @@ from typing import Sequence
 import onnx
 
 from eecc.errors import EeccError
-from eecc.targets import mcu_abi, tvm_import
+from eecc.targets import mcu_direct, tvm_import
 from eecc.targets.cortex_m import (CDRIVER, CPUS, STACK_BYTES, StageArtifacts, _run, canonical_cpu, check_fit,
                                    io_specs, require_tool, section_sizes, write_manifest)
 from eecc.targets.mcu_driver import emit_program
@@ -53,14 +53,15 @@ def compile_program(models: Sequence[onnx.ModelProto], entries: Sequence[dict], 
     spec, gcc, out_dir = CPUS[cpu], require_tool("arm-none-eabi-gcc"), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = tvm.target.Target(spec["target"])
-    lowered, plans, stages, objects, workspace = [], [], [], [], 0
+    lowered, plans, stages, objects, direct, workspace = [], [], [], [], [], 0
     for model, entry in zip(models, entries):
         k = entry["index"]
         stage = tvm_import.lower_stage(model, target)
         plan, flat = tvm_import.plan_memory(stage), tvm_import.unplanned(stage)
         ws = tvm_import.workspace_bytes(stage.kernels, target)
         obj = out_dir / f"kernels{k}.o"
-        mcu_abi.build_kernels(stage.kernels, target).write_to_file(str(obj))
+        direct.append(mcu_direct.direct_calls(stage.kernels))
+        mcu_direct.write_kernels(mcu_direct.without(stage.kernels, direct[-1]), target, obj, gcc, spec["cflags"])
         rename_kernels(obj, f"s{len(lowered)}_")
         outs = entry.get("outputs") or {}
         last = len(lowered) == len(entries) - 1
@@ -75,7 +76,7 @@ def compile_program(models: Sequence[onnx.ModelProto], entries: Sequence[dict], 
         objects.append(obj)
         workspace = max(workspace, ws)
     (out_dir / "program.c").write_text(emit_program(lowered, plans, [s.exit for s in stages],
-                                                    [s.logits for s in stages], workspace))
+                                                    [s.logits for s in stages], workspace, direct))
     elf = out_dir / f"{name}.elf"
     cmd = [gcc, *spec["cflags"], "-O2", "-ffunction-sections", "-fdata-sections", "-nostartfiles", "-DEECC_PROGRAM",
            f"-I{CDRIVER}", "-T", str(CDRIVER / "mcu.ld"), f"-Wl,--defsym=STACK_SIZE={STACK_BYTES}",

@@ -157,6 +157,7 @@ def _scalar(m, s, z):
 def quantize_rule(builder, kernels: str | None = None):
     """(pattern, rewriter) turning a per-tensor float32 -> int8 relax.quantize into extern_kernel's call of
     eecc_quantize_s8, or on cores without an FPU (kernels "plain") into quantize_search_kernel."""
+    import tvm
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -167,6 +168,8 @@ def quantize_rule(builder, kernels: str | None = None):
         sz = _scalar(m, s, z)
         if sz is None or m[x].ty.dtype != "float32" or expr.ty.dtype != "int8" or not sz[0] > 0:
             return expr
+        if kernels != "plain" and isinstance(m[x], tvm.ir.expr.Constant):  # a constant's (a GELU's 1.0): FoldConstant
+            return expr  # runs it at build time, where an extern C call would be JIT-run on the host and not found
         shape = [int(d) for d in m[x].ty.shape.values]
         if kernels == "plain":
             gv = builder.add_func(quantize_search_kernel(shape), "quantize_int8")

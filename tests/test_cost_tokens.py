@@ -138,3 +138,22 @@ def test_a_gelu_mlp_stage_matches_its_qemu_count(tmp_path, cpu):
     x = np.random.default_rng(0).normal(size=(2, TOKENS, DIM)).astype(np.float32)
     counted = emulate_stage(cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path), x).instructions
     assert abs(predicted / counted - 1) <= 0.15, (predicted, counted)
+
+
+@needs_arm
+def test_an_int8_gelu_mlp_builds_for_the_m4_and_agrees_with_onnxruntime(tmp_path):
+    """The GELU's constant 1.0 is quantised (QuantizeLinear of a Constant): mcu_quantize.quantize_rule leaves that
+    to TVM's FoldConstant, which runs it at build time on the host; as eecc_quantize_s8 (an extern C call) it was
+    JIT-run there and not found, and the build died (segmentation fault, kernels 91af58485bbbec9c). Outputs within
+    a few steps of the logits' scale of onnxruntime's QDQ stage (float GELU between Q/DQ there)."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+    from eecc.targets.codegen import reference_runs
+    from eecc.targets.quantize import quantize_stages
+
+    x = np.random.default_rng(0).normal(size=(64, TOKENS, DIM)).astype(np.float32)
+    model = quantize_stages([_gelu_block()], x)[0]
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == "one" for n in model.graph.node)
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), x[:4]).outputs["y"]
+    want = reference_runs([model], x[:4])[0][1]["y"]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 0.05 * np.abs(want).max(), (got, want)

@@ -48,10 +48,10 @@ __attribute__((naked, used)) int32_t* eecc_dot2x2_dsp(int32_t* acc, const int32_
  * loops of every conv geometry into straight code (the kws front conv's 40 taps 1.5 KB, a 48-channel
  * pointwise conv's 0.8 KB), while this one function serves every conv of the stage for a few instructions
  * per tap more. x: channel 0 of the input; g: the geometry (mcu_kernels.col_geometry)
- * {c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx}. */
-static void col_one(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+ * {c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx}, int16. */
+static void col_one(int16_t* col, const int8_t* x, const int16_t* g, int32_t pix) {
   const int32_t h = g[1], w = g[2], kw = g[4];
-  const int16_t zx = (int16_t)g[12];
+  const int16_t zx = g[12];
   const int32_t top = pix / g[9] * g[5] - g[7], left = pix % g[9] * g[6] - g[8];
   for (int32_t ci = g[0]; ci > 0; --ci, x += h * w)
     for (int32_t y = top; y < top + g[3]; ++y) {
@@ -61,7 +61,7 @@ static void col_one(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix
     }
 }
 
-void eecc_col2_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+void eecc_col2_s16(int16_t* col, const int8_t* x, const int16_t* g, int32_t pix) {
   col_one(col, x, g, pix);
   col_one(col + g[11], x, g, pix + 1 < g[10] ? pix + 1 : pix);
 }
@@ -69,7 +69,7 @@ void eecc_col2_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix)
 /* The same for a 1x1, stride 1, unpadded conv, whose pixel index is its input offset: a strided copy (its own
  * function, so a stage of pointwise convs links no col_one). One channel a step: two a step (unrolled) were 140 B
  * more code for ~0.25 instructions per tap less (0.005 per MAC of a 48-channel pointwise conv). */
-void eecc_col2_pw_s16(int16_t* col, const int8_t* x, const int32_t* g, int32_t pix) {
+void eecc_col2_pw_s16(int16_t* col, const int8_t* x, const int16_t* g, int32_t pix) {
   const int32_t plane = g[1] * g[2], d = pix + 1 < g[10] ? 1 : 0;
   const int8_t* p = x + pix;
   int16_t* col1 = col + g[11];

@@ -196,7 +196,7 @@ static void dot4(int32_t* acc, const int8_t** rows, const int8_t* x, int32_t qua
 #endif
 
 /* int8 fully connected layer (targets/mcu_dense.py): q_j = RQ_j(t[3j] + Σ_i x[i]·w[j·k + i]) with
- * (bias, M0, n) = t[3j .. 3j + 2], 4 rows at a time (dot4); a last block of fewer rows repeats the last row
+ * (bias, M0) = t[2j], t[2j + 1] and n = the byte j after the 2·nout words, 4 rows at a time (dot4); a last block of fewer rows repeats the last row
  * (computed, not stored). The k % 4 tail is one more dot4 step on a word of the last x bytes and zeros: it reads
  * each row's word on, so w ends with 4 - k % 4 spare bytes when k % 4 (mcu_dense.fc_call), times x's zeros.
  * y: int8 q, or with scale_bits (a float32's bits, not 0) the float32 (q - zero)·scale of a DequantizeLinear
@@ -204,6 +204,7 @@ static void dot4(int32_t* acc, const int8_t** rows, const int8_t* x, int32_t qua
 __attribute__((optimize("Os"))) void eecc_fc_s8(const int8_t* x, const int8_t* w, const int32_t* t, void* y,
                                                 int32_t k, int32_t nout, int32_t zo, uint32_t scale_bits,
                                                 int32_t zero) {
+  const int8_t* shift = (const int8_t*)(t + 2 * nout);
   uint32_t tail = 0;
   for (int32_t i = k - 1; i >= (k & ~3); --i) tail = tail << 8 | (uint8_t)x[i];
   for (int32_t j = 0; j < nout; j += 4) {
@@ -212,12 +213,12 @@ __attribute__((optimize("Os"))) void eecc_fc_s8(const int8_t* x, const int8_t* w
     for (int32_t r = 0; r < 4; ++r) {
       const int32_t row = j + r < nout ? j + r : nout - 1;
       rows[r] = w + row * k;
-      acc[r] = t[3 * row];
+      acc[r] = t[2 * row];
     }
     dot4(acc, rows, x, k >> 2);
     if (k & 3) dot4(acc, rows, (const int8_t*)&tail, 1);
     for (int32_t r = 0; r < 4 && j + r < nout; ++r) {
-      const int8_t q = rq_fixed(acc[r], t[3 * (j + r) + 1], t[3 * (j + r) + 2], zo);
+      const int8_t q = rq_fixed(acc[r], t[2 * (j + r) + 1], shift[j + r], zo);
       if (scale_bits)
         ((float*)y)[j + r] = (float)((int32_t)q - zero) * f32(scale_bits);
       else
