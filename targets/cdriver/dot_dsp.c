@@ -50,11 +50,11 @@ __attribute__((naked, used)) int32_t* eecc_dot2x2_dsp(int32_t* acc, const int32_
  * per tap more. x: channel 0 of the input; g: the geometry (mcu_kernels.col_geometry)
  * {c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx}, int16. */
 static void col_one(int16_t* col, const int8_t* x, const int16_t* g, int32_t pix) {
-  const int32_t h = g[1], w = g[2], kw = g[4];
+  const int32_t h = g[1], w = g[2], kh = g[3], kw = g[4];  /* locals: the int16 stores to col may alias g */
   const int16_t zx = g[12];
   const int32_t top = pix / g[9] * g[5] - g[7], left = pix % g[9] * g[6] - g[8];
   for (int32_t ci = g[0]; ci > 0; --ci, x += h * w)
-    for (int32_t y = top; y < top + g[3]; ++y) {
+    for (int32_t y = top; y < top + kh; ++y) {
       const int8_t* row = x + y * w;
       const uint32_t span = (uint32_t)y < (uint32_t)h ? (uint32_t)w : 0u; /* a padding row: no column inside */
       for (int32_t xx = left; xx < left + kw; ++xx) *col++ = (uint32_t)xx < span ? row[xx] : zx;
