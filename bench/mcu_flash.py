@@ -91,3 +91,59 @@ def stage_flash(stage_dir: Path, cpu: str) -> dict:
     kernels = sum(size for name, size in syms.items() if name in kernel_names)
     weights = sum(size for name, size in syms.items() if name.startswith("w_") and name[2:].isdigit())
     return {"stage_B": total, "kernels_B": kernels, "weights_B": weights, "driver_B": total - kernels - weights}
+
+
+def sweep(names, out: Path) -> dict:
+    """Every candidate cut of each fixture as a two-stage cascade (eecc/cost/measure.units_of's units 1000 + 10 c + k:
+    stage k of the model cut at candidate c, with the design's exit head and gate), on the M4: stage-alone flash of
+    the int8 and the fp32 build (stage_flash) and instructions per MAC from the shipped rows (eecc/cost/measured.json,
+    the same units quantised the same way). Writes `out` (JSON) and returns it; "worst" is the largest int8/fp32."""
+    import json
+
+    import numpy as np
+
+    from eecc.cost.__main__ import fixture_models
+    from eecc.cost.measure import units_of
+    from eecc.cost.model import MEASURED
+    from eecc.model import ir
+    from eecc.model.stage_cost import stage_cost
+    from eecc.targets.quantize import quantize_stages
+
+    shipped = json.loads(MEASURED.read_text())
+    counts = {(r["model"], r["index"], r["cpu"], r["format"]): r["instructions"] for r in shipped["rows"]}
+    rows = []
+    for name in names:
+        units = units_of(name, fixture_models()[name])
+        floats = [u.float_model for u in units]
+        shape = [d.dim_value for d in floats[0].graph.input[0].type.tensor_type.shape.dim][1:]
+        x = np.random.default_rng(0).normal(size=(64, *shape)).astype(np.float32)  # as measure_units quantises
+        quantised = quantize_stages(floats, x)
+        for u, q in zip(units, quantised):
+            if u.index < 1000:
+                continue
+            macs = stage_cost(ir.from_model(u.float_model, classifier=False), "fp32").macs
+            row = {"model": name, "unit": u.index, "cut": (u.index - 1000) // 10, "stage": u.index % 10, "macs": macs}
+            with tempfile.TemporaryDirectory(prefix="eecc-sweep-") as tmp:
+                for fmt, m in (("int8", q), ("fp32", u.float_model)):
+                    cortex_m.compile_stage(m, cpu="cortex-m4", out_dir=Path(tmp, fmt))
+                    row[f"flash_{fmt}_B"] = stage_flash(Path(tmp, fmt), "cortex-m4")["stage_B"]
+            row["flash_ratio"] = round(row["flash_int8_B"] / row["flash_fp32_B"], 4)
+            for cpu, fmt in (("cortex-m4", "int8"), ("cortex-m0plus", "int8"), ("cortex-m4", "fp32")):
+                n = counts.get((name, u.index, cpu, fmt))
+                row[f"i_per_mac_{cpu.replace('cortex-', '')}_{fmt}"] = round(n / macs, 3) if n else None
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    doc = {"kernels": shipped["kernels"], "rows": rows, "worst": max(rows, key=lambda r: r["flash_ratio"])}
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="stage-alone flash of every cut's stages (--sweep)")
+    ap.add_argument("--sweep", default="kws,resnet", help="fixtures whose every cut is swept")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mcu_flash_sweep.json")
+    args = ap.parse_args()
+    doc = sweep(args.sweep.split(","), args.out)
+    print("worst flash int8/fp32:", doc["worst"])
