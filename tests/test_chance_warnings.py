@@ -129,3 +129,48 @@ def test_search_with_every_head_dropped_says_the_model_itself_is_at_chance(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "every exit head was dropped: the best" in err, err
     assert "the model itself scores" in err and "on the validation labels" in err, err
+
+
+def test_the_drop_rule_on_a_skewed_split_is_balanced_accuracy_and_unchanged_on_a_balanced_one():
+    """nu13 F3: on a split 90 % one class, "chance" was the 90 % of always answering it. A constant answer still never
+    beats chance; a head that recalls the rare classes does, however its plain accuracy compares with 90 %."""
+    from eecc.exits.chance import balanced_threshold, beats_chance, drop_threshold, skewed
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.zeros(900, np.int64), rng.integers(1, 10, 100)])
+    assert skewed(y) and not beats_chance(np.zeros_like(y), y, 10, 0.02)  # the majority answer: 90 %, guessed
+    good = np.where(rng.random(1000) < 0.8, y, (y + 1) % 10)  # 80 % right on every class: below 90 %
+    assert (good == y).mean() < drop_threshold(y, 10, 0.02) and beats_chance(good, y, 10, 0.02)
+    random = rng.integers(0, 10, 1000)  # uniform guessing: about 1/10 balanced accuracy, under the bar
+    assert not beats_chance(random, y, 10, 0.02) and balanced_threshold(y, 0.02) > 0.1
+    flat = np.repeat(np.arange(10), 100)  # balanced: the plain rule alone, as before
+    assert not skewed(flat)
+    pred = np.where(rng.random(1000) < 0.11, flat, (flat + 1) % 10)
+    assert beats_chance(pred, flat, 10, 0.02) == ((pred == flat).mean() >= drop_threshold(flat, 10, 0.02))
+    assert not skewed(np.array([0] * 70 + [1] * 30)) and skewed(np.array([0] * 80 + [1] * 20))  # binary: 75 %
+
+
+def test_a_good_model_on_a_skewed_validation_split_keeps_its_exits(tmp_path, capsys):
+    """nu13 F3: the weakly trained ResNet (88.7 % on Fashion-MNIST's balanced validation split, 85.7 % on class 0)
+    validated and tested on splits 90 % class 0 scores below always answering class 0; --search dropped every head
+    and blamed the labels and the preprocessing. Its heads are now judged by balanced accuracy there."""
+    model = Path(__file__).parent / "fixtures" / "models" / "resnet_weak.onnx"
+    data = datasets.load("fashion-mnist", limit_train=3000)
+    for split in ("val", "test"):
+        x, y = data[f"x_{split}"], data[f"y_{split}"]
+        keep = np.sort(np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y != 0)[:55]]))
+        data[f"x_{split}"], data[f"y_{split}"] = x[keep], y[keep]
+    assert (data["y_val"] == 0).mean() > 0.89
+    np.savez(tmp_path / "skewed.npz", **data)
+    capsys.readouterr()
+    code = main(["compile", str(model), "--data", str(tmp_path / "skewed.npz"), "--search", "--no-codegen",
+                 "--no-report", "--quiet", "--objective", "macs", "--cache-dir", str(tmp_path / "cache"),
+                 "-o", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["original"]["val_accuracy"] < 0.9  # below the majority class: the finding's case
+    assert manifest["placement"]["cuts"], "no exit kept"
+    assert not [w for w in manifest["search"]["warnings"] if "no better than chance" in w]
+    measured = manifest["placement"]["metrics"]["measured"]
+    assert measured["accuracy"] >= measured["original_accuracy"] - 0.02

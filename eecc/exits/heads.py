@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from eecc.errors import EeccError
+from eecc.exits.chance import chance_level, drop_threshold  # noqa: F401  (the drop rule's home before)
 
 DEFAULT_BUDGET = 0.02
 MAX_WIDTH = 128
@@ -153,18 +154,6 @@ class TrainConfig:
     # goes on finishes its epoch on the same batches: it trains as it would without a rung.
     rung: float = 0.25
     rung_rows: int = 8192
-
-
-def chance_level(y: np.ndarray, num_classes: int) -> float:
-    """Accuracy of always answering the most frequent validation class."""
-    return float(np.bincount(y, minlength=num_classes).max() / max(len(y), 1))
-
-
-def drop_threshold(y_val: np.ndarray, num_classes: int, margin: float) -> float:
-    """First-epoch validation accuracy a head must reach to be kept: chance + max(margin, 3σ), σ the binomial
-    standard deviation of an accuracy at chance on len(y_val) samples (above 1.0 on a tiny split)."""
-    chance = chance_level(y_val, num_classes)
-    return chance + max(margin, 3 * math.sqrt(chance * (1 - chance) / max(len(y_val), 1)))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from eecc.data import cache as fcache
+from eecc.exits.chance import DROP_RULE, skewed
 from eecc.exits.family import HALVING_RULE
 from eecc.exits.heads import STATS_RULE, HeadSpec
 
@@ -20,6 +21,8 @@ def run_keys(model_key: str, splits, heads, config) -> tuple[dict[str, str], str
     """
     prints = {name: split.fingerprint() for name, split in splits.items()}
     labels = fcache.digest(*(np.ascontiguousarray(split.y, dtype=np.int64).tobytes() for _, split in splits.items()))
+    if skewed(splits.val.y):  # heads judged by the balanced rule there (nu13 F3)
+        labels = fcache.digest(labels, DROP_RULE)
     run_key = fcache.digest(model_key, json.dumps(prints, sort_keys=True), labels,
                             json.dumps([asdict(h) for h in heads]), config_key(config))
     return prints, labels, run_key

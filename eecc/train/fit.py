@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from eecc.exits.heads import HeadSpec, TrainConfig, drop_threshold
+from eecc.exits.chance import beats_chance
+from eecc.exits.heads import HeadSpec, TrainConfig
 from eecc.train.adam import Adam as _Adam
 from eecc.train.modules import HeadModule, batch_layout, loss_and_grads, one_hot, predict, stored_layout
 
@@ -290,7 +291,7 @@ class _Trainer:
         self.first_accuracy = accuracy
         if self.cut is None:
             self.rung_accuracy = accuracy
-        if accuracy < drop_threshold(self.y_val, self.spec.num_classes, self.config.drop_margin):
+        if not self.beats_chance():
             return FitResult(self.module, accuracy, accuracy, loss, 1, dropped=True,  # as NA
                              rung_accuracy=None if self.cut is None else self.rung_accuracy)
         self.judge(loss, accuracy)
@@ -306,7 +307,7 @@ class _Trainer:
         self.judge(loss, accuracy)
         out = self.result()
         out.epochs = self.rung_fraction
-        out.dropped = accuracy < drop_threshold(self.y_val, self.spec.num_classes, self.config.drop_margin)
+        out.dropped = not self.beats_chance()
         return out
 
     def goes_on(self) -> bool:
@@ -324,6 +325,11 @@ class _Trainer:
         self._logits = predict(self.module, self.x_val)
         loss = float(nn.functional.cross_entropy(torch.from_numpy(self._logits), torch.from_numpy(self.y_val)))
         return loss, float((self._logits.argmax(1) == self.y_val).mean())
+
+    def beats_chance(self) -> bool:
+        """The NA drop rule on the last scored logits (eecc/exits/chance.py: chance is the split's commonest class,
+        or on a skewed split 1/K in balanced accuracy)."""
+        return beats_chance(self._logits.argmax(1), self.y_val, self.spec.num_classes, self.config.drop_margin)
 
     def judge(self, loss: float, acc: float) -> None:
         if loss < self.best[0] - 1e-4:
