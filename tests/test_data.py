@@ -53,7 +53,8 @@ def test_uint8_with_scale_and_chunks():
     (lambda d: d.update(y_train=d["y_train"].astype(np.float32)),
      "labels must be integers \\(class indices\\): they are whole numbers: store y_train.astype\\(np.int64\\)"),
     (lambda d: d.update(y_train=d["y_train"] + 0.5),
-     "labels must be integers \\(class indices\\): map them to class indices 0..K-1"),
+     "labels must be integers \\(class indices\\): they are not whole numbers \\(sample 0: 0.5\\), so not class "
+     "indices .*: store each sample's class index 0..K-1 as int64 in y_train$"),
     (lambda d: d.update(x_val=d["x_val"][:0], y_val=d["y_val"][:0]), "x_val is empty"),
     (lambda d: d.update(x_train=(d["x_train"] * 255).astype(np.uint8), x_val=(d["x_val"] * 255).astype(np.uint8)),
      "is uint8; pass --scale"),
@@ -221,4 +222,25 @@ def test_one_hot_labels_advice_works():
     """The advice of the one-hot error (store y.argmax(1)) gives labels eecc takes, equal to the class indices."""
     x, y = _xy(100)
     s = make_splits(x, np.eye(3, dtype=np.float32)[y].argmax(1), x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    np.testing.assert_array_equal(s.train.y, y)
+
+
+def test_label_advice_never_truncates_fractions_nor_cuts_multi_hot_rows():
+    """nu13 F7: fractional labels (y + 0.5) were told `astype(np.int64)`, which truncates 2.5 to 2 and then "works";
+    multi-hot rows (two classes set) were told `argmax(1)`, which keeps one of them. Neither hint is given now; the
+    advice given (one class index per sample) is what compiles."""
+    x, y = _xy(100)
+    with pytest.raises(EeccError) as info:
+        make_splits(x, y + 0.5, x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    assert "astype" not in str(info.value) and "not whole numbers" in str(info.value)
+    multi = np.eye(3, dtype=np.float32)[y] + np.eye(3, dtype=np.float32)[(y + 1) % 3]  # two classes per row
+    multi[5] = 0  # and a row with none
+    with pytest.raises(EeccError, match=r"row 0 has 2 classes set: multi-label data; eecc compiles single-label "
+                                        r"classifiers .*: give one class index per sample$") as info:
+        make_splits(x, multi, x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    assert "argmax" not in str(info.value)
+    scores = np.random.default_rng(0).dirichlet(np.ones(3), 100).astype(np.float32)  # per-class probabilities
+    with pytest.raises(EeccError, match=r"store y_train.argmax\(1\)"):
+        make_splits(x, scores, x[:10], y[:10], input_shape=SHAPE, num_classes=3)
+    s = make_splits(x, y, x[:10], y[:10], input_shape=SHAPE, num_classes=3)  # one class index per sample
     np.testing.assert_array_equal(s.train.y, y)
