@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eecc.errors import EeccError
+from eecc.targets.plausible import warn_implausible
 
 KINDS = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-a", "mali", "cuda", "x86")
 
@@ -74,13 +75,13 @@ def load_platform(name_or_path: str | Path) -> Platform:
     text_name = str(name_or_path)
     if text_name in builtin_platforms():
         text = (resources.files("eecc.targets") / "platforms" / f"{text_name}.toml").read_text()
-        return parse_platform(text, origin=f"built-in platform '{text_name}'")
+        return warn_implausible(parse_platform(text, origin=f"built-in platform '{text_name}'"), text_name)
     path = Path(name_or_path)
     if path.suffix != ".toml" or not path.is_file():
         names = ", ".join(builtin_platforms())
         raise EeccError(f"target '{text_name}' is neither a built-in platform ({names}) nor an existing "
                         ".toml file; pass one of those names or the path of a platform TOML file")
-    return parse_platform(path.read_text(), origin=str(path))
+    return warn_implausible(parse_platform(path.read_text(), origin=str(path)), str(path))  # unit slips (nu13 F5)
 
 
 def parse_platform(text: str, *, origin: str = "platform") -> Platform:

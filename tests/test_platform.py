@@ -195,3 +195,40 @@ def test_gpu_launch_and_transfer_overheads_are_optional_validated_and_priced():
     # the CPU pays no overhead: priced by the Cortex-A fit (eecc/cost/aarch64.py), none of the GPU's terms
     n = device.model.instructions(device.table.features(None, None), "cortex-a", "fp32")
     assert device.seconds("cpu", None, None, macs) == pytest.approx(n * 0.5 / 2.4e9)
+
+
+@pytest.mark.parametrize("edit, field, advice", [
+    (("idle_power_w = 0.002", "idle_power_w = 0.002\nclock_hz = 48"), "processors[1].clock_hz' = 48 is 48 Hz",
+     "if 48 meant MHz, write 4.8e+07"),
+    (("active_power_w = 0.01", "active_power_w = 10"), "processors[0].active_power_w' = 10 is 10 W",
+     "if 10 meant mW, write 0.01"),
+    (("bandwidth_bps = 8e6", "bandwidth_bps = 1"), "links[0].bandwidth_bps' = 1 is 1 bit/s", "bandwidth_bps is in bit/s"),
+    (("ram_bytes = 65536", "ram_bytes = 64"), "processors[0].ram_bytes' = 64 is 64 bytes", "ram_bytes is in bytes"),
+    (("latency_s = 0.001", "latency_s = 50"), "links[0].latency_s' = 50 is 50 s", "if 50 meant ms, write 0.05"),
+    (("idle_power_w = 0.001", "idle_power_w = 0.5"), "idle_power_w = 0.5 W is above active_power_w = 0.01 W",
+     "swapped"),
+    (("macs_per_s = 4e6", "macs_per_s = 4e8\nclock_hz = 16e6"), "macs_per_s = 4e+08 is 25 MACs per cycle at "
+     "clock_hz = 1.6e+07, more than 8 a cortex-m4 can issue", "check both units"),
+])
+def test_implausible_units_are_warned_in_one_line_and_the_advice_silences_them(tmp_path, capsys, edit, field, advice):
+    """nu13 F5: clock_hz = 48 (48 MHz meant), 10 W on a Cortex-M0+ (10 mW meant) and a 1 bit/s link were accepted
+    silently; the M0+ was then priced at 7,840,179 s per sample. Each is one warning line naming the field, its value
+    in its unit and the unit; the TOML as written with the advised value loads without one."""
+    toml = tmp_path / "board.toml"
+    toml.write_text(USER.replace(*edit, 1))
+    assert main(["targets", "--target", str(toml)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"warning: {toml}: " in err and field in err and advice in err, err
+    if "write " in advice:
+        fixed = advice.split("write ")[1]
+        key, value = edit[1].rsplit("\n", 1)[-1].split(" = ")
+        toml.write_text(USER.replace(*edit, 1).replace(f"{key} = {value}", f"{key} = {fixed}"))
+        assert main(["targets", "--target", str(toml)]) == 0
+        assert "warning" not in capsys.readouterr().err
+
+
+def test_the_builtins_are_plausible():
+    from eecc.targets.plausible import platform_warnings
+
+    for name in builtin_platforms():
+        assert platform_warnings(load_platform(name), name) == [], name

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.cli.inspect import console as inspect_console
+from eecc.targets.plausible import si
 from eecc.targets.platform import Platform, builtin_platforms, load_platform
 
 
@@ -52,7 +53,7 @@ def _print(platform: Platform, console: Console) -> None:
             console.print(f"  note: {p.name} ({p.kind}): eecc has no backend for this kind: its stages are written "
                           "as ONNX (onnxruntime runs them), not compiled or emulated, and priced at its MAC/s")
     for link in platform.links:
-        console.print(f"  link {link.src} -> {link.dst}: {link.bandwidth_bps / 1e6:,.1f} Mbit/s, "
+        console.print(f"  link {link.src} -> {link.dst}: {si(link.bandwidth_bps, 'bit/s')}, "
                       f"{link.latency_s * 1e3:g} ms latency, {link.energy_j_per_byte:g} J per byte moved")
     for p in platform.processors:
         if p.clock_hz is None and p.kind in EMULATORS:
