@@ -8,6 +8,7 @@ the few that must train share one feature cache outside the compared folder.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -336,6 +337,39 @@ def test_integer_input_advice_works(tmp_path, capsys):
     assert "eecc needs a float input" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / model(tmp_path, tokens(embedded=True), "embedded.onnx"))]) == 0
     assert "candidate exit" in capsys.readouterr().out
+
+
+def test_uint8_image_input_cast_inside_advice_works(tmp_path, capsys):
+    """nu13 F4: an image model taking uint8 pixels (Cast + Mul(1/16) inside, as TFLite / Keras conversions write it)
+    was refused as "token ids into an embedding". The message now gives the cut at the Cast and --scale 1 for the
+    uint8 data; followed as written, the compile works and the cascade's original is the model itself."""
+    import re
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(CNN))
+    name = m.graph.input[0].name
+    m.graph.input[0].CopyFrom(helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", 1, 8, 8]))
+    m.graph.initializer.append(helper.make_tensor("inv16", TensorProto.FLOAT, [], [1 / 16]))
+    m.graph.node.insert(0, helper.make_node("Mul", ["pixels_f", "inv16"], [name]))
+    m.graph.node.insert(0, helper.make_node("Cast", ["pixels"], ["pixels_f"], to=TensorProto.FLOAT))
+    path = tmp_path / "u8.onnx"
+    onnx.save(m, str(path))
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "token ids" not in err and "--scale 1" in err, err
+    eval(re.search(r"(onnx\.utils\.extract_model\(.*?\]\))", err).group(1), {"onnx": onnx})  # noqa: S307
+    d = datasets.load("digits")
+    np.savez(tmp_path / "u8.npz", **{k: np.rint(v * 16).astype(np.uint8) if k.startswith("x_") else v
+                                     for k, v in d.items()})
+    out = tmp_path / "out"
+    assert main(["compile", str(tmp_path / "u8.float.onnx"), "--data", str(tmp_path / "u8.npz"), "--scale", "1",
+                 "--no-codegen", "--no-report", "--quiet", "--cache-dir", str(tmp_path / "cache"), "-o", str(out)]) == 0
+    measured = json.loads((out / "manifest.json").read_text())["placement"]["metrics"]["measured"]
+    sess = ort.InferenceSession(str(CNN), providers=["CPUExecutionProvider"])
+    acc = float((sess.run(None, {name: d["x_test"]})[0].argmax(1) == d["y_test"]).mean())
+    assert measured["original_accuracy"] == pytest.approx(acc)
 
 
 def test_one_class_validation_advice_works():

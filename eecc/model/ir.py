@@ -173,12 +173,31 @@ def _checked(model: onnx.ModelProto, origin: str, classifier: bool) -> onnx.Mode
     elem = inputs[0].type.tensor_type.elem_type
     if classifier and elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
         kind = onnx.TensorProto.DataType.Name(elem).lower()  # nu10: an Embedding's token ids, refused after training
-        raise EeccError(f"{origin}: input '{inputs[0].name}' is {kind} (ids or codes, e.g. token ids into an "
+        raise EeccError(_cast_advice(model, inputs[0].name, kind, origin) or
+                        f"{origin}: input '{inputs[0].name}' is {kind} (ids or codes, e.g. token ids into an "
                         "embedding); eecc needs a float input: export the network from its first float tensor on "
                         "(after the embedding) and give that tensor's values as x")
     if classifier and len(model.graph.output) != 1:
         raise EeccError(_outputs_advice(model, inputs[0].name, origin))
     return model
+
+
+def _cast_advice(model: onnx.ModelProto, input_name: str, kind: str, origin: str) -> str | None:
+    """An integer input whose only use is a Cast to float (an image model with its normalisation inside, as TFLite /
+    Keras conversions write it): the onnx call that cuts the model at the Cast's output, and the compile option that
+    turns the integer data into those floats (nu13 F4: it was called "token ids into an embedding"); else None."""
+    users = [n for n in model.graph.node if input_name in n.input]
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    if len(users) != 1 or users[0].op_type != "Cast" or len(model.graph.output) != 1 \
+            or next((a.i for a in users[0].attribute if a.name == "to"), None) not in floats:
+        return None
+    cast, out = users[0].output[0], model.graph.output[0].name
+    src = origin if origin.endswith(".onnx") else "model.onnx"
+    return (f"{origin}: input '{input_name}' is {kind} and only cast to float ('{cast}'); eecc needs a float input: "
+            f"cut the model at the cast, onnx.utils.extract_model('{src}', '{src[:-5]}.float.onnx', ['{cast}'], "
+            f"['{out}']), and compile that with " + ("the uint8 data and --scale 1" if kind == "uint8" else
+                                                     "x.astype(np.float32) as x")
+            + " (the cast's values: the model's own scaling after the cast stays in it)")
 
 
 def _outputs_advice(model: onnx.ModelProto, input_name: str, origin: str) -> str:
