@@ -52,3 +52,28 @@ def test_rk3588_cuda_charges_the_network_for_the_input_of_a_remote_cascade():
     assert remote and all(p.exit_latency_s[0] >= input_s for p in remote)
     local = [p for p in placements if p.processors[0] == "cpu"]
     assert all(p.exit_latency_s[0] < link.latency_s for p in local)  # stage 0 on the CPU: nothing crosses first
+
+
+def test_pruned_placements_name_the_missing_hop_and_no_head_reason():
+    """nu13 F6: "no link between sensor -> host -> host; head for '/1/Relu_output_0' was dropped or not trained"
+    (the head was trained: the link was the reason) and "pruned before training:  on host:" for the original alone.
+    Now: the one hop without a link, and head reasons only for placements the platform allows."""
+    from eecc.search.placement import Placement
+    from eecc.search.search import SearchOptions, _todo
+    from eecc.search.synthetic import synthetic_logits
+    from eecc.search.unit import DROPPED
+
+    third = USER.split("[[links]]")[0].split("[[processors]]")[2].replace('"big"', '"third"')
+    platform = parse_platform(USER + "\n[[processors]]" + third + '\n[[links]]\nsrc = "big"\ndst = "third"\n'
+                              'bandwidth_bps = 8e6\nlatency_s = 0.001\n')
+    placements = enumerate_placements(platform, [], ModelCost(8000, 1, 1, 300))
+    (alone,) = [p for p in placements if p.processors == ("third",)]
+    assert alone.reasons == ("no link from 'small' to 'third' (the input arrives on 'small'; a first stage elsewhere "
+                             "needs a direct link from there)",)
+    lg = synthetic_logits(k=2, n_val=200, n_test=200)
+    off = Placement(("not-trained",), ("small", "third"), (1, 1), (1.0, 2.0), (1.0, 2.0),
+                    ("no link from 'small' to 'third'",))
+    fits = Placement(("not-trained",), ("small", "big"), (1, 1), (1.0, 2.0), (1.0, 2.0), ())
+    _, pruned = _todo(lg, [off, fits], SearchOptions(), "energy")
+    assert pruned[0]["reasons"] == ["no link from 'small' to 'third'"]  # no word on a head it never needed
+    assert pruned[1]["reasons"] == [f"head for 'not-trained' {DROPPED}"]

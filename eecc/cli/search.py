@@ -210,7 +210,7 @@ def print_table(result) -> None:
         from eecc.driver.deployment import deployment_record
         console.print("  predicted (cost model): " + deployment_record(result.to_json())["line"])
     for p in result.pruned:
-        console.print(f"  pruned before training: {', '.join(p['exits'])} on "
+        console.print(f"  pruned before training: {', '.join(p['exits']) or '(none: original model)'} on "
                       f"{' → '.join(p['processors'])}: {'; '.join(p['reasons'])}")
     best = result.best
     if best is not None and "guarantee" in best.extra:

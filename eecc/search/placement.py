@@ -112,10 +112,12 @@ def place(platform, cands: list[CandidateCost], procs: tuple[str, ...], model: M
         energy = tuple(e["energy_j"] for e in est)
     else:
         lat = energy = tuple(float("inf") for _ in procs)
-        reasons.append("no link between " + " -> ".join(procs if procs[0] == home else (home, *procs))
-                       + ("" if procs[0] == home else f" (the input arrives on '{home}')"))
+        a, b = next((a, b) for a, b in zip((home, *procs), procs) if a != b and platform.link(a, b) is None)
+        reasons.append(f"no link from '{a}' to '{b}'" + ("" if a != home or procs[0] == home else
+                                                         f" (the input arrives on '{a}'; a first stage elsewhere "
+                                                         "needs a direct link from there)"))
     limit = platform.max_latency_s if max_latency_s is None else max_latency_s
-    if limit is not None and lat[-1] > limit:
+    if limit is not None and links_ok and lat[-1] > limit:  # unreachable: 'inf ms > max' says nothing
         reasons.append(f"worst-case latency {shown_above(lat[-1] * 1e3, limit * 1e3)} ms > max {limit * 1e3:g} ms")
         needs.append(("latency", lat[-1], limit))
     for reason, need in _memory(platform, procs, weights, peaks, [model.input_bytes, *handoff]):

@@ -245,7 +245,9 @@ def _todo(logits: ExitLogits, placements: list[Placement] | None, o: SearchOptio
         names = [pair_name(t, d) for t, d in zip(p.exits, p.heads)] if p.heads else list(p.exits)
         missing = [t for t in names if t not in index]
         if not p.fits or missing:
-            why = list(p.reasons) + [f"head for '{t}' {DROPPED}" for t in missing]
+            # a placement the platform rules out is not scored whatever its heads (nu13 F6: a trained head was
+            # called dropped beside the missing link that pruned it)
+            why = list(p.reasons) if not p.fits else [f"head for '{t}' {DROPPED}" for t in missing]
             pruned.append({"exits": list(p.exits), "processors": list(p.processors), "reasons": why,
                            "needs": [list(n) for n in p.needs]})
         else:
