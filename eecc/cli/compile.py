@@ -12,7 +12,7 @@ from eecc.argtypes import at_least
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.driver.prediction_gap import summary_lines
 from eecc.errors import EeccError
-from eecc.report.units import count, duration, energy, things
+from eecc.report.units import count, duration, energy, percents, things
 from eecc.search.confidence import exit_rule
 from eecc.search.intervals import fmt
 
@@ -197,7 +197,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     if g:
         console.print(f"  guarantee: drop <= {100 * g['max_drop']:.2f} pt on unseen data with probability >= "
                       f"{g['confidence']:g} (bound {100 * g['drop_bound']:.2f} pt from {g['n_test']} validation samples)")
-    console.print("  exit rates " + ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m["exit_rates"])))
+    console.print("  exit rates " + ", ".join(f"stage {k}: {p} %" for k, p in enumerate(percents(m["exit_rates"]))))
     console.print(f"  estimated mean latency {duration(m['mean_latency_s'])}, "
                   f"mean energy {energy(m['mean_energy_j'])} per sample")
     if "mean_latency_calibrated_s" in m:

@@ -14,7 +14,7 @@ from eecc.cli.inspect import console as inspect_console
 from eecc.argtypes import at_least
 from eecc.errors import EeccError
 from eecc.progress import progress
-from eecc.report.units import duration, energy
+from eecc.report.units import duration, energy, percents
 from eecc.runtime.bundle import BundleError, load_bundle
 
 
@@ -154,9 +154,9 @@ def _print(s: dict) -> None:
     table = Table(title=escape(title))
     for col in ("stage", "target", "threshold", "exits", "share", "accuracy"):
         table.add_column(col, justify="left" if col == "target" else "right")
-    for e in s["exits"]:
+    for e, share in zip(s["exits"], percents([e["fraction"] for e in s["exits"]])):
         table.add_row(str(e["stage"]), e["target"], "-" if e["threshold"] is None else f"{e['threshold']:.3g}",
-                      str(e["count"]), f"{100 * e['fraction']:.1f} %",
+                      str(e["count"]), f"{share} %",
                       "-" if e["accuracy"] is None else f"{100 * e['accuracy']:.2f} %")
     console.print(table)
     if s["accuracy"] is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from eecc.report.units import count, duration, energy
+from eecc.report.units import count, duration, energy, percents
 from eecc.search.intervals import fmt
 
 
@@ -33,7 +33,7 @@ def _rows(m: dict) -> dict[str, str]:
     if m.get("mean_macs") is not None:
         cells["mean MACs"] = count(m["mean_macs"], iv.get("mean_macs"))
     if m.get("exit_rates"):
-        cells["exit rates"] = ", ".join(f"{100 * r:.1f} %" for r in m["exit_rates"])
+        cells["exit rates"] = ", ".join(f"{p} %" for p in percents(m["exit_rates"]))
     for key, name, unit in (("mean_latency_s", "mean latency", duration), ("mean_energy_j", "mean energy", energy),
                             ("mean_latency_calibrated_s", "mean latency, emulated", duration),
                             ("mean_energy_calibrated_j", "mean energy, emulated", energy),

@@ -21,7 +21,7 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
-from eecc.report.units import count, duration, energy
+from eecc.report.units import count, duration, energy, percents
 from eecc.search.confidence import exit_rule, metric_meaning
 from eecc.search.intervals import fmt
 
@@ -170,7 +170,7 @@ def _summary(manifest: dict, m: dict) -> str:
             ("accuracy drop [95 % interval]", f"{fmt(orig_acc - acc, iv.get('accuracy_drop'))} pt"),
             ("mean MACs [95 % interval]", f"{count(macs, iv.get('mean_macs'))} (original {orig_macs:,}, "
              f"{100 * (macs / orig_macs - 1):+.1f} %)"),
-            ("exit rates", ", ".join(f"stage {k}: {100 * r:.1f} %" for k, r in enumerate(m.get("exit_rates", [])))),
+            ("exit rates", ", ".join(f"stage {k}: {p} %" for k, p in enumerate(percents(m.get("exit_rates", []))))),
             ("mean latency (est.)", duration(m.get("mean_latency_s", 0.0))),
             ("mean energy (est.)", energy(m.get("mean_energy_j", 0.0))),
             *([("mean latency / energy (emulated)", f"{duration(m['mean_latency_calibrated_s'])}, "

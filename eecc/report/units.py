@@ -34,3 +34,21 @@ def energy(joules: float) -> str:
     if joules >= 1e-8 or joules <= 0:
         return f"{1e6 * joules:.2f} µJ"
     return f"{1e9 * joules:.3g} nJ"
+
+
+def percents(shares, digits: int = 1) -> list[str]:
+    """Shares of one whole (exit rates) as percentages that add up to 100 at `digits` decimals (largest remainder;
+    ties to the smaller share) and never show a share that is not 0 as 0, or one that is not all as 100: 1999 and 1
+    of 2000 print as '99.9', '0.1', not '100.0', '0.1' (nu13 F8)."""
+    import math
+
+    unit = 10 ** digits
+    raw = [100 * unit * float(s) for s in shares]
+    shown = [math.floor(x) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (shown[i] - raw[i], shown[i]))[:round(sum(raw)) - sum(shown)]:
+        shown[i] += 1
+    for i, x in enumerate(raw):
+        if x > 0 and shown[i] == 0:  # one unit from the largest share, which is then below 100 as it should be
+            shown[shown.index(max(shown))] -= 1
+            shown[i] = 1
+    return [f"{v / unit:.{digits}f}" for v in shown]
