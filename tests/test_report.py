@@ -221,3 +221,24 @@ def test_block_graph_png_is_opaque_to_its_last_row(tmp_path):
         with Image.open(render_png(source, tmp_path / f"g{dpi}.png", dpi=dpi)) as image:
             pixels = np.asarray(image.convert("RGBA"))
         assert image.mode == "RGB" and (pixels[..., 3] == 255).all()
+
+
+def test_stages_that_were_not_emulated_are_not_drawn_as_emulated():
+    """nu13 F10: on tri2.toml (stage 0 emulated on the Cortex-A host, stages 1-2 on a Cortex-M7 without a backend) the
+    stage-cost figure hatched stages 1-2 "calibrated (emulated)": their exit figures mix the emulated stage 0 with
+    nominal MAC/s seconds. Only stages emulated up to themselves get a calibrated bar; the legend names the others."""
+    from eecc.report.plots import stage_costs
+
+    def stage(k, emulated):
+        return {"index": k, "target": "host" if k == 0 else "npu", "exit_latency_s": 1e-3 * (k + 1),
+                "exit_energy_j": 1e-4 * (k + 1), "latency_calibrated_s": 5e-4 if emulated else None,
+                "exit_latency_calibrated_s": 2e-3 * (k + 1), "exit_energy_calibrated_j": 2e-4 * (k + 1)}
+
+    fig = stage_costs({"stages": [stage(0, True), stage(1, False), stage(2, False)]})
+    for ax in fig.axes:
+        hatched = [b.get_height() for b in ax.patches if b.get_hatch() == "xx"]
+        assert len(hatched) == 3 and hatched[0] > 0 and hatched[1:] == [0.0, 0.0], hatched
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "calibrated (emulated); none for stages 1, 2: not emulated" in labels, labels
+    fig = stage_costs({"stages": [stage(0, False), stage(1, False)]})
+    assert not [b for ax in fig.axes for b in ax.patches if b.get_hatch() == "xx"]

@@ -124,17 +124,23 @@ def stage_costs(manifest: dict):
     colours = [STAGE_COLOURS[k % len(STAGE_COLOURS)] for k in range(len(stages))]
     labels = [f"stage {s['index']}\n{s['target']}" for s in stages]
     measured = _measured(manifest)
+    # A stage's exit figure is calibrated only when it and every stage before it ran under emulation; else it mixes
+    # emulated seconds with nominal ones and is not drawn as emulated (nu13 F10: un-emulated Cortex-M7 stages were).
+    emulated = np.cumprod([bool(s.get("latency_calibrated_s")) for s in stages]).astype(bool)
+    skipped = [str(s["index"]) for s, whole in zip(stages, emulated) if not whole]
+    partly = (f"; none for stage{'s' if len(skipped) > 1 else ''} {', '.join(skipped)}: not emulated"
+              if skipped and emulated.any() else "")
     for ax, key, cal_key, scale, unit, mean_key in (
             (axes[0], "exit_latency_s", "exit_latency_calibrated_s", 1e3, "ms", "mean_latency_s"),
             (axes[1], "exit_energy_j", "exit_energy_calibrated_j", 1e3, "mJ", "mean_energy_j")):
         est = [scale * (s.get(key) or 0.0) for s in stages]
-        cal = [s.get(cal_key) for s in stages]
+        cal = [s.get(cal_key) if whole else None for s, whole in zip(stages, emulated)]
         has_cal = any(c is not None for c in cal)
         width = 0.38 if has_cal else 0.6
         ax.bar(x - (width / 2 if has_cal else 0), est, width, color=colours, edgecolor="black", label="estimated")
         if has_cal:
             ax.bar(x + width / 2, [scale * c if c is not None else 0.0 for c in cal], width, color=colours,
-                   edgecolor="black", hatch="xx", alpha=0.6, label="calibrated (emulated)")
+                   edgecolor="black", hatch="xx", alpha=0.6, label="calibrated (emulated)" + partly)
         if measured.get(mean_key) is not None:
             ax.axhline(scale * measured[mean_key], color="#d62728", ls="--", lw=1.2,
                        label=f"mean over test samples ({scale * measured[mean_key]:.3g} {unit})")
