@@ -117,6 +117,10 @@ def check_options(options: CompileOptions) -> None:
         raise EeccError(f"--finetune-epochs must be ≥ 0, got {options.finetune_epochs}")
     if options.finetune_epochs and decision == "ensemble":  # the re-search scores single exits
         raise EeccError("--finetune-epochs re-searches thresholds on single exits; drop it or use --decision single")
+    # the summary printed the search's certificate beside the re-searched thresholds it does not cover
+    if options.finetune_epochs and options.search_options.guarantee is not None:
+        raise EeccError("--guarantee certifies the search's thresholds; --finetune-epochs searches them again on the "
+                        "fine-tuned model, uncertified: drop --finetune-epochs (or --guarantee)")
     if options.trainer not in ("default", "nachos"):
         raise EeccError(f"compile: unknown --trainer '{options.trainer}'; choose default or nachos")
     if options.trainer != "nachos":
