@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from eecc.data.labels import check_labels, warn_missing_classes
 from eecc.data.layout import layout_advice
 from eecc.errors import EeccError, EeccWarning
 
@@ -121,7 +122,7 @@ def make_splits(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=No
     if len(present) < 2:  # every head would score 100 % (or chance) and be dropped with a misleading reason
         raise EeccError(f"{origin}: y_train holds only class {present.tolist()} of the model's {num_classes}; "
                         "exit heads learn to tell classes apart: give training samples of every class")
-    _warn_missing_classes(present, num_classes, origin)
+    warn_missing_classes(present, num_classes, origin)
     if "val" in checked:
         only = np.unique(checked["val"][1])
         if len(only) < 2:  # every head would be dropped, blamed on the split's size (nu11)
@@ -211,18 +212,6 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.flatnonzero(mask), val_idx
 
 
-def _warn_missing_classes(present: np.ndarray, num_classes: int | None, origin: str) -> None:
-    """A class of the model that y_train never shows: exit heads train on y_train alone, so they never predict it
-    and every sample of it leaving at an exit is wrong (nu12 F11: 0 of 209 test samples of class 4)."""
-    missing = sorted(set(range(num_classes or 0)) - set(present.tolist()))
-    if missing:
-        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-        warnings.warn(f"{origin}: y_train has no sample of class{'es' if len(missing) > 1 else ''} {shown} of the "
-                      f"model's {num_classes}: exit heads cannot learn to predict {'them' if len(missing) > 1 else 'it'} "
-                      "(only the final classifier can); give training samples of every class", EeccWarning,
-                      stacklevel=3)
-
-
 def _check_one_dtype(arrays: dict, origin: str) -> None:
     """uint8 codes in one split and floats in another: --scale suits the one and is refused on the other, so each
     error alone sent the user to the other (nu12 F4). Said once, naming both."""
@@ -287,7 +276,7 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
     if len(x) == 0:
         raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
     if y is not None:
-        y = _check_labels(name, np.asarray(y), len(x), num_classes, origin)
+        y = check_labels(name, np.asarray(y), len(x), num_classes, origin)
     if x.dtype == np.float32:
         for start in range(0, len(x), _CHECK_ROWS):
             block = x[start:start + _CHECK_ROWS]
@@ -295,44 +284,6 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
                 row = start + int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0])
                 raise EeccError(f"{where} has NaN or infinite values (first at sample {row}); clean the data")
     return x, y
-
-
-def _check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, origin: str) -> np.ndarray:
-    if y.ndim == 2 and len(y) == n and y.shape[1] > 1:  # one-hot (or per-class score) rows, as Keras writes them
-        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
-                        f"sample of x_{name}); {_rows_advice(name, y)}")
-    if y.ndim != 1 or len(y) != n:
-        column = y.ndim > 1 and len(y) == n and y.size == n  # [N, 1], as a DataFrame column or y[:, None] gives
-        raise EeccError(f"{origin}: y_{name} has shape {list(y.shape)}, want [{n}] (one integer label per "
-                        f"sample of x_{name})" + (f"; for a column of labels store y_{name}.reshape(-1)" if column
-                                                  else ""))
-    if not np.issubdtype(y.dtype, np.integer):
-        whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
-        if whole:
-            hint = f"they are whole numbers: store y_{name}.astype(np.int64)"
-        else:  # astype would truncate 2.5 to 2 and "work" on labels that are not class indices (nu13 F7)
-            bad = np.flatnonzero(~(np.isfinite(y) & (y == np.round(y)))) if np.issubdtype(y.dtype, np.floating) else []
-            hint = ((f"they are not whole numbers (sample {bad[0]}: {y[bad[0]]:g}), so not class indices (eecc "
-                     "compiles classifiers, not regression or soft-label models): " if len(bad) else "")
-                    + f"store each sample's class index 0..K-1 as int64 in y_{name}")
-        raise EeccError(f"{origin}: y_{name} has dtype {y.dtype}; labels must be integers (class indices): {hint}")
-    if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-        bad = int(y.min() if y.min() < 0 else y.max())
-        raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
-                        f"(0..{num_classes - 1}); fix the labels or use the matching model")
-    return y.astype(np.int64)
-
-
-def _rows_advice(name: str, y: np.ndarray) -> str:
-    """The way out for label rows [N, K]: one-hot rows → argmax(1); 0/1 rows with no class or several classes set
-    are multi-label data, which argmax would silently cut to one label (nu13 F7); per-class scores → argmax(1)."""
-    binary = np.isin(y, (0, 1)).all()
-    counts = (y != 0).sum(1) if binary else None
-    if binary and (counts != 1).any():
-        i = int(np.flatnonzero(counts != 1)[0])
-        return (f"row {i} has {int(counts[i])} classes set: multi-label data; eecc compiles single-label classifiers "
-                f"(one class per sample, a Sigmoid output read as one-vs-rest): give one class index per sample")
-    return f"for one-hot rows store y_{name}.argmax(1)"
 
 
 def _open_npz(path: Path) -> dict[str, np.ndarray]:
