@@ -58,7 +58,8 @@ def test_a_dropped_head_is_explained_by_the_bar_the_split_size_or_the_model():
     and --search then blamed the labels. The reason now names the bar and the split's size and how many samples
     would let that accuracy count (following it: on that many the bar is below it); when the model itself is at
     chance on the labels, that is what is said."""
-    from eecc.exits.heads import TrainConfig, drop_threshold
+    from eecc.exits.chance import drop_threshold
+    from eecc.exits.heads import TrainConfig
     from eecc.search.chance import dropped_reason
 
     lg = synthetic_logits(k=2, num_classes=5, n_val=20, n_test=20, seed=1)

@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 
 from eecc.errors import EeccError
-from eecc.exits.chance import chance_level, drop_threshold  # noqa: F401  (the drop rule's home before)
 
 DEFAULT_BUDGET = 0.02
 MAX_WIDTH = 128

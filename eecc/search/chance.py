@@ -49,7 +49,7 @@ def dropped_reason(accuracy: float, logits: ExitLogits, num_classes: int) -> tup
     """(why a head at first-epoch validation `accuracy` was dropped, whether other exits might do: not when the
     model itself is at chance or when more validation data is the way out):
     the model itself at chance on the labels (say so: the labels or the preprocessing); else the bar it missed,
-    chance + max(margin, 3σ) on the split's size (eecc/exits/heads.py drop_threshold), and, when it beat chance
+    chance + max(margin, 3σ) on the split's size (eecc/exits/chance.py drop_threshold), and, when it beat chance
     by more than the margin, about how many validation samples would let that accuracy count (3σ below the gap:
     n > 9 c (1 − c) / gap²); else no better than chance."""
     y, margin = np.asarray(logits.y_val), TrainConfig().drop_margin

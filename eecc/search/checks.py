@@ -6,7 +6,8 @@ import math
 
 from eecc.data.splits import MIN_SAMPLES, VAL_FRACTION, Splits, require_test, uncertainty_pt
 from eecc.errors import EeccError
-from eecc.exits.heads import TrainConfig, drop_threshold
+from eecc.exits.chance import drop_threshold
+from eecc.exits.heads import TrainConfig
 from eecc.exits.run import ExitsRun, Plan
 from eecc.search.chance import dropped_reason
 from eecc.search.placement import MAX_SCORED, Placement, count_placements
