@@ -17,6 +17,7 @@ from eecc.model import ir
 from eecc.search.confidence import confidence
 from eecc.search.policy import Objective, SplitScores, evaluate_policy
 from eecc.search.thresholds import retune
+from eecc.search.unit import PER_EXIT
 
 PER_AXIS_OPSET = 13  # first opset whose QuantizeLinear/DequantizeLinear take `axis` (per-channel scales)
 # How the int8 figures were measured, and how a host application must open the stage files to get them
@@ -91,7 +92,7 @@ def _objective(entries: list[StageEntry], logits, o, result) -> tuple[np.ndarray
     """The exit costs per position in the objective's unit and the search's Objective (reference cost and
     accuracy, weights, limits); `result` None (no search) means MACs against the float original."""
     unit = "macs" if result is None else result.objective
-    field = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(unit, "exit_macs")
+    field = PER_EXIT.get(unit, "exit_macs")
     costs = np.array([getattr(e, field) for e in entries], dtype=np.float64)
     reference = logits.final_macs if result is None else result.original.get("reference_cost", logits.final_macs)
     original = getattr(logits, f"final_{o.calibrate_on}_logits").argmax(-1) == getattr(logits, f"y_{o.calibrate_on}")

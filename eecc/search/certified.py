@@ -12,7 +12,7 @@ import numpy as np
 from eecc.errors import EeccError
 from eecc.search.guarantee import NotAdmissible, NotCertified, certify
 from eecc.search.policy import SplitScores, evaluate_policy, position_costs
-from eecc.search.unit import rank
+from eecc.search.unit import device_means, exit_costs, rank
 
 
 def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScores, objective, test_obj,
@@ -139,17 +139,11 @@ def _round_up(x: float) -> float:
 
 
 def _unit_costs(logits, result) -> np.ndarray:
-    """[E+1] cost of leaving at each position in the search's objective: the device's joules or seconds
-    where the placement has processors (search._one's `extra`), else MACs."""
-    per = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(result.extra.get("objective"))
-    if per is not None and per in result.extra:
-        return np.asarray(result.extra[per], dtype=np.float64)
-    return position_costs(logits, result.indices)
+    """[E+1] cost of leaving at each position in the search's objective (unit.exit_costs)."""
+    return exit_costs(result.extra, position_costs(logits, result.indices))
 
 
 def _refresh_means(best, exit_index: np.ndarray, unit: np.ndarray) -> None:
     """The test-split means of `extra` (search._one) at the certified thresholds."""
     best.extra["mean_cost"] = float(unit[exit_index].mean()) if exit_index.size else 0.0
-    for mean, per in (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s")):
-        if per in best.extra:
-            best.extra[mean] = float(np.asarray(best.extra[per])[exit_index].mean())
+    best.extra.update(device_means(best.extra, exit_index))

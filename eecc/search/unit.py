@@ -3,9 +3,30 @@ alone on its best single processor; and the check that the no-exit baselines do 
 
 from __future__ import annotations
 
+import numpy as np
+
 from eecc.errors import EeccError
 
 UNITS = {"energy": "J", "latency": "s", "macs": "MACs"}
+# search._one's `extra` of a placement with processors: per-position costs [E+1] and the means they give
+PER_EXIT = {"energy": "exit_energy_j", "latency": "exit_latency_s"}
+MEANS = (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s"))
+
+
+def exit_costs(extra: dict, macs) -> np.ndarray:
+    """[E+1] cost of leaving at each position in the unit the search scored in: the device's joules or seconds
+    where the placement has processors (`extra` holds them), else `macs`."""
+    per = PER_EXIT.get(extra.get("objective"))
+    if per is not None and per in extra:
+        return np.asarray(extra[per], dtype=np.float64)
+    return np.asarray(macs, dtype=np.float64)
+
+
+def device_means(extra: dict, exit_index: np.ndarray, prefix: str = "") -> dict:
+    """`prefix` + mean_energy_j / mean_latency_s of `extra`'s per-exit figures over the samples' exits
+    `exit_index` [N] (thresholds changed after the search: the figures follow them)."""
+    return {prefix + mean: float(np.asarray(extra[per], dtype=np.float64)[exit_index].mean())
+            for mean, per in MEANS if per in extra}
 
 
 def reference_cost(placements, unit: str, final_macs: int) -> float:

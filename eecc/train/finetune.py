@@ -212,10 +212,10 @@ def _objectives(chosen, macs: np.ndarray, final_macs: float, original: dict, o):
     `chosen` in: its joules or seconds per exit where the placement has processors (search._one's `extra`),
     else MACs; the re-search then optimises what the user asked for, as the int8 re-search does (eecc/driver/int8.py)."""
     from eecc.search.policy import Objective
+    from eecc.search.unit import PER_EXIT, exit_costs
 
-    per = {"energy": "exit_energy_j", "latency": "exit_latency_s"}.get(chosen.extra.get("objective"))
-    device = per is not None and per in chosen.extra
-    costs = np.asarray(chosen.extra[per], dtype=np.float64) if device else macs
+    costs = exit_costs(chosen.extra, macs)
+    device = PER_EXIT.get(chosen.extra.get("objective")) in chosen.extra  # costs are joules or seconds
     ref = float(original.get("reference_cost", final_macs)) if device else float(final_macs)
     limit = o.max_mean_macs if device else None  # a MAC limit binds the thresholds in the other unit (nu11 F9)
     objective = Objective(ref, original["val_accuracy"], o.w_eff, o.w_acc, o.max_accuracy_drop,
@@ -227,14 +227,13 @@ def _objectives(chosen, macs: np.ndarray, final_macs: float, original: dict, o):
 def _unit_means(extra: dict, rt, costs: np.ndarray) -> dict:
     """The means of search._one's `extra` at the re-searched thresholds (validation and test split): without
     them the summary's "search's prediction" kept the figures of the thresholds before fine-tuning (nu13 F9)."""
+    from eecc.search.unit import device_means
+
     sel, test = rt.selected.exit_index, rt.test.exit_index
     out = {"mean_cost": float(costs[test].mean()) if test.size else 0.0, "val_mean_cost": float(rt.selected.mean_macs)}
-    for mean, per in (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s")):
-        if per in extra:
-            values = np.asarray(extra[per], dtype=np.float64)
-            out[mean] = float(values[test].mean())
-            if sel.size:
-                out[f"val_{mean}"] = float(values[sel].mean())
+    out.update(device_means(extra, test))
+    if sel.size:
+        out.update(device_means(extra, sel, prefix="val_"))
     return out
 
 
