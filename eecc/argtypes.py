@@ -35,6 +35,19 @@ def at_least(least: int, example: str) -> Callable[[str], int]:
     return parse
 
 
+def names(example: str) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated names, none empty (the processors of a placement)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        parts = tuple(part.strip() for part in text.split(","))
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"'{text}' has an empty entry; give names separated by commas, "
+                                             f"e.g. {example}")
+        return parts
+
+    return parse
+
+
 def _number(ok: Callable[[float], bool], what: str, example: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:

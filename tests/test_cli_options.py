@@ -170,6 +170,42 @@ def test_finetune_on_an_op_it_cannot_run_is_refused_before_training(digits, tmp_
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()  # nothing was computed
 
 
+@pytest.mark.parametrize("given, words", [("m0plus,m5", ["no processor 'm5'"]),
+                                           ("m4,m0plus", ["platform order"]),
+                                           ("m4", ["names one stage"]),
+                                           ("m0plus,,m4", ["empty entry"])])
+def test_a_bad_placement_names_the_processors_and_the_advised_one_is_searched(digits, tmp_path, capsys, given, words):
+    """--placement (the processor of each stage): a name the platform lacks, stages out of platform order or one stage
+    alone is one line naming psoc6's processors; the advised placement is the only one searched with an exit."""
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--placement", given, "--heads", "blueprint")
+    _one_line(code, out, err, "--placement", *words)
+    assert not (tmp_path / "o").exists()
+    if given == "m0plus,,m4":  # argparse's own message: its example
+        return
+    assert "m0plus, m4, in that order" in err, err
+    advised = re.search(r"e\.g\. --placement (\S+)\)", err).group(1)
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--placement", advised, "--heads", "blueprint",
+                              "--search", "--objective", "macs", "--max-acc-drop", "inf")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    scored = manifest["search"]["placements"]
+    assert {tuple(p["processors"]) for p in scored if p["exits"]} == {("m0plus", "m4")}
+    from eecc.exits.run import plan_exits
+
+    assert len([p for p in scored if p["exits"]]) == len(plan_exits(str(CNN)).costs)  # each candidate once
+    assert manifest["search"]["options"]["placement"] == ["m0plus", "m4"]
+    assert manifest["placement"]["processors"] == ["m0plus", "m4"]  # MACs: a cascade beats the original alone
+
+
+def test_placement_with_exits_per_processor_is_refused_and_dropping_it_works(digits, tmp_path, capsys):
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--placement", "m4,m4", "--exits-per-processor", "2")
+    _one_line(code, out, err, "drop --exits-per-processor 2")
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--placement", "m4,m4", "--heads", "blueprint")
+    assert code == 0, err
+    scored = json.loads((tmp_path / "o" / "manifest.json").read_text())["search"]["placements"]
+    assert {tuple(p["processors"]) for p in scored if p["exits"]} == {("m4", "m4")}
+
+
 def test_search_defaults_to_psoc6_as_compile_does(digits, capsys):
     """`eecc search MODEL --data D` without --target searched nothing (argparse: --target required) while
     `eecc compile` defaulted to psoc6 (nu12)."""

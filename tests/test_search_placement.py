@@ -122,3 +122,21 @@ def test_several_exits_per_processor_run_back_to_back_on_one_core():
     # K = 1: at most one exit per processor, the final stage may share the last exit's core, and the
     # cascade may start on the second processor as the single-processor baseline there does
     assert {p.processors for p in k1} == {("p0", "p0"), ("p0", "p1"), ("p1", "p1"), ("p0", "p1", "p1")}
+
+
+def test_an_explicit_placement_is_the_only_sequence_enumerated_beside_the_baselines():
+    """--placement P0,...,PE: every choice of E candidates on exactly those processors, after the baselines."""
+    from eecc.search.placement import count_placements
+
+    psoc6 = load_platform("psoc6")
+    pl = enumerate_placements(psoc6, _cands(), MODEL, processors=("m0plus", "m4"))
+    assert [(p.exits, p.processors) for p in pl[:2]] == [((), ("m0plus",)), ((), ("m4",))]
+    assert [(p.exits, p.processors) for p in pl[2:]] == [((c,), ("m0plus", "m4")) for c in ("t0", "t1", "t2")]
+    # the same placements as the enumeration's own m0plus -> m4 ones, priced alike
+    every = {(p.exits, p.processors): p for p in enumerate_placements(psoc6, _cands(), MODEL)}
+    assert all(p == every[(p.exits, p.processors)] for p in pl)
+    two = _eenn(enumerate_placements(_platform(), _cands(), MODEL, processors=("p1", "p1", "p2")))
+    assert [p.exits for p in two] == [("t0", "t1"), ("t0", "t2"), ("t1", "t2")]
+    assert {p.processors for p in two} == {("p1", "p1", "p2")}
+    assert count_placements(psoc6, 3, processors=("m0plus", "m4")) == len(pl)
+    assert count_placements(_platform(), 3, processors=("p1", "p1", "p2")) == 3 + 3

@@ -7,7 +7,7 @@ import math
 import time
 
 from eecc.cli.inspect import add_head_budget_arg, add_input_shape_arg, console as inspect_console
-from eecc.argtypes import at_least, non_negative, positive
+from eecc.argtypes import at_least, names, non_negative, positive
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
@@ -45,6 +45,9 @@ def add_search_args(p) -> None:
                    help="up to K exits on each processor, stages on one core back to back (default: one exit per "
                         "processor, at most P-1 exits as in NA, on all the processors or a subset; two on a "
                         "one-processor platform)")
+    p.add_argument("--placement", type=names("m0plus,m4"), default=None, metavar="P0,P1,...",
+                   help="the processor of each stage, in platform order (one exit fewer than stages): only placements "
+                        "on these are searched, beside the original model alone on each processor")
     p.add_argument("--w-eff", type=non_negative("0.9"), default=0.9,
                    help="weight of mean cost / the original's cost (in the objective's unit)")
     p.add_argument("--w-acc", type=non_negative("0.1"), default=0.1, help="weight of the accuracy drop in points")
@@ -127,7 +130,7 @@ def search_options(args, original_macs: int) -> SearchOptions:
         calibrate_on=args.calibrate_on, correction=1.0 if args.correction is None else args.correction, fine=not args.no_fine,
         pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
         ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee,
-        objective=args.objective)
+        objective=args.objective, placement=args.placement)
 
 
 def latency_limit(args) -> float | None:

@@ -24,12 +24,43 @@ def checked_splits(plan: Plan, data, scale: float | None):
     return data
 
 
-def check_search_size(plan: Plan, platform: Platform, per: int | None) -> None:
+def check_placement(plan: Plan, platform: Platform, processors: tuple[str, ...] | None, per: int | None) -> None:
+    """--placement P0,...,PE (the processor of each stage, in order): EeccError, naming the platform's processors
+    and a placement that works, unless every name is one of the platform's, in platform order (the data flows
+    forward, as in every enumerated placement), with 1 <= E <= the model's candidate exits, and without
+    --exits-per-processor (the placement already says how many exits each processor runs)."""
+    if processors is None:
+        return
+    names = [p.name for p in platform.processors]
+    given = ",".join(processors)
+    example = ",".join(names if len(names) > 1 else names * 2)
+    known = (f"platform '{platform.name}' has the processors {', '.join(names)}, in that order "
+             f"(e.g. --placement {example})")
+    if per is not None:
+        raise EeccError(f"--placement {given} fixes the exits on each processor; drop --exits-per-processor {per}")
+    unknown = [p for p in processors if p not in names]
+    if unknown:
+        raise EeccError(f"--placement {given}: no processor '{unknown[0]}'; {known}")
+    if len(processors) < 2:
+        raise EeccError(f"--placement {given} names one stage: give the processor of each stage, two or more (one "
+                        f"exit or more); {known}")
+    if [names.index(p) for p in processors] != sorted(names.index(p) for p in processors):
+        raise EeccError(f"--placement {given}: stages run in platform order; {known}")
+    if len(processors) - 1 > len(plan.costs):
+        raise EeccError(f"--placement {given} asks for {len(processors) - 1} exits; the model has "
+                        f"{len(plan.costs)} candidate exit(s): name at most {len(plan.costs) + 1} stages")
+
+
+def check_search_size(plan: Plan, platform: Platform, per: int | None,
+                      processors: tuple[str, ...] | None = None) -> None:
     """EeccError before anything is sized or trained when the placements alone exceed MAX_SCORED (nu9: K = 3 on a
     10-candidate model ran for over 14 min with no end in sight), naming the largest K that stays within it."""
-    n = count_placements(platform, len(plan.costs), exits_per_processor=per)
+    n = count_placements(platform, len(plan.costs), exits_per_processor=per, processors=processors)
     if n <= MAX_SCORED:
         return
+    if processors is not None:
+        raise EeccError(f"--placement {','.join(processors)} gives {n:,} placements of the model's {len(plan.costs)} "
+                        f"candidate exits, more than one search scores ({MAX_SCORED:,}); name fewer stages")
     fits = [(k, m) for k in range((per or 1) - 1, 0, -1)
             for m in [count_placements(platform, len(plan.costs), exits_per_processor=k)] if m <= MAX_SCORED]
     what = f"--exits-per-processor {per}" if per is not None else "one exit per processor"

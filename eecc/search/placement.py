@@ -11,8 +11,9 @@ and those on a subset of the processors, e.g. one exit on the fastest core with 
 after it on that core; a one-processor platform gets K = 2. Where two placements cost the same (the
 MACs objective does not see processors), NA's shape comes first and wins the tie.
 E = 0 on processor P is the original model alone on P: the single-processor baselines, always
-enumerated. Stage seconds come from `device` (eecc.cost.segments.DeviceCost) when given, else from
-the platform's nominal MAC/s.
+enumerated. `--placement P0,...,PE` names the processor of each stage instead: only that sequence is
+enumerated beside the baselines. Stage seconds come from `device` (eecc.cost.segments.DeviceCost) when
+given, else from the platform's nominal MAC/s.
 """
 
 from __future__ import annotations
@@ -173,19 +174,30 @@ def processor_sequences(names: list[str], exits: int, per_processor: int) -> lis
 
 def enumerate_placements(platform, costs: list[CandidateCost], model: ModelCost, *,
                          max_exits: int | None = None, max_latency_s: float | None = None,
-                         exits_per_processor: int | None = None, device=None, memory=None) -> list[Placement]:
+                         exits_per_processor: int | None = None, device=None, memory=None,
+                         processors: tuple[str, ...] | None = None) -> list[Placement]:
     """The single-processor baselines, then every placement of 1..E exits (E = K·P with exits_per_processor
-    = K; by default K = 1 and E = P - 1 as in NA; fewer with max_exits), each with its feasibility."""
+    = K; by default K = 1 and E = P - 1 as in NA; fewer with max_exits), each with its feasibility.
+    `processors` (--placement, checked by eecc/search/checks.py check_placement): the processor of each stage;
+    only its len - 1 exits at every choice of candidates are enumerated after the baselines."""
     names = [p.name for p in platform.processors]
+    out = [place(platform, [], (name,), model, max_latency_s, device, memory=memory) for name in names]
+    for procs in _sequences(names, len(costs), exits_per_processor, max_exits, processors):
+        for cands in combinations(costs, len(procs) - 1):
+            out.append(place(platform, list(cands), procs, model, max_latency_s, device, memory=memory))
+    return out
+
+
+def _sequences(names: list[str], candidates: int, exits_per_processor: int | None, max_exits: int | None,
+               processors: tuple[str, ...] | None) -> list[tuple[str, ...]]:
+    """The processor sequences of the placements with exits: `processors` alone when given, else every one of
+    `processor_sequences` for 1..E exits (at most `candidates`)."""
+    if processors is not None:
+        return [tuple(processors)] if 1 <= len(processors) - 1 <= candidates else []
     per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else 1)
     most = len(names) - 1 if exits_per_processor is None and len(names) > 1 else per * len(names)
     most = most if max_exits is None else min(max_exits, most)
-    out = [place(platform, [], (name,), model, max_latency_s, device, memory=memory) for name in names]
-    for e in range(1, min(most, len(costs)) + 1):
-        for procs in processor_sequences(names, e, per):
-            for cands in combinations(costs, e):
-                out.append(place(platform, list(cands), procs, model, max_latency_s, device, memory=memory))
-    return out
+    return [procs for e in range(1, min(most, candidates) + 1) for procs in processor_sequences(names, e, per)]
 
 
 # Ops eecc's Cortex-M int8 build cannot lower: the stage's Erf (GELU) stays in float and is requantised by an extern
@@ -213,15 +225,12 @@ def keep_int8_off(platform, placements: list[Placement], ops=frozenset()) -> lis
 
 
 def count_placements(platform, candidates: int, *, exits_per_processor: int | None = None,
-                     max_exits: int | None = None) -> int:
+                     max_exits: int | None = None, processors: tuple[str, ...] | None = None) -> int:
     """How many placements `enumerate_placements` gives (the single-processor baselines included), without
     making them: a search too large to score is refused before anything is sized or trained."""
     names = [p.name for p in platform.processors]
-    per = exits_per_processor if exits_per_processor is not None else (2 if len(names) == 1 else 1)
-    most = len(names) - 1 if exits_per_processor is None and len(names) > 1 else per * len(names)
-    most = most if max_exits is None else min(max_exits, most)
-    return len(names) + sum(len(processor_sequences(names, e, per)) * math.comb(candidates, e)
-                            for e in range(1, min(most, candidates) + 1))
+    return len(names) + sum(math.comb(candidates, len(procs) - 1)
+                            for procs in _sequences(names, candidates, exits_per_processor, max_exits, processors))
 
 
 def surviving_candidates(placements: list[Placement], costs: list[CandidateCost]) -> list[str]:

@@ -13,8 +13,8 @@ from eecc.exits.run import ExitsRun, Plan, plan_exits, run_exits
 from eecc.exits.family import searched_heads
 from eecc.progress import progress as show_progress
 from eecc.search.chance import below_chance
-from eecc.search.checks import (check_all_heads, check_default_heads, check_macs_floor, check_search_size,
-                                checked_splits)
+from eecc.search.checks import (check_all_heads, check_default_heads, check_macs_floor, check_placement,
+                                check_search_size, checked_splits)
 from eecc.search.limits import Pruned, exit_latency_advice, no_fit_message
 from eecc.search.memory import StageMemory, plan_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, enumerate_placements,
@@ -73,7 +73,8 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
     fmt = "int8" if numeric == "int8" else "fp32"
     costs, model_cost = plan_costs(plan)  # MACs and hand-offs; memory is StageMemory's
     memory = StageMemory(plan, fmt)  # weights and activations sized as the bundle is built and checked
-    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt, memory)
+    placements = _feasible_placements(plan, platform, device, max_latency_s, exits_per_processor, fmt, memory,
+                                      options.placement)
     options = _with_objective(options, platform)
     everything = placements
     if not full_search:
@@ -206,19 +207,22 @@ def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> st
     return "every placement with an exit was pruned" + (f" ({reasons[0]})" if reasons else "")
 
 
-def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor,
-                         fmt: str, memory: StageMemory | None = None) -> list:
-    """Every placement of the platform (eecc/search/placement.py), its memory sized as `fmt` (eecc/search/memory.py);
-    EeccError when none fits before training."""
+def _feasible_placements(plan: Plan, platform: Platform, device, max_latency_s, exits_per_processor, fmt: str,
+                         memory: StageMemory | None = None, processors: tuple[str, ...] | None = None) -> list:
+    """Every placement of the platform (eecc/search/placement.py), or those on `processors` (--placement) and the
+    single-processor baselines, its memory sized as `fmt` (eecc/search/memory.py); EeccError when none fits before
+    training."""
     if exits_per_processor is not None and exits_per_processor < 1:
         raise EeccError(f"--exits-per-processor must be ≥ 1, got {exits_per_processor}")
-
-    check_search_size(plan, platform, exits_per_processor)
+    processors = None if processors is None else tuple(processors)
+    check_placement(plan, platform, processors, exits_per_processor)
+    check_search_size(plan, platform, exits_per_processor, processors)
 
     def enumerate_as(numeric: str) -> list[Placement]:
         sizes = memory if memory is not None and memory.numeric == numeric else StageMemory(plan, numeric)
         return enumerate_placements(platform, *plan_costs(plan), max_latency_s=max_latency_s,
-                                    exits_per_processor=exits_per_processor, device=device, memory=sizes)
+                                    exits_per_processor=exits_per_processor, device=device, memory=sizes,
+                                    processors=processors)
 
     placements = enumerate_as(fmt)
     ops = {n.op for n in plan.graph.nodes}

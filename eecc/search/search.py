@@ -54,6 +54,9 @@ class SearchOptions:
     # What the scalar cost counts: energy | latency | macs; None = energy with placements (processors with
     # power figures), macs without (logits alone know no device).
     objective: str | None = None
+    # The processor of each stage, in order (--placement m0plus,m4): the search's placements with exits are those
+    # on these processors only, beside the single-processor baselines; None = every placement (eecc/search/run.py).
+    placement: tuple[str, ...] | None = None
 
 
 @dataclass
