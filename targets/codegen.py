@@ -69,13 +69,13 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
         x = np.asarray(emulate_inputs)[:max(1, emulate_samples)]
         feeds, samples = reference_runs(stage_models, x), len(x)
     updates, programs, targets = [], [], [e["target"] for e in entries]
+    scale = (manifest.get("input") or {}).get("scale")  # --scale: stage 0's folder says so (mcu_bundle.scaled_header)
     with _advise_no_codegen():
         for run in core_runs(platform, entries):
             if len(run) > 1:  # consecutive stages of one Cortex-M core: one program, back to back
                 from eecc.targets.program_codegen import compile_core_run
-
                 stage_updates, program = compile_core_run(stage_models, entries, run, platform, out_dir, feeds,
-                                                          None if emulate_inputs is None else np.asarray(emulate_inputs))
+                                                          emulate_inputs, scale=scale if run[0] == 0 else None)
                 updates += stage_updates
                 programs += [program] if program else []
                 continue
@@ -83,7 +83,7 @@ def compile_stages(stage_models: Sequence[onnx.ModelProto], manifest: dict, plat
             model, entry, proc = stage_models[k], entries[k], platform.processor(entries[k]["target"])
             # Several stages on one processor that are not one program (other backends) get one folder each.
             folder = proc.name if targets.count(proc.name) == 1 else f"{proc.name}.stage{k}"
-            update = _compile_one(model, proc, out_dir, k, folder)
+            update = _compile_one(model, proc, out_dir, k, folder, scale if k == 0 else None)
             if "skipped" in update["codegen"]:
                 update["emulation"] = {"skipped": "stage not compiled"}
             elif feeds is None:
@@ -186,9 +186,10 @@ def check_shared_memory(platform: Platform, entries: list[dict], updates: list[d
                             f"{parts} = {total} B together; move exits earlier or assign fewer layers")
 
 
-def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str) -> dict:
+def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str,
+                 scale: float | None) -> dict:
     try:
-        return _compile_one_unchecked(model, proc, out_dir, k, folder)
+        return _compile_one_unchecked(model, proc, out_dir, k, folder, scale)
     except EeccError:
         raise
     except Exception as exc:  # TVM raises bare errors (assertions in schedules) for what it cannot compile
@@ -198,7 +199,8 @@ def _compile_one(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int,
                         f"{type(exc).__name__} {detail}; {NO_CODEGEN}") from exc
 
 
-def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str) -> dict:
+def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Path, k: int, folder: str,
+                           scale: float | None) -> dict:
     reason = skip_reason(proc.kind)
     if reason is not None:
         return {"codegen": {"skipped": reason}, "artifacts": []}
@@ -207,17 +209,15 @@ def _compile_one_unchecked(model: onnx.ModelProto, proc: Processor, out_dir: Pat
                         "int8 to run fp32 stages there")
     stage_dir, name = out_dir / folder, f"stage{k}"
     if proc.kind in TOOLS:
-        from eecc.targets import cortex_a, cortex_m
-
-        from eecc.targets import linux_bundle, mcu_bundle
+        from eecc.targets import cortex_a, cortex_m, linux_bundle, mcu_bundle
 
         limits = {"flash_bytes": proc.storage_bytes, "ram_bytes": proc.ram_bytes}
         if proc.kind == "cortex-a":
             arts = cortex_a.compile_stage(model, cpu=CORTEX_A_CPU, out_dir=stage_dir, name=name, **limits)
-            arts.files += linux_bundle.make_buildable(arts, name)  # the folder builds without eecc
+            arts.files += linux_bundle.make_buildable(arts, name, scale)  # the folder builds without eecc
         else:
             arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=stage_dir, name=name, **limits)
-            arts.files += mcu_bundle.make_buildable(arts, program=False)
+            arts.files += mcu_bundle.make_buildable(arts, program=False, scale=scale)
         codegen = {"backend": "cortex_a" if proc.kind == "cortex-a" else "cortex_m", "cpu": arts.cpu,
                    "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes,
                    "ram_unplanned_bytes": arts.ram_unplanned_bytes, "arena_bytes": arts.arena_bytes,

@@ -42,9 +42,10 @@ if (eecc_run() != 0) { /* a kernel failed (it logged why through eecc_log) */ }
 ```"""
 
 
-def make_buildable(arts: StageArtifacts, *, program: bool) -> list[Path]:
+def make_buildable(arts: StageArtifacts, *, program: bool, scale: float | None = None) -> list[Path]:
     """Copies the C driver files into arts.out_dir, writes Makefile and README.md there, labels the stack in
-    stage.json; returns the files added. `program`: the folder holds a multi-stage program (program.c)."""
+    stage.json; returns the files added. `program`: the folder holds a multi-stage program (program.c).
+    `scale`: the folder holds stage 0 of a bundle compiled with --scale S (`scaled_header`, `scaling_section`)."""
     cpu = CPUS[arts.cpu]
     own = ["program.c"] if program else ["stage.c"]
     objects = sorted(p.name for p in arts.files if p.suffix == ".o")
@@ -53,42 +54,51 @@ def make_buildable(arts: StageArtifacts, *, program: bool) -> list[Path]:
     support = list(cpu["support"])
     inputs = [*own, *driver, "mcu_main.c", *support, *objects] if program else \
         [*own, *driver, "mcu_main.c", *objects, *support]
-    added = []
+    added, main_header = [], "eecc_program.h" if program else "eecc_driver.h"
     for name in [*(PROGRAM_HEADERS if program else HEADERS), *driver, *support, *HARNESS]:
-        shutil.copyfile(CDRIVER / name, arts.out_dir / name)
+        copy_driver_file(CDRIVER / name, arts.out_dir / name, scale if name == main_header else None)
         added.append(arts.out_dir / name)
     elf = arts.files[0].name
     (arts.out_dir / "Makefile").write_text(makefile(cpu["cflags"], program, inputs, elf,
                                                     lib=[*own, *driver, *support], objects=objects))
-    (arts.out_dir / "README.md").write_text(readme(arts, program, elf))
+    (arts.out_dir / "README.md").write_text(readme(arts, program, elf, scale))
     label_stack(arts.manifest)
     return [*added, arts.out_dir / "Makefile", arts.out_dir / "README.md"]
 
 
-def state_input_scale(folder: Path, scale: float) -> list[Path]:
-    """A folder holding stage 0 of a bundle compiled with --scale S (Cortex-M, or Cortex-A: targets/linux_bundle.py
-    writes the same header and README layout): its header defines EECC_INPUT_SCALE and its
-    README says to write S * code, not the raw code, into the input (nu13 F1: the raw 0..255 codes of a --scale
-    1/255 bundle gave 55.9 % instead of 83.5 % under QEMU, silently). The binaries are unchanged (a macro no
-    source uses). Returns the files changed."""
-    header = folder / ("eecc_program.h" if (folder / "eecc_program.h").exists() else "eecc_driver.h")
-    text = header.read_text()
+def copy_driver_file(source: Path, target: Path, scale: float | None = None) -> None:
+    """A C driver file copied into a bundle folder; the header a stage-0 folder's code includes, with `scale`,
+    also defines EECC_INPUT_SCALE (`scaled_header`)."""
+    if scale is None:
+        shutil.copyfile(source, target)
+    else:
+        target.write_text(scaled_header(source.read_text(), scale))
+
+
+def scaled_header(text: str, scale: float) -> str:
+    """A header of stage 0 of a bundle compiled with --scale S (Cortex-M, or Cortex-A: targets/linux_bundle.py
+    writes the same header and README layout), defining EECC_INPUT_SCALE before its closing #endif (nu13 F1: the
+    raw 0..255 codes of a --scale 1/255 bundle gave 55.9 % instead of 83.5 % under QEMU, silently). The binaries
+    are unchanged (a macro no source uses)."""
     cut = text.rindex("#endif")
     define = (f"/* Compiled with --scale: the model reads EECC_INPUT_SCALE * x of uint8 codes x (no offset): write\n"
               f" * (float)x * EECC_INPUT_SCALE into the input buffer, not the raw codes. */\n"
               f"#define EECC_INPUT_SCALE {float(scale)!r}f\n")
-    header.write_text(text[:cut] + define + text[cut:])
-    readme = folder / "README.md"
-    readme.write_text(readme.read_text().replace("\nInputs:\n", f"""
-## Input scaling
+    return text[:cut] + define + text[cut:]
+
+
+def scaling_section(scale: float | None, header: str) -> str:
+    """The README's section, before its "Inputs:" list, telling a stage-0 folder of a --scale S bundle to write
+    S * code, not the raw code, into the input; empty without a scale. `header`: where EECC_INPUT_SCALE is."""
+    if scale is None:
+        return ""
+    return f"""## Input scaling
 
 This bundle was compiled with `--scale {float(scale)!r}`: the model reads `{float(scale)!r} * x` of uint8 codes `x`
-(no offset). Write `(float)x * EECC_INPUT_SCALE` (defined in `{header.name}`) into the input buffer, and into
+(no offset). Write `(float)x * EECC_INPUT_SCALE` (defined in `{header}`) into the input buffer, and into
 `input.bin` for the QEMU run, not the raw codes: the model was never shown those and predicts other classes.
 
-Inputs:
-""", 1))
-    return [header, readme]
+"""
 
 
 def label_stack(stage_json: Path) -> None:
@@ -144,7 +154,7 @@ def _io(specs: list[dict]) -> str:
     return "\n".join(f"  - `{s['name']}`: {s['dtype']} {list(s['shape'])}" for s in specs)
 
 
-def readme(arts: StageArtifacts, program: bool, elf: str) -> str:
+def readme(arts: StageArtifacts, program: bool, elf: str, scale: float | None = None) -> str:
     board = CPUS[arts.cpu]["board"]
     static = arts.ram_bytes - STACK_BYTES
     call = PROGRAM_CALL if program else STAGE_CALL
@@ -180,7 +190,7 @@ The kernels reference `__aeabi_unwind_cpp_pr0`; define it as an empty weak funct
 
 {call}
 
-Inputs:
+{scaling_section(scale, 'eecc_program.h' if program else 'eecc_driver.h')}Inputs:
 {_io(arts.inputs)}
 
 Outputs{' of the last stage' if program else ''}:

@@ -24,10 +24,12 @@ LISTED = 5  # disagreements listed in the manifest
 
 
 def compile_core_run(models, entries: list[dict], run: list[int], platform: Platform, out_dir: Path,
-                     feeds: list | None, x: np.ndarray | None) -> tuple[list[dict], dict | None]:
+                     feeds: list | None, x: np.ndarray | None, *,
+                     scale: float | None = None) -> tuple[list[dict], dict | None]:
     """Per-stage updates for stages `run` (consecutive, one Cortex-M processor) and the program's record.
     `feeds`: onnxruntime (inputs, outputs) per stage on the emulation samples, None when not emulating;
-    `x`: the test inputs of the model, from which CASCADE_SAMPLES are taken for the cascade run."""
+    `x`: the test inputs of the model, from which CASCADE_SAMPLES are taken for the cascade run; `scale`: the
+    program holds stage 0 of a --scale S bundle (targets/mcu_bundle.py make_buildable)."""
     from eecc.targets.mcu_program import compile_program
 
     proc = platform.processor(entries[run[0]]["target"])
@@ -50,7 +52,8 @@ def compile_core_run(models, entries: list[dict], run: list[int], platform: Plat
     from eecc.targets.cortex_m import STACK_BYTES
     from eecc.targets.mcu_bundle import make_buildable
 
-    shared = [arts.files[0], arts.files[1], arts.manifest, *make_buildable(arts, program=True)]  # builds alone
+    # the folder builds alone
+    shared = [arts.files[0], arts.files[1], arts.manifest, *make_buildable(arts, program=True, scale=scale)]
     updates = []
     for pos, (k, st) in enumerate(zip(run, stages)):
         files = [*(shared if pos == 0 else []), out_dir / folder / f"kernels{k}.o"]
@@ -73,7 +76,7 @@ def compile_core_run(models, entries: list[dict], run: list[int], platform: Plat
     program = {"folder": folder, "stages": list(run), "elf": arts.files[0].name,
                "flash_bytes": arts.flash_bytes, "ram_bytes": arts.ram_bytes}
     if feeds is not None and emulator and x is not None:
-        program["cascade"] = cascade_check(arts, models, entries, run, x, updates)
+        program["cascade"] = cascade_check(arts, models, entries, run, np.asarray(x), updates)
     return updates, program
 
 

@@ -256,27 +256,12 @@ def _test_split(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
     return test.rows(0, len(test)), np.asarray(test.y)
 
 
-def _state_input_scale(tmp: Path, stage0: dict, scale: float) -> None:
-    """Stage 0's buildable folder (Cortex-M or Cortex-A: one with a Makefile) says what --scale implies for the
-    input (targets/mcu_bundle.py state_input_scale); its artifact sizes follow."""
-    from eecc.targets.mcu_bundle import state_input_scale
-
-    folders = {Path(a["path"]).parent for a in stage0.get("artifacts", []) if Path(a["path"]).name == "Makefile"}
-    changed = {p.relative_to(tmp).as_posix() for f in folders for p in state_input_scale(tmp / f, scale)}
-    for art in stage0["artifacts"]:
-        if art["path"] in changed:
-            art["bytes"] = (tmp / art["path"]).stat().st_size
-
-
 def _codegen(tmp: Path, models, manifest: Manifest, platform: Platform, test) -> None:
     """TVM code per stage (eecc.targets.codegen), emulated when `test` is given; recorded in the manifest."""
     from eecc.targets.codegen import compile_stages
 
     inputs = None if test is None else test[0]
     updates = compile_stages(models, manifest.to_json(), platform, tmp, emulate_inputs=inputs)
-    scale = manifest.to_json()["input"].get("scale")
-    if scale is not None and updates["stages"]:
-        _state_input_scale(tmp, updates["stages"][0], scale)
     for entry, update in zip(manifest.stages, updates.get("stages", [])):
         entry.target_code = update
     manifest.target_code = {k: v for k, v in updates.items() if k != "stages"}
