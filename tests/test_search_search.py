@@ -219,3 +219,45 @@ def test_objective_macs_compares_with_the_cheapest_processor_and_says_when_the_c
     ratio = hot.best.extra["mean_energy_j"] / hot.to_json()["best_single"]["mean_energy_j"]
     assert ratio > 1 and f"on the platform it uses MORE energy ({ratio:.2f}x)" in line, line
     assert "--objective energy or latency weighs what the device spends" in line
+
+
+def test_baselines_are_priced_in_the_objectives_unit(lg):
+    """nu14 F3: under objective energy the baselines priced MACs against the original's energy in joules (the MAC term
+    x1e8), so NACHOS' greedy lowering took every threshold to the grid's bottom (res.onnx on psoc6: 85.40 % at 115k
+    MACs, a 3.95 pt drop, vs 89.75 % at 2.9M under objective macs) and every `cost` read ~1e8. On one core with no
+    link a placement's energy is its MACs times one factor, and so is the reference: the energy objective's baselines
+    must be the MACs objective's, their costs equal, named in their units, with the energy their exits spend."""
+    procs = (Processor("slow", "cortex-m0plus", 1e7, 10**6, 10**7, 0.02, 0.001),
+             Processor("fast", "cortex-m4", 1e9, 10**6, 10**7, 0.03, 0.001))
+    plat = Platform("two", procs, (Link("slow", "fast", 1e9, 0.0),), 5.0, False)
+    costs = [CandidateCost(t, int(b), int(h), 4000, 1000 * i, 4000)
+             for i, (t, b, h) in enumerate(zip(lg.tensors, lg.backbone_macs, lg.head_macs))]
+    fast = [p for p in enumerate_placements(plat, costs, ModelCost(lg.final_macs, 10_000, 4000))
+            if set(p.processors) == {"fast"}]
+    o = dict(pareto=True, pop_size=20, generations=8)
+    by_energy = search(lg, placements=fast, options=SearchOptions(objective="energy", **o))
+    by_macs = search(lg, placements=fast, options=SearchOptions(objective="macs", **o))
+    assert by_energy.best.indices and by_energy.best.indices == by_macs.best.indices
+    for name, b in by_energy.baselines.items():
+        m = by_macs.baselines[name]
+        assert b["thresholds"] == m["thresholds"] and b["accuracy"] == m["accuracy"], name
+        assert b["cost"] == pytest.approx(m["cost"], rel=1e-9) and abs(b["cost"]) < 10
+        assert (b["cost_unit"], m["cost_unit"]) == ("J", "MACs")
+        rates, energy = np.asarray(b["exit_rates"]), np.asarray(by_energy.best.extra["exit_energy_j"])
+        assert b["mean_energy_j"] == pytest.approx(float(rates @ energy), rel=1e-9)
+    # the greedy lowering stops where the accuracy term outweighs the energy saved: above the grid's bottom
+    assert res_drop(by_energy, "nachos_greedy") < 0.01
+    assert [p["cost"] for p in by_energy.pareto] == [p["cost"] for p in by_macs.pareto]
+    assert {p["cost_unit"] for p in by_energy.pareto} == {"MACs"}
+    # a MAC limit binds the baselines under objective energy too (on the calibration split, as the search's)
+    limit = 0.9 * by_energy.baselines["nachos_greedy"]["mean_macs"]
+    capped = search(lg, placements=fast, options=SearchOptions(objective="energy", max_mean_macs=limit))
+    val = make_split(lg, "val")
+    for name, b in capped.baselines.items():
+        idx = [lg.tensors.index(t) for t in b["exits"]]
+        assert evaluate_policy(val, idx, b["thresholds"], position_costs(lg, idx)).mean_macs <= limit, name
+
+
+def res_drop(res, name: str) -> float:
+    """Test-split accuracy drop of baseline `name` of search result `res`, as a fraction."""
+    return res.original["accuracy"] - res.baselines[name]["accuracy"]

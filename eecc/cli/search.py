@@ -229,8 +229,10 @@ def print_table(result) -> None:
                       f"mean MACs {sub['mean_macs']:,.0f}, val cost {sub['val_cost']:.4f}"
                       + ("" if sub["feasible"] else " (infeasible)"))
     for name, b in result.baselines.items():
+        device = "".join(f", mean {what} {b[k] * 1e3:.4g} {u}" for k, what, u in (
+            ("mean_energy_j", "energy", "mJ"), ("mean_latency_s", "latency", "ms")) if k in b)
         console.print(f"  baseline {name}: accuracy {100 * b['accuracy']:.2f} %, "
-                      f"mean MACs {b['mean_macs']:,.0f}")
+                      f"mean MACs {b['mean_macs']:,.0f}{device}")
     if result.pareto:
         console.print(f"  Pareto set: {len(result.pareto)} solutions (see --json)")
     for w in result.warnings:

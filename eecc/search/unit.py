@@ -13,13 +13,18 @@ PER_EXIT = {"energy": "exit_energy_j", "latency": "exit_latency_s"}
 MEANS = (("mean_energy_j", "exit_energy_j"), ("mean_latency_s", "exit_latency_s"))
 
 
+def priced_in(extra: dict) -> str:
+    """The unit `exit_costs` prices a placement in: its objective (energy, latency) where `extra` holds the
+    per-exit figures of that unit, else macs."""
+    unit = extra.get("objective")
+    return unit if PER_EXIT.get(unit) in extra else "macs"
+
+
 def exit_costs(extra: dict, macs) -> np.ndarray:
     """[E+1] cost of leaving at each position in the unit the search scored in: the device's joules or seconds
     where the placement has processors (`extra` holds them), else `macs`."""
-    per = PER_EXIT.get(extra.get("objective"))
-    if per is not None and per in extra:
-        return np.asarray(extra[per], dtype=np.float64)
-    return np.asarray(macs, dtype=np.float64)
+    unit = priced_in(extra)
+    return np.asarray(extra[PER_EXIT[unit]] if unit != "macs" else macs, dtype=np.float64)
 
 
 def device_means(extra: dict, exit_index: np.ndarray, prefix: str = "") -> dict:
