@@ -12,7 +12,7 @@ from eecc.errors import EeccError
 from eecc.search.confidence import METRICS
 from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.ensemble import DECISIONS
-from eecc.report.units import count, duration, energy
+from eecc.report.units import count, duration, energy, percents
 from eecc.search.intervals import fmt
 from eecc.search.search import SearchOptions
 from eecc.search.thresholds import METHODS
@@ -192,10 +192,10 @@ def print_table(result) -> None:
     table = Table(title=f"placements (original: accuracy {100 * orig['accuracy']:.2f} %, "
                         f"{orig['macs']:,} MACs; objective {result.objective}; test split)")
     cols = ("", "exits", "processors", "thresholds", "test acc [95 %]", "mean MACs [95 %]",
-            *(("mean energy", "mean latency") if device else ()), "Δ acc pt", "Δ MACs", "oracle MACs", "exit rates", "feasible")
+            *(("mean energy", "mean latency") if device else ()), "Δ acc pt", "Δ MACs", "oracle MACs", "exit rates %", "feasible")
     for col in cols:
         table.add_column(col, justify="left" if col in ("", "exits", "processors", "thresholds",
-                                                        "exit rates", "feasible") else "right")
+                                                        "exit rates %", "feasible") else "right")
     for i, p in enumerate(result.placements):
         j = p.to_json()
         figures = (energy(j["mean_energy_j"]), duration(j["mean_latency_s"])) if device else ()
@@ -206,7 +206,7 @@ def print_table(result) -> None:
             count(j["mean_macs"], j.get("intervals", {}).get("mean_macs")), *figures,
             f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
             f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",
-            " ".join(f"{r:.2f}" for r in j["exit_rates"]),
+            ", ".join(percents(j["exit_rates"])),  # as compile prints them: adding up to 100 (nu13 F8)
             "yes" if p.feasible else "no: " + "; ".join(p.reasons))
     console.print(table)
     if device:
