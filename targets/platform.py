@@ -175,9 +175,12 @@ def estimate_exits(platform: Platform, processors: Sequence[str], stage_macs: Se
     (`input_bytes` per sample) arrives on the platform's first processor, where the data is sampled
     (eecc/search/placement.py): when stage 0 runs on another one, it crosses that link first (input_latency_s),
     as a hand-off does; and the result (`result_bytes`: the exit's logits) of a sample that leaves on another
-    processor goes back there (return_links), its latency and energy counted as a hand-off's.
+    processor goes back there (return_links), its latency and energy counted as a hand-off's. The first processor
+    is therefore part of every placement: where it runs no stage (the original alone on rk3588's GPU, whose host CPU
+    sends the input, launches the kernels and receives the logits), it draws idle power for the whole latency, as it
+    does in a cascade that left it (nu14 F1: the GPU-alone baseline was charged 18 % less than that accounting).
     """
-    names = list(dict.fromkeys(processors))
+    names = list(dict.fromkeys([platform.processors[0].name, *processors]))
     procs = [platform.processor(p) for p in names]
     link = _input_link(platform, processors[0])
     out, busy = [], [0.0] * len(procs)

@@ -25,7 +25,8 @@ from eecc.targets.platform import Platform, estimate_exits
 SCHEMA_VERSION = VERSION
 ENERGY_MODEL = ("per sample leaving at stage k: active power x compute time of the stages run (cost model: "
                 "predicted instructions x CPI / clock_hz; else MACs/(MAC/s)), plus idle power of the placement's "
-                "other processors for the rest of its latency, transfers included; links cost latency (latency_s + "
+                "other processors (the first, where the input arrives, always among them) for the rest of its "
+                "latency, transfers included; links cost latency (latency_s + "
                 "8*bytes/bandwidth) and their energy_j_per_byte when the platform states one; a sample leaving on "
                 "another processor than the first sends its logits back there")
 _DEPS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "networkx", "pymoo", "apache-tvm", "torch")
