@@ -1,7 +1,9 @@
 """insert_gates(stage, threshold, metric) -> stage' with outputs exit{k}.exit (bool [N]) and exit{k}.confidence.
 
   max_softmax:  conf = ReduceMax(Softmax(z))
-  margin:       conf = Gather(TopK(Softmax(z), 2), 0) − Gather(TopK(Softmax(z), 2), 1)
+  margin:       conf = ReduceMax(p) − ReduceMax(Where(ArgMax(p) == c, −1, p)),  p = Softmax(z), c = 0..C−1
+                (top-1 minus top-2 without TopK: TVM lowers TopK to a packed extern the Cortex-M driver cannot
+                call and whose Cortex-A build crashed; only the first maximum is masked, so a tie gives 0)
   entropy:      conf = 1 + ReduceSum(Softmax(z) · LogSoftmax(z)) / log C      (= 1 − H(p)/log C)
   learned:      conf = the stage's NACHOS head confidence (insert_exits confidences=, attach_confidence)
   exit = GreaterOrEqual(conf, threshold)
@@ -60,11 +62,7 @@ def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softma
         if metric == "max_softmax":
             conf = b.reduce("ReduceMax", p, "confidence", batch, opset >= 18)
         else:
-            top = b.op("TopK", [p, b.const("k", np.array([2], dtype=np.int64))], "top2", [batch, 2], axis=1,
-                       extra=("top2_indices", np.int64))
-            first = b.op("Gather", [top, b.const("i0", np.int64(0))], "top1_prob", [batch], axis=1)
-            second = b.op("Gather", [top, b.const("i1", np.int64(1))], "top2_prob", [batch], axis=1)
-            conf = b.op("Sub", [first, second], "confidence", [batch])
+            conf = _margin(b, p, batch, classes, opset)
     t = b.const("threshold", np.float32(threshold))
     if opset >= 12:
         exit_ = b.op("GreaterOrEqual", [conf, t], "exit", [batch], dtype=np.bool_)
@@ -73,6 +71,18 @@ def insert_gates(stage: gs.Graph, *, threshold: float, metric: str = "max_softma
         exit_ = b.op("Not", [below], "exit", [batch], dtype=np.bool_)
     g.outputs = [*g.outputs, exit_, conf]
     return g.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+def _margin(b: "_Builder", p: gs.Variable, batch, classes: int, opset: int) -> gs.Variable:
+    """p [N, C] -> p_(1) − p_(2) [N]: the largest probability minus the largest of the others (ArgMax keeps the
+    first maximum, as a sort would, so two equal maxima give 0). Probabilities are >= 0, so −1 masks."""
+    first = b.reduce("ReduceMax", p, "top1_prob", batch, opset >= 18)
+    top = b.op("ArgMax", [p], "top1_class", [batch, 1], dtype=np.int64, axis=1, keepdims=1)
+    hot = b.op("Equal", [top, b.const("classes", np.arange(classes, dtype=np.int64))], "top1_mask",
+               [batch, classes], dtype=np.bool_)
+    rest = b.op("Where", [hot, b.const("masked", np.float32(-1.0)), p], "others", [batch, classes])
+    second = b.reduce("ReduceMax", rest, "top2_prob", batch, opset >= 18)
+    return b.op("Sub", [first, second], "confidence", [batch])
 
 
 # --- NACHOS learned confidence ---

@@ -23,9 +23,11 @@ GATES = {
     """,
     "margin": """
       p = Softmax <axis=1> ("exit0.logits")
-      top, top_i = TopK <axis=1> (p, k)
-      first = Gather <axis=1> (top, i0)
-      second = Gather <axis=1> (top, i1)
+      first = ReduceMax <axes=[1], keepdims=0> (p)
+      top = ArgMax <axis=1, keepdims=1> (p)
+      hot = Equal (top, classes)
+      rest = Where (hot, masked, p)
+      second = ReduceMax <axes=[1], keepdims=0> (rest)
       "exit0.confidence" = Sub (first, second)
       "exit0.exit" = GreaterOrEqual ("exit0.confidence", t)
     """,
@@ -50,7 +52,7 @@ GATES = {
       "exit0.exit" = Not (below)
     """,
 }
-CONSTS = {"t": np.float32(0.7), "k": np.array([2], np.int64), "i0": np.int64(0), "i1": np.int64(1),
+CONSTS = {"t": np.float32(0.7), "classes": np.arange(5, dtype=np.int64), "masked": np.float32(-1),
           "axes": np.array([1], np.int64), "log_c": np.float32(np.log(5)), "one": np.float32(1)}
 
 
@@ -88,8 +90,9 @@ def test_golden_gates_follow_the_opset(opset):
 def test_gate_nodes_are_named_and_annotated():
     gated = insert_gates(stage0(), threshold=0.7, metric="margin")
     gates = [n for n in gated.nodes if ir.get_ann(n, "role") == "gate"]
-    assert sorted(n.name for n in gates) == ["exit0.gate.confidence", "exit0.gate.exit", "exit0.gate.probs",
-                                             "exit0.gate.top1_prob", "exit0.gate.top2", "exit0.gate.top2_prob"]
+    assert sorted(n.name for n in gates) == ["exit0.gate.confidence", "exit0.gate.exit", "exit0.gate.others",
+                                             "exit0.gate.probs", "exit0.gate.top1_class", "exit0.gate.top1_mask",
+                                             "exit0.gate.top1_prob", "exit0.gate.top2_prob"]
     assert {(ir.get_ann(n, "stage"), ir.get_ann(n, "target"), ir.get_ann(n, "exit")) for n in gates} == {(0, "cpu", 0)}
     threshold = next(t for t in gated.tensors().values() if t.name == "exit0.threshold")
     assert threshold.values.dtype == np.float32 and float(threshold.values) == pytest.approx(0.7)
