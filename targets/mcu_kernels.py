@@ -34,6 +34,7 @@ from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
 DSP_DOT = "eecc_dot2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile's inner loop, linked with every Armv7E-M stage
 COL, COL_PW = "eecc_col2_s16", "eecc_col2_pw_s16"  # cdriver/dot_dsp.c: the DSP conv's pixel-pair columns
+COL_R4 = "eecc_col2_r4_s16"  # cdriver/dot_dsp.c: one input channel, 4-wide window: a word per window row
 MACS = {"dsp": DSP_DOT, "plain": V6M_DOT}
 RQ_TIE = "eecc_rq_tie"  # cdriver/rq_tie.c: RQ next to a tie (Armv6-M)
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
@@ -97,13 +98,16 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
     o, _, kh, kw = w.shape
     pt, pl, pb, pr = pads
     oh, ow = (h + pt + pb - kh) // strides[0] + 1, (wd + pl + pr - kw) // strides[1] + 1
+    g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, -(-c * kh * kw // 4) * 4,
+              o + o % 2, oh * ow, -(-oh * ow // 2))  # output pixels in raster order, two at a time
+    if dsp and column_in_c(g) == COL_R4:  # its column holds each window row as (x0, x2, x1, x3): the same
+        # dot product with the weights in that order (pack_weights then gives SXTB16 the pairs (w0, w2), (w1, w3))
+        w = w[..., [0, 2, 1, 3]]
     packed, kp, o2 = pack_weights(w, dsp)
     if not dsp:  # words of four int8 weights; the column holds x + 128, so the bias takes -128·Σw
         packed = packed.view("<i4")
         bias = np.asarray(bias, np.int64).reshape(-1) - 128 * w.astype(np.int64).reshape(o, -1).sum(axis=1)
     table, window, split = fpu_table(bias, scale, w, o2) + (False,) if dsp else split_table(bias, scale, w, o2)
-    # output pixels in raster order, two at a time (rows of odd width waste no lane)
-    g = _Conv(c, h, wd, o, kh, kw, strides[0], strides[1], pt, pl, oh, ow, c * kh * kw, kp, o2, oh * ow, -(-oh * ow // 2))
     if dsp:  # zo as a row, not code: convs of one geometry and zx share one kernel; then column_in_c's geometry
         rows = [table, np.array([[zo, 0]], np.int32)] + ([col_geometry(g, zx).view(np.int32).reshape(-1, 2)]
                                                           if column_in_c(g) else [])
@@ -128,10 +132,14 @@ def column_in_c(g: _Conv) -> str | None:
     """The cdriver/dot_dsp.c function that builds the conv's pixel columns, or None (the TIR col_fill, which LLVM
     unrolls: kws's 40-tap front conv 1.5 KB, a 48-channel pointwise conv 0.8 KB). Per tap the C costs ~1 more
     instruction for the pointwise strided copy, ~6 for the window (per MAC: / O), so the window only for one
-    input channel and ≥ 16 taps (ResNet's 16-channel 3x3 convs: +0.7 per MAC; its 3x3 front conv: +0.03)."""
+    input channel and ≥ 16 taps (ResNet's 16-channel 3x3 convs: +0.7 per MAC; its 3x3 front conv: +0.03); with a
+    4-wide window (and an image ≥ 4 wide) COL_R4, a word per window row (2.5 instructions per tap; kws's 10x4
+    front conv: col_one ~14), whose column order conv2d gives the weights."""
     if max(g.c, g.h, g.wd, g.npix, g.kp) >= 1 << 15:  # col_geometry's int16
         return None
-    return COL_PW if pointwise(g) else (COL if g.c == 1 and g.kh * g.kw >= 16 else None)
+    if pointwise(g):
+        return COL_PW
+    return (COL_R4 if g.kw == 4 and g.wd >= 4 else COL) if g.c == 1 and g.kh * g.kw >= 16 else None
 
 
 def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):

@@ -73,7 +73,34 @@ def test_m4_c_loops_are_bit_exact_with_tvm_integer_lowering(tmp_path):
     elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
                          check=True).stdout
     linked = set(re.findall(r"\n[0-9a-f]+ <(\w+)>:", elf))
-    assert {mcu_kernels.COL, mcu_kernels.COL_PW, "eecc_mean_s8", "eecc_fc_s8", "eecc_fill_s16"} <= linked
+    assert {mcu_kernels.COL_R4, mcu_kernels.COL_PW, "eecc_mean_s8", "eecc_fc_s8", "eecc_fill_s16"} <= linked
+
+
+@needs_arm
+@pytest.mark.parametrize("kh, strides, pads", [(5, (1, 2), (2, 2, 1, 3)), (4, (2, 1), (0, 5, 4, 4))])
+def test_m4_four_wide_window_columns_are_bit_exact(tmp_path, kh, strides, pads):
+    """cdriver/dot_dsp.c eecc_col2_r4_s16 (one input channel, 4-wide window: a shifted word per window row, the
+    weights in (kx 0, 2, 1, 3) order) under QEMU against TVM's integer lowering: windows over the left edge (2 and
+    4 lanes of zx: a word wholly outside too), the right edge (1-3 lanes), padding rows above and below, an odd
+    pixel count (the last pair repeats its pixel)."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array((rng.standard_normal((6, 1, kh, 4)) * 0.5).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=list(pads), strides=list(strides))],
+                              "r4", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (np.random.default_rng(8).standard_normal((40, 1, 9, 9)) + 0.5).astype(np.float32)
+    model = quantize.quantize_stage(model, {"x": x[:24]})
+    arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
+    got, want = emulate_stage(arts, x[24:]).outputs["y"], _host_integer_lowering(model, x[24:40])
+    assert np.array_equal(got.reshape(want.shape), want) and len(np.unique(want)) > 50
+    elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"<{mcu_kernels.COL_R4}>:" in elf
 
 
 def test_general_c_column_only_for_single_channel_convs():
@@ -86,7 +113,8 @@ def test_general_c_column_only_for_single_channel_convs():
                                  oh * ow, -(-oh * ow // 2))
 
     assert mcu_kernels.column_in_c(geometry(48, 1, 1, 1, 0)) == mcu_kernels.COL_PW
-    assert mcu_kernels.column_in_c(geometry(1, 10, 4, 2, 1)) == mcu_kernels.COL
+    assert mcu_kernels.column_in_c(geometry(1, 10, 4, 2, 1)) == mcu_kernels.COL_R4
+    assert mcu_kernels.column_in_c(geometry(1, 4, 5, 2, 1)) == mcu_kernels.COL
     assert mcu_kernels.column_in_c(geometry(16, 3, 3, 1, 1)) is None
     assert mcu_kernels.column_in_c(geometry(1, 3, 3, 2, 1)) is None
     assert mcu_kernels.column_in_c(geometry(16, 1, 1, 2, 0)) is None  # strided 1x1: its pixel is no input offset

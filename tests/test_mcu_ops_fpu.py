@@ -230,3 +230,39 @@ def test_m4_gate_runs_eecc_softmax_max(tmp_path, fmt):
     assert np.array_equal(got["exit"].reshape(-1), want["exit"]) and 0 < want["exit"].mean() < 1
     assert np.abs(got["confidence"].reshape(-1) - want["confidence"]).max() <= 1e-6
     assert want["confidence"].min() < 0.5 and want["confidence"].max() > 0.9
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="arm-none-eabi-gcc / qemu-system-arm not installed (Debian: gcc-arm-none-eabi qemu-system-arm)")
+def test_m4_input_quantise_saturates_and_ties_like_onnxruntime(tmp_path):
+    """ops_fpu.c's eecc_quantize_s8 on the M4 (QSUB + SSAT for the max and the clamp) under QEMU, bit for bit with
+    onnxruntime: exact .5 ties of the stage's scale, values around ±2^22 steps (the magic add's range), far out
+    of range, ±inf (a negative t's bits are negative: QSUB saturates), ±0. The stage is a 1 x 1 conv of weight 1
+    (a lone max pool stays float), whose requantisation keeps the saturations and most levels apart."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m, quantize
+
+    one = [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "q",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 8, 8])], one)
+    calib = np.random.default_rng(4).standard_normal((16, 1, 8, 8)).astype(np.float32) + 0.7  # zero point not 0
+    model = quantize.quantize_stage(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                    {"x": calib})
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    scale = np.float32(consts[q.input[1]])
+    steps = np.concatenate([np.arange(-300, 300) / 2, [2.0 ** 22 - 0.5, 2.0 ** 22, 2 ** 22 + 1, -2.0 ** 22 + 0.5,
+                            -2.0 ** 22, -1.5 * 2 ** 23, -3 * 2 ** 23, 2.0 ** 40, -2.0 ** 40]])
+    x = np.concatenate([(steps * scale).astype(np.float32), np.float32([np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30])])
+    x = np.concatenate([x, np.zeros(-len(x) % 64, np.float32)]).reshape(-1, 1, 8, 8)
+    got = emulate_stage(cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path), {"x": x}).outputs["y"]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    assert "eecc_quantize_s8(" in (tmp_path / "stage.c").read_text()
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)) and len(np.unique(want)) > 200
+    assert onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == q.input[2])) != 0
