@@ -32,6 +32,8 @@ from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 # every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
 
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
+V6M_DOT4 = "eecc_dot4_v6m"  # the same, four pixels (pointwise convs with >= 4 output pixels)
+V6M_COL4 = "eecc_col4_pw_v6m"  # cdriver/dot_v6m.c: the four-pixel column of such a conv
 DSP_DOT = "eecc_dot2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile's inner loop, linked with every Armv7E-M stage
 COL, COL_PW = "eecc_col2_s16", "eecc_col2_pw_s16"  # cdriver/dot_dsp.c: the DSP conv's pixel-pair columns
 COL_R4 = "eecc_col2_r4_s16"  # cdriver/dot_dsp.c: one input channel, 4-wide window: a word per window row
@@ -200,34 +202,55 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
 
 
 def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None, split: bool = False):
-    """Armv6-M: x + 128 bytes of a pixel pair interleaved [k, pixel], 1 channel x 2 pixels of MULS."""
+    """Armv6-M: x + 128 bytes of L pixels interleaved [k, pixel], 1 channel x L pixels of MULS: L = 4
+    (dot_v6m.c's eecc_dot4_v6m, 3.56 instructions per MAC) for pointwise convs with ≥ 4 pixels (the bulk of the
+    kws MACs; their column is a strided copy), else 2 (dot2: a windowed column fill 4 times over grew kws's
+    40-tap front conv by 1.7 KB)."""
     from tvm.script import tirx as T
 
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
+    lanes = 4 if npix >= 4 and pointwise(g) else 2  # the quad's column fill is 4 copies: small only for 1x1
+    mac = {2: mac, 4: V6M_DOT4}[lanes] if mac is not None else None
     tie = RQ_TIE if mac else None  # linked beside dot_v6m.c
+    steps = -(-npix // lanes)
 
     @T.macro
     def col_u8(cu, x, y0, x0, p):
         for ci, ky, kx in T.grid(c, kh, kw):
-            cu[2 * ((ci * kh + ky) * kw + kx) + p] = T.Cast(
+            cu[lanes * ((ci * kh + ky) * kw + kx) + p] = T.Cast(
                 "uint8", T.Cast("int32", _window(T, x, g, zx, y0, x0, ci, ky, kx)) + 128)
+
+    @T.macro
+    def col_pw(cu, xf, q):  # pointwise: pixel i of channel ci is xf[ci·npix + i], no window
+        for ci in range(c):
+            for p in T.unroll(lanes):
+                cu[lanes * ci + p] = T.Cast("uint8",
+                                            T.Cast("int32", xf[ci * npix + T.min(lanes * q + p, npix - 1)]) + 128)
 
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2, 4), "int32"),
                y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
-               col: T.Buffer((kp // 2,), "int32")):
+               col: T.Buffer((kp * lanes // 4,), "int32")):
         T.func_attr({"tirx.noalias": True})
-        cu = T.decl_buffer((2 * kp,), "uint8", data=col.data)  # LDRB-addressable with an immediate offset
+        cu = T.decl_buffer((lanes * kp,), "uint8", data=col.data)  # LDRB-addressable with an immediate offset
+        xf = T.decl_buffer((c * h * wd,), "int8", data=x.data)
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
-        for e in range(2 * (kp - k)):
-            cu[2 * k + e] = T.uint8(128)
-        for q in range(npp):
-            for p in range(2):
-                col_u8(cu, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw, p)
+        for e in range(lanes * (kp - k)):
+            cu[lanes * k + e] = T.uint8(128)
+        for q in range(steps):
+            if lanes == 4 and mac is not None:  # cdriver/dot_v6m.c: a rolled loop (LLVM unrolls col_pw)
+                T.evaluate(T.call_extern("handle", V6M_COL4, T.address_of(cu[0]), T.address_of(x[0, 0, 0, 0]),
+                                         npix, c, lanes * q))
+            elif lanes == 4:
+                col_pw(cu, xf, q)
+            else:
+                for p in range(lanes):
+                    col_u8(cu, x, T.min(lanes * q + p, npix - 1) // ow * sh,
+                           T.min(lanes * q + p, npix - 1) % ow * sw, p)
             for j in range(o):
-                acc[0] = cq[j, 0]
-                acc[1] = cq[j, 0]
-                if mac is not None:  # Armv6-M: cdriver/dot_v6m.c, both pixels from each widened weight
+                for a in T.unroll(lanes):
+                    acc[a] = cq[j, 0]
+                if mac is not None:  # Armv6-M: cdriver/dot_v6m.c, every pixel from each widened weight
                     T.evaluate(T.call_extern("handle", mac, T.address_of(acc[0]), T.address_of(wq[j, 0]),
                                              T.address_of(cu[0]), kp // 4))
                 else:
@@ -235,13 +258,14 @@ def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None, split: bool
                         wv: T.let[T.int32] = wq[j, i]
                         for t in T.unroll(4):  # byte t of the word, sign-extended: shifts only (Armv6-M)
                             wt: T.let[T.int32] = T.shift_right(T.shift_left(wv, 24 - 8 * t), 24)
-                            acc[0] = acc[0] + wt * T.Cast("int32", cu[8 * i + 2 * t])
-                            acc[1] = acc[1] + wt * T.Cast("int32", cu[8 * i + 2 * t + 1])
-                for a in T.unroll(2):
-                    if 2 * q + a < npix:
-                        yf[j * npix + 2 * q + a] = _rq(T, acc[a], cq, j, zo, window, halves=True, tie=tie, split=split)
+                            for a in T.unroll(lanes):
+                                acc[a] = acc[a] + wt * T.Cast("int32", cu[lanes * (4 * i + t) + a])
+                for a in T.unroll(lanes):
+                    if lanes * q + a < npix:
+                        yf[j * npix + lanes * q + a] = _rq(T, acc[a], cq, j, zo, window, halves=True, tie=tie,
+                                                           split=split)
 
-    return kernel, ([kp // 2], "int32")
+    return kernel, ([kp * lanes // 4], "int32")
 
 
 def fits(call, weights: np.ndarray, kernels: str = "dsp") -> bool:

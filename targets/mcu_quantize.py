@@ -13,12 +13,14 @@ saturate the same way: positive t keep their order as int32 bit patterns (v ≥ 
 subtraction. So y = clamp(max(bits(t), 0) - (bits(M) - z), -128, 127): one float add instead of the call
 and the float clamps.
 
-Without an FPU (quantize_search_kernel, the Cortex-M0+, where the soft-float division alone costs ~300
-instructions) y is found by comparing x with the 255 float32 values where y steps: y is a non-decreasing
-function of x (a correctly rounded division by s > 0, round half even and the clamp all keep order), and
+Without an FPU (the Cortex-M0+, where the soft-float division alone costs ~300 instructions) y is found by
+comparing x with the 255 float32 values where y steps: y is a non-decreasing function of x (a correctly rounded
+division by s > 0, round half even and the clamp all keep order), and
 key(x) = bits(x) ^ ((bits(x) >> 31) & 0x7FFFFFFF) orders float32 values as int32 (negatives reversed).
 thresholds() finds, for every level, the smallest key whose y reaches it, by bisection over the keys with
-numpy's float32 division (IEEE, the same as MLAS's); the kernel bisects that table in 8 integer steps.
+numpy's float32 division (IEEE, the same as MLAS's). quantize_search_kernel (TIR, host-run constants) bisects
+that table in 8 integer steps (57 instructions per element on the M0+); cdriver/rq_tie.c estimates j from
+the float's exponent and top mantissa bits with one multiply and only confirms it against the table (~37).
 The result equals the formula for every non-NaN x by construction. NaN inputs are not defined by either
 kernel (onnxruntime's result for NaN depends on its SIMD path).
 
@@ -71,6 +73,46 @@ def thresholds(scale: float, zero: int) -> np.ndarray:
         reach = quantize_reference(_unkey(mid), scale, zero) >= levels
         hi, lo = np.where(reach, mid, hi), np.where(reach, lo, mid)
     return np.concatenate([[-2**31], hi]).astype(np.int32)
+
+
+QUANT_V6M = "eecc_quantize_v6m"  # cdriver/rq_tie.c, linked with every Armv6-M stage
+
+
+def quantize_v6m_constants(scale: float, zero: int) -> tuple[int, int, int]:
+    """(r, c, zb) of cdriver/rq_tie.c's estimate 2|x|/s ~ (m10 · r) >> (c - e): r = round(2^P / s) in
+    [2^20, 2^21] (m10 < 2^10, so m10 · r < 2^31), c = 135 + P (|x| = m10 · 2^(e - 136) within 2^-9), zb = z + 128."""
+    p = 20 - int(np.floor(np.log2(float(scale))))
+    while round(2.0 ** p / float(scale)) < 1 << 20:
+        p += 1
+    while round(2.0 ** p / float(scale)) > 1 << 21:
+        p -= 1
+    return int(round(2.0 ** p / float(scale))), 135 + p, zero + 128
+
+
+def quantize_v6m_kernel(shape, r: int, c: int, zb: int):
+    """PrimFunc(x float32[shape], t int32[257], y int8[shape]) = one call of cdriver/rq_tie.c's
+    eecc_quantize_v6m(x, t, y, n, r, c, zb) (t: v6m_table; r, c, zb: quantize_v6m_constants), called straight
+    from stage.c (targets/mcu_direct.py). The same y as quantize_search_kernel."""
+    from tvm.script import tirx as T
+
+    n, dims = int(np.prod(shape)), tuple(int(d) for d in shape)
+    args = [T.int32(int(v)) for v in (n, r, c, zb)]
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(x: T.Buffer(dims, "float32"), t: T.Buffer((257,), "int32"), y: T.Buffer(dims, "int8")):
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})
+        with T.sblock("extern"):
+            xf = T.decl_buffer((n,), "float32", data=x.data)
+            yf = T.decl_buffer((n,), "int8", data=y.data)
+            T.evaluate(T.call_extern("int32", QUANT_V6M, T.address_of(xf[0]), T.address_of(t[0]),
+                                     T.address_of(yf[0]), *args))
+
+    return kernel
+
+
+def v6m_table(scale: float, zero: int) -> np.ndarray:
+    """int32[257]: thresholds(scale, zero), then INT32_MAX (stops eecc_quantize_v6m's upward step at j = 255)."""
+    return np.concatenate([thresholds(scale, zero), [2**31 - 1]]).astype(np.int32)
 
 
 def quantize_search_kernel(shape):
@@ -171,9 +213,12 @@ def quantize_rule(builder, kernels: str | None = None):
         if kernels != "plain" and isinstance(m[x], tvm.ir.expr.Constant):  # a constant's (a GELU's 1.0): FoldConstant
             return expr  # runs it at build time, where an extern C call would be JIT-run on the host and not found
         shape = [int(d) for d in m[x].ty.shape.values]
-        if kernels == "plain":
+        if kernels == "plain" and isinstance(m[x], tvm.ir.expr.Constant):  # FoldConstant runs it on the host
             gv = builder.add_func(quantize_search_kernel(shape), "quantize_int8")
-            table = relax.const(thresholds(*sz), "int32")
+            return relax.call_tir(gv, [m[x], relax.const(thresholds(*sz), "int32")], relax.TensorType(shape, "int8"))
+        if kernels == "plain":
+            gv = builder.add_func(quantize_v6m_kernel(shape, *quantize_v6m_constants(*sz)), "quantize_int8")
+            table = relax.const(v6m_table(*sz), "int32")
             return relax.call_tir(gv, [m[x], table], relax.TensorType(shape, "int8"))
         gv = builder.add_func(extern_kernel(shape, "float32", "int8", "eecc_quantize_s8", f32_bits(sz[0]),
                                             MAGIC_BITS - sz[1]), "quantize_int8")

@@ -59,6 +59,7 @@ def _run_host(func, args, outs) -> np.ndarray:
 CASES = [  # (C, H, W, O, KH, KW, strides, pads (top, left, bottom, right), groups)
     (3, 7, 6, 5, 3, 3, (2, 1), (1, 1, 1, 1), 1),    # odd O and odd output width: the tile's spare lanes
     (4, 5, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), 1),    # pointwise
+    (2, 3, 5, 24, 3, 3, (1, 1), (0, 0, 0, 0), 1),   # three output pixels: the Armv6-M pair tile, not the quad
     (1, 9, 10, 4, 10, 4, (2, 2), (5, 1, 5, 1), 1),  # the kws front end: K = 40, asymmetric padding
     (5, 7, 6, 5, 3, 3, (1, 1), (1, 1, 1, 1), 5),    # depthwise
     (4, 9, 8, 4, 3, 3, (2, 2), (1, 1, 1, 1), 4),    # depthwise, stride 2
@@ -238,8 +239,8 @@ def test_m4_depthwise_pair_taps_are_bit_exact(tmp_path):
 
 @needs_arm
 def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
-    """Armv6-M: the byte-column tile with dot_v6m.c's inner loop, the two-outputs depthwise kernel, hi32 from
-    16-bit halves, the input quantisation by bisection and the table dequantisation, bit for bit against TVM's
+    """Armv6-M: the byte-column quad tile with dot_v6m.c's inner loop, the two-outputs depthwise kernel, hi32 from
+    16-bit halves, the input quantisation of rq_tie.c and the table dequantisation, bit for bit against TVM's
     own integer lowering."""
     dis = _depthwise_stage_bit_exact(tmp_path, "cortex-m0plus", seed=5)
     kernels = dict(re.findall(r"\n[0-9a-f]+ <(\w+)>:\n(.*?)(?=\n\n|\Z)", dis, flags=re.S))
@@ -248,10 +249,35 @@ def test_m0plus_kernels_are_bit_exact_without_64_bit_multiplies(tmp_path):
     assert all("muldi3" not in body and "lmul" not in body for body in ours.values())
     undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "kernels.o")], capture_output=True,
                                text=True, check=True).stdout
-    assert mcu_kernels.V6M_DOT in undefined  # the tile's inner loop is cdriver/dot_v6m.c
-    # input quantised by bisection (no soft-float division), output dequantised by table (no soft-float multiply)
+    assert mcu_kernels.V6M_DOT4 in undefined  # the quad tile's inner loop is cdriver/dot_v6m.c
+    # output dequantised by table (no soft-float multiply); the input quantised by cdriver/rq_tie.c (integer
+    # estimate + threshold table, no soft-float division), called straight from stage.c (mcu_direct)
     tables = {n: b for n, b in kernels.items() if n.startswith(("quantize_int8", "dequantize_int8"))}
-    assert len(tables) == 2 and not any(re.search(r"aeabi_f|__divsf|__mulsf", b) for b in tables.values())
+    assert len(tables) == 1 and not any(re.search(r"aeabi_f|__divsf|__mulsf", b) for b in tables.values())
+    assert "eecc_quantize_v6m(" in (tmp_path / "stage.c").read_text()
+
+
+def rq_tie_c():
+    """cdriver/rq_tie.c compiled for this host (integer arithmetic only: the same results as on the M0+)."""
+    import ctypes
+    import tempfile
+    from pathlib import Path
+
+    from eecc.targets import cortex_m
+
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("no host C compiler")
+    folder = Path(tempfile.mkdtemp(prefix="eecc-quant-"))
+    try:
+        so = folder / "rq_tie.so"
+        subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", str(so), str(cortex_m.CDRIVER / "rq_tie.c")], check=True)
+        lib = ctypes.CDLL(str(so))  # stays mapped after its file is gone
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lib.eecc_quantize_v6m.restype = None
+    lib.eecc_quantize_v6m.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int32] * 4
+    return lib
 
 
 def _ort_single(op: str, x: np.ndarray, scale: float, zero: int) -> np.ndarray:
@@ -271,8 +297,8 @@ def _ort_single(op: str, x: np.ndarray, scale: float, zero: int) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("kernel", ["magic", "search"])
-@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100)])
+@pytest.mark.parametrize("kernel", ["magic", "search", "v6m"])
+@pytest.mark.parametrize("scale,zero", [(0.25, 0), (0.0371, -7), (3.0e-5, 100), (7.5e3, -128)])
 def test_input_quantize_kernels_equal_onnxruntime(kernel, scale, zero):
     """Both stage-input QuantizeLinear kernels (mcu_quantize: the magic-add rounding with an FPU, the threshold
     bisection without) against onnxruntime: exact .5 ties, values around ±2^22 steps, far out of range, ±inf,
@@ -290,6 +316,9 @@ def test_input_quantize_kernels_equal_onnxruntime(kernel, scale, zero):
     if kernel == "magic":  # the M4's cdriver/ops_fpu.c, built for this host
         got = np.zeros(x.shape, np.int8)
         ops_fpu().eecc_quantize_s8(ptr(x), ptr(got), x.size, mq.f32_bits(scale), mq.MAGIC_BITS - zero)
+    elif kernel == "v6m":  # the M0+'s cdriver/rq_tie.c (integer C), built for this host
+        got, t = np.zeros(x.shape, np.int8), mq.v6m_table(scale, zero)
+        rq_tie_c().eecc_quantize_v6m(ptr(x), ptr(t), ptr(got), x.size, *mq.quantize_v6m_constants(scale, zero))
     else:
         got = _run_host(mq.quantize_search_kernel(x.shape), [x, table], [(x.shape, "int8")])
     assert np.array_equal(got, want)

@@ -61,3 +61,83 @@ __attribute__((naked, used)) int32_t* eecc_dot2_v6m(int32_t* acc, const int32_t*
       "  str r5, [r0, #4]\n"
       "  pop {r4-r7, pc}\n");
 }
+
+/* The four-pixel tile (mcu_kernels._conv2d_plain: pointwise convs with >= 4 output pixels): four accumulators,
+ * acc[3] in r8 (ADD reaches the high registers; MULS and LDRB do not), so each widened weight serves four pixels:
+ * 58 instructions per weight word (1 LDM, 6 to widen the four bytes, 16 x LDRB, MULS, ADD; 3 for the loop),
+ * 3.63 per MAC (dot2: 4.06), + 30 per call (r8, r9 saved). One word per iteration: 150 B of code (two: 280 B
+ * for 3.56 per MAC; stages with another conv link dot2 too).
+ *
+ *   acc[p] += sum_i sum_t sxtb(byte t of w[i]) * col[16i + 4t + p],  p = 0..3;  i < words (>= 1)
+ *
+ * col: x + 128 as bytes, interleaved [k, pixel]. Returns acc. */
+__attribute__((naked, used)) int32_t* eecc_dot4_v6m(int32_t* acc, const int32_t* w, const uint8_t* col,
+                                                    int32_t words) {
+  (void)acc; (void)w; (void)col; (void)words;
+  __asm__ volatile(
+      ".syntax unified\n"
+      "  push {r4-r7, lr}\n"
+      "  mov r4, r8\n"
+      "  mov r5, r9\n"
+      "  push {r4, r5}\n"
+      "  mov r12, r0\n"
+      "  ldr r4, [r0, #12]\n"
+      "  mov r8, r4\n"
+      "  ldr r5, [r0, #0]\n"
+      "  ldr r6, [r0, #4]\n"
+      "  ldr r7, [r0, #8]\n"
+      "  lsls r4, r3, #2\n"
+      "  adds r0, r4, r1\n" /* end of the weight row */
+      "  mov r9, r0\n"
+      "1:\n"
+      "  ldm r1!, {r3}\n"
+      "  sxtb r4, r3\n"
+      "  ldrb r0, [r2, #0]\n  muls r0, r4, r0\n  adds r5, r5, r0\n"
+      "  ldrb r0, [r2, #1]\n  muls r0, r4, r0\n  adds r6, r6, r0\n"
+      "  ldrb r0, [r2, #2]\n  muls r0, r4, r0\n  adds r7, r7, r0\n"
+      "  ldrb r0, [r2, #3]\n  muls r0, r4, r0\n  add r8, r0\n"
+      "  lsls r4, r3, #16\n  asrs r4, r4, #24\n"
+      "  ldrb r0, [r2, #4]\n  muls r0, r4, r0\n  adds r5, r5, r0\n"
+      "  ldrb r0, [r2, #5]\n  muls r0, r4, r0\n  adds r6, r6, r0\n"
+      "  ldrb r0, [r2, #6]\n  muls r0, r4, r0\n  adds r7, r7, r0\n"
+      "  ldrb r0, [r2, #7]\n  muls r0, r4, r0\n  add r8, r0\n"
+      "  lsls r4, r3, #8\n  asrs r4, r4, #24\n"
+      "  ldrb r0, [r2, #8]\n  muls r0, r4, r0\n  adds r5, r5, r0\n"
+      "  ldrb r0, [r2, #9]\n  muls r0, r4, r0\n  adds r6, r6, r0\n"
+      "  ldrb r0, [r2, #10]\n  muls r0, r4, r0\n  adds r7, r7, r0\n"
+      "  ldrb r0, [r2, #11]\n  muls r0, r4, r0\n  add r8, r0\n"
+      "  asrs r4, r3, #24\n"
+      "  ldrb r0, [r2, #12]\n  muls r0, r4, r0\n  adds r5, r5, r0\n"
+      "  ldrb r0, [r2, #13]\n  muls r0, r4, r0\n  adds r6, r6, r0\n"
+      "  ldrb r0, [r2, #14]\n  muls r0, r4, r0\n  adds r7, r7, r0\n"
+      "  ldrb r0, [r2, #15]\n  muls r0, r4, r0\n  add r8, r0\n"
+      "  adds r2, r2, #16\n"
+      "  cmp r1, r9\n"
+      "  bne 1b\n"
+      "  mov r0, r12\n"
+      "  str r5, [r0, #0]\n"
+      "  str r6, [r0, #4]\n"
+      "  str r7, [r0, #8]\n"
+      "  mov r4, r8\n"
+      "  str r4, [r0, #12]\n"
+      "  pop {r4, r5}\n"
+      "  mov r8, r4\n"
+      "  mov r9, r5\n"
+      "  pop {r4-r7, pc}\n");
+}
+
+/* The quad tile's column of a pointwise conv (mcu_kernels.pointwise): pixels p0 .. p0 + 3 of every input channel
+ * as x + 128 bytes, interleaved [channel, pixel]; pixels past the last (npix - 1) repeat it (their outputs are not
+ * stored). A rolled loop, 17 instructions per channel: the same copy in TIR, unrolled by LLVM, cost ResNet's
+ * 16-channel shortcut conv 410 B of code. x: [c, npix] int8; col: 4c bytes. */
+void eecc_col4_pw_v6m(uint8_t* col, const int8_t* x, int32_t npix, int32_t c, int32_t p0) {
+  int32_t room = npix - 1 - p0; /* >= 0: p0 = 4q < npix */
+  int32_t d1 = room < 1 ? room : 1, d2 = room < 2 ? room : 2, d3 = room < 3 ? room : 3;
+  const int8_t* end = x + npix * c;
+  for (x += p0; x < end; x += npix, col += 4) {
+    col[0] = (uint8_t)(x[0] + 128);
+    col[1] = (uint8_t)(x[d1] + 128);
+    col[2] = (uint8_t)(x[d2] + 128);
+    col[3] = (uint8_t)(x[d3] + 128);
+  }
+}
