@@ -75,14 +75,17 @@ def test_gru_stage_is_estimated_and_no_candidate_exit_is_said(gru, capsys, tmp_p
     capsys.readouterr()
     assert main([*argv, "-o", str(tmp_path / "b")]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "(estimated: GRU never measured, priced as Gemm work by the cost model)" in out
+    # nu14 F2: every op kind no measured unit holds is named, with how it is priced (the GRU's input Transpose and
+    # its last step's Gather too; the shape arithmetic of its zero initial state is not counted)
+    assert ("(estimated: GRU never measured, priced as Gemm work; Gather never measured, priced as elementwise work; "
+            "Transpose never measured, priced as no work by the cost model)") in out
     assert "predicted by the measured cost model" not in out
     assert "no candidate exit: the model has no tensor before its classifier's input that an exit head can read" in out
     assert "no early-exit network beats" not in out
     assert "warning: the cost model never measured GRU" in out
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     (stage,) = manifest["stages"]
-    assert stage["predicted"]["unmeasured_ops"] == ["GRU"] and stage["predicted"]["source"].startswith("estimated")
+    assert stage["predicted"]["unmeasured_ops"] == ["GRU", "Gather", "Transpose"] and stage["predicted"]["source"].startswith("estimated")
     assert manifest["deployment"]["no_candidate"] and manifest["deployment"]["line"].startswith("no candidate exit")
     report = (tmp_path / "b" / "report.html").read_text()
-    assert "GRU never measured: those stages&#x27; figures are estimates" in report
+    assert "stage 0&#x27;s GRU, Gather, Transpose never measured: those stages&#x27; figures are estimates" in report

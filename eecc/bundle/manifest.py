@@ -207,9 +207,10 @@ def stage_entries(stages: Sequence[gs.Graph], platform: Platform, thresholds: Se
 
 
 def _labelled(predicted: dict, stage: gs.Graph) -> dict:
-    """A cost-model prediction for a stage holding ops that no measured unit holds (a GRU) is an estimate: its
-    `source` says so and `unmeasured_ops` names them."""
-    from eecc.cost.segments import ESTIMATED, MEASURED, unmeasured_ops
+    """A cost-model prediction for a stage holding ops that no measured unit holds (a GRU, a LayerNormalization, a
+    Transpose: eecc/cost/coverage.py) is an estimate: its `source` says so and `unmeasured_ops` names them."""
+    from eecc.cost.coverage import unmeasured_ops
+    from eecc.cost.segments import ESTIMATED, MEASURED
 
     ops = unmeasured_ops(stage)
     if not ops or predicted["source"] != MEASURED:

@@ -162,8 +162,9 @@ def stage_source(stage: dict) -> str:
     """Where a stage's latency and energy came from, as the summary and `eecc inspect OUT` say it."""
     pred = stage.get("predicted") or {}
     if pred.get("unmeasured_ops"):
-        return (f"estimated: {', '.join(pred['unmeasured_ops'])} never measured, priced as Gemm work by the "
-                "cost model")
+        from eecc.cost.coverage import unmeasured_note
+
+        return f"estimated: {unmeasured_note(pred['unmeasured_ops'])} by the cost model"
     if pred.get("instructions"):
         return "predicted by the measured cost model"
     extra = pred.get("overhead_s")

@@ -30,15 +30,7 @@ from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
 MEASURED = "measured cost model (TVM + QEMU instruction counts)"
-ESTIMATED = "estimated (the cost model prices ops it never measured as Gemm work)"
-# No measured unit holds one, and none can: TVM's ONNX frontend cannot import them (eecc/cost/features.py).
-UNMEASURED_OPS = ("GRU", "LSTM", "RNN")
-
-
-def unmeasured_ops(graph) -> list[str]:
-    """The op types of `graph` (gs.Graph or onnx.GraphProto) that no measured unit of the cost model holds."""
-    ops = {n.op for n in graph.nodes} if hasattr(graph, "nodes") else {n.op_type for n in graph.node}
-    return [op for op in UNMEASURED_OPS if op in ops]
+ESTIMATED = "estimated (the cost model prices op kinds it never measured by analogy: eecc/cost/coverage.py)"
 
 
 def overhead_s(proc, features: np.ndarray | None) -> float:

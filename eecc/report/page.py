@@ -62,7 +62,7 @@ def stage_costs_caption(manifest: dict, caption: str) -> str:
     estimated = [f"stage {s['index']}'s {', '.join(s['predicted']['unmeasured_ops'])}" for s in manifest.get("stages") or []
                  if (s.get("predicted") or {}).get("unmeasured_ops")]
     never = (f"; {' and '.join(estimated)} never measured: those stages' figures are estimates (the cost model "
-             "prices such ops as Gemm work)") if estimated else ""
+             "prices such ops by analogy: eecc/cost/coverage.py)") if estimated else ""
     return caption.format(source=" and ".join(parts) + never if parts else "from the platform's nominal MAC/s")
 
 
