@@ -98,9 +98,10 @@ def without_data(d: Path) -> str:
     return "moved/cnn.onnx"
 
 
-def one_value(both_logits: bool = False) -> onnx.ModelProto:
+def one_value(both_logits: bool = False, sigmoid: bool = False) -> onnx.ModelProto:
     """cnn.onnx with a one-unit last Gemm: [N, 1], a regressor (nu8: taken for a "1 classes" classifier);
-    `both_logits`: the advised fix, its output z exported as both logits, Concat(-z, z) = [N, 2]."""
+    `both_logits`: the advised fix, its output z exported as both logits, Concat(-z, z) = [N, 2]; `sigmoid`: a
+    binary detector's export, Sigmoid(z) = [N, 1] (nu14 F4)."""
     from onnx import numpy_helper
 
     m = onnx.load(str(CNN))
@@ -114,6 +115,9 @@ def one_value(both_logits: bool = False) -> onnx.ModelProto:
         gemm.output[0] = "z"
         m.graph.node.extend([helper.make_node("Neg", ["z"], ["minus_z"]),
                              helper.make_node("Concat", ["minus_z", "z"], [out.name], axis=1)])
+    elif sigmoid:
+        gemm.output[0] = "z"
+        m.graph.node.append(helper.make_node("Sigmoid", ["z"], [out.name]))
     return m
 
 

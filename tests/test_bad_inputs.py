@@ -334,6 +334,29 @@ def test_one_value_output_advice_works(tmp_path, capsys):
     assert "2 classes" in capsys.readouterr().out
 
 
+def test_sigmoid_output_advice_names_its_input_and_keeps_the_model():
+    """nu14 F4: a one-value Sigmoid output got the logit advice, torch.cat([-z, z], 1); applied to the output p it
+    made every sample class 1 (9.70 % on a 9.7 %-positive detector). The message names the Sigmoid and its input z;
+    both logits of z (the advised model) are a 2-class model whose argmax is the detector's own p > 0.5."""
+    import onnxruntime as ort
+
+    from eecc.driver.pipeline import analyse
+
+    with pytest.raises(EeccError) as err:
+        analyse(one_value(sigmoid=True))
+    msg = str(err.value)
+    assert "a Sigmoid's probability of one class" in msg and "both logits of the Sigmoid's input z" in msg, msg
+    assert "torch.cat([-z, z], 1)" in msg and "\n" not in msg
+    _, blocks = analyse(one_value(both_logits=True))
+    assert blocks.candidates()
+    x = datasets.load("digits")["x_test"][:200]  # the 8x8 digits cnn.onnx was made for
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for m in (one_value(sigmoid=True), one_value(both_logits=True))]
+    p, both = runs
+    assert both.shape == (200, 2) and 0 < (p[:, 0] > 0.5).sum() < 200  # both classes occur
+    assert np.array_equal(both.argmax(axis=1), (p[:, 0] > 0.5).astype(np.int64))
+
+
 def test_integer_input_advice_works(tmp_path, capsys):
     """The advice for a token-id model, followed: exported from the embedding's output on, eecc takes it."""
     assert main(["inspect", str(tmp_path / model(tmp_path, tokens()))]) == 2
