@@ -13,7 +13,7 @@ from eecc.report.metrics_view import print_metrics
 from eecc.report.units import things
 from eecc.errors import EeccError
 from eecc.runtime.bundle import MANIFEST, BundleError, load_bundle
-from eecc.search.confidence import exit_rule, metric_meaning
+from eecc.search.confidence import exit_rule, metric_meaning, threshold_text
 
 STAGE_KEYS = ("index", "file", "target", "kind", "macs", "exit_macs", "params", "weight_bytes", "threshold", "gate",
               "compute_s", "exit_latency_s", "exit_energy_j", "latency_estimate_s", "latency_calibrated_s",
@@ -150,7 +150,7 @@ def print_placement(summary: dict, console: Console) -> None:
     placement = summary.get("placement") or {}
     console.print(f"placement: {' → '.join(placement.get('processors', []))}, cuts at "
                   f"{', '.join(map(str, placement.get('cuts', []))) or '—'}, thresholds "
-                  f"{', '.join(f'{t:.3f}' for t in placement.get('thresholds', [])) or '—'}")
+                  f"{', '.join(map(threshold_text, placement.get('thresholds', []))) or '—'}")
     if placement.get("thresholds"):
         console.print(f"confidence metric {metric_meaning(str(summary.get('confidence_metric')))}; "
                       + "; ".join(f"stage {k}: {exit_rule(summary.get('confidence_metric'), t)}"

@@ -13,7 +13,7 @@ from eecc.cli.search import add_search_args, executor_from_args, latency_limit, 
 from eecc.driver.prediction_gap import summary_lines
 from eecc.errors import EeccError
 from eecc.report.units import count, duration, energy, percents, things
-from eecc.search.confidence import exit_rule
+from eecc.search.confidence import exit_rule, threshold_text
 from eecc.search.intervals import fmt
 
 
@@ -208,7 +208,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     if q:
         how = q.get("thresholds", "searched again on the int8 stages")
         cal = q.get("calibration_split") or {}
-        recalibrated = (f"; thresholds {how} ({', '.join(f'{t:.3f}' for t in q['int8_thresholds'])}), drop on the "
+        recalibrated = (f"; thresholds {how} ({', '.join(map(threshold_text, q['int8_thresholds']))}), drop on the "
                         f"{q['thresholds_calibrated_on']} split {100 * cal.get('drop', 0.0):+.2f} pt vs the int8 original"
                         if q["int8_thresholds"] else "")  # a single-stage bundle has no gate to recalibrate
         console.print(f"  int8 stages: accuracy {100 * q['int8']['accuracy']:.2f} % vs float "

@@ -9,7 +9,7 @@ import time
 from eecc.cli.inspect import add_head_budget_arg, add_input_shape_arg, console as inspect_console
 from eecc.argtypes import at_least, names, non_negative, positive
 from eecc.errors import EeccError
-from eecc.search.confidence import METRICS
+from eecc.search.confidence import METRICS, threshold_text
 from eecc.exits.ensemble import WEIGHT_MODES
 from eecc.search.ensemble import DECISIONS
 from eecc.report.units import count, duration, energy, percents
@@ -202,7 +202,7 @@ def print_table(result) -> None:
         table.add_row(
             "*" if i == result.chosen else "", _exits(p) or "(none: original model)",
             " → ".join(p.processors or ()),
-            ", ".join(f"{t:.3f}" for t in p.thresholds), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
+            ", ".join(map(threshold_text, p.thresholds)), fmt(j["accuracy"], j.get("intervals", {}).get("accuracy")),
             count(j["mean_macs"], j.get("intervals", {}).get("mean_macs")), *figures,
             f"{100 * (j['accuracy'] - orig['accuracy']):+.2f}",
             f"{100 * (j['mean_macs'] / orig['macs'] - 1):+.1f} %", f"{j['oracle_macs']:,.0f}",

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eecc.report.units import count, duration, energy, percents
+from eecc.search.confidence import threshold_text
 from eecc.search.intervals import fmt
 
 
@@ -41,7 +42,7 @@ def _rows(m: dict) -> dict[str, str]:
         if m.get(key) is not None:
             cells[name] = unit(m[key])
     if m.get("thresholds"):
-        cells["thresholds"] = ", ".join(f"{t:.3f}" for t in m["thresholds"])
+        cells["thresholds"] = ", ".join(map(threshold_text, m["thresholds"]))
     if m.get("agreement_with_search") is not None:
         cells["exit agreement with search"] = _percent(m["agreement_with_search"])
     return cells

@@ -22,7 +22,7 @@ from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
 from eecc.report.units import count, duration, energy, percents
-from eecc.search.confidence import exit_rule, metric_meaning
+from eecc.search.confidence import exit_rule, metric_meaning, threshold_text
 from eecc.search.intervals import fmt
 
 REPORT = "report.html"
@@ -208,7 +208,7 @@ def _placements_table(manifest: dict) -> str:
 
     rows = [("★" if i == chosen else "", _exits(p) or "(original model)",
              " → ".join(p.get("processors") or []),
-             ", ".join(f"{t:.3f}" for t in p["thresholds"]),
+             ", ".join(map(threshold_text, p["thresholds"])),
              f"{fmt(p['accuracy'], (p.get('intervals') or {}).get('accuracy'))} %",
              count(p['mean_macs'], (p.get('intervals') or {}).get('mean_macs')),
              device(p, "mean_energy_j", 1e3, "mJ"), device(p, "mean_latency_s", 1e3, "ms"), f"{p['oracle_macs']:,.0f}",

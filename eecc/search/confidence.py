@@ -20,13 +20,27 @@ DEFAULT_METRIC = "max_softmax"
 LEARNED = "learned"
 
 
+def threshold_text(t: float) -> str:
+    """A threshold with 3 decimals, or, where those read 0 or 1 and it is not, 3 significant digits (0.000298) or the
+    decimals that show its distance from 1 (0.99996): a NACHOS threshold of 0.000298 read "≥ 0.000", an always-exit
+    gate that 5 of 2000 samples did not take (nu14 F12)."""
+    t = float(t)
+    text = f"{t:.3f}"
+    if text.lstrip("-") == "0.000" and t != 0:
+        return f"{t:.3g}"
+    if text == "1.000" and t != 1:  # as many decimals as show 1 - t to 2 significant digits
+        return f"{t:.{1 - int(np.floor(np.log10(abs(1 - t))))}f}".rstrip("0")
+    return text
+
+
 def exit_rule(metric: str, threshold: float) -> str:
     """The gate in words, e.g. "exit if max_softmax ≥ 0.580". The entropy metric is the confidence 1 - H/log C, so
     its rule names the normalised entropy it bounds: "exit if normalised entropy H/log C ≤ 0.456 (1 - H/log C ≥
     0.544)", not "entropy ≥ 0.544", which reads backwards (nu8)."""
     if metric == "entropy":
-        return f"exit if normalised entropy H/log C ≤ {1 - threshold:.3f} (1 - H/log C ≥ {threshold:.3f})"
-    return f"exit if {'learned confidence' if metric == LEARNED else metric} ≥ {threshold:.3f}"
+        return (f"exit if normalised entropy H/log C ≤ {threshold_text(1 - threshold)} "
+                f"(1 - H/log C ≥ {threshold_text(threshold)})")
+    return f"exit if {'learned confidence' if metric == LEARNED else metric} ≥ {threshold_text(threshold)}"
 
 
 def metric_meaning(metric: str) -> str:
