@@ -61,7 +61,9 @@ def test_uint8_data_for_a_bundle_without_scale_is_one_line(scaled, tmp_path, cap
 
 @pytest.mark.parametrize("case, change, words", [
     ("channels-last", lambda x, y: (x.transpose(0, 2, 3, 1), y), ["channels-last", "x.transpose(0, 3, 1, 2)"]),
-    ("wrong-shape", lambda x, y: (x[:, :, :4, :4], y), ["[1, 4, 4]", "[1, 8, 8]"]),
+    # nu14 F7: run was advised "--input-shape 1,4,4 fits this data", an option run does not have
+    ("wrong-shape", lambda x, y: (x[:, :, :4, :4], y),
+     ["[1, 4, 4]", "[1, 8, 8]", "the bundle's stages are built for [1, 8, 8]", "compile it again with --input-shape 1,4,4"]),
     ("labels-beyond-classes", lambda x, y: (x, y + 5), ["label 14", "10 classes"]),
 ])
 def test_run_refuses_bad_data_with_compiles_one_line_message(scaled, tmp_path, capsys, case, change, words):
@@ -72,6 +74,9 @@ def test_run_refuses_bad_data_with_compiles_one_line_message(scaled, tmp_path, c
     assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
     for word in words:
         assert word in err, err
+    if case == "wrong-shape":  # the option it names is compile's, not run's
+        assert "fits this data" not in err
+        assert _run(capsys, scaled / "b", tmp_path / "bad.npz", "--input-shape", "1,4,4")[0] == 2
     if case == "channels-last":  # the advice works
         np.savez(tmp_path / "fixed.npz", x_test=x.transpose(0, 3, 1, 2), y_test=y)
         assert _run(capsys, scaled / "b", tmp_path / "fixed.npz")[0] == 0

@@ -145,7 +145,7 @@ def _check(bundle, x: np.ndarray, y: np.ndarray | None, origin: str, split: str)
     shape = bundle.manifest["input"].get("shape") or []
     want = shape[1:] if all(isinstance(d, int) for d in shape[1:]) else list(x.shape[1:])  # symbolic: no check
     scale = bundle.input_scale if x.dtype == np.uint8 else None  # float data: already scaled, as advised above
-    return check_arrays(split, x, y, want, bundle.manifest.get("num_classes"), scale, origin)
+    return check_arrays(split, x, y, want, bundle.manifest.get("num_classes"), scale, origin, bundle=True)
 
 
 def _print(s: dict) -> None:

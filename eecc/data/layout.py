@@ -7,11 +7,13 @@ import itertools
 import numpy as np
 
 
-def layout_advice(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+def layout_advice(got: tuple[int, ...], want: tuple[int, ...], bundle: bool = False) -> str:
     """What to do about a sample-shape mismatch: a layout change is a transpose of the data, never
     --input-shape (that only fills in dims the model leaves symbolic), and never a reshape, which keeps the
     values' order and so scrambles channels-last data into noise the model scores at chance (nu12 F3: a
-    [128, 3] signal for a [3, 128] model, "fixed" by the reshape once advised here, went from 100 % to 31 %)."""
+    [128, 3] signal for a [3, 128] model, "fixed" by the reshape once advised here, went from 100 % to 31 %).
+    `bundle`: the data are for `eecc run`, whose stages were built for `want`: --input-shape is compile's option
+    (nu14 F7: run was told to take it and refused it as unrecognised)."""
     n = len(got)
     perms = [p for p in itertools.permutations(range(n)) if tuple(got[i] for i in p) == want] \
         if sorted(got) == sorted(want) and 1 < n <= 6 else []
@@ -26,6 +28,9 @@ def layout_advice(got: tuple[int, ...], want: tuple[int, ...]) -> str:
         return f"the data are {layout}: store x.transpose(0, {', '.join(str(i + 1) for i in perm)})"
     # a wrong --input-shape on a model with symbolic dims shows here too: name the one that fits (nu12 F5)
     symbolic = f"if the model's input dims are symbolic, --input-shape {','.join(map(str, got))} fits this data"
+    if bundle:
+        symbolic = (f"the bundle's stages are built for {list(want)}: if the model's input dims are symbolic, "
+                    f"compile it again with --input-shape {','.join(map(str, got))} for this data")
     if int(np.prod(got)) == int(np.prod(want)):
         return (f"if each sample is stored flat in the model's own axis order, reshape it: "
                 f"x.reshape(len(x), {', '.join(map(str, want))}); if its axes are in another order, transpose them; "

@@ -248,14 +248,15 @@ def _warn_other_float(arrays: dict, origin: str) -> None:
 
 
 def check_arrays(name: str, x, y, input_shape: Sequence[int], num_classes: int | None, scale: float | None,
-                 origin: str) -> tuple[np.ndarray, np.ndarray | None]:
+                 origin: str, bundle: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The data checks of `compile`, for one split; `y` may be None (`eecc run` without labels) and
-    `num_classes` None (label range unknown). Returns x and int64 y; raises EeccError (one line)."""
+    `num_classes` None (label range unknown); `bundle`: checked for `eecc run` against a built bundle's input
+    (layout.layout_advice). Returns x and int64 y; raises EeccError (one line)."""
     _warn_other_float({name: x}, origin)
-    return _check(name, x, y, tuple(input_shape), num_classes, scale, origin)
+    return _check(name, x, y, tuple(input_shape), num_classes, scale, origin, bundle)
 
 
-def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndarray, np.ndarray | None]:
+def _check(name, x, y, input_shape, num_classes, scale, origin, bundle=False) -> tuple[np.ndarray, np.ndarray | None]:
     where = f"{origin}: x_{name}"
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
@@ -272,7 +273,7 @@ def _check(name, x, y, input_shape, num_classes, scale, origin) -> tuple[np.ndar
         raise EeccError(f"{where} has dtype {x.dtype}; store float32 (x.astype(np.float32)) or uint8 with --scale")
     if tuple(x.shape[1:]) != input_shape:
         raise EeccError(f"{where} has samples shaped {list(x.shape[1:])} but the model wants {list(input_shape)} "
-                        f"(without the batch dim); {layout_advice(tuple(x.shape[1:]), tuple(input_shape))}")
+                        f"(without the batch dim); {layout_advice(tuple(x.shape[1:]), tuple(input_shape), bundle)}")
     if len(x) == 0:
         raise EeccError(f"{where} is empty; give at least one sample per split or leave the split out")
     if y is not None:
