@@ -83,12 +83,13 @@ def cost_model_rows(tmp: Path) -> list[dict]:
 
 
 def single_processor(path: Path, data: dict, platform, tmp: Path) -> dict:
-    """The original model as one int8 stage on each processor, compiled and counted under QEMU."""
+    """The original model as one int8 stage on each processor, compiled and counted under QEMU, its latency and
+    energy from the platform's model as the compile's own baseline (eecc.driver.baseline.emulated_alone: the input
+    sent from the first processor, the logits back, that processor idling meanwhile)."""
     import onnxruntime as ort
 
-    from eecc.runtime.emulate import emulate_stage
+    from eecc.driver.baseline import emulated_alone
     from eecc.runtime.sessions import session_options
-    from eecc.targets import cortex_m
     from eecc.targets.quantize import quantize_stages
 
     model = quantize_stages([onnx.load(str(path))], data["x_train"][:512])[0]
@@ -99,10 +100,9 @@ def single_processor(path: Path, data: dict, platform, tmp: Path) -> dict:
     logits = sess.run(None, {sess.get_inputs()[0].name: data["x_test"].astype(np.float32)})[0]
     out = {"int8_accuracy": float((logits.argmax(-1) == data["y_test"]).mean())}
     for proc in platform.processors:
-        arts = cortex_m.compile_stage(model, cpu=proc.kind, out_dir=tmp / f"single-{proc.name}")
-        n = emulate_stage(arts, data["x_test"][:4].astype(np.float32)).instructions
-        seconds = n * CPI[proc.kind] / proc.clock_hz
-        out[proc.name] = {"instructions": n, "latency_s": seconds, "energy_j": seconds * proc.active_power_w}
+        alone = emulated_alone(model, platform, proc.name, data["x_test"][:4].astype(np.float32))
+        out[proc.name] = {"instructions": alone["instructions"], "latency_s": alone["mean_latency_s"],
+                          "energy_j": alone["mean_energy_j"]}
     return out
 
 

@@ -2,7 +2,8 @@
 numeric format (int8: quantised with the bundle's calibration samples), accuracy by onnxruntime on the test
 split, and, after --emulate, compiled with TVM and counted under QEMU like the bundle's stages.
 
-  latency_s = instructions × CPI / clock_hz;  energy_j = active_power_w × latency_s (eecc.targets.platform)
+  compute_s = instructions × CPI / clock_hz; latency and energy from eecc.targets.platform.estimate_exits as
+  for a one-stage bundle (the float input sent from the first processor, the logits back, that processor idling)
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ def original_alone(plan_graph, processor: str, platform: Platform, test, *, int8
         logits = sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})[0]
         out.update(numeric="int8", accuracy=float((logits.argmax(-1) == np.asarray(y)).mean()))
     if emulate:
-        out.update(_emulated(model, platform, processor, np.asarray(test[0][:samples], np.float32)))
+        out.update(emulated_alone(model, platform, processor, np.asarray(test[0][:samples], np.float32)))
     return out
 
 
-def _emulated(model: onnx.ModelProto, platform: Platform, processor: str, x: np.ndarray) -> dict:
+def emulated_alone(model: onnx.ModelProto, platform: Platform, processor: str, x: np.ndarray) -> dict:
+    """`model` as one stage on `processor`, compiled with TVM and counted under QEMU on x [n, ...] float32:
+    {"instructions" (per sample), "samples", "mean_latency_s", "mean_energy_j", "worst_case_*", "flash_bytes",
+    "ram_bytes"}, or {"skipped": why} where no emulator counts the processor's kind here."""
     from eecc.runtime.emulate import AARCH64_SYSROOT, emulate_stage
     from eecc.targets.codegen import CORTEX_A_CPU, CPI, EMULATORS, skip_reason
 
