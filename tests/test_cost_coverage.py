@@ -5,10 +5,7 @@ model", with no warning unless --emulate ran)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 
 import numpy as np
 import onnx
@@ -16,6 +13,7 @@ import pytest
 
 from eecc.cli import main
 from eecc.cost.coverage import MEASURED_OPS, SAME_AS_MEASURED, unmeasured_note, unmeasured_ops
+from tiny_torch import train_and_export
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -50,7 +48,7 @@ def test_unmeasured_ops_skip_the_exit_gates_and_say_how_each_kind_is_priced():
 def nhwc(tmp_path_factory):
     """(model path, data path): a trained NHWC 8x8 digits CNN with LayerNorm over channels between Transposes."""
     torch = pytest.importorskip("torch")
-    nn, F = torch.nn, torch.nn.functional
+    nn = torch.nn
     from eecc.examples import datasets
 
     class Net(nn.Module):
@@ -67,25 +65,9 @@ def nhwc(tmp_path_factory):
     out = tmp_path_factory.mktemp("nhwc")
     data = {k: v.reshape(-1, 8, 8, 1) if k.startswith("x_") else v for k, v in datasets.load("digits").items()}
     np.savez(out / "digits_nhwc.npz", **data)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net: threads only spin on 2 shared cores
-    try:
-        torch.manual_seed(0)
-        net, (x, y) = Net(), (torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(6):
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-            for i in range(0, len(x) - 31, 32):
-                opt.zero_grad()
-                F.cross_entropy(net(x[order[i:i + 32]]), y[order[i:i + 32]]).backward()
-                opt.step()
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net.eval(), (torch.zeros(2, 8, 8, 1),), str(out / "nhwc.onnx"), dynamo=False,
-                              opset_version=17, input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train_and_export(Net(), data["x_train"], data["y_train"], epochs=6, path=out / "nhwc.onnx",
+                     example_shape=(2, 8, 8, 1), opset=17)
     return out / "nhwc.onnx", out / "digits_nhwc.npz"
 
 

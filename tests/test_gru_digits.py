@@ -4,15 +4,13 @@ and with no candidate exit the summary says so instead of "no early-exit network
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 
 import numpy as np
 import pytest
 
 from eecc.cli import main
+from tiny_torch import train_and_export
 
 SEQ, FEATURES, HIDDEN = 8, 8, 32
 
@@ -21,7 +19,7 @@ SEQ, FEATURES, HIDDEN = 8, 8, 32
 def gru(tmp_path_factory):
     """(model path, data path): GRU(8 -> 32, batch_first) over the 8 rows, its last output -> Linear(32, 10)."""
     torch = pytest.importorskip("torch")
-    nn, F = torch.nn, torch.nn.functional
+    nn = torch.nn
     from eecc.examples import datasets
 
     class Net(nn.Module):
@@ -36,25 +34,9 @@ def gru(tmp_path_factory):
     out = tmp_path_factory.mktemp("gru")
     data = {k: v.reshape(-1, SEQ, FEATURES) if k.startswith("x_") else v for k, v in datasets.load("digits").items()}
     np.savez(out / "digits_seq.npz", **data)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net: threads only spin on 2 shared cores
-    try:
-        torch.manual_seed(0)
-        net, (x, y) = Net(), (torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(8):
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-            for i in range(0, len(x) - 31, 32):
-                opt.zero_grad()
-                F.cross_entropy(net(x[order[i:i + 32]]), y[order[i:i + 32]]).backward()
-                opt.step()
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net.eval(), (torch.zeros(2, SEQ, FEATURES),), str(out / "gru.onnx"), dynamo=False,
-                              opset_version=14, input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train_and_export(Net(), data["x_train"], data["y_train"], epochs=8, path=out / "gru.onnx",
+                     example_shape=(2, SEQ, FEATURES), opset=14)
     return out / "gru.onnx", out / "digits_seq.npz"
 
 
