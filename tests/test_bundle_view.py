@@ -136,3 +136,15 @@ def test_rk3588_bundle_shows_compiled_executed_counted_per_stage(tmp_path, capsy
     assert "stage 0 on 'cpu': compiled, executed, counted (on qemu-aarch64)" in text
     assert "stage 1 on 'gpu': compiled, executed (on Portable Computing Language" in text
     assert "stage 1 on 'gpu': correctness only" in text
+
+
+def test_cal_cells_are_empty_for_a_stage_not_emulated():
+    """nu14 F8: rk3588's Mali stage 1 (run on PoCL for correctness, latency_calibrated_s None) showed 'cal. latency
+    707 µs, cal. energy 1.91 mJ': stage 0's calibration carried into its cumulative figure. Now "—", as the report."""
+    from eecc.cli.bundle_view import calibrated_cells
+
+    cpu = {"latency_calibrated_s": 3.2e-5, "exit_latency_calibrated_s": 3.2e-5, "exit_energy_calibrated_j": 1.6e-4}
+    gpu = {"latency_calibrated_s": None, "exit_latency_calibrated_s": 7.07e-4, "exit_energy_calibrated_j": 1.91e-3}
+    assert calibrated_cells([cpu, gpu]) == [("32 µs", "160 µJ"), ("—", "—")]
+    assert calibrated_cells([gpu, cpu]) == [("—", "—"), ("—", "—")]  # after a stage not emulated: none is whole
+    assert calibrated_cells([cpu, cpu])[1] == ("32 µs", "160 µJ")

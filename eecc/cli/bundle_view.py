@@ -81,6 +81,18 @@ def _status_text(status: dict) -> str:
     return ", ".join(words) or "not compiled"
 
 
+def calibrated_cells(stages: list[dict]) -> list[tuple[str, str]]:
+    """(cal. latency, cal. energy) cells of inspect's stage table: a stage's exit figure is calibrated only when it
+    and every stage before it ran under emulation, else "—", as the report's stage costs say (nu14 F8: a Mali stage
+    run on PoCL for correctness showed stage 0's calibration carried into its cumulative figure)."""
+    cells, whole = [], True
+    for s in stages:
+        whole = whole and bool(s.get("latency_calibrated_s"))
+        cells.append((_si(s.get("exit_latency_calibrated_s"), "s"), _si(s.get("exit_energy_calibrated_j"), "J"))
+                     if whole else ("—", "—"))
+    return cells
+
+
 def print_bundle(summary: dict, console: Console) -> None:
     stages = summary["stages"]
     title = (f"{summary['bundle']}: {things(len(stages), 'stage')} on '{summary['platform']}'"
@@ -89,11 +101,10 @@ def print_bundle(summary: dict, console: Console) -> None:
     for col in ("#", "file", "processor", "kind", "MACs", "params", "weight B", "threshold", "est. latency",
                 "cal. latency", "est. energy", "cal. energy"):
         table.add_column(col, justify="left" if col in ("file", "processor", "kind") else "right")
-    for s in stages:
+    for s, (cal_s, cal_j) in zip(stages, calibrated_cells(stages)):
         table.add_row(str(s["index"]), s["file"], s["target"], s["kind"], _int(s["macs"]), _int(s["params"]),
-                      _int(s["weight_bytes"]), "—" if s["threshold"] is None else f"{s['threshold']:.3f}",
-                      _si(s["exit_latency_s"], "s"), _si(s["exit_latency_calibrated_s"], "s"),
-                      _si(s["exit_energy_j"], "J"), _si(s["exit_energy_calibrated_j"], "J"))
+                      _int(s["weight_bytes"]), "—" if s["threshold"] is None else threshold_text(s["threshold"]),
+                      _si(s["exit_latency_s"], "s"), cal_s, _si(s["exit_energy_j"], "J"), cal_j)
     console.print(table)
     print_codegen(stages, console)
     print_placement(summary, console)
