@@ -21,9 +21,9 @@ from torch import nn
 from eecc.errors import EeccError
 from eecc.train.onnx_ops import OPS
 
-# Not weights: BatchNormalization's running statistics (fine-tuning keeps inference-mode semantics) and
-# Clip's bounds (ReLU6 must stay ReLU6).
-_FROZEN_INPUTS = {"BatchNormalization": (3, 4), "Clip": (1, 2)}
+# Not weights: BatchNormalization's running statistics (fine-tuning keeps inference-mode semantics), Clip's bounds
+# (ReLU6 must stay ReLU6) and Pow's exponent (a decomposed LayerNorm's square stays a square).
+_FROZEN_INPUTS = {"BatchNormalization": (3, 4), "Clip": (1, 2), "Pow": (1,)}
 
 
 def check_supported(graph: gs.Graph) -> None:

@@ -155,6 +155,26 @@ def _cast(a, attrs):
     return a[0] if a[0].is_floating_point() else a[0].float()
 
 
+def _transpose(a, attrs):
+    perm = _ints(attrs["perm"]) if "perm" in attrs else list(reversed(range(a[0].dim())))
+    return a[0].permute(*perm)
+
+
+def _layer_norm(a, attrs):
+    """ONNX LayerNormalization (opset 17): normalised over dims axis..-1 with the biased variance; returns
+    (Y, Mean, InvStdDev), the optional outputs with the reduced dims kept as 1."""
+    x = a[0]
+    dims = tuple(range(int(attrs.get("axis", -1)) % x.dim(), x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=dims, keepdim=True) + float(attrs.get("epsilon", 1e-5)))
+    y = (x - mean) * inv_std * a[1]
+    return (y + a[2] if len(a) > 2 and a[2] is not None else y), mean, inv_std
+
+
+def _gelu(a, attrs):  # ONNX Gelu (opset 20): approximate "none" (erf) or "tanh", as torch's
+    return F.gelu(a[0], approximate=str(attrs.get("approximate", "none")))
+
+
 OPS: dict[str, Callable[[Sequence[torch.Tensor], dict], torch.Tensor]] = {
     "Conv": _conv, "Relu": lambda a, _: F.relu(a[0]), "Add": lambda a, _: a[0] + a[1],
     "Sub": lambda a, _: a[0] - a[1], "Mul": lambda a, _: a[0] * a[1], "Div": lambda a, _: a[0] / a[1],
@@ -167,4 +187,9 @@ OPS: dict[str, Callable[[Sequence[torch.Tensor], dict], torch.Tensor]] = {
     "Identity": lambda a, _: a[0], "Sigmoid": lambda a, _: torch.sigmoid(a[0]), "Softmax": _softmax,
     "LogSoftmax": _log_softmax,
     "Concat": _concat, "Cast": _cast, "Dropout": lambda a, _: a[0],
+    # nu14 F6: eecc's own binary advice torch.cat([-z, z], 1) exports a Neg; dynamo/ConvNeXt-style models bring
+    # Transpose, LayerNormalization and Gelu, and TorchScript exports decompose those into Erf, Tanh, Pow and Sqrt
+    "Neg": lambda a, _: -a[0], "Transpose": _transpose, "LayerNormalization": _layer_norm, "Gelu": _gelu,
+    "Erf": lambda a, _: torch.erf(a[0]), "Tanh": lambda a, _: torch.tanh(a[0]), "Sqrt": lambda a, _: torch.sqrt(a[0]),
+    "Pow": lambda a, _: torch.pow(a[0], a[1]),
 }
