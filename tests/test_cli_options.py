@@ -168,6 +168,10 @@ def test_finetune_on_an_op_it_cannot_run_is_refused_before_training(digits, tmp_
     out, err = capsys.readouterr()
     _one_line(code, out, err, "op LeakyRelu", "drop --finetune-epochs")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()  # nothing was computed
+    # the advice followed (nu14 F6): without --finetune-epochs the same model compiles
+    assert main(["compile", str(tmp_path / "leaky.onnx"), "--data", str(digits / "d.npz"), "--no-codegen", "--quiet",
+                 "--no-report", "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("given, words", [("m0plus,m5", ["no processor 'm5'"]),
