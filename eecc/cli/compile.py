@@ -12,6 +12,7 @@ from eecc.argtypes import at_least
 from eecc.cli.search import add_search_args, executor_from_args, latency_limit, search_options
 from eecc.driver.prediction_gap import summary_lines
 from eecc.errors import EeccError
+from eecc.report.classes import recall_line, recall_warning
 from eecc.report.units import count, duration, energy, percents, things
 from eecc.search.confidence import exit_rule, threshold_text
 from eecc.search.intervals import fmt
@@ -192,6 +193,7 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                   f"{fmt(m['original_accuracy'], iv.get('original_accuracy'))} %, "
                   f"Δ {100 * (m['accuracy'] - m['original_accuracy']):+.2f} pt, drop "
                   f"{fmt(m['original_accuracy'] - m['accuracy'], iv.get('accuracy_drop'))} pt; [95 % interval])")
+    _print_classes(manifest, m, console)
     console.print(f"  mean MACs {count(m['mean_macs'], iv.get('mean_macs'))} (original {m['original_macs']:,}, "
                   f"{100 * (m['mean_macs'] / m['original_macs'] - 1):+.1f} %)")
     g = (manifest["placement"]["metrics"].get("search") or {}).get("guarantee")
@@ -216,6 +218,17 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
     _print_deployment(manifest, console)
     if manifest.get("report"):
         console.print(f"report {out / manifest['report']}")
+
+
+def _print_classes(manifest: dict, m: dict, console: Console) -> None:
+    """Per-class recall on a skewed test split, and a warning when a class loses more than the accuracy limit."""
+    line = recall_line(m.get("per_class"))
+    if line:
+        console.print(f"  {line}")
+    limit = ((manifest.get("search") or {}).get("options") or {}).get("max_accuracy_drop")
+    warning = recall_warning(m.get("per_class"), limit)
+    if warning:
+        console.print(f"  warning: {warning}")
 
 
 def _print_deployment(manifest: dict, console: Console) -> None:

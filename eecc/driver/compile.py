@@ -208,7 +208,7 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
     def verify() -> dict:
         return verify_bundle(tmp, manifest, test, run.result.original["accuracy"], reference.final_macs,
                              chosen.placement.test.exit_index,
-                             original_correct=reference.final_test_logits.argmax(1) == test[1])
+                             original_pred=reference.final_test_logits.argmax(1))
 
     manifest.placement.metrics["measured"] = verify()
     if options.quantize:

@@ -21,6 +21,7 @@ from eecc.errors import EeccError
 from eecc.files import replacing
 from eecc.progress import progress as show_progress
 from eecc.runtime.bundle import MANIFEST
+from eecc.report.classes import recall_line, recall_warning
 from eecc.report.units import count, duration, energy, percents
 from eecc.search.confidence import exit_rule, metric_meaning, threshold_text
 from eecc.search.intervals import fmt
@@ -168,6 +169,7 @@ def _summary(manifest: dict, m: dict) -> str:
             ("accuracy [95 % interval]", f"{fmt(acc, iv.get('accuracy'))} % (original "
              f"{fmt(orig_acc, iv.get('original_accuracy'))} %, {100 * (acc - orig_acc):+.2f} pt)"),
             ("accuracy drop [95 % interval]", f"{fmt(orig_acc - acc, iv.get('accuracy_drop'))} pt"),
+            *_classes(manifest, m),
             ("mean MACs [95 % interval]", f"{count(macs, iv.get('mean_macs'))} (original {orig_macs:,}, "
              f"{100 * (macs / orig_macs - 1):+.1f} %)"),
             ("exit rates", ", ".join(f"stage {k}: {p} %" for k, p in enumerate(percents(m.get("exit_rates", []))))),
@@ -185,6 +187,14 @@ def _summary(manifest: dict, m: dict) -> str:
             ("search mode", str(manifest.get("mode", "?"))),
             ("confidence metric", metric_meaning(str(manifest.get("confidence_metric", "?"))))]
     return "<table class=\"kv\">" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _classes(manifest: dict, m: dict) -> list[tuple[str, str]]:
+    """Per-class recall rows on a skewed test split (nu14 F5), and the warning the compile summary prints."""
+    line = recall_line(m.get("per_class"))
+    limit = ((manifest.get("search") or {}).get("options") or {}).get("max_accuracy_drop")
+    warning = recall_warning(m.get("per_class"), limit)
+    return ([("per-class recall", line)] if line else []) + ([("warning", warning)] if warning else [])
 
 
 def _stage_table(manifest: dict) -> str:
