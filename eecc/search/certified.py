@@ -52,7 +52,7 @@ def guaranteed_choice(results: list, logits, calib: SplitScores, test: SplitScor
         if not alone:
             raise
         if notes is not None:
-            notes.append(f"{exc}; built the original model alone (no exits, so no drop)")
+            notes.append(f"{exc}; chose the original model alone (no exits, so no drop)")
         return min(alone, key=lambda i: rank(results[i]))
     except NotAdmissible:
         raise EeccError(f"--guarantee {o.guarantee}: no certified choice of thresholds keeps the mean MACs within "

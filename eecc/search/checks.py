@@ -93,6 +93,28 @@ def check_validation_size(data: Splits, num_classes: int) -> None:
                         "(eecc holds out a stratified share of them) or x_val/y_val")
 
 
+def validation_resolution(data: Splits, options: SearchOptions) -> str | None:
+    """A warning when one validation sample is worth more than the accuracy limit the thresholds are chosen under
+    (nu14 F9: 40 samples, 2.5 pt each, against the 1 pt limit; the test drop came out 1.25 pt and nothing said
+    why). None without a limit, with --guarantee (it says itself what so few samples certify) or with thresholds
+    chosen on the training split."""
+    limit, n = options.max_accuracy_drop, len(data.val)
+    if not limit or options.guarantee is not None or options.calibrate_on != "val" or n * limit >= 1 - 1e-9:
+        return None
+    need = math.ceil(1 / limit - 1e-9)  # samples for one to be worth the limit at most
+    if data.val.index is not None:  # held out of the training samples (no x_val given)
+        more = (f"give more training samples (eecc holds out {100 * VAL_FRACTION:.0f} % of them: "
+                f"{math.ceil(need / VAL_FRACTION):,} give {need:,})")
+    else:
+        held = int(round(VAL_FRACTION * len(data.train)))
+        more = f"give at least {need:,} samples in x_val/y_val" + (
+            f", or leave x_val/y_val out (eecc then holds out {100 * VAL_FRACTION:.0f} % of the "
+            f"{len(data.train):,} training samples, about {held:,})" if held >= need else "")
+    return (f"the validation split holds {n} samples: one is {100 / n:.2f} pt of its accuracy, more than the "
+            f"{100 * limit:g} pt accuracy limit the thresholds are chosen under, so the test drop can exceed the "
+            f"limit; {more}, or certify the drop with --guarantee P")
+
+
 def check_default_heads(exits: ExitsRun) -> None:
     """The default placement is one placement: a dropped head leaves nothing to search, and the search
     would then blame the platform limits for it. The message says why (eecc/search/chance.py dropped_reason)."""

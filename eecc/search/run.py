@@ -14,7 +14,7 @@ from eecc.exits.family import searched_heads
 from eecc.progress import progress as show_progress
 from eecc.search.chance import below_chance
 from eecc.search.checks import (check_all_heads, check_default_heads, check_macs_floor, check_placement,
-                                check_search_size, checked_splits)
+                                check_search_size, checked_splits, validation_resolution)
 from eecc.search.limits import Pruned, exit_latency_advice, no_fit_message
 from eecc.search.memory import StageMemory, plan_costs
 from eecc.search.placement import (MAX_HEAD_COMBOS, MAX_SCORED, Placement, enumerate_placements,
@@ -103,6 +103,7 @@ def search_model(model, data, platform: Platform, *, options: SearchOptions, ful
         result = search(pairs, placements=placements, options=options, strict=strict, executor=executor,
                         on_step=bar("search placements"))
     _add_warnings(plan, platform, device, exits, result, fmt, len(placements), combos, pairs)
+    result.warnings += [w for w in [validation_resolution(data, options)] if w]
     result.default_only = None if full_search else _default_only(placements, everything)
     if result.best is not None and result.best.heads:  # compile builds the chosen designs' heads
         exits = exits.offering(dict(zip(result.best.exits, result.best.heads)))
