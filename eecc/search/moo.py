@@ -3,6 +3,9 @@
 Objectives: validation accuracy drop and mean MACs, the latter through NACHOS' adaptive penalty
 F_CM = phi * F_M + (1 - phi) * max(0, F_M - F_M_max), phi = share of MAC-feasible solutions in
 the generation being evaluated. The accuracy limit and the exit count are hard constraints.
+Genes per location (a tensor, whose head designs are several candidates): which design exits there, if any,
+and its threshold; a solution so holds one head per location, as compile's placements build (nu14 F13: every
+solution of a one-gene-per-candidate search stacked two or more designs on one tensor).
 """
 
 from __future__ import annotations
@@ -23,18 +26,28 @@ class ParetoPoint:
     val: PolicyResult
 
 
-def _decode(x, grids):
-    k = len(grids)
-    mask = np.round(x[:k]).astype(int) > 0
-    exits = tuple(int(i) for i in np.flatnonzero(mask))
-    th = tuple(float(grids[i][int(round(x[k + i]))]) for i in exits)
-    return exits, th
+def _decode(x, grids, groups):
+    """(local candidate indices ascending, their thresholds): gene g picks design x[g] - 1 of location g (0: no
+    exit there), gene G + g its threshold, scaled from the location's longest grid onto the chosen one's."""
+    n = len(groups)
+    picks = []
+    for g, members in enumerate(groups):
+        choice = int(round(x[g]))
+        if choice > 0:
+            c = members[choice - 1]
+            top = max(len(grids[m]) for m in members) - 1
+            i = int(round(x[n + g])) if top == 0 else int(round(round(x[n + g]) * (len(grids[c]) - 1) / top))
+            picks.append((c, float(grids[c][i])))
+    picks.sort()
+    return tuple(c for c, _ in picks), tuple(t for _, t in picks)
 
 
 def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective, *, max_exits: int,
-                  grid_size: int = 13, pop_size: int = 60, generations: int = 40,
-                  seed: int = 0) -> list[ParetoPoint]:
-    """`candidates`: indices into the split; `costs_of(exits)` -> [E+1] position MACs."""
+                  grid_size: int = 13, pop_size: int = 60, generations: int = 40, seed: int = 0,
+                  groups: list[list[int]] | None = None) -> list[ParetoPoint]:
+    """`candidates`: indices into the split; `costs_of(exits)` -> [E+1] position MACs; `groups`: positions in
+    `candidates` of the head designs of each location (default: each candidate its own location). Points with
+    equal exits and equal validation results (thresholds no sample reaches) are one."""
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem
     from pymoo.operators.crossover.sbx import SBX
@@ -44,12 +57,13 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
     from pymoo.optimize import minimize
 
     candidates = list(candidates)
-    k = len(candidates)
+    groups = [list(g) for g in groups] if groups is not None else [[i] for i in range(len(candidates))]
+    k = len(groups)
     grids = [threshold_grid(split.conf[c], grid_size) for c in candidates]
     cache: dict = {}
 
     def run(x):
-        local, th = _decode(x, grids)
+        local, th = _decode(x, grids, groups)
         key = (local, th)
         if key not in cache:
             exits = [candidates[i] for i in local]
@@ -61,7 +75,8 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
     class _Problem(Problem):
         def __init__(self):
             super().__init__(n_var=2 * k, n_obj=2, n_ieq_constr=3, xl=np.zeros(2 * k),
-                             xu=np.array([1] * k + [len(g) - 1 for g in grids], dtype=float), vtype=int)
+                             xu=np.array([len(g) for g in groups] + [max(len(grids[m]) for m in g) - 1
+                                                                     for g in groups], dtype=float), vtype=int)
 
         def _evaluate(self, xs, out, *args, **kwargs):
             rows = [run(x) for x in xs]
@@ -87,6 +102,6 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
     for x in xs:
         local, r = run(x)
         if local and objective.feasible(r.accuracy, r.mean_macs):
-            points[(local, r.thresholds)] = ParetoPoint(
-                tuple(candidates[i] for i in local), r.thresholds, r)
+            key = (local, r.accuracy, r.mean_macs, tuple(r.exit_rates))  # not the thresholds: see the docstring
+            points.setdefault(key, ParetoPoint(tuple(candidates[i] for i in local), r.thresholds, r))
     return non_dominated(list(points.values()), key=lambda p: (p.val.mean_macs, p.val.accuracy))

@@ -9,7 +9,7 @@ from eecc.search.baselines import global_threshold, nachos_greedy
 from eecc.search.intervals import result_intervals
 from eecc.search.moo import pareto_search
 from eecc.search.policy import Objective, SplitScores, evaluate_policy, oracle, position_costs
-from eecc.search.types import ExitLogits
+from eecc.search.types import PAIR, ExitLogits
 from eecc.search.unit import UNITS, device_means, exit_costs, priced_in
 
 
@@ -24,10 +24,20 @@ def pareto_points(logits: ExitLogits, results, calib: SplitScores, test: SplitSc
         ref = float(logits.final_macs)
         mac_obj = replace(objective, original_macs=ref, max_mean_macs=o.max_mean_macs)
         mac_test = replace(test_obj, original_macs=ref)
+    groups = locations(logits.tensors, cands)
     points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
-                           max_exits=o.max_exits or len(cands), pop_size=o.pop_size, generations=o.generations,
-                           seed=o.seed)
+                           max_exits=o.max_exits or len(groups), pop_size=o.pop_size, generations=o.generations,
+                           seed=o.seed, groups=groups)
     return [point_json(logits, test, p.exits, p.thresholds, mac_test) for p in points]
+
+
+def locations(tensors: list[str], cands: list[int]) -> list[list[int]]:
+    """Positions in `cands` (row indices into `tensors`) grouped by location: rows "<tensor>|<design>" of one tensor
+    (eecc.search.types.pair_name) are one location, in the order the locations first appear."""
+    groups: dict[str, list[int]] = {}
+    for pos, row in enumerate(cands):
+        groups.setdefault(tensors[row].split(PAIR)[0], []).append(pos)
+    return list(groups.values())
 
 
 def point_json(logits, test, exits, th, test_obj, extra: dict | None = None) -> dict:
