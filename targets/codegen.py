@@ -339,12 +339,15 @@ def calibrate(entry: dict, proc: Processor, emulation: dict) -> dict:
 
 
 def _with_exit_estimates(platform: Platform, entries: list[dict], updates: list[dict]) -> list[dict]:
-    """Exit latency and energy again, with each emulated stage at its instruction-derived seconds."""
-    if not any(u.get("latency_calibrated_s") for u in updates):
+    """Exit latency and energy again, with each emulated stage at its instruction-derived seconds; None for an exit
+    behind a stage that was not emulated (a Mali stage, a stage without clock_hz): its figure would mix nominal
+    seconds into a 'calibrated' one, which inspect printed beside the report's 'not emulated' (nu13 F10, nu14 F8)."""
+    whole = [all(u.get("latency_calibrated_s") for u in updates[:k + 1]) for k in range(len(updates))]
+    if not any(whole):
         return [{**u, "exit_latency_calibrated_s": None, "exit_energy_calibrated_j": None} for u in updates]
     seconds = [u.get("latency_calibrated_s") or e.get("compute_s", 0.0) for e, u in zip(entries, updates)]
     est = estimate_exits(platform, [e["target"] for e in entries], [e["macs"] for e in entries],
                          [e.get("handoff_bytes", 0) for e in entries], compute_s=seconds,
                          input_bytes=entries[0].get("input_bytes", 0), result_bytes=entries[-1].get("result_bytes", 0))
-    return [{**u, "exit_latency_calibrated_s": x["latency_s"], "exit_energy_calibrated_j": x["energy_j"]}
-            for u, x in zip(updates, est)]
+    return [{**u, "exit_latency_calibrated_s": x["latency_s"] if w else None,
+             "exit_energy_calibrated_j": x["energy_j"] if w else None} for u, x, w in zip(updates, est, whole)]

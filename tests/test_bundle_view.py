@@ -136,6 +136,11 @@ def test_rk3588_bundle_shows_compiled_executed_counted_per_stage(tmp_path, capsy
     assert "stage 0 on 'cpu': compiled, executed, counted (on qemu-aarch64)" in text
     assert "stage 1 on 'gpu': compiled, executed (on Portable Computing Language" in text
     assert "stage 1 on 'gpu': correctness only" in text
+    # nu14 F8, at the root: the manifest records no calibrated exit figure for the un-emulated Mali stage
+    assert manifest["stages"][1]["exit_latency_calibrated_s"] is None
+    assert manifest["stages"][1]["exit_energy_calibrated_j"] is None
+    assert manifest["stages"][0]["exit_latency_calibrated_s"] is not None
+    assert manifest["codegen"]["worst_case_latency_calibrated_s"] is None
 
 
 def test_cal_cells_are_empty_for_a_stage_not_emulated():

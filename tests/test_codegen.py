@@ -16,6 +16,7 @@ from eecc.driver.pipeline import make_stages
 from eecc.errors import EeccError
 from eecc.targets.codegen import CPI, TOLERANCE, apply_updates, check_shared_memory, compare_outputs, \
     compile_stages, reference_runs
+from eecc.targets.codegen import _with_exit_estimates
 from eecc.targets.platform import estimate_exits, load_platform, parse_platform
 from golden import run as golden_run
 from test_assign_split import model_with_exits
@@ -166,6 +167,29 @@ def test_cortex_m_latency_is_recalibrated_from_instruction_counts(psoc6):
     worst = result["stages"][-1]["exit_latency_calibrated_s"]
     assert result["codegen"]["worst_case_latency_calibrated_s"] == worst
     assert worst > sum(u["latency_calibrated_s"] for u in result["stages"])  # plus the hand-off
+
+
+@pytest.mark.parametrize("calibrated", [(1e-3, None), (None, 2e-3)])
+def test_an_exit_behind_an_unemulated_stage_has_no_calibrated_figure(calibrated):
+    """nu14 F8: a stage not emulated (rk3588's Mali: PoCL for correctness only) got exit figures 'calibrated' from
+    its nominal seconds plus the stages before it, which inspect printed where the report says 'not emulated'.
+    An exit is calibrated only when it and every stage before it were; those figures are estimate_exits on the
+    instruction-derived seconds."""
+    platform = load_platform("psoc6")
+    _, manifest = stages_for(platform)
+    entries = manifest["stages"]
+    updates = [{} if c is None else {"latency_calibrated_s": c} for c in calibrated]
+    got = _with_exit_estimates(platform, entries, updates)
+    first = calibrated[0] is not None
+    assert got[1]["exit_latency_calibrated_s"] is None and got[1]["exit_energy_calibrated_j"] is None
+    assert (got[0]["exit_latency_calibrated_s"] is not None) == first
+    if first:
+        want = estimate_exits(platform, [e["target"] for e in entries], [e["macs"] for e in entries],
+                              [e["handoff_bytes"] for e in entries], compute_s=[1e-3, entries[1]["compute_s"]],
+                              result_bytes=entries[-1]["result_bytes"])[0]
+        assert got[0]["exit_latency_calibrated_s"] == pytest.approx(want["latency_s"])
+        assert got[0]["exit_energy_calibrated_j"] == pytest.approx(want["energy_j"])
+        assert want["latency_s"] >= 1e-3
 
 
 @needs_arm
