@@ -8,7 +8,7 @@ one-processor platform made from targets/platforms/rk3588.toml's `cpu`, so the s
 of up to two stages on it), its stages built for the A76 and counted under qemu-aarch64. Per stage: the instructions
 the shipped fit predicts (what the search used), the count predicted with that model's measurements held out of the
 fit (eecc/cost/aarch64.py rows), and QEMU's count; per cascade the emulated mean energy over the search's. Target:
-within ±15 %. Seconds are instructions × CPI / clock_hz (targets/codegen.py's CPI for the A76 is an assumption), so
+within ±15 %. Seconds are instructions × CPI / clock_hz (targets/calibration.py's CPI for the A76 is an assumption), so
 these ratios are about instruction counts, not measured time.
 """
 

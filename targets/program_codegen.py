@@ -15,8 +15,8 @@ import numpy as np
 
 from eecc import signals
 from eecc.errors import EeccError
-from eecc.targets.codegen import (EMULATORS, NOT_REQUESTED, calibrate, emulation_record, is_int8, reference_runs,
-                                  skip_reason)
+from eecc.targets.calibration import calibrate
+from eecc.targets.codegen import EMULATORS, NOT_REQUESTED, emulation_record, is_int8, reference_runs, skip_reason
 from eecc.targets.platform import Platform
 
 CASCADE_SAMPLES = 64  # test samples, spread over the split, run through the program's gates

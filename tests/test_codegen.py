@@ -16,7 +16,7 @@ from eecc.driver.pipeline import make_stages
 from eecc.errors import EeccError
 from eecc.targets.codegen import CPI, TOLERANCE, apply_updates, check_shared_memory, compare_outputs, \
     compile_stages, reference_runs
-from eecc.targets.codegen import _with_exit_estimates
+from eecc.targets.calibration import with_exit_estimates
 from eecc.targets.platform import estimate_exits, load_platform, parse_platform
 from golden import run as golden_run
 from test_assign_split import model_with_exits
@@ -179,7 +179,7 @@ def test_an_exit_behind_an_unemulated_stage_has_no_calibrated_figure(calibrated)
     _, manifest = stages_for(platform)
     entries = manifest["stages"]
     updates = [{} if c is None else {"latency_calibrated_s": c} for c in calibrated]
-    got = _with_exit_estimates(platform, entries, updates)
+    got = with_exit_estimates(platform, entries, updates)
     first = calibrated[0] is not None
     assert got[1]["exit_latency_calibrated_s"] is None and got[1]["exit_energy_calibrated_j"] is None
     assert (got[0]["exit_latency_calibrated_s"] is not None) == first

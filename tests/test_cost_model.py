@@ -243,7 +243,7 @@ def test_device_cost_uses_the_model_where_it_covers_the_processor_else_nominal_m
     extra = device.predict("gpu", device.table.features(None, None), 1e6)["overhead_s"]
     assert device.seconds("gpu", None, None, 1e6) == pytest.approx(1e6 / gpu.macs_per_s + extra)
     n = device.model.instructions(device.table.features(None, None), "cortex-a", "int8")
-    assert device.seconds("cpu", None, None, 0) == pytest.approx(n * 0.5 / 2.4e9)  # CPI 0.5 (targets/codegen.py)
+    assert device.seconds("cpu", None, None, 0) == pytest.approx(n * 0.5 / 2.4e9)  # CPI 0.5 (targets/calibration.py)
     psoc6 = DeviceCost(load_platform("psoc6"), SegmentTable.from_plan(plan), fmt="int8")
     assert set(psoc6.sources.values()) == {MEASURED}
     n = psoc6.model.instructions(psoc6.table.features(None, None), "cortex-m4", "int8")

@@ -2,7 +2,7 @@
 under qemu-aarch64 (the TCG instruction plugin counts eecc_run() alone), fitted like the Cortex-M groups.
 
   instructions(stage) ≈ w[cortex-a, format] · features(stage)[cortex-a, format block]
-  seconds = instructions × CPI["cortex-a"] / clock_hz            (CPI: targets/codegen.py, an assumption)
+  seconds = instructions × CPI["cortex-a"] / clock_hz            (CPI: targets/calibration.py, an assumption)
 
 On a Cortex-A, TVM lowers every node with its own operators (tvm_import.lower_stage: no eecc kernels outside
 microcontrollers; in int8, int8_lowering's integer rules without the microcontroller edge loops), so its block of

@@ -2,7 +2,7 @@
 fp32 or int8, from measured units.
 
   instructions(segment) ≈ w[cpu, format] · features(segment)          (eecc/cost/features.py)
-  cycles = instructions × CPI,  seconds = cycles / clock_hz           (CPI: targets/codegen.py, stated there)
+  cycles = instructions × CPI,  seconds = cycles / clock_hz           (CPI: targets/calibration.py, stated there)
 
 w is fitted by non-negative least squares on relative error (each measured unit's row divided by its own
 count, so a 50k-instruction unit weighs as much as a 20M one) over units measured by eecc/cost/measure.py:
@@ -25,11 +25,11 @@ from scipy.optimize import nnls
 
 from eecc.cost import aarch64
 from eecc.cost.features import BASE, FEATURES, block
-from eecc.targets.codegen import CPI
+from eecc.targets.calibration import CPI
 
 MEASURED = Path(__file__).with_name("measured.json")
 # Instructions per cycle are not measured (QEMU counts instructions): the one stated figure per kind is
-# targets/codegen.py's CPI, which `--emulate` calibrates with too, so the search and the emulated figures agree.
+# targets/calibration.py's CPI, which `--emulate` calibrates with too, so the search and the emulated figures agree.
 # Single-layer units (eecc/cost/layers.py) in the fit weigh this much of a fixture stage: they give each kernel
 # variant data, but are many small one-kernel graphs (per-call overheads dominate) and the fixture-like stages
 # are what is predicted. Chosen by the leave-one-fixture-out check (closing note of the cost model).

@@ -47,7 +47,8 @@ def emulated_alone(model: onnx.ModelProto, platform: Platform, processor: str, x
     {"instructions" (per sample), "samples", "mean_latency_s", "mean_energy_j", "worst_case_*", "flash_bytes",
     "ram_bytes"}, or {"skipped": why} where no emulator counts the processor's kind here."""
     from eecc.runtime.emulate import AARCH64_SYSROOT, emulate_stage
-    from eecc.targets.codegen import CORTEX_A_CPU, CPI, EMULATORS, skip_reason
+    from eecc.targets.calibration import CPI
+    from eecc.targets.codegen import CORTEX_A_CPU, EMULATORS, skip_reason
 
     proc = platform.processor(processor)
     # the kinds whose bundle stages codegen counts under QEMU (eecc.targets.codegen._emulate): the original is

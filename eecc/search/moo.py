@@ -42,6 +42,22 @@ def _decode(x, grids, groups):
     return tuple(c for c, _ in picks), tuple(t for _, t in picks)
 
 
+def _objectives(rows, objective: Objective, max_exits: int) -> tuple[np.ndarray, np.ndarray]:
+    """NSGA-II's F [n, 2] (accuracy drop, MAC fraction, the latter penalised past the MAC limit as NACHOS's f_cm) and
+    G [n, 3] (at least one exit, at most `max_exits`, the drop within the limit) of `rows` [(exit locations, result)]."""
+    n = np.array([len(local) for local, _ in rows], dtype=float)
+    drop = np.array([objective.original_accuracy - r.accuracy for _, r in rows])
+    fm = np.array([r.mean_macs for _, r in rows]) / objective.original_macs
+    fcm = fm
+    if objective.max_mean_macs is not None:
+        m_max = objective.max_mean_macs / objective.original_macs
+        phi = float(np.mean(fm <= m_max))
+        fcm = phi * fm + (1.0 - phi) * np.maximum(0.0, fm - m_max)
+    limit = objective.max_accuracy_drop
+    g = np.column_stack([1.0 - n, n - max_exits, drop - limit if limit is not None else np.zeros(len(rows))])
+    return np.column_stack([drop, fcm]), g
+
+
 def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective, *, max_exits: int,
                   grid_size: int = 13, pop_size: int = 60, generations: int = 40, seed: int = 0,
                   groups: list[list[int]] | None = None) -> list[ParetoPoint]:
@@ -70,8 +86,6 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
             cache[key] = evaluate_policy(split, exits, th, costs_of(exits))
         return local, cache[key]
 
-    m_max = None if objective.max_mean_macs is None else objective.max_mean_macs / objective.original_macs
-
     class _Problem(Problem):
         def __init__(self):
             super().__init__(n_var=2 * k, n_obj=2, n_ieq_constr=3, xl=np.zeros(2 * k),
@@ -79,19 +93,7 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
                                                                      for g in groups], dtype=float), vtype=int)
 
         def _evaluate(self, xs, out, *args, **kwargs):
-            rows = [run(x) for x in xs]
-            n = np.array([len(local) for local, _ in rows], dtype=float)
-            drop = np.array([objective.original_accuracy - r.accuracy for _, r in rows])
-            fm = np.array([r.mean_macs for _, r in rows]) / objective.original_macs
-            if m_max is None:
-                fcm = fm
-            else:
-                phi = float(np.mean(fm <= m_max))
-                fcm = phi * fm + (1.0 - phi) * np.maximum(0.0, fm - m_max)
-            limit = objective.max_accuracy_drop
-            out["F"] = np.column_stack([drop, fcm])
-            out["G"] = np.column_stack([1.0 - n, n - max_exits,
-                                        drop - limit if limit is not None else np.zeros(len(rows))])
+            out["F"], out["G"] = _objectives([run(x) for x in xs], objective, max_exits)
 
     algo = NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
                  crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
