@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def verify_bundle(path: Path, manifest: Manifest, test, original_accuracy: float
     `test` = (x, y); `simulated_exits` [N]: where the search's policy evaluation sent each test sample.
     With `original_pred` [N] (the original model's class for each sample), the figures carry 95 % bootstrap
     intervals (`intervals`; eecc/search/intervals.py), the drop paired per sample, and the per-class recalls of
-    both (`per_class`, see `per_class`).
+    both (`per_class`, see `per_class`). `test_digest` (see `data_digest`) lets `eecc run` tell the compile's test
+    split from other data.
     """
     x, y = test
     t0 = time.perf_counter()
@@ -40,6 +42,7 @@ def verify_bundle(path: Path, manifest: Manifest, test, original_accuracy: float
         # The search scores heads on cached features (onnxruntime, batched); the cascade runs the real graph.
         "agreement_with_search": float((res.exit_stage == simulated_exits).mean()),
         "host_wall_s": wall,
+        "test_digest": data_digest(x, y),
         **({} if original_pred is None else
            {"intervals": policy_intervals(res.predictions == y, res.macs, np.asarray(original_pred) == y),
             "per_class": per_class(res.predictions, np.asarray(original_pred), y)}),
@@ -52,9 +55,29 @@ def per_class(pred: np.ndarray, original_pred: np.ndarray, y: np.ndarray) -> dic
     as eecc.exits.chance.skewed says of y. On a skewed split accuracy can hold while the rare class's recall
     falls (nu14 F5: a 9.7 %-positive detector, 98.00 % vs 98.00 %, recall of the positives 0.814 vs 0.866): the
     search's limit stays on accuracy, the summary and report show these beside it."""
+    original = class_recall(original_pred, y)
+    return {**class_recall(pred, y), "original_recall": original["recall"],
+            "original_balanced_accuracy": original["balanced_accuracy"]}
+
+
+def class_recall(pred: np.ndarray, y: np.ndarray) -> dict:
+    """`per_class`'s figures of one predictor: `skewed`, `classes` and their `samples` in y [N], `recall` of each
+    class by `pred` [N] and `balanced_accuracy` (their mean; 0.0 on no samples)."""
     classes, counts = np.unique(y, return_counts=True)
     recall = [float((pred[y == c] == c).mean()) for c in classes]
-    original = [float((original_pred[y == c] == c).mean()) for c in classes]
     return {"skewed": bool(skewed(y)), "classes": classes.tolist(), "samples": counts.tolist(), "recall": recall,
-            "original_recall": original, "balanced_accuracy": float(np.mean(recall)) if recall else 0.0,
-            "original_balanced_accuracy": float(np.mean(original)) if original else 0.0}
+            "balanced_accuracy": float(np.mean(recall)) if recall else 0.0}
+
+
+def data_digest(x: np.ndarray, y: np.ndarray, scale: float | None = None) -> str:
+    """Hex blake2b (16 bytes) of samples x [N, ...] as float32 as the model reads them (uint8 codes times `scale`,
+    as eecc.data.splits.Split.rows scales them), with their shape, and of labels y [N] as int64: equal for the
+    compile's test split and the same data given to `eecc run` again, so run knows when the manifest's original
+    per-class figures apply to its data."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(("float32", tuple(x.shape), "int64", len(y))).encode())
+    for start in range(0, len(x), 4096):  # blocks: a float32 copy of a large uint8 split never whole in memory
+        block = np.asarray(x[start:start + 4096], dtype=np.float32)
+        h.update(np.ascontiguousarray(block if scale is None else block * np.float32(scale)).data)
+    h.update(np.ascontiguousarray(y, dtype=np.int64).data)
+    return h.hexdigest()

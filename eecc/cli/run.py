@@ -14,6 +14,7 @@ from eecc.cli.inspect import console as inspect_console
 from eecc.argtypes import at_least
 from eecc.errors import EeccError
 from eecc.progress import progress
+from eecc.report.classes import recall_line, recall_warning
 from eecc.report.units import duration, energy, percents
 from eecc.runtime.bundle import BundleError, load_bundle
 
@@ -55,6 +56,9 @@ def run(args) -> int:
     summary |= {"bundle": str(args.bundle), "data": origin, "split": args.split,
                 "batch_size": args.batch_size, "host_wall_s": wall,
                 "host_us_per_sample": 1e6 * wall / max(len(x), 1)}
+    if y is not None and len(y):
+        summary |= classes(bundle.manifest, np.concatenate([p.predictions for p in parts]), x, y,
+                           bundle.input_scale if x.dtype == np.uint8 else None)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -95,6 +99,26 @@ def summarize(manifest: dict, logits: np.ndarray, exit_stage: np.ndarray, macs: 
         out["mean_latency_emulated_s"] = float(np.array([s["exit_latency_calibrated_s"] for s in stages])[exit_stage].mean())
         out["mean_energy_emulated_j"] = float(np.array([s["exit_energy_calibrated_j"] for s in stages])[exit_stage].mean())
     return out
+
+
+def classes(manifest: dict, pred: np.ndarray, x: np.ndarray, y: np.ndarray, scale: float | None) -> dict:
+    """`per_class`: the cascade's recall of each class of y [N] by `pred` [N] and balanced accuracy
+    (eecc.bundle.verify.class_recall), with the original model's from the manifest when x, y are the compile's
+    test split; `compile_test_split`: whether they are (by eecc.bundle.verify.data_digest; None when the bundle
+    records no digest, compiled before it did); `recall_warning`: compile's warning when a class's recall falls more
+    than the accuracy limit (eecc.report.classes.recall_warning), None elsewhere."""
+    from eecc.bundle.verify import class_recall, data_digest
+
+    measured = ((manifest.get("placement") or {}).get("metrics") or {}).get("measured") or {}
+    digest = measured.get("test_digest")
+    own = None if digest is None else digest == data_digest(x, y, scale)
+    pc = class_recall(pred, y)
+    original = measured.get("per_class") or {}
+    if own and original.get("classes") == pc["classes"]:
+        pc |= {"original_recall": original["original_recall"],
+               "original_balanced_accuracy": original["original_balanced_accuracy"]}
+    limit = ((manifest.get("search") or {}).get("options") or {}).get("max_accuracy_drop")
+    return {"per_class": pc, "compile_test_split": own, "recall_warning": recall_warning(pc, limit)}
 
 
 def _acc(logits: np.ndarray, y: np.ndarray | None, mask: np.ndarray) -> float | None:
@@ -161,6 +185,7 @@ def _print(s: dict) -> None:
     console.print(table)
     if s["accuracy"] is not None:
         console.print(f"accuracy: {100 * s['accuracy']:.2f} %")
+        _print_classes(s, console)
     red = f" ({100 * s['mac_reduction']:.1f} % fewer than the original)" if s["mac_reduction"] is not None else ""
     console.print(f"MACs/sample: mean {s['mean_macs']:,.0f}{red}, worst case {s['worst_case_macs']:,}")
     console.print(f"estimated latency: mean {duration(s['mean_latency_s'])}, worst case "
@@ -188,3 +213,26 @@ def _print_single(s: dict, console) -> None:
                   f"{duration(single['mean_latency_s'])}, energy {energy(single['mean_energy_j'])} per sample; "
                   f"this bundle ({'emulated' if emulated else 'estimated'}): {joules / single['mean_energy_j']:.2f}x "
                   f"the energy, {seconds / single['mean_latency_s']:.2f}x the latency")
+
+
+def _print_classes(s: dict, console) -> None:
+    """On a skewed split, the cascade's per-class recall beside the original's when the data is the compile's test
+    split (the manifest's figures, and compile's warning), else alone, saying why."""
+    pc = s.get("per_class")
+    line = recall_line(pc, s["split"])
+    if not line:
+        return
+    console.print(line)
+    if "original_recall" in pc:
+        if s["recall_warning"]:
+            console.print(f"warning: {s['recall_warning']}")
+        return
+    known = "the original model's per-class recall is known on the compile's test split only"
+    if s["compile_test_split"] is None:
+        console.print(f"{known}, and this bundle records no digest of that split (compiled by an older eecc), so "
+                      "eecc cannot tell whether this data is it: `eecc inspect` and the report show its figures there")
+    elif s["compile_test_split"]:
+        console.print("this data is the compile's test split, but the bundle records no per-class recall of the "
+                      "original model on it")
+    else:
+        console.print(f"{known}, and this data is not that split: run the original model on it to compare")
