@@ -30,6 +30,11 @@ def test_exit_rates_add_up_and_a_share_is_never_rounded_to_all_or_nothing():
     assert percents([1878 / 2000, 122 / 2000]) == ["93.9", "6.1"]
     assert percents([1 / 3, 1 / 3, 1 / 3]) == ["33.4", "33.3", "33.3"]
     assert percents([1.0, 0.0]) == ["100.0", "0.0"] and percents([]) == []
+    # nu15 F1: 1 of 10000 printed as 0.1 % (ten times the share): more decimals until every share shows
+    assert percents([9999 / 10000, 1 / 10000]) == ["99.99", "0.01"]
+    assert percents([0.5, 0.4999, 1 / 10000]) == ["50.00", "49.99", "0.01"]
+    assert percents([1 - 1e-12, 1e-12]) == ["100.0", "0.0"]  # float noise is not a share
+    assert percents([1 - 1e-7, 1e-7]) == ["99.9999", "0.0001"]  # past 4 decimals: one unit of the last
     for n in (7, 2000, 9999):  # every split of n samples into three stages adds up to 100.0
         for a in range(0, n + 1, max(1, n // 37)):
             shown = percents([a / n, (n - a) / (2 * n), (n - a) / (2 * n)])

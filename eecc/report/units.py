@@ -37,18 +37,28 @@ def energy(joules: float) -> str:
 
 
 def percents(shares, digits: int = 1) -> list[str]:
-    """Shares of one whole (exit rates) as percentages that add up to 100 at `digits` decimals (largest remainder;
-    ties to the smaller share) and never show a share that is not 0 as 0, or one that is not all as 100: 1999 and 1
-    of 2000 print as '99.9', '0.1', not '100.0', '0.1' (nu13 F8)."""
+    """Shares of one whole (exit rates) as percentages that add up to 100 (largest remainder; ties to the smaller
+    share), at `digits` decimals or as many more (up to 4) as it takes to show every share that is not 0 as more
+    than 0 and every one that is not all as less than 100: 1999 and 1 of 2000 print as '99.9', '0.1' (nu13 F8);
+    9999 and 1 of 10000 as '99.99', '0.01', not '99.9', '0.1' (a tenfold overstatement, nu15 F1). Past 4 decimals
+    such a share is shown as one unit of the last decimal, taken from the largest."""
+    for d in range(digits, max(digits, 4) + 1):
+        shown = _largest_remainder([100 * 10 ** d * float(s) for s in shares])
+        raw = [float(s) for s in shares]  # below 1e-9 of all or nothing: float noise of a count ratio
+        if all((v > 0) == (x > 1e-9) and (v < 100 * 10 ** d) == (x < 1 - 1e-9) for v, x in zip(shown, raw)):
+            break
+    for i, x in enumerate(raw):
+        if x > 1e-9 and shown[i] == 0:  # one unit from the largest share, which is then below 100 as it should be
+            shown[shown.index(max(shown))] -= 1
+            shown[i] = 1
+    return [f"{v / 10 ** d:.{d}f}" for v in shown]
+
+
+def _largest_remainder(raw: list[float]) -> list[int]:
+    """`raw` rounded to integers that add up to round(sum(raw)): floors, plus one to the largest remainders."""
     import math
 
-    unit = 10 ** digits
-    raw = [100 * unit * float(s) for s in shares]
     shown = [math.floor(x) for x in raw]
     for i in sorted(range(len(raw)), key=lambda i: (shown[i] - raw[i], shown[i]))[:round(sum(raw)) - sum(shown)]:
         shown[i] += 1
-    for i, x in enumerate(raw):
-        if x > 0 and shown[i] == 0:  # one unit from the largest share, which is then below 100 as it should be
-            shown[shown.index(max(shown))] -= 1
-            shown[i] = 1
-    return [f"{v / unit:.{digits}f}" for v in shown]
+    return shown
