@@ -234,6 +234,9 @@ def print_table(result) -> None:
         console.print(f"  baseline {name}: accuracy {100 * b['accuracy']:.2f} %, "
                       f"mean MACs {b['mean_macs']:,.0f}{device}")
     if result.pareto:
-        console.print(f"  Pareto set: {len(result.pareto)} solutions (see --json)")
+        merged = sum(p.get("merged", 0) for p in result.pareto)
+        same = (f"; {merged} more sent every validation sample out at the same exit as one of these, so were the same "
+                "policy, and were merged into the cheapest" if merged else "")
+        console.print(f"  Pareto set: {len(result.pareto)} solutions{same} (see --json)")
     for w in result.warnings:
         console.print(f"  warning: {w}")

@@ -5,7 +5,8 @@ F_CM = phi * F_M + (1 - phi) * max(0, F_M - F_M_max), phi = share of MAC-feasibl
 the generation being evaluated. The accuracy limit and the exit count are hard constraints.
 Genes per location (a tensor, whose head designs are several candidates): which design exits there, if any,
 and its threshold; a solution so holds one head per location, as compile's placements build (nu14 F13: every
-solution of a one-gene-per-candidate search stacked two or more designs on one tensor).
+solution of a one-gene-per-candidate search stacked two or more designs on one tensor). Solutions that send every
+validation sample out at the same exit are one policy and are listed once (`merge_same_policies`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ParetoPoint:
     exits: tuple[int, ...]
     thresholds: tuple[float, ...]
     val: PolicyResult
+    merged: int = 0  # other listed solutions that were the same policy on validation (`merge_same_policies`)
 
 
 def _decode(x, grids, groups):
@@ -106,4 +108,28 @@ def pareto_search(split: SplitScores, candidates, costs_of, objective: Objective
         if local and objective.feasible(r.accuracy, r.mean_macs):
             key = (local, r.accuracy, r.mean_macs, tuple(r.exit_rates))  # not the thresholds: see the docstring
             points.setdefault(key, ParetoPoint(tuple(candidates[i] for i in local), r.thresholds, r))
-    return non_dominated(list(points.values()), key=lambda p: (p.val.mean_macs, p.val.accuracy))
+    return merge_same_policies(list(points.values()))
+
+
+def merge_same_policies(points: list[ParetoPoint]) -> list[ParetoPoint]:
+    """The non-dominated `points` (cheapest first), one per policy: points whose solutions send each validation
+    sample out at the same exit (or none to the final classifier) predict alike, so they differ at most in the cost
+    of heads no sample leaves at, and only the cheapest, then the one with fewest exits (fewest stages to build),
+    stays, its `merged` counting the others the front would have listed (nu14 F13: 9 of 15 digits solutions, whose
+    first two exits took every sample, differed only in exits never reached)."""
+    def figures(p):
+        return p.val.mean_macs, p.val.accuracy
+
+    def decisions(p) -> bytes:  # [N] the candidate each validation sample leaves at, -1 the final classifier
+        return np.append(np.asarray(p.exits, dtype=np.int64), -1)[p.val.exit_index].tobytes()
+
+    kept: dict[bytes, ParetoPoint] = {}
+    for p in points:
+        best = kept.setdefault(decisions(p), p)
+        if (p.val.mean_macs, len(p.exits), p.exits) < (best.val.mean_macs, len(best.exits), best.exits):
+            kept[decisions(p)] = p
+    front = non_dominated(list(kept.values()), key=figures)
+    listed = [decisions(q) for q in non_dominated(points, key=figures)]  # unmerged: equal figures are all kept
+    for p in front:
+        p.merged = listed.count(decisions(p)) - 1
+    return front

@@ -16,7 +16,8 @@ from eecc.search.unit import UNITS, device_means, exit_costs, priced_in
 def pareto_points(logits: ExitLogits, results, calib: SplitScores, test: SplitScores, objective: Objective,
                   test_obj: Objective, unit: str, o) -> list[dict]:
     """NSGA-II front over the exits of the evaluated placements (`results`, search.PlacementResult), as test-split
-    points (`point_json`, their `cost` in MACs: cost_unit "MACs"); `o`: the search.SearchOptions."""
+    points (`point_json`, their `cost` in MACs: cost_unit "MACs"; `merged`: how many other solutions were the same
+    policy on validation, eecc.search.moo.merge_same_policies); `o`: the search.SearchOptions."""
     cands = sorted({i for r in results for i in r.indices})
     # NSGA-II searches exits and thresholds without processors, so its front is in MACs.
     mac_obj, mac_test = objective, test_obj
@@ -28,7 +29,7 @@ def pareto_points(logits: ExitLogits, results, calib: SplitScores, test: SplitSc
     points = pareto_search(calib, cands, lambda e: position_costs(logits, e), mac_obj,
                            max_exits=o.max_exits or len(groups), pop_size=o.pop_size, generations=o.generations,
                            seed=o.seed, groups=groups)
-    return [point_json(logits, test, p.exits, p.thresholds, mac_test) for p in points]
+    return [{**point_json(logits, test, p.exits, p.thresholds, mac_test), "merged": p.merged} for p in points]
 
 
 def locations(tensors: list[str], cands: list[int]) -> list[list[int]]:
