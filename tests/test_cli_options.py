@@ -247,3 +247,62 @@ def test_compile_prints_a_model_warning_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "scikit-learn export" in line]
     assert len(lines) == 1 and lines[0].startswith("eecc compile: warning: "), proc.stderr
+
+
+def test_max_exits_without_pareto_is_refused_and_with_it_bounds_the_solutions(digits, tmp_path, capsys):
+    """`--max-exits K` ("with --pareto: most exits per solution") was accepted without --pareto and did nothing:
+    the searched placements take their exits from the processors."""
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--max-exits", "1"), "--max-exits 1", "add --pareto")
+    assert not (tmp_path / "o").exists()
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--max-exits", "1", "--pareto")
+    assert code == 0, err
+    pareto = json.loads((tmp_path / "o" / "manifest.json").read_text())["pareto"]
+    assert pareto and all(len(p["exits"]) == 1 for p in pareto)
+
+
+def test_emulate_without_codegen_is_refused_and_the_advice_builds(digits, tmp_path, capsys):
+    """`--emulate --no-codegen` built the bundle, emulated nothing and said nothing of it (no stage was compiled)."""
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--emulate"), "--emulate",
+              "drop --no-codegen, or drop --emulate")
+    assert not (tmp_path / "o").exists()
+    code, out, err = _compile(capsys, digits, tmp_path / "o")  # --no-codegen kept, --emulate dropped
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stages"]
+
+
+def test_calibrate_on_val_without_x_val_is_the_held_out_share_the_help_names(digits, tmp_path, capsys):
+    """The help said "'train' when there is no validation data", but without x_val eecc holds out a share of the
+    training samples and `val` works there with no warning; `train` calibrates on the training samples, warned."""
+    from eecc.data.splits import make_splits
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    share = float(re.search(r"without them, the (\d+)% of the training samples eecc holds out", text).group(1))
+    data = {k: v for k, v in np.load(digits / "d.npz").items() if not k.endswith("_val")}
+    splits = make_splits(*(data.get(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
+                         input_shape=(1, 8, 8), num_classes=10)
+    assert len(splits.val) == pytest.approx(share / 100 * len(data["y_train"]), abs=10)  # stratified rounding
+    np.savez(tmp_path / "noval.npz", **data)
+    warned = {}
+    for on in ("val", "train"):
+        capsys.readouterr()
+        assert main(["search", str(CNN), "--data", str(tmp_path / "noval.npz"), "--json", "--quiet", "--heads",
+                     "blueprint", "--calibrate-on", on, "--cache-dir", str(digits / "cache")]) == 0
+        warned[on] = any("optimistic" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+    assert warned == {"val": False, "train": True}
+
+
+def test_ensemble_weights_without_an_ensemble_are_refused_and_with_one_they_weigh_it(digits, tmp_path, capsys):
+    """`--ensemble-weights asc` ("with --decision ensemble: member weights") was accepted with the default single
+    decision and did nothing; with --decision ensemble the bundle's ensemble stages use the mode asked for."""
+    _one_line(*_compile(capsys, digits, tmp_path / "o", "--ensemble-weights", "asc"), "--ensemble-weights asc",
+              "add --decision ensemble")
+    assert not (tmp_path / "o").exists()
+    code, out, err = _compile(capsys, digits, tmp_path / "o", "--ensemble-weights", "asc", "--decision", "ensemble",
+                              "--objective", "macs")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    modes = {s["ensemble_weights"]["mode"] for s in manifest["stages"] if s.get("ensemble_weights")}
+    assert manifest["decision"] == "ensemble" and modes == {"asc"}

@@ -58,6 +58,9 @@ def run(args) -> int:
     from eecc.data.cache import cache_root
 
     cache_root(args.cache_dir)  # a file there fails now, not after the model and data are read
+    if args.emulate and args.no_codegen:  # else accepted, and nothing emulated: no stage was compiled
+        raise EeccError("--emulate runs the stages TVM compiles under QEMU, and --no-codegen compiles none; drop "
+                        "--no-codegen, or drop --emulate")
     model, data = _inputs(args)
     out = Path(args.out) if args.out else Path("out") / Path(model).stem
     plan = plan_exits(model, input_shape=args.input_shape, budget=args.head_budget, data=data)

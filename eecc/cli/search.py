@@ -8,6 +8,7 @@ import time
 
 from eecc.cli.inspect import add_head_budget_arg, add_input_shape_arg, console as inspect_console
 from eecc.argtypes import at_least, names, non_negative, positive
+from eecc.data.splits import VAL_FRACTION
 from eecc.errors import EeccError
 from eecc.search.confidence import METRICS, threshold_text
 from eecc.exits.ensemble import WEIGHT_MODES
@@ -62,19 +63,22 @@ def add_search_args(p) -> None:
     p.add_argument("--max-latency-ms", type=positive("50"), default=None, metavar="MS",
                    help="worst-case latency limit; default: the platform's max_latency_s")
     p.add_argument("--calibrate-on", choices=("val", "train"), default="val",
-                   help="'train' when there is no validation data (optimistic: a warning is given)")
+                   help="the split the thresholds are chosen on: val, x_val/y_val or, without them, the "
+                        f"{100 * VAL_FRACTION:.0f}%% of the training samples eecc holds out; train, the training samples themselves, as NA does "
+                        "without a validation set (optimistic: a warning is given)")
     p.add_argument("--correction", type=positive("0.9"), default=None,
                    help="with --calibrate-on train, thresholds are multiplied by this factor (default 1)")
     p.add_argument("--no-fine", action="store_true", help="skip the finer second threshold pass")
     p.add_argument("--decision", choices=DECISIONS, default="single",
                    help="what an exit decides on: its own logits, or the AEP ensemble of every exit reached")
-    p.add_argument("--ensemble-weights", choices=WEIGHT_MODES, default="desc",
-                   help="with --decision ensemble: member weights (AEP modes)")
+    p.add_argument("--ensemble-weights", choices=WEIGHT_MODES, default=None,
+                   help="with --decision ensemble: member weights (AEP modes; default desc)")
     p.add_argument("--aep-prune", action="store_true",
                    help="with --decision ensemble: also rank every sub-ensemble of the chosen exits (JSON 'aep')")
     p.add_argument("--pareto", action="store_true", help="also run NSGA-II and output the Pareto set")
     p.add_argument("--max-exits", type=at_least(1, "3"), default=None,
-                   help="with --pareto: most exits per solution (may exceed processors - 1)")
+                   help="with --pareto: most exits per solution (may exceed processors - 1; default: as many as "
+                        "there are exit locations)")
     p.add_argument("--scale", type=positive("0.00392156862745098 for 1/255"), default=None, metavar="S",
                    help="uint8 data: x is read as S * x (e.g. 0.00392156862745098 for 1/255; no zero point)")
     add_input_shape_arg(p)
@@ -114,6 +118,14 @@ def search_options(args, original_macs: int) -> SearchOptions:
     if args.correction is not None and args.calibrate_on != "train":  # else silently ignored: say so
         raise EeccError(f"--correction {args.correction:g} applies only to thresholds calibrated on the training set; "
                         "add --calibrate-on train, or drop --correction")
+    if args.max_exits is not None and not args.pareto:  # else accepted and unused: placements take their exits
+        raise EeccError(f"--max-exits {args.max_exits} bounds the exits of --pareto's solutions only; add --pareto, "
+                        "or drop --max-exits (the searched placements have one exit per processor, or up to "
+                        "--exits-per-processor K)")
+    if args.ensemble_weights is not None and args.decision != "ensemble":  # else accepted and unused
+        raise EeccError(f"--ensemble-weights {args.ensemble_weights} weighs the members of an ensemble decision and "
+                        f"does nothing with --decision {args.decision}; add --decision ensemble, or drop "
+                        "--ensemble-weights")
     if args.aep_prune and args.decision != "ensemble":  # else accepted, recorded as prune: true, and unused
         raise EeccError("--aep-prune ranks the sub-ensembles of an ensemble decision and does nothing with "
                         f"--decision {args.decision}; add --decision ensemble, or drop --aep-prune")
@@ -129,7 +141,7 @@ def search_options(args, original_macs: int) -> SearchOptions:
         max_mean_macs=_max_macs(args.max_macs, original_macs),
         calibrate_on=args.calibrate_on, correction=1.0 if args.correction is None else args.correction, fine=not args.no_fine,
         pareto=args.pareto, max_exits=args.max_exits, decision=args.decision,
-        ensemble_weights=args.ensemble_weights, prune=args.aep_prune, guarantee=args.guarantee,
+        ensemble_weights=args.ensemble_weights or "desc", prune=args.aep_prune, guarantee=args.guarantee,
         objective=args.objective, placement=args.placement)
 
 
