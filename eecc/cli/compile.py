@@ -162,6 +162,21 @@ def _print_programs(manifest: dict, console: Console) -> None:
                               "(the integer kernels round differently from onnxruntime)")
 
 
+def stage_figures(stage: dict) -> str:
+    """'exit latency 1.22 ms, energy 0.040 mJ (source)': the emulated figures in place of an estimate of ops the
+    cost model never measured once --emulate counted the stage and every stage before it (nu15 F2), with the
+    estimate beside them; else the figures stage_source names."""
+    pred, emulated = stage.get("predicted") or {}, stage.get("exit_latency_calibrated_s")
+    if pred.get("unmeasured_ops") and emulated is not None:
+        from eecc.cost.coverage import unmeasured_note
+
+        return (f"exit latency {duration(emulated)}, energy {energy(stage['exit_energy_calibrated_j'])} (emulated: "
+                f"QEMU's instruction counts replace the cost model's estimate of {duration(stage['exit_latency_s'])}, "
+                f"{energy(stage['exit_energy_j'])}, in which {unmeasured_note(pred['unmeasured_ops'])})")
+    return (f"exit latency {duration(stage['exit_latency_s'])}, energy {energy(stage['exit_energy_j'])} "
+            f"({stage_source(stage)})")
+
+
 def stage_source(stage: dict) -> str:
     """Where a stage's latency and energy came from, as the summary and `eecc inspect OUT` say it."""
     pred = stage.get("predicted") or {}
@@ -181,9 +196,8 @@ def print_summary(manifest: dict, out: Path, console: Console) -> None:
                   f"{things(len(manifest['stages']), 'stage')}, {manifest['mode']})")
     for s in manifest["stages"]:
         th = "final classifier" if s["threshold"] is None else exit_rule(manifest["confidence_metric"], s["threshold"])
-        how = stage_source(s)
         console.print(f"  stage {s['index']} on {s['target']} ({s['kind']}): {s['macs']:,} MACs, {th}, "
-                      f"exit latency {duration(s['exit_latency_s'])}, energy {energy(s['exit_energy_j'])} ({how})")
+                      f"{stage_figures(s)}")
         _print_target_code(s, console)
     _print_programs(manifest, console)
     heads = (manifest.get("compile") or {}).get("heads") or []

@@ -72,3 +72,20 @@ def unmeasured_note(ops) -> str:
     for op in ops:
         groups.setdefault(priced_as(op), []).append(op)
     return "; ".join(f"{', '.join(kinds)} never measured, priced as {how}" for how, kinds in groups.items())
+
+
+def unmeasured_warning(ops) -> str:
+    """The search's warning that its figures for the stages holding `ops` (unmeasured_ops) are estimates, with the
+    way to count such a stage instead: compile --emulate (none for a recurrent op: TVM cannot import it, so no stage
+    holding one is compiled or emulated)."""
+    advice = "" if RECURRENT_OPS & set(ops) else "; compile --emulate counts a Cortex-M stage's instructions under QEMU"
+    return (f"the cost model never measured {', '.join(ops)}: the latency and energy of stages holding "
+            f"{'it' if len(ops) == 1 else 'them'} are estimates ({unmeasured_note(ops)})" + advice)
+
+
+def counted_warning(ops) -> str:
+    """unmeasured_warning once compile --emulate counted every stage holding `ops` (nu15 F2): the search chose on
+    estimates, the bundle's stage figures are the emulated ones, and the advice already taken is not repeated."""
+    return (f"the cost model never measured {', '.join(ops)}: the search chose on estimates of the stages holding "
+            f"{'it' if len(ops) == 1 else 'them'} ({unmeasured_note(ops)}); --emulate counted those stages under "
+            "QEMU, and the stage lines give the emulated figures in place of the estimates")

@@ -219,11 +219,24 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
                                  searched_int8=searched)
     if options.codegen:
         _codegen(tmp, models, manifest, platform, test if options.emulate else None)
+        _counted_estimates(manifest, run.plan.graph)
     compare_deployments(manifest, run, splits, test, platform, options)
     if manifest.prediction_check is not None:  # emulated: where it leaves the search's prediction, and its limits
         from eecc.driver.prediction_gap import prediction_gaps
 
         manifest.prediction_check.update(prediction_gaps(manifest.to_json(), options.max_latency_s))
+
+
+def _counted_estimates(manifest: Manifest, graph: gs.Graph) -> None:
+    """The search's warning that stages holding ops the cost model never measured are estimates, re-worded once
+    --emulate counted every such stage under QEMU (nu15 F2: the advice to emulate was repeated after it was taken)."""
+    from eecc.cost.coverage import counted_warning, unmeasured_ops, unmeasured_warning
+
+    held = [s for s in manifest.to_json()["stages"] if (s.get("predicted") or {}).get("unmeasured_ops")]
+    if not held or any(s.get("exit_latency_calibrated_s") is None for s in held):
+        return
+    ops, search = unmeasured_ops(graph), manifest.compile.search
+    search["warnings"] = [counted_warning(ops) if w == unmeasured_warning(ops) else w for w in search["warnings"]]
 
 
 def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test, platform: Platform,

@@ -60,10 +60,12 @@ def stage_costs_caption(manifest: dict, caption: str) -> str:
     parts = ([f"predicted by the measured cost model (TVM-compiled kernels counted under QEMU, fitted per "
               f"processor) at the processor's clock on {', '.join(fitted)}"] if fitted else []) + \
         ([f"from the platform's nominal MAC/s on {', '.join(nominal)}"] if nominal else [])
-    estimated = [f"stage {s['index']}'s {', '.join(s['predicted']['unmeasured_ops'])}" for s in manifest.get("stages") or []
-                 if (s.get("predicted") or {}).get("unmeasured_ops")]
-    never = (f"; {' and '.join(estimated)} never measured: those stages' figures are estimates (the cost model "
-             "prices such ops by analogy: eecc/cost/coverage.py)") if estimated else ""
+    held = [s for s in manifest.get("stages") or [] if (s.get("predicted") or {}).get("unmeasured_ops")]
+    estimated = [f"stage {s['index']}'s {', '.join(s['predicted']['unmeasured_ops'])}" for s in held]
+    counted = held and all(s.get("exit_latency_calibrated_s") is not None for s in held)  # --emulate (nu15 F2)
+    never = (f"; {' and '.join(estimated)} never measured: those stages' {'estimated bars' if counted else 'figures'} "
+             "are estimates (the cost model prices such ops by analogy: eecc/cost/coverage.py)"
+             + ("; their calibrated bars are QEMU's counts" if counted else "")) if estimated else ""
     return caption.format(source=" and ".join(parts) + never if parts else "from the platform's nominal MAC/s")
 
 

@@ -173,17 +173,11 @@ def no_head_warning(design) -> str:
 def _warn_unmeasured(plan: Plan, platform: Platform, device, result: SearchResult) -> None:
     """Ops no measured unit holds (a GRU, a LayerNormalization: eecc/cost/coverage.py) make the cost model's figure
     an estimate: say so where it priced them, and how compile measures a Cortex-M stage instead."""
-    from eecc.cost.coverage import unmeasured_note, unmeasured_ops
-    from eecc.passes.annotate_cost import RECURRENT_OPS
+    from eecc.cost.coverage import unmeasured_ops, unmeasured_warning
 
     ops = unmeasured_ops(plan.graph)
     if ops and any(device.measured(p) for p in platform.processors):
-        # TVM cannot import a recurrent op: no stage holding one is compiled, so none can be emulated
-        advice = "" if RECURRENT_OPS & set(ops) else "; compile --emulate counts a Cortex-M stage's instructions " \
-                                                     "under QEMU"
-        result.warnings.append(f"the cost model never measured {', '.join(ops)}: the latency and energy of stages "
-                               f"holding {'it' if len(ops) == 1 else 'them'} are estimates ({unmeasured_note(ops)})"
-                               + advice)
+        result.warnings.append(unmeasured_warning(ops))
 
 
 def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> str | None:
