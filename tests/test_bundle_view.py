@@ -153,3 +153,22 @@ def test_cal_cells_are_empty_for_a_stage_not_emulated():
     assert calibrated_cells([cpu, gpu]) == [("32 µs", "160 µJ"), ("—", "—")]
     assert calibrated_cells([gpu, cpu]) == [("—", "—"), ("—", "—")]  # after a stage not emulated: none is whole
     assert calibrated_cells([cpu, cpu])[1] == ("32 µs", "160 µJ")
+
+
+@pytest.mark.parametrize("given", [["--input-shape", "1,8,8"], ["--head-budget", "5%"],
+                                   ["--head-budget", "0.02", "--input-shape", "1,8,8"]])
+def test_model_options_on_a_bundle_are_refused_and_dropping_them_inspects_it(tmp_path, capsys, given):
+    """fx16's help walk: `inspect OUT --input-shape ... --head-budget ...` printed the bundle and ignored both (its
+    stages and heads were fixed by compile), even --head-budget at its default value."""
+    platform = two("cortex-m7", "x86")
+    stages = make_stages(model_with_exits(cuts=("a2",)), cuts=["a2"], processors=["a", "b"], thresholds=[0.6],
+                         platform=platform)
+    write_bundle(tmp_path / "b", stages, Manifest.build(stages, platform=platform, thresholds=[0.6]))
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "b"), *given]) == 2
+    out, err = capsys.readouterr()
+    flags = " and ".join(f for f in ("--input-shape", "--head-budget") if f in given)
+    assert out == "" and err.count("\n") == 1, err
+    assert f"is a bundle whose stages eecc compile already fixed; drop {flags} to inspect the bundle" in err, err
+    assert main(["inspect", str(tmp_path / "b")]) == 0  # the advice: the same command without them
+    assert "stage0" in capsys.readouterr().out

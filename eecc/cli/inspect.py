@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("path", help="an ONNX model, or a bundle directory written by `eecc compile`")
     add_input_shape_arg(p)
     add_head_budget_arg(p)
+    p.set_defaults(head_budget=None)  # given or not: a bundle refuses it (_inspect_bundle); a model takes the default
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--png", default=None, metavar="FILE",
                    help="also draw the block graph (a bundle: partitioned into stages) to FILE with graphviz")
@@ -72,8 +73,11 @@ def run(args) -> int:
 
     from eecc.exits.heads import design_from_blocks
 
+    from eecc.exits.heads import DEFAULT_BUDGET
+
     graph, blocks = analyse(path, input_shape=args.input_shape)
-    design = design_from_blocks(blocks, budget=args.head_budget)  # which candidates a head fits
+    budget = DEFAULT_BUDGET if args.head_budget is None else args.head_budget
+    design = design_from_blocks(blocks, budget=budget)  # which candidates a head fits
     if getattr(args, "png", None):
         write_png(args, lambda: model_dot(graph, title=f"{path.name}: {len(blocks.blocks)} blocks, "
                                                         f"{len(blocks.candidates())} candidate exits"))
@@ -85,10 +89,19 @@ def run(args) -> int:
 
 
 def _inspect_bundle(path: Path, args) -> int:
+    """A bundle's stages were cut and their heads chosen by compile: --input-shape and --head-budget, which shape
+    the analysis of a model, have nothing to act on here and are refused rather than ignored (fx16's help walk)."""
     try:
         from eecc.cli import bundle_view  # written with the bundle format
     except ImportError:
         raise EeccError(f"'{path}' is a directory; give an ONNX model file") from None
+    given = [flag for flag, value in (("--input-shape", getattr(args, "input_shape", None)),
+                                      ("--head-budget", getattr(args, "head_budget", None))) if value is not None]
+    if given and (path / bundle_view.MANIFEST).is_file():  # else show() says the folder is no bundle
+        flags = " and ".join(given)
+        raise EeccError(f"{flags} appl{'y' if len(given) > 1 else 'ies'} to an ONNX model, and '{path}' is a bundle "
+                        f"whose stages eecc compile already fixed; drop {flags} to inspect the bundle, or inspect "
+                        "the model file with them")
     return bundle_view.show(path, args)
 
 
