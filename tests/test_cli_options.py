@@ -306,3 +306,22 @@ def test_ensemble_weights_without_an_ensemble_are_refused_and_with_one_they_weig
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     modes = {s["ensemble_weights"]["mode"] for s in manifest["stages"] if s.get("ensemble_weights")}
     assert manifest["decision"] == "ensemble" and modes == {"asc"}
+
+
+def test_exits_seed_help_names_what_it_seeds_and_the_held_out_share_follows_it(capsys):
+    """fx16's help walk: `exits --seed` had no help text. It seeds the heads' training (TrainConfig.seed, 0 as in
+    search and compile) and the validation share held out of the training samples when there is no x_val."""
+    from eecc.data.splits import make_splits
+    from eecc.exits.heads import TrainConfig
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["exits", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--seed SEED seed of the heads' initial weights and batch order, and of the validation share held out "
+            "of the training samples when the data have no x_val (default 0, the seed search and compile use)") in text
+    assert TrainConfig().seed == 0
+    data = {k: v for k, v in datasets.load("digits").items() if not k.endswith("_val")}
+    kw = dict(input_shape=data["x_train"].shape[1:], num_classes=10)
+    held = [make_splits(**data, **kw, seed=seed).val.index for seed in (0, 0, 1)]
+    assert np.array_equal(held[0], held[1]) and not np.array_equal(held[0], held[2])

@@ -23,7 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--candidates", default=None, help="comma-separated candidate tensors (default: all)")
     p.add_argument("--cache-dir", default=None, help="feature/result cache (default $EECC_CACHE_DIR or .eecc-cache)")
     p.add_argument("--epochs", type=at_least(1, "5"), default=None, help="max training epochs per head (default 5)")
-    p.add_argument("--seed", type=at_least(0, "0"), default=0)
+    p.add_argument("--seed", type=at_least(0, "0"), default=0,
+                   help="seed of the heads' initial weights and batch order, and of the validation share held out "
+                        "of the training samples when the data have no x_val (default 0, the seed search and "
+                        "compile use)")
     p.add_argument("--heads", choices=("family", "blueprint"), default="family",
                    help="family: several head designs per candidate (eecc search/compile choose among the "
                         "Pareto ones: status pareto or * chosen, the most accurate); blueprint: only the global-pool head")
