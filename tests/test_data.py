@@ -244,3 +244,22 @@ def test_label_advice_never_truncates_fractions_nor_cuts_multi_hot_rows():
         make_splits(x, scores, x[:10], y[:10], input_shape=SHAPE, num_classes=3)
     s = make_splits(x, y, x[:10], y[:10], input_shape=SHAPE, num_classes=3)  # one class index per sample
     np.testing.assert_array_equal(s.train.y, y)
+
+
+def test_original_labels_of_a_class_subset_are_told_to_be_renumbered_and_the_advice_loads():
+    """nu15 F3: a 7-output model with data labelled {0,2,3,5,7,8,9} (the original classes) was told 'label 9
+    outside the model's 7 classes; fix the labels', not that the 7 distinct labels number 0..6 in the model's order."""
+    x, y = _xy(100)
+    original = np.array([0, 5, 9])[y]  # the model's classes 0, 1, 2 were the data's classes 0, 5, 9
+    data = {"x_train": x, "y_train": original, "x_val": x[:10].copy(), "y_val": original[:10].copy()}
+    with pytest.raises(EeccError) as info:
+        make_splits(**data, input_shape=SHAPE, num_classes=3)
+    message = str(info.value)
+    assert "\n" not in message and ("y_train contains label 9 outside the model's 3 classes (0..2); y_train has exactly "
+                                    "3 distinct labels (0, 5, 9), as many as the model's classes: if the model's output "
+                                    "k is the k-th smallest of them, store every y_ split as "
+                                    "np.searchsorted(np.unique(y_train), y) (0..2)") in message, message
+    advised = {k: np.searchsorted(np.unique(data["y_train"]), v) if k.startswith("y_") else v for k, v in data.items()}
+    s = make_splits(**advised, input_shape=SHAPE, num_classes=3)
+    np.testing.assert_array_equal(s.train.y, y)
+    np.testing.assert_array_equal(s.val.y, y[:10])

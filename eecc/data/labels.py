@@ -44,8 +44,20 @@ def check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None, orig
     if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
         bad = int(y.min() if y.min() < 0 else y.max())
         raise EeccError(f"{origin}: y_{name} contains label {bad} outside the model's {num_classes} classes "
-                        f"(0..{num_classes - 1}); fix the labels or use the matching model")
+                        f"(0..{num_classes - 1}); {_remap_advice(name, y, num_classes)}")
     return y.astype(np.int64)
+
+
+def _remap_advice(name: str, y: np.ndarray, num_classes: int) -> str:
+    """Labels outside 0..K-1: when y holds exactly K distinct values (the original labels of a K-class subset,
+    nu15 F3: {0,2,3,5,7,8,9} for a 7-output model), the way out is to number them 0..K-1 in the model's order."""
+    labels = np.unique(y)
+    if len(labels) != num_classes:
+        return "fix the labels or use the matching model"
+    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    return (f"y_{name} has exactly {num_classes} distinct labels ({shown}), as many as the model's classes: if the "
+            f"model's output k is the k-th smallest of them, store every y_ split as np.searchsorted(np.unique("
+            f"y_{name}), y) (0..{num_classes - 1}); else fix the labels or use the matching model")
 
 
 def rows_advice(name: str, y: np.ndarray) -> str:
