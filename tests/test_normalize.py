@@ -374,3 +374,35 @@ def test_external_data_beside_the_model_is_read(tmp_path, capsys):
     summary = __import__("json").loads(capsys.readouterr().out)
     assert summary["output_kind"] == "softmax" and summary["normalized"][0] == "normalize_opset"
     assert summary["total_macs"] == 4 * 4 * 4 * 2 * 9 + 3 * 4  # Conv [4,2,3,3] on 6x6 (valid) + Gemm 4->3
+
+
+def test_inspect_says_float32_stages_only_where_a_float16_model_was_normalised(tmp_path, capsys):
+    """nu15 F4: `inspect` on a float32 model printed 'normalised on load: unfix_batch (outputs unchanged; eecc
+    analyses and writes float32 stages)' (also after fold_batchnorm, normalize_opset): only normalize_float needs it."""
+    from eecc.cli import main
+
+    fp16 = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float16[N, 2, 6, 6] x) => (float16[N, 3] y)
+  <float16[4, 2, 3, 3] w, float16[4, 4, 3, 3] w2, float16[3, 4] fc, float16[3] fcb>
+{
+    c = Conv(x, w)
+    r = Relu(c)
+    c2 = Conv<pads = [1, 1, 1, 1]>(r, w2)
+    r2 = Relu(c2)
+    p = GlobalAveragePool(r2)
+    f = Flatten(p)
+    y = Gemm<transB = 1>(f, fc, fcb)
+}
+"""
+    for name, model, said in (("opset9", _ir3(OPSET9), "normalised on load: normalize_opset ("),
+                              ("fp16", parse(fp16), "normalised on load: normalize_float (")):
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+        capsys.readouterr()
+        assert main(["inspect", str(tmp_path / f"{name}.onnx")]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("normalised on load: "))
+        assert said in line, line
+        if name == "fp16":
+            assert line.endswith("(float16 computed in float32: eecc analyses and writes float32 stages)"), line
+        else:
+            assert line.endswith("(outputs unchanged)") and "float32" not in line, line

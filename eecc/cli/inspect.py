@@ -177,11 +177,18 @@ def print_blocks(name: str, bg: BlockGraph, console: Console, design=None) -> No
         console.print(f"output: {bg.head.output_kind} probabilities, read as log-probabilities (softmax of them = "
                       "the model's own probabilities); every confidence and ECE is computed from those")
     if bg.head.normalized:
-        kept = ("the probability output kept, the label output dropped; " if "select_probabilities" in
-                bg.head.normalized else f"the output flattened to [N, {bg.head.num_classes}], values unchanged; "
-                if "flatten_output" in bg.head.normalized else "outputs unchanged; ")
-        console.print(f"normalised on load: {', '.join(bg.head.normalized)} ({kept}eecc analyses "
-                      "and writes float32 stages)")
+        console.print(f"normalised on load: {', '.join(bg.head.normalized)} ({normalised_note(bg)})")
+
+
+def normalised_note(bg: BlockGraph) -> str:
+    """What the load-time passes (eecc/model/normalize.py) did to the outputs, and, only where normalize_float ran
+    (nu15 F4: the clause was added to a float32 model's unfix_batch), that the float16 model's stages are float32."""
+    done = bg.head.normalized
+    kept = ("the probability output kept, the label output dropped" if "select_probabilities" in done
+            else f"the output flattened to [N, {bg.head.num_classes}], values unchanged" if "flatten_output" in done
+            else None if "normalize_float" in done else "outputs unchanged")
+    fp32 = "float16 computed in float32: eecc analyses and writes float32 stages" if "normalize_float" in done else None
+    return "; ".join(p for p in (kept, fp32) if p)
 
 
 def _short_ops(ops: list[str]) -> str:
