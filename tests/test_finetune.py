@@ -177,6 +177,27 @@ def test_the_search_prediction_is_the_one_of_what_is_built(tuned_energy):
     assert "thresholds re-searched after fine-tuning" in dep["predicted_line"]
 
 
+def test_no_fine_skips_the_second_pass_of_the_re_search_after_fine_tuning(tuned, tmp_path, capsys):
+    """fx16's help walk: --no-fine ("skip the finer second threshold pass") was overridden after --finetune-epochs,
+    whose re-search always ran that pass (method '...+fine+grid26+finetune'); it still searches the 26-point grid."""
+    from eecc.cli import main
+
+    data, options, manifest = tuned  # without --no-fine: the second pass ran
+    assert manifest["placement"]["metrics"]["search"]["method"] == "exact+fine+grid26+finetune"
+    np.savez(tmp_path / "digits.npz", **data)
+    capsys.readouterr()
+    assert main(["compile", str(MODELS / "cnn.onnx"), "--data", str(tmp_path / "digits.npz"), "--target", "psoc6",
+                 "--search", "--objective", "macs", "--finetune-epochs", "1", "--no-fine", "--no-codegen",
+                 "--no-report", "--quiet", "--cache-dir", options.cache_dir, "-o", str(tmp_path / "b")]) == 0
+    built = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    method = built["placement"]["metrics"]["search"]["method"]
+    assert method == "exact+grid26+finetune", method  # no "+fine" between the method and the grid
+    assert built["finetune"]["grid_size"] == 26
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    assert "also in the re-search after --finetune-epochs" in " ".join(capsys.readouterr().out.split())
+
+
 def test_written_graphs_pass_the_checker_and_hold_new_weights(tuned):
     data, options, manifest = tuned
     tuned_model = onnx.load(str(options.out / manifest["finetune"]["model"]))

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                         "MCU stages compile to integer kernels")
     p.add_argument("--finetune-epochs", type=at_least(0, "1"), default=0, metavar="N",
                    help="after the search, fine-tune backbone + chosen exits jointly for N epochs, then "
-                        "re-search the thresholds on a finer grid (default 0: frozen backbone)")
+                        "re-search the thresholds on a finer grid (26 per exit, the search's 13; --no-fine skips "
+                        "the second pass) (default 0: frozen backbone)")
     p.add_argument("--trainer", choices=("default", "nachos"), default="default",
                    help="nachos: after the search, the chosen exits learn a confidence (NACHOS) that the gates "
                         "compare with ε instead of max-softmax (not with --decision ensemble, --quantize, "

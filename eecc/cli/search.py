@@ -68,7 +68,9 @@ def add_search_args(p) -> None:
                         "without a validation set (optimistic: a warning is given)")
     p.add_argument("--correction", type=positive("0.9"), default=None,
                    help="with --calibrate-on train, thresholds are multiplied by this factor (default 1)")
-    p.add_argument("--no-fine", action="store_true", help="skip the finer second threshold pass")
+    p.add_argument("--no-fine", action="store_true",
+                   help="skip the finer second threshold pass (a denser grid around the chosen thresholds), also in "
+                        "the re-search after --finetune-epochs")
     p.add_argument("--decision", choices=DECISIONS, default="single",
                    help="what an exit decides on: its own logits, or the AEP ensemble of every exit reached")
     p.add_argument("--ensemble-weights", choices=WEIGHT_MODES, default=None,

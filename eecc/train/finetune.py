@@ -183,7 +183,7 @@ def refit_placement(graph: gs.Graph, splits, logits, chosen, options, *, epochs:
     calib, test = make_split(new, o.calibrate_on, o.metric), make_split(new, "test", o.metric)
     pos, macs = list(range(len(idx))), position_costs(new, range(len(idx)))
     costs, objective, test_obj = _objectives(chosen, macs, logits.final_macs, original, o)
-    rt = retune(calib, pos, costs, objective, o, test=test, fine=True, grid_size=FINE_GRID)
+    rt = retune(calib, pos, costs, objective, o, test=test, grid_size=FINE_GRID)  # --no-fine skips its second pass
     th = rt.thresholds
     r = evaluate_policy(test, pos, th, macs)  # the record keeps MACs; the unit's figures go to `extra`
     ece = ece_per_exit(np.concatenate([new.test_logits, new.final_test_logits[None]]), new.y_test)
