@@ -48,7 +48,8 @@ Per-op-kind features of what TVM lowers, all per sample (batch excluded), MACs b
   float_max   in int8, MaxPool work (outputs × window) on a stage input before its quantisation: the quantiser moves
               the QuantizeLinear past max pools and reshapes, so those pools run in float and fewer elements are
               quantised (as in_dense: the max of a window of ReLU outputs is seldom zero)
-  kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead)
+  kernels     compute nodes (each is roughly one kernel call: a fixed per-call overhead); in the GPU block the kernels
+              left after TVM's operator fusion (_gpu_fused), each one launch
   const       1 (the driver's fixed cost per inference)
   neon_macs, loop_macs, loop_iters, gemm_relu, sdot_macs: the Cortex-A blocks only (eecc/cost/aarch64.py)
   act, act_fused, act_mul, act_exp, act_slope: Clip, HardSigmoid, HardSwish, LeakyRelu, Sigmoid (eecc/cost/activations.py)
@@ -65,7 +66,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from eecc.cost.activations import ACT, activation_block, after_island, epilogue_block, fused_epilogue, gating_mul
-from eecc.cost.kernels import GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float, table_dequantised
+from eecc.cost.kernels import (GPU, GROUPS, KERNEL_FEATURES, conv_kernel, kernel_features, soft_float,
+                                table_dequantised)
 from eecc.model import ir
 from eecc.passes.annotate_cost import RECURRENT_OPS, recurrent_macs
 
@@ -214,6 +216,10 @@ def _op_features(node: gs.Node, model_input: str | None = None) -> np.ndarray:
 
 def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
     """[B] of one node on (cpu, fmt): its eecc kernel's loop counts, else `ops` (its TVM-operator features)."""
+    if cpu == GPU:  # only whether the node launches a kernel of its own
+        f = np.zeros(B)
+        f[_INDEX["kernels"]] = 0.0 if not ops[_INDEX["kernels"]] or _gpu_fused(node) else 1.0
+        return f
     if node.op in ACT:
         f = np.zeros(B)
         for name, value in activation_block(node, cpu, fmt, ops[_INDEX["act"]], _elems).items():
@@ -248,6 +254,33 @@ def _block(node: gs.Node, cpu: str, fmt: str, ops: np.ndarray) -> np.ndarray:
         f[_INDEX[name]] += value
     f[_INDEX["kernels"]] += 1
     return f
+
+
+# What TVM's operator fusion (FuseOps) lets elementwise ops after it join on a GPU: a conv's, a matmul's or a pool's
+# kernel (out-elementwise-fusable), or another elementwise op's; seen in the Mali launch plans (targets/gpu_plan.py):
+# Conv + bias + Clip, Conv + bias + HardSigmoid + Mul, Conv + bias + residual Add are one kernel each.
+GPU_EPILOGUE_AFTER = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool"}
+
+
+def _pointwise(node: gs.Node) -> bool:
+    """An elementwise or broadcast op (activations included), as TVM fuses them; not views (FREE), pools,
+    reductions, gates or the ops with a reduction inside."""
+    return node.op not in FREE | POOL | GLOBAL | GATE | RECURRENT_OPS | {"Conv", "ConvTranspose", "Gemm", "MatMul",
+                                                                         "LayerNormalization"}
+
+
+def _gpu_fused(node: gs.Node) -> bool:
+    """Whether elementwise `node` joins the kernel that makes one of its inputs (GPU_EPILOGUE_AFTER or elementwise)
+    rather than launching its own: when every reader of that input is elementwise too (HardSigmoid and its Mul both
+    read the conv's output; a residual Add joins the conv whose output nothing else reads)."""
+    if not _pointwise(node):
+        return False
+    for t in node.inputs:
+        made = t.inputs[0] if getattr(t, "inputs", None) else None
+        if made is not None and (made.op in GPU_EPILOGUE_AFTER or _pointwise(made)) and \
+                all(_pointwise(c) for c in t.outputs):
+            return True
+    return False
 
 
 def _elementwise(node: gs.Node) -> bool:

@@ -32,9 +32,11 @@ import numpy as np
 from eecc.targets import cortex_m, mcu_kernels, mcu_quantize
 
 # (cpu, format) blocks of the feature vector: the Cortex-M kinds, then the Cortex-A (eecc/cost/aarch64.py: TVM's
-# operators only, rows in their own file), last, so that the Cortex-M blocks keep their columns
+# operators only, rows in their own file), so that the Cortex-M blocks keep their columns; last a GPU's kernel
+# launches (no measured rows: segments.overhead_s reads its `kernels`, the kernels TVM's operator fusion leaves)
+GPU = "gpu"
 GROUPS = (("cortex-m0plus", "fp32"), ("cortex-m4", "fp32"), ("cortex-m0plus", "int8"), ("cortex-m4", "int8"),
-          ("cortex-a", "fp32"), ("cortex-a", "int8"))
+          ("cortex-a", "fp32"), ("cortex-a", "int8"), (GPU, "fp32"))
 KERNEL_FEATURES = ("tile_body", "tile_acc", "tile_col", "dwk_step", "dwk_tap", "dwk_out",
                    "dwk_plane", "dwk_ch")
 

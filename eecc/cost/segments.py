@@ -26,6 +26,7 @@ import numpy as np
 from eecc.model import ir
 from eecc.cost.edges import entry_features, io_features
 from eecc.cost.features import FEATURES, graph_features, named, node_features
+from eecc.cost.kernels import GPU
 from eecc.cost.model import CPI, CostModel, default_model
 
 NOMINAL = "nominal MAC/s (platform TOML)"
@@ -36,12 +37,13 @@ ESTIMATED = "estimated (the cost model prices op kinds it never measured by anal
 def overhead_s(proc, features: np.ndarray | None) -> float:
     """Seconds a processor driven from the host (a GPU) adds to a stage beyond its MACs:
         launch_s · kernels + transfer_s_per_byte · 4 · (input + output elements)
-    with kernels = the stage's compute nodes (a ReLU fused into the conv before it is none: as TVM fuses them)
-    and its edge elements, read from the fp32 Cortex-M4 block of its features (eecc/cost/features.py); 4 bytes
-    per element (the stages handed to a GPU are float). 0 without the platform figures or features."""
+    with kernels = the stage's kernels after TVM's operator fusion (elementwise ops after a conv, a matmul or a pool
+    join its kernel: nu15 F6, a Conv + Clip or Conv + HardSigmoid + Mul counted 2-3 launches where the Mali plan has
+    1) and its edge elements, read from the GPU block of its features (eecc/cost/features.py); 4 bytes per element
+    (the stages handed to a GPU are float). 0 without the platform figures or features."""
     if features is None or not (proc.launch_s or proc.transfer_s_per_byte):
         return 0.0
-    f = named(features, "cortex-m4", "fp32")
+    f = named(features, GPU, "fp32")
     return proc.launch_s * f["kernels"] + proc.transfer_s_per_byte * 4.0 * (f["in_work"] + f["io_out"])
 
 
