@@ -263,3 +263,19 @@ def test_original_labels_of_a_class_subset_are_told_to_be_renumbered_and_the_adv
     s = make_splits(**advised, input_shape=SHAPE, num_classes=3)
     np.testing.assert_array_equal(s.train.y, y)
     np.testing.assert_array_equal(s.val.y, y[:10])
+
+
+def test_one_based_labels_are_told_to_subtract_one_and_the_advice_loads():
+    """nu15 F3 addendum: labels 1..10 for a 10-class model got 'label 10 outside the model's 10 classes (0..9); fix
+    the labels or use the matching model', which sent the user looking for an 11-class model."""
+    x, y = _xy(100)
+    data = {"x_train": x, "y_train": y + 1, "x_val": x[:10].copy(), "y_val": y[:10] + 1}
+    with pytest.raises(EeccError) as info:
+        make_splits(**data, input_shape=SHAPE, num_classes=3)
+    message = str(info.value)
+    assert ("y_train contains label 3 outside the model's 3 classes (0..2); y_train's labels run 1..3 with no 0, as "
+            "1-based class numbers do: if label k is the model's output k - 1, store every y_ split as y - 1 "
+            "(0..2)") in message and "matching model" not in message, message
+    s = make_splits(**{k: v - 1 if k.startswith("y_") else v for k, v in data.items()}, input_shape=SHAPE,
+                    num_classes=3)
+    np.testing.assert_array_equal(s.train.y, y)

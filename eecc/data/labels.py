@@ -52,6 +52,9 @@ def _remap_advice(name: str, y: np.ndarray, num_classes: int) -> str:
     """Labels outside 0..K-1: when y holds exactly K distinct values (the original labels of a K-class subset,
     nu15 F3: {0,2,3,5,7,8,9} for a 7-output model), the way out is to number them 0..K-1 in the model's order."""
     labels = np.unique(y)
+    if labels[0] >= 1 and labels[-1] == num_classes:  # nu15 F3 addendum: y = 1..10 for a 10-class model
+        return (f"y_{name}'s labels run {labels[0]}..{num_classes} with no 0, as 1-based class numbers do: if "
+                f"label k is the model's output k - 1, store every y_ split as y - 1 (0..{num_classes - 1})")
     if len(labels) != num_classes:
         return "fix the labels or use the matching model"
     shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
