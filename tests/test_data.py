@@ -138,7 +138,8 @@ def test_float64_data_is_read_as_float32_with_a_one_line_warning(tmp_path, capsy
                  "--quiet", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("eecc exits: warning: ")  # one line for the three splits
-    assert "x_train (float64), x_val (float64), x_test (float64) read as float32" in err[0]
+    assert ("x_train (float64), x_val (float64), x_test (float64) read as float32, the type eecc analyses the model "
+            "in and writes its stages in") in err[0]
 
 
 def test_npz_members_are_memory_mapped_and_fingerprints_match(tmp_path):

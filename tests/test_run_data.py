@@ -139,3 +139,17 @@ def test_runs_shape_advice_is_a_recompile_and_it_works(tmp_path, capsys):
     code, out, err = _run(capsys, tmp_path / "b16", tmp_path / "d16.npz", "--json")
     measured = json.loads((tmp_path / "b16" / "manifest.json").read_text())["placement"]["metrics"]["measured"]
     assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(measured["accuracy"]), err
+
+
+def test_float16_data_for_run_is_read_as_the_bundles_float32_and_gives_the_float32_result(scaled, tmp_path, capsys):
+    """nu15 F5: `run` on float16 x_test said 'read as float32, the model's input type', though the user's (float16)
+    model took float16: float32 is the bundle's input type (eecc writes float32 stages)."""
+    d = datasets.load("digits")  # float data, already scaled: the bundle's scale applies to uint8 only
+    np.savez(tmp_path / "f16.npz", x_test=d["x_test"].astype(np.float16), y_test=d["y_test"])
+    np.savez(tmp_path / "f32.npz", x_test=d["x_test"].astype(np.float16).astype(np.float32), y_test=d["y_test"])
+    code, out, err = _run(capsys, scaled / "b", tmp_path / "f16.npz", "--json")
+    assert code == 0 and err.count("\n") == 1, err
+    assert ("x_test (float16) read as float32, the bundle's input type (eecc writes float32 stages) (store "
+            "x.astype(np.float32) to skip the conversion") in err and "model's input type" not in err, err
+    code, out32, err32 = _run(capsys, scaled / "b", tmp_path / "f32.npz", "--json")  # the advice: no warning
+    assert code == 0 and err32 == "" and json.loads(out32)["accuracy"] == json.loads(out)["accuracy"]

@@ -238,13 +238,17 @@ def _other_float(x) -> bool:
     return np.issubdtype(_dtype(x), np.floating) and _dtype(x) != np.float32
 
 
-def _warn_other_float(arrays: dict, origin: str) -> None:
+def _warn_other_float(arrays: dict, origin: str, bundle: bool = False) -> None:
     """One warning for every x that is float but not float32. numpy's default float is float64 (sklearn, pandas);
-    the model computes in float32, so the conversion loses nothing the model could use."""
+    eecc analyses every model in float32 (a float16 one too: passes/normalize_float.py) and writes float32 stages,
+    so the conversion loses nothing the stages could use; `bundle`: the data are for `eecc run` (nu15 F5: a float16
+    model's bundle said 'the model's input type', which was float16)."""
     names = [f"x_{name} ({_dtype(x)})" for name, x in arrays.items() if x is not None and _other_float(x)]
     if names:
-        warnings.warn(f"{origin}: {', '.join(names)} read as float32, the model's input type (store "
-                      "x.astype(np.float32) to skip the conversion and its in-memory copy)", EeccWarning, stacklevel=3)
+        kind = "the bundle's input type (eecc writes float32 stages)" if bundle else \
+            "the type eecc analyses the model in and writes its stages in"
+        warnings.warn(f"{origin}: {', '.join(names)} read as float32, {kind} (store x.astype(np.float32) to skip the "
+                      "conversion and its in-memory copy)", EeccWarning, stacklevel=3)
 
 
 def check_arrays(name: str, x, y, input_shape: Sequence[int], num_classes: int | None, scale: float | None,
@@ -252,7 +256,7 @@ def check_arrays(name: str, x, y, input_shape: Sequence[int], num_classes: int |
     """The data checks of `compile`, for one split; `y` may be None (`eecc run` without labels) and
     `num_classes` None (label range unknown); `bundle`: checked for `eecc run` against a built bundle's input
     (layout.layout_advice). Returns x and int64 y; raises EeccError (one line)."""
-    _warn_other_float({name: x}, origin)
+    _warn_other_float({name: x}, origin, bundle)
     return _check(name, x, y, tuple(input_shape), num_classes, scale, origin, bundle)
 
 
