@@ -1,6 +1,8 @@
-"""--quantize int8: the bundle's stages become int8 QDQ stages; they keep the thresholds the search chose on
-the int8 model when those hold the limits on the int8 stages, else the thresholds are searched again on the
-int8 stages' own confidences; the float stages stay beside them as stage<k>.<proc>.float.onnx."""
+"""--quantize int8: the bundle's stages become int8 QDQ stages (quantised as one graph and cut again,
+targets/int8_cascade.py, so a hand-off has the Q/DQ the search's int8 model gives it); they keep the thresholds
+the search chose on the int8 model when those hold the limits on the int8 stages, else the thresholds are
+searched again on the int8 stages' own confidences; the float stages stay beside them as
+stage<k>.<proc>.float.onnx."""
 
 from __future__ import annotations
 
@@ -42,14 +44,15 @@ def quantize_bundle(tmp: Path, models, manifest: Manifest, splits, logits, optio
     `searched_int8`: the search chose the thresholds on the int8 model's logits (eecc/exits/int8.py), so
     they stay, and are checked on the int8 stages on the calibration split; they are searched again only
     when the stages break a limit there (or when the search saw float logits, e.g. after fine-tuning)."""
-    from eecc.targets.quantize import CALIBRATION_SAMPLES, quantize_stages, set_threshold, stage_logits
+    from eecc.targets.int8_cascade import quantize_cascade
+    from eecc.targets.quantize import CALIBRATION_SAMPLES, set_threshold, stage_logits
 
     if options.quantize != "int8":
         raise EeccError(f"compile: unknown --quantize '{options.quantize}'; the only scheme is int8")
     o, entries = options.search_options, manifest.stages
     t0 = time.perf_counter()
     calib_x = splits.train.rows(0, min(len(splits.train), CALIBRATION_SAMPLES))
-    quantized = quantize_stages(per_axis_opset(models), calib_x)
+    quantized = quantize_cascade(per_axis_opset(models), calib_x)
     on = splits.val if o.calibrate_on == "val" else splits.train
 
     def scores(stage_models, x, y) -> SplitScores:

@@ -3,16 +3,18 @@
 With `--quantize int8` the stages eecc builds are onnxruntime QDQ models (eecc/targets/quantize.py); their
 exits take other samples than the float heads do, so thresholds searched on float logits mispredict the
 built cascade's routing, cost and accuracy. Here the model with a set of candidate heads attached
-(insert_exits) is quantised the same way a stage is (same op set, MinMax on the same first
+(insert_exits) is quantised the same way the stages are (same op set, MinMax on the same first
 CALIBRATION_SAMPLES training rows, float activations), and run under onnxruntime as the bundle's cascade
-runs its stages (runtime/sessions.py: graph optimisations on, int8 fusions off). Every tensor of a stage is calibrated on the same float
-activations as in the whole graph, so a stage's exit logits equal these up to onnxruntime's rounding
-(tests/test_int8_search.py holds them to the built stages).
+runs its stages (runtime/sessions.py: graph optimisations on, int8 fusions off).
 
 All candidate heads go into ONE graph (several heads on one tensor, `insert_exits(shared_tensors=True)`), so
-the backbone is quantised and run once whatever the number of heads per location. A tensor's quantisation
-parameters come from its own activations only (MinMax per tensor), so a head's int8 logits do not depend on
-which other heads share the graph (tests/test_int8_search.py holds them to one head per graph).
+the backbone is quantised and run once whatever the number of heads per location. Each head reads its tensor
+through its own copy (targets/int8_cascade.py quantize_with_heads): onnxruntime gives a tensor one Q/DQ pair,
+and made by an op it leaves float (Transpose, LayerNormalization, GELU's Erf, ...) only when a consumer
+quantises it, so without the copies a head that quantises its input changed the backbone and the heads beside
+it (nu14 F10). So a head's int8 logits do not depend on which other heads share the graph
+(tests/test_int8_search.py holds them to one head per graph), and the built stages, quantised as one graph with
+the same rule (quantize_cascade), compute them bit for bit (tests/test_int8_cascade.py).
 """
 
 from __future__ import annotations
@@ -77,12 +79,12 @@ def _run_quantized(graph, heads: Sequence[ExitHead], calib: np.ndarray, named: d
     from eecc.driver.int8 import per_axis_opset
     from eecc.model import ir
     from eecc.passes.insert_exits import logits_name
-    from eecc.targets.quantize import quantize_stage
+    from eecc.targets.int8_cascade import quantize_with_heads
 
     (with_heads,) = pipeline.exits(heads, shared_tensors=True).run([graph])
     model = per_axis_opset([ir.to_model(with_heads)])[0]
     first = with_heads.inputs[0].name
-    quantized = quantize_stage(model, {first: calib})
+    quantized = quantize_with_heads(model, {first: calib})
     sess = ort.InferenceSession(quantized.SerializeToString(), session_options(model=quantized),
                                 providers=["CPUExecutionProvider"])
     names = [with_heads.outputs[0].name] + [logits_name(h.spec.tensor, i) for i, h in enumerate(heads)]
