@@ -9,6 +9,7 @@ import numpy as np
 from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 
 FILL = "eecc_fill_s16"  # cdriver/dot_dsp.c (Armv7E-M): LLVM unrolled this loop in TIR (~400 B per geometry)
+DW3 = "eecc_dw3_dsp"  # cdriver/dot_dsp.c (Armv7E-M): one channel of a 3x3 stride-(sh, 1) depthwise conv
 
 
 def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pads, dsp: bool):
@@ -24,6 +25,8 @@ def depthwise2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, stride
     pt, pl, pb, pr = pads
     hp, wp = h + pt + pb, wd + pl + pr
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    if dsp and (kh, kw, sw) == (3, 3, 1) and ow >= 2:
+        return _depthwise_dsp3(x_shape, w, bias=bias, scale=scale, zx=zx, zo=zo, strides=strides, pads=pads)
     if dsp and kw == 3 and sw in (1, 2):
         return _depthwise_dsp(x_shape, w, bias=bias, scale=scale, zx=zx, zo=zo, strides=strides, pads=pads)
     # the plane holds x + 128 (LDRB with an offset on Armv6-M), so the bias takes -128·Σw
@@ -119,3 +122,35 @@ def _depthwise_dsp(x_shape, w, *, bias, scale, zx, zo, strides, pads):
 
     return kernel, consts, [([1, c, oh, ow], "int8"), ([2], "int32"), ([kh * 2], "int32"),
                             ([hp * pitch // 2], "int32")]
+
+
+def _depthwise_dsp3(x_shape, w, *, bias, scale, zx, zo, strides, pads):
+    """Depthwise 3x3 at stride (sh, 1) on Armv7E-M, ow >= 2: _depthwise_dsp's zx-padded int16 plane and pair
+    taps, each channel's outputs from cdriver/dot_dsp.c's eecc_dw3_dsp (weights, accumulators and row pointers
+    in registers; kws cut 1 stage 0: 151,041 -> see the commit's figures)."""
+    from tvm.script import tirx as T
+
+    _, c, h, wd = (int(v) for v in x_shape)
+    sh, _ = strides
+    pt, pl, pb, pr = pads
+    hp, wp = h + pt + pb, wd + pl + pr
+    oh, ow = (hp - 3) // sh + 1, wp - 2
+    pitch = max(wp, 2 * -(-ow // 2) + 2)  # the last pair (or odd output) reads the word after it
+    pitch += pitch % 2
+    table, _ = fpu_table(bias, scale, w, c)  # any window: eecc_dw3_dsp's QADD saturates where _rq clamps
+    consts = [np.ascontiguousarray(w.reshape(c, 9)), table]
+
+    @T.prim_func(private=True, check_well_formed=False)
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer((c, 9), "int8"), cq: T.Buffer((c, 2), "int32"),
+               y: T.Buffer((1, c, oh, ow), "int8"), pairs: T.Buffer((hp * pitch // 2,), "int32")):
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})  # y is written by the call: opaque
+        plane = T.decl_buffer((hp * pitch,), "int16", data=pairs.data)
+        T.evaluate(T.call_extern("int32", FILL, T.address_of(plane[0]), hp * pitch, zx))  # cdriver/dot_dsp.c
+        for ch in range(c):
+            for r, q in T.grid(h, wd):
+                plane[(r + pt) * pitch + q + pl] = T.Cast("int16", x[0, ch, r, q])
+            T.evaluate(T.call_extern("int32", DW3, T.address_of(y[0, ch, 0, 0]), T.address_of(pairs[0]),
+                                     T.address_of(wq[ch, 0]), T.address_of(cq[ch, 0]), oh, ow, 2 * pitch,
+                                     2 * sh * pitch, zo))
+
+    return kernel, consts, [([1, c, oh, ow], "int8"), ([hp * pitch // 2], "int32")]

@@ -131,3 +131,134 @@ void eecc_col2_pw_s16(int16_t* col, const int8_t* x, const int16_t* g, int32_t p
 void eecc_fill_s16(int16_t* dst, int32_t n, int32_t v) {
   for (; n > 0; --n) *dst++ = (int16_t)v;
 }
+
+/* One channel of a 3x3 stride-(sh, 1) depthwise conv on Armv7E-M (mcu_depthwise._depthwise_dsp3), from the
+ * zx-padded int16 plane whose rows are `pitch` bytes apart (an even number of columns, so every even column starts
+ * an aligned int32 pair). With A = (x0, x1), B = (x2, x3) of one filter row and a = (w0, w1), b = (w1, w2):
+ *
+ *   outputs j, j+1:  y_j += SMLAD(a, A) + SMLATB(b, B),  y_j+1 += SMLABT(a, A) + SMLAD(b, B)
+ *
+ * then y = sat8(rne(fl32(acc)·S) + zo), onnxruntime's requantisation (VCVT, VMUL, VCVTR; QADD, SSAT). LLVM's
+ * schedule of the same TIR spilled the 6 weight pairs and the row's columns (kws: 113 instructions per output
+ * row of 5); here weights, accumulators and the three row pointers stay in registers, the bias (twice), zo and the
+ * row's end are one LDRD each from the frame: 33 instructions per output pair, 20 for an odd row's last output.
+ * y: the channel's [oh, ow] outputs; x: its plane's first row (the top padding row); w: its 9 int8 taps;
+ * cq: (bias, bits of S); ow >= 2; rstep = sh·pitch. */
+__attribute__((naked, used, aligned(4))) void eecc_dw3_dsp(int8_t* y, const int32_t* x, const int8_t* w, const int32_t* cq,
+                                               int32_t oh, int32_t ow, int32_t pitch, int32_t rstep, int32_t zo) {
+  (void)y; (void)x; (void)w; (void)cq; (void)oh; (void)ow; (void)pitch; (void)rstep; (void)zo;
+  __asm__ volatile(
+      ".syntax unified\n"
+      "  push {r4-r11, lr}\n"
+      "  sub sp, #32\n" /* [0] bias [4] bias [8] zo [12] this row's pairs end [16] ow & ~1 [20] d [24] y end [28] 4f or 3f */
+      "  ldrd r4, r5, [r3]\n"
+      "  vmov s2, r5\n" /* S */
+      "  strd r4, r4, [sp]\n"
+      "  ldrsb r4, [r2, #0]\n" /* a0 = (w0, w1), b0 = (w1, w2), ... in r4 .. r9 */
+      "  ldrsb r5, [r2, #1]\n"
+      "  ldrsb r10, [r2, #2]\n"
+      "  pkhbt r5, r5, r10, lsl #16\n"
+      "  pkhbt r4, r4, r5, lsl #16\n"
+      "  ldrsb r6, [r2, #3]\n"
+      "  ldrsb r7, [r2, #4]\n"
+      "  ldrsb r10, [r2, #5]\n"
+      "  pkhbt r7, r7, r10, lsl #16\n"
+      "  pkhbt r6, r6, r7, lsl #16\n"
+      "  ldrsb r8, [r2, #6]\n"
+      "  ldrsb r9, [r2, #7]\n"
+      "  ldrsb r10, [r2, #8]\n"
+      "  pkhbt r9, r9, r10, lsl #16\n"
+      "  pkhbt r8, r8, r9, lsl #16\n"
+      "  ldr r10, [sp, #84]\n"
+      "  str r10, [sp, #8]\n"
+      "  ldr r10, [sp, #72]\n" /* ow */
+      "  bic r11, r10, #1\n"
+      "  str r11, [sp, #16]\n"
+      "  lsls r11, r10, #31\n" /* where a row's pairs go on: its odd last output, or the next row (LDR PC) */
+      "  ite ne\n"
+      "  adrne r11, 4f\n"
+      "  adreq r11, 3f\n"
+      "  orr r11, r11, #1\n" /* Thumb; ADR is right as the function is word-aligned */
+      "  str r11, [sp, #28]\n"
+      "  adds r11, r10, #1\n"
+      "  bic r11, r11, #1\n"
+      "  lsls r11, r11, #1\n" /* the bytes a row's pointers advance: 4·ceil(ow / 2) */
+      "  ldr r12, [sp, #80]\n"
+      "  sub r12, r12, r11\n"
+      "  str r12, [sp, #20]\n"
+      "  ldr r11, [sp, #68]\n"
+      "  mul r11, r11, r10\n"
+      "  add r11, r11, r0\n"
+      "  str r11, [sp, #24]\n"
+      "  ldr r12, [sp, #76]\n"
+      "  add r2, r1, r12\n" /* rows 1 and 2 of the filter */
+      "  add r3, r2, r12\n"
+      "1:\n"
+      "  ldr r12, [sp, #16]\n"
+      "  add r12, r12, r0\n"
+      "  str r12, [sp, #12]\n"
+      "2:\n"
+      "  ldrd r10, r11, [sp]\n"
+      "  ldrd r12, lr, [r1], #4\n"
+      "  smlad r10, r4, r12, r10\n"
+      "  smlabt r11, r4, r12, r11\n"
+      "  smlatb r10, r5, lr, r10\n"
+      "  smlad r11, r5, lr, r11\n"
+      "  ldrd r12, lr, [r2], #4\n"
+      "  smlad r10, r6, r12, r10\n"
+      "  smlabt r11, r6, r12, r11\n"
+      "  smlatb r10, r7, lr, r10\n"
+      "  smlad r11, r7, lr, r11\n"
+      "  ldrd r12, lr, [r3], #4\n"
+      "  smlad r10, r8, r12, r10\n"
+      "  smlabt r11, r8, r12, r11\n"
+      "  smlatb r10, r9, lr, r10\n"
+      "  smlad r11, r9, lr, r11\n"
+      "  vmov s0, s1, r10, r11\n"
+      "  vcvt.f32.s32 s0, s0\n"
+      "  vcvt.f32.s32 s1, s1\n"
+      "  vmul.f32 s0, s0, s2\n"
+      "  vmul.f32 s1, s1, s2\n"
+      "  vcvtr.s32.f32 s0, s0\n"
+      "  vcvtr.s32.f32 s1, s1\n"
+      "  vmov r10, r11, s0, s1\n"
+      "  ldrd r12, lr, [sp, #8]\n" /* zo, the row's pairs end */
+      "  qadd r10, r10, r12\n"
+      "  qadd r11, r11, r12\n"
+      "  ssat r10, #8, r10\n"
+      "  ssat r11, #8, r11\n"
+      "  strb r11, [r0, #1]\n"
+      "  strb r10, [r0], #2\n"
+      "  cmp r0, lr\n"
+      "  bne 2b\n"
+      "  ldr pc, [sp, #28]\n"
+      "4:\n" /* an odd row: its last output alone */
+      "  ldr r10, [sp]\n"
+      "  ldrd r12, lr, [r1], #4\n"
+      "  smlad r10, r4, r12, r10\n"
+      "  smlatb r10, r5, lr, r10\n"
+      "  ldrd r12, lr, [r2], #4\n"
+      "  smlad r10, r6, r12, r10\n"
+      "  smlatb r10, r7, lr, r10\n"
+      "  ldrd r12, lr, [r3], #4\n"
+      "  smlad r10, r8, r12, r10\n"
+      "  smlatb r10, r9, lr, r10\n"
+      "  vmov s0, r10\n"
+      "  vcvt.f32.s32 s0, s0\n"
+      "  vmul.f32 s0, s0, s2\n"
+      "  vcvtr.s32.f32 s0, s0\n"
+      "  vmov r10, s0\n"
+      "  ldr r12, [sp, #8]\n"
+      "  qadd r10, r10, r12\n"
+      "  ssat r10, #8, r10\n"
+      "  strb r10, [r0], #1\n"
+      "3:\n"
+      "  ldrd r12, lr, [sp, #20]\n" /* d, the end of y */
+      "  add r1, r1, r12\n"
+      "  add r2, r2, r12\n"
+      "  add r3, r3, r12\n"
+      "  cmp r0, lr\n"
+      "  bne 1b\n"
+      "  add sp, #32\n"
+      "  pop {r4-r11, pc}\n");
+}
