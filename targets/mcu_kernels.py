@@ -34,7 +34,7 @@ from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
 V6M_DOT4 = "eecc_dot4_v6m"  # the same, four pixels (pointwise convs with >= 4 output pixels)
 V6M_COL4 = "eecc_col4_pw_v6m"  # cdriver/dot_v6m.c: the four-pixel column of such a conv
-DSP_DOT = "eecc_dot2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile's inner loop, linked with every Armv7E-M stage
+DSP_DOT = "eecc_conv2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile with its requantisation, every Armv7E-M stage
 COL, COL_PW = "eecc_col2_s16", "eecc_col2_pw_s16"  # cdriver/dot_dsp.c: the DSP conv's pixel-pair columns
 COL_R4 = "eecc_col2_r4_s16"  # cdriver/dot_dsp.c: one input channel, 4-wide window: a word per window row
 MACS = {"dsp": DSP_DOT, "plain": V6M_DOT}
@@ -161,6 +161,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     col_fn = column_in_c(g)
     in_c = col_fn is not None
     rows = o2 + 5 if in_c else o2 + 1  # + the geometry col_fn reads (4 rows)
+    full = o // 2  # channel pairs without a spare channel
 
     @T.macro
     def col_fill(col16, x, y0, x0, base):
@@ -170,7 +171,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     @T.prim_func(private=True, check_well_formed=False)
     def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((rows, 2), "int32"),
                y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"), col: T.Buffer((kp,), "int32")):
-        T.func_attr({"tirx.noalias": True})
+        T.func_attr({"tirx.noalias": True, "op_pattern": 8})  # y is written by the calls: opaque
         zov: T.let[T.int32] = cq[o2, 0]  # the table's last row (zx stays a constant: as a register it
         # cost the padding selects of a many-tap column fill ~600 B of code)
         col16 = T.decl_buffer((2 * kp,), "int16", data=col.data)
@@ -186,17 +187,14 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
                 for p in range(2):
                     col_fill(col16, x, T.min(2 * q + p, npix - 1) // ow * sh, T.min(2 * q + p, npix - 1) % ow * sw,
                              p * kp)
-            for j in range(o2 // 2):
-                acc[0] = cq[2 * j, 0]
-                acc[1] = cq[2 * j, 0]
-                acc[2] = cq[2 * j + 1, 0]
-                acc[3] = cq[2 * j + 1, 0]
-                # cdriver/dot_dsp.c: the tile in registers (LLVM's schedule spilled the column words)
-                T.evaluate(T.call_extern("handle", mac, T.address_of(acc[0]), T.address_of(wq[j, 0]),
-                                         T.address_of(col[0]), kp // 4))
-                for a in T.unroll(4):
-                    if 2 * j + a // 2 < o and 2 * q + a % 2 < npix:
-                        yf[(2 * j + a // 2) * npix + 2 * q + a % 2] = _rq(T, acc[a], cq, 2 * j + a // 2, zov, window)
+            d: T.let[T.int32] = T.if_then_else(2 * q + 1 < npix, 1, 0)  # 0: the last pixel is alone
+            if full > 0:  # cdriver/dot_dsp.c: tile, requantisation and stores in registers (LLVM spilled the tile)
+                T.evaluate(T.call_extern("handle", mac, T.address_of(yf[2 * q]), T.address_of(wq[0, 0]),
+                                         T.address_of(col[0]), T.address_of(cq[0, 0]), kp // 4, full, npix, d, zov))
+            if o % 2 == 1:  # the last pair's second channel is a spare: cstr 0 stores it under the real one
+                T.evaluate(T.call_extern("handle", mac, T.address_of(yf[(o - 1) * npix + 2 * q]),
+                                         T.address_of(wq[full, 0]), T.address_of(col[0]),
+                                         T.address_of(cq[2 * full, 0]), kp // 4, 1, 0, d, zov))
 
     return kernel, ([kp], "int32")
 

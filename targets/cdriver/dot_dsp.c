@@ -1,25 +1,45 @@
-/* Armv7E-M inner loop of the int8 conv tile (targets/mcu_kernels.py, _conv2d_dsp): 2 output channels x
- * 2 pixels of SMLAD. LLVM keeps the tile's column words in stack slots and reloads one per SMLAD (about
- * 1.36 instructions per MAC on the kws layers); here the 4 accumulators, the 4 widened weights and the 2
- * column words of one pixel stay in registers: per 16 MACs one LDRD of weights, two LDRD of columns,
- * 4 SXTB16, 8 SMLAD and the loop's SUBS and BNE (17 instructions).
- *
- *   acc[2t + p] += sum_i SMLAD(W[2i + t], col_p[2i .. 2i + 1]),  t = channel of the pair, p = pixel
- *
- * w: the pair's weight words, alternating channels (mcu_kernels.pack_weights: bytes (a0, a2, a1, a3), so
- * SXTB16 and SXTB16 ROR 8 give the int16 pairs (a0, a1), (a2, a3)); col: int16 inputs of pixel 0, then
- * those of pixel 1 2·quads words later; quads = kp / 4 >= 1. Returns acc. */
 #include <stdint.h>
 
-__attribute__((naked, used)) int32_t* eecc_dot2x2_dsp(int32_t* acc, const int32_t* w, const int32_t* col,
-                                                      int32_t quads) {
-  (void)acc; (void)w; (void)col; (void)quads;
+/* The int8 conv tile on Armv7E-M (targets/mcu_kernels.py, _conv2d_dsp): for one pixel pair, `pairs` pairs of output
+ * channels, each 2 channels x 2 pixels of SMLAD then requantised and stored:
+ *
+ *   acc[t][p] = bias[2j + t] + sum_i SMLAD(W[2i + t], col_p[2i .. 2i + 1]),  t = channel of the pair, p = pixel
+ *   y[(2j + t)·cstr + p·d] = sat8(rne(fl32(acc[t][p])·S[2j + t]) + zo)   (onnxruntime's MlasRequantizeOutput)
+ *
+ * In the MAC loop the 4 accumulators, the 4 widened weights and the 2 column words of one pixel stay in registers:
+ * per 16 MACs one LDRD of weights, two LDRD of columns, 4 SXTB16, 8 SMLAD and the loop's SUBS and BNE (17
+ * instructions); LLVM's schedule of the same tile spilled the column words (about 1.36 per MAC on the kws layers).
+ * The requantisation is here too (VCVT, VMUL, VCVTR two S registers per VMOV; QADD, SSAT), 49 instructions per
+ * channel pair besides the MACs where the tile called from TIR cost ~60 (bias stored to and accumulators reloaded
+ * from memory, the spare lanes' compares).
+ * w: the channel pairs' weight words, alternating channels (mcu_kernels.pack_weights: bytes (a0, a2, a1, a3), so
+ * SXTB16 and SXTB16 ROR 8 give the int16 pairs (a0, a1), (a2, a3)); col: int16 inputs of pixel 0, then those of
+ * pixel 1 2·quads words later; quads = kp / 4 >= 1; cq: (bias, bits of S) per channel; y: channel 2j's pixel 0 output.
+ * Stores go channel 2j+1 before 2j, pixel 1 before 0: d = 0 (an odd last pixel) or cstr = 0 (a spare channel) puts
+ * the spare lane's value where the real one then overwrites it. */
+__attribute__((naked, used)) void eecc_conv2x2_dsp(int8_t* y, const int32_t* w, const int32_t* col,
+                                                   const int32_t* cq, int32_t quads, int32_t pairs, int32_t cstr,
+                                                   int32_t d, int32_t zo) {
+  (void)y; (void)w; (void)col; (void)cq; (void)quads; (void)pairs; (void)cstr; (void)d; (void)zo;
   __asm__ volatile(
       ".syntax unified\n"
-      "  push {r0, r4-r11, lr}\n"
-      "  add.w ip, r2, r3, lsl #3\n" /* pixel 1's column */
-      "  ldm r0, {r4-r7}\n"
+      "  push {r4-r11, lr}\n"
+      "  sub sp, #16\n" /* [0] y [4] cq [8] col [12] cq's end */
+      "  strd r0, r3, [sp]\n"
+      "  ldr r4, [sp, #56]\n" /* pairs */
+      "  add r4, r3, r4, lsl #4\n"
+      "  strd r2, r4, [sp, #8]\n"
       "1:\n"
+      "  ldr r3, [sp, #4]\n"
+      "  ldrd r4, r8, [r3]\n" /* bias and S of channel 2j, then of 2j + 1 */
+      "  ldrd r6, r9, [r3, #8]\n"
+      "  vmov s4, s5, r8, r9\n"
+      "  mov r5, r4\n"
+      "  mov r7, r6\n"
+      "  ldr r2, [sp, #8]\n"
+      "  ldr r3, [sp, #52]\n" /* quads */
+      "  add.w ip, r2, r3, lsl #3\n" /* pixel 1's column */
+      "2:\n"
       "  ldrd r8, r10, [r1], #8\n" /* channel 2j, channel 2j + 1 */
       "  sxtb16 r9, r8, ror #8\n"
       "  sxtb16 r8, r8\n"
@@ -36,10 +56,47 @@ __attribute__((naked, used)) int32_t* eecc_dot2x2_dsp(int32_t* acc, const int32_
       "  smlad r7, r10, lr, r7\n"
       "  smlad r7, r11, r0, r7\n"
       "  subs r3, r3, #1\n"
+      "  bne 2b\n"
+      "  vmov s0, s1, r4, r5\n"
+      "  vmov s2, s3, r6, r7\n"
+      "  vcvt.f32.s32 s0, s0\n"
+      "  vcvt.f32.s32 s1, s1\n"
+      "  vcvt.f32.s32 s2, s2\n"
+      "  vcvt.f32.s32 s3, s3\n"
+      "  vmul.f32 s0, s0, s4\n"
+      "  vmul.f32 s1, s1, s4\n"
+      "  vmul.f32 s2, s2, s5\n"
+      "  vmul.f32 s3, s3, s5\n"
+      "  vcvtr.s32.f32 s0, s0\n"
+      "  vcvtr.s32.f32 s1, s1\n"
+      "  vcvtr.s32.f32 s2, s2\n"
+      "  vcvtr.s32.f32 s3, s3\n"
+      "  vmov r4, r5, s0, s1\n"
+      "  vmov r6, r7, s2, s3\n"
+      "  ldr r8, [sp, #68]\n" /* zo */
+      "  qadd r4, r4, r8\n"
+      "  qadd r5, r5, r8\n"
+      "  qadd r6, r6, r8\n"
+      "  qadd r7, r7, r8\n"
+      "  ssat r4, #8, r4\n"
+      "  ssat r5, #8, r5\n"
+      "  ssat r6, #8, r6\n"
+      "  ssat r7, #8, r7\n"
+      "  ldrd r9, r10, [sp, #60]\n" /* cstr, d */
+      "  ldrd r0, r3, [sp]\n"
+      "  add r11, r0, r9\n" /* channel 2j + 1 */
+      "  strb r7, [r11, r10]\n"
+      "  strb r6, [r11]\n"
+      "  strb r5, [r0, r10]\n"
+      "  strb r4, [r0]\n"
+      "  add r0, r11, r9\n"
+      "  adds r3, r3, #16\n"
+      "  strd r0, r3, [sp]\n"
+      "  ldr r4, [sp, #12]\n"
+      "  cmp r3, r4\n"
       "  bne 1b\n"
-      "  ldr r0, [sp]\n"
-      "  stm r0, {r4-r7}\n"
-      "  pop {r0, r4-r11, pc}\n");
+      "  add sp, #16\n"
+      "  pop {r4-r11, pc}\n");
 }
 
 /* The int16 columns of output pixels pix and min(pix + 1, npix - 1) for the same conv (mcu_kernels._conv2d_dsp):
