@@ -127,7 +127,8 @@ def _depthwise_dsp(x_shape, w, *, bias, scale, zx, zo, strides, pads):
 def _depthwise_dsp3(x_shape, w, *, bias, scale, zx, zo, strides, pads):
     """Depthwise 3x3 at stride (sh, 1) on Armv7E-M, ow >= 2: _depthwise_dsp's zx-padded int16 plane and pair
     taps, each channel's outputs from cdriver/dot_dsp.c's eecc_dw3_dsp (weights, accumulators and row pointers
-    in registers; kws cut 1 stage 0: 151,041 -> see the commit's figures)."""
+    in registers; kws cut 1 stage 0's 48-channel 25x5 depthwise: 151,041 -> 130,240 instructions, of which the
+    plane copy is 14,032)."""
     from tvm.script import tirx as T
 
     _, c, h, wd = (int(v) for v in x_shape)

@@ -154,7 +154,9 @@ def _window(T, x, g: _Conv, zx, y0, x0, ci, ky, kx):
 
 
 def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
-    """Armv7E-M: int16 columns of a pixel pair, 2 channels x 2 pixels of SMLAD (see module docstring)."""
+    """Armv7E-M: int16 columns of a pixel pair, then cdriver/dot_dsp.c's eecc_conv2x2_dsp: 2 channels x 2 pixels of
+    SMLAD (see module docstring), requantised and stored, for every channel pair (an odd O's last pair alone, its
+    spare channel stored under the real one). `acc` is no longer used here (the tile keeps it in registers)."""
     from tvm.script import tirx as T
 
     c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
