@@ -198,16 +198,18 @@ void eecc_fill_s16(int16_t* dst, int32_t n, int32_t v) {
  * then y = sat8(rne(fl32(acc)·S) + zo), onnxruntime's requantisation (VCVT, VMUL, VCVTR; QADD, SSAT). LLVM's
  * schedule of the same TIR spilled the 6 weight pairs and the row's columns (kws: 113 instructions per output
  * row of 5); here weights, accumulators and the three row pointers stay in registers, the bias (twice), zo and the
- * row's end are one LDRD each from the frame: 33 instructions per output pair, 20 for an odd row's last output.
+ * row's end are one LDRD each from the frame: 33 instructions per output pair, 20 for an odd row's last output and
+ * 10 per row (its end, one LDR PC to the odd output or past it, the pointers' step).
  * y: the channel's [oh, ow] outputs; x: its plane's first row (the top padding row); w: its 9 int8 taps;
  * cq: (bias, bits of S); ow >= 2; rstep = sh·pitch. */
-__attribute__((naked, used, aligned(4))) void eecc_dw3_dsp(int8_t* y, const int32_t* x, const int8_t* w, const int32_t* cq,
-                                               int32_t oh, int32_t ow, int32_t pitch, int32_t rstep, int32_t zo) {
+__attribute__((naked, used, aligned(4))) void eecc_dw3_dsp(int8_t* y, const int32_t* x, const int8_t* w,
+                                                          const int32_t* cq, int32_t oh, int32_t ow, int32_t pitch,
+                                                          int32_t rstep, int32_t zo) {
   (void)y; (void)x; (void)w; (void)cq; (void)oh; (void)ow; (void)pitch; (void)rstep; (void)zo;
   __asm__ volatile(
       ".syntax unified\n"
       "  push {r4-r11, lr}\n"
-      "  sub sp, #32\n" /* [0] bias [4] bias [8] zo [12] this row's pairs end [16] ow & ~1 [20] d [24] y end [28] 4f or 3f */
+      "  sub sp, #32\n" /* [0] bias [4] bias [8] zo [12] row's pairs end [16] ow & ~1 [20] d [24] y end [28] 4f/3f */
       "  ldrd r4, r5, [r3]\n"
       "  vmov s2, r5\n" /* S */
       "  strd r4, r4, [sp]\n"
