@@ -32,8 +32,9 @@ from eecc.targets.mcu_requant import _rq, fpu_table, split_table
 # every conv of the kws and ResNet fixtures (kws 7.50 -> 6.78, ResNet 6.88 -> 5.76 instructions/MAC).
 
 V6M_DOT = "eecc_dot2_v6m"  # cdriver/dot_v6m.c: the plain tile's inner loop, linked with every Armv6-M stage
-V6M_DOT4 = "eecc_dot4_v6m"  # the same, four pixels (pointwise convs with >= 4 output pixels)
+V6M_DOT4 = "eecc_dot4_v6m"  # the same, four pixels (convs with >= 4 output pixels: plain_column)
 V6M_COL4 = "eecc_col4_pw_v6m"  # cdriver/dot_v6m.c: the four-pixel column of such a conv
+V6M_COLW = "eecc_col4_win_v6m"  # cdriver/dot_v6m.c: the four-pixel column of any other conv (plain_column)
 DSP_DOT = "eecc_conv2x2_dsp"  # cdriver/dot_dsp.c: the DSP tile with its requantisation, every Armv7E-M stage
 COL, COL_PW = "eecc_col2_s16", "eecc_col2_pw_s16"  # cdriver/dot_dsp.c: the DSP conv's pixel-pair columns
 COL_R4 = "eecc_col2_r4_s16"  # cdriver/dot_dsp.c: one input channel, 4-wide window: a word per window row
@@ -114,8 +115,10 @@ def conv2d(x_shape, w: np.ndarray, *, bias, scale, zx: int, zo: int, strides, pa
         rows = [table, np.array([[zo, 0]], np.int32)] + ([col_geometry(g, zx).view(np.int32).reshape(-1, 2)]
                                                           if column_in_c(g) else [])
         table = np.concatenate(rows)
+    elif plain_column(g, mac)[1] == V6M_COLW:  # the geometry the C column function reads, 2 rows of 4
+        table = np.concatenate([table, col_geometry(g, zx).view(np.int32).reshape(-1, 4)])
     func, scratch = (_conv2d_dsp(g, packed.shape, zx, zo, window, mac) if dsp
-                     else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split))
+                     else _conv2d_plain(g, packed.shape, zx, zo, window, mac, split, len(table)))
     return func, [packed, table], [([1, o, oh, ow], "int8"), ([4], "int32"), scratch]
 
 
@@ -201,52 +204,83 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
     return kernel, ([kp], "int32")
 
 
-def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None, split: bool = False):
-    """Armv6-M: x + 128 bytes of L pixels interleaved [k, pixel], 1 channel x L pixels of MULS: L = 4
-    (dot_v6m.c's eecc_dot4_v6m, 3.56 instructions per MAC) for pointwise convs with ≥ 4 pixels (the bulk of the
-    kws MACs; their column is a strided copy), else 2 (dot2: a windowed column fill 4 times over grew kws's
-    40-tap front conv by 1.7 KB)."""
+def plain_column(g: _Conv, mac: str | None) -> tuple[int, str | None]:
+    """(L, the cdriver/dot_v6m.c function that fills the [k, L pixels] byte column, or None: the TIR copy) of
+    _conv2d_plain. L = 4 (eecc_dot4_v6m) where there are ≥ 4 output pixels: the column of a pointwise conv is
+    V6M_COL4's strided copy, of a 2-D window with O·kp ≥ 512 V6M_COLW's (col_geometry's int16 bound); else, and
+    for host tests (`mac` None) of a windowed conv, L = 2 (dot2) with the TIR copy (which LLVM unrolls: a
+    windowed copy 4 times over grew kws's 40-tap front conv by 1.7 KB, hence the rolled C loops)."""
+    if g.npix < 4:
+        return 2, None
+    if pointwise(g):
+        return 4, V6M_COL4 if mac is not None else None
+    fits16 = max(g.c, g.h, g.wd, g.npix, g.kp) < 1 << 15
+    # the C window costs ~170 instructions per pixel and ~45 per input channel and row of the window, the quad
+    # saves ~1 per pixel, output channel and weight word: measured worse for ResNet's 9-tap stem (16 channels,
+    # +2.6 %) and cnn1d's 3-tap 1-D convs (+9.7 %), better for kws's front conv and 3x3 convs of >= 16 channels
+    pays = g.o2 * g.kp >= 512 and g.kh > 1
+    return (4, V6M_COLW) if mac is not None and fits16 and pays else (2, None)
+
+
+def _plain_fill(g: _Conv, zx: int, lanes: int, col_fn: str | None, o2: int):
+    """T.macro fill(cu, x, cq, q): the byte column of pixels lanes·q .. lanes·q + lanes - 1 (see plain_column;
+    past the last pixel it repeats), x + 128 as uint8 interleaved [k, pixel]; cq's rows from o2 on hold
+    col_geometry for V6M_COLW."""
     from tvm.script import tirx as T
 
-    c, h, wd, o, kh, kw, sh, sw, _, _, oh, ow, k, kp, o2, npix, npp = g
-    lanes = 4 if npix >= 4 and pointwise(g) else 2  # the quad's column fill is 4 copies: small only for 1x1
-    mac = {2: mac, 4: V6M_DOT4}[lanes] if mac is not None else None
-    tie = RQ_TIE if mac else None  # linked beside dot_v6m.c
-    steps = -(-npix // lanes)
+    c, kh, kw, ow, sh, sw, npix = g.c, g.kh, g.kw, g.ow, g.sh, g.sw, g.npix
 
     @T.macro
-    def col_u8(cu, x, y0, x0, p):
+    def col_window(cu, x, y0, x0, p):  # y0, x0 bound once per pixel (inside the tap loops LLVM divides per tap)
         for ci, ky, kx in T.grid(c, kh, kw):
             cu[lanes * ((ci * kh + ky) * kw + kx) + p] = T.Cast(
                 "uint8", T.Cast("int32", _window(T, x, g, zx, y0, x0, ci, ky, kx)) + 128)
 
     @T.macro
-    def col_pw(cu, xf, q):  # pointwise: pixel i of channel ci is xf[ci·npix + i], no window
-        for ci in range(c):
-            for p in T.unroll(lanes):
-                cu[lanes * ci + p] = T.Cast("uint8",
-                                            T.Cast("int32", xf[ci * npix + T.min(lanes * q + p, npix - 1)]) + 128)
+    def fill(cu, x, cq, q):
+        if col_fn == V6M_COL4:  # cdriver/dot_v6m.c: rolled loops (LLVM unrolls the TIR copies)
+            T.evaluate(T.call_extern("handle", V6M_COL4, T.address_of(cu[0]), T.address_of(x[0, 0, 0, 0]),
+                                     npix, c, lanes * q))
+        elif col_fn == V6M_COLW:
+            T.evaluate(T.call_extern("handle", V6M_COLW, T.address_of(cu[0]), T.address_of(x[0, 0, 0, 0]),
+                                     T.address_of(cq[o2, 0]), lanes * q))
+        elif pointwise(g) and lanes == 4:  # pixel i of channel ci is x[ci·npix + i], no window
+            xf = T.decl_buffer((c * npix,), "int8", data=x.data)
+            for ci in range(c):
+                for p in T.unroll(lanes):
+                    cu[lanes * ci + p] = T.Cast(
+                        "uint8", T.Cast("int32", xf[ci * npix + T.min(lanes * q + p, npix - 1)]) + 128)
+        else:
+            for p in range(lanes):
+                col_window(cu, x, T.min(lanes * q + p, npix - 1) // ow * sh,
+                           T.min(lanes * q + p, npix - 1) % ow * sw, p)
+
+    return fill
+
+
+def _conv2d_plain(g: _Conv, wshape, zx, zo, window, mac: str | None, split: bool = False, rows: int | None = None):
+    """Armv6-M: x + 128 bytes of L pixels interleaved [k, pixel] (plain_column), 1 channel x L pixels of MULS
+    (dot_v6m.c: eecc_dot4_v6m 3.63 instructions per MAC, eecc_dot2_v6m 4.06). rows: the table's, o2 + the
+    geometry rows of V6M_COLW."""
+    from tvm.script import tirx as T
+
+    c, h, wd, o, _, _, _, _, _, _, oh, ow, k, kp, o2, npix, _ = g
+    lanes, col_fn = plain_column(g, mac)
+    mac = {2: mac, 4: V6M_DOT4}[lanes] if mac is not None else None
+    tie = RQ_TIE if mac else None  # linked beside dot_v6m.c
+    fill = _plain_fill(g, zx, lanes, col_fn, o2)
 
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"), cq: T.Buffer((o2, 4), "int32"),
-               y: T.Buffer((1, o, oh, ow), "int8"), acc: T.Buffer((4,), "int32"),
-               col: T.Buffer((kp * lanes // 4,), "int32")):
+    def kernel(x: T.Buffer((1, c, h, wd), "int8"), wq: T.Buffer(wshape, "int32"),
+               cq: T.Buffer((rows or o2, 4), "int32"), y: T.Buffer((1, o, oh, ow), "int8"),
+               acc: T.Buffer((4,), "int32"), col: T.Buffer((kp * lanes // 4,), "int32")):
         T.func_attr({"tirx.noalias": True})
         cu = T.decl_buffer((lanes * kp,), "uint8", data=col.data)  # LDRB-addressable with an immediate offset
-        xf = T.decl_buffer((c * h * wd,), "int8", data=x.data)
         yf = T.decl_buffer((o * npix,), "int8", data=y.data)
         for e in range(lanes * (kp - k)):
             cu[lanes * k + e] = T.uint8(128)
-        for q in range(steps):
-            if lanes == 4 and mac is not None:  # cdriver/dot_v6m.c: a rolled loop (LLVM unrolls col_pw)
-                T.evaluate(T.call_extern("handle", V6M_COL4, T.address_of(cu[0]), T.address_of(x[0, 0, 0, 0]),
-                                         npix, c, lanes * q))
-            elif lanes == 4:
-                col_pw(cu, xf, q)
-            else:
-                for p in range(lanes):
-                    col_u8(cu, x, T.min(lanes * q + p, npix - 1) // ow * sh,
-                           T.min(lanes * q + p, npix - 1) % ow * sw, p)
+        for q in range(-(-npix // lanes)):
+            fill(cu, x, cq, q)
             for j in range(o):
                 for a in T.unroll(lanes):
                     acc[a] = cq[j, 0]

@@ -120,6 +120,59 @@ def test_general_c_column_only_for_single_channel_convs():
     assert mcu_kernels.column_in_c(geometry(16, 1, 1, 2, 0)) is None  # strided 1x1: its pixel is no input offset
 
 
+
+@needs_arm
+@pytest.mark.parametrize("c, kh, kw, strides, pads", [(1, 5, 4, (1, 2), (2, 2, 2, 3)), (1, 4, 4, (2, 1), (0, 5, 4, 4)),
+                                                      (4, 3, 3, (2, 2), (1, 1, 1, 1))])
+def test_m0plus_quad_window_columns_are_bit_exact(tmp_path, c, kh, kw, strides, pads):
+    """cdriver/dot_v6m.c eecc_col4_win_v6m (the four-pixel byte column of a windowed conv, for eecc_dot4_v6m) under
+    QEMU against TVM's integer lowering: windows over the left edge (2 and 5 columns of zx: one wholly outside),
+    the right edge, padding rows above and below (4 rows of a 4-row window), 4 input channels, pixel counts 54, 75
+    and 25 (the last quad repeats its last pixel 2, 1 and 3 times)."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array((rng.standard_normal((32, c, kh, kw)) * 0.5).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=list(pads), strides=list(strides))
+    graph = helper.make_graph([conv],
+                              "win4", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (np.random.default_rng(9).standard_normal((40, c, 9, 9)) + 0.5).astype(np.float32)
+    model = quantize.quantize_stage(model, {"x": x[:24]})
+    arts = cortex_m.compile_stage(model, cpu="cortex-m0plus", out_dir=tmp_path)
+    got, want = emulate_stage(arts, x[24:]).outputs["y"], _host_integer_lowering(model, x[24:40])
+    assert np.array_equal(got.reshape(want.shape), want) and len(np.unique(want)) > 50
+    elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"<{mcu_kernels.V6M_COLW}>:" in elf and f"<{mcu_kernels.V6M_DOT4}>:" in elf
+    assert f"<{mcu_kernels.V6M_DOT}>:" not in elf  # the only conv runs the quad
+
+
+def test_m0plus_quad_tile_where_it_pays():
+    """plain_column: the quad with the C window for kws's 40-tap front conv (48 channels) and a 16-channel 3x3
+    conv, the strided copy for a pointwise conv, the pair tile with the TIR copy for ResNet's 9-tap stem (16
+    channels: the C window's per-pixel cost outweighs the quad's saving), 1-D and strided 1x1 convs (one window
+    row per channel), < 4 output pixels, and host tests."""
+    def geometry(c, kh, kw, stride, pad, o=16, h=14, wd=14):
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+        k = c * kh * kw
+        return mcu_kernels._Conv(c, h, wd, o, kh, kw, stride, stride, pad, pad, oh, ow, k, -(-k // 4) * 4, o,
+                                 oh * ow, -(-oh * ow // 2))
+
+    mac = mcu_kernels.V6M_DOT
+    assert mcu_kernels.plain_column(geometry(1, 10, 4, 2, 5, o=48, h=49, wd=10), mac) == (4, mcu_kernels.V6M_COLW)
+    assert mcu_kernels.plain_column(geometry(16, 3, 3, 1, 1), mac) == (4, mcu_kernels.V6M_COLW)
+    assert mcu_kernels.plain_column(geometry(48, 1, 1, 1, 0), mac) == (4, mcu_kernels.V6M_COL4)
+    assert mcu_kernels.plain_column(geometry(1, 3, 3, 1, 1, h=28, wd=28), mac) == (2, None)
+    assert mcu_kernels.plain_column(geometry(16, 3, 3, 1, 0, h=3, wd=3), mac) == (2, None)
+    assert mcu_kernels.plain_column(geometry(16, 1, 3, 1, 1, o=32, h=1, wd=24), mac) == (2, None)  # 1-D
+    assert mcu_kernels.plain_column(geometry(16, 1, 1, 2, 0, o=32), mac) == (2, None)  # strided 1x1
+    assert mcu_kernels.plain_column(geometry(16, 3, 3, 1, 1), None) == (2, None)
+    assert mcu_kernels.plain_column(geometry(48, 1, 1, 1, 0), None) == (4, None)
+
 @needs_arm
 @pytest.mark.parametrize("k, n", [(20, 6), (3, 2)])
 def test_m4_matmul_with_a_separate_bias_builds_and_is_bit_exact(tmp_path, k, n):

@@ -141,3 +141,71 @@ void eecc_col4_pw_v6m(uint8_t* col, const int8_t* x, int32_t npix, int32_t c, in
     col[3] = (uint8_t)(x[d3] + 128);
   }
 }
+
+/* The quad tile's column of any other conv (mcu_kernels.plain_column: a window, strides or padding; >= 4 output
+ * pixels): output pixels p0 .. p0 + 3 (past the last, npix - 1, it repeats) as x + 128 bytes interleaved [k, pixel],
+ *   col[4((ci·kh + ky)·kw + kx) + p] = x[ci, top_p + ky, left_p + kx] + 128, or zx + 128 outside the h x w image.
+ * Per pixel and input channel the window's rows split into those above the image (ra), in it (rm) and below (rb),
+ * its columns into nl padding columns, nm in the image and nr (the same in every row): the padding is written
+ * as runs of bytes 4 (rows) or 4·kw (columns) apart, the in-image rm x nm block is a byte copy (3 instructions
+ * per tap + 4 per row for 3- and 4-wide runs). A rolled loop: the TIR fill, 4 times over and unrolled by LLVM,
+ * grew kws's 40-tap front conv by 1.7 KB. One unsigned division per call (p0 / ow).
+ * x: channel 0 of the input; g: mcu_kernels.col_geometry {c, h, w, kh, kw, sh, sw, pt, pl, ow, npix, kp, zx}. */
+__attribute__((noinline)) static void pads(uint8_t* out, int32_t n, int32_t step, uint32_t pad) {
+  for (; n > 0; --n, out += step) *out = (uint8_t)pad;
+}
+
+/* rows x n bytes: out[4j] = s[j] + 128, rows w bytes apart in x and `step` in col. */
+__attribute__((noinline)) static void copy_rows(uint8_t* out, const int8_t* s, int32_t rows, int32_t n, int32_t w,
+                                                int32_t step) {
+  if (n == 4) {
+    for (; rows > 0; --rows, s += w, out += step) {
+      out[0] = (uint8_t)(s[0] + 128);
+      out[4] = (uint8_t)(s[1] + 128);
+      out[8] = (uint8_t)(s[2] + 128);
+      out[12] = (uint8_t)(s[3] + 128);
+    }
+  } else if (n == 3) {
+    for (; rows > 0; --rows, s += w, out += step) {
+      out[0] = (uint8_t)(s[0] + 128);
+      out[4] = (uint8_t)(s[1] + 128);
+      out[8] = (uint8_t)(s[2] + 128);
+    }
+  } else {
+    for (w -= n, step -= 4 * n; rows > 0; --rows, s += w, out += step)
+      for (int32_t j = n; j > 0; --j, out += 4) *out = (uint8_t)(*s++ + 128);
+  }
+}
+
+__attribute__((noinline, optimize("Os"))) static void col4_pixel(uint8_t* out, const int8_t* x, const int16_t* g,
+                                                                   int32_t top, int32_t left) {
+  const int32_t h = g[1], w = g[2], kh = g[3], kw = g[4];
+  const uint32_t pad = (uint32_t)(g[12] + 128);
+  int32_t nl = left < 0 ? -left : 0, nr = left + kw - w, ra = top < 0 ? -top : 0, rb = top + kh - h;
+  nl = nl < kw ? nl : kw;
+  nr = nr < 0 ? 0 : nr < kw - nl ? nr : kw - nl;
+  ra = ra < kh ? ra : kh;
+  rb = rb < 0 ? 0 : rb < kh - ra ? rb : kh - ra;
+  const int32_t nm = kw - nl - nr, rm = kh - ra - rb, step = 4 * kw;
+  x += (top + ra) * w + left + nl;
+  for (int32_t ci = g[0]; ci > 0; --ci, x += h * w, out += kh * step) {
+    uint8_t* in = out + ra * step; /* the first in-image row */
+    if (ra) pads(out, ra * kw, 4, pad);
+    if (rb) pads(in + rm * step, rb * kw, 4, pad);
+    for (int32_t j = 0; j < nl; ++j) pads(in + 4 * j, rm, step, pad);
+    for (int32_t j = kw - nr; j < kw; ++j) pads(in + 4 * j, rm, step, pad);
+    if (nm) copy_rows(in + 4 * nl, x, rm, nm, w, step);
+  }
+}
+
+void eecc_col4_win_v6m(uint8_t* col, const int8_t* x, const int16_t* g, int32_t p0) {
+  const int32_t ow = g[9];
+  int32_t oy = (int32_t)((uint32_t)p0 / (uint32_t)ow), ox = p0 - oy * ow, more = g[10] - 1 - p0;
+  for (int32_t p = 0; p < 4; ++p) {
+    col4_pixel(col + p, x, g, oy * g[5] - g[7], ox * g[6] - g[8]);
+    if (more-- > 0 && ++ox == ow) { /* the next pixel (else this one again) */
+      ox = 0;
+      ++oy;
+    }
+  }
+}
