@@ -261,3 +261,23 @@ def test_baselines_are_priced_in_the_objectives_unit(lg):
 def res_drop(res, name: str) -> float:
     """Test-split accuracy drop of baseline `name` of search result `res`, as a fraction."""
     return res.original["accuracy"] - res.baselines[name]["accuracy"]
+
+
+def test_a_cheaper_placement_within_the_limits_is_named_and_w_acc_0_chooses_it():
+    """nu15 F7: the default weights chose m4 → m4 → m4 at 0.257 mJ / 89.70 % and never said that m4 → m4 at
+    0.199 mJ / 87.74 % was within the 1 pt limit too; the note names it and its advice, --w-acc 0, is followed."""
+    lg = synthetic_logits(k=4, seed=0, n_val=1000, n_test=1000)
+    res = search(lg, options=SearchOptions(max_exits=2), strict=False)
+    feasible = [r for r in res.placements if r.feasible]
+    cheapest = min(feasible, key=lambda r: r.extra["val_mean_cost"])
+    chosen = res.best
+    assert cheapest.extra["val_mean_cost"] < 0.95 * chosen.extra["val_mean_cost"]  # the case nu15 met
+    note = next(w for w in res.warnings if w.startswith("the scalar cost"))
+    assert (f"(--w-eff 0.9 on MACs, --w-acc 0.1 per accuracy point) chose exits at {', '.join(chosen.exits)} at "
+            f"{chosen.extra['mean_cost']:,.0f} MACs mean, {100 * chosen.test.accuracy:.2f} % over exits at "
+            f"{', '.join(cheapest.exits)} at {cheapest.extra['mean_cost']:,.0f} MACs mean, "
+            f"{100 * cheapest.test.accuracy:.2f} %, also within the limits") in note, note
+    assert note.endswith("fewer MACs on the validation split; --w-acc 0 chooses on MACs alone within the limits")
+    advised = search(lg, options=SearchOptions(max_exits=2, w_acc=0.0), strict=False)
+    assert advised.best.feasible and advised.best.extra["val_mean_cost"] <= cheapest.extra["val_mean_cost"]
+    assert not any(w.startswith("the scalar cost") for w in advised.warnings)

@@ -22,7 +22,7 @@ from eecc.search.policy import (Objective, PolicyResult, SplitScores, evaluate_p
                                 position_costs)
 from eecc.search.thresholds import retune
 from eecc.search.types import ExitLogits, pair_name
-from eecc.search.unit import DROPPED, UNITS, check_heads, rank, reference_cost
+from eecc.search.unit import DROPPED, UNITS, check_heads, cheaper_note, rank, reference_cost
 
 CALIBRATION_WARNING = ("thresholds calibrated on the training set are optimistic: heads are "
                        "over-confident on data they were trained on; expect more errors at the exits")
@@ -151,6 +151,8 @@ def search(logits: ExitLogits, *, placements: list[Placement] | None = None,
     if o.guarantee is not None and results:
         from eecc.search.certified import guaranteed_choice
         chosen = guaranteed_choice(results, logits, calib, test, objective, test_obj, o, notes)
+    else:
+        notes += [n for n in [cheaper_note(results, feasible, chosen, unit, o.w_eff, o.w_acc)] if n]
     right = test.final_pred == test.y
     singles = [i for i, r in enumerate(results) if not r.indices and r.processors]
     res = SearchResult(
