@@ -242,3 +242,23 @@ def test_stages_that_were_not_emulated_are_not_drawn_as_emulated():
         assert "calibrated (emulated); none for stages 1, 2: not emulated" in labels, labels
     fig = stage_costs({"stages": [stage(0, False), stage(1, False)]})
     assert not [b for ax in fig.axes for b in ax.patches if b.get_hatch() == "xx"]
+
+
+def test_stage_cost_legends_cover_no_bar_and_stay_in_the_figure():
+    """nu15 F8: the legend (upper left, 3 entries) of an emulated 2-stage bundle's stage costs covered the top of
+    stage 1's estimated bar (b_mbn11q's figures below)."""
+    from eecc.report.plots import stage_costs
+
+    stages = [{"index": k, "target": "m4", "exit_latency_s": lat, "exit_energy_j": j, "latency_calibrated_s": c,
+               "exit_latency_calibrated_s": cl, "exit_energy_calibrated_j": cj}
+              for k, (lat, j, c, cl, cj) in enumerate(((3.51e-3, 1.151e-4, 3.20e-3, 3.22e-3, 1.057e-4),
+                                                       (22.56e-3, 7.429e-4, 20.23e-3, 23.45e-3, 7.724e-4)))]
+    fig = stage_costs({"stages": stages, "placement": {"metrics": {"measured": {"mean_latency_s": 6.17e-3,
+                                                                                "mean_energy_j": 2.03e-4}}}})
+    fig.canvas.draw()
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    for ax in fig.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert len(ax.get_legend().get_texts()) == 3
+        assert not [p for p in ax.patches if p.get_height() > 0 and p.get_window_extent(renderer).overlaps(legend)]
+        assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1

@@ -119,7 +119,7 @@ def stage_costs(manifest: dict):
     stages = manifest.get("stages") or []
     if not stages:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.5, 2.4 * len(stages) + 3), 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.5, 2.4 * len(stages) + 3), 4.6))
     x = np.arange(len(stages))
     colours = [STAGE_COLOURS[k % len(STAGE_COLOURS)] for k in range(len(stages))]
     labels = [f"stage {s['index']}\n{s['target']}" for s in stages]
@@ -148,7 +148,8 @@ def stage_costs(manifest: dict):
         ax.set_ylabel(f"{'latency' if unit == 'ms' else 'energy'} when leaving here ({unit})")
         if max(est) > 0 and max(est) / max(min(v for v in est if v > 0), 1e-30) > 200:
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        # below the bars: inside, 3 entries covered the last stage's bar (nu15 F8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title("estimated latency per exit")
     axes[1].set_title("estimated energy per exit")
