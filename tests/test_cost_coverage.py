@@ -119,3 +119,22 @@ def test_the_emulate_advice_followed_gives_the_emulated_figures_and_is_not_repea
             "the emulated figures in place of the estimates") in out, out
     report = (tmp_path / "b" / "report.html").read_text()
     assert "estimated bars are estimates" in report and "their calibrated bars are QEMU&#x27;s counts" in report
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                    reason="aarch64-linux-gnu-gcc / qemu-aarch64 not installed")
+def test_a_cortex_a_stage_is_advised_as_cortex_a_and_the_advice_counts_it(nhwc, capsys, tmp_path):
+    """nu15 F2: on rk3588 the advice read 'compile --emulate counts a Cortex-M stage's instructions' for a Cortex-A
+    stage; it names the Cortex-A, and following it counts that stage under QEMU."""
+    model, data = map(str, nhwc)
+    capsys.readouterr()
+    common = ["--data", data, "--target", "rk3588", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["search", model, *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "compile --emulate counts a Cortex-A stage's instructions under QEMU" in out and "Cortex-M" not in out, out
+    assert main(["compile", model, *common, "--emulate", "--no-report", "-o", str(tmp_path / "b")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    held = [s for s in json.loads((tmp_path / "b" / "manifest.json").read_text())["stages"]
+            if (s.get("predicted") or {}).get("unmeasured_ops")]
+    assert held and all(s["kind"] == "cortex-a" and s["emulation"]["instructions"] > 0 for s in held)
+    assert "--emulate counted those stages under QEMU" in out and "compile --emulate counts" not in out, out

@@ -74,11 +74,13 @@ def unmeasured_note(ops) -> str:
     return "; ".join(f"{', '.join(kinds)} never measured, priced as {how}" for how, kinds in groups.items())
 
 
-def unmeasured_warning(ops) -> str:
+def unmeasured_warning(ops, kinds=("cortex-m4",)) -> str:
     """The search's warning that its figures for the stages holding `ops` (unmeasured_ops) are estimates, with the
-    way to count such a stage instead: compile --emulate (none for a recurrent op: TVM cannot import it, so no stage
-    holding one is compiled or emulated)."""
-    advice = "" if RECURRENT_OPS & set(ops) else "; compile --emulate counts a Cortex-M stage's instructions under QEMU"
+    way to count such a stage on the measured processor `kinds` instead: compile --emulate, under QEMU a Cortex-M's
+    or a Cortex-A's (nu15 F2: an rk3588 Cortex-A stage was told 'Cortex-M'); none for a recurrent op: TVM cannot
+    import it, so no stage holding one is compiled or emulated."""
+    cores = " or ".join(sorted({"Cortex-A" if k.startswith("cortex-a") else "Cortex-M" for k in kinds}))
+    advice = "" if RECURRENT_OPS & set(ops) else f"; compile --emulate counts a {cores} stage's instructions under QEMU"
     return (f"the cost model never measured {', '.join(ops)}: the latency and energy of stages holding "
             f"{'it' if len(ops) == 1 else 'them'} are estimates ({unmeasured_note(ops)})" + advice)
 

@@ -230,13 +230,14 @@ def build_bundle(tmp: Path, stages, chosen: Chosen, run: SearchRun, splits: Spli
 def _counted_estimates(manifest: Manifest, graph: gs.Graph) -> None:
     """The search's warning that stages holding ops the cost model never measured are estimates, re-worded once
     --emulate counted every such stage under QEMU (nu15 F2: the advice to emulate was repeated after it was taken)."""
-    from eecc.cost.coverage import counted_warning, unmeasured_ops, unmeasured_warning
+    from eecc.cost.coverage import counted_warning, unmeasured_ops
 
     held = [s for s in manifest.to_json()["stages"] if (s.get("predicted") or {}).get("unmeasured_ops")]
     if not held or any(s.get("exit_latency_calibrated_s") is None for s in held):
         return
     ops, search = unmeasured_ops(graph), manifest.compile.search
-    search["warnings"] = [counted_warning(ops) if w == unmeasured_warning(ops) else w for w in search["warnings"]]
+    said = f"the cost model never measured {', '.join(ops)}: "  # unmeasured_warning's start, whatever its advice
+    search["warnings"] = [counted_warning(ops) if w.startswith(said) else w for w in search["warnings"]]
 
 
 def compare_deployments(manifest: Manifest, run: SearchRun, splits: Splits, test, platform: Platform,

@@ -177,7 +177,7 @@ def _warn_unmeasured(plan: Plan, platform: Platform, device, result: SearchResul
 
     ops = unmeasured_ops(plan.graph)
     if ops and any(device.measured(p) for p in platform.processors):
-        result.warnings.append(unmeasured_warning(ops))
+        result.warnings.append(unmeasured_warning(ops, [p.kind for p in platform.processors if device.measured(p)]))
 
 
 def no_candidate_reason(plan: Plan, exits: ExitsRun, result: SearchResult) -> str | None:
