@@ -207,7 +207,7 @@ def _conv2d_dsp(g: _Conv, wshape, zx, zo, window, mac: str):
 def plain_column(g: _Conv, mac: str | None) -> tuple[int, str | None]:
     """(L, the cdriver/dot_v6m.c function that fills the [k, L pixels] byte column, or None: the TIR copy) of
     _conv2d_plain. L = 4 (eecc_dot4_v6m) where there are ≥ 4 output pixels: the column of a pointwise conv is
-    V6M_COL4's strided copy, of a 2-D window with O·kp ≥ 512 V6M_COLW's (col_geometry's int16 bound); else, and
+    V6M_COL4's strided copy, of a 2-D window V6M_COLW's where quad_window_pays (col_geometry's int16 bound); else, and
     for host tests (`mac` None) of a windowed conv, L = 2 (dot2) with the TIR copy (which LLVM unrolls: a
     windowed copy 4 times over grew kws's 40-tap front conv by 1.7 KB, hence the rolled C loops)."""
     if g.npix < 4:
@@ -215,11 +215,21 @@ def plain_column(g: _Conv, mac: str | None) -> tuple[int, str | None]:
     if pointwise(g):
         return 4, V6M_COL4 if mac is not None else None
     fits16 = max(g.c, g.h, g.wd, g.npix, g.kp) < 1 << 15
-    # the C window costs ~170 instructions per pixel and ~45 per input channel and row of the window, the quad
-    # saves ~1 per pixel, output channel and weight word: measured worse for ResNet's 9-tap stem (16 channels,
-    # +2.6 %) and cnn1d's 3-tap 1-D convs (+9.7 %), better for kws's front conv and 3x3 convs of >= 16 channels
-    pays = g.o2 * g.kp >= 512 and g.kh > 1
-    return (4, V6M_COLW) if mac is not None and fits16 and pays else (2, None)
+    return (4, V6M_COLW) if mac is not None and fits16 and g.kh > 1 and quad_window_pays(g) else (2, None)
+
+
+def quad_window_pays(g: _Conv) -> bool:
+    """Whether the quad tile with V6M_COLW's column beats the pair tile with the TIR copy, per output pixel (M0+
+    instruction counts, dot_v6m.c): the quad saves ~2.5 + kp/4 per output channel (a call's share and ~1 per weight
+    word); the C window costs ~170 per pixel and ~35 per input channel, +40 where the window leaves the image (the
+    padding runs), less the TIR copy's ~3 per tap. Fitted on the cost model's units (layer:conv2d-*, residual-*,
+    kws, ResNet, cnn, dscnn): it picks the faster tile on every one that differs by > 0.5 %; 1-D convs (one window
+    row per channel; cnn1d +9.7 %) keep the pair tile (plain_column)."""
+    def inside(n, stride, pad, k, size):  # output rows (columns) whose window rows (columns) are all in the image
+        return sum(0 <= i * stride - pad and i * stride - pad + k <= size for i in range(n))
+
+    border = 1 - inside(g.oh, g.sh, g.pt, g.kh, g.h) * inside(g.ow, g.sw, g.pl, g.kw, g.wd) / g.npix
+    return g.o2 * (2.5 + g.kp / 4) > 170 + g.c * (35 + 40 * border) - 3 * g.k
 
 
 def _plain_fill(g: _Conv, zx: int, lanes: int, col_fn: str | None, o2: int):

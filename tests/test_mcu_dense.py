@@ -152,10 +152,11 @@ def test_m0plus_quad_window_columns_are_bit_exact(tmp_path, c, kh, kw, strides, 
 
 
 def test_m0plus_quad_tile_where_it_pays():
-    """plain_column: the quad with the C window for kws's 40-tap front conv (48 channels) and a 16-channel 3x3
-    conv, the strided copy for a pointwise conv, the pair tile with the TIR copy for ResNet's 9-tap stem (16
-    channels: the C window's per-pixel cost outweighs the quad's saving), 1-D and strided 1x1 convs (one window
-    row per channel), < 4 output pixels, and host tests."""
+    """plain_column: the quad with the C window for kws's 40-tap front conv (48 channels), a 16-channel 3x3 conv
+    and a 64 -> 64 one on a 2x2 image, the strided copy for a pointwise conv, the pair tile with the TIR copy for
+    ResNet's 9-tap stem (16 channels: the C window's per-pixel cost outweighs the quad's saving), a 48 -> 12 conv
+    on a 3x3 image (per input channel padding runs), 1-D and strided 1x1 convs (one window row per channel),
+    < 4 output pixels, and host tests."""
     def geometry(c, kh, kw, stride, pad, o=16, h=14, wd=14):
         oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
         k = c * kh * kw
@@ -167,6 +168,8 @@ def test_m0plus_quad_tile_where_it_pays():
     assert mcu_kernels.plain_column(geometry(16, 3, 3, 1, 1), mac) == (4, mcu_kernels.V6M_COLW)
     assert mcu_kernels.plain_column(geometry(48, 1, 1, 1, 0), mac) == (4, mcu_kernels.V6M_COL4)
     assert mcu_kernels.plain_column(geometry(1, 3, 3, 1, 1, h=28, wd=28), mac) == (2, None)
+    assert mcu_kernels.plain_column(geometry(48, 3, 3, 1, 1, o=12, h=3, wd=3), mac) == (2, None)  # measured +26.5 %
+    assert mcu_kernels.plain_column(geometry(64, 3, 3, 1, 1, o=64, h=2, wd=2), mac) == (4, mcu_kernels.V6M_COLW)
     assert mcu_kernels.plain_column(geometry(16, 3, 3, 1, 0, h=3, wd=3), mac) == (2, None)
     assert mcu_kernels.plain_column(geometry(16, 1, 3, 1, 1, o=32, h=1, wd=24), mac) == (2, None)  # 1-D
     assert mcu_kernels.plain_column(geometry(16, 1, 1, 2, 0, o=32), mac) == (2, None)  # strided 1x1
