@@ -54,6 +54,28 @@ def _host_integer_lowering(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 1])).numpy() for i in range(len(x))])
 
 
+def _one_conv_bit_exact(tmp_path, cpu: str, w: np.ndarray, b: np.ndarray, pads, strides, seed: int) -> str:
+    """One int8 Conv (weights `w` [O, C, kh, kw], bias `b` [O]) over a [N, C, 9, 9] input, compiled for `cpu`
+    and run under QEMU on 16 samples: asserts its outputs equal TVM's integer lowering bit for bit (and are not
+    near constant); returns the stage ELF's disassembly, for the caller to check which kernels are linked."""
+    from eecc.runtime.emulate import emulate_stage
+    from eecc.targets import cortex_m
+
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=list(pads), strides=list(strides))
+    c = w.shape[1]
+    graph = helper.make_graph([conv], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    x = (np.random.default_rng(seed).standard_normal((40, c, 9, 9)) + 0.5).astype(np.float32)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = quantize.quantize_stage(model, {"x": x[:24]})
+    arts = cortex_m.compile_stage(model, cpu=cpu, out_dir=tmp_path)
+    got, want = emulate_stage(arts, x[24:]).outputs["y"], _host_integer_lowering(model, x[24:40])
+    assert np.array_equal(got.reshape(want.shape), want) and len(np.unique(want)) > 50
+    return subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
+                          check=True).stdout
+
+
 @needs_arm
 def test_m4_c_loops_are_bit_exact_with_tvm_integer_lowering(tmp_path):
     import tvm
@@ -83,23 +105,9 @@ def test_m4_four_wide_window_columns_are_bit_exact(tmp_path, kh, strides, pads):
     weights in (kx 0, 2, 1, 3) order) under QEMU against TVM's integer lowering: windows over the left edge (2 and
     4 lanes of zx: a word wholly outside too), the right edge (1-3 lanes), padding rows above and below, an odd
     pixel count (the last pair repeats its pixel)."""
-    from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m
-
     rng = np.random.default_rng(5)
-    w = numpy_helper.from_array((rng.standard_normal((6, 1, kh, 4)) * 0.5).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=list(pads), strides=list(strides))],
-                              "r4", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 9, 9])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    x = (np.random.default_rng(8).standard_normal((40, 1, 9, 9)) + 0.5).astype(np.float32)
-    model = quantize.quantize_stage(model, {"x": x[:24]})
-    arts = cortex_m.compile_stage(model, cpu="cortex-m4", out_dir=tmp_path)
-    got, want = emulate_stage(arts, x[24:]).outputs["y"], _host_integer_lowering(model, x[24:40])
-    assert np.array_equal(got.reshape(want.shape), want) and len(np.unique(want)) > 50
-    elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
-                         check=True).stdout
+    w, b = (rng.standard_normal((6, 1, kh, 4)) * 0.5).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    elf = _one_conv_bit_exact(tmp_path, "cortex-m4", w, b, pads, strides, seed=8)
     assert f"<{mcu_kernels.COL_R4}>:" in elf
 
 
@@ -129,24 +137,9 @@ def test_m0plus_quad_window_columns_are_bit_exact(tmp_path, c, kh, kw, strides, 
     QEMU against TVM's integer lowering: windows over the left edge (2 and 5 columns of zx: one wholly outside),
     the right edge, padding rows above and below (4 rows of a 4-row window), 4 input channels, pixel counts 54, 75
     and 25 (the last quad repeats its last pixel 2, 1 and 3 times)."""
-    from eecc.runtime.emulate import emulate_stage
-    from eecc.targets import cortex_m
-
     rng = np.random.default_rng(6)
-    w = numpy_helper.from_array((rng.standard_normal((32, c, kh, kw)) * 0.5).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=list(pads), strides=list(strides))
-    graph = helper.make_graph([conv],
-                              "win4", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 9, 9])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    x = (np.random.default_rng(9).standard_normal((40, c, 9, 9)) + 0.5).astype(np.float32)
-    model = quantize.quantize_stage(model, {"x": x[:24]})
-    arts = cortex_m.compile_stage(model, cpu="cortex-m0plus", out_dir=tmp_path)
-    got, want = emulate_stage(arts, x[24:]).outputs["y"], _host_integer_lowering(model, x[24:40])
-    assert np.array_equal(got.reshape(want.shape), want) and len(np.unique(want)) > 50
-    elf = subprocess.run(["arm-none-eabi-objdump", "-d", str(arts.files[0])], capture_output=True, text=True,
-                         check=True).stdout
+    w, b = (rng.standard_normal((32, c, kh, kw)) * 0.5).astype(np.float32), rng.standard_normal(32).astype(np.float32)
+    elf = _one_conv_bit_exact(tmp_path, "cortex-m0plus", w, b, pads, strides, seed=9)
     assert f"<{mcu_kernels.V6M_COLW}>:" in elf and f"<{mcu_kernels.V6M_DOT4}>:" in elf
     assert f"<{mcu_kernels.V6M_DOT}>:" not in elf  # the only conv runs the quad
 
